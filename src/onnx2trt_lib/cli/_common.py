@@ -1,0 +1,96 @@
+"""What every subcommand shares: error-to-exit-code mapping, console, --json output.
+
+Exit codes: 0 success, 1 error, 2 usage error, 3 findings (lint) / failed comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..errors import Onnx2TrtError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
+
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Onnx2TrtGroup(click.Group):
+    """A click group whose commands never print a traceback for library errors (unless --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Onnx2TrtError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; nothing was written")
+            ctx.exit(130)
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug"))
+
+
+def print_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=False, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False)
+
+
+def quiet_option(func: Callable) -> Callable:
+    return click.option("--quiet", "-q", is_flag=True, help="Print only errors.")(func)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout.")(func)
+
+
+def parse_comma_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def wraps_command(func: Callable) -> Callable:
+    return functools.wraps(func)(func)

@@ -1,0 +1,48 @@
+"""The `onnx2trt` command: one module per subcommand, registered here."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+from ._common import Onnx2TrtGroup, configure_logging
+
+# subcommand name -> module in this package exposing a click command called `command`
+SUBCOMMANDS: dict[str, str] = {
+    "passes": "passes_cmd",
+}
+
+
+class _LazyGroup(Onnx2TrtGroup):
+    """Imports a subcommand's module only when it runs (keeps `onnx2trt --help` fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = SUBCOMMANDS.get(name)
+        if module is None:
+            return None
+        return importlib.import_module(f"{__package__}.{module}").command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnx2trt")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """ONNX to TensorRT: fix graphs for a TensorRT version, calibrate INT8, build and run engines."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    configure_logging(verbose, quiet=False)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,191 @@
+"""The pass protocol and the PassManager that runs pipelines of passes.
+
+A pass is a plain class with a stable `name`, the `op_types` it looks at, keyword-only
+options, and `run(graph) -> PassResult`. It mutates the onnx-graphsurgeon graph in place
+and reports exactly whether it changed anything: a second run on its own output must say
+`modified=False`. Passes keep no state between runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import PassError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SkippedNode:
+    """A node a pass matched but left alone, and why (data, not an exception)."""
+
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one run of a pass did. `counts` maps what changed (e.g. "rewritten") to how many."""
+
+    name: str
+    modified: bool
+    counts: Mapping[str, int] = field(default_factory=dict)
+    skipped: tuple[SkippedNode, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "modified": self.modified,
+            "counts": dict(self.counts),
+            "skipped": [s.__dict__ for s in self.skipped],
+        }
+
+
+@runtime_checkable
+class Pass(Protocol):
+    name: ClassVar[str]
+    op_types: ClassVar[tuple[str, ...]]  # empty: the pass looks at the whole graph
+
+    def run(self, graph: gs.Graph) -> PassResult: ...
+
+
+def result(
+    name: str, counts: Mapping[str, int] | None = None, skipped: Sequence[SkippedNode] = ()
+) -> PassResult:
+    """Build a PassResult whose `modified` is true exactly when some count is non-zero."""
+    counts = {k: int(v) for k, v in (counts or {}).items()}
+    return PassResult(name=name, modified=any(counts.values()), counts=counts, skipped=tuple(skipped))
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """One pass's line in a pipeline report."""
+
+    result: PassResult
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {**self.result.to_dict(), "seconds": round(self.seconds, 6)}
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    records: tuple[PassRecord, ...]
+    nodes_before: int
+    nodes_after: int
+
+    @property
+    def modified(self) -> bool:
+        return any(r.result.modified for r in self.records)
+
+    @property
+    def skipped(self) -> tuple[SkippedNode, ...]:
+        return tuple(s for r in self.records for s in r.result.skipped)
+
+    def to_dict(self) -> dict:
+        return {
+            "modified": self.modified,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "passes": [r.to_dict() for r in self.records],
+        }
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for rec in self.records:
+            res = rec.result
+            what = ", ".join(f"{k}={v}" for k, v in res.counts.items() if v) or "no change"
+            lines.append(f"{res.name:<28} {what}  ({rec.seconds * 1000:.1f} ms)")
+            lines.extend(f"    skipped {s.node} ({s.op}): {s.reason}" for s in res.skipped)
+        return lines
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{r.result.name}</td><td>{'yes' if r.result.modified else 'no'}</td>"
+            f"<td>{', '.join(f'{k}={v}' for k, v in r.result.counts.items() if v)}</td>"
+            f"<td>{len(r.result.skipped)}</td><td>{r.seconds * 1000:.1f} ms</td></tr>"
+            for r in self.records
+        )
+        return (
+            "<table><tr><th>pass</th><th>modified</th><th>changes</th><th>skipped</th><th>time</th></tr>"
+            f"{rows}</table><p>nodes: {self.nodes_before} &rarr; {self.nodes_after}</p>"
+        )
+
+
+class PassManager:
+    """Runs passes in order on one graph-surgeon graph, cleaning up after each change.
+
+    After a pass that modified the graph, dead nodes are removed and the graph is
+    re-sorted once, so every pass sees a clean, topologically sorted graph.
+    """
+
+    def __init__(self, passes: Sequence[Pass], *, cleanup: bool = True) -> None:
+        names = [p.name for p in passes]
+        for p in passes:
+            if not isinstance(p, Pass):
+                raise TypeError(f"{p!r} is not a pass (needs name, op_types and run)")
+        self.passes = tuple(passes)
+        self.cleanup = cleanup
+        self._names = names
+
+    def run_graph(self, graph: gs.Graph) -> PipelineReport:
+        nodes_before = len(graph.nodes)
+        records = []
+        for index, p in enumerate(self.passes):
+            start = time.perf_counter()
+            try:
+                res = p.run(graph)
+                if res.modified and self.cleanup:
+                    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            except PassError as exc:
+                raise PassError(self._failure_context(index, exc)) from exc
+            except Exception as exc:
+                raise PassError(self._failure_context(index, exc)) from exc
+            seconds = time.perf_counter() - start
+            log.info("pass %s: modified=%s counts=%s", p.name, res.modified, dict(res.counts))
+            records.append(PassRecord(res, seconds))
+        return PipelineReport(tuple(records), nodes_before, len(graph.nodes))
+
+    def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, PipelineReport]:
+        """Run the pipeline on a copy of `model`; the input model is never mutated.
+
+        When no pass changed anything, the original model object is returned as is, so a
+        fixed model saved again is byte-identical.
+        """
+        graph = gs.import_onnx(model)
+        report = self.run_graph(graph)
+        if not report.modified:
+            return model, report
+        out = gs.export_onnx(graph, do_type_check=False)
+        _carry_model_metadata(model, out)
+        return out, report
+
+    def _failure_context(self, index: int, exc: BaseException) -> str:
+        before = ", ".join(self._names[:index]) or "none"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"pass {self._names[index]!r} failed (passes run before it: {before}): {detail}"
+
+
+def _carry_model_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+    """graph-surgeon export drops model-level fields; keep what users rely on."""
+    dst.ir_version = src.ir_version
+    dst.producer_name = src.producer_name
+    dst.producer_version = src.producer_version
+    dst.domain = src.domain
+    dst.model_version = src.model_version
+    dst.doc_string = src.doc_string
+    del dst.metadata_props[:]
+    dst.metadata_props.extend(src.metadata_props)
+    # opsets: keep the source's, plus any domain a pass introduced
+    src_opsets = {o.domain: o.version for o in src.opset_import}
+    for o in dst.opset_import:
+        if o.domain in src_opsets:
+            o.version = max(o.version, src_opsets[o.domain])

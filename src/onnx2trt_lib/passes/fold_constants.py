@@ -1,0 +1,43 @@
+"""`fold-constants`: evaluate every subgraph whose inputs are all constant (what onnxsim is used for).
+
+Uses onnx-graphsurgeon's folding (ONNX Runtime evaluates the constant subgraphs; shape
+arithmetic on static dims is folded too), repeated until nothing more folds. Errors are
+raised, not swallowed: a model that cannot be folded is reported with the reason.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from ._infra import PassResult, result
+
+_MAX_ROUNDS = 10
+
+
+class FoldConstantsPass:
+    name = "fold-constants"
+    op_types: tuple[str, ...] = ()
+
+    def __init__(self, *, size_threshold: int | None = None, fold_shapes: bool | None = None) -> None:
+        # size_threshold: largest folded tensor to keep (bytes); None = no limit.
+        self.size_threshold = size_threshold
+        self.fold_shapes = True if fold_shapes is None else fold_shapes
+
+    def run(self, graph: gs.Graph) -> PassResult:
+        folded = 0
+        for _ in range(_MAX_ROUNDS):
+            variables = [t for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs]
+            graph.fold_constants(
+                fold_shapes=self.fold_shapes,
+                error_ok=False,
+                size_threshold=self.size_threshold,
+                recurse_subgraphs=True,
+            )
+            # folding turns Variables into Constants in place (Constant nodes' outputs too)
+            newly = sum(1 for t in variables if isinstance(t, gs.Constant))
+            if not newly:
+                break
+            folded += newly
+            graph.cleanup(remove_unused_graph_inputs=False)
+        return result(self.name, {"folded_tensors": folded})
+
