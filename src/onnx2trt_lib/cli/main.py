@@ -11,6 +11,8 @@ from ._common import Onnx2TrtGroup, configure_logging
 
 # subcommand name -> module in this package exposing a click command called `command`
 SUBCOMMANDS: dict[str, str] = {
+    "fix": "fix_cmd",
+    "lint": "lint_cmd",
     "passes": "passes_cmd",
 }
 

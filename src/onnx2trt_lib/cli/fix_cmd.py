@@ -1,0 +1,52 @@
+"""`onnx2trt fix`: run the pipeline a TensorRT version needs and write the fixed model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .._io import check_output_path, load_model, save_model, write_bytes_atomic, write_text_atomic
+from ..passes import PassManager
+from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
+
+
+@click.command("fix")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Where to write the fixed model.")
+@click.option("--target", default="tensorrt-7.1", show_default=True, help="TensorRT version to fix for (see `onnx2trt lint --help`).")
+@click.option("--passes", "pass_names", default=None, help="Comma-separated pass names to run instead of the target's pipeline.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, help="Also write the per-pass report as JSON here.")
+@json_option
+@quiet_option
+def command(model: Path, output: Path, target: str, pass_names: str | None, report_path: Path | None, as_json: bool, quiet: bool) -> None:
+    """Fix MODEL for a TensorRT version and write it to OUTPUT (MODEL is never touched)."""
+    from ..api import _resolve_passes
+
+    pipeline = _resolve_passes(target, parse_comma_list(pass_names))
+    check_output_path(output, inputs=(model,))
+    if report_path is not None:
+        check_output_path(report_path, inputs=(model, output))
+    source = load_model(model)
+    fixed, report = PassManager(pipeline).run(source)
+    if fixed is source and _is_self_contained(source):
+        # nothing changed: keep the file byte-identical
+        write_bytes_atomic(output, model.read_bytes())
+    else:
+        save_model(fixed, output)
+    payload = {"input": str(model), "output": str(output), "target": target, **report.to_dict()}
+    if report_path is not None:
+        write_text_atomic(report_path, json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        print_json(payload)
+    elif not quiet:
+        echo_lines(report.summary_lines())
+        state = "modified" if report.modified else "unchanged"
+        echo_lines([f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"])
+
+
+def _is_self_contained(model) -> bool:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return not any(uses_external_data(t) for t in _get_all_tensors(model))

@@ -1,0 +1,34 @@
+"""`onnx2trt lint`: which nodes a TensorRT version refuses, and which pass fixes each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import EXIT_FINDINGS, console, json_option, print_json
+
+
+@click.command("lint")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", default="tensorrt-7.1", show_default=True, help="TensorRT version whose ONNX parser to check against.")
+@json_option
+def command(model: Path, target: str, as_json: bool) -> None:
+    """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
+    from ..api import lint
+
+    findings = lint(model, target=target)
+    if as_json:
+        print_json({"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]})
+    elif findings:
+        from rich.table import Table
+
+        table = Table("node", "op", "rule", "fix", "why", box=None)
+        for f in findings:
+            table.add_row(f.node, f.op, f.rule, f.fix_pass or "no automatic fix", f.message)
+        console.print(table)
+        console.print(f"{len(findings)} finding(s) for {target}", markup=False)
+    else:
+        console.print(f"{model}: nothing {target} refuses", markup=False)
+    if findings:
+        click.get_current_context().exit(EXIT_FINDINGS)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_relu_model, run_ort
+
+from onnx2trt_lib._io import OutputError, atomic_write, check_output_path, load_model, save_model
+from onnx2trt_lib.errors import ModelLoadError
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write(b"half")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp left behind
+    with atomic_write(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new"
+
+
+def test_check_output_path_refuses_bad_targets(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output_path(tmp_path / "missing" / "o.onnx")
+    with pytest.raises(OutputError, match="directory"):
+        check_output_path(tmp_path)
+    with pytest.raises(OutputError, match="same file"):
+        check_output_path(model, inputs=(model,))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "no such file"), (b"", "not an ONNX model"), (os.urandom(64), "ONNX"), ("truncated", "ONNX")],
+)
+def test_load_model_errors_are_one_line(tmp_path: Path, content, message) -> None:
+    path = tmp_path / "bad.onnx"
+    if content == "truncated":
+        data = conv_relu_model().SerializeToString()
+        path.write_bytes(data[: len(data) // 2])
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message) as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_model_rejects_checker_failure(tmp_path: Path) -> None:
+    model = conv_relu_model()
+    model.graph.node[1].input[0] = "does_not_exist"
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelLoadError, match="checker"):
+        load_model(path)
+
+
+def test_external_data_round_trip_and_inputs_untouched(tmp_path: Path) -> None:
+    model = conv_relu_model(channels=64)  # weight 4x64x3x3 floats > inline threshold
+    out = tmp_path / "ext.onnx"
+    save_model(model, out, external_data=True)
+    assert (tmp_path / "ext.onnx.data").is_file()
+    assert model.graph.initializer[0].HasField("raw_data") or model.graph.initializer[0].float_data
+    loaded = load_model(out)
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 64, 8, 8)).astype(np.float32)}
+    np.testing.assert_array_equal(run_ort(model, feeds)[0], run_ort(loaded, feeds)[0])
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../outside.bin"])
+def test_external_data_escaping_model_folder_is_refused(tmp_path: Path, location: str) -> None:
+    model = conv_relu_model(channels=64)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 10000)
+    tensor = model.graph.initializer[0]
+    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=4 * 64 * 9 * 4)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelLoadError, match="escapes the model folder"):
+        load_model(path)
