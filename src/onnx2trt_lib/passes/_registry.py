@@ -15,8 +15,10 @@ from importlib.metadata import entry_points
 
 from ..errors import UsageError
 from .cleanup import CleanupPass
+from .decompose_gather_elements import DecomposeGatherElementsPass
 from .fold_constants import FoldConstantsPass
 from .infer_shapes import InferShapesPass
+from .strip_scatter_reduction import StripScatterReductionPass
 
 ENTRY_POINT_GROUP = "onnx2trt_lib.passes"
 
@@ -24,6 +26,8 @@ BUILTIN_PASSES: tuple[type, ...] = (
     InferShapesPass,
     FoldConstantsPass,
     CleanupPass,
+    DecomposeGatherElementsPass,
+    StripScatterReductionPass,
 )
 
 
