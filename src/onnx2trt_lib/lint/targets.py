@@ -17,6 +17,7 @@ Sources (repository, branch, path):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -59,6 +60,10 @@ class Target:
     scatter_nd_reduction_attr_refused: bool = False
     # ScatterND reductions other than "none" that import (opset 16/18 add, mul, max, min).
     scatter_nd_reductions: frozenset[str] = frozenset()
+    # Same for ScatterElements (TensorRT 10.0 added them; TensorRT-RTX 1.7 refuses them).
+    scatter_elements_reductions: frozenset[str] = frozenset()
+    # Coordinate modes accepted for any Resize, scales or sizes (None = any but the two below).
+    resize_coordinate_modes: frozenset[str] | None = None
     # Resize features of opset 18/19; False = the parser refuses the node.
     resize_antialias: bool = False
     resize_tf_crop_and_resize: bool = False
@@ -72,3 +77,223 @@ class Target:
     def accepts_scale_mode(self, mode: str) -> bool:
         modes = self.resize_linear_scale_modes
         return modes is None or mode in modes
+
+    def accepts_coordinate_mode(self, mode: str) -> bool:
+        modes = self.resize_coordinate_modes
+        return modes is None or mode in modes
+
+    @property
+    def sizes_fix_helps(self) -> bool:
+        """True when moving scales to sizes (fix-resize) reaches a mode the parser accepts."""
+        if self.resize_linear_scale_modes is None:
+            return False
+        modes = self.resize_coordinate_modes
+        return modes is None or bool(modes - self.resize_linear_scale_modes)
+
+
+# --- the data -----------------------------------------------------------------------
+# Ops no TensorRT ONNX parser imports: "N" rows of onnx/onnx-tensorrt@main (TensorRT 10.15)
+# docs/operators.md. Older parsers lack these too.
+_NEVER: frozenset[str] = frozenset(
+    """
+    AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im
+    Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger
+    MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional
+    OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt
+    SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
+    SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit
+    TfIdfVectorizer Unique
+    """.split()
+)
+
+# The release whose parser first imports an op (every earlier one refuses it), from
+# onnx/onnx-tensorrt docs/Changelog.md ("Added support for ..." entries; 21.02/21.03 are the
+# container releases of the TensorRT 7.2.2/7.2.3 parser) and, for 7.x/8.4, the "N" rows of
+# docs/operators.md on release/7.x and release/8.4.
+_ADDED_IN: dict[str, str] = {
+    # 21.02 / 21.03 container releases (TensorRT 7.2.x)
+    **dict.fromkeys(
+        "ReverseSequence Celu CumSum LessOrEqual GreaterOrEqual LpNormalization LpPool EyeLike "
+        "GatherElements".split(),
+        "7.2",
+    ),
+    "NonMaxSuppression": "8.0",  # experimental in 8.0, native in 8.5
+    **dict.fromkeys("Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round".split(), "8.2"),
+    **dict.fromkeys("Shrink Xor".split(), "8.4"),
+    **dict.fromkeys(
+        "RandomNormal RandomNormalLike MeanVarianceNormalization RoiAlign Mod Trilu GridSample NonZero "
+        "OneHot".split(),
+        "8.5",
+    ),
+    **dict.fromkeys("GroupNormalization LayerNormalization IsInf".split(), "8.6"),
+    "Hardmax": "10.0",  # 9.2 in the changelog; 9.x was never a general release
+    "DeformConv": "10.1",
+    **dict.fromkeys("BlackmanWindow HammingWindow HannWindow".split(), "10.4"),
+    "STFT": "10.5",
+}
+
+# What TensorRT-RTX 1.7's OnnxParser.supports_operator() says no to (checked by
+# tests/lint/test_targets.py against the installed wheel): _NEVER plus newer ops and DeformConv.
+_RTX_PARSER_UNSUPPORTED: frozenset[str] = _NEVER | frozenset({"BitCast", "CumProd", "DeformConv", "SwiGLU"})
+# Ops the parser maps to a TensorRT plugin that the TensorRT-RTX wheel does not ship:
+# supports_operator() says yes, parsing fails ("NonZero plugin creator version 1 was not
+# found in plugin registry"). Found by the cross-check test; TensorRT proper has these plugins.
+_RTX_NEEDS_PLUGIN: frozenset[str] = frozenset({"NonZero", "RoiAlign"})
+_RTX_UNSUPPORTED: frozenset[str] = _RTX_PARSER_UNSUPPORTED | _RTX_NEEDS_PLUGIN
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+@functools.cache
+def _onnx_op_first_opsets() -> dict[str, int]:
+    """Default-domain ONNX op -> the opset that introduced it (from the installed onnx)."""
+    from onnx import defs
+
+    first: dict[str, int] = {}
+    for schema in defs.get_all_schemas_with_history():
+        if schema.domain in ("", "ai.onnx"):
+            first[schema.name] = min(first.get(schema.name, 10**6), schema.since_version)
+    return first
+
+
+def _unsupported(version: str, max_opset: int) -> frozenset[str]:
+    """Ops a TensorRT `version` parser has no importer for.
+
+    Never-imported ops, ops added in a later release, and ops newer than the parser's
+    documented opset that no changelog entry adds (it cannot know them).
+    """
+    key = _version_key(version)
+    later = {op for op, since in _ADDED_IN.items() if _version_key(since) > key}
+    too_new = {op for op, opset in _onnx_op_first_opsets().items() if opset > max_opset and op not in _ADDED_IN}
+    return frozenset(_NEVER | later | too_new)
+
+
+# Resize coordinate modes: release/7.0 builtin_op_importers.cpp importResize asserts
+# `transformationMode == "asymmetric"` ("This version of TensorRT only supports asymmetric
+# resize!") for every opset-11 Resize, sizes or scales (onnx/onnx-tensorrt#491,
+# NVIDIA/TensorRT#422 with size=(128, 128)); release/7.1 and 7.2 assert "TensorRT only
+# supports half pixel, pytorch half_pixel, and asymmetric tranformation mode for linear
+# resizes when scales are provided!"; 8.0 "rehauled resize operator" (Changelog) accepts
+# every mode but tf_crop_and_resize. Resize scales: importResize asserts
+# `scales.is_weights() && "Resize scales must be an initializer!"` up to 8.x
+# (onnx/onnx-tensorrt#483 on 7.0/7.1, pytorch/pytorch#90460 on 8.2.5, NVIDIA/TensorRT#2803).
+_ALL_REDUCTIONS = frozenset({"add", "mul", "max", "min"})
+_ONLY_ASYMMETRIC = frozenset({"asymmetric"})
+_SCALE_MODES_71 = frozenset({"half_pixel", "pytorch_half_pixel", "asymmetric"})
+
+
+def _trt(
+    version: str,
+    max_opset: int,
+    *,
+    branch: str,
+    scale_modes: frozenset[str] | None,
+    description: str,
+    name: str | None = None,
+    **facts: object,
+) -> Target:
+    key = _version_key(version)
+    defaults: dict[str, object] = {
+        "resize_cubic": key >= (8, 5),
+        "gather_elements": key >= (7, 2),
+        "scatter_nd_reduction_attr_refused": (10, 0) <= key < (10, 2),
+        "resize_scales_must_be_constant": key < (10, 0),
+        # Changelog 10.0 EA: "Added support for the `reduction` attribute in `ScatterElements`"
+        "scatter_elements_reductions": _ALL_REDUCTIONS if key >= (10, 0) else frozenset(),
+    }
+    defaults.update(facts)
+    ref = branch if branch == "main" else f"release/{branch}"
+    importers = "builtin_op_importers.cpp" if key < (9, 0) else "onnxOpImporters.cpp"
+    return Target(
+        name=name or f"tensorrt-{version}",
+        description=description,
+        unsupported_ops=_unsupported(version, max_opset),
+        resize_linear_scale_modes=scale_modes,
+        max_opset=max_opset,
+        sources=(
+            f"onnx/onnx-tensorrt@{ref}:docs/operators.md",
+            "onnx/onnx-tensorrt@main:docs/Changelog.md",
+            f"onnx/onnx-tensorrt@{ref}:{importers} (importResize)",
+        ),
+        **defaults,  # type: ignore[arg-type]
+    )
+
+
+def _build_table() -> dict[str, Target]:
+    rows = [
+        _trt("7.0", 11, branch="7.0", scale_modes=_ONLY_ASYMMETRIC, resize_coordinate_modes=_ONLY_ASYMMETRIC,
+             description="TensorRT 7.0 (2019): Resize only in asymmetric mode, scales or sizes"),
+        _trt("7.1", 11, branch="7.1", scale_modes=_SCALE_MODES_71,
+             description="TensorRT 7.1 (Jetson JetPack 4.4/4.5): no GatherElements; "
+             "align_corners Resize only with sizes"),
+        _trt("7.2", 13, branch="7.2.1", scale_modes=_SCALE_MODES_71,
+             description="TensorRT 7.2.x: GatherElements imported (as Gather on flattened data)"),
+        _trt("8.0", 13, branch="8.0", scale_modes=None,
+             description="TensorRT 8.0: Resize rewritten, every coordinate mode but tf_crop_and_resize"),
+        _trt("8.2", 13, branch="8.2-GA", scale_modes=None,
+             description="TensorRT 8.2: ScatterND, GatherND, ScatterElements native"),
+        _trt("8.5", 17, branch="8.5-GA", scale_modes=None,
+             description="TensorRT 8.5: cubic Resize, NonZero, OneHot, GridSample"),
+        _trt("8.6", 17, branch="8.6-GA", scale_modes=None,
+             description="TensorRT 8.6: LayerNormalization, GroupNormalization, IsInf"),
+        _trt("10.0", 20, branch="10.0-GA", scale_modes=None,
+             description='TensorRT 10.0: ScatterND with a reduction attribute refused, even "none"'),
+        _trt("10.1", 20, branch="10.1-GA", scale_modes=None,
+             description="TensorRT 10.1: as 10.0 (ScatterND reduction refused), plus DeformConv"),
+        _trt("10.15", 24, name="tensorrt-10", branch="main", scale_modes=None,
+             description="TensorRT 10.2 and later 10.x (documented: 10.15, opsets 9-24)"),
+    ]
+    newest = rows[-1]
+    rows.append(
+        Target(
+            name="tensorrt-11",
+            description="TensorRT 11: same parser code line as TensorRT-RTX 1.7; row copied from the "
+            "newest parser checked here",
+            unsupported_ops=_RTX_PARSER_UNSUPPORTED,
+            resize_linear_scale_modes=None,
+            resize_cubic=True,
+            max_opset=24,
+            resize_scales_must_be_constant=False,
+            scatter_elements_reductions=_ALL_REDUCTIONS,
+            sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/lint/test_targets.py)",),
+        )
+    )
+    rows.append(
+        Target(
+            name="tensorrt-rtx",
+            description="TensorRT-RTX 1.7 (pip tensorrt-rtx): checked against its OnnxParser on this machine",
+            unsupported_ops=_RTX_UNSUPPORTED,
+            resize_linear_scale_modes=None,
+            resize_cubic=True,
+            max_opset=24,
+            resize_scales_must_be_constant=False,
+            sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/lint/test_targets.py)",
+                     "onnx/onnx-tensorrt@main:docs/operators.md"),
+        )
+    )
+    return {t.name: t for t in rows}
+
+
+TARGETS: dict[str, Target] = _build_table()
+DEFAULT_TARGET = "tensorrt-7.1"
+
+# Spellings users type for the same row.
+_ALIASES: dict[str, str] = {
+    "rtx": "tensorrt-rtx",
+    "tensorrt-rtx-1.7": "tensorrt-rtx",
+    "tensorrt-10.2": "tensorrt-10",
+    "tensorrt-10.15": "tensorrt-10",
+}
+
+
+def get_target(name: str) -> Target:
+    """The table row for `name` ("tensorrt-7.1", "7.1", "rtx"); UsageError listing known names."""
+    key = name.strip().lower()
+    if key and key[0].isdigit():
+        key = f"tensorrt-{key}"
+    key = _ALIASES.get(key, key)
+    if key in TARGETS:
+        return TARGETS[key]
+    raise UsageError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}")

@@ -1,0 +1,294 @@
+"""The lint rules: one small function per thing a TensorRT ONNX parser refuses.
+
+A rule looks at one node and the target's row of data (targets.py) and returns a message
+when the parser would refuse the node, else None. The rule name is stable (scripts and
+`--json` consumers key on it); the pass name says what `onnx2trt fix` runs to repair it
+(None: no automatic fix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_graphsurgeon as gs
+
+from .targets import Target
+
+_DEFAULT_DOMAINS = (None, "", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a rule reports: the message and the pass that fixes it (None = no automatic fix)."""
+
+    message: str
+    fix_pass: str | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    op_types: tuple[str, ...]  # empty: every op
+    check: Callable[[gs.Node, Target, int], Hit | None]  # (node, target, opset)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _attr_str(node: gs.Node, name: str, default: str) -> str:
+    value = node.attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _input(node: gs.Node, index: int) -> gs.Tensor | None:
+    """The node's input `index`, or None when absent or the empty name (optional input)."""
+    if index >= len(node.inputs):
+        return None
+    tensor = node.inputs[index]
+    if tensor is None or (isinstance(tensor, gs.Variable) and not tensor.name):
+        return None
+    if _is_empty_constant(tensor):
+        return None  # opset-11 exporters write an empty constant for "no roi / no scales"
+    return tensor
+
+
+def _is_empty_constant(tensor: gs.Tensor) -> bool:
+    if isinstance(tensor, gs.Constant):
+        return tensor.shape is not None and 0 in tuple(tensor.shape)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        return isinstance(value, gs.Constant) and value.shape is not None and 0 in tuple(value.shape)
+    return False
+
+
+def _is_constant(tensor: gs.Tensor) -> bool:
+    """A constant the parser sees as weights: an initializer or a Constant node's output."""
+    if isinstance(tensor, gs.Constant):
+        return True
+    return len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant"
+
+
+def _static_shape(tensor: gs.Tensor) -> bool:
+    shape = tensor.shape
+    return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+
+
+def _ancestors(tensor: gs.Tensor):
+    """Yield (tensor, producer or None) walking up from `tensor`; Shape/Size stop the walk.
+
+    Shape and Size read only a tensor's dimensions, never its values, so what lies above
+    them does not make the result depend on run-time data.
+    """
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        producer = t.inputs[0] if t.inputs else None
+        yield t, producer
+        if producer is None or _is_constant(t) or producer.op in ("Shape", "Size"):
+            continue
+        stack.extend(x for x in producer.inputs if x is not None and x.name)
+
+
+def _is_foldable(tensor: gs.Tensor) -> bool:
+    """True when fold-constants can turn `tensor` into a constant.
+
+    Every value it depends on must be constant; Shape/Size of a tensor with a static shape
+    count as constant (onnx-graphsurgeon folds them). A graph input, a dynamic shape, a
+    random op or a node outside the default domain stops it.
+    """
+    for t, producer in _ancestors(tensor):
+        if _is_constant(t):
+            continue
+        if producer is None:  # graph input: only known at run time
+            return False
+        if producer.op in ("Shape", "Size"):
+            if not _static_shape(producer.inputs[0]):
+                return False
+            continue
+        if producer.op.startswith("Random") or producer.domain not in _DEFAULT_DOMAINS:
+            return False
+        if producer.op in ("Loop", "If", "Scan"):
+            return False
+    return True
+
+
+def _reads_graph_input_values(tensor: gs.Tensor) -> bool:
+    """True when `tensor` is computed from a graph input's values (not just its shape)."""
+    return any(producer is None and not _is_constant(t) for t, producer in _ancestors(tensor))
+
+
+def _resize_scales(node: gs.Node, opset: int) -> gs.Tensor | None:
+    """The tensor holding the scales a Resize/Upsample uses, or None (sizes given, or attribute).
+
+    Resize-10 and Upsample-9 take (X, scales); Resize-11+ takes (X, roi, scales, sizes) and
+    ignores scales when sizes are given.
+    """
+    if node.op == "Upsample" or (opset < 11 and len(node.inputs) == 2):
+        return _input(node, 1)
+    if _input(node, 3) is not None:
+        return None
+    return _input(node, 2)
+
+
+def _resize_mode(node: gs.Node) -> str:
+    return _attr_str(node, "mode", "nearest")
+
+
+def _coordinate_mode(node: gs.Node, opset: int) -> str:
+    if opset < 11:  # Resize-10 has no such attribute and behaves as asymmetric
+        return "asymmetric"
+    return _attr_str(node, "coordinate_transformation_mode", "half_pixel")
+
+
+# --- rules --------------------------------------------------------------------------
+# Ops with their own rule below are left out of "unsupported-op" so each node is reported once.
+_OPS_WITH_OWN_RULE = frozenset({"GatherElements"})
+
+
+def unsupported_op(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if node.domain not in _DEFAULT_DOMAINS or node.op in _OPS_WITH_OWN_RULE:
+        return None
+    if node.op in target.unsupported_ops:
+        return Hit(f"{target.name} has no importer for ONNX op {node.op}", None)
+    return None
+
+
+def gather_elements_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if target.gather_elements:
+        return None
+    return Hit(
+        f"{target.name} does not import GatherElements; it can be rewritten as Gather on flattened data",
+        "decompose-gather-elements",
+    )
+
+
+def scatter_reduction_attr(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if "reduction" not in node.attrs or node.op in target.unsupported_ops:
+        return None  # an op the parser lacks altogether is reported once, by unsupported-op
+    reduction = _attr_str(node, "reduction", "none")
+    if node.op == "ScatterND":
+        refuses_none, accepted = target.scatter_nd_reduction_attr_refused, target.scatter_nd_reductions
+    else:
+        refuses_none, accepted = False, target.scatter_elements_reductions
+    if reduction == "none":
+        if refuses_none:
+            return Hit(
+                f'{target.name} refuses {node.op} with a reduction attribute, even reduction="none" '
+                "(which means no reduction and can be dropped)",
+                "strip-scatter-reduction",
+            )
+        return None
+    if reduction not in accepted:
+        return Hit(f'{target.name} does not import {node.op} with reduction="{reduction}"', None)
+    return None
+
+
+def resize_cubic(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if _resize_mode(node) != "cubic" or target.resize_cubic:
+        return None
+    return Hit(f"{target.name} does not support cubic Resize (TensorRT has it from 8.5)", None)
+
+
+def resize_scales_coordinate_mode(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    mode = _resize_mode(node)
+    if mode not in ("linear", "cubic") or (mode == "cubic" and not target.resize_cubic):
+        return None
+    if _resize_scales(node, opset) is None:
+        return None
+    coord = _coordinate_mode(node, opset)
+    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or not target.accepts_coordinate_mode(coord):
+        return None  # refused with sizes too: other rules report it
+    if target.accepts_scale_mode(coord):
+        return None
+    accepted = ", ".join(sorted(target.resize_linear_scale_modes or ()))
+    return Hit(
+        f"{target.name} refuses {mode} Resize with scales in {coord} mode (accepts {accepted}); "
+        "with sizes it is accepted",
+        "fix-resize",
+    )
+
+
+def resize_coordinate_mode(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    coord = _coordinate_mode(node, opset)
+    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or target.accepts_coordinate_mode(coord):
+        return None
+    accepted = ", ".join(sorted(target.resize_coordinate_modes or ()))
+    return Hit(
+        f"{target.name} accepts Resize only with coordinate_transformation_mode in ({accepted}), "
+        f"not {coord}, whether scales or sizes are given",
+        None,
+    )
+
+
+def resize_antialias(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    # The spec ignores antialias for nearest, but the parsers refuse it whatever the mode.
+    if not int(node.attrs.get("antialias", 0)) or target.resize_antialias:
+        return None
+    return Hit(f"{target.name} does not support antialiased Resize (antialias=1)", None)
+
+
+def resize_tf_crop_and_resize(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if _coordinate_mode(node, opset) != "tf_crop_and_resize" or target.resize_tf_crop_and_resize:
+        return None
+    return Hit(f"{target.name} does not support coordinate_transformation_mode=tf_crop_and_resize", None)
+
+
+def resize_half_pixel_symmetric(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if _coordinate_mode(node, opset) != "half_pixel_symmetric" or target.resize_half_pixel_symmetric:
+        return None
+    return Hit(f"{target.name} does not support coordinate_transformation_mode=half_pixel_symmetric", None)
+
+
+def resize_keep_aspect_ratio_policy(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    policy = _attr_str(node, "keep_aspect_ratio_policy", "stretch")
+    if policy == "stretch" or target.resize_keep_aspect_ratio_policy:
+        return None
+    return Hit(f'{target.name} supports only keep_aspect_ratio_policy="stretch", not "{policy}"', None)
+
+
+def resize_scales_not_constant(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    scales = _resize_scales(node, opset)
+    if scales is None or _is_constant(scales):
+        return None
+    if not target.resize_scales_must_be_constant:
+        if not _reads_graph_input_values(scales):
+            return None
+        return Hit(
+            f"{target.name} refuses float scales computed from a graph input's values ({scales.name!r}); "
+            "export with sizes or fixed scale factors",
+            None,
+        )
+    if _is_foldable(scales):
+        return Hit(
+            f"{target.name} needs {node.op} scales to be a constant; {scales.name!r} is computed from constants",
+            "fold-constants",
+        )
+    return Hit(
+        f"{target.name} needs {node.op} scales to be a constant; {scales.name!r} depends on run-time data "
+        "(a graph input or a dynamic shape); export with sizes or fixed scale factors",
+        None,
+    )
+
+
+_RESIZE = ("Resize",)
+
+RULES: tuple[Rule, ...] = (
+    Rule("unsupported-op", (), unsupported_op),
+    Rule("gather-elements-unsupported", ("GatherElements",), gather_elements_unsupported),
+    Rule("scatter-reduction-attr", ("ScatterND", "ScatterElements"), scatter_reduction_attr),
+    Rule("resize-cubic-unsupported", _RESIZE, resize_cubic),
+    Rule("resize-coordinate-mode", _RESIZE, resize_coordinate_mode),
+    Rule("resize-scales-coordinate-mode", _RESIZE, resize_scales_coordinate_mode),
+    Rule("resize-antialias", _RESIZE, resize_antialias),
+    Rule("resize-tf-crop-and-resize", _RESIZE, resize_tf_crop_and_resize),
+    Rule("resize-half-pixel-symmetric", _RESIZE, resize_half_pixel_symmetric),
+    Rule("resize-keep-aspect-ratio-policy", _RESIZE, resize_keep_aspect_ratio_policy),
+    Rule("resize-scales-not-constant", ("Resize", "Upsample"), resize_scales_not_constant),
+)
+
+RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)
