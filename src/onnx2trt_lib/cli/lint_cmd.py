@@ -21,13 +21,14 @@ def command(model: Path, target: str, as_json: bool) -> None:
     if as_json:
         print_json({"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]})
     elif findings:
-        from rich.table import Table
-
-        table = Table("node", "op", "rule", "fix", "why", box=None)
         for f in findings:
-            table.add_row(f.node, f.op, f.rule, f.fix_pass or "no automatic fix", f.message)
-        console.print(table)
-        console.print(f"{len(findings)} finding(s) for {target}", markup=False)
+            console.print(f"{f.node} ({f.op}): {f.rule} -> {f.fix_pass or 'no automatic fix'}", markup=False)
+            console.print(f"    {f.message}", markup=False)
+        fixable = sum(f.fix_pass is not None for f in findings)
+        console.print(
+            f"{len(findings)} finding(s) for {target}, {fixable} fixable with `onnx2trt fix --target {target}`",
+            markup=False,
+        )
     else:
         console.print(f"{model}: nothing {target} refuses", markup=False)
     if findings:

@@ -11,9 +11,11 @@ from ._common import Onnx2TrtGroup, configure_logging
 
 # subcommand name -> module in this package exposing a click command called `command`
 SUBCOMMANDS: dict[str, str] = {
+    "compare": "compare_cmd",
     "fix": "fix_cmd",
     "lint": "lint_cmd",
     "passes": "passes_cmd",
+    "run": "run_cmd",
 }
 
 

@@ -1,0 +1,52 @@
+"""`onnx2trt compare A B`: run two models/engines on the same inputs; exit 3 when they differ.
+
+B is the reference (usually the FP32 .onnx). Inputs come from `feeds_for` in run_cmd: add
+new input sources (e.g. a calibration data set) there or in `collect_feeds` below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import EXIT_FINDINGS, echo_lines, json_option, print_json
+from .run_cmd import feeds_for, runner_options
+
+
+def collect_feeds(runner: Any, inputs: tuple[Path, ...], **_sources: Any) -> list[dict]:
+    """Every feed to compare on; keyword sources are the hook for more input options."""
+    return feeds_for(runner, inputs)
+
+
+@click.command("compare")
+@click.argument("model_a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model_b", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=".npz of inputs keyed by input name; repeat for several feeds (random static data if omitted).")
+@click.option("--atol", default=1e-5, show_default=True, type=click.FloatRange(0), help="Absolute tolerance.")
+@click.option("--rtol", default=1e-3, show_default=True, type=click.FloatRange(0), help="Relative tolerance.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="ONNX Runtime provider for .onnx models.")
+@click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs for engines.")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, model_a: Path, model_b: Path, inputs: tuple[Path, ...], atol: float, rtol: float,
+            provider: str, cuda_graph: bool, as_json: bool) -> None:
+    """Compare outputs of MODEL_A against MODEL_B (the reference): max abs/rel error, cosine, worst elements.
+
+    An element passes when |a-b| <= atol + rtol*|b|. Exit code 3 when any output fails.
+    """
+    from ..runtime import compare, open_runner
+
+    with open_runner(model_a, **runner_options(model_a, provider, cuda_graph)) as runner_a, \
+            open_runner(model_b, **runner_options(model_b, provider, cuda_graph)) as runner_b:
+        feeds = collect_feeds(runner_b, inputs)
+        report = compare(runner_a, runner_b, feeds, atol=atol, rtol=rtol)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        echo_lines(report.summary())
+    if not report.passed:
+        ctx.exit(EXIT_FINDINGS)
