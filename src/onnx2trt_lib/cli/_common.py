@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import Onnx2TrtError
 
@@ -33,7 +34,7 @@ class Onnx2TrtGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")

@@ -11,6 +11,7 @@ from ._common import Onnx2TrtGroup, configure_logging
 
 # subcommand name -> module in this package exposing a click command called `command`
 SUBCOMMANDS: dict[str, str] = {
+    "build": "build_cmd",
     "compare": "compare_cmd",
     "fix": "fix_cmd",
     "lint": "lint_cmd",

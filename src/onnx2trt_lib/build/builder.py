@@ -1,0 +1,187 @@
+"""`Builder`: the common case in one call, ONNX in, engine file + sidecar out, cached.
+
+    result = Builder(BuildConfig(fp16=True, profiles=profiles_from_specs(["x:1x3x224x224/8x3x224x224/32x3x224x224"]))).build(
+        "model.onnx", "model.engine")
+
+Everything here is composed from network_from_onnx, engine_bytes_from_network,
+make_sidecar, save_engine and EngineCache; use those directly for anything unusual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .._io import check_output_path, load_model, sha256_file, sha256_model
+from ..errors import UsageError
+from .backends import Backend, detect_backend
+from .cache import EngineCache, cache_key
+from .config import BuildConfig
+from .engine import (
+    ProgressCallback,
+    engine_bytes_from_network,
+    make_sidecar,
+    read_sidecar,
+    save_engine,
+    sidecar_path,
+)
+from .network import network_from_onnx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced; `cache_hit` says the engine came from the cache, unbuilt."""
+
+    engine: bytes = field(repr=False)
+    sidecar: dict[str, Any] = field(repr=False)
+    path: Path | None
+    cache_hit: bool
+    seconds: float
+    backend: Backend
+
+    @property
+    def sidecar_path(self) -> Path | None:
+        return sidecar_path(self.path) if self.path is not None else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "engine": str(self.path) if self.path else None,
+            "sidecar": str(self.sidecar_path) if self.path else None,
+            "cache_hit": self.cache_hit,
+            "seconds": round(self.seconds, 4),
+            "backend": self.backend.to_dict(),
+            "target": self.sidecar.get("target"),
+            "engine_size": len(self.engine),
+            "inputs": self.sidecar.get("inputs"),
+            "outputs": self.sidecar.get("outputs"),
+        }
+
+
+class Builder:
+    """Builds engines with one BuildConfig, reusing cached engines when nothing changed.
+
+    `cache_dir=None` uses the default cache folder (see `default_cache_dir`);
+    `cache_dir=False` turns the cache off.
+    """
+
+    def __init__(
+        self,
+        config: BuildConfig | None = None,
+        *,
+        cache_dir: str | os.PathLike | None | bool = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config if config is not None else BuildConfig()
+        if cache_dir is True:
+            cache_dir = None
+        self.cache = None if cache_dir is False else EngineCache(cache_dir)
+        self.progress = progress
+
+    def build(
+        self, model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike | None = None
+    ) -> BuildResult:
+        """Build (or fetch from the cache) the engine for `model`; save it to `output` if given."""
+        start = time.perf_counter()
+        config = self.config
+        backend = detect_backend(config.backend)
+        _check_inputs_exist(config)
+        out_path = None
+        if output is not None:
+            sources = () if isinstance(model, onnx.ModelProto) else (model,)
+            out_path = check_output_path(output, inputs=sources)
+            check_output_path(sidecar_path(out_path), inputs=sources)
+
+        onnx_sha256, source = _fingerprint(model)
+        key = cache_key(onnx_sha256, config, backend) if self.cache is not None else None
+        cached = self.cache.get(key) if self.cache is not None and key is not None else None
+        if cached is not None:
+            engine, sidecar = cached
+            sidecar = {**sidecar, "onnx_source": source}
+            if out_path is not None and not _up_to_date(out_path, sidecar):
+                save_engine(out_path, engine, sidecar)
+            log.info("engine for %s from cache (%s)", source, key[:12] if key else "")
+            return BuildResult(engine, sidecar, out_path, True, time.perf_counter() - start, backend)
+
+        parsed = network_from_onnx(model, backend, config=config)
+        engine = engine_bytes_from_network(parsed, config, progress=self.progress)
+        sidecar = make_sidecar(parsed, config, engine, onnx_sha256=onnx_sha256, onnx_source=source)
+        if out_path is not None:
+            save_engine(out_path, engine, sidecar)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, engine, sidecar)
+        return BuildResult(engine, sidecar, out_path, False, time.perf_counter() - start, backend)
+
+
+def build_engine(
+    model: str | os.PathLike | onnx.ModelProto,
+    output: str | os.PathLike | None = None,
+    config: BuildConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None | bool = None,
+) -> BuildResult:
+    """Function form of `Builder(config, cache_dir=...).build(model, output)`."""
+    return Builder(config, cache_dir=cache_dir).build(model, output)
+
+
+def _fingerprint(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, str | None]:
+    """sha256 of the ONNX file's bytes (a path), or of its deterministic serialization (a proto).
+
+    A path is hashed without parsing it, so a cache hit never pays for loading the model;
+    external-data files are hashed too, since they hold the weights.
+    """
+    if isinstance(model, onnx.ModelProto):
+        return sha256_model(model), None
+    path = Path(model)
+    if not path.is_file():
+        load_model(path)  # raises the library's one-line "no such file / is a directory"
+    data = path.read_bytes()  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
+    digest = hashlib.sha256(data).hexdigest()
+    externals = _external_data_files(path) if b"location" in data else []
+    if externals:
+        combined = hashlib.sha256(digest.encode())
+        for ext in externals:
+            combined.update(f"{ext.name}:{sha256_file(ext)}".encode())
+        digest = combined.hexdigest()
+    return digest, str(path)
+
+
+def _external_data_files(path: Path) -> list[Path]:
+    """External-data files a model references (read from the proto without loading weights)."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001
+        return []  # network_from_onnx will report the unreadable model properly
+    names = set()
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    names.add(entry.value)
+    files = [(path.parent / n) for n in sorted(names)]
+    return [f for f in files if f.is_file()]
+
+
+def _up_to_date(out_path: Path, sidecar: dict[str, Any]) -> bool:
+    """True when `out_path` already holds this engine and a sidecar for it: nothing to write."""
+    try:
+        existing = read_sidecar(out_path)
+        if existing.get("engine_sha256") != sidecar.get("engine_sha256"):
+            return False
+        return sha256_file(out_path) == sidecar.get("engine_sha256")
+    except Exception:  # noqa: BLE001 - missing, unreadable or foreign: write it
+        return False
+
+
+def _check_inputs_exist(config: BuildConfig) -> None:
+    for label, value in (("calibration cache", config.calibration_cache), ("calibration data", config.calibration_data)):
+        if value is not None and not Path(value).exists():
+            raise UsageError(f"{label} {value} does not exist")

@@ -1,0 +1,129 @@
+"""`onnx2trt build MODEL -o ENGINE`: ONNX to a TensorRT engine file plus its JSON sidecar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from ._common import console, err_console, json_option, print_json, quiet_option
+
+_BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
+
+
+@click.command("build")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Engine file to write; its sidecar goes to ENGINE.json.")
+@click.option("--fp16", is_flag=True, help="Allow FP16 (TensorRT 10: builder flag; TensorRT 11/RTX: FP16 graph pass).")
+@click.option("--int8", is_flag=True, help="INT8, calibrated from --cache or --data.")
+@click.option("--cache", "calibration_cache", type=click.Path(dir_okay=False, path_type=str),
+              help="INT8 calibration cache (TensorRT text format).")
+@click.option("--data", "calibration_data", type=click.Path(path_type=str),
+              help="INT8 calibration data (TensorRT 10 only: calibrates while building).")
+@click.option("--shapes", multiple=True, metavar="NAME:MIN/OPT/MAX,...",
+              help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224.")
+@click.option("--min-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MIN shapes (one per profile).")
+@click.option("--opt-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style OPT shapes (one per profile).")
+@click.option("--max-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MAX shapes (one per profile).")
+@click.option("--workspace", metavar="SIZE", help="Workspace memory pool limit, e.g. 1G or 512M.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=str),
+              help="Timing cache file: read if present, written after the build.")
+@click.option("--builder-optimization-level", type=int, metavar="0-5", help="Higher: slower build, maybe faster engine.")
+@click.option("--version-compatible", is_flag=True, help="Engine loadable by later TensorRT versions (where supported).")
+@click.option("--hardware-compatibility", type=click.Choice(["ampere-plus", "same-compute-capability"]),
+              help="Full TensorRT only: run on other GPUs than the build GPU.")
+@click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
+              help="Which TensorRT builds the engine.")
+@click.option("--engine-cache-dir", type=click.Path(file_okay=False, path_type=str),
+              help="Engine cache folder (default: $ONNX2TRT_CACHE_DIR or ~/.cache/onnx2trt/engines).")
+@click.option("--no-engine-cache", is_flag=True, help="Always build; neither read nor fill the engine cache.")
+@json_option
+@quiet_option
+def command(
+    model: str,
+    output: str,
+    fp16: bool,
+    int8: bool,
+    calibration_cache: str | None,
+    calibration_data: str | None,
+    shapes: tuple[str, ...],
+    min_shapes: tuple[str, ...],
+    opt_shapes: tuple[str, ...],
+    max_shapes: tuple[str, ...],
+    workspace: str | None,
+    timing_cache: str | None,
+    builder_optimization_level: int | None,
+    version_compatible: bool,
+    hardware_compatibility: str | None,
+    backend: str,
+    engine_cache_dir: str | None,
+    no_engine_cache: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Build a TensorRT engine from MODEL (ONNX) and write it to ENGINE with a JSON sidecar.
+
+    A second identical build (same ONNX, options and TensorRT) is served from the engine cache.
+    """
+    from ..build import BuildConfig, Builder, parse_memory_size, profiles_from_specs
+
+    config = BuildConfig(
+        fp16=fp16,
+        int8=int8,
+        calibration_cache=calibration_cache,
+        calibration_data=calibration_data,
+        profiles=profiles_from_specs(shapes, min_shapes, opt_shapes, max_shapes),
+        workspace=parse_memory_size(workspace) if workspace is not None else None,
+        timing_cache=timing_cache,
+        builder_optimization_level=builder_optimization_level,
+        version_compatible=version_compatible,
+        hardware_compatibility=hardware_compatibility,
+        backend=backend,
+    )
+    show_progress = not (quiet or as_json)
+    with _progress(show_progress) as progress:
+        builder = Builder(config, cache_dir=False if no_engine_cache else engine_cache_dir, progress=progress)
+        result = builder.build(model, output)
+    if as_json:
+        print_json(result.summary())
+        return
+    if quiet:
+        return
+    how = "from the engine cache" if result.cache_hit else "built"
+    console.print(
+        f"{how}: {result.path} ({len(result.engine) / 1024:.0f} KiB, {result.backend.label}, "
+        f"target {result.sidecar.get('target')}) in {result.seconds:.2f} s",
+        markup=False,
+    )
+    for kind in ("inputs", "outputs"):
+        for tensor in result.sidecar.get(kind) or []:
+            shape = "x".join("?" if d < 0 else str(d) for d in tensor["shape"]) or "scalar"
+            console.print(f"  {kind[:-1]:<6} {tensor['name']}  {tensor['dtype']}  {shape}", markup=False)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[object]:
+    """A rich progress display fed by TensorRT's build phases (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(phase: str, step: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=max(total, 1))
+            bar.update(tasks[phase], completed=min(step, max(total, 1)))
+
+        yield update
