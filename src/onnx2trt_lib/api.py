@@ -12,7 +12,7 @@ from .passes import PassManager, PipelineReport, get_pass
 
 
 def _resolve_passes(target, passes: Sequence[str | object] | None) -> list[object]:
-    from .lint import get_target, passes_for_target
+    from .compat import get_target, passes_for_target
 
     if passes is None:
         return passes_for_target(get_target(target) if isinstance(target, str) else target)
@@ -37,6 +37,6 @@ def fix(
 
 def lint(model: str | os.PathLike | onnx.ModelProto, *, target: str = "tensorrt-7.1") -> list:
     """Findings: the nodes the `target` parser refuses, each with the pass that fixes it (or None)."""
-    from .lint import get_target, lint_model
+    from .compat import get_target, lint_model
 
     return lint_model(load_model(model), get_target(target))

@@ -113,3 +113,16 @@ def test_entry_point_name_must_match_class_name(monkeypatch) -> None:
             registered_passes()
     finally:
         _registry._entry_point_passes.cache_clear()
+
+
+def test_modifying_run_leaves_input_bytes_alone() -> None:
+    from pathlib import Path
+
+    import onnx
+
+    path = Path(__file__).parents[1] / "data" / "models" / "resize_bicubic_2x3_ac1_legacy11_dyn.onnx"
+    model = onnx.load(path)
+    before = model.SerializeToString()
+    _, report = PassManager([get_pass("fix-resize")]).run(model)
+    assert report.modified
+    assert model.SerializeToString() == before

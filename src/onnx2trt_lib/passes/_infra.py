@@ -160,7 +160,10 @@ class PassManager:
         When no pass changed anything, the original model object is returned as is, so a
         fixed model saved again is byte-identical.
         """
-        graph = gs.import_onnx(model)
+        # graph-surgeon's export writes names back into the protos it imported from: work on a copy
+        working = onnx.ModelProto()
+        working.CopyFrom(model)
+        graph = gs.import_onnx(working)
         report = self.run_graph(graph)
         if not report.modified:
             return model, report

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from ..errors import UsageError
 from .cleanup import CleanupPass
 from .decompose_gather_elements import DecomposeGatherElementsPass
+from .fix_resize import FixResizePass
 from .fold_constants import FoldConstantsPass
 from .infer_shapes import InferShapesPass
 from .strip_scatter_reduction import StripScatterReductionPass
@@ -26,6 +27,7 @@ BUILTIN_PASSES: tuple[type, ...] = (
     InferShapesPass,
     FoldConstantsPass,
     CleanupPass,
+    FixResizePass,
     DecomposeGatherElementsPass,
     StripScatterReductionPass,
 )

@@ -12,7 +12,7 @@ Sources (repository, branch, path):
   (e.g. the 7.1 assertion "TensorRT only supports half pixel, pytorch half_pixel, and
   asymmetric tranformation mode for linear resizes when scales are provided!").
 - TensorRT-RTX 1.7 (the `tensorrt_rtx` wheel's OnnxParser), checked on this machine by
-  tests/lint/test_targets.py::test_rtx_parser_agrees_with_table.
+  tests/compat/test_targets.py::test_rtx_parser_agrees_with_table.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ _ADDED_IN: dict[str, str] = {
 }
 
 # What TensorRT-RTX 1.7's OnnxParser.supports_operator() says no to (checked by
-# tests/lint/test_targets.py against the installed wheel): _NEVER plus newer ops and DeformConv.
+# tests/compat/test_targets.py against the installed wheel): _NEVER plus newer ops and DeformConv.
 _RTX_PARSER_UNSUPPORTED: frozenset[str] = _NEVER | frozenset({"BitCast", "CumProd", "DeformConv", "SwiGLU"})
 # Ops the parser maps to a TensorRT plugin that the TensorRT-RTX wheel does not ship:
 # supports_operator() says yes, parsing fails ("NonZero plugin creator version 1 was not
@@ -257,7 +257,7 @@ def _build_table() -> dict[str, Target]:
             max_opset=24,
             resize_scales_must_be_constant=False,
             scatter_elements_reductions=_ALL_REDUCTIONS,
-            sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/lint/test_targets.py)",),
+            sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
         )
     )
     rows.append(
@@ -269,7 +269,7 @@ def _build_table() -> dict[str, Target]:
             resize_cubic=True,
             max_opset=24,
             resize_scales_must_be_constant=False,
-            sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/lint/test_targets.py)",
+            sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
                      "onnx/onnx-tensorrt@main:docs/operators.md"),
         )
     )

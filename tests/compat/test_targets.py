@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, defs
 
 from onnx2trt_lib.errors import UsageError
-from onnx2trt_lib.lint import lint_model
-from onnx2trt_lib.lint.targets import (
+from onnx2trt_lib.compat import lint_model
+from onnx2trt_lib.compat.targets import (
     _ADDED_IN,
     _NEVER,
     _RTX_NEEDS_PLUGIN,

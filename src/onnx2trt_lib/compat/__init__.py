@@ -1,4 +1,4 @@
-"""Lint: which nodes a given TensorRT ONNX parser would refuse, and which pass fixes each.
+"""TensorRT compatibility: which ONNX parser version refuses what (targets), the rules, and `lint`.
 
 `lint_model(model, "tensorrt-7.1")` lists findings without changing anything;
 `passes_for_target(target, findings)` gives the pipeline `onnx2trt fix` runs to repair what

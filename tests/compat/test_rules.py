@@ -6,7 +6,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from onnx2trt_lib.errors import UsageError
-from onnx2trt_lib.lint import (
+from onnx2trt_lib.compat import (
     PASS_ORDER,
     RULE_NAMES,
     TARGETS,
