@@ -82,7 +82,7 @@ def main() -> None:
         names.append(f"calib_images/{name}")
     (OUT / "calib_list.txt").write_text("\n".join(names) + "\n")
     (OUT / "preprocess.json").write_text(json.dumps(
-        {"size": [8, 8], "color": "gray", "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}, indent=2) + "\n")
+        {"size": [8, 8], "color": "GRAY", "mean": [0.0], "std": [1.0], "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}, indent=2) + "\n")
     (OUT / "README.md").write_text(
         "Made by tools/make_sample_model.py (sklearn digits, seed 0).\n"
         f"FP32 test accuracy at export: {acc:.4f} on {len(test)} held-out images.\n"

@@ -13,6 +13,7 @@ Values are kept as raw uint32 bit patterns so any cache (NaN payloads, subnormal
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
@@ -29,6 +30,8 @@ DEFAULT_ALGORITHM = "EntropyCalibration2"
 # Used when no TensorRT is importable to say which version will read the cache.
 DEFAULT_TRT_VERSION = "10.3.0"
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
+
+log = logging.getLogger(__name__)
 
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
 _HEX = re.compile(r"^[0-9a-fA-F]{8}$")
@@ -107,6 +110,10 @@ class CalibrationCache:
         for name, value in amax.items():
             _check_name(name)
             bits[name] = float_to_bits(float(value) / INT8_MAX)
+        odd = [name for name in bits if ": " in name]
+        if odd:  # TensorRT splits at the last ": "; ModelOpt's import_scales_from_calib_cache splits at every one
+            log.warning("%d tensor name(s) contain ': ' (e.g. %r): TensorRT reads them, ModelOpt's cache reader cannot",
+                        len(odd), odd[0])
         return cls(version=trt_version_number(version), algorithm=algorithm, bits=bits)
 
     def to_bytes(self) -> bytes:

@@ -12,10 +12,15 @@ from ._common import Onnx2TrtGroup, configure_logging
 # subcommand name -> module in this package exposing a click command called `command`
 SUBCOMMANDS: dict[str, str] = {
     "build": "build_cmd",
+    "calibrate": "calibrate_cmd",
     "compare": "compare_cmd",
     "fix": "fix_cmd",
+    "fp16": "fp16_cmd",
+    "inspect": "inspect_cmd",
     "lint": "lint_cmd",
     "passes": "passes_cmd",
+    "quantize": "quantize_cmd",
+    "quickstart": "quickstart_cmd",
     "run": "run_cmd",
 }
 

@@ -3,6 +3,9 @@
 Uses onnx-graphsurgeon's folding (ONNX Runtime evaluates the constant subgraphs; shape
 arithmetic on static dims is folded too), repeated until nothing more folds. Errors are
 raised, not swallowed: a model that cannot be folded is reported with the reason.
+
+graph-surgeon's folding copies the whole graph, so a cheap scan first checks whether any
+node could fold at all; on an already folded model (a second `fix`) nothing is copied.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import onnx_graphsurgeon as gs
 from ._infra import PassResult, result
 
 _MAX_ROUNDS = 10
+_SHAPE_OPS = ("Shape", "Size")
 
 
 class FoldConstantsPass:
@@ -26,6 +30,8 @@ class FoldConstantsPass:
     def run(self, graph: gs.Graph) -> PassResult:
         folded = 0
         for _ in range(_MAX_ROUNDS):
+            if not _may_fold(graph, self.fold_shapes):
+                break
             variables = [t for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs]
             graph.fold_constants(
                 fold_shapes=self.fold_shapes,
@@ -41,3 +47,16 @@ class FoldConstantsPass:
             graph.cleanup(remove_unused_graph_inputs=False)
         return result(self.name, {"folded_tensors": folded})
 
+
+def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
+    """Conservative: False only when no node can possibly fold (then folding is skipped)."""
+    for node in graph.nodes:
+        if any(isinstance(attr, gs.Graph) for attr in node.attrs.values()):
+            return True  # subgraphs: let graph-surgeon decide
+        if all(isinstance(t, gs.Constant) or not t.name for t in node.inputs) and node.outputs:
+            return True  # Constant nodes and all-constant inputs
+        if fold_shapes and node.op in _SHAPE_OPS and node.inputs:
+            shape = node.inputs[0].shape
+            if shape is not None and any(isinstance(d, int) for d in shape):
+                return True
+    return False

@@ -1,0 +1,161 @@
+"""Calibration cost: `onnx2trt calibrate` vs plain FP32 ONNX Runtime inference vs onnxruntime's quantize_static(Entropy).
+
+Same model (PP-OCRv4 rec from rapidocr-onnxruntime), same data (N words rendered with
+Pillow, preprocessed once into an .npy), each measurement in a fresh subprocess so its peak
+memory (VmHWM) is its own. Run by hand:
+
+    python benchmarks/bench_calibrate.py --words 64 --batch-size 8 [--write benchmarks/results/calibrate.md]
+
+Goals (issue 4): single-pass <= 1.25x one inference pass, two-pass <= 2.25x, >= 30x faster
+than onnxruntime Entropy, memory bounded by one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("TensorRT calibration entropy histogram onnx runtime engine layer tensor scale amax kernel numba batch "
+         "stream memory device buffer cache header version python image letterbox resize mean std layout float "
+         "quantize int8 symmetric range bins merge state sidecar hash finger print model graph node input output "
+         "shape dynamic static profile builder network parser plugin precision latency throughput warmup median "
+         "percentile sample dataset words").split()
+
+
+def rec_model() -> Path:
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None:
+        sys.exit("pip install rapidocr-onnxruntime (the benchmark's model comes from its wheel)")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def make_data(folder: Path, words: int, height: int, width: int) -> Path:
+    """Render `words` words, preprocess them like PaddleOCR's recogniser, save (N, 3, H, W) float32."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from onnx2trt_lib.calib.preprocess import PRESETS
+
+    pre = PRESETS["paddleocr-rec"].with_size((height, width))
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(words):
+        text = " ".join(WORDS[(index + k) % len(WORDS)] for k in range(1 + index % 3))
+        image = Image.new("RGB", (24 + 9 * len(text), 32), tuple(int(v) for v in rng.integers(170, 256, 3)))
+        ImageDraw.Draw(image).text((5, 10), text, fill=tuple(int(v) for v in rng.integers(0, 90, 3)))
+        samples.append(pre.apply(image))
+    path = folder / "words.npy"
+    np.save(path, np.stack(samples))
+    return path
+
+
+# Each child: imports, warm-up outside the timed section, then the timed section; prints JSON.
+CHILD = r"""
+import json, sys, time, resource
+def peak_mb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM'):
+            return int(line.split()[1]) / 1024
+kind, model, data, batch, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+import numpy as np, onnxruntime as ort
+x = np.load(data)
+batches = [x[i:i + batch] for i in range(0, len(x) - len(x) % batch, batch)]
+start_rss = peak_mb()
+if kind == 'fp32':
+    s = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
+    s.run(None, {'x': batches[0]})  # warm-up
+    t = time.perf_counter()
+    for b in batches:
+        s.run(None, {'x': b})
+    seconds = time.perf_counter() - t
+elif kind.startswith('onnx2trt'):
+    from onnx2trt_lib.calib.api import calibrate
+    mode = kind.split('-', 1)[1]
+    calibrate(model, [{'x': batches[0]}], mode='single-pass')  # warm-up: numba cache load, ORT init paths
+    t = time.perf_counter()
+    r = calibrate(model, data, batch_size=batch, mode=mode, output=out, force=True)
+    seconds = time.perf_counter() - t
+    assert r.num_samples == len(batches) * batch
+elif kind == 'ort-entropy':
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+    class Reader(CalibrationDataReader):
+        def __init__(self): self.it = iter(batches)
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {'x': b}
+    t = time.perf_counter()
+    quantize_static(model, out, Reader(), quant_format=QuantFormat.QDQ, calibrate_method=CalibrationMethod.Entropy)
+    seconds = time.perf_counter() - t
+print(json.dumps({'kind': kind, 'seconds': seconds, 'peak_mb': peak_mb(), 'rss_before_mb': start_rss}))
+"""
+
+
+def measure(kind: str, model: Path, data: Path, batch: int, out: Path, timeout: int) -> dict:
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(model), str(data), str(batch), str(out)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"kind": kind, "error": f"timed out after {timeout} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"kind": kind, "error": f"exit {proc.returncode}: {tail}"}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - started
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime")
+    parser.add_argument("--words", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--height", type=int, default=48)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--skip-ort-quant", action="store_true")
+    parser.add_argument("--ort-timeout", type=int, default=1800)
+    parser.add_argument("--write", type=Path, default=None, help="write the markdown table here")
+    args = parser.parse_args()
+    model = args.model or rec_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = make_data(folder, args.words, args.height, args.width)
+        load_before = os.getloadavg()
+        kinds = ["fp32", "onnx2trt-single-pass", "onnx2trt-two-pass"] + ([] if args.skip_ort_quant else ["ort-entropy"])
+        rows = []
+        for kind in kinds:
+            out = folder / ("q.onnx" if kind == "ort-entropy" else f"{kind}.cache")
+            rows.append(measure(kind, model, data, args.batch_size, out, args.ort_timeout if kind == "ort-entropy" else 600))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        load_after = os.getloadavg()
+    base = next((r["seconds"] for r in rows if r["kind"] == "fp32" and "seconds" in r), None)
+    lines = [
+        f"PP-OCRv4 rec ({model.name}), {args.words} rendered words, input {args.batch_size}x3x{args.height}x{args.width}, "
+        f"batch {args.batch_size}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after (shared machine).",
+        "",
+        "| run | seconds | x FP32 inference | peak RSS MB | RSS at start MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['kind']} | {r['error']} | | | |")
+            continue
+        ratio = f"{r['seconds'] / base:.2f}" if base else "?"
+        lines.append(f"| {r['kind']} | {r['seconds']:.2f} | {ratio} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        args.write.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

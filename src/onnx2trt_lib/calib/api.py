@@ -1,0 +1,222 @@
+"""`calibrate()`: data -> activations -> per-tensor amax -> TensorRT cache, ranges JSON, sidecar.
+
+Everything that can fail on user input fails before anything is written; files are written
+atomically and the sidecar last, so an interrupted run never leaves a cache that a later
+run would take for a valid hit.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .. import __version__
+from .._io import check_output_path, load_model, sha256_file, sha256_model
+from ..errors import CalibrationError, UsageError
+from .cache import DEFAULT_ALGORITHM, DEFAULT_TRT_VERSION, INT8_MAX, CalibrationCache, installed_trt_version, read_cache, trt_version_number, write_cache
+from .collect import CalibrationState, CollectOptions, ProgressCallback, collect, resolve_mode
+from .dataset import open_source, parse_shapes
+from .preprocess import Preprocess, load_preprocess
+from .ranges import ranges_document, write_ranges
+from .sidecar import cache_hit, make_key, sidecar_path, write_sidecar
+
+log = logging.getLogger(__name__)
+
+METHODS = ("entropy", "max", "percentile", "mse")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What a calibration produced (or found in a matching cache)."""
+
+    amax: dict[str, float]
+    method: str
+    mode: str | None = None
+    cache_path: Path | None = None
+    ranges_path: Path | None = None
+    sidecar_path: Path | None = None
+    state_path: Path | None = None
+    cache_hit: bool = False
+    num_batches: int = 0
+    num_samples: int = 0
+    seconds: float = 0.0
+    zero_range: tuple[str, ...] = ()
+    header: str = ""
+    state: CalibrationState | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def scales(self) -> dict[str, float]:
+        return {name: value / INT8_MAX for name, value in self.amax.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cache": str(self.cache_path) if self.cache_path else None,
+            "ranges": str(self.ranges_path) if self.ranges_path else None,
+            "sidecar": str(self.sidecar_path) if self.sidecar_path else None,
+            "cache_hit": self.cache_hit,
+            "method": self.method,
+            "mode": self.mode,
+            "header": self.header,
+            "num_tensors": len(self.amax),
+            "num_batches": self.num_batches,
+            "num_samples": self.num_samples,
+            "seconds": round(self.seconds, 3),
+            "zero_range": list(self.zero_range),
+            "tensors": {name: {"amax": value, "scale": value / INT8_MAX} for name, value in self.amax.items()},
+        }
+
+    def _repr_html_(self) -> str:
+        where = html.escape(str(self.cache_path)) if self.cache_path else "(not written)"
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{value:.6g}</td><td>{value / INT8_MAX:.6g}</td></tr>"
+            for name, value in list(self.amax.items())[:50]
+        )
+        more = f"<p>... and {len(self.amax) - 50} more tensors</p>" if len(self.amax) > 50 else ""
+        status = "cache hit" if self.cache_hit else f"{self.num_batches} batches, {self.seconds:.2f} s, {self.mode}"
+        return (
+            f"<div><b>Calibration</b> ({html.escape(self.method)}; {status}) &rarr; {where}"
+            f"<table><thead><tr><th>tensor</th><th>amax</th><th>scale</th></tr></thead><tbody>{rows}</tbody></table>{more}</div>"
+        )
+
+
+def calibrate(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: Any,
+    *,
+    method: str = "entropy",
+    method_options: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    shapes: str | Sequence[str] | Mapping[str, Sequence[int]] | None = None,
+    preprocess: str | os.PathLike | Mapping[str, Any] | Preprocess | None = None,
+    output: str | os.PathLike | None = None,
+    ranges_path: str | os.PathLike | None = None,
+    force: bool = False,
+    mode: str = "auto",
+    ignore_nonfinite: bool = False,
+    num_bins: int = 2048,
+    include_inputs: bool = True,
+    tensors: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    trt_version: str | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    save_state: str | os.PathLike | None = None,
+    add_states: Sequence[str | os.PathLike] = (),
+    ort_optimization: str = "basic",
+    progress: ProgressCallback | None = None,
+) -> CalibrationResult:
+    """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
+
+    `data`: image list/folder/glob, .npy/.npz, a dict of arrays or an iterable of
+    {input: batch} dicts (see calib.dataset). With `output`, a matching sidecar makes the
+    call a cache hit unless `force`.
+    """
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise UsageError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    if batch_size is not None and batch_size <= 0:
+        raise UsageError(f"batch size {batch_size} must be positive")
+    inputs = (model,) if isinstance(model, (str, os.PathLike)) else ()
+    outputs = [Path(p) for p in (output, ranges_path, save_state) if p is not None]
+    for path in outputs:
+        check_output_path(path, inputs=inputs)
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("the cache, ranges and state outputs must be different files")
+    method_options = dict(method_options or {})
+    shape_map = parse_shapes(shapes)
+    pre = load_preprocess(preprocess)
+    model_proto = load_model(model, check=False)
+    model_hash = sha256_file(model) if isinstance(model, (str, os.PathLike)) else sha256_model(model_proto)
+    source = open_source(data, preprocess=pre)
+    resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
+    version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
+    state_hashes = [sha256_file(p) for p in add_states]
+
+    key = make_key(
+        model_sha256=model_hash,
+        data_fingerprint=source.fingerprint(),
+        preprocess=pre.to_dict() if pre else None,
+        method=method,
+        method_options=method_options,
+        shapes=shape_map,
+        batch_size=batch_size,
+        settings={
+            "mode": resolved_mode, "num_bins": num_bins, "ignore_nonfinite": ignore_nonfinite,
+            "include_inputs": include_inputs, "tensors": list(tensors) if tensors is not None else None,
+            "exclude": list(exclude), "header": f"TRT-{version}-{algorithm}", "add_states": state_hashes,
+            "ort_optimization": ort_optimization,
+        },
+        library_version=__version__,
+    )
+    if output is not None and not force:
+        ranges_needed = (Path(ranges_path),) if ranges_path else ()
+        if cache_hit(output, key, also_required=ranges_needed):
+            cache = read_cache(output)
+            log.info("%s matches the model, data and settings: reused (use --force to recompute)", output)
+            return CalibrationResult(
+                amax=cache.amax, method=method, mode=resolved_mode, cache_path=Path(output),
+                ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=sidecar_path(output),
+                cache_hit=True, seconds=time.perf_counter() - started, header=cache.header,
+            )
+
+    options = CollectOptions(
+        mode=resolved_mode, num_bins=num_bins, ignore_nonfinite=ignore_nonfinite, include_inputs=include_inputs,
+        tensors=tuple(tensors) if tensors is not None else None, exclude=tuple(exclude), ort_optimization=ort_optimization,
+    )
+    previous = [CalibrationState.load(p) for p in add_states]
+    initial = previous[0].ranges() if previous else None  # start at the saved ranges: the merge is exact
+    state = collect(model_proto, source, shapes=shape_map, batch_size=batch_size, method=method, options=options,
+                    progress=progress, initial_ranges=initial)
+    for path, saved in zip(add_states, previous, strict=True):
+        if set(saved.histograms) != set(state.histograms):
+            differ = sorted(set(saved.histograms) ^ set(state.histograms))
+            raise CalibrationError(
+                f"saved state {path} has different tensors than this model (e.g. {differ[0]!r}); "
+                "it was collected for another model or with other tensor options"
+            )
+        state = state.merge(saved)
+    try:
+        computed = state.compute_amax(method, **method_options)
+    except TypeError as exc:
+        raise UsageError(f"method {method!r} options {method_options}: {exc}") from None
+    amax, zero = _finalize(computed, state)
+    cache = CalibrationCache.from_amax(amax, version=version, algorithm=algorithm)
+
+    written_sidecar = None
+    if save_state is not None:
+        state.save(save_state)
+    if ranges_path is not None:
+        write_ranges(ranges_path, ranges_document(amax, method=method, method_options=method_options,
+                                                  histograms=state.histograms, mode=state.mode))
+    if output is not None:
+        write_cache(output, cache)
+        written_sidecar = write_sidecar(output, key, extra={"header": cache.header, "num_tensors": len(amax)})
+    return CalibrationResult(
+        amax=amax, method=method, mode=state.mode, cache_path=Path(output) if output else None,
+        ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=written_sidecar,
+        state_path=Path(save_state) if save_state else None, cache_hit=False, num_batches=state.num_batches,
+        num_samples=state.num_samples, seconds=time.perf_counter() - started, zero_range=tuple(zero),
+        header=cache.header, state=state,
+    )
+
+
+def _finalize(computed: Mapping[str, float], state: CalibrationState) -> tuple[dict[str, float], list[str]]:
+    """Refuse non-finite or zero ranges; list all-zero tensors (the engine gives them amax ZERO_AMAX)."""
+    amax: dict[str, float] = {}
+    zero = [name for name, hist in state.histograms.items() if hist.amax_seen == 0]
+    for name, value in computed.items():
+        if not math.isfinite(value) or value <= 0:
+            raise CalibrationError(f"tensor {name!r}: computed range {value} is not a finite positive number")
+        amax[name] = value
+    if zero:
+        log.warning("%d tensor(s) were all zero on the calibration data (e.g. %s): written with amax %g",
+                    len(zero), zero[0], amax[zero[0]])
+    return amax, zero

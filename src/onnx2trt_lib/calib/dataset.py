@@ -1,0 +1,433 @@
+"""Calibration data sources: image lists, folders, globs, .npy/.npz tensors, Python iterables.
+
+Every source yields batches as `{input_name: ndarray}` and says whether it can be read
+twice (`rereadable`: the exact two-pass range mode needs that) and, where it can be
+known without reading the data twice, a content fingerprint for the cache sidecar.
+
+    list.txt      one image path a line; relative paths are resolved against the list's folder
+    folder/       every image below it, recursively, sorted
+    'imgs/*.jpg'  a glob (quote it in a shell)
+    data.npy      ready samples for a one-input model, shape (N, ...)
+    data.npz      ready samples per input name, each (N, ...)
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import CalibrationError, UsageError
+from .preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+Batch = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def parse_shapes(spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """trtexec-style shapes: 'x:1x3x640x640,mask:1x640' (or several such strings) -> {name: dims}.
+
+    A name may itself contain ':'; the dims are after the last one.
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        return {str(k): tuple(int(d) for d in v) for k, v in spec.items()}
+    items = [spec] if isinstance(spec, str) else list(spec)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        for part in (p.strip() for p in item.split(",")):
+            if not part:
+                continue
+            name, sep, dims = part.rpartition(":")
+            if not sep or not name:
+                raise UsageError(f"--shape {part!r}: expected NAME:DIMS like x:1x3x640x640")
+            try:
+                values = tuple(int(d) for d in dims.lower().split("x"))
+            except ValueError:
+                raise UsageError(f"--shape {part!r}: dims {dims!r} must be integers joined by 'x' (1x3x640x640)") from None
+            if not values or min(values) <= 0:
+                raise UsageError(f"--shape {part!r}: every dim must be a positive integer")
+            if name in shapes and shapes[name] != values:
+                raise UsageError(f"--shape gives input {name!r} twice with different dims")
+            shapes[name] = values
+    return shapes
+
+
+def format_shape(dims: Sequence[Any]) -> str:
+    return "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input as calibration sees it: name, dims (None where dynamic), numpy dtype."""
+
+    name: str
+    dims: tuple[int | None, ...]
+    dtype: np.dtype
+
+    @property
+    def is_float(self) -> bool:
+        return np.issubdtype(self.dtype, np.floating)
+
+
+def resolve_calibration_shapes(
+    inputs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]], batch_size: int | None
+) -> dict[str, tuple[int, ...]]:
+    """The fixed shape each input is calibrated at, or an error saying which --shape is missing.
+
+    A dynamic batch dimension alone is filled with `batch_size`; any other dynamic dim needs
+    --shape. `batch_size` replaces the first dim of a given --shape when the model allows it.
+    """
+    names = {spec.name for spec in inputs}
+    unknown = sorted(set(shapes) - names)
+    if unknown:
+        raise UsageError(f"--shape names {', '.join(unknown)} but the model inputs are {', '.join(sorted(names))}")
+    resolved: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        given = shapes.get(spec.name)
+        if given is not None:
+            dims = tuple(int(d) for d in given)
+            if len(dims) != len(spec.dims):
+                raise UsageError(
+                    f"--shape {spec.name}:{format_shape(dims)} has {len(dims)} dims but the model input is "
+                    f"{format_shape(spec.dims)} ({len(spec.dims)} dims)"
+                )
+            if batch_size is not None and dims and spec.dims and spec.dims[0] is None:
+                dims = (batch_size, *dims[1:])
+        else:
+            dims = tuple(spec.dims)
+            if dims and dims[0] is None:
+                dims = (batch_size or 1, *dims[1:])
+            if any(d is None for d in dims):
+                example = "x".join(str(d) if d is not None else "640" for d in dims)
+                raise UsageError(
+                    f"model input {spec.name!r} has dynamic shape {format_shape(spec.dims)}: "
+                    f"give a calibration shape, e.g. --shape {spec.name}:{example}"
+                )
+        if batch_size is not None and spec.dims and spec.dims[0] is not None and spec.dims[0] != batch_size:
+            raise UsageError(
+                f"model input {spec.name!r} has a fixed batch of {spec.dims[0]} ({format_shape(spec.dims)}); "
+                f"--batch-size {batch_size} cannot be used: drop it or export the model with a dynamic batch"
+            )
+        for axis, (want, got) in enumerate(zip(spec.dims, dims, strict=True)):
+            if want is not None and want != got:
+                raise UsageError(
+                    f"input {spec.name!r}: calibration shape {format_shape(dims)} differs from the model's "
+                    f"{format_shape(spec.dims)} at axis {axis}"
+                )
+        resolved[spec.name] = dims  # type: ignore[assignment]
+    return resolved
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class CalibrationSource(Protocol):
+    """What the collector needs from a data source."""
+
+    rereadable: bool
+
+    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]: ...
+
+    def fingerprint(self) -> str | None: ...
+
+    def describe(self) -> str: ...
+
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int | None: ...
+
+
+class ImageSource:
+    """Image files decoded with Pillow and preprocessed into one model input."""
+
+    rereadable = True
+
+    def __init__(self, paths: Sequence[Path], *, origin: str, preprocess: Preprocess | None = None) -> None:
+        if not paths:
+            raise CalibrationError(f"{origin}: no images found; give a list, folder or glob with at least one image")
+        self.paths = list(paths)
+        self.origin = origin
+        self.preprocess = preprocess or Preprocess()
+        self._fingerprint: str | None = None
+        check_images(self.paths, origin=origin)
+
+    def describe(self) -> str:
+        return f"{len(self.paths)} images from {self.origin}"
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            digest = hashlib.sha256(b"images\n")
+            for path in self.paths:
+                digest.update(_sha256_path(path).encode() + b"\n")
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def _target(self, shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, int, Preprocess]:
+        if len(shapes) != 1:
+            raise UsageError(
+                f"images feed exactly one input but the model has {len(shapes)} ({', '.join(shapes)}); "
+                "give the data as .npz with one array per input"
+            )
+        name, dims = next(iter(shapes.items()))
+        pre = self.preprocess
+        if len(dims) != 4:
+            raise CalibrationError(f"images need a 4-D input (N,C,H,W or N,H,W,C) but {name!r} is {format_shape(dims)}")
+        channels, size = (dims[1], (dims[2], dims[3])) if pre.layout == "NCHW" else (dims[3], (dims[1], dims[2]))
+        if channels != pre.channels:
+            raise CalibrationError(
+                f"input {name!r} ({format_shape(dims)}, {pre.layout}) wants {channels} channels but preprocessing "
+                f"gives {pre.channels} (color {pre.color}); set color to {'GRAY' if channels == 1 else 'RGB or BGR'}"
+                f" or check the layout"
+            )
+        if pre.size is not None and tuple(pre.size) != size:
+            raise CalibrationError(
+                f"input {name!r} is {format_shape(dims)} but preprocess size is {pre.size[0]}x{pre.size[1]}; "
+                "make --shape and the preprocess size agree"
+            )
+        return name, dims[0], pre.with_size(size)
+
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        _, batch, _ = self._target(shapes)
+        return len(self.paths) // batch
+
+    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
+        name, batch, pre = self._target(shapes)
+        if len(self.paths) < batch:
+            raise CalibrationError(f"{self.origin}: {len(self.paths)} images are fewer than one batch of {batch}")
+        dropped = len(self.paths) % batch
+        if dropped:
+            log.warning("%s: the last %d image(s) do not fill a batch of %d and are not used", self.origin, dropped, batch)
+        for start in range(0, len(self.paths) - dropped, batch):
+            samples = [pre.apply(load_image(path)) for path in self.paths[start : start + batch]]
+            yield {name: np.stack(samples)}
+
+
+class ArraySource:
+    """Ready tensors: {input name: array of samples along axis 0}, re-batched to the calibration batch."""
+
+    rereadable = True
+
+    def __init__(self, arrays: Mapping[str, np.ndarray] | np.ndarray, *, origin: str, digest: str | None = None) -> None:
+        self.arrays = arrays
+        self.origin = origin
+        self._digest = digest
+
+    def describe(self) -> str:
+        return f"tensors from {self.origin}"
+
+    def fingerprint(self) -> str:
+        if self._digest is None:
+            digest = hashlib.sha256(b"arrays\n")
+            items = {"": self.arrays} if isinstance(self.arrays, np.ndarray) else self.arrays
+            for key in sorted(items):
+                arr = np.ascontiguousarray(items[key])
+                digest.update(f"{key}|{arr.dtype.str}|{arr.shape}\n".encode())
+                digest.update(arr.tobytes())
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def _named(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        if isinstance(self.arrays, np.ndarray):
+            if len(shapes) != 1:
+                raise UsageError(
+                    f"{self.origin} holds one array but the model has inputs {', '.join(shapes)}; use .npz named by input"
+                )
+            return {next(iter(shapes)): self.arrays}
+        arrays = dict(self.arrays)
+        missing = sorted(set(shapes) - set(arrays))
+        if missing:
+            raise CalibrationError(f"{self.origin} has no array for model input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays))}")
+        extra = sorted(set(arrays) - set(shapes))
+        if extra:
+            raise CalibrationError(f"{self.origin} has array(s) {', '.join(extra)} that are not model inputs ({', '.join(shapes)})")
+        counts = {len(a) for a in arrays.values()}
+        if len(counts) != 1:
+            raise CalibrationError(f"{self.origin}: arrays hold different sample counts {sorted(counts)}")
+        return arrays
+
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        arrays = self._named(shapes)
+        batch = next(iter(shapes.values()))[0]
+        return len(next(iter(arrays.values()))) // batch
+
+    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
+        arrays = self._named(shapes)
+        total = len(next(iter(arrays.values())))
+        batch = next(iter(shapes.values()))[0]
+        if total < batch:
+            raise CalibrationError(f"{self.origin}: {total} samples are fewer than one batch of {batch}")
+        for name, arr in arrays.items():
+            if tuple(arr.shape[1:]) != tuple(shapes[name][1:]):
+                raise CalibrationError(
+                    f"{self.origin}: samples for input {name!r} are {format_shape(arr.shape[1:])} but the input "
+                    f"wants {format_shape(shapes[name][1:])} per sample"
+                )
+        if total % batch:
+            log.warning("%s: the last %d sample(s) do not fill a batch of %d and are not used", self.origin, total % batch, batch)
+        for start in range(0, total - total % batch, batch):
+            yield {name: np.asarray(arr[start : start + batch]) for name, arr in arrays.items()}
+
+
+class IterableSource:
+    """Batches given by the caller as {input name: ndarray}; re-readable unless it is an iterator."""
+
+    def __init__(self, iterable: Iterable[Mapping[str, np.ndarray]], *, origin: str = "batches") -> None:
+        self.iterable = iterable
+        self.origin = origin
+        self.rereadable = iter(iterable) is not iterable  # a list/Sequence can be read again; a generator cannot
+        self._digest: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.origin} ({'re-readable' if self.rereadable else 'one pass'})"
+
+    def fingerprint(self) -> str | None:
+        if not self.rereadable:
+            return None  # reading it to hash it would consume it
+        if self._digest is None:
+            digest = hashlib.sha256(b"batches\n")
+            for batch in self.iterable:
+                for key in sorted(batch):
+                    arr = np.ascontiguousarray(batch[key])
+                    digest.update(f"{key}|{arr.dtype.str}|{arr.shape}\n".encode())
+                    digest.update(arr.tobytes())
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+        return len(self.iterable) if isinstance(self.iterable, Sequence) else None
+
+    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
+        for index, batch in enumerate(self.iterable):
+            if not isinstance(batch, Mapping):
+                raise CalibrationError(f"{self.origin}: item {index} is {type(batch).__name__}, not a dict of input name -> array")
+            yield {str(k): np.asarray(v) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def open_source(
+    data: Any, *, preprocess: Preprocess | None = None
+) -> ImageSource | ArraySource | IterableSource:
+    """Anything `calibrate(data=...)` accepts -> a source (see the module docstring)."""
+    if isinstance(data, (ImageSource, ArraySource, IterableSource)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return _open_path(str(data), preprocess)
+    if isinstance(data, np.ndarray):
+        return ArraySource(data, origin="array")
+    if isinstance(data, Mapping):
+        return ArraySource({str(k): np.asarray(v) for k, v in data.items()}, origin="arrays")
+    if isinstance(data, Iterable):
+        return IterableSource(data)
+    raise UsageError(f"calibration data of type {type(data).__name__} is not a path, array, dict or iterable of dicts")
+
+
+def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return ImageSource(files, origin=f"folder {path}", preprocess=preprocess)
+    if not path.exists():
+        if _GLOB_CHARS.search(text):
+            files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
+            return ImageSource(files, origin=f"glob {text!r}", preprocess=preprocess)
+        raise CalibrationError(f"calibration data {path}: no such file, folder or glob match")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return _open_arrays(path)
+    if suffix in IMAGE_SUFFIXES:
+        return ImageSource([path], origin=str(path), preprocess=preprocess)
+    return ImageSource(read_image_list(path), origin=f"list {path}", preprocess=preprocess)
+
+
+def _open_arrays(path: Path) -> ArraySource:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise CalibrationError(f"{path}: not a readable {path.suffix} file ({exc})") from None
+    digest = _sha256_path(path)
+    if isinstance(loaded, np.ndarray):
+        return ArraySource(loaded, origin=str(path), digest=digest)
+    with loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    if not arrays:
+        raise CalibrationError(f"{path}: holds no arrays")
+    return ArraySource(arrays, origin=str(path), digest=digest)
+
+
+def read_image_list(path: Path) -> list[Path]:
+    """Lines of a text file -> paths; blank lines and '#' comments skipped; relative to the list's folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CalibrationError(
+            f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)"
+        ) from None
+    base = path.parent
+    paths = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        candidate = Path(entry).expanduser()
+        paths.append(candidate if candidate.is_absolute() else base / candidate)
+    if not paths:
+        raise CalibrationError(f"{path}: the image list is empty; put one image path per line")
+    return paths
+
+
+def check_images(paths: Sequence[Path], *, origin: str) -> None:
+    """Open every image's header (cheap) and report ALL missing or unreadable ones in one error."""
+    from .._optional import require
+
+    image_module = require("PIL.Image", purpose="reading calibration images")
+    bad: list[str] = []
+    for path in paths:
+        if not path.is_file():
+            bad.append(f"{path} (missing)")
+            continue
+        try:
+            with image_module.open(path) as img:
+                img.size  # noqa: B018  (the header parse is the check)
+        except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+            bad.append(f"{path} ({type(exc).__name__})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CalibrationError(f"{origin}: {len(bad)} of {len(paths)} images cannot be read: {shown}; fix or remove them")
+
+
+def load_image(path: Path) -> Any:
+    """Decode fully (so truncated files fail here, naming the path)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy() if img.mode != "P" else img.convert("RGBA" if "transparency" in img.info else "RGB")
+    except Exception as exc:
+        raise CalibrationError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it") from None
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

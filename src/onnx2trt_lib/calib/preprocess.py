@@ -1,0 +1,218 @@
+"""Declared image preprocessing: what the model's training pipeline did, as data, not code.
+
+A `Preprocess` says how to turn a decoded image into one model input sample: size and
+resize mode, channel order, scale, mean/std, layout and dtype. Presets cover common
+families; a JSON/TOML file can start from a preset and override fields:
+
+    {"preset": "imagenet", "size": [224, 224], "color": "BGR"}
+
+Pillow decodes; grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are
+converted to the channel count the model wants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+
+RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft")
+COLORS = ("RGB", "BGR", "GRAY")
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16", "uint8")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """out = ((pixel * scale) - mean) / std, per channel, after resizing to `size` (height, width).
+
+    size None takes the height and width from the model input's calibration shape.
+    letterbox keeps the aspect ratio and pads with `pad_value` (in raw 0..255 pixels),
+    centred; letterbox-topleft pads right and bottom (PaddleOCR's recogniser does this).
+    """
+
+    size: tuple[int, int] | None = None
+    resize: str = "stretch"
+    pad_value: float = 0.0
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: str = "NCHW"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check_choice("resize", self.resize, RESIZE_MODES)
+        _check_choice("color", self.color, COLORS)
+        _check_choice("layout", self.layout, LAYOUTS)
+        _check_choice("dtype", self.dtype, DTYPES)
+        if self.size is not None:
+            size = tuple(int(v) for v in self.size)
+            if len(size) != 2 or min(size) <= 0:
+                raise UsageError(f"preprocess size {self.size!r} must be [height, width] with positive values")
+            object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if any(v == 0 for v in self.std):
+            raise UsageError("preprocess std has a zero; std divides the pixels")
+        if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
+            raise UsageError(
+                f"preprocess mean/std have {len(self.mean)}/{len(self.std)} values but color {self.color} has "
+                f"{self.channels} channels; give one value or one per channel"
+            )
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "GRAY" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["size"] = list(self.size) if self.size else None
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    def with_size(self, size: tuple[int, int]) -> Preprocess:
+        return dataclasses.replace(self, size=size)
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample without the batch dimension."""
+        if self.size is None:
+            raise UsageError("preprocess has no size; give size or a model input shape")
+        h, w = self.size
+        return (self.channels, h, w) if self.layout == "NCHW" else (h, w, self.channels)
+
+    def apply(self, image: Any) -> np.ndarray:
+        """A decoded PIL image -> one sample (CHW or HWC) in `dtype`."""
+        if self.size is None:
+            raise UsageError("preprocess has no size; give size or a model input shape")
+        image = to_mode(image, "L" if self.color == "GRAY" else "RGB")
+        pixels = _resize(image, self.size, self.resize, self.pad_value)
+        if self.color == "GRAY":
+            pixels = pixels[:, :, None]
+        elif self.color == "BGR":
+            pixels = pixels[:, :, ::-1]
+        if self.dtype == "uint8":
+            out = pixels.astype(np.uint8)
+        else:
+            mean = np.asarray(self.mean, np.float32)
+            std = np.asarray(self.std, np.float32)
+            out = ((pixels.astype(np.float32) * np.float32(self.scale)) - mean) / std
+            out = out.astype(self.dtype)
+        if self.layout == "NCHW":
+            out = out.transpose(2, 0, 1)
+        return np.ascontiguousarray(out)
+
+
+def to_mode(image: Any, mode: str) -> Any:
+    """Convert any Pillow mode to L or RGB (16-bit and float images are rescaled to 8 bits)."""
+    from PIL import Image
+
+    if image.mode == mode:
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)  # transparent pixels become white, as viewers show them
+    return image.convert(mode)
+
+
+def _resize(image: Any, size: tuple[int, int], mode: str, pad_value: float) -> np.ndarray:
+    from PIL import Image
+
+    height, width = size
+    if mode == "stretch":
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    ratio = min(width / image.width, height / image.height)
+    new_w = max(1, min(width, round(image.width * ratio)))
+    new_h = max(1, min(height, round(image.height * ratio)))
+    resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+    channels = () if resized.ndim == 2 else (resized.shape[2],)
+    canvas = np.full((height, width, *channels), pad_value, dtype=np.float32)
+    top, left = ((height - new_h) // 2, (width - new_w) // 2) if mode == "letterbox" else (0, 0)
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"preprocess {what} {value!r} is not one of {', '.join(choices)}")
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PRESETS: dict[str, Preprocess] = {
+    # torchvision classification models
+    "imagenet": Preprocess(resize="stretch", color="RGB", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
+    # ultralytics YOLO: letterbox with grey 114, RGB, 0..1
+    "yolo": Preprocess(resize="letterbox", pad_value=114.0, color="RGB"),
+    # PaddleOCR text detector (PP-OCR det): BGR from OpenCV, ImageNet mean/std
+    "paddleocr": Preprocess(resize="stretch", color="BGR", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
+    # PaddleOCR text recogniser (PP-OCR rec): keep aspect, pad right with 0 after (x/255-0.5)/0.5
+    "paddleocr-rec": Preprocess(
+        resize="letterbox-topleft", pad_value=127.5, color="BGR", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+    ),
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(Preprocess)}
+
+
+def preprocess_from_dict(data: Mapping[str, Any], *, source: str = "preprocess config") -> Preprocess:
+    """{"preset": name, **overrides} -> Preprocess; unknown keys are refused (typos must not pass)."""
+    data = dict(data)
+    base = Preprocess()
+    preset = data.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UsageError(f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[preset]
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(_FIELDS))}")
+    try:
+        return dataclasses.replace(base, **data)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def load_preprocess(spec: str | os.PathLike | Mapping[str, Any] | Preprocess | None) -> Preprocess | None:
+    """A preset name, a .json/.toml file, a dict or a Preprocess -> Preprocess (None stays None)."""
+    if spec is None or isinstance(spec, Preprocess):
+        return spec
+    if isinstance(spec, Mapping):
+        return preprocess_from_dict(spec)
+    text = str(spec)
+    if text in PRESETS:
+        return PRESETS[text]
+    path = Path(text)
+    if path.suffix.lower() not in (".json", ".toml"):
+        raise UsageError(
+            f"--preprocess {text!r} is neither a preset ({', '.join(PRESETS)}) nor a .json/.toml config file"
+        )
+    if not path.is_file():
+        raise UsageError(f"preprocess config {path}: no such file")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+        else:
+            import tomllib  # Python >= 3.11
+
+            data = tomllib.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise UsageError(f"preprocess config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"preprocess config {path}: must be an object of settings")
+    return preprocess_from_dict(data, source=f"preprocess config {path}")

@@ -1,0 +1,81 @@
+"""Per-tensor dynamic ranges as JSON: amax, scale, method and the histogram's statistics.
+
+This is the human- and tool-readable companion of the TensorRT cache (which holds only
+scales): it says how each range was chosen, so a suspicious tensor can be looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._io import write_text_atomic
+from ..errors import CacheFormatError
+from .cache import INT8_MAX
+
+RANGES_FORMAT = "onnx2trt-ranges/1"
+
+
+def histogram_stats(hist: Any) -> dict[str, Any]:
+    """The few numbers that describe a Histogram (not its bins)."""
+    return {
+        "num_bins": int(hist.num_bins),
+        "bin_width": float(hist.bin_width),
+        "amax_seen": float(hist.amax_seen),
+        "count": int(hist.count),
+        "nonfinite": int(hist.nonfinite),
+    }
+
+
+def ranges_document(
+    amax: Mapping[str, float],
+    *,
+    method: str,
+    method_options: Mapping[str, Any] | None = None,
+    histograms: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+) -> dict[str, Any]:
+    tensors: dict[str, Any] = {}
+    for name, value in amax.items():
+        entry: dict[str, Any] = {"amax": float(value), "scale": float(value) / INT8_MAX}
+        if histograms and name in histograms:
+            stats = histogram_stats(histograms[name])
+            if stats["amax_seen"] > 0:
+                entry["clipped_fraction_of_max"] = 1.0 - float(value) / stats["amax_seen"]
+            entry["histogram"] = stats
+        tensors[name] = entry
+    return {
+        "format": RANGES_FORMAT,
+        "method": method,
+        "method_options": dict(method_options or {}),
+        "mode": mode,
+        "tensors": tensors,
+    }
+
+
+def write_ranges(path: str | os.PathLike, document: Mapping[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+
+
+def read_ranges(path: str | os.PathLike) -> dict[str, float]:
+    """name -> amax from a ranges JSON written by write_ranges."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CacheFormatError(f"{path}: no such ranges file") from None
+    except json.JSONDecodeError as exc:
+        raise CacheFormatError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
+    if not isinstance(document, dict) or document.get("format") != RANGES_FORMAT:
+        raise CacheFormatError(f"{path}: not an onnx2trt ranges file (format is not {RANGES_FORMAT})")
+    out = {}
+    for name, entry in document.get("tensors", {}).items():
+        value = entry.get("amax") if isinstance(entry, dict) else None
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise CacheFormatError(f"{path}: tensor {name!r} has no valid amax")
+        out[name] = float(value)
+    return out

@@ -1,0 +1,120 @@
+"""`onnx2trt calibrate MODEL --data SRC -o CACHE`: INT8 calibration to a TensorRT cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from ._common import console, err_console, json_option, print_json, quiet_option
+
+
+def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
+    options: dict[str, float] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--method-option {item!r}: expected KEY=VALUE, e.g. percentile=99.99")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            raise UsageError(f"--method-option {item!r}: value {value!r} is not a number") from None
+    return options
+
+
+@click.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "-d", "data", required=True,
+              help="Image list (.txt, one path a line), folder, quoted glob, or .npy/.npz of ready tensors.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="TensorRT calibration cache to write.")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile", "mse"]), default="entropy", show_default=True)
+@click.option("--method-option", "method_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the method, e.g. percentile=99.99 (repeatable).")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per batch (default: the --shape batch, else 1).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
+              help="Calibration shape of a dynamic input, trtexec style: x:1x3x640x640 (repeatable or comma-separated).")
+@click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
+              help="imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.")
+@click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write per-tensor ranges (amax, method, histogram stats) as JSON.")
+@click.option("--mode", type=click.Choice(["auto", "two-pass", "single-pass"]), default="auto", show_default=True,
+              help="two-pass: exact ranges, reads the data twice; single-pass: one read.")
+@click.option("--trt-version", default=None, help="TensorRT version that will read the cache (header), e.g. 8.6.1 or 10.3.0.")
+@click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the histograms (.npz or .json) to merge with other runs.")
+@click.option("--add-state", "add_states", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Merge a saved state (from another part of the data) before computing ranges (repeatable).")
+@click.option("--force", is_flag=True, help="Recompute even when the sidecar says the cache matches.")
+@click.option("--ignore-nonfinite", is_flag=True, help="Skip NaN/Inf activations instead of failing.")
+@json_option
+@quiet_option
+def command(model: Path, data: str, output: Path, method: str, method_options: tuple[str, ...], batch_size: int | None,
+            shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, trt_version: str | None,
+            save_state: Path | None, add_states: tuple[Path, ...], force: bool, ignore_nonfinite: bool,
+            as_json: bool, quiet: bool) -> None:
+    """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
+
+    A sidecar CACHE.calib.json records the model hash, data fingerprint and settings: a re-run
+    with the same inputs reuses the cache instantly (--force recomputes).
+    """
+    from ..calib.api import calibrate
+
+    options = _parse_options(method_options)
+    show_progress = not (quiet or as_json) and err_console.is_terminal
+    with _Progress(show_progress) as progress:
+        result = calibrate(
+            model, data, method=method, method_options=options, batch_size=batch_size, shapes=list(shapes) or None,
+            preprocess=preprocess, output=output, ranges_path=ranges_path, force=force, mode=mode,
+            ignore_nonfinite=ignore_nonfinite, trt_version=trt_version, save_state=save_state,
+            add_states=list(add_states), progress=progress.update if show_progress else None,
+        )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    if quiet:
+        return
+    if result.cache_hit:
+        console.print(f"{output}: up to date ({len(result.amax)} tensors; model, data and settings unchanged; --force recomputes)",
+                      markup=False)
+        return
+    extra = f", {len(result.zero_range)} all-zero" if result.zero_range else ""
+    console.print(
+        f"{output}: {len(result.amax)} tensors ({result.method}, {result.mode}{extra}) from {result.num_samples} samples "
+        f"in {result.num_batches} batches, {result.seconds:.1f} s [{result.header}]",
+        markup=False,
+    )
+    if result.ranges_path:
+        console.print(f"{result.ranges_path}: per-tensor ranges", markup=False)
+
+
+class _Progress:
+    """A rich progress bar with ETA fed by the library's progress callback (phase, done, total)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=err_console, transient=True)
+            self._bar.__enter__()
+        return self
+
+    def update(self, phase: str, done: int, total: int | None) -> None:
+        if self._bar is None:
+            return
+        if phase not in self._tasks:
+            label = {"range": "pass 1/2: ranges", "histogram": "pass 2/2: histograms", "collect": "collecting"}.get(phase, phase)
+            self._tasks[phase] = self._bar.add_task(label, total=total)
+        self._bar.update(self._tasks[phase], completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)

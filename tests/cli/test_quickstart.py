@@ -1,0 +1,50 @@
+"""`onnx2trt quickstart`: the README's main job, checked as a new user would read its output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from onnx2trt_lib.calib.cache import read_cache
+from onnx2trt_lib.cli.main import cli
+from onnx2trt_lib.compat import lint_model
+
+
+@pytest.mark.slow
+def test_quickstart_writes_every_artifact(tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    res = CliRunner().invoke(cli, ["quickstart", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert len(summary["findings_before"]) == 2 and summary["findings_after"] == []
+    acc = summary["accuracy"]
+    assert acc["fp32"] > 0.95
+    assert acc["fixed"] == acc["fp32"]
+    assert abs(acc["fp16"] - acc["fp32"]) <= 0.005
+    assert acc["fp32"] - acc["int8"] <= 0.01
+    artifacts = {k: Path(v) for k, v in summary["artifacts"].items()}
+    for path in artifacts.values():
+        assert path.is_file() and path.stat().st_size > 0
+    cache = read_cache(artifacts["calibration cache"])
+    assert len(cache.scales) == summary["calibrated_tensors"] > 0
+    assert all(0 < s < float("inf") for s in cache.scales.values())
+    assert not lint_model(onnx.load(artifacts["fixed model"]), "tensorrt-7.1")
+    int8_ops = {n.op_type for n in onnx.load(artifacts["INT8 Q/DQ model"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= int8_ops
+    try:
+        import tensorrt_rtx  # noqa: F401
+    except ImportError:
+        assert summary["engine"] is None and "tensorrt-rtx" in summary["engine_note"]
+    else:
+        assert Path(summary["engine"]).is_file() and (out / "digits_int8.engine.json").is_file()
+
+
+def test_quickstart_refuses_a_file_as_folder(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    res = CliRunner().invoke(cli, ["quickstart", "--out", str(target)])
+    assert res.exit_code == 2 and "not a folder" in res.output
