@@ -162,8 +162,10 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
-        desc = parser.get_error(0).desc().strip().splitlines()
-        return "parse fails: " + " ".join(desc[-1:] + desc[:1])[:120].replace("|", "/")
+        lines = [ln for i in range(parser.num_errors) for ln in parser.get_error(i).desc().strip().splitlines()]
+        # the CPU-only machine adds a CUDA driver line to every error: show the parser's reason
+        useful = [ln for ln in lines if "Cuda Runtime" not in ln] or lines
+        return "parse fails: " + useful[0][:140].replace("|", "/")
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -197,7 +199,7 @@ def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.Model
         return onnx.load(dst)
 
 
-def bench(task: Task) -> list[dict]:
+def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[dict]:
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
 
@@ -214,15 +216,15 @@ def bench(task: Task) -> list[dict]:
 
     add("FP32", task.model, 0.0)
     t = time.perf_counter()
-    ranges = calibrate(task.model, task.calib, method="entropy").amax
+    ranges = calibrate(task.model, task.calib, method=method).amax
     t_cal = time.perf_counter() - t
     t = time.perf_counter()
     full = quantize(task.model, ranges, protect=False)
-    add("ours INT8, full (--no-protect)", full.model, t_cal + time.perf_counter() - t)
+    add(f"ours INT8 ({method}), full (--no-protect)", full.model, t_cal + time.perf_counter() - t)
     t = time.perf_counter()
     prot = quantize(task.model, ranges, data=task.held_out)
     rep = prot.protection
-    add("ours INT8, protected (label-free, 20 dB)", prot.model, t_cal + time.perf_counter() - t,
+    add(f"ours INT8 ({method}), protected (label-free, 20 dB)", prot.model, t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "")
 
     def metric(candidate: onnx.ModelProto) -> float:
@@ -231,8 +233,10 @@ def bench(task: Task) -> list[dict]:
     t = time.perf_counter()
     prot_m = quantize(task.model, ranges, data=task.held_out, metric=metric, allowed_drop=0.01)
     rep = prot_m.protection
-    add("ours INT8, protected (task metric, -1 pt)", prot_m.model, t_cal + time.perf_counter() - t,
+    add(f"ours INT8 ({method}), protected (task metric, -1 pt)", prot_m.model, t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "")
+    if only_ours:
+        return rows
     t = time.perf_counter()
     try:
         ort_q = ort_quantize_static(task.model, task.calib)
@@ -250,6 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="digits,ocr")
     parser.add_argument("--test", type=int, default=300, help="test samples for the OCR task (digits uses 500)")
+    parser.add_argument("--method", default="entropy", help="our calibration method (onnx2trt_lib.calib)")
+    parser.add_argument("--only-ours", action="store_true", help="skip the onnxruntime and FP16 rows")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
     tasks = {"digits": lambda: digits_task(500), "ocr": lambda: ocr_task(args.test)}
@@ -257,8 +263,8 @@ def main() -> None:
     for key in args.models.split(","):
         task = tasks[key]()
         print(task.name, flush=True)
-        rows = bench(task)
-        lines = [f"### {task.name}", "", "| method | accuracy | INT8 share of Conv/Gemm/MatMul MACs | TensorRT-RTX | time s | note |",
+        rows = bench(task, args.method, args.only_ours)
+        lines = [f"### {task.name} (our ranges: {args.method})", "", "| method | accuracy | INT8 share of Conv/Gemm/MatMul MACs | TensorRT-RTX | time s | note |",
                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['acc']:.4f} | {r['int8_share']:.1%} | {r['rtx']} | {r['seconds']:.1f} | {r['note']} |"
                   for r in rows]

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import signal
 import tempfile
+import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import numpy as np
 import onnx
 
 from .errors import ModelLoadError, Onnx2TrtError
@@ -45,6 +50,31 @@ def check_output_path(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike
 
 
 @contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a temp file is created and recorded for cleanup.
+
+    Without this a SIGINT landing between mkstemp() and the cleanup handler leaks the temp
+    file. The Python-level handler is swapped (not the thread's signal mask: another
+    thread, e.g. a BLAS pool, may receive the signal); a held Ctrl-C is re-raised when the
+    block ends, as the usual KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; on success fsync and rename it over `path`.
 
@@ -53,24 +83,39 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
+    tmp: Path | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror}") from exc
-    tmp = Path(tmp_name)
-    try:
+        with _sigint_deferred():
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+            except OSError as exc:
+                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            tmp = Path(tmp_name)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
+        tmp = None
+        _fsync_folder(parent)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (best effort: some filesystems refuse directory fsync)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -81,6 +126,83 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+def read_bytes_limited(
+    path: str | os.PathLike, *, limit: int, what: str = "file", error: type[Onnx2TrtError] = Onnx2TrtError
+) -> bytes:
+    """Read a small input file whole, refusing one over `limit` bytes before reading it.
+
+    Caches and sidecars are a few KiB to a few MiB; a huge or endless one (a FIFO, /dev/zero,
+    a hostile file) must fail with a one-line `error`, not exhaust memory.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path}: {what} is larger than {limit} bytes; refusing to read it (is this the right file?)")
+    return data
+
+
+def load_json_limited(
+    path: str | os.PathLike, *, limit: int, what: str = "JSON file", error: type[Onnx2TrtError] = Onnx2TrtError
+) -> Any:
+    """Parse a small JSON file (sidecar, ranges) with a size cap; every failure is one `error` line.
+
+    Besides a huge file, this covers what json.loads lets escape: invalid UTF-8 and deep
+    nesting (`[[[[...`), which raises RecursionError rather than a ValueError.
+    """
+    try:
+        data = read_bytes_limited(path, limit=limit, what=what, error=error)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise error(f"{path}: {what} is nested too deep to be a file this library wrote") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise error(f"{path}: {what} is not usable JSON ({_first_line(exc)})") from None
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def load_arrays(
+    path: str | os.PathLike, *, what: str = "array file", error: type[Onnx2TrtError] = Onnx2TrtError
+) -> np.ndarray | dict[str, np.ndarray]:
+    """A .npy (one array) or .npz (name -> array), never unpickling, every array read inside the check.
+
+    np.load takes any file that is neither .npy nor zip for a pickle (and its message then
+    suggests allow_pickle=True), and .npz members load lazily: both are handled here so the
+    caller gets one `error` line naming the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except FileNotFoundError:
+        raise error(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    if not magic.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+        raise error(f"{what} {path}: not a readable .npz (or .npy) file: no zip or numpy header; save with np.savez/np.save")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        reason = "holds Python objects (pickles), which are never loaded" if "allow_pickle" in str(exc) else _first_line(exc)
+        raise error(f"{what} {path}: not a readable .npz (or .npy) file: {reason}") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -101,9 +223,13 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
+        if not isinstance(tensor.name, str):  # proto2 hands back bytes for invalid UTF-8
+            raise ModelLoadError(f"external tensor name {tensor.name!r} is not valid UTF-8; the file is corrupt")
         location = next((e.value for e in tensor.external_data if e.key == "location"), None)
         if location is None:
             raise ModelLoadError(f"tensor {tensor.name!r} has external data without a location")
+        if not isinstance(location, str) or "\0" in location:  # proto2 hands back bytes for invalid UTF-8
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data location {location!r} is not a valid file name")
         loc_path = Path(location)
         resolved = (base / loc_path).resolve()
         if loc_path.is_absolute() or not resolved.is_relative_to(base):
@@ -130,17 +256,26 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
             raise ModelLoadError(f"{path}: no such file")
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+        size = path.stat().st_size
+        if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
+            raise ModelLoadError(
+                f"{path}: {size} bytes is over protobuf's 2 GiB limit, so not an ONNX file; "
+                "large models keep their weights in external data files"
+            )
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
             raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
         if not model.graph.node and not model.graph.input and not model.graph.output:
             raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
-        _check_external_data_locations(model, path.parent)
+        try:
+            _check_external_data_locations(model, path.parent)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from None
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise ModelLoadError(f"{path}: cannot load external data ({exc})") from None
+            raise ModelLoadError(f"{path}: cannot load external data ({_first_line(exc)})") from None
     if check:
         try:
             onnx.checker.check_model(model, full_check=False)
@@ -149,8 +284,13 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
             raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
         except ValueError as exc:  # >2GB models: checker wants a path
             if "2GB" not in str(exc) and "2 GB" not in str(exc):
-                raise ModelLoadError(f"{source}: fails the ONNX checker: {exc}") from None
+                raise ModelLoadError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def model_byte_size(model: onnx.ModelProto) -> int:

@@ -7,7 +7,6 @@ the library's Python API.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import save_model
+from ._io import OutputError, load_arrays, save_model, write_bytes_atomic
 from .errors import MissingDependencyError, Onnx2TrtError, UsageError
 
 log = logging.getLogger(__name__)
@@ -79,13 +78,16 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
     announce = step or (lambda message: log.info(message))
     sample = sample_dir()
     model = out / "digits.onnx"
-    shutil.copyfile(sample / "digits.onnx", model)
+    write_bytes_atomic(model, (sample / "digits.onnx").read_bytes())
     summary = QuickstartSummary(out_dir=out)
-    test = np.load(sample / "digits_test.npz")
+    test = load_arrays(sample / "digits_test.npz", what="quickstart sample", error=Onnx2TrtError)
     images, labels = test["image"], test["label"]
     held_out, score_images, score_labels = images[:PROTECT_SAMPLES], images[PROTECT_SAMPLES:], labels[PROTECT_SAMPLES:]
 

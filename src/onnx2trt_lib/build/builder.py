@@ -96,7 +96,8 @@ class Builder:
         _check_inputs_exist(config)
         out_path = None
         if output is not None:
-            sources = () if isinstance(model, onnx.ModelProto) else (model,)
+            read = (model, config.calibration_cache, config.calibration_data)
+            sources = tuple(p for p in read if isinstance(p, (str, os.PathLike)))
             out_path = check_output_path(output, inputs=sources)
             check_output_path(sidecar_path(out_path), inputs=sources)
 

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._io import check_output_path, write_bytes_atomic, write_text_atomic
+from .._io import (
+    check_output_path,
+    load_json_limited,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from ..errors import BuildError, UsageError
 from .backends import (
     Backend,
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "onnx2trt-engine"
 SIDECAR_VERSION = 1
+MAX_SIDECAR_BYTES = 16 * 2**20  # a real sidecar is a few KiB
 
 # progress(phase, step, total): TensorRT's build phases, reported as they advance.
 ProgressCallback = Callable[[str, int, int], None]
@@ -266,9 +272,9 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
             "or load with check_sidecar=False"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineFileError(f"{path}: sidecar is not valid JSON ({exc}); rebuild the engine") from None
+        data = load_json_limited(path, limit=MAX_SIDECAR_BYTES, what="engine sidecar", error=EngineFileError)
+    except EngineFileError as exc:
+        raise EngineFileError(f"{exc}; rebuild the engine") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise EngineFileError(f"{path}: not an onnx2trt engine sidecar (no format {SIDECAR_FORMAT!r})")
     if data.get("format_version") != SIDECAR_VERSION:
@@ -276,7 +282,43 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: sidecar format version {data.get('format_version')!r} is not {SIDECAR_VERSION}; "
             "rebuild the engine with this onnx2trt"
         )
+    problem = _sidecar_structure_problem(data)
+    if problem:
+        raise EngineFileError(f"{path}: damaged engine sidecar ({problem}); rebuild the engine")
     return data
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+
+
+def _sidecar_structure_problem(data: dict[str, Any]) -> str | None:
+    """What in a parsed sidecar does not have the shape `make_sidecar` writes (None: all fine).
+
+    check_sidecar, inspection_lines and the CLI index into these fields, so a hand-edited or
+    corrupt sidecar is refused here, once, instead of crashing them with a KeyError/TypeError.
+    """
+    for key in ("backend", "config"):
+        if key in data and not isinstance(data[key], dict):
+            return f"{key!r} is not an object"
+    for kind in ("inputs", "outputs"):
+        tensors = data.get(kind, [])
+        if not isinstance(tensors, list):
+            return f"{kind!r} is not a list"
+        for index, tensor in enumerate(tensors):
+            if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
+                    and isinstance(tensor.get("dtype"), str) and _is_shape(tensor.get("shape"))):
+                return f"{kind}[{index}] is not {{name, dtype, shape: [ints]}}"
+    profiles = data.get("profiles", [])
+    if not isinstance(profiles, list):
+        return "'profiles' is not a list"
+    for index, profile in enumerate(profiles):
+        if not isinstance(profile, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and all(_is_shape(r.get(k)) for k in ("min", "opt", "max"))
+            for r in profile
+        ):
+            return f"profiles[{index}] is not a list of {{name, min, opt, max: [ints]}}"
+    return None
 
 
 def save_engine(path: str | os.PathLike, engine: bytes, sidecar: dict[str, Any]) -> Path:

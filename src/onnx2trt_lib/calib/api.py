@@ -124,12 +124,17 @@ def calibrate(
         raise UsageError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"batch size {batch_size} must be positive")
-    inputs = (model,) if isinstance(model, (str, os.PathLike)) else ()
+    # every file read (model, data, states) is an input that an output must never overwrite
+    inputs = tuple(p for p in (model, data, *add_states) if isinstance(p, (str, os.PathLike)))
     outputs = [Path(p) for p in (output, ranges_path, save_state) if p is not None]
     for path in outputs:
         check_output_path(path, inputs=inputs)
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise UsageError("the cache, ranges and state outputs must be different files")
+    seen: dict[Path, Path] = {}
+    for path in outputs:
+        if path.resolve() in seen:
+            raise UsageError(f"{seen[path.resolve()]} and {path} are the same file; "
+                             "the cache, ranges and state outputs must be different files")
+        seen[path.resolve()] = path
     method_options = dict(method_options or {})
     shape_map = parse_shapes(shapes)
     pre = load_preprocess(preprocess)

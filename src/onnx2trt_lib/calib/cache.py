@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import write_bytes_atomic
+from .._io import read_bytes_limited, write_bytes_atomic
 from ..errors import CacheFormatError
 
 # The scale TensorRT stores is amax / 127 (symmetric INT8, [-127, 127]).
@@ -30,6 +30,8 @@ DEFAULT_ALGORITHM = "EntropyCalibration2"
 # Used when no TensorRT is importable to say which version will read the cache.
 DEFAULT_TRT_VERSION = "10.3.0"
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
+# A cache line is ~20-100 bytes: 32 MiB is hundreds of thousands of tensors, far beyond any real model.
+MAX_CACHE_BYTES = 32 * 2**20
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +171,13 @@ def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCac
 def read_cache(path: str | os.PathLike) -> CalibrationCache:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_bytes_limited(path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError)
     except FileNotFoundError:
         raise CacheFormatError(f"{path}: no such calibration cache") from None
     except IsADirectoryError:
         raise CacheFormatError(f"{path}: is a directory, not a calibration cache") from None
+    except OSError as exc:
+        raise CacheFormatError(f"{path}: cannot read the calibration cache ({exc.strerror or exc})") from None
     return parse_cache(data, source=str(path))
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .._io import atomic_write, load_model
+from .._io import atomic_write, load_arrays, load_json_limited, load_model
 from ..errors import CalibrationError, UsageError
 from .dataset import ArraySource, ImageSource, InputSpec, format_shape, resolve_calibration_shapes
 
@@ -39,6 +39,8 @@ FLOAT_ONNX_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, 
 _FLOAT_ORT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"})
 MODES = ("auto", "two-pass", "single-pass")
 STATE_FORMAT = "onnx2trt-calib-state/1"
+# histograms of thousands of tensors fit easily; a bigger .json is not a state this library wrote
+MAX_STATE_JSON_BYTES = 256 * 2**20
 
 # Tensors with fewer elements than this are histogrammed concurrently, one per worker; bigger
 # ones go one at a time through the histogram engine, which splits them over threads itself.
@@ -234,27 +236,32 @@ class CalibrationState:
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"calibration state {path}: no such file")
+        what = "calibration state"
         try:
             if path.suffix.lower() == ".json":
-                payload = json.loads(path.read_text())
+                payload = load_json_limited(path, limit=MAX_STATE_JSON_BYTES, what=what, error=CalibrationError)
                 tensors = {name: _from_jsonable(state) for name, state in payload["tensors"].items()}
             else:
-                with np.load(path, allow_pickle=False) as data:
-                    payload = json.loads(bytes(data["__header__"]).decode())
-                    tensors = {}
-                    for index, name in enumerate(payload["tensors"]):
-                        state = dict(payload["scalars"][name])
-                        prefix = f"t{index}/"
-                        for key in data.files:
-                            if key.startswith(prefix):
-                                state[key[len(prefix):]] = data[key]
-                        tensors[name] = state
+                data = load_arrays(path, what=what, error=CalibrationError)
+                if not isinstance(data, dict):
+                    raise ValueError("a single .npy array, not a saved state (.npz)")
+                payload = json.loads(bytes(data["__header__"]).decode())
+                tensors = {}
+                for index, name in enumerate(payload["tensors"]):
+                    state = dict(payload["scalars"][name])
+                    prefix = f"t{index}/"
+                    for key, value in data.items():
+                        if key.startswith(prefix):
+                            state[key[len(prefix):]] = value
+                    tensors[name] = state
             if payload.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {payload.get('format')!r} is not {STATE_FORMAT}")
             histograms = {name: Histogram.from_state(state) for name, state in tensors.items()}
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            raise CalibrationError(f"calibration state {path}: not a saved onnx2trt state ({exc})") from None
-        return cls(histograms, payload["mode"], payload["num_batches"], payload["num_samples"], list(payload.get("sources", [])))
+            return cls(histograms, payload["mode"], payload["num_batches"], payload["num_samples"],
+                       list(payload.get("sources", [])))
+        except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CalibrationError(f"calibration state {path}: not a saved onnx2trt state ({reason})") from None
 
 
 def _jsonable(value: Any) -> Any:

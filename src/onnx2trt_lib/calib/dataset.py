@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._io import load_arrays
 from ..errors import CalibrationError, UsageError
 from .preprocess import Preprocess
 
@@ -358,15 +359,11 @@ def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArrayS
 
 
 def _open_arrays(path: Path) -> ArraySource:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise CalibrationError(f"{path}: not a readable {path.suffix} file ({exc})") from None
+    loaded = load_arrays(path, what="calibration data", error=CalibrationError)
     digest = _sha256_path(path)
     if isinstance(loaded, np.ndarray):
         return ArraySource(loaded, origin=str(path), digest=digest)
-    with loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
+    arrays = loaded
     if not arrays:
         raise CalibrationError(f"{path}: holds no arrays")
     return ArraySource(arrays, origin=str(path), digest=digest)

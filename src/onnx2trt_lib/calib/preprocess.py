@@ -13,7 +13,6 @@ converted to the channel count the model wants.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from .._io import load_json_limited, read_bytes_limited
 from ..errors import UsageError
 
 RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft")
 COLORS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
+MAX_CONFIG_BYTES = 2**20  # a preprocessing config is a dozen settings
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,18 @@ def load_preprocess(spec: str | os.PathLike | Mapping[str, Any] | Preprocess | N
         )
     if not path.is_file():
         raise UsageError(f"preprocess config {path}: no such file")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-        else:
-            import tomllib  # Python >= 3.11
+    what = f"preprocess config {path.suffix[1:].upper()}"
+    if path.suffix.lower() == ".json":
+        data = load_json_limited(path, limit=MAX_CONFIG_BYTES, what=what, error=UsageError)
+    else:
+        import tomllib  # Python >= 3.11
 
-            data = tomllib.loads(path.read_text())
-    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise UsageError(f"preprocess config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+        raw = read_bytes_limited(path, limit=MAX_CONFIG_BYTES, what=what, error=UsageError)
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"preprocess config {path}: not valid TOML: {reason}") from None
     if not isinstance(data, dict):
         raise UsageError(f"preprocess config {path}: must be an object of settings")
     return preprocess_from_dict(data, source=f"preprocess config {path}")

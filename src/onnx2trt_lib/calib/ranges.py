@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import write_text_atomic
+from .._io import load_json_limited, write_text_atomic
 from ..errors import CacheFormatError
 from .cache import INT8_MAX
+
+MAX_RANGES_BYTES = 256 * 2**20  # per-tensor stats of thousands of tensors are a few MiB
 
 RANGES_FORMAT = "onnx2trt-ranges/1"
 
@@ -61,21 +63,26 @@ def write_ranges(path: str | os.PathLike, document: Mapping[str, Any]) -> None:
     write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
-def read_ranges(path: str | os.PathLike) -> dict[str, float]:
-    """name -> amax from a ranges JSON written by write_ranges."""
+def read_ranges_document(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole ranges JSON, checked: every tensor entry is an object with a finite amax >= 0.
+
+    CacheFormatError (one line, naming the file) for a missing, huge, torn or foreign file.
+    """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CacheFormatError(f"{path}: no such ranges file") from None
-    except json.JSONDecodeError as exc:
-        raise CacheFormatError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
+    document = load_json_limited(path, limit=MAX_RANGES_BYTES, what="ranges file", error=CacheFormatError)
     if not isinstance(document, dict) or document.get("format") != RANGES_FORMAT:
         raise CacheFormatError(f"{path}: not an onnx2trt ranges file (format is not {RANGES_FORMAT})")
-    out = {}
-    for name, entry in document.get("tensors", {}).items():
+    tensors = document.get("tensors", {})
+    if not isinstance(tensors, dict):
+        raise CacheFormatError(f"{path}: 'tensors' is not an object of tensor name -> entry")
+    for name, entry in tensors.items():
         value = entry.get("amax") if isinstance(entry, dict) else None
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise CacheFormatError(f"{path}: tensor {name!r} has no valid amax")
-        out[name] = float(value)
-    return out
+    return document
+
+
+def read_ranges(path: str | os.PathLike) -> dict[str, float]:
+    """name -> amax from a ranges JSON written by write_ranges."""
+    document = read_ranges_document(path)
+    return {name: float(entry["amax"]) for name, entry in document.get("tensors", {}).items()}

@@ -16,12 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import write_text_atomic
+from .._io import load_json_limited, write_text_atomic
+from ..errors import Onnx2TrtError
 
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "onnx2trt-calib-sidecar/1"
 SIDECAR_SUFFIX = ".calib.json"
+MAX_SIDECAR_BYTES = 16 * 2**20  # a real sidecar is ~1 KiB
 
 
 def sidecar_path(cache_path: str | os.PathLike) -> Path:
@@ -72,12 +74,19 @@ def write_sidecar(cache_path: str | os.PathLike, key: Mapping[str, Any], *, extr
 
 
 def read_sidecar(cache_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar beside `cache_path`, or None when it is missing, unreadable, too big or not ours.
+
+    A returned document has a dict under "key": a sidecar is only a hint, so anything odd is a miss.
+    """
     path = sidecar_path(cache_path)
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
+        document = load_json_limited(path, limit=MAX_SIDECAR_BYTES, what="calibration sidecar")
+    except Onnx2TrtError as exc:
+        log.debug("ignoring sidecar: %s", exc)
         return None
-    return document if isinstance(document, dict) and document.get("format") == SIDECAR_FORMAT else None
+    if not isinstance(document, dict) or document.get("format") != SIDECAR_FORMAT:
+        return None
+    return document if isinstance(document.get("key"), dict) else None
 
 
 def cache_hit(cache_path: str | os.PathLike, key: Mapping[str, Any], *, also_required: tuple[Path, ...] = ()) -> bool:
@@ -95,7 +104,7 @@ def cache_hit(cache_path: str | os.PathLike, key: Mapping[str, Any], *, also_req
     if document.get("cache_sha256") != file_sha256(cache_path):
         log.info("%s changed since it was written: recomputing", cache_path)
         return False
-    recorded = document.get("key", {})
+    recorded = document["key"]
     changed = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
     if changed:
         log.info("calibration inputs changed (%s): recomputing", ", ".join(changed))

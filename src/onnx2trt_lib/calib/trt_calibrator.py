@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._io import write_bytes_atomic
-from ..errors import CalibrationError, RuntimeExecutionError
-from .cache import CalibrationCache, parse_cache
+from .._io import read_bytes_limited, write_bytes_atomic
+from ..errors import CacheFormatError, CalibrationError, RuntimeExecutionError
+from .cache import MAX_CACHE_BYTES, CalibrationCache, parse_cache
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _cache_bytes(cache: bytes | str | os.PathLike | CalibrationCache | None) -> 
     path = Path(cache)
     if not path.is_file():
         return None  # a cache path to be written by this calibration
-    data = path.read_bytes()
+    data = read_bytes_limited(path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError)
     parse_cache(data, source=str(path))
     return data
 

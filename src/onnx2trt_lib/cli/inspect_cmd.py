@@ -40,17 +40,22 @@ def inspect_calibration_cache(path: Path, *, as_json: bool, limit: int | None) -
            limit)
 
 
-def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
-    import json
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
-    document = json.loads(path.read_text())
+
+def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
+    from ..calib.ranges import read_ranges_document
+
+    document = read_ranges_document(path)
     if as_json:
         print_json({"kind": "ranges", "path": str(path), **document})
         return
     rows = []
     for name, entry in document.get("tensors", {}).items():
-        hist = entry.get("histogram", {})
-        rows.append([name, f"{entry['amax']:.6g}", f"{entry['scale']:.6g}", f"{hist.get('amax_seen', float('nan')):.6g}"])
+        hist = entry.get("histogram")
+        seen = hist.get("amax_seen") if isinstance(hist, dict) else None
+        rows.append([name, _number(entry["amax"]), _number(entry.get("scale", entry["amax"] / 127.0)), _number(seen)])
     _table(f"{path}: ranges ({document.get('method')}, {document.get('mode')}), {len(rows)} tensors",
            ["tensor", "amax", "scale", "max seen"], rows, limit)
 

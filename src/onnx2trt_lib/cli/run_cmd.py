@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .._io import atomic_write, check_output_path
+from .._io import atomic_write, check_output_path, load_arrays
 from ..errors import UsageError
 from ._common import echo_lines, json_option, print_json
 
@@ -18,13 +18,10 @@ PERCENTILES = (50, 90, 95, 99)
 
 def load_feed(path: Path) -> dict[str, np.ndarray]:
     """Inputs from a .npz whose keys are input names (no pickles: object arrays are refused)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise UsageError(f"--input {path}: no such file") from None
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"--input {path}: not a readable .npz of arrays ({exc})") from None
+    arrays = load_arrays(path, what="--input", error=UsageError)
+    if isinstance(arrays, np.ndarray):
+        raise UsageError(f"--input {path}: a .npy holds one unnamed array; save a .npz keyed by input name")
+    return arrays
 
 
 def feeds_for(runner: Any, inputs: tuple[Path, ...], *, seed: int = 0) -> list[dict[str, np.ndarray]]:

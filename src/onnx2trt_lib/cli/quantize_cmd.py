@@ -1,0 +1,75 @@
+"""`onnx2trt quantize`: INT8 Q/DQ model from a float model and a calibration cache, accuracy protected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from ._common import echo_lines, json_option, parse_comma_list, print_json
+
+
+def _load_data(path: str) -> object:
+    """--data: a .npy (one input, batch on axis 0) or .npz (arrays by input name)."""
+    import numpy as np
+
+    from .._io import load_arrays
+
+    src = Path(path)
+    if not src.is_file():
+        raise UsageError(f"--data {src}: no such file (give a .npy or .npz of held-out inputs)")
+    loaded = load_arrays(src, what="--data", error=UsageError)
+    if isinstance(loaded, np.ndarray):
+        if loaded.ndim == 0:
+            raise UsageError(f"--data {src}: holds a scalar; give a batch of inputs (batch on axis 0)")
+        return loaded
+    if not loaded or any(v.ndim == 0 for v in loaded.values()):
+        raise UsageError(f"--data {src}: give one array per input name, batch on axis 0 (found none, or a scalar)")
+    first = len(next(iter(loaded.values())))
+    return [{k: v[i : i + 64] for k, v in loaded.items()} for i in range(0, first, 64)]
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--cache", "cache", required=True, type=click.Path(dir_okay=False),
+              help="TensorRT calibration cache (ours or one TensorRT wrote) with per-tensor ranges.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Q/DQ model to write.")
+@click.option("--exclude", multiple=True, help="Node names to keep in float (repeat or comma-separate).")
+@click.option("--exclude-tensor", multiple=True, help="Tensor names never to quantize.")
+@click.option("--ops", default=None, help="Op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).")
+@click.option("--no-protect", is_flag=True, help="Plain full INT8: skip the accuracy protection search.")
+@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
+              help="Held-out inputs for protection (.npy for a one-input model, .npz by input name).")
+@click.option("--min-sqnr", default=None, type=float, help="Protection bound: output SQNR vs FP32 in dB (default 20).")
+@click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
+@json_option
+def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, min_sqnr, strict, as_json):
+    """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
+
+    With --data, layers are kept in float, most sensitive first, until every output's SQNR
+    against the FP32 model reaches the bound; without it, everything with a range is INT8.
+    """
+    from ..quant.accuracy import DataShapeError
+    from ..quant.api import quantize
+    from ..quant.protect import Criterion
+
+    def names(values: tuple[str, ...]) -> list[str]:
+        return [n for v in values for n in parse_comma_list(v) or []]
+
+    data = _load_data(data_path) if data_path else None
+    try:
+        result = quantize(
+            model, cache, exclude=names(exclude), exclude_tensors=names(exclude_tensor),
+            op_types=parse_comma_list(ops), protect=not no_protect, data=data,
+            criterion=Criterion(min_sqnr) if min_sqnr is not None else None, strict=strict, output=output,
+        )
+    except DataShapeError as exc:
+        raise UsageError(f"--data {data_path}: {exc}") from None
+    if as_json:
+        print_json({"output": output, **result.to_dict()})
+        return
+    echo_lines(result.summary_lines())
+    if result.missing_ranges:
+        echo_lines([f"no range for {len(result.missing_ranges)} tensor(s): {', '.join(result.missing_ranges[:10])}"])
+    echo_lines([f"wrote {output}"])

@@ -1,0 +1,295 @@
+"""`to-fp16`: convert a float32 model to float16, keeping overflow-prone or listed nodes in float32.
+
+TensorRT 11 has no FP16 builder flag: a model runs in FP16 when its tensors are FP16. This pass
+decides per node (what ModelOpt's AutoCast does, done our way):
+
+* a node stays float32 when its op type is in `keep_ops`, its name in `keep_nodes`, one of its
+  float initializers holds a value above `max_initializer` (default: FP16's max, 65504), one of
+  its input/output tensors has a measured amax (`ranges`, e.g. from calibration) above
+  `max_activation` (default 8188, FP16 max / 8: headroom for sums inside kernels), or its op
+  cannot take FP16 in ONNX (NonMaxSuppression, random generators, Q/DQ, control flow);
+* every other node that touches a float32 tensor becomes float16: its float32 outputs and
+  initializers turn FP16, `Cast(to=FLOAT)` becomes `Cast(to=FLOAT16)`, ConstantOfShape and
+  Constant values turn FP16; inputs whose type ONNX pins to float32 (Resize roi/scales,
+  Upsample scales) stay float32;
+* Casts are inserted only where a float16 and a float32 region meet, one per tensor and
+  direction, and never on the output of another Cast (the Cast's input is used instead), so no
+  Cast->Cast chains appear;
+* graph inputs and outputs stay float32 with `keep_io_types`, else they become float16.
+
+Tensor types must be known: missing ones are filled with ONNX type inference. Casts between two
+different float types are precision boundaries and are left alone, which makes a second run a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import PassError
+from ._infra import PassResult, SkippedNode, result
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+DEFAULT_MAX_ACTIVATION = FP16_MAX / 8
+F32, F16 = np.dtype(np.float32), np.dtype(np.float16)
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+# ops that cannot run in FP16 in ONNX (float-only inputs, dtype attributes, subgraphs)
+ALWAYS_FLOAT32 = frozenset(
+    {"NonMaxSuppression", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+     "Multinomial", "Bernoulli", "EyeLike", "QuantizeLinear", "DequantizeLinear", "If", "Loop", "Scan"}
+)
+# (op, input index) whose type ONNX fixes to float32 whatever the data type
+PINNED_FLOAT32_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
+
+
+def _dtype(tensor: gs.Tensor) -> np.dtype | None:
+    if isinstance(tensor, gs.Constant):
+        return np.dtype(tensor.values.dtype)
+    try:
+        return np.dtype(tensor.dtype) if tensor.dtype is not None else None
+    except TypeError:  # bfloat16 and other onnx-only types
+        return None
+
+
+def _is_boundary_cast(node: gs.Node) -> bool:
+    """A Cast from one float type to another: a precision boundary, never converted."""
+    if node.op != "Cast" or not node.inputs or not node.outputs:
+        return False
+    a, b = _dtype(node.inputs[0]), _dtype(node.outputs[0])
+    return a in _FLOATS and b in _FLOATS and a != b
+
+
+class ConvertToFp16Pass:
+    """Convert float32 nodes to float16, keeping risky or listed nodes float32 behind boundary Casts."""
+
+    name = "to-fp16"
+    op_types: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        keep_io_types: bool | None = None,
+        keep_ops: Collection[str] | None = None,
+        keep_nodes: Collection[str] | None = None,
+        ranges: Mapping[str, float] | None = None,
+        max_activation: float | None = None,
+        max_initializer: float | None = None,
+    ) -> None:
+        self.keep_io_types = bool(keep_io_types)
+        self.keep_ops = frozenset(keep_ops or ())
+        self.keep_nodes = frozenset(keep_nodes or ())
+        self.ranges = {str(k): float(v) for k, v in (ranges or {}).items()}
+        self.max_activation = DEFAULT_MAX_ACTIVATION if max_activation is None else float(max_activation)
+        self.max_initializer = FP16_MAX if max_initializer is None else float(max_initializer)
+        if not 0 < self.max_initializer <= FP16_MAX:
+            raise PassError(f"to-fp16: max_initializer {self.max_initializer} must be in (0, {FP16_MAX}]")
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def _range(self, tensor: gs.Tensor) -> float | None:
+        value = self.ranges.get(tensor.name)
+        if value is None:  # a tensor we renamed on an earlier run: its range sits on the Cast output
+            for consumer in tensor.outputs:
+                if _is_boundary_cast(consumer) and consumer.outputs[0].name in self.ranges:
+                    return self.ranges[consumer.outputs[0].name]
+        return value
+
+    def _keep_reason(self, node: gs.Node) -> str | None:
+        if node.op in ALWAYS_FLOAT32:
+            return f"{node.op} has no FP16 form in ONNX"
+        if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+            return "has subgraphs"
+        if node.op in self.keep_ops:
+            return f"op type {node.op} is kept by request"
+        if node.name and node.name in self.keep_nodes:
+            return "kept by request"
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) and _dtype(t) == F32 and t.values.size:
+                peak = float(np.max(np.abs(t.values)))
+                if not peak <= self.max_initializer:
+                    return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
+        for t in (*node.inputs, *node.outputs):
+            amax = self._range(t) if t.name else None
+            if amax is not None and amax > self.max_activation:
+                return f"tensor {t.name!r} reaches {amax:.6g} > {self.max_activation:g} in calibration"
+        return None
+
+    def _fill_types(self, graph: gs.Graph) -> None:
+        """Fill unknown tensor types with ONNX type inference (types only; no shape is changed)."""
+        unknown = [t for n in graph.nodes for t in n.outputs if isinstance(t, gs.Variable) and t.dtype is None]
+        if not unknown:
+            return
+        try:
+            inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph, do_type_check=False), strict_mode=False)
+        except Exception as exc:
+            raise PassError(f"to-fp16: tensor types are unknown and ONNX type inference failed: {exc}") from None
+        elem = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info if v.type.HasField("tensor_type")}
+        for t in unknown:
+            code = elem.get(t.name, 0)
+            if code:
+                t.dtype = onnx.helper.tensor_dtype_to_np_dtype(code)
+        still = [t.name for t in unknown if t.dtype is None]
+        if still:
+            raise PassError(
+                f"to-fp16: type of {len(still)} tensor(s) unknown (e.g. {still[0]!r}); run infer-shapes or fix the model"
+            )
+
+    # --- rewriting ----------------------------------------------------------------------------
+
+    def run(self, graph: gs.Graph) -> PassResult:
+        self._fill_types(graph)
+        tensors = graph.tensors()
+        names = set(tensors) | {n.name for n in graph.nodes}
+        fp32 = {id(t) for t in tensors.values() if isinstance(t, gs.Variable) and _dtype(t) == F32}
+        counts = {"converted_nodes": 0, "initializers": 0, "casts": 0, "io": 0, "casts_removed": 0}
+        skipped: list[SkippedNode] = []
+        plan: list[tuple[gs.Node, bool]] = []  # (node, to fp16?)
+        for node in graph.nodes:
+            if _is_boundary_cast(node):
+                continue
+            touches = any(id(t) in fp32 or isinstance(t, gs.Constant) and _dtype(t) == F32 for t in node.inputs)
+            touches = touches or any(id(t) in fp32 for t in node.outputs)
+            if not touches:
+                continue
+            reason = self._keep_reason(node)
+            if reason:
+                skipped.append(SkippedNode(node.name or f"<{node.op}>", node.op, reason + "; kept in float32"))
+            plan.append((node, reason is None))
+
+        def fresh(base: str) -> str:
+            name, k = base, 1
+            while name in names:
+                name, k = f"{base}_{k}", k + 1
+            names.add(name)
+            return name
+
+        # 1. graph inputs and converted nodes' outputs, attributes, initializers
+        if not self.keep_io_types:
+            for t in graph.inputs:
+                if id(t) in fp32:
+                    t.dtype = F16
+                    counts["io"] += 1
+        f16_constants: dict[int, gs.Constant] = {}
+        for node, to_half in plan:
+            if not to_half:
+                continue
+            changed = False
+            for t in node.outputs:
+                if id(t) in fp32:
+                    t.dtype = F16
+                    changed = True
+            changed |= _convert_attributes(node)
+            for i, t in enumerate(node.inputs):
+                if isinstance(t, gs.Constant) and _dtype(t) == F32 and (node.op, i) not in PINNED_FLOAT32_INPUTS:
+                    if id(t) not in f16_constants:
+                        f16_constants[id(t)] = gs.Constant(fresh(f"{t.name}_fp16"), t.values.astype(np.float16))
+                        counts["initializers"] += 1
+                    node.inputs[i] = f16_constants[id(t)]
+                    changed = True
+            counts["converted_nodes"] += int(changed)
+
+        # 2. Casts where a consumer expects another float type than its input now has
+        casts: dict[tuple[int, str], gs.Variable] = {}
+
+        def as_type(t: gs.Variable, want: np.dtype) -> gs.Variable:
+            producer = t.inputs[0] if t.inputs else None
+            if producer is not None and producer.op == "Cast" and _dtype(producer.inputs[0]) == want:
+                return producer.inputs[0]  # undo a Cast instead of stacking a second one
+            key = (id(t), want.name)
+            if key not in casts:
+                out = gs.Variable(fresh(f"{t.name}_{'fp16' if want == F16 else 'fp32'}"), dtype=want, shape=t.shape)
+                to = onnx.TensorProto.FLOAT16 if want == F16 else onnx.TensorProto.FLOAT
+                graph.nodes.append(gs.Node("Cast", fresh(f"{t.name}_Cast_{want.name}"), {"to": to}, [t], [out]))
+                casts[key] = out
+                counts["casts"] += 1
+            return casts[key]
+
+        for node, to_half in plan:
+            for i, t in enumerate(node.inputs):
+                if not isinstance(t, gs.Variable) or id(t) not in fp32:
+                    continue
+                want = F16 if to_half and (node.op, i) not in PINNED_FLOAT32_INPUTS else F32
+                if _dtype(t) != want:
+                    node.inputs[i] = as_type(t, want)
+
+        if not self.keep_io_types:  # outputs made FP16 by their producer in step 1
+            counts["io"] += sum(1 for t in graph.outputs if id(t) in fp32 and _dtype(t) == F16)
+        # 3. graph outputs keep their name; the producer's tensor is renamed when a Cast must sit between
+        want_out = F32 if self.keep_io_types else F16
+        for k, t in enumerate(graph.outputs):
+            if id(t) not in fp32 or _dtype(t) == want_out or t in graph.inputs:
+                continue
+            cast = t.inputs[0] if t.inputs and t.inputs[0].op == "Cast" else None
+            src = cast.inputs[0] if cast is not None else None
+            if src is not None and _dtype(src) == want_out and src.inputs and src not in graph.outputs:
+                # the output already comes through a Cast from the wanted type: drop that Cast
+                # and let the Cast's source produce the output under its name
+                producer = src.inputs[0]
+                for consumer in list(src.outputs):
+                    for i, x in enumerate(consumer.inputs):
+                        if x is src:
+                            consumer.inputs[i] = t
+                cast.inputs.clear()
+                cast.outputs.clear()
+                graph.nodes.remove(cast)
+                producer.outputs[producer.outputs.index(src)] = t
+                t.dtype = want_out
+                counts["io"] += 1
+                counts["casts_removed"] += 1
+                continue
+            inner = gs.Variable(fresh(f"{t.name}_{_dtype(t).name}"), dtype=_dtype(t), shape=t.shape)
+            producer = t.inputs[0]
+            producer.outputs[producer.outputs.index(t)] = inner
+            for consumer in list(t.outputs):
+                for i, x in enumerate(consumer.inputs):
+                    if x is t:
+                        consumer.inputs[i] = inner
+            t.dtype = want_out
+            to = onnx.TensorProto.FLOAT16 if want_out == F16 else onnx.TensorProto.FLOAT
+            graph.nodes.append(gs.Node("Cast", fresh(f"{t.name}_Cast_{want_out.name}"), {"to": to}, [inner], [t]))
+            graph.outputs[k] = t
+            counts["casts"] += 1
+            counts["io"] += 1
+        # 4. Casts that became no-ops (e.g. a float32 model's Cast(to=FLOAT), or a boundary of an
+        #    earlier run whose sides are now both FP16): consumers read the Cast's input instead
+        outputs = set(map(id, graph.outputs))
+        for node in list(graph.nodes):
+            if node.op != "Cast" or not node.inputs or id(node.outputs[0]) in outputs:
+                continue
+            src, dst = node.inputs[0], node.outputs[0]
+            if _dtype(src) in _FLOATS and _dtype(src) == _dtype(dst):
+                for consumer in list(dst.outputs):
+                    for i, x in enumerate(consumer.inputs):
+                        if x is dst:
+                            consumer.inputs[i] = src
+                node.outputs.clear()
+                node.inputs.clear()
+                graph.nodes.remove(node)
+                counts["casts_removed"] += 1
+        if any(counts.values()):
+            log.info("to-fp16: %s; %d node(s) kept in float32", counts, len(skipped))
+        return result(self.name, counts, skipped)
+
+
+def _convert_attributes(node: gs.Node) -> bool:
+    """FP16 versions of attributes that fix a float32 output type; True when one changed."""
+    if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
+        node.attrs["to"] = onnx.TensorProto.FLOAT16
+        return True
+    if node.op in ("Constant", "ConstantOfShape"):
+        value = node.attrs.get("value")
+        if isinstance(value, gs.Constant) and _dtype(value) == F32:
+            node.attrs["value"] = gs.Constant(value.name, value.values.astype(np.float16))
+            return True
+        for key in ("value_float", "value_floats"):
+            if key in node.attrs:
+                data = np.asarray(node.attrs.pop(key), dtype=np.float16)
+                node.attrs["value"] = gs.Constant(node.outputs[0].name + "_value", data)
+                return True
+    return False

@@ -1,0 +1,285 @@
+"""`quantize` and `to_fp16`: the two ways to make a model that TensorRT 11 runs in reduced precision.
+
+TensorRT 11 dropped implicit INT8 and the FP16 builder flag, so precision lives in the ONNX:
+`quantize` writes Q/DQ pairs (with accuracy protection when data is given) and `to_fp16`
+converts the model to FP16. Both check their inputs before any work, never modify the model
+passed in, and write the output (when asked) atomically, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .._io import check_output_path, load_model, save_model
+from ..errors import CalibrationError, UsageError
+from ..passes._infra import PassManager, PassResult, PipelineReport, SkippedNode
+from ..passes.insert_qdq import MIN_OPSET, DEFAULT_OP_TYPES, InsertQdqPass, _quantizable_slots, constant_values
+from ..passes.to_fp16 import ConvertToFp16Pass
+
+log = logging.getLogger(__name__)
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+     "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
+)
+# A cache whose names are mostly unknown to the model was made for another model.
+FOREIGN_CACHE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """The Q/DQ model and what happened: pass result, tensors without ranges, protection report."""
+
+    model: onnx.ModelProto
+    pass_result: PassResult
+    missing_ranges: tuple[str, ...] = ()
+    protection: object | None = None  # protect.ProtectionReport when protection ran
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        rep = self.protection
+        return tuple(e.node for e in rep.excluded) if rep is not None else ()
+
+    def to_dict(self) -> dict:
+        return {
+            "pass": self.pass_result.to_dict(),
+            "missing_ranges": list(self.missing_ranges),
+            "protection": self.protection.to_dict() if self.protection is not None else None,
+            "notes": list(self.notes),
+        }
+
+    def summary_lines(self) -> list[str]:
+        counts = ", ".join(f"{k}={v}" for k, v in self.pass_result.counts.items())
+        lines = [f"insert-qdq: {counts}"]
+        lines += [f"  left in float: {s.node} ({s.op}): {s.reason}" for s in self.pass_result.skipped]
+        if self.protection is not None:
+            lines += self.protection.summary_lines()
+        lines += self.notes
+        return lines
+
+
+def ranges_from(ranges_or_cache: Mapping[str, float] | str | os.PathLike) -> dict[str, float]:
+    """Tensor name -> amax from a mapping, or from a TensorRT calibration cache file (scale * 127)."""
+    if isinstance(ranges_or_cache, Mapping):
+        return {str(k): float(v) for k, v in ranges_or_cache.items()}
+    from ..calib.cache import read_cache
+
+    return dict(read_cache(ranges_or_cache).amax)
+
+
+def _check_float_unquantized(model: onnx.ModelProto, source: str) -> None:
+    quantized = sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+    if quantized:
+        raise UsageError(
+            f"{source} is already quantized (has {', '.join(quantized)} nodes); quantize the float model it came from"
+        )
+
+
+def _check_ranges(graph: gs.Graph, ranges: dict[str, float], source: str) -> tuple[dict[str, float], list[str]]:
+    """Drop unusable entries; refuse a cache made for another model."""
+    bad = sorted(k for k, v in ranges.items() if not math.isfinite(v) or v < 0)
+    if bad:
+        log.warning("%s: %d range(s) are infinite, NaN or negative and are ignored: %s", source, len(bad), bad[:5])
+    usable = {k: v for k, v in ranges.items() if k not in bad}
+    tensors = graph.tensors()
+    unknown = [k for k in usable if k not in tensors]
+    if usable and len(unknown) > FOREIGN_CACHE_SHARE * len(usable):
+        raise CalibrationError(
+            f"{source}: {len(unknown)} of {len(usable)} calibration entries name no tensor of the model "
+            f"(e.g. {', '.join(repr(u) for u in unknown[:3])}); was the cache made for another model? "
+            "Recalibrate this model"
+        )
+    return {k: v for k, v in usable.items() if k in tensors}, unknown
+
+
+def _needed_ranges(graph: gs.Graph, op_types: Collection[str]) -> list[str]:
+    needed = []
+    for node in graph.nodes:
+        if node.op in op_types:
+            for i in _quantizable_slots(node):
+                t = node.inputs[i] if i < len(node.inputs) else None
+                if isinstance(t, gs.Variable) and t.name and constant_values(t) is None and t.name not in needed:
+                    needed.append(t.name)
+    return needed
+
+
+def _is_float(tensor: gs.Tensor) -> bool:
+    values = constant_values(tensor)
+    dtype = values.dtype if values is not None else tensor.dtype
+    return dtype is not None and np.dtype(dtype) in (np.float32, np.float16)
+
+
+def _at_least_opset_13(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    """Per-channel QuantizeLinear needs opset 13: convert older models (the input is not modified)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        raise UsageError(
+            f"the model's opset {opset} is below {MIN_OPSET} (needed for per-channel Q/DQ) and the ONNX version "
+            f"converter failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); export with opset >= 13"
+        ) from None
+    notes.append(f"opset {opset} converted to {MIN_OPSET} (per-channel QuantizeLinear needs it)")
+    log.info("quantize: %s", notes[-1])
+    return converted
+
+
+def _check_names(graph: gs.Graph, nodes: Collection[str], tensors: Collection[str]) -> None:
+    node_names = {n.name for n in graph.nodes}
+    unknown = [n for n in nodes if n not in node_names]
+    if unknown:
+        raise UsageError(f"--exclude: no node named {', '.join(repr(u) for u in unknown[:5])} in the model")
+    tensor_names = graph.tensors()
+    unknown = [t for t in tensors if t not in tensor_names]
+    if unknown:
+        raise UsageError(f"--exclude-tensor: no tensor named {', '.join(repr(u) for u in unknown[:5])} in the model")
+
+
+def quantize(
+    model: ModelLike,
+    ranges_or_cache: Mapping[str, float] | str | os.PathLike,
+    *,
+    exclude: Collection[str] = (),
+    exclude_tensors: Collection[str] = (),
+    op_types: Collection[str] | None = None,
+    residual_add: bool = True,
+    protect: bool = True,
+    data=None,
+    criterion: object | None = None,
+    metric: Callable[[onnx.ModelProto], float] | None = None,
+    allowed_drop: float = 0.01,
+    strategy: str = "bisect",
+    strict: bool = False,
+    output: str | os.PathLike | None = None,
+) -> QuantizeResult:
+    """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
+
+    `exclude` names nodes kept in float; `exclude_tensors` tensors never quantized. Tensors the
+    ranges miss are left in float and listed in `missing_ranges` (`strict=True` refuses instead).
+    With `protect` (default) and `data` (held-out batches), layers are kept in float, most
+    sensitive first, until the label-free criterion (see quant.protect) or `metric` minus
+    `allowed_drop` holds; without data protection is skipped with a note.
+    """
+    source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
+    read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
+    out_path = check_output_path(output, inputs=read) if output else None
+    proto = load_model(model)
+    _check_float_unquantized(proto, source)
+    ranges_source = "ranges" if isinstance(ranges_or_cache, Mapping) else str(ranges_or_cache)
+    ranges = ranges_from(ranges_or_cache)
+    notes: list[str] = []
+    proto = _at_least_opset_13(proto, notes)
+    graph = gs.import_onnx(proto)
+    ops = tuple(op_types) if op_types is not None else DEFAULT_OP_TYPES
+    weighted = [n for n in graph.nodes if n.op in ops and len(n.inputs) > 1]
+    if not any(_is_float(n.inputs[1]) for n in weighted):
+        raise UsageError(f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?")
+    _check_names(graph, exclude, exclude_tensors)
+    ranges, _ = _check_ranges(graph, ranges, ranges_source)
+    missing = tuple(n for n in _needed_ranges(graph, ops) if n not in ranges and n not in exclude_tensors)
+    if missing and strict:
+        raise CalibrationError(
+            f"{ranges_source}: no range for {len(missing)} tensor(s) the model quantizes: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}; recalibrate, or drop --strict to keep them in float"
+        )
+    options = dict(ranges=ranges, op_types=ops, exclude_tensors=exclude_tensors, residual_add=residual_add)
+    report = None
+    excluded = list(exclude)
+    if protect and data is not None:
+        from .protect import protect as run_protect
+
+        report = run_protect(proto, options, data, exclude=excluded, criterion=criterion, metric=metric,
+                             allowed_drop=allowed_drop, strategy=strategy)
+        excluded += [e.node for e in report.excluded]
+    elif protect:
+        notes.append("protection skipped: no data given (pass data= / --data to check accuracy)")
+        log.warning("quantize: %s", notes[-1])
+    qmodel, pipeline = insert_qdq(proto, exclude_nodes=excluded, **options)
+    if out_path is not None:
+        save_model(qmodel, out_path)
+    return QuantizeResult(qmodel, pipeline.records[0].result, missing, report, tuple(notes))
+
+
+def insert_qdq(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, PipelineReport]:
+    """Run the insert-qdq pass (then cleanup and sort) on a copy of `model`."""
+    qmodel, pipeline = PassManager([InsertQdqPass(**options)]).run(model)
+    if qmodel is model:  # nothing quantized: still hand back a copy
+        qmodel = onnx.ModelProto()
+        qmodel.CopyFrom(model)
+    return qmodel, pipeline
+
+
+@dataclass(frozen=True)
+class Fp16Result:
+    model: onnx.ModelProto
+    pass_result: PassResult
+
+    @property
+    def kept(self) -> tuple[SkippedNode, ...]:
+        return self.pass_result.skipped
+
+    def to_dict(self) -> dict:
+        return {"pass": self.pass_result.to_dict()}
+
+    def summary_lines(self) -> list[str]:
+        counts = ", ".join(f"{k}={v}" for k, v in self.pass_result.counts.items())
+        return [f"to-fp16: {counts}"] + [f"  kept in float32: {s.node} ({s.op}): {s.reason}" for s in self.kept]
+
+
+def to_fp16(
+    model: ModelLike,
+    *,
+    keep_io_types: bool = False,
+    keep_ops: Collection[str] = (),
+    keep_nodes: Collection[str] = (),
+    ranges: Mapping[str, float] | str | os.PathLike | None = None,
+    max_activation: float | None = None,
+    max_initializer: float | None = None,
+    output: str | os.PathLike | None = None,
+) -> Fp16Result:
+    """FP16 copy of a float32 model; nodes that would overflow (or are listed) stay float32 behind Casts.
+
+    `ranges` (mapping or calibration cache) are measured activation amax values: nodes touching
+    a tensor above `max_activation` stay float32.
+    """
+    source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
+    read = tuple(p for p in (model, ranges) if isinstance(p, (str, os.PathLike)))
+    out_path = check_output_path(output, inputs=read) if output else None
+    proto = load_model(model)
+    _check_float_unquantized(proto, source)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception as exc:
+        raise UsageError(f"{source}: ONNX type inference failed ({str(exc).splitlines()[0]}); fix the model first") from None
+    graph = gs.import_onnx(inferred)
+    if not any(isinstance(t, gs.Variable) and t.dtype == np.float32 for t in graph.tensors().values()):
+        raise UsageError(f"{source}: has no float32 tensors; to-fp16 converts float32 models")
+    _check_names(graph, keep_nodes, ())
+    pass_ = ConvertToFp16Pass(
+        keep_io_types=keep_io_types, keep_ops=keep_ops, keep_nodes=keep_nodes,
+        ranges=ranges_from(ranges) if ranges is not None else None,
+        max_activation=max_activation, max_initializer=max_initializer,
+    )
+    res = pass_.run(graph)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    from ..passes._infra import _carry_model_metadata
+
+    _carry_model_metadata(proto, out)
+    if out_path is not None:
+        save_model(out, out_path)
+    return Fp16Result(out, res)
