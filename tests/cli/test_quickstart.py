@@ -48,3 +48,21 @@ def test_quickstart_refuses_a_file_as_folder(tmp_path: Path) -> None:
     target.write_text("x")
     res = CliRunner().invoke(cli, ["quickstart", "--out", str(target)])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_calibrate_qdq_writes_a_quantized_model(tmp_path: Path) -> None:
+    from onnx2trt_lib.quickstart import sample_dir
+
+    sample = sample_dir()
+    cache, qdq = tmp_path / "d.cache", tmp_path / "d_int8.onnx"
+    res = CliRunner().invoke(cli, [
+        "calibrate", str(sample / "digits.onnx"), "--data", str(sample / "calib_list.txt"),
+        "--preprocess", str(sample / "preprocess.json"), "-o", str(cache), "--qdq", str(qdq), "--json",
+    ])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output)
+    assert payload["qdq"]["path"] == str(qdq)
+    model = onnx.load(qdq)
+    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    scales = read_cache(cache).scales
+    assert "image" in q_inputs and q_inputs <= set(scales) | {i.name for i in model.graph.initializer}

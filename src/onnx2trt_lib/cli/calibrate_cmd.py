@@ -49,12 +49,15 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
               help="Merge a saved state (from another part of the data) before computing ranges (repeatable).")
 @click.option("--force", is_flag=True, help="Recompute even when the sidecar says the cache matches.")
 @click.option("--ignore-nonfinite", is_flag=True, help="Skip NaN/Inf activations instead of failing.")
+@click.option("--qdq", "qdq_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
+                   "use `onnx2trt quantize --data` for that).")
 @json_option
 @quiet_option
 def command(model: Path, data: str, output: Path, method: str, method_options: tuple[str, ...], batch_size: int | None,
             shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, trt_version: str | None,
             save_state: Path | None, add_states: tuple[Path, ...], force: bool, ignore_nonfinite: bool,
-            as_json: bool, quiet: bool) -> None:
+            qdq_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
 
     A sidecar CACHE.calib.json records the model hash, data fingerprint and settings: a re-run
@@ -63,6 +66,10 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
     from ..calib.api import calibrate
 
     options = _parse_options(method_options)
+    if qdq_path is not None:
+        from .._io import check_output_path
+
+        check_output_path(qdq_path, inputs=(model, output))
     show_progress = not (quiet or as_json) and err_console.is_terminal
     with _Progress(show_progress) as progress:
         result = calibrate(
@@ -71,11 +78,22 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
             ignore_nonfinite=ignore_nonfinite, trt_version=trt_version, save_state=save_state,
             add_states=list(add_states), progress=progress.update if show_progress else None,
         )
+    qdq = None
+    if qdq_path is not None:
+        from ..quant import quantize
+
+        qdq = quantize(model, result.amax, protect=False, output=qdq_path)
     if as_json:
-        print_json(result.to_dict())
+        payload = result.to_dict()
+        if qdq is not None:
+            payload["qdq"] = {"path": str(qdq_path), **qdq.to_dict()}
+        print_json(payload)
         return
     if quiet:
         return
+    if qdq is not None:
+        console.print(f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",
+                      markup=False)
     if result.cache_hit:
         console.print(f"{output}: up to date ({len(result.amax)} tensors; model, data and settings unchanged; --force recomputes)",
                       markup=False)

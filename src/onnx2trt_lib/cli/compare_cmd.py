@@ -30,10 +30,12 @@ def collect_feeds(runner: Any, inputs: tuple[Path, ...], **_sources: Any) -> lis
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="ONNX Runtime provider for .onnx models.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs for engines.")
+@click.option("--per-tensor", is_flag=True,
+              help="Also the SQNR of every quantized tensor of MODEL_A vs MODEL_B, worst first (both .onnx).")
 @json_option
 @click.pass_context
 def command(ctx: click.Context, model_a: Path, model_b: Path, inputs: tuple[Path, ...], atol: float, rtol: float,
-            provider: str, cuda_graph: bool, as_json: bool) -> None:
+            provider: str, cuda_graph: bool, per_tensor: bool, as_json: bool) -> None:
     """Compare outputs of MODEL_A against MODEL_B (the reference): max abs/rel error, cosine, worst elements.
 
     An element passes when |a-b| <= atol + rtol*|b|. Exit code 3 when any output fails.
@@ -44,9 +46,26 @@ def command(ctx: click.Context, model_a: Path, model_b: Path, inputs: tuple[Path
             open_runner(model_b, **runner_options(model_b, provider, cuda_graph)) as runner_b:
         feeds = collect_feeds(runner_b, inputs)
         report = compare(runner_a, runner_b, feeds, atol=atol, rtol=rtol)
+    layers = _per_tensor_report(model_a, model_b, feeds) if per_tensor else None
     if as_json:
-        print_json(report.to_dict())
+        payload = report.to_dict()
+        if layers is not None:
+            payload["per_tensor"] = layers.to_dict()["tensors"]
+        print_json(payload)
     else:
         echo_lines(report.summary())
+        if layers is not None:
+            echo_lines(layers.summary_lines())
     if not report.passed:
         ctx.exit(EXIT_FINDINGS)
+
+
+def _per_tensor_report(model_a: Path, model_b: Path, feeds: list[dict]):
+    """Layer-wise SQNR of MODEL_A's quantized tensors against the same tensors of MODEL_B."""
+    from .._io import load_model
+    from ..errors import UsageError
+    from ..quant.accuracy import compare as layer_compare
+
+    if model_a.suffix != ".onnx" or model_b.suffix != ".onnx":
+        raise UsageError("--per-tensor compares two .onnx models (e.g. the Q/DQ model against the FP32 one)")
+    return layer_compare(load_model(model_b), load_model(model_a), feeds)

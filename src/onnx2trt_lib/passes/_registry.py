@@ -19,7 +19,9 @@ from .decompose_gather_elements import DecomposeGatherElementsPass
 from .fix_resize import FixResizePass
 from .fold_constants import FoldConstantsPass
 from .infer_shapes import InferShapesPass
+from .insert_qdq import InsertQdqPass
 from .strip_scatter_reduction import StripScatterReductionPass
+from .to_fp16 import ConvertToFp16Pass
 
 ENTRY_POINT_GROUP = "onnx2trt_lib.passes"
 
@@ -30,6 +32,8 @@ BUILTIN_PASSES: tuple[type, ...] = (
     FixResizePass,
     DecomposeGatherElementsPass,
     StripScatterReductionPass,
+    InsertQdqPass,
+    ConvertToFp16Pass,
 )
 
 
