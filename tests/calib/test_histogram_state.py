@@ -334,3 +334,22 @@ def test_range_that_cannot_grow_further_is_an_error():
     assert h.range_max >= 1e300
     with pytest.raises(CalibrationError, match="overflow"):
         h.update(np.array([1.7e308]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(4))
+def test_blocked_kernel_with_nonfinite_and_overflow_blocks(dtype, seed):
+    """The fast kernel works in 1024-element blocks and redoes a block holding NaN/Inf or a value
+    beyond the range; mixing such blocks with clean ones must still give the reference counts."""
+    rng = np.random.default_rng(seed)
+    first = rng.standard_normal(5000).astype(dtype)
+    second = (rng.standard_normal(9000) * 3).astype(dtype)  # exceeds the first batch's range: growth
+    for k in rng.choice(9, size=4, replace=False):
+        block = second[k * 1024:(k + 1) * 1024]
+        block[rng.integers(0, block.size)] = rng.choice([np.nan, np.inf, -np.inf])
+    second[-3:] = [-0.0, np.finfo(dtype).tiny / 2, -first.max()]  # -0.0, a subnormal, the old top edge
+    h = Histogram(2048)
+    h.update(first)
+    h.update(second[::1])
+    h.update(second.reshape(90, 100).T)  # a strided view of the same data
+    assert_counts_equal_reference(h, [first, second, second.reshape(90, 100).T])

@@ -113,6 +113,34 @@ def as_float_array(array: Any) -> np.ndarray:
     raise CalibrationError(f"cannot calibrate an array of dtype {a.dtype}; expected float16, float32 or float64")
 
 
+# float32/float64 kernels look at the raw bits: |x| as an unsigned integer is monotonic in the
+# value and NaN/Inf have the largest patterns, so range checks and maxima become integer ops
+# that vectorise (see _kernels.hist_bits_kernel).
+_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+_BITS_MAX_BINS = 1 << 30
+
+
+def _bit_constants(dtype: np.dtype) -> tuple[type, Any, Any]:
+    """(unsigned type of the same size, mask without the sign bit, bits of +inf)."""
+    u = _BITS[np.dtype(dtype)]
+    mask = u((1 << (8 * np.dtype(dtype).itemsize - 1)) - 1)
+    inf_bits = np.array(np.inf, dtype=dtype).view(u)[()]
+    return u, mask, inf_bits
+
+
+def _hi_bits(hi: float, dtype: np.dtype, u: type) -> Any:
+    """Bits of the largest finite non-negative `dtype` value <= hi (hi >= 0, float64)."""
+    f = np.dtype(dtype).type
+    h = f(min(hi, float(np.finfo(dtype).max)))
+    if float(h) > hi:
+        h = np.nextafter(h, f(0))
+    return np.array(h, dtype=dtype).view(u)[()]
+
+
+def _from_bits(b: Any, dtype: np.dtype, u: type) -> float:
+    return float(np.array(b, dtype=u).view(dtype)[()])
+
+
 def abs_max(array: Any) -> float:
     """max |x| over the finite values of `array` (0.0 when there are none); NaN/Inf ignored."""
     return abs_max_and_nonfinite(array)[0]
@@ -128,9 +156,11 @@ def abs_max_and_nonfinite(array: Any) -> tuple[float, int]:
         def one(p: np.ndarray) -> tuple[float, int]:
             return K.abs_max_f16_kernel(p, _F16_VALUES)
     else:
+        u, mask, inf_bits = _bit_constants(a.dtype)
 
         def one(p: np.ndarray) -> tuple[float, int]:
-            return K.abs_max_kernel(p)
+            b, nonfinite = K.abs_max_bits_kernel(p.view(u), mask, inf_bits)
+            return _from_bits(b, a.dtype, u), nonfinite
 
     threads = num_threads() if a.size >= _PARALLEL_MIN else 1
     if threads > 1:
@@ -181,7 +211,24 @@ def hist_pass(
     Returns (binned, top, nonfinite, over, max_over, amax, vmin); `over` values (finite, > hi)
     are left for `band_pass` after the caller grew the range.
     """
-    results = _run_pieces(array, counts, K.hist_kernel, K.hist_f16_kernel, (inv_w, hi))
+    a = as_float_array(array)
+    kernel32: Any = K.hist_kernel
+    # the blocked kernel keeps bin indices in 32 bits: use it while every index in range fits
+    if a.dtype in _BITS and counts.shape[0] < _BITS_MAX_BINS and hi * inv_w < _BITS_MAX_BINS:
+        u, mask, _ = _bit_constants(a.dtype)
+        hib = _hi_bits(hi, a.dtype, u)
+
+        def blocked(p: np.ndarray, target: np.ndarray, inv_w: float, hi: float) -> tuple:
+            top, nonfinite, over, max_over, amax_b, neg_b, amax, vmin = K.hist_bits_kernel(
+                p, p.view(u), target, inv_w, hi, hib, mask
+            )
+            amax = max(float(amax), _from_bits(amax_b, a.dtype, u))
+            if neg_b > mask:  # sign bit set: the most negative value binned by the fast blocks
+                vmin = min(-_from_bits(neg_b & mask, a.dtype, u), float(vmin))
+            return top, nonfinite, over, max_over, amax, vmin
+
+        kernel32 = blocked
+    results = _run_pieces(a, counts, kernel32, K.hist_f16_kernel, (inv_w, hi))
     nonfinite = sum(int(r[1]) for r in results)
     over = sum(int(r[2]) for r in results)
     binned = int(np.asarray(array).size) - nonfinite - over
