@@ -479,3 +479,24 @@ def test_build_engine_function_and_profile_lines(tmp_path, rtx, save, models):
     res = build_engine(save(models["conv_relu"]("N")), out, BuildConfig(profiles=DYN), cache_dir=True)
     assert res.path == out and not res.cache_hit
     assert "  profile 0: x:1x3x8x8/2x3x8x8/4x3x8x8" in inspection_lines(inspect_engine(out))
+
+
+def test_ctrl_c_in_a_progress_callback_cancels_the_build(tmp_path):
+    """KeyboardInterrupt inside TensorRT's progress callback cancels the build and surfaces as
+    KeyboardInterrupt (the CLI maps it to exit 130), not as a 'build failed' error."""
+    pytest.importorskip("tensorrt_rtx")
+    from helpers import conv_relu_model
+
+    from onnx2trt_lib.build import BuildConfig, network_from_onnx
+    from onnx2trt_lib.build.engine import engine_bytes_from_network
+
+    calls = []
+
+    def progress(phase, step, total):
+        calls.append(phase)
+        raise KeyboardInterrupt
+
+    parsed = network_from_onnx(conv_relu_model(), "tensorrt-rtx")
+    with pytest.raises(KeyboardInterrupt):
+        engine_bytes_from_network(parsed, BuildConfig(backend="tensorrt-rtx"), progress=progress)
+    assert calls

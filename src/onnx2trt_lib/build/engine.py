@@ -88,6 +88,9 @@ def engine_bytes_from_network(
     log.info("building %s with %s", parsed.source, backend.label)
     serialized = parsed.builder.build_serialized_network(parsed.network, trt_config)
     del keep_alive
+    if monitor is not None and monitor.interrupted:
+        # Ctrl-C arrived inside a progress callback: TensorRT was asked to cancel; report it as one
+        raise KeyboardInterrupt
     if serialized is None:
         detail = "; ".join(" ".join(e.split()) for e in parsed.logger.errors[-3:]) or "no error message"
         raise BuildError(f"{parsed.source}: {backend.label} failed to build the engine: {detail}")
@@ -209,19 +212,28 @@ def _progress_monitor(backend: Backend, progress: ProgressCallback) -> Any:
     totals: dict[str, int] = {}
 
     class _Monitor(trt.IProgressMonitor):
+        """Forwards progress; a Ctrl-C delivered in a callback cancels the build (step_complete -> False)."""
+
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
+            self.interrupted = False
+
+        def _report(self, phase: str, step: int, total: int) -> None:
+            try:
+                _safe(progress, phase, step, total)
+            except KeyboardInterrupt:
+                self.interrupted = True
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             totals[phase_name] = num_steps
-            _safe(progress, phase_name, 0, num_steps)
+            self._report(phase_name, 0, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            _safe(progress, phase_name, step + 1, totals.get(phase_name, 0))
-            return True  # never cancel
+            self._report(phase_name, step + 1, totals.get(phase_name, 0))
+            return not self.interrupted
 
         def phase_finish(self, phase_name: str) -> None:
-            _safe(progress, phase_name, totals.get(phase_name, 0), totals.get(phase_name, 0))
+            self._report(phase_name, totals.get(phase_name, 0), totals.get(phase_name, 0))
 
     return _Monitor()
 
