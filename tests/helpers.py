@@ -40,3 +40,15 @@ def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.nda
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+def apply_pass(pass_obj, model: onnx.ModelProto):
+    """Run one pass directly on a graph-surgeon import of `model` (no PassManager cleanup);
+    returns (exported model with the source's IR version, PassResult)."""
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    res = pass_obj.run(graph)
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    return out, res

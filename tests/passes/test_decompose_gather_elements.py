@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from helpers import apply_pass
 import onnx_graphsurgeon as gs
 import pytest
 from helpers import conv_relu_model, run_ort
@@ -24,11 +25,7 @@ ALLOWED_NEW_OPS = {"Gather", "Reshape", "Shape", "Add", "Mul", "Range", "Concat"
 
 
 def _decompose(model: onnx.ModelProto):
-    graph = gs.import_onnx(model)
-    res = DecomposeGatherElementsPass().run(graph)
-    out = gs.export_onnx(graph, do_type_check=False)
-    out.ir_version = model.ir_version
-    return out, res
+    return apply_pass(DecomposeGatherElementsPass(), model)
 
 
 def _fixture_feeds(model: onnx.ModelProto, key: str, seed: int) -> dict[str, np.ndarray] | None:
