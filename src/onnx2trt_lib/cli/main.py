@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -35,7 +39,29 @@ class _LazyGroup(Onnx2TrtGroup):
         module = SUBCOMMANDS.get(name)
         if module is None:
             return None
-        return importlib.import_module(f"{__package__}.{module}").command
+        with _sigint_deferred():
+            return importlib.import_module(f"{__package__}.{module}").command
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a subcommand's modules (numpy, onnx, protobuf extensions) import.
+
+    A KeyboardInterrupt raised in the middle of a C extension's initialisation was seen to
+    crash the interpreter (SIGSEGV) instead of exiting; delivered after the import, it takes
+    the normal path (exit 130, nothing written).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
