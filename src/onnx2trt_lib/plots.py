@@ -14,6 +14,7 @@ sits at the KL curve's minimum. NaN entries (no candidate) and +inf are left out
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,3 +133,38 @@ def plot_kl(
     if x.size:
         ax.set_xlim(0.0, x.size * w)
     return fig
+
+
+def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path, *, top: int = 8) -> list[Path]:
+    """PNG of the `top` most clipped tensors (largest observed max |x| / chosen amax), each with its
+    histogram, chosen threshold and KL curve; for `onnx2trt calibrate --plots DIR`."""
+    import io
+    import re
+
+    from ._io import write_bytes_atomic
+    from .calib import entropy_threshold
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ranked = sorted(
+        (name for name, hist in state.histograms.items() if name in amax and amax[name] > 0 and hist.count),
+        key=lambda name: state.histograms[name].amax_seen / amax[name],
+        reverse=True,
+    )
+    written = []
+    for rank, name in enumerate(ranked[:top], start=1):
+        hist = state.histograms[name]
+        kl_curve = None
+        if hist.counts.any():
+            _, _, kl_curve = entropy_threshold(hist.counts, hist.bin_width)
+        ratio = hist.amax_seen / amax[name]
+        fig = plot_histogram(hist, amax=amax[name], kl_curve=kl_curve,
+                             title=f"{name}: max |x| {hist.amax_seen:.4g}, amax {amax[name]:.4g} ({ratio:.1f}x clipped)")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        _optional.pyplot().close(fig)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80] or "tensor"
+        path = folder / f"{rank:02d}_{safe}.png"
+        write_bytes_atomic(path, buffer.getvalue())
+        written.append(path)
+    return written

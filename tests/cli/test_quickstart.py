@@ -66,3 +66,26 @@ def test_calibrate_qdq_writes_a_quantized_model(tmp_path: Path) -> None:
     q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     scales = read_cache(cache).scales
     assert "image" in q_inputs and q_inputs <= set(scales) | {i.name for i in model.graph.initializer}
+
+
+def test_calibrate_plots_the_most_clipped_tensors(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from onnx2trt_lib.quickstart import sample_dir
+
+    sample = sample_dir()
+    args = ["calibrate", str(sample / "digits.onnx"), "--data", str(sample / "calib_list.txt"),
+            "--preprocess", str(sample / "preprocess.json"), "-o", str(tmp_path / "d.cache")]
+    res = CliRunner().invoke(cli, [*args, "--plots", str(tmp_path / "plots"), "--plots-top", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output)
+    plots = [Path(p) for p in payload["plots"]]
+    assert len(plots) == 2 and all(p.parent == tmp_path / "plots" for p in plots)
+    for p in plots:
+        with Image.open(p) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+    assert plots[0].name.startswith("01_") and plots[1].name.startswith("02_")
+    # a cache hit has no histograms: asking for plots then is a clear usage error
+    again = CliRunner().invoke(cli, [*args, "--plots", str(tmp_path / "plots2")])
+    assert again.exit_code == 2 and "--force" in again.output

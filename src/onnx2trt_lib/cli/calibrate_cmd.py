@@ -49,6 +49,9 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
               help="Merge a saved state (from another part of the data) before computing ranges (repeatable).")
 @click.option("--force", is_flag=True, help="Recompute even when the sidecar says the cache matches.")
 @click.option("--ignore-nonfinite", is_flag=True, help="Skip NaN/Inf activations instead of failing.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write PNGs (histogram, threshold, KL curve) of the most clipped tensors into this folder.")
+@click.option("--plots-top", type=click.IntRange(min=1), default=8, show_default=True, help="How many tensors --plots draws.")
 @click.option("--qdq", "qdq_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
                    "use `onnx2trt quantize --data` for that).")
@@ -57,7 +60,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 def command(model: Path, data: str, output: Path, method: str, method_options: tuple[str, ...], batch_size: int | None,
             shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, trt_version: str | None,
             save_state: Path | None, add_states: tuple[Path, ...], force: bool, ignore_nonfinite: bool,
-            qdq_path: Path | None, as_json: bool, quiet: bool) -> None:
+            plots_dir: Path | None, plots_top: int, qdq_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
 
     A sidecar CACHE.calib.json records the model hash, data fingerprint and settings: a re-run
@@ -78,6 +81,15 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
             ignore_nonfinite=ignore_nonfinite, trt_version=trt_version, save_state=save_state,
             add_states=list(add_states), progress=progress.update if show_progress else None,
         )
+    plots: list[Path] = []
+    if plots_dir is not None:
+        if result.state is None:
+            from ..errors import UsageError
+
+            raise UsageError(f"{output} was reused from the cache, so there are no histograms to plot: add --force")
+        from ..plots import save_worst_histograms
+
+        plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
         from ..quant import quantize
@@ -87,10 +99,14 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
         payload = result.to_dict()
         if qdq is not None:
             payload["qdq"] = {"path": str(qdq_path), **qdq.to_dict()}
+        if plots_dir is not None:
+            payload["plots"] = [str(p) for p in plots]
         print_json(payload)
         return
     if quiet:
         return
+    if plots:
+        console.print(f"{plots_dir}: {len(plots)} histogram plot(s) of the most clipped tensors", markup=False)
     if qdq is not None:
         console.print(f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",
                       markup=False)
