@@ -138,10 +138,9 @@ def plot_kl(
 def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path, *, top: int = 8) -> list[Path]:
     """PNG of the `top` most clipped tensors (largest observed max |x| / chosen amax), each with its
     histogram, chosen threshold and KL curve; for `onnx2trt calibrate --plots DIR`."""
-    import io
     import re
 
-    from ._io import write_bytes_atomic
+    from ._io import atomic_write
     from .calib import entropy_threshold
 
     folder = Path(folder)
@@ -160,11 +159,10 @@ def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path
         ratio = hist.amax_seen / amax[name]
         fig = plot_histogram(hist, amax=amax[name], kl_curve=kl_curve,
                              title=f"{name}: max |x| {hist.amax_seen:.4g}, amax {amax[name]:.4g} ({ratio:.1f}x clipped)")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
-        _optional.pyplot().close(fig)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80] or "tensor"
         path = folder / f"{rank:02d}_{safe}.png"
-        write_bytes_atomic(path, buffer.getvalue())
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=100)
+        _optional.pyplot().close(fig)
         written.append(path)
     return written
