@@ -52,3 +52,25 @@ def test_package_import_pulls_in_nothing_heavy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_quiet_commands_print_nothing_but_keep_their_exit_codes(tmp_path) -> None:
+    from importlib import resources
+
+    sample = resources.files("onnx2trt_lib") / "data" / "sample" / "digits.onnx"
+    runner = CliRunner()
+    lint = runner.invoke(cli, ["lint", str(sample), "--quiet"])
+    assert lint.exit_code == 3 and lint.output == ""
+    out = tmp_path / "fp16.onnx"
+    fp16 = runner.invoke(cli, ["fp16", str(sample), "-o", str(out), "--keep-io-types", "--quiet"])
+    assert fp16.exit_code == 0 and fp16.output == "" and out.is_file()
+    import numpy as np
+
+    feed = tmp_path / "x.npz"
+    np.savez(feed, image=np.zeros((2, 1, 8, 8), np.float32))
+    run = runner.invoke(cli, ["run", str(sample), "--input", str(feed), "-n", "2", "--quiet"])
+    assert run.exit_code == 0 and run.output == ""
+    same = runner.invoke(cli, ["compare", str(sample), str(sample), "--input", str(feed), "--quiet"])
+    assert same.exit_code == 0 and same.output == ""
+    differ = runner.invoke(cli, ["compare", str(out), str(sample), "--input", str(feed), "--atol", "0", "--rtol", "0", "--quiet"])
+    assert differ.exit_code == 3 and differ.output == ""  # fp16 vs fp32 at zero tolerance

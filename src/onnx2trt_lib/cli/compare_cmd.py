@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_FINDINGS, echo_lines, json_option, print_json
+from ._common import EXIT_FINDINGS, echo_lines, json_option, print_json, quiet_option
 from .run_cmd import feeds_for, runner_options
 
 
@@ -33,9 +33,10 @@ def collect_feeds(runner: Any, inputs: tuple[Path, ...], **_sources: Any) -> lis
 @click.option("--per-tensor", is_flag=True,
               help="Also the SQNR of every quantized tensor of MODEL_A vs MODEL_B, worst first (both .onnx).")
 @json_option
+@quiet_option
 @click.pass_context
 def command(ctx: click.Context, model_a: Path, model_b: Path, inputs: tuple[Path, ...], atol: float, rtol: float,
-            provider: str, cuda_graph: bool, per_tensor: bool, as_json: bool) -> None:
+            provider: str, cuda_graph: bool, per_tensor: bool, as_json: bool, quiet: bool) -> None:
     """Compare outputs of MODEL_A against MODEL_B (the reference): max abs/rel error, cosine, worst elements.
 
     An element passes when |a-b| <= atol + rtol*|b|. Exit code 3 when any output fails.
@@ -52,7 +53,7 @@ def command(ctx: click.Context, model_a: Path, model_b: Path, inputs: tuple[Path
         if layers is not None:
             payload["per_tensor"] = layers.to_dict()["tensors"]
         print_json(payload)
-    else:
+    elif not quiet:
         echo_lines(report.summary())
         if layers is not None:
             echo_lines(layers.summary_lines())

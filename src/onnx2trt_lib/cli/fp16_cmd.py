@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_lines, json_option, parse_comma_list, print_json
+from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
 
 
 @click.command("fp16")
@@ -17,7 +17,8 @@ from ._common import echo_lines, json_option, parse_comma_list, print_json
               help="Calibration cache: nodes touching tensors above --max-activation stay float32.")
 @click.option("--max-activation", default=None, type=float, help="Activation bound for --cache (default 8188).")
 @json_option
-def command(model, output, keep_io_types, keep_ops, keep_nodes, cache, max_activation, as_json):
+@quiet_option
+def command(model, output, keep_io_types, keep_ops, keep_nodes, cache, max_activation, as_json, quiet):
     """Convert a float32 model to float16; Casts only where FP16 and FP32 regions meet."""
     from ..quant.api import to_fp16
 
@@ -31,4 +32,5 @@ def command(model, output, keep_io_types, keep_ops, keep_nodes, cache, max_activ
     if as_json:
         print_json({"output": output, **result.to_dict()})
         return
-    echo_lines(result.summary_lines() + [f"wrote {output}"])
+    if not quiet:
+        echo_lines(result.summary_lines() + [f"wrote {output}"])

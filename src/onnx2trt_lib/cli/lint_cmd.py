@@ -6,20 +6,23 @@ from pathlib import Path
 
 import click
 
-from ._common import EXIT_FINDINGS, console, json_option, print_json
+from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_option
 
 
 @click.command("lint")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", default="tensorrt-7.1", show_default=True, help="TensorRT version whose ONNX parser to check against.")
 @json_option
-def command(model: Path, target: str, as_json: bool) -> None:
+@quiet_option
+def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
     """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
     from ..api import lint
 
     findings = lint(model, target=target)
     if as_json:
         print_json({"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]})
+    elif quiet:
+        pass  # the exit code says it: 0 clean, 3 findings
     elif findings:
         for f in findings:
             console.print(f"{f.node} ({f.op}): {f.rule} -> {f.fix_pass or 'no automatic fix'}", markup=False)

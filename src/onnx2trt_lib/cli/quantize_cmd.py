@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ._common import echo_lines, json_option, parse_comma_list, print_json
+from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
 
 
 def _load_data(path: str) -> object:
@@ -44,7 +44,8 @@ def _load_data(path: str) -> object:
 @click.option("--min-sqnr", default=None, type=float, help="Protection bound: output SQNR vs FP32 in dB (default 20).")
 @click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
 @json_option
-def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, min_sqnr, strict, as_json):
+@quiet_option
+def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, min_sqnr, strict, as_json, quiet):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
     With --data, layers are kept in float, most sensitive first, until every output's SQNR
@@ -68,6 +69,8 @@ def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data
         raise UsageError(f"--data {data_path}: {exc}") from None
     if as_json:
         print_json({"output": output, **result.to_dict()})
+        return
+    if quiet:
         return
     echo_lines(result.summary_lines())
     if result.missing_ranges:

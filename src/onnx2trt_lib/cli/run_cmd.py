@@ -11,7 +11,7 @@ import numpy as np
 
 from .._io import atomic_write, check_output_path, load_arrays
 from ..errors import UsageError
-from ._common import echo_lines, json_option, print_json
+from ._common import echo_lines, json_option, print_json, quiet_option
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -68,8 +68,9 @@ def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
               help="ONNX Runtime provider for .onnx models.")
 @click.option("--cuda-graph", is_flag=True, help="Replay a CUDA graph for engines with static shapes.")
 @json_option
+@quiet_option
 def command(source: Path, inputs: tuple[Path, ...], output: Path | None, iterations: int, warmup: int,
-            provider: str, cuda_graph: bool, as_json: bool) -> None:
+            provider: str, cuda_graph: bool, as_json: bool, quiet: bool) -> None:
     """Run ENGINE or MODEL (.onnx) and report latency percentiles and throughput, like trtexec.
 
     Latency is end to end per call (host copies included), measured on the host.
@@ -113,4 +114,5 @@ def command(source: Path, inputs: tuple[Path, ...], output: Path | None, iterati
     lines += [f"output {k}: {v.dtype.name}{list(v.shape)}" for k, v in outputs.items()]
     if output is not None:
         lines.append(f"wrote {output}")
-    echo_lines(lines)
+    if not quiet:
+        echo_lines(lines)
