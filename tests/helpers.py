@@ -52,3 +52,16 @@ def apply_pass(pass_obj, model: onnx.ModelProto):
     out = gs.export_onnx(graph, do_type_check=False)
     out.ir_version = model.ir_version
     return out, res
+
+
+def dotted_name(func) -> str:
+    """`a.b.c` for an ast Name/Attribute chain (the callee of a Call); '' for anything else."""
+    import ast
+
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    return ".".join(reversed(parts))

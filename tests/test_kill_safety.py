@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import dotted_name as _dotted
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "onnx2trt_lib"
 SAMPLE = SRC / "data" / "sample"
@@ -277,16 +278,6 @@ _FORBIDDEN_DOTTED = {"onnx.save", "onnx.save_model", "os.rename", "os.replace", 
                      "shutil.copyfile", "shutil.move", "os.link", "os.symlink", "os.write"}
 _HANDLE_WRITERS = {"np.save": 0, "np.savez": 0, "np.savez_compressed": 0, "numpy.save": 0, "numpy.savez": 0,
                    "json.dump": 1, "pickle.dump": 1, "np.savetxt": 0}
-
-
-def _dotted(func: ast.AST) -> str:
-    parts = []
-    while isinstance(func, ast.Attribute):
-        parts.append(func.attr)
-        func = func.value
-    if isinstance(func, ast.Name):
-        parts.append(func.id)
-    return ".".join(reversed(parts))
 
 
 def _atomic_handles(tree: ast.AST) -> set[str]:

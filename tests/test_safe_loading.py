@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import conv_relu_model
+from helpers import dotted_name as _dotted
 from onnx import TensorProto, numpy_helper
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "onnx2trt_lib"
@@ -177,16 +178,6 @@ def _calls(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             yield node
-
-
-def _dotted(func: ast.AST) -> str:
-    parts = []
-    while isinstance(func, ast.Attribute):
-        parts.append(func.attr)
-        func = func.value
-    if isinstance(func, ast.Name):
-        parts.append(func.id)
-    return ".".join(reversed(parts))
 
 
 def _kw(call: ast.Call, name: str):

@@ -231,10 +231,7 @@ class ConvertToFp16Pass:
                 # the output already comes through a Cast from the wanted type: drop that Cast
                 # and let the Cast's source produce the output under its name
                 producer = src.inputs[0]
-                for consumer in list(src.outputs):
-                    for i, x in enumerate(consumer.inputs):
-                        if x is src:
-                            consumer.inputs[i] = t
+                _redirect_consumers(src, t)
                 cast.inputs.clear()
                 cast.outputs.clear()
                 graph.nodes.remove(cast)
@@ -246,10 +243,7 @@ class ConvertToFp16Pass:
             inner = gs.Variable(fresh(f"{t.name}_{_dtype(t).name}"), dtype=_dtype(t), shape=t.shape)
             producer = t.inputs[0]
             producer.outputs[producer.outputs.index(t)] = inner
-            for consumer in list(t.outputs):
-                for i, x in enumerate(consumer.inputs):
-                    if x is t:
-                        consumer.inputs[i] = inner
+            _redirect_consumers(t, inner)
             t.dtype = want_out
             to = onnx.TensorProto.FLOAT16 if want_out == F16 else onnx.TensorProto.FLOAT
             graph.nodes.append(gs.Node("Cast", fresh(f"{t.name}_Cast_{want_out.name}"), {"to": to}, [inner], [t]))
@@ -264,10 +258,7 @@ class ConvertToFp16Pass:
                 continue
             src, dst = node.inputs[0], node.outputs[0]
             if _dtype(src) in _FLOATS and _dtype(src) == _dtype(dst):
-                for consumer in list(dst.outputs):
-                    for i, x in enumerate(consumer.inputs):
-                        if x is dst:
-                            consumer.inputs[i] = src
+                _redirect_consumers(dst, src)
                 node.outputs.clear()
                 node.inputs.clear()
                 graph.nodes.remove(node)
@@ -275,6 +266,14 @@ class ConvertToFp16Pass:
         if any(counts.values()):
             log.info("to-fp16: %s; %d node(s) kept in float32", counts, len(skipped))
         return result(self.name, counts, skipped)
+
+
+def _redirect_consumers(old: gs.Tensor, new: gs.Tensor) -> None:
+    """Every node that reads `old` reads `new` instead (graph outputs are handled by the caller)."""
+    for consumer in list(old.outputs):
+        for i, x in enumerate(consumer.inputs):
+            if x is old:
+                consumer.inputs[i] = new
 
 
 def _convert_attributes(node: gs.Node) -> bool:
