@@ -6,7 +6,8 @@ memory (VmHWM) is its own. Run by hand:
 
     python benchmarks/bench_calibrate.py --words 64 --batch-size 8 [--write benchmarks/results/calibrate.md]
 
-Goals (issue 4): single-pass <= 1.25x one inference pass, two-pass <= 2.25x, >= 30x faster
+Runs: `onnx2trt-<mode>-<scope>`, scope all = every activation (TensorRT <= 10 cache), qdq = the
+inputs insert-qdq quantizes (TensorRT 11). Goals (issue 4): single-pass <= 1.25x one inference pass, two-pass <= 2.25x, >= 30x faster
 than onnxruntime Entropy, memory bounded by one batch.
 """
 
@@ -65,6 +66,7 @@ def peak_mb():
         if line.startswith('VmHWM'):
             return int(line.split()[1]) / 1024
 kind, model, data, batch, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+overlap = sys.argv[6] == 'on'
 import numpy as np, onnxruntime as ort
 x = np.load(data)
 batches = [x[i:i + batch] for i in range(0, len(x) - len(x) % batch, batch)]
@@ -78,10 +80,10 @@ if kind == 'fp32':
     seconds = time.perf_counter() - t
 elif kind.startswith('onnx2trt'):
     from onnx2trt_lib.calib.api import calibrate
-    mode = kind.split('-', 1)[1]
-    calibrate(model, [{'x': batches[0]}], mode='single-pass')  # warm-up: numba cache load, ORT init paths
+    mode, scope = kind.split('-', 1)[1].rsplit('-', 1)
+    calibrate(model, [{'x': batches[0]}], mode='single-pass', scope=scope)  # warm-up: numba cache load, ORT init paths
     t = time.perf_counter()
-    r = calibrate(model, data, batch_size=batch, mode=mode, output=out, force=True)
+    r = calibrate(model, data, batch_size=batch, mode=mode, scope=scope, overlap=overlap, output=out, force=True)
     seconds = time.perf_counter() - t
     assert r.num_samples == len(batches) * batch
 elif kind == 'ort-entropy':
@@ -98,10 +100,10 @@ print(json.dumps({'kind': kind, 'seconds': seconds, 'peak_mb': peak_mb(), 'rss_b
 """
 
 
-def measure(kind: str, model: Path, data: Path, batch: int, out: Path, timeout: int) -> dict:
+def measure(kind: str, model: Path, data: Path, batch: int, out: Path, timeout: int, overlap: str = "off") -> dict:
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(model), str(data), str(batch), str(out)],
+        proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(model), str(data), str(batch), str(out), overlap],
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"kind": kind, "error": f"timed out after {timeout} s"}
@@ -121,6 +123,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--skip-ort-quant", action="store_true")
+    parser.add_argument("--scopes", default="all,qdq", help="tensor scopes of our runs (calibrate(scope=...))")
+    parser.add_argument("--overlap", choices=("on", "off"), default="off",
+                        help="calibrate(overlap=True): ORT runs the next batch while this one is binned")
     parser.add_argument("--ort-timeout", type=int, default=1800)
     parser.add_argument("--write", type=Path, default=None, help="write the markdown table here")
     args = parser.parse_args()
@@ -129,18 +134,20 @@ def main() -> None:
         folder = Path(tmp)
         data = make_data(folder, args.words, args.height, args.width)
         load_before = os.getloadavg()
-        kinds = ["fp32", "onnx2trt-single-pass", "onnx2trt-two-pass"] + ([] if args.skip_ort_quant else ["ort-entropy"])
+        ours = [f"onnx2trt-{mode}-{scope}" for scope in args.scopes.split(",") for mode in ("single-pass", "two-pass")]
+        kinds = ["fp32", *ours] + ([] if args.skip_ort_quant else ["ort-entropy"])
         rows = []
         for kind in kinds:
             out = folder / ("q.onnx" if kind == "ort-entropy" else f"{kind}.cache")
-            rows.append(measure(kind, model, data, args.batch_size, out, args.ort_timeout if kind == "ort-entropy" else 600))
+            rows.append(measure(kind, model, data, args.batch_size, out,
+                                args.ort_timeout if kind == "ort-entropy" else 600, args.overlap))
             print(json.dumps(rows[-1]), file=sys.stderr)
         load_after = os.getloadavg()
     base = next((r["seconds"] for r in rows if r["kind"] == "fp32" and "seconds" in r), None)
     lines = [
         f"PP-OCRv4 rec ({model.name}), {args.words} rendered words, input {args.batch_size}x3x{args.height}x{args.width}, "
         f"batch {args.batch_size}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after (shared machine).",
+        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after (shared machine); overlap {args.overlap}.",
         "",
         "| run | seconds | x FP32 inference | peak RSS MB | RSS at start MB |",
         "|---|---|---|---|---|",

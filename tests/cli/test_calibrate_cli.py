@@ -77,6 +77,25 @@ def test_calibrate_writes_cache_ranges_and_reuses(run, det_model, images, tmp_pa
     assert run("inspect", ranges).exit_code == 0
 
 
+def test_qdq_scope_writes_only_the_inputs_qdq_quantizes(run, det_model, images, tmp_path):
+    common = ["--data", images / "list.txt", "--shape", "x:1x3x32x32", "--preprocess", "paddleocr", "--json"]
+    full = json.loads(run("calibrate", det_model, "-o", tmp_path / "all.cache", *common).output)
+    out, qdq_model = tmp_path / "qdq.cache", tmp_path / "det.qdq.onnx"
+    result = run("calibrate", det_model, "-o", out, "--scope", "qdq", "--qdq", qdq_model, *common)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    # the det model: every Conv input plus the residual Adds, far fewer than every activation
+    assert 0 < payload["num_tensors"] < full["num_tensors"] // 2
+    assert set(payload["tensors"]) <= set(full["tensors"])
+    import onnx
+
+    graph = onnx.load(str(qdq_model)).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # the scope's ranges are enough: every Conv reads a dequantized activation and weight
+    assert convs and all(producer.get(n.input[0]) == producer.get(n.input[1]) == "DequantizeLinear" for n in convs)
+
+
 def test_percentile_method_option_and_state(run, det_model, images, tmp_path):
     out, state = tmp_path / "p.cache", tmp_path / "p.npz"
     result = run("calibrate", det_model, "-d", images, "-o", out, "--shape", "x:1x3x32x32", "--method", "percentile",

@@ -32,32 +32,40 @@ import onnx
 from .._io import atomic_write, load_arrays, load_json_limited, load_model
 from ..errors import CalibrationError, UsageError
 from .dataset import ArraySource, ImageSource, InputSpec, format_shape, resolve_calibration_shapes
+from .histogram import usable_cpus
 
 log = logging.getLogger(__name__)
 
 FLOAT_ONNX_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
 _FLOAT_ORT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"})
 MODES = ("auto", "two-pass", "single-pass")
+# all: the graph inputs and every node output (what a TensorRT <= 10 cache lists);
+# qdq: only the activations insert-qdq quantizes (all a TensorRT 11 Q/DQ model needs)
+SCOPES = ("all", "qdq")
+# ops whose output holds exactly the values of their data input, rearranged: same histogram
+_SAME_VALUES_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
+                              "DepthToSpace", "SpaceToDepth"})
 STATE_FORMAT = "onnx2trt-calib-state/1"
 # histograms of thousands of tensors fit easily; a bigger .json is not a state this library wrote
 MAX_STATE_JSON_BYTES = 256 * 2**20
 
-# Tensors with fewer elements than this are histogrammed concurrently, one per worker; bigger
-# ones go one at a time through the histogram engine, which splits them over threads itself.
+# A tensor is binned whole by one worker unless it is bigger than this and than its fair share of
+# the batch (batch elements / workers): those are split over every thread by the histogram engine.
 _BIG_TENSOR = 1 << 20
 _POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
 
 
-def _tensor_pool() -> ThreadPoolExecutor | None:
-    """Workers for small tensors: ONNX2TRT_CALIB_THREADS or the CPU count (None when 1)."""
-    global _POOL
+def _tensor_pool() -> tuple[ThreadPoolExecutor | None, int]:
+    """(workers, their number): ONNX2TRT_CALIB_THREADS or the usable CPUs (no pool when 1)."""
+    global _POOL, _POOL_SIZE
     env = os.environ.get("ONNX2TRT_CALIB_THREADS", "")
-    threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    threads = int(env) if env.isdigit() and int(env) > 0 else usable_cpus()
     if threads <= 1:
-        return None
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calib-tensors")
-    return _POOL
+        return None, 1
+    if _POOL is None or _POOL_SIZE != threads:
+        _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calib-tensors"), threads
+    return _POOL, threads
 
 
 # progress(phase, batches_done, batches_total_or_None); phase is "range", "histogram" or "collect"
@@ -124,6 +132,37 @@ def quantizable_tensors(
     return [n for n in names if n not in drop]
 
 
+def qdq_tensors(model: onnx.ModelProto) -> set[str]:
+    """The activations insert-qdq would quantize (inputs of Conv/Gemm/MatMul, residual Adds)."""
+    import onnx_graphsurgeon as gs
+
+    from ..passes.insert_qdq import activations_to_quantize
+
+    return set(activations_to_quantize(gs.import_onnx(model)))
+
+
+def value_aliases(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, str]:
+    """{tensor: the collected tensor whose values it rearranges} (Reshape/Transpose/... chains).
+
+    Such a tensor's histogram equals its source's, so it is copied instead of fetched from ONNX
+    Runtime and binned again.
+    """
+    wanted = set(names)
+    source: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in _SAME_VALUES_OPS and node.input and node.input[0] and len(node.output) == 1:
+            if node.output[0] in wanted:
+                source[node.output[0]] = node.input[0]
+    aliases = {}
+    for name in source:
+        root, hops = name, 0
+        while root in source and hops <= len(source):
+            root, hops = source[root], hops + 1
+        if root in wanted and root not in source:
+            aliases[name] = root
+    return aliases
+
+
 def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) -> Any:
     """An ORT session whose graph outputs include `outputs` (CUDA provider when present)."""
     from .._optional import onnxruntime
@@ -140,9 +179,10 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
         already.add(name)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # ORT's worker threads spin after each run by default; here the histogram kernels run right
-    # after, on the same cores, and spinning threads would steal them.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Workers spin while a run is on (without it ORT ran 1.3x slower on PP-OCRv4 rec) but stop
+    # when it returns: the histogram kernels run right after, on the same cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -299,7 +339,11 @@ class CollectOptions:
     include_inputs: bool = True
     tensors: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
-    ort_optimization: str = "basic"
+    ort_optimization: str = "all"
+    scope: str = "all"
+    # run ONNX Runtime on the next batch while this one is histogrammed: two batches in memory, and
+    # no faster on the machines measured (both sides already use every core; benchmarks/results/calibrate.md)
+    overlap: bool = False
 
 
 class _Collector:
@@ -312,8 +356,14 @@ class _Collector:
         self.shapes = self._shapes(shapes, batch_size)
         candidates = quantizable_tensors(model, include_inputs=options.include_inputs,
                                          include=options.tensors, exclude=options.exclude)
+        if options.scope not in SCOPES:
+            raise UsageError(f"tensor scope {options.scope!r} is not one of {', '.join(SCOPES)}")
+        if options.scope == "qdq":
+            wanted = qdq_tensors(model)
+            candidates = [n for n in candidates if n in wanted]
+        self.aliases = value_aliases(model, candidates)
         input_names = {spec.name for spec in self.inputs}
-        outputs = [n for n in candidates if n not in input_names]
+        outputs = [n for n in candidates if n not in input_names and n not in self.aliases]
         from .._optional import onnxruntime
 
         self._ort = onnxruntime()
@@ -321,7 +371,10 @@ class _Collector:
         float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}
         self.fetch = [n for n in outputs if n in float_outputs]
         self.fed = [n for n in candidates if n in input_names]
-        self.names = [n for n in candidates if n in float_outputs or n in self.fed]
+        binned = set(self.fetch) | set(self.fed)
+        self.aliases = {a: root for a, root in self.aliases.items() if root in binned}
+        self.binned = [n for n in candidates if n in binned]
+        self.names = [n for n in candidates if n in binned or n in self.aliases]
         if not self.names:
             raise CalibrationError("the model has no floating-point activations to calibrate (all tensors are integer or constant)")
         self.sample_count = 0
@@ -380,26 +433,63 @@ class _Collector:
             pairs.append((name, arr if arr.dtype in (np.float32, np.float16) else arr.astype(np.float32)))
         return pairs, values
 
-    def _each_tensor(self, feeds: Mapping[str, np.ndarray], work: Callable[[str, np.ndarray], None]) -> None:
-        """Apply `work` to every tensor of one batch: big tensors one by one (the histogram engine
-        threads those itself), small ones concurrently on our pool; errors re-raised in graph order."""
-        pairs, owner = self._activations(feeds)
-        errors: list[tuple[int, BaseException]] = []
-        pending = []
-        pool = _tensor_pool()
-        for index, (name, arr) in enumerate(pairs):
-            if pool is None or arr.size >= _BIG_TENSOR:
-                try:
-                    work(name, arr)
-                except CalibrationError as exc:
-                    errors.append((index, exc))
-            else:
-                pending.append((index, pool.submit(work, name, arr)))
-        for index, future in pending:
+    def _runs(self) -> Iterable[tuple[int, dict[str, np.ndarray], list[tuple[str, np.ndarray]], Any]]:
+        """(index, feeds, activations, owner) per batch; with overlap, ONNX Runtime already runs the
+        next batch (in a helper thread; it releases the GIL) while the caller bins this one."""
+        batches = iter(self._batches())
+
+        def produce() -> tuple[int, dict[str, np.ndarray], list[tuple[str, np.ndarray]], Any] | None:
+            item = next(batches, None)
+            if item is None:
+                return None
+            index, feeds = item
+            return (index, feeds, *self._activations(feeds))
+
+        if not self.options.overlap:
+            while True:
+                run = produce()  # the previous batch is released first: ORT reuses its arena
+                if run is None:
+                    return
+                yield run
+                del run
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calib-ort") as ahead:
+            pending = ahead.submit(produce)
             try:
-                future.result()
+                while (run := pending.result()) is not None:
+                    pending = ahead.submit(produce)
+                    yield run
+                    del run
+            finally:
+                pending.cancel()
+
+    def _each_tensor(self, pairs: list[tuple[str, np.ndarray]], owner: Any,
+                     work: Callable[[str, np.ndarray, int | None], None]) -> None:
+        """Apply `work(name, values, threads)` to every tensor of one batch; errors re-raised in graph order.
+
+        Tensors run whole, one per worker, biggest first (no per-piece count arrays, no hand-offs);
+        only a tensor bigger than its fair share of the batch is split over every thread.
+        """
+        pool, workers = _tensor_pool()
+        errors: list[tuple[int, BaseException]] = []
+
+        def run(index: int, threads: int | None) -> None:
+            try:
+                work(*pairs[index], threads)
             except CalibrationError as exc:
                 errors.append((index, exc))
+
+        if pool is None:
+            for index in range(len(pairs)):
+                run(index, None)
+        else:
+            share = max(_BIG_TENSOR, sum(arr.size for _, arr in pairs) // workers)
+            order = sorted(range(len(pairs)), key=lambda i: -pairs[i][1].size)
+            pending = [pool.submit(run, i, 1) for i in order if pairs[i][1].size < share]
+            for index in order:
+                if pairs[index][1].size >= share:
+                    run(index, None)
+            for future in pending:
+                future.result()
         del owner, pairs  # every array is read: the outputs go back to ORT's arena
         if errors:
             raise min(errors, key=lambda item: item[0])[1]
@@ -420,16 +510,17 @@ class _Collector:
         """Pass 1: max |x| over finite values (NaN/Inf are caught by pass 2's histogram counts)."""
         from . import abs_max
 
-        amax = dict.fromkeys(self.names, 0.0)
+        amax = dict.fromkeys(self.binned, 0.0)
         total = self._total()
         found: dict[str, float] = {}
 
-        def work(name: str, arr: np.ndarray) -> None:
-            found[name] = float(abs_max(arr))
+        def work(name: str, arr: np.ndarray, threads: int | None) -> None:
+            found[name] = float(abs_max(arr, threads=threads))
 
-        for index, feeds in self._batches():
+        for index, _, pairs, owner in self._runs():
             found.clear()
-            self._each_tensor(feeds, work)
+            self._each_tensor(pairs, owner, work)
+            del pairs, owner
             for name, value in found.items():
                 amax[name] = max(amax[name], value)
             self._tick("range", index + 1, total)
@@ -440,25 +531,28 @@ class _Collector:
 
         phase = "histogram" if mode == "two-pass" else "collect"
         ranges = ranges or {}
-        histograms = {name: Histogram(self.options.num_bins, range_max=ranges.get(name) or None) for name in self.names}
+        histograms = {name: Histogram(self.options.num_bins, range_max=ranges.get(name) or None) for name in self.binned}
         total = self._total()
         batches = samples = 0
 
-        def work(name: str, arr: np.ndarray) -> None:
+        def work(name: str, arr: np.ndarray, threads: int | None) -> None:
             hist = histograms[name]
             before = hist.nonfinite
-            hist.update(arr)
+            hist.update(arr, threads=threads)
             if hist.nonfinite != before and not self.options.ignore_nonfinite:
                 self._nonfinite(name)
 
-        for index, feeds in self._batches():
-            self._each_tensor(feeds, work)
+        for index, feeds, pairs, owner in self._runs():
+            self._each_tensor(pairs, owner, work)
+            del pairs, owner
             batches += 1
             samples += int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
             self._tick(phase, index + 1, total)
         if not batches:
             raise CalibrationError(f"{self.source.describe()}: gave no batches; nothing to calibrate")
-        return CalibrationState(histograms, mode, batches, samples, [self.source.describe()])
+        ordered = {name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
+                   for name in self.names}
+        return CalibrationState(ordered, mode, batches, samples, [self.source.describe()])
 
     def _tick(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:

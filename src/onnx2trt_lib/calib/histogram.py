@@ -53,7 +53,15 @@ def num_threads() -> int:
     env = os.environ.get("ONNX2TRT_CALIB_THREADS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
-    return os.cpu_count() or 1
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, containers), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -141,12 +149,19 @@ def _from_bits(b: Any, dtype: np.dtype, u: type) -> float:
     return float(np.array(b, dtype=u).view(dtype)[()])
 
 
-def abs_max(array: Any) -> float:
+def _threads_for(size: int, threads: int | None) -> int:
+    """None: every usable CPU for big arrays, one thread below _PARALLEL_MIN elements."""
+    if threads is not None:
+        return max(1, int(threads))
+    return num_threads() if size >= _PARALLEL_MIN else 1
+
+
+def abs_max(array: Any, *, threads: int | None = None) -> float:
     """max |x| over the finite values of `array` (0.0 when there are none); NaN/Inf ignored."""
-    return abs_max_and_nonfinite(array)[0]
+    return abs_max_and_nonfinite(array, threads=threads)[0]
 
 
-def abs_max_and_nonfinite(array: Any) -> tuple[float, int]:
+def abs_max_and_nonfinite(array: Any, *, threads: int | None = None) -> tuple[float, int]:
     """(max |x| over finite values, number of NaN/Inf values), threaded for big arrays."""
     a = as_float_array(array)
     pieces = _flat_pieces(a)
@@ -162,7 +177,7 @@ def abs_max_and_nonfinite(array: Any) -> tuple[float, int]:
             b, nonfinite = K.abs_max_bits_kernel(p.view(u), mask, inf_bits)
             return _from_bits(b, a.dtype, u), nonfinite
 
-    threads = num_threads() if a.size >= _PARALLEL_MIN else 1
+    threads = _threads_for(a.size, threads)
     if threads > 1:
         if len(pieces) < threads:
             pieces = [p[s:e] for p in pieces for (s, e) in split(p.shape[0], threads)]
@@ -172,7 +187,8 @@ def abs_max_and_nonfinite(array: Any) -> tuple[float, int]:
     return max((r[0] for r in results), default=0.0), sum(int(r[1]) for r in results)
 
 
-def _run_pieces(array: np.ndarray, counts: np.ndarray, kernel32: Any, kernel16: Any, args: tuple) -> list[tuple]:
+def _run_pieces(array: np.ndarray, counts: np.ndarray, kernel32: Any, kernel16: Any, args: tuple,
+                threads: int | None = None) -> list[tuple]:
     """Run a histogram kernel over 1-D pieces of `array`; big arrays use one count array per thread."""
     a = as_float_array(array)
     pieces = _flat_pieces(a)
@@ -185,7 +201,7 @@ def _run_pieces(array: np.ndarray, counts: np.ndarray, kernel32: Any, kernel16: 
             return kernel16(p, _F16_VALUES, target, *args)
         return kernel32(p, target, *args)
 
-    threads = num_threads() if a.size >= _PARALLEL_MIN else 1
+    threads = _threads_for(a.size, threads)
     if threads <= 1:
         return [call(p, counts) for p in pieces]
     if len(pieces) < threads:  # few big pieces: cut them so every thread gets work
@@ -204,7 +220,7 @@ def _run_pieces(array: np.ndarray, counts: np.ndarray, kernel32: Any, kernel16: 
 
 
 def hist_pass(
-    array: np.ndarray, counts: np.ndarray, inv_w: float, hi: float
+    array: np.ndarray, counts: np.ndarray, inv_w: float, hi: float, threads: int | None = None
 ) -> tuple[int, int, int, int, float, float, float]:
     """Bin finite |x| <= hi into `counts` (in place).
 
@@ -228,7 +244,7 @@ def hist_pass(
             return top, nonfinite, over, max_over, amax, vmin
 
         kernel32 = blocked
-    results = _run_pieces(a, counts, kernel32, K.hist_f16_kernel, (inv_w, hi))
+    results = _run_pieces(a, counts, kernel32, K.hist_f16_kernel, (inv_w, hi), threads)
     nonfinite = sum(int(r[1]) for r in results)
     over = sum(int(r[2]) for r in results)
     binned = int(np.asarray(array).size) - nonfinite - over
@@ -244,10 +260,10 @@ def hist_pass(
 
 
 def band_pass(
-    array: np.ndarray, counts: np.ndarray, inv_w: float, lo: float, hi: float
+    array: np.ndarray, counts: np.ndarray, inv_w: float, lo: float, hi: float, threads: int | None = None
 ) -> tuple[int, int, float, float]:
     """Bin finite lo < |x| <= hi into `counts` -> (binned, top, amax, vmin)."""
-    results = _run_pieces(array, counts, K.hist_band_kernel, K.hist_band_f16_kernel, (inv_w, lo, hi))
+    results = _run_pieces(array, counts, K.hist_band_kernel, K.hist_band_f16_kernel, (inv_w, lo, hi), threads)
     return (
         sum(int(r[0]) for r in results),
         sum(int(r[1]) for r in results),
@@ -324,17 +340,21 @@ class Histogram:
         self.range_max *= 2.0
 
     # -- accumulation ------------------------------------------------------------------------
-    def update(self, array: Any) -> None:
-        """Add the finite |values| of `array` (float16/32/64, any shape/strides); NaN/Inf only counted."""
+    def update(self, array: Any, *, threads: int | None = None) -> None:
+        """Add the finite |values| of `array` (float16/32/64, any shape/strides); NaN/Inf only counted.
+
+        `threads`: how many threads bin this array (None: every CPU for big arrays); callers that
+        already run many updates side by side pass 1.
+        """
         a = as_float_array(array)
         if a.size == 0:
             return
         if self.range_max == 0.0:
-            first_max, _ = abs_max_and_nonfinite(a)
+            first_max, _ = abs_max_and_nonfinite(a, threads=threads)
             if first_max > 0:
                 self.range_max = first_max
         hi = self.range_max
-        binned, top, nonfinite, over, max_over, amax, vmin = hist_pass(a, self.counts, self._inv_width(), hi)
+        binned, top, nonfinite, over, max_over, amax, vmin = hist_pass(a, self.counts, self._inv_width(), hi, threads)
         self.top += top
         if over:
             doublings = 0
@@ -344,7 +364,7 @@ class Histogram:
             level = logging.WARNING if self.fixed else logging.DEBUG
             log.log(level, "histogram range grew %dx to %.6g for %d values beyond %.6g",
                     2**doublings, self.range_max, over, hi)
-            b2, top2, amax2, vmin2 = band_pass(a, self.counts, self._inv_width(), hi, self.range_max)
+            b2, top2, amax2, vmin2 = band_pass(a, self.counts, self._inv_width(), hi, self.range_max, threads)
             if b2 != over:  # cannot happen: the new range covers max_over
                 raise CalibrationError(f"internal: {over - b2} values beyond the grown range {self.range_max!r}")
             binned += b2

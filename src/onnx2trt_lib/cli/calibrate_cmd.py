@@ -42,6 +42,9 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
               help="Also write per-tensor ranges (amax, method, histogram stats) as JSON.")
 @click.option("--mode", type=click.Choice(["auto", "two-pass", "single-pass"]), default="auto", show_default=True,
               help="two-pass: exact ranges, reads the data twice; single-pass: one read.")
+@click.option("--scope", type=click.Choice(["all", "qdq"]), default="all", show_default=True,
+              help="all: every activation (TensorRT <= 10 reads them all); qdq: only the inputs that Q/DQ "
+                   "quantizes (TensorRT 11), several times faster.")
 @click.option("--trt-version", default=None, help="TensorRT version that will read the cache (header), e.g. 8.6.1 or 10.3.0.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the histograms (.npz or .json) to merge with other runs.")
@@ -58,7 +61,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 @json_option
 @quiet_option
 def command(model: Path, data: str, output: Path, method: str, method_options: tuple[str, ...], batch_size: int | None,
-            shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, trt_version: str | None,
+            shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, scope: str, trt_version: str | None,
             save_state: Path | None, add_states: tuple[Path, ...], force: bool, ignore_nonfinite: bool,
             plots_dir: Path | None, plots_top: int, qdq_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
@@ -78,7 +81,7 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
         result = calibrate(
             model, data, method=method, method_options=options, batch_size=batch_size, shapes=list(shapes) or None,
             preprocess=preprocess, output=output, ranges_path=ranges_path, force=force, mode=mode,
-            ignore_nonfinite=ignore_nonfinite, trt_version=trt_version, save_state=save_state,
+            ignore_nonfinite=ignore_nonfinite, scope=scope, trt_version=trt_version, save_state=save_state,
             add_states=list(add_states), progress=progress.update if show_progress else None,
         )
     plots: list[Path] = []

@@ -217,6 +217,23 @@ class InsertQdqPass:
         return result(self.name, counts, skipped)
 
 
+def activations_to_quantize(
+    graph: gs.Graph, *, op_types: Collection[str] | None = None, residual_add: bool = True
+) -> list[str]:
+    """Names of the activations this pass would quantize if every tensor had a range, in plan order.
+
+    A TensorRT 11 (Q/DQ) calibration needs ranges for these only, a small share of all activations.
+    """
+    planner = InsertQdqPass(ranges=dict.fromkeys(graph.tensors(), 1.0), op_types=op_types, residual_add=residual_add)
+    plan, _ = planner._plan(graph)
+    names: dict[str, None] = {}
+    for node, slots in plan:
+        for slot in slots:
+            if constant_values(node.inputs[slot]) is None:
+                names.setdefault(node.inputs[slot].name)
+    return list(names)
+
+
 def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
     """The values of an initializer or of a Constant node's output; None for data."""
     if isinstance(tensor, gs.Constant):
