@@ -226,13 +226,19 @@ class CalibrationState:
         )
 
     def compute_amax(self, method: str = "entropy", **options: Any) -> dict[str, float]:
-        out = {}
-        for name, hist in self.histograms.items():
+        """amax of every tensor; the searches (numba, GIL released) run side by side on the tensor pool."""
+
+        def one(item: tuple[str, Any]) -> float:
+            name, hist = item
             try:
-                out[name] = float(hist.compute_amax(method, **dict(options)))
+                return float(hist.compute_amax(method, **dict(options)))
             except CalibrationError as exc:
                 raise CalibrationError(f"tensor {name!r}: {exc}") from None
-        return out
+
+        items = list(self.histograms.items())
+        pool, _ = _tensor_pool()
+        values = list(pool.map(one, items)) if pool is not None and len(items) > 1 else [one(i) for i in items]
+        return {name: value for (name, _), value in zip(items, values, strict=True)}
 
     def ranges(self) -> dict[str, float]:
         """Each histogram's current top edge: start other collections here so their states merge exactly."""
