@@ -352,38 +352,16 @@ class CollectOptions:
     overlap: bool = False
 
 
-class _Collector:
-    def __init__(self, model: onnx.ModelProto, source: Any, shapes: Mapping[str, Sequence[int]], batch_size: int | None,
-                 options: CollectOptions, progress: ProgressCallback | None) -> None:
-        self.model, self.source, self.options, self.progress = model, source, options, progress
+class _Feeder:
+    """Batches of a data source as checked {input: array} feeds for one model."""
+
+    def __init__(self, model: onnx.ModelProto, source: Any, shapes: Mapping[str, Sequence[int]],
+                 batch_size: int | None) -> None:
+        self.model, self.source = model, source
         self.inputs = model_inputs(model)
         if not self.inputs:
-            raise CalibrationError("the model has no inputs to feed; nothing to calibrate")
+            raise CalibrationError("the model has no inputs to feed; nothing to run it on")
         self.shapes = self._shapes(shapes, batch_size)
-        candidates = quantizable_tensors(model, include_inputs=options.include_inputs,
-                                         include=options.tensors, exclude=options.exclude)
-        if options.scope not in SCOPES:
-            raise UsageError(f"tensor scope {options.scope!r} is not one of {', '.join(SCOPES)}")
-        if options.scope == "qdq":
-            wanted = qdq_tensors(model)
-            candidates = [n for n in candidates if n in wanted]
-        self.aliases = value_aliases(model, candidates)
-        input_names = {spec.name for spec in self.inputs}
-        outputs = [n for n in candidates if n not in input_names and n not in self.aliases]
-        from .._optional import onnxruntime
-
-        self._ort = onnxruntime()
-        self.session = _session(model, outputs, options.ort_optimization)
-        float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}
-        self.fetch = [n for n in outputs if n in float_outputs]
-        self.fed = [n for n in candidates if n in input_names]
-        binned = set(self.fetch) | set(self.fed)
-        self.aliases = {a: root for a, root in self.aliases.items() if root in binned}
-        self.binned = [n for n in candidates if n in binned]
-        self.names = [n for n in candidates if n in binned or n in self.aliases]
-        if not self.names:
-            raise CalibrationError("the model has no floating-point activations to calibrate (all tensors are integer or constant)")
-        self.sample_count = 0
 
     def _shapes(self, shapes: Mapping[str, Sequence[int]], batch_size: int | None) -> dict[str, tuple[int, ...]] | None:
         if isinstance(self.source, ImageSource):
@@ -419,6 +397,39 @@ class _Collector:
     def _batches(self) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
         for index, batch in enumerate(self.source.batches(self.shapes)):
             yield index, self._feeds(batch, index)
+
+
+class _Collector(_Feeder):
+    """Runs the model on the feeds with every collected tensor exposed, bins them per batch."""
+
+    def __init__(self, model: onnx.ModelProto, source: Any, shapes: Mapping[str, Sequence[int]], batch_size: int | None,
+                 options: CollectOptions, progress: ProgressCallback | None) -> None:
+        super().__init__(model, source, shapes, batch_size)
+        self.options, self.progress = options, progress
+        candidates = quantizable_tensors(model, include_inputs=options.include_inputs,
+                                         include=options.tensors, exclude=options.exclude)
+        if options.scope not in SCOPES:
+            raise UsageError(f"tensor scope {options.scope!r} is not one of {', '.join(SCOPES)}")
+        if options.scope == "qdq":
+            wanted = qdq_tensors(model)
+            candidates = [n for n in candidates if n in wanted]
+        self.aliases = value_aliases(model, candidates)
+        input_names = {spec.name for spec in self.inputs}
+        outputs = [n for n in candidates if n not in input_names and n not in self.aliases]
+        from .._optional import onnxruntime
+
+        self._ort = onnxruntime()
+        self.session = _session(model, outputs, options.ort_optimization)
+        float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}
+        self.fetch = [n for n in outputs if n in float_outputs]
+        self.fed = [n for n in candidates if n in input_names]
+        binned = set(self.fetch) | set(self.fed)
+        self.aliases = {a: root for a, root in self.aliases.items() if root in binned}
+        self.binned = [n for n in candidates if n in binned]
+        self.names = [n for n in candidates if n in binned or n in self.aliases]
+        if not self.names:
+            raise CalibrationError("the model has no floating-point activations to calibrate (all tensors are integer or constant)")
+        self.sample_count = 0
 
     def _activations(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[tuple[str, np.ndarray]], Any]:
         """(name, values) of every collected tensor for one batch, plus the ORT outputs that own them.
@@ -563,6 +574,35 @@ class _Collector:
     def _tick(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress(phase, done, total)
+
+
+def model_feeds(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: Any,
+    *,
+    preprocess: Any = None,
+    shapes: Any = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Checked {input: array} feeds of `model` from any data `calibrate()` takes.
+
+    Image lists/folders/globs (with a `preprocess`), .npy/.npz, arrays or batches: so models can
+    be compared and protected on the same kind of data they were calibrated on.
+    """
+    from .dataset import open_source, parse_shapes
+    from .preprocess import load_preprocess
+
+    source = open_source(data, preprocess=load_preprocess(preprocess))
+    feeder = _Feeder(load_model(model, check=False), source, parse_shapes(shapes), batch_size)
+    feeds: list[dict[str, np.ndarray]] = []
+    for _, feed in feeder._batches():
+        feeds.append(feed)
+        if max_batches is not None and len(feeds) >= max_batches:
+            break
+    if not feeds:
+        raise CalibrationError(f"{source.describe()}: gave no batches")
+    return feeds
 
 
 def resolve_mode(mode: str, *, rereadable: bool, method: str = "entropy") -> str:

@@ -142,6 +142,20 @@ class CompareReport:
         return head + table
 
 
+def _in_precision(runner: Runner, feed: Mapping[str, Any]) -> dict[str, Any]:
+    """The same data in each runner's float input type: an FP16-I/O model is compared with its
+    FP32 source on float16-rounded inputs instead of failing on the dtype."""
+    specs = {spec.name: spec for spec in getattr(runner, "inputs", ())}
+    out = {}
+    for name, value in feed.items():
+        spec = specs.get(name)
+        arr = np.asarray(value)
+        if spec is not None and arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f" and arr.dtype != spec.dtype:
+            arr = arr.astype(spec.dtype)
+        out[name] = arr
+    return out
+
+
 def compare(
     runner_a: Runner,
     runner_b: Runner,
@@ -167,8 +181,8 @@ def compare(
     wanted = list(outputs) if outputs is not None else [n for n in names_a if n in names_b]
     acc: dict[str, _Accumulator] = {name: _Accumulator(name, atol, rtol, top_k) for name in wanted}
     for i, feed in enumerate(feeds):
-        out_a = runner_a.infer(feed)
-        out_b = runner_b.infer(feed)
+        out_a = runner_a.infer(_in_precision(runner_a, feed))
+        out_b = runner_b.infer(_in_precision(runner_b, feed))
         for name in wanted:
             if name not in out_a or name not in out_b:
                 who = getattr(runner_a, "name", "A") if name not in out_a else getattr(runner_b, "name", "B")
