@@ -70,3 +70,17 @@ def test_compare_data_errors_are_one_line(tmp_path):
     assert both.exit_code != 0 and "not both" in both.output
     with pytest.raises(CalibrationError, match="0 samples"):
         model_feeds(SAMPLE / "digits.onnx", np.zeros((0, 1, 8, 8), np.float32))
+
+
+def test_quantize_protects_on_images_with_a_preprocessing(tmp_path):
+    cache, out = tmp_path / "digits.cache", tmp_path / "digits.qdq.onnx"
+    made = invoke("calibrate", SAMPLE / "digits.onnx", "--data", SAMPLE / "calib_list.txt", "--preprocess",
+                  SAMPLE / "preprocess.json", "-o", cache, "--scope", "qdq", "--quiet")
+    assert made.exit_code == 0, made.output
+    result = invoke("quantize", SAMPLE / "digits.onnx", "--cache", cache, "-o", out, "--data", SAMPLE / "calib_list.txt",
+                    "--preprocess", SAMPLE / "preprocess.json", "--batch-size", "16", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["protection"]
+    assert report is not None and report["evaluations"] >= 1  # protection ran on the preprocessed images
+    assert report["met"] and report["after"] >= report["target"]
+    assert out.is_file()

@@ -10,13 +10,18 @@ from ..errors import UsageError
 from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
 
 
-def _load_data(path: str) -> object:
-    """--data: a .npy (one input, batch on axis 0) or .npz (arrays by input name)."""
+def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str, ...], batch_size: int | None) -> object:
+    """--data: a .npy (one input, batch on axis 0), .npz (arrays by input name), or images
+    (list, folder, quoted glob) preprocessed and batched like `calibrate` does."""
     import numpy as np
 
     from .._io import load_arrays
 
     src = Path(path)
+    if src.suffix.lower() not in (".npy", ".npz"):
+        from ..calib.collect import model_feeds
+
+        return model_feeds(model, path, preprocess=preprocess, shapes=list(shapes) or None, batch_size=batch_size)
     if not src.is_file():
         raise UsageError(f"--data {src}: no such file (give a .npy or .npz of held-out inputs)")
     loaded = load_arrays(src, what="--data", error=UsageError)
@@ -39,13 +44,19 @@ def _load_data(path: str) -> object:
 @click.option("--exclude-tensor", multiple=True, help="Tensor names never to quantize.")
 @click.option("--ops", default=None, help="Op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).")
 @click.option("--no-protect", is_flag=True, help="Plain full INT8: skip the accuracy protection search.")
-@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
-              help="Held-out inputs for protection (.npy for a one-input model, .npz by input name).")
+@click.option("--data", "data_path", default=None,
+              help="Held-out inputs for protection: .npy (one-input model), .npz (by input name), or an image "
+                   "list/folder/quoted glob with --preprocess.")
+@click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
+              help="Image preprocessing for --data images: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS", help="Shape of a dynamic input for --data images.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per --data image batch.")
 @click.option("--min-sqnr", default=None, type=float, help="Protection bound: output SQNR vs FP32 in dB (default 20).")
 @click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
 @json_option
 @quiet_option
-def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, min_sqnr, strict, as_json, quiet):
+def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, preprocess, shapes, batch_size,
+            min_sqnr, strict, as_json, quiet):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
     With --data, layers are kept in float, most sensitive first, until every output's SQNR
@@ -58,7 +69,7 @@ def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data
     def names(values: tuple[str, ...]) -> list[str]:
         return [n for v in values for n in parse_comma_list(v) or []]
 
-    data = _load_data(data_path) if data_path else None
+    data = _load_data(data_path, model, preprocess, shapes, batch_size) if data_path else None
     try:
         result = quantize(
             model, cache, exclude=names(exclude), exclude_tensors=names(exclude_tensor),
