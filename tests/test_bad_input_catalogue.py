@@ -283,7 +283,7 @@ CASES: list[Case] = [
     C("calibrate-inf-data", "calibrate {ws}/good.onnx --data {ws}/calib_inf.npy -o {ws}/c.cache", 1,
       r"Inf|non-?finite", outputs=("c.cache",)),
     C("calibrate-wrong-shape", "calibrate {ws}/good.onnx --data {ws}/calib_wrong_shape.npy -o {ws}/c.cache", (1, 2),
-      r"shape|5x7|\(4, 5, 7\)|calib_wrong_shape"),
+      r"samples for input '\w+' are 5x7 but the model's input is"),
     C("calibrate-pickled-npy", "calibrate {ws}/good.onnx --data {ws}/calib_pickled.npy -o {ws}/c.cache", (1, 2),
       r"calib_pickled\.npy"),
     C("calibrate-bad-method-option", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --method-option pct",

@@ -372,6 +372,12 @@ class _Feeder:
             for spec in self.inputs:
                 if spec.name not in given:
                     arr = arrays[spec.name]
+                    sample, wanted = tuple(arr.shape[1:]), tuple(spec.dims[1:])
+                    if spec.dims and (len(sample) != len(wanted) or any(w not in (None, g) for w, g in zip(wanted, sample))):
+                        raise CalibrationError(
+                            f"{self.source.describe()}: samples for input {spec.name!r} are {format_shape(sample)} but "
+                            f"the model's input is {format_shape(spec.dims)} (batch first)"
+                        )
                     given[spec.name] = (batch_size or spec.dims[0] or 1, *arr.shape[1:]) if spec.dims else ()
             return resolve_calibration_shapes(self.inputs, given, batch_size)
         return None  # caller's batches: checked one by one against the model's static dims
