@@ -1,4 +1,4 @@
-"""Which tensors a collection bins: scope all/qdq, rearranging ops binned once, overlap, threads."""
+"""How a collection runs: scope all/qdq, rearranging ops binned once, ignored NaN, overlap, threads."""
 
 from __future__ import annotations
 
@@ -121,3 +121,16 @@ def test_qdq_scope_ranges_quantize_every_weighted_node(tmp_path):
     # the scope is part of the cache key: a full calibration is not served from it
     full = calibrate(model, data, output=out)
     assert not full.cache_hit and len(full.amax) == 7
+
+
+def test_two_pass_with_ignored_nan_bins_the_finite_values_and_keeps_exact_ranges():
+    model = token_model()
+    model.graph.node[1].op_type = "Log"  # log of negative conv outputs: NaN; of 0: -inf
+    data = batches(2, seed=9)
+    state = collect(model, data, options=CollectOptions(mode="two-pass", ignore_nonfinite=True))
+    act = ort_values(model, data, "act")
+    hist = state.histograms["act"]
+    finite = act[np.isfinite(act)]
+    assert hist.nonfinite == act.size - finite.size > 0 and hist.count == finite.size
+    assert hist.amax_seen == np.abs(finite).max() == hist.range_max
+    assert state.histograms["conv"].range_max == np.abs(ort_values(model, data, "conv")).max()  # exact range kept
