@@ -126,3 +126,13 @@ def test_modifying_run_leaves_input_bytes_alone() -> None:
     _, report = PassManager([get_pass("fix-resize")]).run(model)
     assert report.modified
     assert model.SerializeToString() == before
+
+
+def test_progress_names_each_step_as_it_starts() -> None:
+    steps = []
+    model = conv_relu_model()
+    fixed, _ = PassManager([get_pass("fold-constants"), _RenamePass()], progress=lambda *a: steps.append(a)).run(model)
+    assert steps == [("import", 0, 4), ("fold-constants", 1, 4), ("rename-relu", 2, 4), ("export", 3, 4)]
+    steps.clear()
+    PassManager([_RenamePass()], progress=lambda *a: steps.append(a)).run(fixed)
+    assert steps == [("import", 0, 3), ("rename-relu", 1, 3)]  # nothing changed: no export step

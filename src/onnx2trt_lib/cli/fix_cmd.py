@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from .._io import check_output_path, load_model, save_model, write_bytes_atomic, write_text_atomic
 from ..passes import PassManager
-from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
+from ._common import echo_lines, err_console, json_option, parse_comma_list, print_json, quiet_option
 
 
 @click.command("fix")
@@ -28,13 +29,16 @@ def command(model: Path, output: Path, target: str, pass_names: str | None, repo
     check_output_path(output, inputs=(model,))
     if report_path is not None:
         check_output_path(report_path, inputs=(model, output))
-    source = load_model(model)
-    fixed, report = PassManager(pipeline).run(source)
-    if fixed is source and _is_self_contained(source):
-        # nothing changed: keep the file byte-identical
-        write_bytes_atomic(output, model.read_bytes())
-    else:
-        save_model(fixed, output)
+    with _Status(enabled=not (quiet or as_json) and err_console.is_terminal) as status:
+        status(f"loading {model.name}")
+        source = load_model(model)
+        fixed, report = PassManager(pipeline, progress=status.step).run(source)
+        status(f"writing {output.name}")
+        if fixed is source and _is_self_contained(source):
+            # nothing changed: keep the file byte-identical
+            write_bytes_atomic(output, model.read_bytes())
+        else:
+            save_model(fixed, output)
     payload = {"input": str(model), "output": str(output), "target": target, **report.to_dict()}
     if report_path is not None:
         write_text_atomic(report_path, json.dumps(payload, indent=2) + "\n")
@@ -50,3 +54,27 @@ def _is_self_contained(model) -> bool:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     return not any(uses_external_data(t) for t in _get_all_tensors(model))
+
+
+class _Status:
+    """A one-line spinner on stderr naming the current step (big models take minutes)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._status = err_console.status("") if enabled else None
+
+    def __enter__(self) -> _Status:
+        if self._status is not None:
+            self._status.__enter__()
+        return self
+
+    def __call__(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(escape(text))
+
+    def step(self, name: str, index: int, total: int) -> None:
+        label = {"import": "reading the graph", "export": "building the fixed model"}.get(name, f"pass {name}")
+        self(f"[{index + 1}/{total}] {label}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)

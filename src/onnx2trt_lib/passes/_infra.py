@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -127,7 +127,10 @@ class PassManager:
     re-sorted once, so every pass sees a clean, topologically sorted graph.
     """
 
-    def __init__(self, passes: Sequence[Pass], *, cleanup: bool = True) -> None:
+    def __init__(self, passes: Sequence[Pass], *, cleanup: bool = True,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
+        """`progress(step, index, total)` is called as each step starts: "import", every pass
+        name, "export" (a long fix on a big model shows where it is)."""
         names = [p.name for p in passes]
         for p in passes:
             if not isinstance(p, Pass):
@@ -135,11 +138,17 @@ class PassManager:
         self.passes = tuple(passes)
         self.cleanup = cleanup
         self._names = names
+        self._progress = progress
+
+    def _step(self, name: str, index: int) -> None:
+        if self._progress is not None:
+            self._progress(name, index, len(self.passes) + 2)
 
     def run_graph(self, graph: gs.Graph) -> PipelineReport:
         nodes_before = len(graph.nodes)
         records = []
         for index, p in enumerate(self.passes):
+            self._step(p.name, index + 1)
             start = time.perf_counter()
             try:
                 res = p.run(graph)
@@ -161,12 +170,14 @@ class PassManager:
         fixed model saved again is byte-identical.
         """
         # graph-surgeon's export writes names back into the protos it imported from: work on a copy
+        self._step("import", 0)
         working = onnx.ModelProto()
         working.CopyFrom(model)
         graph = gs.import_onnx(working)
         report = self.run_graph(graph)
         if not report.modified:
             return model, report
+        self._step("export", len(self.passes) + 1)
         out = gs.export_onnx(graph, do_type_check=False)
         _carry_model_metadata(model, out)
         return out, report
