@@ -7,12 +7,14 @@ folder, fsync, rename), so an interrupted run never leaves a half-written artifa
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import signal
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,7 +89,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         with _sigint_deferred():
             try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
             except OSError as exc:
                 raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
             tmp = Path(tmp_name)
@@ -99,6 +101,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         os.replace(tmp, target)
         tmp = None
         _fsync_folder(parent)
+        _sweep_stale_temps(target)
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -106,6 +109,41 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
+
+
+STALE_TEMP_SECONDS = 600
+
+
+def _sweep_stale_temps(target: Path) -> None:
+    """Remove temp files of `target` left by writers that were killed (SIGKILL skips cleanup).
+
+    Only files named by our pattern whose writer process is gone here and that have not changed
+    for STALE_TEMP_SECONDS: a live writer (this host, or another one on a shared disk, which
+    keeps touching its file) is never disturbed.
+    """
+    prefix = f".{target.name}."
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for candidate in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+            pid_text = candidate.name[len(prefix):].split(".", 1)[0]
+            if not pid_text.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if now - candidate.stat().st_mtime < STALE_TEMP_SECONDS or _process_alive(int(pid_text)):
+                    continue
+                candidate.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: never sweep
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # exists under another user (or an impossible pid: treat as alive, keep the file)
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:

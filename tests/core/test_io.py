@@ -87,3 +87,30 @@ def test_external_data_escaping_model_folder_is_refused(tmp_path: Path, location
     path.write_bytes(model.SerializeToString())
     with pytest.raises(ModelLoadError, match="escapes the model folder"):
         load_model(path)
+
+
+def test_temps_of_killed_writers_are_swept_but_live_or_recent_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from onnx2trt_lib._io import STALE_TEMP_SECONDS, write_bytes_atomic
+
+    target = tmp_path / "model.v2.onnx"
+    dead_pid = 2**22 + 4321  # above Linux's pid_max: no such process
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    files = {
+        "stale": tmp_path / f".model.v2.onnx.{dead_pid}.abc123.tmp",  # killed writer, untouched for long
+        "recent": tmp_path / f".model.v2.onnx.{dead_pid}.def456.tmp",  # dead pid but still changing
+        "live": tmp_path / f".model.v2.onnx.{os.getpid()}.ghi789.tmp",  # a live writer (this process)
+        "other": tmp_path / f".model.onnx.{dead_pid}.jkl000.tmp",  # another target's temp
+        "foreign": tmp_path / ".model.v2.onnx.notapid.tmp",  # not our pattern
+    }
+    for path in files.values():
+        path.write_bytes(b"partial")
+    for key in ("stale", "live", "other", "foreign"):
+        os.utime(files[key], (old, old))
+    write_bytes_atomic(target, b"done")
+    assert target.read_bytes() == b"done"
+    assert not files["stale"].exists()
+    assert all(files[k].exists() for k in ("recent", "live", "other", "foreign"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.v2.onnx.") and p not in files.values()]
