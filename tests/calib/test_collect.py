@@ -9,7 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2trt_lib.calib import Histogram, reference
-from onnx2trt_lib.calib.collect import CalibrationState, CollectOptions, collect, quantizable_tensors
+from onnx2trt_lib.calib.collect import CollectOptions, collect
+from onnx2trt_lib.calib.state import CalibrationState
+from onnx2trt_lib.calib.tensors import quantizable_tensors
 from onnx2trt_lib.errors import CalibrationError, UsageError
 
 

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx2trt_lib.calib import Histogram, reference
 from onnx2trt_lib.calib.api import calibrate
-from onnx2trt_lib.calib.collect import CollectOptions, _Collector, collect, quantizable_tensors, value_aliases
+from onnx2trt_lib.calib.collect import CollectOptions, _Collector, collect
+from onnx2trt_lib.calib.tensors import quantizable_tensors, value_aliases
 from onnx2trt_lib.calib.dataset import open_source
 from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.quant import quantize

@@ -23,11 +23,12 @@ from .. import __version__
 from .._io import check_output_path, load_model, sha256_file, sha256_model
 from ..errors import CalibrationError, UsageError
 from .cache import DEFAULT_ALGORITHM, DEFAULT_TRT_VERSION, INT8_MAX, CalibrationCache, installed_trt_version, read_cache, trt_version_number, write_cache
-from .collect import CalibrationState, CollectOptions, ProgressCallback, collect, resolve_mode
+from .collect import CollectOptions, ProgressCallback, collect, resolve_mode
 from .dataset import open_source, parse_shapes
 from .preprocess import Preprocess, load_preprocess
 from .ranges import ranges_document, write_ranges
 from .sidecar import cache_hit, make_key, sidecar_path, write_sidecar
+from .state import CalibrationState
 
 log = logging.getLogger(__name__)
 

@@ -10,157 +10,42 @@ Range modes:
   needs a source that can be read twice.
 - single-pass: one read, histograms grow their range as larger values arrive.
 
-The state (histograms + counts) saves to .npz or .json and merges, so runs over parts of a
-data set (or a later run with more data) combine into one calibration.
+Which tensors: calib.tensors; the result: calib.state.CalibrationState (saves and merges).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from .._io import atomic_write, load_arrays, load_json_limited, load_model
+from .._io import load_model
 from ..errors import CalibrationError, UsageError
-from .dataset import ArraySource, ImageSource, InputSpec, format_shape, resolve_calibration_shapes
-from .histogram import usable_cpus
+from ._threads import tensor_pool
+from .dataset import ArraySource, ImageSource, format_shape, resolve_calibration_shapes
+from .state import CalibrationState
+from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_aliases
 
 log = logging.getLogger(__name__)
 
-FLOAT_ONNX_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
 _FLOAT_ORT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"})
 MODES = ("auto", "two-pass", "single-pass")
 # all: the graph inputs and every node output (what a TensorRT <= 10 cache lists);
 # qdq: only the activations insert-qdq quantizes (all a TensorRT 11 Q/DQ model needs)
 SCOPES = ("all", "qdq")
-# ops whose output holds exactly the values of their data input, rearranged: same histogram
-_SAME_VALUES_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
-                              "DepthToSpace", "SpaceToDepth"})
-STATE_FORMAT = "onnx2trt-calib-state/1"
-# histograms of thousands of tensors fit easily; a bigger .json is not a state this library wrote
-MAX_STATE_JSON_BYTES = 256 * 2**20
 
 # A tensor is binned whole by one worker unless it is bigger than this and than its fair share of
 # the batch (batch elements / workers): those are split over every thread by the histogram engine.
 _BIG_TENSOR = 1 << 20
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-
-
-def _tensor_pool() -> tuple[ThreadPoolExecutor | None, int]:
-    """(workers, their number): ONNX2TRT_CALIB_THREADS or the usable CPUs (no pool when 1)."""
-    global _POOL, _POOL_SIZE
-    env = os.environ.get("ONNX2TRT_CALIB_THREADS", "")
-    threads = int(env) if env.isdigit() and int(env) > 0 else usable_cpus()
-    if threads <= 1:
-        return None, 1
-    if _POOL is None or _POOL_SIZE != threads:
-        _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calib-tensors"), threads
-    return _POOL, threads
-
 
 # progress(phase, batches_done, batches_total_or_None); phase is "range", "histogram" or "collect"
 ProgressCallback = Callable[[str, int, "int | None"], None]
-
-
-# ----------------------------------------------------------------------------- model side
-
-
-def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """Graph inputs that are fed at run time (initializers listed as inputs are not)."""
-    initializers = {init.name for init in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype(np.float32)
-        specs.append(InputSpec(value.name, dims, dtype))
-    return specs
-
-
-def quantizable_tensors(
-    model: onnx.ModelProto,
-    *,
-    include_inputs: bool = True,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-) -> list[str]:
-    """Names of candidate activation tensors, in graph order.
-
-    Node outputs computed only from constants are left out (TensorRT folds them: they are
-    weights, not activations). Types are settled later by ONNX Runtime, which reports the
-    element type of every output; non-float ones are dropped there.
-    """
-    graph = model.graph
-    constant = {init.name for init in graph.initializer}
-    known_types = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.value_info, *graph.output)}
-    names: list[str] = []
-    if include_inputs:
-        for spec in model_inputs(model):
-            if spec.is_float:
-                names.append(spec.name)
-    for node in graph.node:
-        inputs = [name for name in node.input if name]
-        if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
-            constant.update(o for o in node.output if o)
-            continue
-        for out in node.output:
-            if not out:
-                continue
-            elem = known_types.get(out, 0)
-            if elem and elem not in FLOAT_ONNX_TYPES:
-                continue
-            names.append(out)
-    if include is not None:
-        wanted = set(include)
-        missing = sorted(wanted - set(names))
-        if missing:
-            raise UsageError(f"tensor(s) {', '.join(missing[:5])} are not float activations of the model")
-        names = [n for n in names if n in wanted]
-    drop = set(exclude)
-    return [n for n in names if n not in drop]
-
-
-def qdq_tensors(model: onnx.ModelProto) -> set[str]:
-    """The activations insert-qdq would quantize (inputs of Conv/Gemm/MatMul, residual Adds)."""
-    import onnx_graphsurgeon as gs
-
-    from ..passes.insert_qdq import activations_to_quantize
-
-    return set(activations_to_quantize(gs.import_onnx(model)))
-
-
-def value_aliases(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, str]:
-    """{tensor: the collected tensor whose values it rearranges} (Reshape/Transpose/... chains).
-
-    Such a tensor's histogram equals its source's, so it is copied instead of fetched from ONNX
-    Runtime and binned again.
-    """
-    wanted = set(names)
-    source: dict[str, str] = {}
-    for node in model.graph.node:
-        if node.op_type in _SAME_VALUES_OPS and node.input and node.input[0] and len(node.output) == 1:
-            if node.output[0] in wanted:
-                source[node.output[0]] = node.input[0]
-    aliases = {}
-    for name in source:
-        root, hops = name, 0
-        while root in source and hops <= len(source):
-            root, hops = source[root], hops + 1
-        if root in wanted and root not in source:
-            aliases[name] = root
-    return aliases
 
 
 def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) -> Any:
@@ -198,138 +83,6 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {first}") from None
-
-
-# ----------------------------------------------------------------------------- state
-
-
-@dataclass
-class CalibrationState:
-    """Per-tensor histograms plus how they were made; merge() combines runs over parts of the data."""
-
-    histograms: dict[str, Any] = field(default_factory=dict)
-    mode: str = "single-pass"
-    num_batches: int = 0
-    num_samples: int = 0
-    sources: list[str] = field(default_factory=list)
-
-    def merge(self, other: CalibrationState) -> CalibrationState:
-        names = list(self.histograms) + [n for n in other.histograms if n not in self.histograms]
-        merged = {}
-        for name in names:
-            mine, theirs = self.histograms.get(name), other.histograms.get(name)
-            merged[name] = mine.merge(theirs) if mine is not None and theirs is not None else (mine or theirs)
-        mode = self.mode if self.mode == other.mode else "merged"
-        return CalibrationState(
-            merged, mode, self.num_batches + other.num_batches, self.num_samples + other.num_samples,
-            self.sources + other.sources,
-        )
-
-    def compute_amax(self, method: str = "entropy", **options: Any) -> dict[str, float]:
-        """amax of every tensor; the searches (numba, GIL released) run side by side on the tensor pool."""
-
-        def one(item: tuple[str, Any]) -> float:
-            name, hist = item
-            try:
-                return float(hist.compute_amax(method, **dict(options)))
-            except CalibrationError as exc:
-                raise CalibrationError(f"tensor {name!r}: {exc}") from None
-
-        items = list(self.histograms.items())
-        pool, _ = _tensor_pool()
-        values = list(pool.map(one, items)) if pool is not None and len(items) > 1 else [one(i) for i in items]
-        return {name: value for (name, _), value in zip(items, values, strict=True)}
-
-    def ranges(self) -> dict[str, float]:
-        """Each histogram's current top edge: start other collections here so their states merge exactly."""
-        return {name: float(h.range_max) for name, h in self.histograms.items()}
-
-    # -- persistence: state_dict arrays go into .npz as arrays, everything else into one JSON header
-    def _header(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "mode": self.mode, "num_batches": self.num_batches,
-                "num_samples": self.num_samples, "sources": self.sources, "tensors": list(self.histograms)}
-
-    def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        states = {name: h.state_dict() for name, h in self.histograms.items()}
-        if path.suffix.lower() == ".json":
-            payload = self._header()
-            payload["tensors"] = {name: _jsonable(state) for name, state in states.items()}
-            with atomic_write(path, "w") as handle:
-                json.dump(payload, handle)
-            return
-        arrays: dict[str, np.ndarray] = {}
-        scalars: dict[str, dict[str, Any]] = {}
-        for index, (name, state) in enumerate(states.items()):
-            scalars[name] = {}
-            for key, value in state.items():
-                if key == "counts":
-                    value = np.asarray(value, dtype=np.int64)
-                if isinstance(value, np.ndarray):
-                    arrays[f"t{index}/{key}"] = value
-                else:
-                    scalars[name][key] = _jsonable(value)
-        header = self._header()
-        header["scalars"] = scalars
-        arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CalibrationState:
-        from . import Histogram
-
-        path = Path(path)
-        if not path.is_file():
-            raise CalibrationError(f"calibration state {path}: no such file")
-        what = "calibration state"
-        try:
-            if path.suffix.lower() == ".json":
-                payload = load_json_limited(path, limit=MAX_STATE_JSON_BYTES, what=what, error=CalibrationError)
-                tensors = {name: _from_jsonable(state) for name, state in payload["tensors"].items()}
-            else:
-                data = load_arrays(path, what=what, error=CalibrationError)
-                if not isinstance(data, dict):
-                    raise ValueError("a single .npy array, not a saved state (.npz)")
-                payload = json.loads(bytes(data["__header__"]).decode())
-                tensors = {}
-                for index, name in enumerate(payload["tensors"]):
-                    state = dict(payload["scalars"][name])
-                    prefix = f"t{index}/"
-                    for key, value in data.items():
-                        if key.startswith(prefix):
-                            state[key[len(prefix):]] = value
-                    tensors[name] = state
-            if payload.get("format") != STATE_FORMAT:
-                raise ValueError(f"format {payload.get('format')!r} is not {STATE_FORMAT}")
-            histograms = {name: Histogram.from_state(state) for name, state in tensors.items()}
-            return cls(histograms, payload["mode"], payload["num_batches"], payload["num_samples"],
-                       list(payload.get("sources", [])))
-        except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CalibrationError(f"calibration state {path}: not a saved onnx2trt state ({reason})") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"__float__": repr(value)}
-    return value
-
-
-def _from_jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
-        if "__float__" in value:
-            return float(value["__float__"])
-        return {k: _from_jsonable(v) for k, v in value.items()}
-    return value
 
 
 # ----------------------------------------------------------------------------- collection
@@ -485,14 +238,13 @@ class _Collector(_Feeder):
             finally:
                 pending.cancel()
 
-    def _each_tensor(self, pairs: list[tuple[str, np.ndarray]], owner: Any,
-                     work: Callable[[str, np.ndarray, int | None], None]) -> None:
+    def _each_tensor(self, pairs: list[tuple[str, np.ndarray]], work: Callable[[str, np.ndarray, int | None], None]) -> None:
         """Apply `work(name, values, threads)` to every tensor of one batch; errors re-raised in graph order.
 
         Tensors run whole, one per worker, biggest first (no per-piece count arrays, no hand-offs);
         only a tensor bigger than its fair share of the batch is split over every thread.
         """
-        pool, workers = _tensor_pool()
+        pool, workers = tensor_pool()
         errors: list[tuple[int, BaseException]] = []
 
         def run(index: int, threads: int | None) -> None:
@@ -513,7 +265,6 @@ class _Collector(_Feeder):
                     run(index, None)
             for future in pending:
                 future.result()
-        del owner, pairs  # every array is read: the outputs go back to ORT's arena
         if errors:
             raise min(errors, key=lambda item: item[0])[1]
 
@@ -542,8 +293,8 @@ class _Collector(_Feeder):
 
         for index, _, pairs, owner in self._runs():
             found.clear()
-            self._each_tensor(pairs, owner, work)
-            del pairs, owner
+            self._each_tensor(pairs, work)
+            del pairs, owner  # every array is read: the outputs go back to ORT's arena
             for name, value in found.items():
                 amax[name] = max(amax[name], value)
             self._tick("range", index + 1, total)
@@ -566,8 +317,8 @@ class _Collector(_Feeder):
                 self._nonfinite(name)
 
         for index, feeds, pairs, owner in self._runs():
-            self._each_tensor(pairs, owner, work)
-            del pairs, owner
+            self._each_tensor(pairs, work)
+            del pairs, owner  # every array is read: the outputs go back to ORT's arena
             batches += 1
             samples += int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
             self._tick(phase, index + 1, total)

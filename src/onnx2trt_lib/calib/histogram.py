@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 from ..errors import CalibrationError, UsageError
 from . import _kernels as K
 from . import methods
+from ._threads import num_threads
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +46,6 @@ METHODS = ("entropy", "max", "percentile", "mse")
 _POOL: ThreadPoolExecutor | None = None
 _PARALLEL_MIN = 1 << 20  # below this many elements, one thread is faster than handing work out
 _CHUNK = 1 << 22
-
-
-def num_threads() -> int:
-    """Threads used for big arrays: ONNX2TRT_CALIB_THREADS or the number of CPUs."""
-    env = os.environ.get("ONNX2TRT_CALIB_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return usable_cpus()
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: taskset, containers), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
