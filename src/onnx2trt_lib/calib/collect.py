@@ -188,7 +188,6 @@ class _Collector(_Feeder):
         self.names = [n for n in candidates if n in binned or n in self.aliases]
         if not self.names:
             raise CalibrationError("the model has no floating-point activations to calibrate (all tensors are integer or constant)")
-        self.sample_count = 0
 
     def _activations(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[tuple[str, np.ndarray]], Any]:
         """(name, values) of every collected tensor for one batch, plus the ORT outputs that own them.
