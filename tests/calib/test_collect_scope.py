@@ -13,7 +13,7 @@ from onnx2trt_lib.calib.api import calibrate
 from onnx2trt_lib.calib.collect import CollectOptions, _Collector, collect
 from onnx2trt_lib.calib.tensors import quantizable_tensors, value_aliases
 from onnx2trt_lib.calib.dataset import open_source
-from onnx2trt_lib.errors import UsageError
+from onnx2trt_lib.errors import CalibrationError, UsageError
 from onnx2trt_lib.quant import quantize
 
 
@@ -87,6 +87,11 @@ def test_qdq_scope_bins_only_the_quantized_inputs_with_the_same_histograms():
         assert same_state(hist, full.histograms[name]), name
     with pytest.raises(UsageError, match="scope"):
         collect(model, data, options=CollectOptions(scope="everything"))
+    elementwise = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(CalibrationError, match="scope qdq: the model has no float Conv"):
+        collect(elementwise, [{"x": np.ones((3, 4), np.float32)}], options=CollectOptions(scope="qdq"))
 
 
 @pytest.mark.parametrize("mode", ["two-pass", "single-pass"])

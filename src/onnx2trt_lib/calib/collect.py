@@ -172,6 +172,9 @@ class _Collector(_Feeder):
         if options.scope == "qdq":
             wanted = qdq_tensors(model)
             candidates = [n for n in candidates if n in wanted]
+            if not candidates:
+                raise CalibrationError("scope qdq: the model has no float Conv/ConvTranspose/Gemm/MatMul inputs (or "
+                                       "residual Adds) that insert-qdq would quantize; use scope all")
         self.aliases = value_aliases(model, candidates)
         input_names = {spec.name for spec in self.inputs}
         outputs = [n for n in candidates if n not in input_names and n not in self.aliases]
