@@ -83,6 +83,19 @@ def quiet_option(func: Callable) -> Callable:
     return click.option("--quiet", "-q", is_flag=True, help="Print only errors.")(func)
 
 
+def data_source_options(func: Callable) -> Callable:
+    """--preprocess, --shape, --batch-size: how a --data image source becomes model feeds (as in calibrate)."""
+    for option in reversed((
+        click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
+                     help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config."),
+        click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
+                     help="Shape of a dynamic input for --data, trtexec style: x:1x3x640x640."),
+        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per --data batch."),
+    )):
+        func = option(func)
+    return func
+
+
 def json_option(func: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout.")(func)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_FINDINGS, echo_lines, json_option, print_json, quiet_option
+from ._common import EXIT_FINDINGS, data_source_options, echo_lines, json_option, print_json, quiet_option
 from .run_cmd import feeds_for, runner_options
 
 
@@ -41,11 +41,7 @@ def collect_feeds(runner: Any, inputs: tuple[Path, ...], *, data: str | None = N
               help=".npz of inputs keyed by input name; repeat for several feeds (random static data if omitted).")
 @click.option("--data", "-d", "data", default=None,
               help="Compare on a data set: image list (.txt), folder, quoted glob (with --preprocess), or .npy/.npz.")
-@click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
-              help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
-              help="Shape of a dynamic input for --data, trtexec style: x:1x3x640x640.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per batch for --data.")
+@data_source_options
 @click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Compare on at most this many --data batches.")
 @click.option("--atol", default=1e-5, show_default=True, type=click.FloatRange(0), help="Absolute tolerance.")
 @click.option("--rtol", default=1e-3, show_default=True, type=click.FloatRange(0), help="Relative tolerance.")

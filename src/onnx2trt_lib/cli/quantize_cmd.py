@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
+from ._common import data_source_options, echo_lines, json_option, parse_comma_list, print_json, quiet_option
 
 
 def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str, ...], batch_size: int | None) -> object:
@@ -47,10 +47,7 @@ def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str,
 @click.option("--data", "data_path", default=None,
               help="Held-out inputs for protection: .npy (one-input model), .npz (by input name), or an image "
                    "list/folder/quoted glob with --preprocess.")
-@click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
-              help="Image preprocessing for --data images: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS", help="Shape of a dynamic input for --data images.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per --data image batch.")
+@data_source_options
 @click.option("--min-sqnr", default=None, type=float, help="Protection bound: output SQNR vs FP32 in dB (default 20).")
 @click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
 @json_option
