@@ -105,6 +105,14 @@ def test_overlap_gives_the_same_state(mode):
     assert (ahead.num_batches, ahead.num_samples) == (plain.num_batches, plain.num_samples)
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_onnxruntime_gets_the_calibration_thread_count(monkeypatch, threads):
+    # an explicit count: left at 0, ORT pins a worker per core (escaping taskset) and ran 1.5x slower
+    monkeypatch.setenv("ONNX2TRT_CALIB_THREADS", threads)
+    collector = _Collector(token_model(), open_source(batches(1)), {}, None, CollectOptions(), None)
+    assert collector.session.get_session_options().intra_op_num_threads == int(threads)
+
+
 @pytest.mark.parametrize("range_max", [None, 2.5])
 def test_one_thread_and_many_threads_bin_identically(range_max):
     rng = np.random.default_rng(5)

@@ -116,7 +116,8 @@ def hist_kernel(x, counts, inv_w, hi):
 #      data with such values in most blocks runs at about hist_kernel's speed.
 # The bin is the same float64 product as hist_kernel's, so the counts are identical; no fastmath
 # and no float32 product (it would move values near bin edges). Tried and not kept: 4 or 8
-# sub-histograms (slower: 4 x 2048 uint32 fill L1), blocks of 256 or 4096, 32-bit block counters.
+# sub-histograms (slower: 4 x 2048 uint32 fill L1), blocks of 256 or 4096, 32-bit block counters;
+# 4 uint16 sub-histograms flushed every 64K values: +8-17% on PP-OCRv4 activations, -19% on N(0,1).
 _BLOCK = 1024
 _NSUB = 2
 # sub-histogram rows sit _PAD counts apart beyond num_bins: rows a multiple of 4 KiB apart
