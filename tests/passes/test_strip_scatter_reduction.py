@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 from helpers import apply_pass
-import onnx_graphsurgeon as gs
 import pytest
 from helpers import conv_relu_model
 from onnx import TensorProto, helper, numpy_helper
