@@ -118,6 +118,9 @@ def hist_kernel(x, counts, inv_w, hi):
 # and no float32 product (it would move values near bin edges). Tried and not kept: 4 or 8
 # sub-histograms (slower: 4 x 2048 uint32 fill L1), blocks of 256 or 4096, 32-bit block counters;
 # 4 uint16 sub-histograms flushed every 64K values: +8-17% on PP-OCRv4 activations, -19% on N(0,1).
+# Run-length counting (on PP-OCRv4 activations 51% of neighbours share a bin, so the stores form
+# chains): a branch-free run register with the stores of repeats sent to dummy slots scattered
+# 1.13 G/s vs 1.87 G/s for the 2 sub-histograms (scatter alone, dev box).
 _BLOCK = 1024
 _NSUB = 2
 # sub-histogram rows sit _PAD counts apart beyond num_bins: rows a multiple of 4 KiB apart
