@@ -76,7 +76,8 @@ extra = {}
 if kind == 'fp32':
     t = time.perf_counter()  # cold: what a script pays for one pass (session, first-run allocations)
     so = ort.SessionOptions()
-    so.intra_op_num_threads = len(os.sched_getaffinity(0))  # as calibrate does; right under taskset too
+    from onnx2trt_lib.calib._threads import ort_threads
+    so.intra_op_num_threads = ort_threads()  # as calibrate's session; right under taskset too
     s = ort.InferenceSession(model, so, providers=['CPUExecutionProvider'])
     for b in batches:
         s.run(None, {'x': b})

@@ -9,10 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2trt_lib.calib import Histogram, reference
+from onnx2trt_lib.calib._threads import physical_cores
 from onnx2trt_lib.calib.api import calibrate
 from onnx2trt_lib.calib.collect import CollectOptions, _Collector, collect
-from onnx2trt_lib.calib.tensors import quantizable_tensors, value_aliases
 from onnx2trt_lib.calib.dataset import open_source
+from onnx2trt_lib.calib.tensors import quantizable_tensors, value_aliases
 from onnx2trt_lib.errors import CalibrationError, UsageError
 from onnx2trt_lib.quant import quantize
 
@@ -148,3 +149,21 @@ def test_two_pass_with_ignored_nan_bins_the_finite_values_and_keeps_exact_ranges
     assert hist.nonfinite == act.size - finite.size > 0 and hist.count == finite.size
     assert hist.amax_seen == np.abs(finite).max() == hist.range_max
     assert state.histograms["conv"].range_max == np.abs(ort_values(model, data, "conv")).max()  # exact range kept
+
+
+def fake_topology(root, cores: dict[int, tuple[int, int]]) -> str:
+    for cpu, (package, core) in cores.items():
+        folder = root / f"cpu{cpu}" / "topology"
+        folder.mkdir(parents=True)
+        (folder / "physical_package_id").write_text(f"{package}\n")
+        (folder / "core_id").write_text(f"{core}\n")
+    return str(root)
+
+
+def test_onnxruntime_threads_count_physical_cores_of_the_usable_cpus(tmp_path):
+    # 2 packages x 2 cores x 2 hyperthreads; core ids repeat across packages
+    sysfs = fake_topology(tmp_path, {cpu: (cpu // 4, (cpu // 2) % 2) for cpu in range(8)})
+    assert physical_cores(set(range(8)), sysfs=sysfs) == 4
+    assert physical_cores({0, 1}, sysfs=sysfs) == 1  # two hyperthreads of one core (taskset -c 0,1)
+    assert physical_cores({0, 2, 4, 6}, sysfs=sysfs) == 4
+    assert physical_cores({0, 1, 9}, sysfs=sysfs) == 3  # cpu9 unreadable: count CPUs instead

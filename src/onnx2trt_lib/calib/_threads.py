@@ -1,7 +1,7 @@
 """How many threads calibration uses, and the two pools it runs on.
 
-ONNX2TRT_CALIB_THREADS overrides the count; by default it is the CPUs this process may run on.
-Two pools, so that a tensor-pool worker never waits on work queued behind itself: the tensor
+ONNX2TRT_CALIB_THREADS overrides the count; by default the histogram work uses the CPUs this
+process may run on and ONNX Runtime the physical cores among them (its own default rule). Two pools, so that a tensor-pool worker never waits on work queued behind itself: the tensor
 pool bins whole tensors side by side (and runs the KL searches); the histogram engine's own pool
 (histogram._pool) splits one big array.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 _TENSOR_POOL: ThreadPoolExecutor | None = None
 _TENSOR_POOL_SIZE = 0
@@ -23,12 +24,41 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def physical_cores(cpus: set[int] | None = None, *, sysfs: str = "/sys/devices/system/cpu") -> int:
+    """Distinct physical cores among `cpus` (default: the usable ones); hyperthreads share one.
+
+    What ONNX Runtime sizes its pool by, restricted to the affinity mask. Reads Linux sysfs;
+    elsewhere, or when the topology cannot be read, it is the number of CPUs.
+    """
+    if cpus is None:
+        try:
+            cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return usable_cpus()
+    def core_of(cpu: int) -> tuple[str, ...]:
+        folder = Path(sysfs) / f"cpu{cpu}" / "topology"
+        return tuple((folder / leaf).read_text().strip() for leaf in ("physical_package_id", "core_id"))
+
+    try:
+        cores = {core_of(cpu) for cpu in cpus}
+    except OSError:
+        return len(cpus) or 1
+    return len(cores) or 1
+
+
+def _override() -> int | None:
+    env = os.environ.get("ONNX2TRT_CALIB_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def ort_threads() -> int:
+    """ONNX Runtime's intra-op threads: ONNX2TRT_CALIB_THREADS, or the usable physical cores."""
+    return _override() or physical_cores()
+
+
 def num_threads() -> int:
     """ONNX2TRT_CALIB_THREADS, or the usable CPUs."""
-    env = os.environ.get("ONNX2TRT_CALIB_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return usable_cpus()
+    return _override() or usable_cpus()
 
 
 def tensor_pool() -> tuple[ThreadPoolExecutor | None, int]:

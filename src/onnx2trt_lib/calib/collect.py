@@ -27,7 +27,7 @@ import onnx
 
 from .._io import load_model
 from ..errors import CalibrationError, UsageError
-from ._threads import num_threads, tensor_pool
+from ._threads import ort_threads, tensor_pool
 from .dataset import ArraySource, ImageSource, format_shape, resolve_calibration_shapes
 from .state import CalibrationState
 from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_aliases
@@ -68,10 +68,11 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     # when it returns: the histogram kernels run right after, on the same cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
-    # An explicit count: left at 0, ORT pins one thread per core, and a pinned worker that finds its
+    # An explicit count (the physical cores ORT would pick, but only those this process may use):
+    # left at 0, ORT pins one thread per core, escaping taskset, and a pinned worker that finds its
     # core just used by a histogram thread made runs 1.5x slower (median 52-62 ms -> 35-39 ms a batch,
-    # PP-OCRv4 rec on 16 cores; benchmarks/results/calibrate.md). It also honours taskset/containers.
-    options.intra_op_num_threads = num_threads()
+    # PP-OCRv4 rec on 16 cores; benchmarks/results/calibrate.md).
+    options.intra_op_num_threads = ort_threads()
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
