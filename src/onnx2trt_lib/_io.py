@@ -255,6 +255,40 @@ def sha256_model(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
+def sha256_model_file(path: str | os.PathLike) -> str:
+    """sha256 of an .onnx file's bytes, combined with its external-data files' (they hold the weights).
+
+    Read from the proto without loading the weights; the key of the engine and calibration caches.
+    """
+    path = Path(path)
+    data = path.read_bytes()  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
+    digest = hashlib.sha256(data).hexdigest()
+    externals = external_data_files(path) if b"location" in data else []
+    if not externals:
+        return digest
+    combined = hashlib.sha256(digest.encode())
+    for ext in externals:
+        combined.update(f"{ext.name}:{sha256_file(ext)}".encode())
+    return combined.hexdigest()
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The existing external-data files an .onnx file references (none when it cannot be parsed)."""
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - loading reports an unreadable model properly
+        return []
+    names = set()
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and isinstance(entry.value, str):
+                    names.add(entry.value)
+    files = [path.parent / name for name in sorted(names)]
+    return [f for f in files if f.is_file()]
+
+
 def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> None:
     """Refuse external-data locations that escape the model's folder (CVE-2024-27318/27319 class)."""
     base = base_dir.resolve()

@@ -72,8 +72,12 @@ def test_mode_conversions():
     assert np.asarray(to_mode(rgba, "RGB")).tolist() == [[[255, 255, 255], [0, 0, 200]]]  # transparent -> white
     cmyk = Image.new("CMYK", (2, 2), (0, 255, 255, 0))
     assert np.asarray(to_mode(cmyk, "RGB"))[0, 0].tolist() == [255, 0, 0]
-    deep = Image.fromarray(np.array([[0, 1000], [2000, 4000]], np.uint16))
-    assert np.asarray(to_mode(deep, "L")).tolist() == [[0, 64], [128, 255]]
+    deep = Image.fromarray(np.array([[0, 1000], [32896, 65535]], np.uint16))  # 16 bits: 0..65535 -> 0..255
+    assert np.asarray(to_mode(deep, "L")).tolist() == [[0, 4], [128, 255]]
+    dark = Image.fromarray(np.full((2, 2), 110, np.uint16))  # a near-black 16-bit image stays near black
+    assert np.asarray(to_mode(dark, "L")).max() == 0
+    floats = Image.fromarray(np.array([[0.5, 1.0], [1.5, 2.5]], np.float32))  # float: range unknown, stretched
+    assert np.asarray(to_mode(floats, "L")).tolist() == [[0, 64], [128, 255]]
     rgb = Image.new("RGB", (2, 2), (30, 60, 90))
     assert np.asarray(to_mode(rgb, "L"))[0, 0] == np.asarray(rgb.convert("L"))[0, 0]
 

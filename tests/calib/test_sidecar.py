@@ -32,7 +32,7 @@ def test_key_fields_decide_hit_or_miss(tmp_path):
                    {"method_options": {"percentile": 99.9}}, {"settings": {"mode": "single-pass"}}):
         assert not cache_hit(cache, _key(**change)), change
     assert not cache_hit(cache, _key(data_fingerprint=None))  # unknown data (a generator) never hits
-    assert not cache_hit(cache, _key(), also_required=(tmp_path / "ranges.json",))
+    assert not cache_hit(cache, _key(), side_outputs={"ranges": tmp_path / "ranges.json"})
     cache.write_text("TRT-8001-EntropyCalibration2\nx: 3c010205\n")  # edited by hand
     assert not cache_hit(cache, _key())
 

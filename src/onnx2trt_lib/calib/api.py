@@ -20,9 +20,26 @@ from typing import Any
 import onnx
 
 from .. import __version__
-from .._io import check_output_path, load_model, sha256_file, sha256_model
+from .._io import (
+    OutputError,
+    check_output_path,
+    external_data_files,
+    load_model,
+    sha256_file,
+    sha256_model,
+    sha256_model_file,
+)
 from ..errors import CalibrationError, UsageError
-from .cache import DEFAULT_ALGORITHM, DEFAULT_TRT_VERSION, INT8_MAX, CalibrationCache, installed_trt_version, read_cache, trt_version_number, write_cache
+from .cache import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_TRT_VERSION,
+    INT8_MAX,
+    CalibrationCache,
+    installed_trt_version,
+    read_cache,
+    trt_version_number,
+    write_cache,
+)
 from .collect import CollectOptions, ProgressCallback, collect, resolve_mode
 from .dataset import open_source, parse_shapes
 from .preprocess import Preprocess, load_preprocess
@@ -128,23 +145,30 @@ def calibrate(
         raise UsageError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"batch size {batch_size} must be positive")
-    # every file read (model, data, states) is an input that an output must never overwrite
+    # every file read (model and its external data, data, states) is an input that an output must
+    # never overwrite; the image files of a list/folder are checked once the source is open
     inputs = tuple(p for p in (model, data, *add_states) if isinstance(p, (str, os.PathLike)))
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        inputs += tuple(external_data_files(model))
     outputs = [Path(p) for p in (output, ranges_path, save_state) if p is not None]
     for path in outputs:
         check_output_path(path, inputs=inputs)
     seen: dict[Path, Path] = {}
-    for path in outputs:
+    for path in [*outputs, *([sidecar_path(output)] if output is not None else [])]:
         if path.resolve() in seen:
             raise UsageError(f"{seen[path.resolve()]} and {path} are the same file; "
-                             "the cache, ranges and state outputs must be different files")
+                             "the cache, its sidecar, ranges and state outputs must be different files")
         seen[path.resolve()] = path
     method_options = dict(method_options or {})
     shape_map = parse_shapes(shapes)
     pre = load_preprocess(preprocess)
     model_proto = load_model(model, check=False)
-    model_hash = sha256_file(model) if isinstance(model, (str, os.PathLike)) else sha256_model(model_proto)
+    model_hash = sha256_model_file(model) if isinstance(model, (str, os.PathLike)) else sha256_model(model_proto)
     source = open_source(data, preprocess=pre)
+    images = {image.resolve(): image for image in getattr(source, "paths", ())}
+    for path in outputs:
+        if path.resolve() in images:
+            raise OutputError(f"output {path} is the calibration image {images[path.resolve()]}; inputs are never overwritten")
     resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
     version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
     state_hashes = [sha256_file(p) for p in add_states]
@@ -165,15 +189,15 @@ def calibrate(
         },
         library_version=__version__,
     )
+    side_outputs = {role: p for role, p in (("ranges", ranges_path), ("state", save_state)) if p is not None}
     if output is not None and not force:
-        ranges_needed = (Path(ranges_path),) if ranges_path else ()
-        if cache_hit(output, key, also_required=ranges_needed):
+        if cache_hit(output, key, side_outputs=side_outputs):
             cache = read_cache(output)
             log.info("%s matches the model, data and settings: reused (use --force to recompute)", output)
             return CalibrationResult(
                 amax=cache.amax, method=method, mode=resolved_mode, cache_path=Path(output),
                 ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=sidecar_path(output),
-                cache_hit=True, seconds=time.perf_counter() - started, header=cache.header,
+                state_path=Path(save_state) if save_state else None, cache_hit=True, seconds=time.perf_counter() - started, header=cache.header,
             )
 
     options = CollectOptions(
@@ -208,7 +232,8 @@ def calibrate(
                                                   histograms=state.histograms, mode=state.mode))
     if output is not None:
         write_cache(output, cache)
-        written_sidecar = write_sidecar(output, key, extra={"header": cache.header, "num_tensors": len(amax)})
+        written_sidecar = write_sidecar(output, key, extra={"header": cache.header, "num_tensors": len(amax)},
+                                        side_outputs=side_outputs)
     return CalibrationResult(
         amax=amax, method=method, mode=state.mode, cache_path=Path(output) if output else None,
         ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=written_sidecar,

@@ -302,7 +302,8 @@ class IterableSource:
             return None  # reading it to hash it would consume it
         if self._digest is None:
             digest = hashlib.sha256(b"batches\n")
-            for batch in self.iterable:
+            for index, batch in enumerate(self.iterable):
+                _check_batch(batch, index, self.origin)
                 for key in sorted(batch):
                     arr = np.ascontiguousarray(batch[key])
                     digest.update(f"{key}|{arr.dtype.str}|{arr.shape}\n".encode())
@@ -315,9 +316,13 @@ class IterableSource:
 
     def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
         for index, batch in enumerate(self.iterable):
-            if not isinstance(batch, Mapping):
-                raise CalibrationError(f"{self.origin}: item {index} is {type(batch).__name__}, not a dict of input name -> array")
+            _check_batch(batch, index, self.origin)
             yield {str(k): np.asarray(v) for k, v in batch.items()}
+
+
+def _check_batch(batch: Any, index: int, origin: str) -> None:
+    if not isinstance(batch, Mapping):
+        raise CalibrationError(f"{origin}: item {index} is {type(batch).__name__}, not a dict of input name -> array")
 
 
 # ----------------------------------------------------------------------------- opening
@@ -341,6 +346,19 @@ def open_source(
 
 
 def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:
+    if not text.strip():
+        raise CalibrationError("calibration data path is empty; give an image list, folder, glob or .npy/.npz")
+    try:
+        return _open_existing_path(text, preprocess)
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise CalibrationError(f"calibration data {_short(text)}: {exc.strerror or exc}") from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _open_existing_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:
     path = Path(text)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -361,18 +379,20 @@ def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArrayS
 def _open_arrays(path: Path) -> ArraySource:
     loaded = load_arrays(path, what="calibration data", error=CalibrationError)
     digest = _sha256_path(path)
-    if isinstance(loaded, np.ndarray):
-        return ArraySource(loaded, origin=str(path), digest=digest)
-    arrays = loaded
+    arrays = {"": loaded} if isinstance(loaded, np.ndarray) else loaded
     if not arrays:
         raise CalibrationError(f"{path}: holds no arrays")
-    return ArraySource(arrays, origin=str(path), digest=digest)
+    for name, arr in arrays.items():
+        if arr.ndim == 0:
+            label = f"array {name!r}" if name else "the array"
+            raise CalibrationError(f"{path}: {label} is a single number; calibration arrays are (samples, ...)")
+    return ArraySource(loaded, origin=str(path), digest=digest)
 
 
 def read_image_list(path: Path) -> list[Path]:
     """Lines of a text file -> paths; blank lines and '#' comments skipped; relative to the list's folder."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first path
     except UnicodeDecodeError:
         raise CalibrationError(
             f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)"
@@ -412,12 +432,14 @@ def check_images(paths: Sequence[Path], *, origin: str) -> None:
 
 def load_image(path: Path) -> Any:
     """Decode fully (so truncated files fail here, naming the path)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy() if img.mode != "P" else img.convert("RGBA" if "transparency" in img.info else "RGB")
+            # upright as a viewer (and OpenCV's imread) shows it: cameras store rotation in EXIF
+            img = ImageOps.exif_transpose(img)
+            return img if img.mode != "P" else img.convert("RGBA" if "transparency" in img.info else "RGB")
     except Exception as exc:
         raise CalibrationError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it") from None
 

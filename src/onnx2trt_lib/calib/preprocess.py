@@ -45,8 +45,8 @@ class Preprocess:
     pad_value: float = 0.0
     color: str = "RGB"
     scale: float = 1.0 / 255.0
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)  # one value: any color (GRAY too)
+    std: tuple[float, ...] = (1.0,)
     layout: str = "NCHW"
     dtype: str = "float32"
 
@@ -113,7 +113,12 @@ class Preprocess:
 
 
 def to_mode(image: Any, mode: str) -> Any:
-    """Convert any Pillow mode to L or RGB (16-bit and float images are rescaled to 8 bits)."""
+    """Convert any Pillow mode to L or RGB.
+
+    16-bit images map 0..65535 onto 0..255 (as OpenCV and Pillow's own 8-bit conversions do), so
+    a dark 16-bit image stays dark; only float images, whose range is unknown, are stretched
+    from their min..max.
+    """
     from PIL import Image
 
     if image.mode == mode:
@@ -121,7 +126,10 @@ def to_mode(image: Any, mode: str) -> Any:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        if image.mode != "F" and lo >= 0 and hi <= 65535:
+            arr = arr * (255.0 / 65535.0)
+        else:
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")

@@ -20,6 +20,7 @@ from .cache import INT8_MAX
 MAX_RANGES_BYTES = 256 * 2**20  # per-tensor stats of thousands of tensors are a few MiB
 
 RANGES_FORMAT = "onnx2trt-ranges/1"
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def histogram_stats(hist: Any) -> dict[str, Any]:
@@ -77,6 +78,8 @@ def read_ranges_document(path: str | os.PathLike) -> dict[str, Any]:
         raise CacheFormatError(f"{path}: 'tensors' is not an object of tensor name -> entry")
     for name, entry in tensors.items():
         value = entry.get("amax") if isinstance(entry, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT32_MAX:
+            value = math.inf  # a 400-digit integer is not a float32 range (and float() would overflow)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise CacheFormatError(f"{path}: tensor {name!r} has no valid amax")
     return document

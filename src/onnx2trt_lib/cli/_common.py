@@ -36,9 +36,20 @@ class Onnx2TrtGroup(click.Group):
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a path the file system refuses (name too long, not a folder, ...)
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f": {_short(str(exc.filename))}" if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
+                              markup=True, highlight=False)
+            ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing was written")
             ctx.exit(130)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def debug_enabled() -> bool:
