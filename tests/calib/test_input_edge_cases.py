@@ -142,3 +142,17 @@ def test_ranges_with_a_huge_integer_amax_are_refused(tmp_path):
     path.write_text('{"format": "onnx2trt-ranges/1", "tensors": {"x": {"amax": ' + "9" * 400 + "}}}")
     with pytest.raises(CacheFormatError, match="no valid amax"):
         read_ranges(path)
+
+
+def test_folder_follows_symlinked_subfolders_once(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8), (index, 0, 0)).save(real / f"r{index}.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (8, 8)).save(data / "own.png")
+    (data / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(data, target_is_directory=True)  # a cycle back up
+    names = sorted(p.name for p in open_source(data).paths)
+    assert names == ["own.png", "r0.png", "r1.png", "r2.png"]

@@ -361,8 +361,7 @@ def _short(text: str, limit: int = 80) -> str:
 def _open_existing_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:
     path = Path(text)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return ImageSource(files, origin=f"folder {path}", preprocess=preprocess)
+        return ImageSource(_images_below(path), origin=f"folder {path}", preprocess=preprocess)
     if not path.exists():
         if _GLOB_CHARS.search(text):
             files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
@@ -374,6 +373,21 @@ def _open_existing_path(text: str, preprocess: Preprocess | None) -> ImageSource
     if suffix in IMAGE_SUFFIXES:
         return ImageSource([path], origin=str(path), preprocess=preprocess)
     return ImageSource(read_image_list(path), origin=f"list {path}", preprocess=preprocess)
+
+
+def _images_below(folder: Path) -> list[Path]:
+    """Image files under `folder`, sorted; symlinked subfolders are followed (data sets are often
+    links to another disk), each real folder once, so a link cycle ends."""
+    seen: set[str] = set()
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        files += [Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and (Path(root) / n).is_file()]
+    return sorted(files)
 
 
 def _open_arrays(path: Path) -> ArraySource:
