@@ -132,3 +132,33 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     good.write_bytes(conv_relu_model().SerializeToString())
     assert CliRunner().invoke(cli, ["fix", str(good), "-o", str(tmp_path / "o.onnx"), "--target", "x"]).exit_code == 2
     assert CliRunner().invoke(cli, ["fix", str(good)]).exit_code == 2  # missing -o
+
+
+def test_fix_unchanged_external_data_model_writes_its_weights(tmp_path: Path) -> None:
+    """A model whose weights sit in a .data file and that needs no change: the output still holds them.
+
+    Copying the .onnx bytes as they are would leave the output pointing at a data file that
+    is not beside it (and that the output never owns).
+    """
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((1, 2, 8, 12)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["a"]), onnx.helper.make_node("Add", ["a", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 8, 12])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 8, 12])],
+        initializer=[onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (tmp_path / "src").mkdir()
+    (tmp_path / "out").mkdir()
+    source, out = tmp_path / "src" / "m.onnx", tmp_path / "out" / "fixed.onnx"
+    stored = onnx.ModelProto()
+    stored.CopyFrom(model)  # onnx.save turns the model it is given into references to the .data file
+    onnx.save(stored, str(source), save_as_external_data=True, location="m.data", size_threshold=64)
+    res = invoke("fix", str(source), "-o", str(out), "--passes", "cleanup", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["modified"] is False, res.output
+    fixed = onnx.load(str(out))  # from its own folder: nothing of src/ is reachable by a relative path
+    onnx.checker.check_model(fixed, full_check=True)
+    x = rng.standard_normal((1, 2, 8, 12)).astype(np.float32)
+    np.testing.assert_array_equal(run_ort(fixed, {"x": x})[0], run_ort(model, {"x": x})[0])

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import pytest
 from helpers import conv_relu_model, run_ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
+from onnx2trt_lib.compat.rules import _is_foldable
 from onnx2trt_lib.passes import PassManager, get_pass
+from onnx2trt_lib.passes.fold_constants import RANDOM_OPS
 
 
 def _shape_chain_model() -> onnx.ModelProto:
@@ -68,3 +71,41 @@ def test_infer_shapes_annotates_unknown_tensors_once() -> None:
     assert list(graph.tensors()["c"].shape) == [1, 4, 8, 8]
     assert graph.tensors()["c"].dtype == np.float32
     assert not get_pass("infer-shapes").run(graph).modified
+
+
+def _random_model(op: str) -> onnx.ModelProto:
+    """y = x + Cast<float>(op(constants)) + 2 * 3: only the 2 * 3 may fold."""
+    probs = numpy_helper.from_array(np.full((1, 64), 0.5, np.float32), "probs")
+    attrs = {"RandomNormal": {"shape": [1, 64]}, "RandomUniform": {"shape": [1, 64]}, "Multinomial": {"sample_size": 64}}
+    inputs = [] if op in ("RandomNormal", "RandomUniform") else ["probs"]
+    nodes = [
+        helper.make_node(op, inputs, ["r"], name="random", **attrs.get(op, {})),
+        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["two", "three"], ["six"]),
+        helper.make_node("Add", ["rf", "six"], ["r6"]),
+        helper.make_node("Add", ["x", "r6"], ["y"]),
+    ]
+    inits = [probs, numpy_helper.from_array(np.array(2, np.float32), "two"),
+             numpy_helper.from_array(np.array(3, np.float32), "three")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op", sorted(RANDOM_OPS))
+def test_fold_constants_keeps_random_ops_and_what_they_feed(op: str) -> None:
+    """A random op's output is new on every run: folding it would freeze one draw into the model."""
+    model = _random_model(op)
+    fixed, report = PassManager([get_pass("fold-constants")]).run(model)
+    assert report.records[0].result.counts["folded_tensors"] == 1  # 2 * 3 only
+    assert [n.op_type for n in fixed.graph.node] == [op, "Cast", "Add", "Add"]
+    onnx.checker.check_model(fixed, full_check=True)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.zeros((1, 64), np.float32)}
+    assert not np.array_equal(session.run(None, feeds)[0], session.run(None, feeds)[0])  # a new draw per run
+    assert not PassManager([get_pass("fold-constants")]).run(fixed)[1].modified
+    # lint agrees: a Resize reading this tensor would not be told that fold-constants fixes it
+    assert not _is_foldable(gs.import_onnx(model).tensors()["r6"])

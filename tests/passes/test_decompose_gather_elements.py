@@ -269,3 +269,32 @@ def test_random_graphs_match_onnxruntime_exactly(case, assert_same_outputs) -> N
     feeds = {"data": data} if const else {"data": data, "indices": indices}
     assert assert_same_outputs(model, fixed, feeds, atol=0.0) == 0.0
     _assert_new_gathers_read_non_negative(model, fixed, feeds)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_same_node_name_in_main_graph_and_branch(dynamic, assert_same_outputs) -> None:
+    """Node names need not be unique: 'ge' here and 'ge' in a branch still get distinct new tensors."""
+    def branch(name: str, node_name: str) -> onnx.GraphProto:
+        ge = helper.make_node("GatherElements", ["data", "indices"], [f"{name}_y"], axis=1, name=node_name)
+        return helper.make_graph([ge], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, None)])
+
+    shape = ["n", "m"] if dynamic else [3, 4]
+    nodes = [helper.make_node("GatherElements", ["data", "indices"], ["y"], axis=1, name="ge"),
+             helper.make_node("If", ["cond"], ["z"], name="if", then_branch=branch("then", "ge"),
+                              else_branch=branch("else", "other"))]
+    graph = helper.make_graph(nodes, "g", [
+        helper.make_tensor_value_info("data", TensorProto.FLOAT, shape),
+        helper.make_tensor_value_info("indices", TensorProto.INT64, shape),
+        helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+    ], [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    fixed, res = PassManager([DecomposeGatherElementsPass()]).run(model)
+    assert res.records[0].result.counts == {"decomposed": 3}
+    onnx.checker.check_model(fixed, full_check=True)
+    rng = np.random.default_rng(3)
+    for cond in (True, False):
+        feeds = {"data": rng.standard_normal((3, 4)).astype(np.float32),
+                 "indices": rng.integers(-4, 4, (3, 4)), "cond": np.array(cond)}
+        assert_same_outputs(model, fixed, feeds, atol=0.0)

@@ -458,3 +458,43 @@ def test_resize_inside_if_branches(dynamic, assert_same_outputs):
         for cond in (True, False):
             assert_same_outputs(model, fixed, {**feeds_for(shape), "cond": np.array(cond)}, atol=1e-5)
     assert not fix(fixed)[1].modified
+
+
+@pytest.mark.parametrize("names", [("", "", "q"), ("r", "r", "q")], ids=["unnamed", "same-name"])
+def test_new_names_are_unique_across_main_graph_and_branches(names, assert_same_outputs):
+    """Resizes in the main graph and in a branch, unnamed or sharing a name: new tensors never clash.
+
+    The dynamic H, W make the rewrite emit Shape/Mul/Floor/Cast nodes named after the Resize.
+    """
+    outer, then_name, else_name = names
+
+    def branch(name: str, node_name: str, scales) -> onnx.GraphProto:
+        node = helper.make_node("Resize", ["x", "", f"{name}_scales"], [f"{name}_y"], name=node_name,
+                                mode="linear", coordinate_transformation_mode="align_corners")
+        return helper.make_graph(
+            [node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [None] * 4)],
+            initializer=[numpy_helper.from_array(np.asarray(scales, np.float32), f"{name}_scales")],
+        )
+
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["y"], name=outer, mode="linear",
+                         coordinate_transformation_mode="align_corners"),
+        helper.make_node("If", ["cond"], ["z"], name="if", then_branch=branch("then", then_name, [1, 1, 2, 2]),
+                         else_branch=branch("else", else_name, [1, 1, 1.5, 3])),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h", "w"]),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [None] * 4)],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 1.5], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    fixed, res = fix(model)
+    assert res.counts["scales_to_sizes"] == 3 and not res.skipped, res
+    onnx.checker.check_model(fixed, full_check=True)
+    for cond in (True, False):
+        assert_same_outputs(model, fixed, {**feeds_for((1, 2, 4, 6)), "cond": np.array(cond)}, atol=1e-5)
+    assert not fix(fixed)[1].modified

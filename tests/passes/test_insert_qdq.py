@@ -222,3 +222,65 @@ def test_tensorrt_rtx_parses_and_builds(rtx_parse_and_build, run_ort_outputs):
     out, _ = _quantize(model, ranges=_ranges(model, x, run_ort_outputs))
     ok, errors = rtx_parse_and_build(out)
     assert ok, errors
+
+
+def _float16_matmul(opset: int) -> onnx.ModelProto:
+    w = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def test_float16_below_opset_19_is_refused_with_a_fix():
+    """QuantizeLinear takes float16 only from opset 19: an older float16 model would not load in ORT."""
+    with pytest.raises(PassError, match=r"float16 .* opset 17 is below 19.*convert_version\(model, 19\)"):
+        _quantize(_float16_matmul(17), ranges={"x": 3.0})
+
+
+def test_float16_at_opset_19_quantizes_and_runs(run_ort_outputs):
+    model = _float16_matmul(19)
+    out, res = _quantize(model, ranges={"x": 3.0})
+    assert res.counts["quantized_nodes"] == 1
+    onnx.checker.check_model(out, full_check=True)
+    x = np.random.default_rng(1).uniform(-3, 3, (2, 4)).astype(np.float16)
+    w = _init(model, "w")
+    scale_w = np.abs(w.astype(np.float32)).max(axis=0) / 127
+    ref = _fake_quant(x.astype(np.float32), 3.0 / 127) @ _fake_quant(w.astype(np.float32), scale_w, axis=1)
+    got = run_ort_outputs(out, {"x": x})["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), ref, atol=0.1)  # float16 scales: a bin may flip
+
+
+def test_weight_shared_by_matmul_and_gemm_gets_each_consumers_axis(run_ort_outputs):
+    """W [4, 6]: MatMul's output channels are its columns (axis 1), Gemm(transB=1)'s its rows (axis 0)."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+         helper.make_node("Gemm", ["x2", "w"], ["y2"], name="gemm", transB=1)], "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [2, 4])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    out, res = _quantize(model, ranges={"x": 3.0, "x2": 3.0})
+    assert res.counts["weight_qdq"] == 2
+    onnx.checker.check_model(out, full_check=True)
+    assert [a.i for a in _qdq_of(out, "mm", 1)[1].attribute if a.name == "axis"] == [1]
+    assert [a.i for a in _qdq_of(out, "gemm", 1)[1].attribute if a.name == "axis"] == [0]
+    feeds = {"x": rng.uniform(-3, 3, (2, 4)).astype(np.float32), "x2": rng.uniform(-3, 3, (2, 6)).astype(np.float32)}
+    got = run_ort_outputs(out, feeds)
+    w_cols = _fake_quant(w, np.abs(w).max(axis=0) / 127, axis=1)
+    w_rows = _fake_quant(w, np.abs(w).max(axis=1) / 127, axis=0)
+    np.testing.assert_allclose(got["y"], _fake_quant(feeds["x"], 3.0 / 127) @ w_cols, atol=1e-5)
+    np.testing.assert_allclose(got["y2"], _fake_quant(feeds["x2"], 3.0 / 127) @ w_rows.T, atol=1e-5)
+    assert not _quantize(out, ranges={"x": 3.0, "x2": 3.0})[1].modified

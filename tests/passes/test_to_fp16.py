@@ -223,3 +223,117 @@ def test_rerun_with_other_options_leaves_no_noop_or_chained_casts(run_ort):
     x = np.random.default_rng(6).standard_normal((1, 3, 6, 6)).astype(np.float32)
     ref, got = run_ort(model, x), run_ort(second, x)
     np.testing.assert_allclose(got["y"].astype(np.float32), ref["y"], atol=FP16_RTOL)
+
+
+def _small(nodes, inputs, outputs, inits=(), opset: int = 13) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def _vi(name: str, elem: int, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_outer_tensors_read_by_branches_stay_float32_there(nested, assert_same_outputs):
+    """If bodies stay float32 and read `r` from the outer graph without listing it as an input.
+
+    The Relu producing `r` turns FP16; the branches must still see a float32 `r` (through a Cast).
+    """
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["r", "c"], [f"{name}_y"])], name, [],
+                                 [_vi(f"{name}_y", TensorProto.FLOAT, [2, 3])])
+
+    then = branch("then", "Add")
+    if nested:  # the read sits one If deeper
+        inner = helper.make_node("If", ["cond2"], ["then_y"], then_branch=branch("inner_then", "Mul"),
+                                 else_branch=branch("inner_else", "Div"))
+        then = helper.make_graph([inner], "then", [], [_vi("then_y", TensorProto.FLOAT, [2, 3])])
+    model = _small(
+        [helper.make_node("Relu", ["x"], ["r"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=branch("else", "Sub"))],
+        [_vi("x", TensorProto.FLOAT, [2, 3]), _vi("cond", TensorProto.BOOL, []), _vi("cond2", TensorProto.BOOL, [])],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.array([1.5], np.float32), "c")],
+    )
+    out, res = _convert(model, keep_io_types=True)
+    assert res.counts["converted_nodes"] == 1  # the Relu
+    onnx.checker.check_model(out, full_check=True)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    for cond, cond2 in ((True, True), (True, False), (False, False)):
+        feeds = {"x": x, "cond": np.array(cond), "cond2": np.array(cond2)}
+        assert_same_outputs(model, out, feeds, atol=1e-2)
+    assert not _convert(out, keep_io_types=True)[1].modified
+
+
+def test_constant_node_feeding_resize_scales_stays_float32(assert_same_outputs):
+    """Scales 0.1 from a Constant node: as FP16 (0.0999756) the output would be 9x9, not 10x10."""
+    scales = helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(np.array([1, 1, 0.1, 0.1], np.float32)))
+    model = _small(
+        [scales, helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")],
+        [_vi("x", TensorProto.FLOAT, [1, 1, 100, 100])], [_vi("y", TensorProto.FLOAT, [1, 1, 10, 10])],
+    )
+    out, _ = _convert(model, keep_io_types=True)
+    onnx.checker.check_model(out, full_check=True)
+    assert _elem(out, "scales") == TensorProto.FLOAT
+    x = np.random.default_rng(0).standard_normal((1, 1, 100, 100)).astype(np.float32)
+    assert_same_outputs(model, out, {"x": x}, atol=1e-2)
+    assert not _convert(out, keep_io_types=True)[1].modified
+
+
+def _one_op_feeds(op: str) -> dict[str, np.ndarray]:
+    last = np.inf if op == "IsInf" else 3.0  # inf - inf is no difference to compare elsewhere
+    return {"x": np.array([-2.5, -0.3, 0.0, 0.7, 1.9, last], np.float32)}
+
+
+def _one_op_model(op: str, opset: int) -> onnx.ModelProto:
+    """x -> Relu (goes FP16) -> op -> y: the op sits where an FP16 region meets it."""
+    inits, inputs, out_type = [], ["r"], TensorProto.FLOAT
+    if op == "Range":  # Range(0, 6, 1) + r
+        inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("a", 0), ("b", 6), ("d", 1))]
+        nodes = [helper.make_node("Range", ["a", "b", "d"], ["q"]), helper.make_node("Add", ["q", "r"], ["y"])]
+    else:
+        if op == "CumSum":
+            inits, inputs = [numpy_helper.from_array(np.array(0, np.int64), "axis")], ["r", "axis"]
+        out_type = TensorProto.BOOL if op == "IsInf" else TensorProto.FLOAT
+        nodes = [helper.make_node(op, inputs, ["y"])]
+    return _small([helper.make_node("Relu", ["x"], ["r"]), *nodes],
+                  [_vi("x", TensorProto.FLOAT, [6])], [_vi("y", out_type, [6])], inits, opset=opset)
+
+
+@pytest.mark.parametrize(("op", "opset"), [("Range", 13), ("Celu", 13), ("IsInf", 13), ("IsInf", 19), ("CumSum", 13)])
+def test_ops_without_fp16_in_the_models_opset_stay_float32(op, opset, assert_same_outputs):
+    model = _one_op_model(op, opset)
+    out, res = _convert(model, keep_io_types=True)
+    assert [s.op for s in res.skipped] == [op]
+    onnx.checker.check_model(out, full_check=True)
+    assert_same_outputs(model, out, _one_op_feeds(op), atol=1e-2)
+    assert not _convert(out, keep_io_types=True)[1].modified
+
+
+@pytest.mark.parametrize(("op", "opset"), [("IsInf", 20), ("CumSum", 14)])
+def test_ops_with_fp16_from_some_opset_convert_there(op, opset, assert_same_outputs):
+    model = _one_op_model(op, opset)
+    out, res = _convert(model, keep_io_types=True)
+    assert not res.skipped
+    onnx.checker.check_model(out, full_check=True)
+    node = next(n for n in out.graph.node if n.op_type == op)
+    assert node.input[0] == "r" and _elem(out, "r") == TensorProto.FLOAT16  # reads the FP16 Relu output
+    assert_same_outputs(model, out, _one_op_feeds(op), atol=1e-2)
+
+
+def test_constant_of_shape_without_value_gets_an_fp16_zero(assert_same_outputs):
+    """ConstantOfShape without `value` outputs float32 zeros; declaring its output FP16 needs an FP16 value."""
+    model = _small(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ConstantOfShape", ["s"], ["z"]),
+         helper.make_node("Add", ["x", "z"], ["y"])],
+        [_vi("x", TensorProto.FLOAT, [2, 3])], [_vi("y", TensorProto.FLOAT, [2, 3])],
+    )
+    out, _ = _convert(model, keep_io_types=True)
+    onnx.checker.check_model(out, full_check=True)
+    assert _elem(out, "z") == TensorProto.FLOAT16
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    assert_same_outputs(model, out, {"x": x}, atol=1e-2)
+    assert not _convert(out, keep_io_types=True)[1].modified

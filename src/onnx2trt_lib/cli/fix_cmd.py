@@ -34,9 +34,10 @@ def command(model: Path, output: Path, target: str, pass_names: str | None, repo
         source = load_model(model)
         fixed, report = PassManager(pipeline, progress=status.step).run(source)
         status(f"writing {output.name}")
-        if fixed is source and _is_self_contained(source):
+        stored = model.read_bytes() if fixed is source else None
+        if stored is not None and _is_self_contained(stored):
             # nothing changed: keep the file byte-identical
-            write_bytes_atomic(output, model.read_bytes())
+            write_bytes_atomic(output, stored)
         else:
             save_model(fixed, output)
     payload = {"input": str(model), "output": str(output), "target": target, **report.to_dict()}
@@ -50,10 +51,17 @@ def command(model: Path, output: Path, target: str, pass_names: str | None, repo
         echo_lines([f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"])
 
 
-def _is_self_contained(model) -> bool:
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+def _is_self_contained(stored: bytes) -> bool:
+    """True when the .onnx file as stored holds all its weights.
 
-    return not any(uses_external_data(t) for t in _get_all_tensors(model))
+    Judged on the file's bytes, not the loaded model: loading pulls external data in and
+    marks the tensors as inline, but the bytes still point at a .data file beside the input.
+    """
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    proto = onnx.load_model_from_string(stored)
+    return not any(t.data_location == onnx.TensorProto.EXTERNAL for t in _get_all_tensors(proto))
 
 
 class _Status:

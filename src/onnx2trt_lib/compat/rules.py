@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
+from ..passes.fold_constants import RANDOM_OPS
 from .targets import Target
 
 _DEFAULT_DOMAINS = (None, "", "ai.onnx")
@@ -110,7 +111,7 @@ def _is_foldable(tensor: gs.Tensor) -> bool:
             if not _static_shape(producer.inputs[0]):
                 return False
             continue
-        if producer.op.startswith("Random") or producer.domain not in _DEFAULT_DOMAINS:
+        if producer.op in RANDOM_OPS or producer.domain not in _DEFAULT_DOMAINS:
             return False
         if producer.op in ("Loop", "If", "Scan"):
             return False

@@ -36,6 +36,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ._infra import PassResult, SkippedNode, result
+from ._names import FreshNames
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +54,25 @@ class DecomposeGatherElementsPass:
     def run(self, graph: gs.Graph) -> PassResult:
         skipped: list[SkippedNode] = []
         new_tensors: list[gs.Variable] = []
-        decomposed = self._run_graph(graph, _TensorInfo(graph), skipped, new_tensors)
+        decomposed = self._run_graph(graph, _TensorInfo(graph), FreshNames(graph), skipped, new_tensors)
         if new_tensors:
             _annotate(graph, new_tensors)
         return result(self.name, {"decomposed": decomposed}, skipped)
 
     def _run_graph(
-        self, graph: gs.Graph, info: _TensorInfo, skipped: list[SkippedNode], new_tensors: list[gs.Variable]
+        self, graph: gs.Graph, info: _TensorInfo, fresh: FreshNames, skipped: list[SkippedNode],
+        new_tensors: list[gs.Variable],
     ) -> int:
         count = 0
         replacements: dict[int, list[gs.Node]] = {}
         for node in graph.nodes:
             for value in node.attrs.values():
                 if isinstance(value, gs.Graph):
-                    count += self._run_graph(value, info, skipped, new_tensors)
+                    count += self._run_graph(value, info, fresh, skipped, new_tensors)
             if node.op != "GatherElements" or node.domain not in ("", "ai.onnx", None):
                 continue
             reason = _why_not(node, info)
-            new_nodes = None if reason else _decompose(node, info)
+            new_nodes = None if reason else _decompose(node, info, fresh)
             if isinstance(new_nodes, str):
                 reason, new_nodes = new_nodes, None
             if reason:
@@ -195,15 +197,15 @@ def _known(value) -> bool:
 class _Builder:
     """Adds nodes named after the rewritten node; folds arithmetic on numpy operands."""
 
-    def __init__(self, prefix: str, dtype: np.dtype) -> None:
-        self.prefix, self.dtype = prefix, dtype
+    def __init__(self, prefix: str, dtype: np.dtype, fresh: FreshNames) -> None:
+        self.prefix, self.dtype, self.fresh = prefix, dtype, fresh
         self.n = 0
         self.nodes: list[gs.Node] = []
         self._shapes: dict[int, gs.Tensor] = {}
 
     def _name(self, what: str) -> str:
         self.n += 1
-        return f"{self.prefix}/{what}_{self.n}"
+        return self.fresh(f"{self.prefix}/{what}_{self.n}")
 
     def const(self, value) -> gs.Constant:
         return gs.Constant(self._name("const"), np.asarray(value))
@@ -239,7 +241,7 @@ class _Builder:
         return value
 
 
-def _decompose(node: gs.Node, info: _TensorInfo) -> list[gs.Node] | str:
+def _decompose(node: gs.Node, info: _TensorInfo, fresh: FreshNames) -> list[gs.Node] | str:
     """Detach `node` and return the nodes that compute its output instead; a reason when it cannot."""
     data, indices = node.inputs
     out = node.outputs[0]
@@ -253,8 +255,9 @@ def _decompose(node: gs.Node, info: _TensorInfo) -> list[gs.Node] | str:
         if low < -data_dims[axis] or high >= data_dims[axis]:
             n = data_dims[axis]
             return f"constant indices span [{low}, {high}], outside [-{n}, {n}) on axis {axis}; fix the model"
-    # new names start with the node's name (or its unique output name): several rewrites never clash
-    b = _Builder(node.name or out.name, dtype)
+    # new names start with the node's name (or its output's name) and are unique in the whole
+    # model: node names need not be unique, and a branch's node may share the main graph's name
+    b = _Builder(node.name or out.name, dtype, fresh)
 
     # stride_d = prod(D[d+1:]), built right to left; numpy while every factor is static
     strides: list = [None] * rank

@@ -64,6 +64,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ._infra import PassResult, SkippedNode, result
+from ._names import FreshNames
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,14 @@ class FixResizePass:
         counts = {"upsample_to_resize": 0, "scales_to_sizes": 0, "symmetric_to_half_pixel": 0, "opset_raised": 0}
         skipped: list[SkippedNode] = []
         graphs = [graph, *graph.subgraphs(recursive=True)]
-        namers = {id(g): _Namer(g) for g in graphs}
+        fresh = FreshNames(graph)  # one for all graphs: a branch sees the names around it
         # new nodes go right before the node they feed; inserted in one sweep per graph at the
         # end (list.index on graph-surgeon nodes compares structurally: quadratic on big graphs)
         inserts: dict[int, dict[int, list[gs.Node]]] = {id(g): {} for g in graphs}
         shapes = _ShapeOracle(graph)
         for g in graphs:
             for node in [n for n in g.nodes if n.op == "Upsample" and n.domain in _ONNX_DOMAINS]:
-                outcome = _upsample_to_resize(graph, node, namers[id(g)], inserts[id(g)])
+                outcome = _upsample_to_resize(graph, node, fresh, inserts[id(g)])
                 if isinstance(outcome, str):
                     skipped.append(SkippedNode(node.name, node.op, outcome))
                 else:
@@ -117,7 +118,7 @@ class FixResizePass:
                     counts["opset_raised"] += outcome
         for g in graphs:
             for node in [n for n in g.nodes if n.op == "Resize" and n.domain in _ONNX_DOMAINS]:
-                changed, reason = self._scales_to_sizes(graph.opset, node, namers[id(g)], shapes, inserts[id(g)])
+                changed, reason = self._scales_to_sizes(graph.opset, node, fresh, shapes, inserts[id(g)])
                 if changed:
                     counts[changed] += 1
                 elif reason:
@@ -131,7 +132,7 @@ class FixResizePass:
 
     # -- Resize with scales -> Resize with sizes -------------------------------------------
     def _scales_to_sizes(
-        self, opset: int, node: gs.Node, fresh: _Namer, shapes: _ShapeOracle, inserts: dict[int, list[gs.Node]]
+        self, opset: int, node: gs.Node, fresh: FreshNames, shapes: _ShapeOracle, inserts: dict[int, list[gs.Node]]
     ) -> tuple[str | None, str | None]:
         """(count key, None) when rewritten, (None, reason) when skipped, (None, None) when no match."""
         if opset < 11:
@@ -227,7 +228,7 @@ class FixResizePass:
 
 # -- Upsample -> Resize ------------------------------------------------------------------------
 def _upsample_to_resize(
-    root: gs.Graph, node: gs.Node, fresh: _Namer, inserts: dict[int, list[gs.Node]]
+    root: gs.Graph, node: gs.Node, fresh: FreshNames, inserts: dict[int, list[gs.Node]]
 ) -> str | int:
     """Rewrite in place; returns 1 if the model's opset had to be raised, 0 if not, or a skip reason."""
     mode = _text(node.attrs.get("mode", "nearest"))
@@ -296,7 +297,7 @@ def _set_opset(graph: gs.Graph, version: int) -> None:
 
 # -- helpers ---------------------------------------------------------------------------------
 def _sizes_in_graph(
-    node: gs.Node, x: gs.Tensor, full_scales: np.ndarray, fresh: _Namer
+    node: gs.Node, x: gs.Tensor, full_scales: np.ndarray, fresh: FreshNames
 ) -> tuple[gs.Variable, list[gs.Node]]:
     """sizes = Cast<int64>(Floor(Cast<float>(Shape(x)) * scales)): floor(in * s) in float32, like ORT."""
     base = node.name or "resize"
@@ -319,7 +320,7 @@ def _sizes_in_graph(
     return sizes, new_nodes
 
 
-def _empty_roi_scales(node: gs.Node, opset: int, fresh: _Namer) -> list[gs.Tensor]:
+def _empty_roi_scales(node: gs.Node, opset: int, fresh: FreshNames) -> list[gs.Tensor]:
     """The roi and scales slots when sizes are given: empty constants at opset 11/12, empty names later."""
     if opset >= 13:
         return [gs.Variable.empty(), gs.Variable.empty()]
@@ -425,21 +426,3 @@ def _export_leaving_sources_alone(graph: gs.Graph) -> onnx.ModelProto:
                 proto.name = name
             else:
                 proto.ClearField("name")
-
-
-class _Namer:
-    """Fresh tensor and node names for one graph; the taken names are collected once, on first use."""
-
-    def __init__(self, g: gs.Graph) -> None:
-        self._graph = g
-        self._taken: set[str] | None = None
-
-    def __call__(self, stem: str) -> str:
-        if self._taken is None:
-            self._taken = set(self._graph.tensors().keys()) | {n.name for n in self._graph.nodes}
-        name, i = stem, 0
-        while name in self._taken:
-            i += 1
-            name = f"{stem}_{i}"
-        self._taken.add(name)
-        return name

@@ -6,6 +6,10 @@ raised, not swallowed: a model that cannot be folded is reported with the reason
 
 graph-surgeon's folding copies the whole graph, so a cheap scan first checks whether any
 node could fold at all; on an already folded model (a second `fix`) nothing is copied.
+
+Random generators are never folded, nor anything computed from them: their inputs are
+constant but their output is new on every run (with a `seed` too: ONNX Runtime seeds the
+generator once per session, and each run draws on).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from ._infra import PassResult, result
 
 _MAX_ROUNDS = 10
 _SHAPE_OPS = ("Shape", "Size")
+# ops whose output changes from run to run; lint (compat.rules) reads this list too
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
 
 
 class FoldConstantsPass:
@@ -38,6 +46,7 @@ class FoldConstantsPass:
                 error_ok=False,
                 size_threshold=self.size_threshold,
                 recurse_subgraphs=True,
+                should_exclude_node=_is_random,
             )
             # folding turns Variables into Constants in place (Constant nodes' outputs too)
             newly = sum(1 for t in variables if isinstance(t, gs.Constant))
@@ -48,9 +57,15 @@ class FoldConstantsPass:
         return result(self.name, {"folded_tensors": folded})
 
 
+def _is_random(node: gs.Node) -> bool:
+    return node.op in RANDOM_OPS and node.domain in ("", "ai.onnx", None)
+
+
 def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
     """Conservative: False only when no node can possibly fold (then folding is skipped)."""
     for node in graph.nodes:
+        if _is_random(node):
+            continue
         if any(isinstance(attr, gs.Graph) for attr in node.attrs.values()):
             return True  # subgraphs: let graph-surgeon decide
         if all(isinstance(t, gs.Constant) or not t.name for t in node.inputs) and node.outputs:

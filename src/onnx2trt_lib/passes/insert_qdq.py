@@ -17,7 +17,9 @@ TensorRT-RTX's parser accepts:
 A node is quantized only when every quantizable input can be: an activation without a range
 (or of a non-float type) leaves the node float and is reported as a skipped node. Inputs already
 fed by a DequantizeLinear are taken as quantized, which also makes a second run a no-op.
-Q/DQ pairs of one tensor are shared by all its quantized consumers.
+Q/DQ pairs of one tensor are shared by all its quantized consumers that quantize it along the
+same axis (a weight read by MatMul and by Gemm(transB=1) gets one pair per output-channel axis).
+A float16 model needs opset 19, where QuantizeLinear first takes float16.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 WEIGHTED_OPS = frozenset(DEFAULT_OP_TYPES)
 _FLOAT_TYPES = (np.float32, np.float16)
 MIN_OPSET = 13  # per-channel QuantizeLinear (axis attribute) needs opset 13
+MIN_OPSET_FLOAT16 = 19  # QuantizeLinear takes float16 input from opset 19
 
 
 def _quantizable_slots(node: gs.Node) -> tuple[int, ...]:
@@ -189,25 +192,32 @@ class InsertQdqPass:
                 f"insert-qdq: the model's opset {graph.opset} is below {MIN_OPSET}, which per-channel "
                 "QuantizeLinear needs; convert it first (onnx.version_converter.convert_version(model, 13))"
             )
-        shared: dict[str, gs.Variable] = {}  # tensor name -> its dequantized twin
+        half = next((node.inputs[i].name for node, slots in plan for i in slots
+                     if _data_dtype(node.inputs[i]) == np.float16), None)
+        if half is not None and graph.opset < MIN_OPSET_FLOAT16:
+            raise PassError(
+                f"insert-qdq: {half!r} is float16 and the model's opset {graph.opset} is below {MIN_OPSET_FLOAT16}, "
+                "the first where QuantizeLinear takes float16; convert it first "
+                f"(onnx.version_converter.convert_version(model, {MIN_OPSET_FLOAT16})) or quantize the float32 model"
+            )
+        shared: dict[tuple[str, int | None], gs.Variable] = {}  # (tensor name, axis) -> its dequantized twin
         counts = {"quantized_nodes": 0, "activation_qdq": 0, "weight_qdq": 0, "residual_add_inputs": 0}
         used = set(graph.tensors()) | {n.name for n in graph.nodes}  # names in use
         for node, slots in plan:
             for slot in slots:
                 tensor = node.inputs[slot]
-                twin = shared.get(tensor.name)
+                values = constant_values(tensor)
+                axis = weight_axis(node, slot, tuple(values.shape)) if values is not None and self.per_channel else None
+                twin = shared.get((tensor.name, axis))
                 if twin is None:
-                    values = constant_values(tensor)
                     if values is not None:
-                        axis = weight_axis(node, slot, tuple(values.shape)) if self.per_channel else None
                         scale = weight_scale(values, axis)
                         counts["weight_qdq"] += 1
                     else:
-                        axis = None
                         scale = activation_scale(self.ranges[tensor.name])
                         counts["activation_qdq"] += 1
                     twin = _add_qdq(graph, tensor, scale, axis, used)
-                    shared[tensor.name] = twin
+                    shared[(tensor.name, axis)] = twin
                 node.inputs[slot] = twin
                 counts["residual_add_inputs"] += int(node.op == "Add")
             if node.op != "Add":
@@ -245,6 +255,14 @@ def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def _data_dtype(tensor: gs.Tensor) -> np.dtype:
+    """The element type of a constant's values or of a tensor (float32 when unknown)."""
+    values = constant_values(tensor)
+    if values is not None:
+        return np.dtype(values.dtype)
+    return np.dtype(tensor.dtype if tensor.dtype is not None else np.float32)
+
+
 def _fed_by_dq(tensor: gs.Tensor) -> bool:
     return bool(tensor.inputs) and tensor.inputs[0].op == "DequantizeLinear"
 
@@ -267,8 +285,7 @@ def _add_qdq(graph: gs.Graph, tensor: gs.Tensor, scale: np.ndarray, axis: int | 
         names.add(name)
         return name
 
-    values = constant_values(tensor)
-    dtype = values.dtype if values is not None else (tensor.dtype or np.float32)
+    dtype = _data_dtype(tensor)
     scale_c = gs.Constant(fresh("_scale"), scale.astype(dtype))
     zero = np.zeros(scale.shape, dtype=np.int8)
     zp_c = gs.Constant(fresh("_zero_point"), zero)

@@ -7,14 +7,18 @@ decides per node (what ModelOpt's AutoCast does, done our way):
   float initializers holds a value above `max_initializer` (default: FP16's max, 65504), one of
   its input/output tensors has a measured amax (`ranges`, e.g. from calibration) above
   `max_activation` (default 8188, FP16 max / 8: headroom for sums inside kernels), or its op
-  cannot take FP16 in ONNX (NonMaxSuppression, random generators, Q/DQ, control flow);
+  cannot take FP16 in ONNX (NonMaxSuppression, random generators, Q/DQ, Range, Celu, control
+  flow; IsInf before opset 20, CumSum before 14);
 * every other node that touches a float32 tensor becomes float16: its float32 outputs and
   initializers turn FP16, `Cast(to=FLOAT)` becomes `Cast(to=FLOAT16)`, ConstantOfShape and
-  Constant values turn FP16; inputs whose type ONNX pins to float32 (Resize roi/scales,
-  Upsample scales) stay float32;
+  Constant values turn FP16 (a ConstantOfShape without a value gets an FP16 zero); inputs whose
+  type ONNX pins to float32 (Resize roi/scales, Upsample scales) stay float32, and so do the
+  initializers and Constant nodes that feed them;
 * Casts are inserted only where a float16 and a float32 region meet, one per tensor and
   direction, and never on the output of another Cast (the Cast's input is used instead), so no
   Cast->Cast chains appear;
+* If/Loop/Scan bodies stay float32: an outer tensor a body reads and this pass made FP16 is
+  read through a Cast back to float32, placed in the outer graph;
 * graph inputs and outputs stay float32 with `keep_io_types`, else they become float16.
 
 Tensor types must be known: missing ones are filled with ONNX type inference. Casts between two
@@ -32,6 +36,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import PassError
 from ._infra import PassResult, SkippedNode, result
+from ._names import FreshNames
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,11 @@ _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 # ops that cannot run in FP16 in ONNX (float-only inputs, dtype attributes, subgraphs)
 ALWAYS_FLOAT32 = frozenset(
     {"NonMaxSuppression", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-     "Multinomial", "Bernoulli", "EyeLike", "QuantizeLinear", "DequantizeLinear", "If", "Loop", "Scan"}
+     "Multinomial", "Bernoulli", "EyeLike", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+     "Range", "Celu", "TfIdfVectorizer", "If", "Loop", "Scan"}
 )
+# ops that take FP16 only from some opset on: op -> first opset whose schema lists float16
+FLOAT16_SINCE = {"IsInf": 20, "CumSum": 14}
 # (op, input index) whose type ONNX fixes to float32 whatever the data type
 PINNED_FLOAT32_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
 
@@ -100,9 +108,11 @@ class ConvertToFp16Pass:
                     return self.ranges[consumer.outputs[0].name]
         return value
 
-    def _keep_reason(self, node: gs.Node) -> str | None:
+    def _keep_reason(self, node: gs.Node, opset: int) -> str | None:
         if node.op in ALWAYS_FLOAT32:
             return f"{node.op} has no FP16 form in ONNX"
+        if opset < FLOAT16_SINCE.get(node.op, 0):
+            return f"{node.op} takes FP16 only from opset {FLOAT16_SINCE[node.op]} (the model's is {opset})"
         if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
             return "has subgraphs"
         if node.op in self.keep_ops:
@@ -145,29 +155,25 @@ class ConvertToFp16Pass:
     def run(self, graph: gs.Graph) -> PassResult:
         self._fill_types(graph)
         tensors = graph.tensors()
-        names = set(tensors) | {n.name for n in graph.nodes}
+        fresh = FreshNames(graph)
         fp32 = {id(t) for t in tensors.values() if isinstance(t, gs.Variable) and _dtype(t) == F32}
         counts = {"converted_nodes": 0, "initializers": 0, "casts": 0, "io": 0, "casts_removed": 0}
         skipped: list[SkippedNode] = []
+        # Constant nodes feeding a pinned input stay float32, as initializers there do (0.1 is not an FP16)
+        pinned = {id(t.inputs[0]) for n in graph.nodes for i, t in enumerate(n.inputs)
+                  if (n.op, i) in PINNED_FLOAT32_INPUTS and t.inputs and t.inputs[0].op == "Constant"}
         plan: list[tuple[gs.Node, bool]] = []  # (node, to fp16?)
         for node in graph.nodes:
-            if _is_boundary_cast(node):
+            if _is_boundary_cast(node) or id(node) in pinned:
                 continue
             touches = any(id(t) in fp32 or isinstance(t, gs.Constant) and _dtype(t) == F32 for t in node.inputs)
             touches = touches or any(id(t) in fp32 for t in node.outputs)
             if not touches:
                 continue
-            reason = self._keep_reason(node)
+            reason = self._keep_reason(node, graph.opset)
             if reason:
                 skipped.append(SkippedNode(node.name or f"<{node.op}>", node.op, reason + "; kept in float32"))
             plan.append((node, reason is None))
-
-        def fresh(base: str) -> str:
-            name, k = base, 1
-            while name in names:
-                name, k = f"{base}_{k}", k + 1
-            names.add(name)
-            return name
 
         # 1. graph inputs and converted nodes' outputs, attributes, initializers
         if not self.keep_io_types:
@@ -217,6 +223,13 @@ class ConvertToFp16Pass:
                 want = F16 if to_half and (node.op, i) not in PINNED_FLOAT32_INPUTS else F32
                 if _dtype(t) != want:
                     node.inputs[i] = as_type(t, want)
+        # bodies of If/Loop/Scan stay float32: outer tensors they read (not listed in the node's
+        # inputs) and that became FP16 are read through a Cast back to float32
+        for node in list(graph.nodes):
+            for inner in (n for body in _subgraphs(node) for n in body.nodes):
+                for i, t in enumerate(inner.inputs):
+                    if isinstance(t, gs.Variable) and id(t) in fp32 and _dtype(t) != F32:
+                        inner.inputs[i] = as_type(t, F32)
 
         if not self.keep_io_types:  # outputs made FP16 by their producer in step 1
             counts["io"] += sum(1 for t in graph.outputs if id(t) in fp32 and _dtype(t) == F16)
@@ -276,10 +289,21 @@ def _redirect_consumers(old: gs.Tensor, new: gs.Tensor) -> None:
                 consumer.inputs[i] = new
 
 
+def _subgraphs(node: gs.Node):
+    """Every graph nested in `node`'s attributes, at any depth."""
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            yield value
+            yield from value.subgraphs(recursive=True)
+
+
 def _convert_attributes(node: gs.Node) -> bool:
     """FP16 versions of attributes that fix a float32 output type; True when one changed."""
     if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
         node.attrs["to"] = onnx.TensorProto.FLOAT16
+        return True
+    if node.op == "ConstantOfShape" and "value" not in node.attrs:  # the default is a float32 zero
+        node.attrs["value"] = gs.Constant(node.outputs[0].name + "_value", np.zeros(1, np.float16))
         return True
     if node.op in ("Constant", "ConstantOfShape"):
         value = node.attrs.get("value")
