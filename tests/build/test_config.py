@@ -155,3 +155,24 @@ def test_config_dict_roundtrip(fp16, workspace, level, batch, vc):
 def test_from_dict_refuses_unknown_keys():
     with pytest.raises(UsageError, match="unknown build config keys: precision"):
         BuildConfig.from_dict({"precision": "fp16"})
+
+
+@pytest.mark.parametrize("text", ["100000000T", "1025T", "9" * 5000 + "G", "0.0000001"])
+def test_parse_memory_size_out_of_range_is_a_usage_error(text):
+    with pytest.raises(UsageError, match=r"more than 1 PiB|must be positive"):
+        parse_memory_size(text)
+    assert parse_memory_size("1024T") == 1 << 50  # the cap itself is accepted
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999", "1x9223372036854775808", "9" * 5000, "0" * 5000 + "1" + "0" * 19])
+def test_parse_dims_beyond_int64_is_a_usage_error(text):
+    with pytest.raises(UsageError, match="has a dimension above 9223372036854775807"):
+        parse_dims(text, where="input 'x'")
+    assert parse_dims("0" * 5000 + "7") == (7,)
+
+
+def test_build_config_refuses_out_of_range_numbers():
+    with pytest.raises(UsageError, match="up to 1125899906842624"):
+        BuildConfig(workspace=(1 << 50) + 1)
+    with pytest.raises(UsageError, match="above 9223372036854775807"):
+        InputRange("x", (1,), (1,), (2**63,))

@@ -239,3 +239,37 @@ def test_real_model_fp32_vs_copy_fp16_weights_and_perturbed(ppocr) -> None:
     diff = np.abs(a[key].astype(np.float64) - b[key])
     worst = bad.outputs[0].worst[0]
     assert diff[worst.index] == pytest.approx(diff.max())
+
+
+class _Recording(Runner):
+    """Delegates to a runner and keeps the feeds it was given."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner, self.name, self.feeds = runner, runner.name, []
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.runner.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.runner.outputs
+
+    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        self.feeds.append({k: np.array(v) for k, v in feed.items()})
+        return self.runner.infer(feed)
+
+
+@pytest.mark.parametrize("order", ["fp16-first", "fp32-first"])
+def test_fp16_io_twin_and_its_fp32_source_see_the_same_rounded_inputs(affine_model, order) -> None:
+    """Both runners get the float16-rounded feed: 0.1 reaches the FP32 reference as 0.0999755859375."""
+    fp32 = _Recording(OrtRunner(affine_model([4], scale=1.0, bias=0.0), name="fp32"))
+    fp16 = _Recording(OrtRunner(affine_model([4], scale=1.0, bias=0.0, dtype=TensorProto.FLOAT16), name="fp16-io"))
+    x = {"x": np.array([0.1, 0.2, 1 / 3, 1000.1], np.float32)}
+    a, b = (fp16, fp32) if order == "fp16-first" else (fp32, fp16)
+    report = compare(a, b, x, atol=0, rtol=0)  # identity models: only input rounding could differ
+    assert report.passed, str(report)
+    assert fp16.feeds[0]["x"].dtype == np.float16 and fp32.feeds[0]["x"].dtype == np.float32
+    assert fp32.feeds[0]["x"][0] == np.float32(0.0999755859375)
+    np.testing.assert_array_equal(fp32.feeds[0]["x"], fp16.feeds[0]["x"].astype(np.float32))
+    assert x["x"][0] == np.float32(0.1)  # the caller's feed is not modified

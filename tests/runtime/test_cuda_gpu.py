@@ -309,3 +309,34 @@ def test_trt_runner_mixes_device_and_host_inputs_under_graphs(fake_engine) -> No
                 out = runner.infer({"x": x})
             np.testing.assert_array_equal(out["y"], x * 2)
         assert runner._graph.ready
+
+
+@gpu
+def test_trt_runner_back_to_back_async_and_second_profile_on_gpu(fake_engine) -> None:
+    """Real streams and events: each of two queued runs keeps its own outputs, also under graphs,
+    and a batch only the second optimization profile takes runs (the switch is queued on our stream)."""
+    from onnx2trt_lib.runtime.trt_runner import TrtRunner
+
+    def slow_copy(ctx, stream_handle):  # y = x by device copies: no kernel needed
+        n = int(np.prod(ctx.input_shapes["x"])) * 4
+        for _ in range(50):  # keep the GPU busy so the host really runs ahead of it
+            cuda.call("cudaMemcpyAsync", ctx.addresses["y"], ctx.addresses["x"], n,
+                      cuda._memcpy_kind("cudaMemcpyDeviceToDevice"), stream_handle)
+        return True
+
+    engine = fake_engine(
+        [("x", "INPUT", "FLOAT", (-1, 256)), ("y", "OUTPUT", "FLOAT", (-1, 256))],
+        profiles=[{"x": ((1, 256), (2, 256), (4, 256))}, {"x": ((5, 256), (8, 256), (64, 256))}],
+        on_execute=slow_copy,
+    )
+    rng = np.random.default_rng(7)
+    for graph in (False, True):
+        with TrtRunner(engine, cuda_graph=graph) as runner:
+            for batch in (2, 2, 48, 48, 3):
+                xs = [rng.standard_normal((batch, 256)).astype(np.float32) for _ in range(3)]
+                pending = [runner.infer_async({"x": x}) for x in xs]
+                for x, result in zip(xs, pending, strict=True):
+                    np.testing.assert_array_equal(result.wait()["y"], x)
+            calls = [c for c in engine.contexts[-1].calls if c[0] == "set_optimization_profile_async"]
+            assert calls == [("set_optimization_profile_async", 1, runner.stream.ptr),
+                             ("set_optimization_profile_async", 0, runner.stream.ptr)]

@@ -9,7 +9,6 @@ make_sidecar, save_engine and EngineCache; use those directly for anything unusu
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from .._io import check_output_path, load_model, sha256_file, sha256_model
+from .._io import check_output_path, load_model, sha256_file, sha256_model, sha256_model_file
 from ..errors import UsageError
 from .backends import Backend, detect_backend
 from .cache import EngineCache, cache_key
@@ -95,11 +94,13 @@ class Builder:
         backend = detect_backend(config.backend)
         _check_inputs_exist(config)
         out_path = None
+        read = (model, config.calibration_cache, config.calibration_data)
+        sources = tuple(p for p in read if isinstance(p, (str, os.PathLike)))
         if output is not None:
-            read = (model, config.calibration_cache, config.calibration_data)
-            sources = tuple(p for p in read if isinstance(p, (str, os.PathLike)))
             out_path = check_output_path(output, inputs=sources)
             check_output_path(sidecar_path(out_path), inputs=sources)
+        if config.timing_cache is not None and backend.has_timing_cache:
+            check_output_path(config.timing_cache, inputs=sources)  # it is written after the slow build
 
         onnx_sha256, source = _fingerprint(model)
         key = cache_key(onnx_sha256, config, backend) if self.cache is not None else None
@@ -134,41 +135,16 @@ def build_engine(
 
 
 def _fingerprint(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, str | None]:
-    """sha256 of the ONNX file's bytes (a path), or of its deterministic serialization (a proto).
+    """sha256 of the ONNX file and its external data (a path), or of its serialization (a proto).
 
-    A path is hashed without parsing it, so a cache hit never pays for loading the model;
-    external-data files are hashed too, since they hold the weights.
+    A path is hashed without loading the weights, so a cache hit never pays for loading the model.
     """
     if isinstance(model, onnx.ModelProto):
         return sha256_model(model), None
     path = Path(model)
     if not path.is_file():
         load_model(path)  # raises the library's one-line "no such file / is a directory"
-    data = path.read_bytes()  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
-    digest = hashlib.sha256(data).hexdigest()
-    externals = _external_data_files(path) if b"location" in data else []
-    if externals:
-        combined = hashlib.sha256(digest.encode())
-        for ext in externals:
-            combined.update(f"{ext.name}:{sha256_file(ext)}".encode())
-        digest = combined.hexdigest()
-    return digest, str(path)
-
-
-def _external_data_files(path: Path) -> list[Path]:
-    """External-data files a model references (read from the proto without loading weights)."""
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001
-        return []  # network_from_onnx will report the unreadable model properly
-    names = set()
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    names.add(entry.value)
-    files = [(path.parent / n) for n in sorted(names)]
-    return [f for f in files if f.is_file()]
+    return sha256_model_file(path), str(path)
 
 
 def _up_to_date(out_path: Path, sidecar: dict[str, Any]) -> bool:

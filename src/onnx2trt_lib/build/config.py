@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 from ..errors import UsageError
@@ -19,6 +20,8 @@ Shape = tuple[int, ...]
 
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx")
 HARDWARE_COMPATIBILITY_CHOICES = ("ampere-plus", "same-compute-capability")
+MAX_DIM = 2**63 - 1  # TensorRT Dims are int64: a larger number cannot reach it
+MAX_MEMORY_SIZE = 2**50  # 1 PiB, far above any GPU's memory; a larger size is a typo
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class InputRange:
         for label, shape in (("min", self.min), ("opt", self.opt), ("max", self.max)):
             if any(d < 0 for d in shape):
                 raise UsageError(f"input {self.name!r}: {label} shape {_fmt(shape)} has a negative dimension")
+            if any(d > MAX_DIM for d in shape):
+                raise UsageError(f"input {self.name!r}: {label} shape {_fmt(shape)} has a dimension above "
+                                 f"{MAX_DIM} (int64)")
         for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max, strict=True)):
             if not lo <= mid <= hi:
                 raise UsageError(
@@ -115,8 +121,9 @@ class BuildConfig:
             raise UsageError("give either --cache or --data for INT8 calibration, not both")
         if (self.calibration_cache or self.calibration_data) and not self.int8:
             raise UsageError("--cache/--data are INT8 calibration inputs; add --int8 or drop them")
-        if self.workspace is not None and self.workspace <= 0:
-            raise UsageError(f"workspace must be a positive number of bytes, got {self.workspace}")
+        if self.workspace is not None and not 0 < self.workspace <= MAX_MEMORY_SIZE:
+            raise UsageError(f"workspace must be a positive number of bytes up to {MAX_MEMORY_SIZE} (1 PiB), "
+                             f"got {self.workspace}")
         level = self.builder_optimization_level
         if level is not None and not 0 <= level <= 5:
             raise UsageError(f"builder optimization level must be 0..5, got {level}")
@@ -164,7 +171,11 @@ def parse_dims(text: str, *, where: str = "shape") -> Shape:
         return ()
     if not _DIMS.match(text):
         raise UsageError(f"{where}: {text!r} is not a shape like 1x3x224x224 (positive integers joined by 'x')")
-    return tuple(int(d) for d in text.split("x"))
+    # int() refuses strings of over 4300 digits (ValueError): drop leading zeros, test the length first
+    parts = [p.lstrip("0") or "0" for p in text.split("x")]
+    if any(len(p) > len(str(MAX_DIM)) or int(p) > MAX_DIM for p in parts):
+        raise UsageError(f"{where}: {text!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes")
+    return tuple(int(p) for p in parts)
 
 
 def _split_entries(spec: str) -> list[tuple[str, str]]:
@@ -266,9 +277,13 @@ def parse_memory_size(text: str | int) -> int:
         match = _SIZE.match(str(text))
         if not match:
             raise UsageError(f"memory size {text!r} is not like 1G, 512M, 1.5GiB or a byte count")
-        value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        # Decimal, not float: exact, and never inf (int(inf) raises); huge values stop here
+        amount = Decimal(match.group(1)) * _UNITS[match.group(2).lower()]
+        value = int(amount) if amount <= MAX_MEMORY_SIZE else MAX_MEMORY_SIZE + 1
     if value <= 0:
         raise UsageError(f"memory size {text!r} must be positive")
+    if value > MAX_MEMORY_SIZE:
+        raise UsageError(f"memory size {text!r} is more than 1 PiB; give a size like 1G or 512M")
     return value
 
 

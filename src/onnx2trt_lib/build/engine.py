@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from .._io import (
+    OutputError,
     check_output_path,
     load_json_limited,
     write_bytes_atomic,
@@ -80,6 +81,7 @@ def engine_bytes_from_network(
     if config.timing_cache is not None and not backend.has_timing_cache:
         log.warning("%s ignores timing caches; --timing-cache %s not used", backend.label, config.timing_cache)
     elif config.timing_cache is not None:
+        check_output_path(config.timing_cache)  # a bad path fails now, not after the slow build
         timing_cache = _load_timing_cache(trt_config, config.timing_cache)
     monitor = _progress_monitor(backend, progress) if progress is not None else None
     if monitor is not None and hasattr(trt_config, "progress_monitor"):
@@ -95,9 +97,18 @@ def engine_bytes_from_network(
         detail = "; ".join(" ".join(e.split()) for e in parsed.logger.errors[-3:]) or "no error message"
         raise BuildError(f"{parsed.source}: {backend.label} failed to build the engine: {detail}")
     if timing_cache is not None:
-        write_bytes_atomic(config.timing_cache, bytes(trt_config.get_timing_cache().serialize()))
-        log.info("timing cache saved to %s", config.timing_cache)
+        _save_timing_cache(trt_config, config.timing_cache)
     return bytes(serialized)
+
+
+def _save_timing_cache(trt_config: Any, path: str) -> None:
+    """Write the timing cache; a failure only warns, since the finished engine matters more."""
+    try:
+        write_bytes_atomic(path, bytes(trt_config.get_timing_cache().serialize()))
+    except (OSError, OutputError) as exc:
+        log.warning("timing cache not saved to %s: %s", path, exc)
+        return
+    log.info("timing cache saved to %s", path)
 
 
 def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -> None:
@@ -131,7 +142,14 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
                     )
                 continue
             _check_range_fits(tensor, rng, where)
-            trt_profile.set_shape(tensor.name, rng.min, rng.opt, rng.max)
+            try:
+                trt_profile.set_shape(tensor.name, rng.min, rng.opt, rng.max)
+            except (RuntimeError, TypeError, ValueError) as exc:  # e.g. sizes too large for TensorRT
+                raise UsageError(
+                    f"{where}: {parsed.backend.label} refuses the range {format_shape(rng.min)}/"
+                    f"{format_shape(rng.opt)}/{format_shape(rng.max)} for input {tensor.name!r}: "
+                    f"{' '.join(str(exc).split())[:200]}"
+                ) from None
         _check_named_dims(parsed, profile, where)
         trt_config.add_optimization_profile(trt_profile)
 
@@ -361,10 +379,7 @@ def check_sidecar(sidecar: dict[str, Any], backend: Backend, engine: bytes | Non
     if built.get("name") != backend.name:
         problems.append(f"built with {built.get('name')!r} but the backend here is {backend.name!r}")
     elif built.get("version") != backend.version:
-        problems.append(
-            f"built with {backend.name} {built.get('version')} but {backend.version} is installed "
-            "(engines only load in the TensorRT version that built them)"
-        )
+        problems.extend(_version_problem(sidecar, backend))
     if engine is not None and sidecar.get("engine_sha256") != hashlib.sha256(engine).hexdigest():
         problems.append("the engine file does not match its sidecar's sha256 (replaced or corrupt)")
     target = str(sidecar.get("target", ""))
@@ -373,6 +388,37 @@ def check_sidecar(sidecar: dict[str, Any], backend: Backend, engine: bytes | Non
         if here is not None and here != target:
             problems.append(f"built for GPU {target} but this GPU is {here}")
     return problems
+
+
+def _version_problem(sidecar: dict[str, Any], backend: Backend) -> list[str]:
+    """Why an engine from another version of the same backend will not load (empty: it will).
+
+    A VERSION_COMPATIBLE TensorRT engine loads in the TensorRT that built it and any later one
+    (never an older one); TensorRT-RTX engines load only in the release that built them.
+    https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/advanced.html#version-compatibility
+    """
+    built = str(sidecar.get("backend", {}).get("version"))
+    if is_version_compatible(sidecar) and backend.name == "tensorrt":
+        old, new = _version_key(built), _version_key(backend.version)
+        if old is not None and new is not None and new >= old:
+            return []
+        return [(f"built with {backend.name} {built} as version-compatible but {backend.version} is installed "
+                 "(version-compatible engines load only in the same or a later TensorRT)")]
+    return [(f"built with {backend.name} {built} but {backend.version} is installed "
+             "(engines only load in the TensorRT version that built them)")]
+
+
+def _version_key(version: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return None
+
+
+def is_version_compatible(sidecar: dict[str, Any] | None) -> bool:
+    """The sidecar says the engine was built with VERSION_COMPATIBLE (it then embeds the lean runtime)."""
+    config = (sidecar or {}).get("config", {})
+    return isinstance(config, dict) and config.get("version_compatible") is True
 
 
 # ---------------------------------------------------------------- load
@@ -388,13 +434,20 @@ class LoadedEngine:
     sidecar: dict[str, Any] | None
 
 
-def engine_from_bytes(data: bytes, backend: Backend | str = "auto") -> LoadedEngine:
-    """Deserialize engine bytes; EngineFileError with TensorRT's reason when it refuses."""
+def engine_from_bytes(data: bytes, backend: Backend | str = "auto", *, host_code: bool = False) -> LoadedEngine:
+    """Deserialize engine bytes; EngineFileError with TensorRT's reason when it refuses.
+
+    `host_code=True` trusts the engine to run the lean runtime it embeds: a VERSION_COMPATIBLE
+    plan (built without EXCLUDE_LEAN_RUNTIME) deserializes only with
+    `IRuntime.engine_host_code_allowed` set. Pass it only for engines you trust.
+    """
     if isinstance(backend, str):
         backend = detect_backend(backend)
     trt = backend.trt
     logger = make_logger(backend)
     runtime = trt.Runtime(logger)
+    if host_code and hasattr(runtime, "engine_host_code_allowed"):
+        runtime.engine_host_code_allowed = True
     _check_engine_header(runtime, backend, data)
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
@@ -432,7 +485,11 @@ def _check_engine_header(runtime: Any, backend: Backend, data: bytes) -> None:
 def load_engine(
     path: str | os.PathLike, backend: Backend | str = "auto", *, check_sidecar_first: bool = True
 ) -> LoadedEngine:
-    """Read an engine file, check its sidecar against the installed backend, deserialize it."""
+    """Read an engine file, check its sidecar against the installed backend, deserialize it.
+
+    An engine whose sidecar says version-compatible is deserialized with engine host code
+    allowed (see `engine_from_bytes`): load only engine files you trust.
+    """
     engine_path = Path(path)
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
@@ -453,7 +510,7 @@ def load_engine(
         if problems:
             raise EngineFileError(f"{engine_path}: will not load here: {'; '.join(problems)}; rebuild it here")
     try:
-        loaded = engine_from_bytes(data, backend)
+        loaded = engine_from_bytes(data, backend, host_code=is_version_compatible(sidecar))
     except EngineFileError as exc:
         raise EngineFileError(f"{engine_path}: {exc}") from None
     loaded.sidecar = sidecar
@@ -481,6 +538,11 @@ def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
         report["engine"] = {"loaded": False, "reason": str(exc)}
         return report
     report["problems"] = check_sidecar(sidecar, backend, data) if sidecar else []
+    if is_version_compatible(sidecar):
+        # inspecting must not run code from the file: the embedded lean runtime runs only in load_engine
+        report["engine"] = {"loaded": False, "reason": "version-compatible engine: it embeds host code (the lean "
+                            "runtime), which inspect does not run; load_engine does"}
+        return report
     try:
         loaded = engine_from_bytes(data, backend)
     except Exception as exc:  # noqa: BLE001
@@ -534,14 +596,26 @@ def is_engine_artifact(path: str | os.PathLike) -> bool:
         return True
     with open(p, "rb") as handle:
         head = handle.read(4096)
-    return head[:4] in _ENGINE_MAGIC or (p.suffix == ".json" and f'"format": "{SIDECAR_FORMAT}"'.encode() in head)
+    return head[:4] in _ENGINE_MAGIC or _is_sidecar_head(p, head)
+
+
+def _is_sidecar_head(path: Path, head: bytes) -> bool:
+    return path.suffix == ".json" and f'"format": "{SIDECAR_FORMAT}"'.encode() in head
 
 
 def engine_path_for(path: str | os.PathLike) -> Path:
-    """The engine a path stands for: itself, or the engine beside a `<engine>.json` sidecar."""
+    """The engine a path stands for: itself, or the engine beside a `<engine>.json` sidecar.
+
+    A sidecar whose engine is missing still stands for it, so the error names the engine.
+    """
     p = Path(path)
-    if p.suffix == ".json" and not sidecar_path(p).is_file() and p.with_suffix("").is_file():
-        return p.with_suffix("")
+    if p.suffix == ".json" and not sidecar_path(p).is_file():
+        if p.with_suffix("").is_file():
+            return p.with_suffix("")
+        if p.is_file():
+            with open(p, "rb") as handle:
+                if _is_sidecar_head(p, handle.read(4096)):
+                    return p.with_suffix("")
     return p
 
 
@@ -553,6 +627,8 @@ def inspection_lines(report: dict[str, Any]) -> list[str]:
         backend = side.get("backend", {})
         config = side.get("config", {})
         precision = "+".join(p for p in ("fp16", "int8") if config.get(p)) or "fp32"
+        if is_version_compatible(side):
+            precision += ", version-compatible"
         lines.append(f"  built with {backend.get('name')} {backend.get('version')}, target {side.get('target')}, "
                      f"{precision}, {side.get('created')}")
         lines.append(f"  from ONNX sha256 {str(side.get('onnx_sha256'))[:16]}... ({side.get('onnx_source')})")

@@ -1,12 +1,14 @@
 """`onnx2trt inspect FILE`: show what an artifact holds; one function per kind of file.
 
 Kinds are recognised by content, not suffix: a TensorRT calibration cache starts with
-`TRT-<version>-<Algorithm>`. Other kinds (an engine sidecar .json, ...) plug in by adding
-a (detector, printer) pair to `INSPECTORS`.
+`TRT-<version>-<Algorithm>`; an engine has its `<engine>.json` sidecar beside it (or a known
+magic), and its sidecar stands for it. Other kinds plug in by adding a (detector, printer)
+pair to `INSPECTORS`. Names from the file are shown as text, never as rich markup.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,39 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ._common import console, json_option, print_json
+from ._common import console, echo_lines, json_option, print_json
 
 
-def _is_calibration_cache(head: bytes) -> bool:
+def _is_calibration_cache(path: Path, head: bytes) -> bool:
     return head.startswith(b"TRT-")
 
 
-def _is_ranges(head: bytes) -> bool:
+def _is_ranges(path: Path, head: bytes) -> bool:
     return head.lstrip().startswith(b"{") and b"onnx2trt-ranges/" in head
+
+
+def _is_engine(path: Path, head: bytes) -> bool:
+    from ..build.engine import is_engine_artifact
+
+    return is_engine_artifact(path)
+
+
+def inspect_engine_file(path: Path, *, as_json: bool, limit: int | None) -> None:
+    """The sidecar's record (backend, version, target, precision, I/O, profiles); loads only where it can."""
+    from ..build.engine import engine_path_for, inspect_engine, inspection_lines
+
+    trt_log = logging.getLogger("onnx2trt_lib.build.trt")
+    level = trt_log.level
+    if not trt_log.isEnabledFor(logging.INFO):  # without -v: the report already says why it did not load
+        trt_log.setLevel(logging.CRITICAL)
+    try:
+        report = inspect_engine(engine_path_for(path))
+    finally:
+        trt_log.setLevel(level)
+    if as_json:
+        print_json({"kind": "engine", **report})
+        return
+    echo_lines(inspection_lines(report))
 
 
 def inspect_calibration_cache(path: Path, *, as_json: bool, limit: int | None) -> None:
@@ -62,20 +88,23 @@ def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
 
 def _table(title: str, columns: list[str], rows: list[list[Any]], limit: int | None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    grid = Table(*columns, title=title, title_justify="left", box=None)
+    # Text, not str: rich would read `block[i]/out` or a file named `o[red]ut.cache` as markup
+    grid = Table(*columns, title=Text(title), title_justify="left", box=None)
     shown = rows if limit is None else rows[:limit]
     for row in shown:
-        grid.add_row(*[str(v) for v in row])
+        grid.add_row(*[Text(str(v)) for v in row])
     console.print(grid)
     if len(shown) < len(rows):
         console.print(f"... {len(rows) - len(shown)} more (use --all)", markup=False)
 
 
-# (name, detector on the first 4 KiB, printer): first match wins
-INSPECTORS: list[tuple[str, Callable[[bytes], bool], Callable[..., None]]] = [
+# (name, detector on the path and its first 4 KiB, printer): first match wins
+INSPECTORS: list[tuple[str, Callable[[Path, bytes], bool], Callable[..., None]]] = [
     ("calibration-cache", _is_calibration_cache, inspect_calibration_cache),
     ("ranges", _is_ranges, inspect_ranges),
+    ("engine", _is_engine, inspect_engine_file),
 ]
 
 
@@ -84,11 +113,18 @@ INSPECTORS: list[tuple[str, Callable[[bytes], bool], Callable[..., None]]] = [
 @click.option("--all", "show_all", is_flag=True, help="Show every row (default: the first 200).")
 @json_option
 def command(path: Path, show_all: bool, as_json: bool) -> None:
-    """Show the tensors and ranges in a calibration cache (or a ranges JSON)."""
+    """Show what a calibration cache, ranges JSON or engine (with its .json sidecar) holds.
+
+    An engine is described from its sidecar (backend, version, target, precision, I/O,
+    profiles) without TensorRT; where the engine also loads here, its layers are counted.
+    """
     with open(path, "rb") as handle:
         head = handle.read(4096)
     for _, detect, show in INSPECTORS:
-        if detect(head):
+        if detect(path, head):
             show(path, as_json=as_json, limit=None if show_all else 200)
             return
-    raise UsageError(f"{path}: not a file onnx2trt can inspect (expected a TensorRT calibration cache or ranges JSON)")
+    raise UsageError(
+        f"{path}: not a file onnx2trt can inspect (expected a TensorRT calibration cache, ranges JSON, "
+        "or an engine with its .json sidecar)"
+    )

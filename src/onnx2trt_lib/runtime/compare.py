@@ -142,9 +142,31 @@ class CompareReport:
         return head + table
 
 
+def _shared_precision(feed: Mapping[str, Any], runners: Iterable[Runner]) -> dict[str, Any]:
+    """Round each float input once, to the narrowest float type any runner takes for it.
+
+    An FP16-I/O model sees float16 values; its FP32 reference must see the *same* values
+    (float16-rounded, then widened), or the comparison measures input rounding, not the model.
+    """
+    narrowest: dict[str, np.dtype] = {}
+    for runner in runners:
+        for spec in getattr(runner, "inputs", ()):
+            dtype = np.dtype(spec.dtype)
+            if dtype.kind == "f" and (spec.name not in narrowest or dtype.itemsize < narrowest[spec.name].itemsize):
+                narrowest[spec.name] = dtype
+    out = dict(feed)
+    for name, value in feed.items():
+        arr = np.asarray(value)
+        target = narrowest.get(name)
+        if target is not None and arr.dtype.kind == "f" and target.itemsize < arr.dtype.itemsize:
+            out[name] = arr.astype(target)
+    return out
+
+
 def _in_precision(runner: Runner, feed: Mapping[str, Any]) -> dict[str, Any]:
     """The same data in each runner's float input type: an FP16-I/O model is compared with its
-    FP32 source on float16-rounded inputs instead of failing on the dtype."""
+    FP32 source on float16-rounded inputs (rounded once by `_shared_precision`) instead of
+    failing on the dtype."""
     specs = {spec.name: spec for spec in getattr(runner, "inputs", ())}
     out = {}
     for name, value in feed.items():
@@ -181,6 +203,7 @@ def compare(
     wanted = list(outputs) if outputs is not None else [n for n in names_a if n in names_b]
     acc: dict[str, _Accumulator] = {name: _Accumulator(name, atol, rtol, top_k) for name in wanted}
     for i, feed in enumerate(feeds):
+        feed = _shared_precision(feed, (runner_a, runner_b))
         out_a = runner_a.infer(_in_precision(runner_a, feed))
         out_b = runner_b.infer(_in_precision(runner_b, feed))
         for name in wanted:

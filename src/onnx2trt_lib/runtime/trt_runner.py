@@ -5,11 +5,13 @@ The calls, in the order the TensorRT documentation gives them:
 - `Runtime.deserialize_cuda_engine(bytes)` -> `ICudaEngine`
   (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Runtime.html)
 - `ICudaEngine.num_io_tensors`, `get_tensor_name(i)`, `get_tensor_mode(name)`,
-  `get_tensor_dtype(name)`, `get_tensor_shape(name)`, `get_tensor_profile_shape(name, 0)`,
-  `create_execution_context()`
+  `get_tensor_dtype(name)`, `get_tensor_shape(name)`, `num_optimization_profiles`,
+  `get_tensor_profile_shape(name, profile_index)`, `create_execution_context()`
   (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Engine.html)
-- `IExecutionContext.set_input_shape(name, shape)`, `get_tensor_shape(name)` (output shapes once
-  every input shape is set), `set_tensor_address(name, ptr)`, `execute_async_v3(stream_handle)`
+- `IExecutionContext.active_optimization_profile`, `set_optimization_profile_async(profile_index,
+  stream_handle)` (the first profile whose MIN..MAX holds every input shape),
+  `set_input_shape(name, shape)`, `get_tensor_shape(name)` (output shapes once every input
+  shape is set), `set_tensor_address(name, ptr)`, `execute_async_v3(stream_handle)`
   (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ExecutionContext.html)
 - CUDA graphs: run `execute_async_v3` once outside capture (it may do deferred work), then
   capture it on the stream; replay while shapes and addresses stay the same (Developer Guide,
@@ -54,8 +56,33 @@ def _enum_name(value: Any) -> str:
     return str(name if name is not None else value).rsplit(".", 1)[-1]
 
 
-def specs_from_engine(engine: Any, profile: int = 0) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """(inputs, outputs) of an ICudaEngine, with profile min/max for dynamic inputs."""
+def profile_ranges(engine: Any) -> list[dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]:
+    """Per optimization profile, {dynamic input: (min shape, max shape)}."""
+    dynamic = []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        if _enum_name(engine.get_tensor_mode(name)) == "INPUT" and any(int(d) < 0 for d in engine.get_tensor_shape(name)):
+            dynamic.append(name)
+    count = max(int(engine.num_optimization_profiles), 1)  # a static engine needs no profile: one empty table
+    ranges = []
+    for profile in range(count):
+        table = {}
+        for name in dynamic:
+            lo, _opt, hi = engine.get_tensor_profile_shape(name, profile)
+            table[name] = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
+        ranges.append(table)
+    return ranges
+
+
+def specs_from_engine(engine: Any, profile: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of an ICudaEngine, with min/max shapes for dynamic inputs.
+
+    min/max are those of `profile`, or with None the smallest min and largest max over all
+    profiles: the spec then refuses only shapes no profile takes, and IOBinding picks the profile.
+    """
+    ranges = profile_ranges(engine)
+    if profile is not None:
+        ranges = [ranges[profile]]
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     for index in range(engine.num_io_tensors):
@@ -71,8 +98,10 @@ def specs_from_engine(engine: Any, profile: int = 0) -> tuple[tuple[TensorSpec, 
         shape = tuple(None if d < 0 else d for d in dims)
         min_shape = max_shape = None
         if mode == "INPUT" and any(d is None for d in shape):
-            lo, _opt, hi = engine.get_tensor_profile_shape(name, profile)
-            min_shape, max_shape = tuple(int(d) for d in lo), tuple(int(d) for d in hi)
+            lows = [table[name][0] for table in ranges]
+            highs = [table[name][1] for table in ranges]
+            min_shape = tuple(min(axis) for axis in zip(*lows, strict=True))
+            max_shape = tuple(max(axis) for axis in zip(*highs, strict=True))
         spec = TensorSpec(name, np.dtype(_TRT_DTYPES[dtype_name]), shape, min_shape, max_shape)
         if mode == "INPUT":
             inputs.append(spec)
@@ -82,7 +111,7 @@ def specs_from_engine(engine: Any, profile: int = 0) -> tuple[tuple[TensorSpec, 
 
 
 class IOBinding:
-    """Input shapes, output shapes, grow-only device buffers and tensor addresses for one context.
+    """Profile, input shapes, output shapes, grow-only device buffers and tensor addresses for one context.
 
     `allocate(nbytes)` returns an object with `.ptr`, `.nbytes` and `.close()` (a
     `cuda.DeviceBuffer` in real use). Buffers are replaced only when a larger size is needed.
@@ -91,6 +120,9 @@ class IOBinding:
     def __init__(self, engine: Any, context: Any, allocate: Callable[[int], Any], *, where: str = "engine") -> None:
         self.context = context
         self.where = where
+        self.profiles = profile_ranges(engine)
+        # the context's profile (TensorRT 10 assigns 0 to a new one; -1 would mean none yet)
+        self.profile = int(getattr(context, "active_optimization_profile", 0))
         self.inputs, self.outputs = specs_from_engine(engine)
         self._specs = {spec.name: spec for spec in self.inputs + self.outputs}
         self._allocate = allocate
@@ -101,19 +133,32 @@ class IOBinding:
         self._last_outputs: dict[str, tuple[int, ...]] = {}
         self.allocations = 0  # how many device allocations were made (tests check growth)
 
-    def set_input_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        """Set each input shape that changed; return every output's resolved shape."""
+    def set_input_shapes(self, shapes: Mapping[str, tuple[int, ...]], *, stream: int = 0) -> dict[str, tuple[int, ...]]:
+        """Select the profile, set each input shape that changed; return every output's resolved shape.
+
+        The profile is the first whose MIN..MAX holds every input shape; switching is queued
+        on `stream` (the stream the run is enqueued on), and all input shapes are set again.
+        """
         key = tuple(tuple(int(s) for s in shapes[spec.name]) for spec in self.inputs)
         if key == self._last_key:
             return dict(self._last_outputs)
+        profile = self._pick_profile({spec.name: key[i] for i, spec in enumerate(self.inputs)})
+        if profile != self.profile:
+            if not self.context.set_optimization_profile_async(profile, stream):
+                raise RuntimeExecutionError(f"{self.where}: TensorRT refused to switch to optimization profile {profile}")
+            self.profile = profile
+            self._last_key = None
+            for spec in self.inputs:
+                self.shapes.pop(spec.name, None)
         for spec in self.inputs:
             shape = tuple(int(s) for s in shapes[spec.name])
             if self.shapes.get(spec.name) == shape:
                 continue
             if not self.context.set_input_shape(spec.name, shape):
+                lo, hi = self.profiles[self.profile].get(spec.name, (spec.min_shape or (), spec.max_shape or ()))
                 raise RuntimeExecutionError(
                     f"{self.where}: TensorRT refused shape {list(shape)} for input {spec.name!r} "
-                    f"(profile min {list(spec.min_shape or ())} max {list(spec.max_shape or ())})"
+                    f"(profile {self.profile} min {list(lo)} max {list(hi)})"
                 )
             self.shapes[spec.name] = shape
         out_shapes = {}
@@ -128,6 +173,27 @@ class IOBinding:
             self.shapes[spec.name] = shape
         self._last_key, self._last_outputs = key, dict(out_shapes)
         return out_shapes
+
+    def _pick_profile(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        """The first profile whose range holds every dynamic input's shape; an error lists them all."""
+        def fits(table: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> bool:
+            return all(
+                len(shapes[name]) == len(lo) and all(a <= s <= b for s, a, b in zip(shapes[name], lo, hi, strict=True))
+                for name, (lo, hi) in table.items()
+            )
+
+        for index, table in enumerate(self.profiles):
+            if fits(table):
+                return index
+        given = ", ".join(f"{name} {list(shapes[name])}" for name in self.profiles[0])
+        ranges = "; ".join(
+            f"profile {index}: " + ", ".join(f"{name} {list(lo)}..{list(hi)}" for name, (lo, hi) in table.items())
+            for index, table in enumerate(self.profiles)
+        )
+        raise RuntimeExecutionError(
+            f"{self.where}: no optimization profile takes input shapes {given} ({ranges}); "
+            "rebuild with a profile that covers them or resize the inputs"
+        )
 
     def nbytes(self, name: str) -> int:
         return math.prod(self.shapes[name]) * self._specs[name].dtype.itemsize
@@ -231,6 +297,7 @@ class TrtRunner(Runner):
         self._graph = cuda.CudaGraph()
         self._graph_key: tuple | None = None
         self._done = cuda.Event(timing=False)
+        self._pending: _Waiter | None = None  # the last run's result while it may still need the staging buffers
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -254,13 +321,18 @@ class TrtRunner(Runner):
         caller produced device inputs: the runner's stream waits for it (an event, no host
         block). Device arrays that carry a CAI v3 stream are waited for the same way. With
         `outputs_on_device` the result holds `cuda.DeviceView`s of internal buffers, valid
-        until the next call. One run at a time: a new call first waits for the previous one.
+        until the next call.
+
+        One run at a time, and each result owns its outputs: runs share pinned staging
+        buffers, so a new call first finishes the previous result (waits for its run and
+        copies its outputs out) before reusing them. Two calls in a row thus give two
+        correct results; the second call just blocks until the first run is done.
         """
         where = self.name
         if self._context is None:
             raise RuntimeExecutionError(f"{where}: runner was closed")
         check_feed_names(feed, self.inputs, where)
-        self._done.synchronize()  # the previous run may still read the staging buffers we reuse
+        self._finish_pending()  # the previous run's outputs leave the staging buffers we reuse
         host: dict[str, np.ndarray] = {}
         device: dict[str, cuda.DeviceView] = {}
         for spec in self.inputs:
@@ -272,7 +344,7 @@ class TrtRunner(Runner):
             else:
                 host[spec.name] = check_array(value, spec, where)
         shapes = {n: a.shape for n, a in host.items()} | {n: v.shape for n, v in device.items()}
-        out_shapes = self._binding.set_input_shapes(shapes)
+        out_shapes = self._binding.set_input_shapes(shapes, stream=self._stream.ptr)
         if stream is not None:
             self._stream.wait_stream(stream if isinstance(stream, cuda.Stream) else int(stream))
         for name, view in device.items():
@@ -301,8 +373,17 @@ class TrtRunner(Runner):
             views = {
                 s.name: self._binding.buffers[s.name].view(out_shapes[s.name], s.dtype) for s in self.outputs
             }
-            return PendingResult(waiter=_Waiter(self._done, lambda: views))
-        return PendingResult(waiter=_Waiter(self._done, lambda: {n: a.copy() for n, a in staged_out.items()}))
+            self._pending = _Waiter(self._done, lambda: views)
+        else:
+            self._pending = _Waiter(self._done, lambda: {n: a.copy() for n, a in staged_out.items()})
+        return PendingResult(waiter=self._pending)
+
+    def _finish_pending(self) -> None:
+        """Wait for the last run and let its result copy its outputs out of the staging buffers."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.wait()
+        self._done.synchronize()
 
     # -- the three steps of one run, and their graph form ------------------------------------
     def _enqueue(self, staged_in: dict[str, np.ndarray], staged_out: dict[str, np.ndarray]) -> None:
@@ -335,6 +416,7 @@ class TrtRunner(Runner):
             return
         try:
             self._stream.synchronize()
+            self._finish_pending()  # a result not yet waited for keeps its outputs past close()
         finally:
             self._graph.close()
             self._binding.close()
@@ -347,15 +429,24 @@ class TrtRunner(Runner):
 
 
 class _Waiter:
+    """One run's result: waits for its event once and keeps the outputs it collected.
+
+    The runner calls `wait()` itself before the next run reuses the staging buffers (and
+    re-records the event), so a result waited for later still holds its own run's outputs.
+    """
+
     def __init__(self, event: cuda.Event, collect: Callable[[], dict[str, Any]]) -> None:
         self._event, self._collect = event, collect
+        self._outputs: dict[str, Any] | None = None
 
     def done(self) -> bool:
-        return self._event.query()
+        return self._outputs is not None or self._event.query()
 
     def wait(self) -> dict[str, Any]:
-        self._event.synchronize()
-        return self._collect()
+        if self._outputs is None:
+            self._event.synchronize()
+            self._outputs = self._collect()
+        return self._outputs
 
 
 # ------------------------------------------------------------------------------ loading
