@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from .. import __version__
@@ -42,6 +43,7 @@ from .cache import (
 )
 from .collect import CollectOptions, ProgressCallback, collect, resolve_mode
 from .dataset import open_source, parse_shapes
+from .methods import ZERO_AMAX
 from .preprocess import Preprocess, load_preprocess
 from .ranges import ranges_document, write_ranges
 from .sidecar import cache_hit, make_key, sidecar_path, write_sidecar
@@ -244,12 +246,20 @@ def calibrate(
 
 
 def _finalize(computed: Mapping[str, float], state: CalibrationState) -> tuple[dict[str, float], list[str]]:
-    """Refuse non-finite or zero ranges; list all-zero tensors (the engine gives them amax ZERO_AMAX)."""
+    """Refuse non-finite or zero ranges; list all-zero tensors (the engine gives them amax ZERO_AMAX).
+
+    A range so small that its float32 scale (amax / 127) rounds to 0 (max |x| below ~9e-44) is
+    written as ZERO_AMAX too: every such value quantizes to 0 either way, and a cache never
+    holds a zero scale.
+    """
     amax: dict[str, float] = {}
     zero = [name for name, hist in state.histograms.items() if hist.amax_seen == 0]
     for name, value in computed.items():
         if not math.isfinite(value) or value <= 0:
             raise CalibrationError(f"tensor {name!r}: computed range {value} is not a finite positive number")
+        if np.float32(value / INT8_MAX) == 0:
+            value = ZERO_AMAX
+            zero.append(name)
         amax[name] = value
     if zero:
         log.warning("%d tensor(s) were all zero on the calibration data (e.g. %s): written with amax %g",

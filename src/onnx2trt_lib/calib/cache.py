@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._io import read_bytes_limited, write_bytes_atomic
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, CalibrationError
 
 # The scale TensorRT stores is amax / 127 (symmetric INT8, [-127, 127]).
 INT8_MAX = 127.0
@@ -35,7 +35,7 @@ MAX_CACHE_BYTES = 32 * 2**20
 
 log = logging.getLogger(__name__)
 
-_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
+_HEADER = re.compile(r"^TRT-([0-9]+)-([A-Za-z0-9_]+)$")  # [0-9]: \d takes any script's digits
 _HEX = re.compile(r"^[0-9a-fA-F]{8}$")
 
 
@@ -111,7 +111,10 @@ class CalibrationCache:
         bits = {}
         for name, value in amax.items():
             _check_name(name)
-            bits[name] = float_to_bits(float(value) / INT8_MAX)
+            try:
+                bits[name] = float_to_bits(float(value) / INT8_MAX)
+            except OverflowError:
+                raise CalibrationError(f"tensor {name!r}: amax {value!r} gives a scale beyond float32") from None
         odd = [name for name in bits if ": " in name]
         if odd:  # TensorRT splits at the last ": "; ModelOpt's import_scales_from_calib_cache splits at every one
             log.warning("%d tensor name(s) contain ': ' (e.g. %r): TensorRT reads them, ModelOpt's cache reader cannot",

@@ -299,6 +299,10 @@ class Histogram:
 
     def _inv_width(self) -> float:
         w = self.bin_width
+        if w > 0 and 1.0 / w == math.inf:  # float64 ranges below ~1e-305: the bin rule cannot run
+            raise CalibrationError(
+                f"histogram range {self.range_max!r} is too small for {self.num_bins} float64 bins; scale the data up"
+            )
         return 1.0 / w if w > 0 else 0.0
 
     def _double(self) -> None:
@@ -455,16 +459,18 @@ class Histogram:
         try:
             if state.get("format", STATE_FORMAT) != STATE_FORMAT or int(state.get("version", 1)) != STATE_VERSION:
                 raise ValueError(f"format {state.get('format')!r} version {state.get('version')!r}")
+            counts = np.asarray(state["counts"], dtype=np.int64)
+            if counts.ndim != 1 or int(state["num_bins"]) != counts.shape[0]:  # before allocating num_bins
+                raise ValueError(f"num_bins {state['num_bins']!r} but {counts.size} counts")
             h = cls(int(state["num_bins"]))
             h.range_max = float(state["range_max"])
             h.fixed = bool(state["fixed"])
-            counts = np.asarray(state["counts"], dtype=np.int64)
             h.top = int(state["top"])
             h.count = int(state["count"])
             h.nonfinite = int(state["nonfinite"])
             h.has_negatives = bool(state["has_negatives"])
             h.amax_seen = float(state["amax_seen"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: Infinity or 2**70 as a count
             raise CalibrationError(f"not a Histogram state: {exc}") from None
         if counts.shape != (h.num_bins,) or np.any(counts < 0) or int(counts.sum()) != h.count:
             raise CalibrationError(
@@ -473,6 +479,8 @@ class Histogram:
             )
         if not (math.isfinite(h.range_max) and h.range_max >= 0 and math.isfinite(h.amax_seen)):
             raise CalibrationError(f"Histogram state has a bad range {h.range_max!r} or amax {h.amax_seen!r}")
+        if not 0 <= h.top <= (int(counts[-1]) if counts.size else 0):  # top values sit in the last bin
+            raise CalibrationError(f"Histogram state is inconsistent: top={h.top} but the last bin holds {int(counts[-1])}")
         h.counts = counts.copy()
         return h
 

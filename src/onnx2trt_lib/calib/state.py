@@ -125,7 +125,8 @@ class CalibrationState:
             histograms = {name: Histogram.from_state(state) for name, state in tensors.items()}
             return cls(histograms, payload["mode"], payload["num_batches"], payload["num_samples"],
                        list(payload.get("sources", [])))
-        except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError, OverflowError,
+                MemoryError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CalibrationError(f"calibration state {path}: not a saved onnx2trt state ({reason})") from None
 
