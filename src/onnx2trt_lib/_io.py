@@ -39,6 +39,8 @@ def check_output_path(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike
     out_path = Path(out)
     if out_path.is_dir():
         raise OutputError(f"output {out_path} is a directory; give a file path")
+    if out_path.exists() and not out_path.is_file():  # /dev/null, a FIFO, a socket: a rename would replace it
+        raise OutputError(f"output {out_path} exists and is not a regular file; give a file path")
     parent = out_path.parent if str(out_path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")
@@ -85,6 +87,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
+    if target.exists() and not target.is_file() and not target.is_symlink():
+        raise OutputError(f"cannot write {target}: it exists and is not a regular file")
     tmp: Path | None = None
     try:
         with _sigint_deferred():

@@ -162,6 +162,7 @@ def calibrate(
                              "the cache, its sidecar, ranges and state outputs must be different files")
         seen[path.resolve()] = path
     method_options = dict(method_options or {})
+    _check_method_options(method, method_options, num_bins)
     shape_map = parse_shapes(shapes)
     pre = load_preprocess(preprocess)
     model_proto = load_model(model, check=False)
@@ -221,7 +222,7 @@ def calibrate(
         state = state.merge(saved)
     try:
         computed = state.compute_amax(method, **method_options)
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"method {method!r} options {method_options}: {exc}") from None
     amax, zero = _finalize(computed, state)
     cache = CalibrationCache.from_amax(amax, version=version, algorithm=algorithm)
@@ -243,6 +244,18 @@ def calibrate(
         num_samples=state.num_samples, seconds=time.perf_counter() - started, zero_range=tuple(zero),
         header=cache.header, state=state,
     )
+
+
+def _check_method_options(method: str, options: Mapping[str, Any], num_bins: int) -> None:
+    """Bad method options fail now, in a second, not after every batch has been collected."""
+    from .histogram import Histogram
+
+    probe = Histogram(num_bins)
+    probe.update(np.linspace(0.0, 1.0, 4 * num_bins + 1))
+    try:
+        probe.compute_amax(method, **dict(options))
+    except (TypeError, ValueError, OverflowError, CalibrationError) as exc:
+        raise UsageError(f"method {method!r} options {dict(options)}: {exc}") from None
 
 
 def _finalize(computed: Mapping[str, float], state: CalibrationState) -> tuple[dict[str, float], list[str]]:

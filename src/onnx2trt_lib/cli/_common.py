@@ -5,9 +5,11 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 findings (lint) / failed compar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +46,7 @@ class Onnx2TrtGroup(click.Group):
                               markup=True, highlight=False)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            err_console.print("interrupted; nothing was written")
+            err_console.print("interrupted; no partial file was left (outputs finished before the interrupt stay)")
             ctx.exit(130)
 
 
@@ -58,7 +60,18 @@ def debug_enabled() -> bool:
 
 
 def print_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=False, default=_json_default))
+    """Strict JSON on stdout: Infinity/NaN (which JSON has not) become the strings "inf", "-inf", "nan"."""
+    click.echo(json.dumps(_finite(payload), indent=2, sort_keys=False, default=_json_default, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -83,6 +96,22 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     elif verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # TensorRT's error lines end up in the one-line error message: without -v they are not logged too
+    trt_log = logging.getLogger("onnx2trt_lib.build.trt")
+    for old in [f for f in trt_log.filters if isinstance(f, _BelowError)]:
+        trt_log.removeFilter(old)
+    if level >= logging.WARNING:
+        trt_log.addFilter(_BelowError())
+    # onnx-graphsurgeon prints its warnings to stdout, which would break --json there
+    with contextlib.suppress(Exception):
+        from onnx_graphsurgeon.logger import G_LOGGER
+
+        G_LOGGER.severity = G_LOGGER.ERROR if level >= logging.WARNING else G_LOGGER.WARNING
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
 
 
 def echo_lines(lines: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -18,9 +19,12 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
         if not sep or not key:
             raise UsageError(f"--method-option {item!r}: expected KEY=VALUE, e.g. percentile=99.99")
         try:
-            options[key] = json.loads(value)
+            number = json.loads(value)
         except ValueError:
-            raise UsageError(f"--method-option {item!r}: value {value!r} is not a number") from None
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise UsageError(f"--method-option {item!r}: value {value!r} is not a finite number")
+        options[key] = number
     return options
 
 
@@ -75,7 +79,11 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
     if qdq_path is not None:
         from .._io import check_output_path
 
-        check_output_path(qdq_path, inputs=(model, output))
+        read = (model, data, *add_states)
+        check_output_path(qdq_path, inputs=tuple(p for p in read if p))
+        written = [p for p in (output, ranges_path, save_state) if p is not None]
+        if any(qdq_path.resolve() == Path(p).resolve() for p in written) or qdq_path.name.endswith(".calib.json"):
+            raise UsageError(f"--qdq {qdq_path} is also another output of this command; give it its own file")
     show_progress = not (quiet or as_json) and err_console.is_terminal
     with _Progress(show_progress) as progress:
         result = calibrate(

@@ -77,7 +77,17 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 
 def main() -> None:
+    _terminate_as_interrupt()
     cli(obj={})
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (kill, a job scheduler's timeout) takes the Ctrl-C path: temp files are removed."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":  # pragma: no cover

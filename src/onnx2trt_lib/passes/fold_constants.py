@@ -9,7 +9,8 @@ node could fold at all; on an already folded model (a second `fix`) nothing is c
 
 Random generators are never folded, nor anything computed from them: their inputs are
 constant but their output is new on every run (with a `seed` too: ONNX Runtime seeds the
-generator once per session, and each run draws on).
+generator once per session, and each run draws on). Nor are ops of custom domains (plugins):
+ONNX Runtime cannot evaluate them, and they are TensorRT's to run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._infra import PassResult, result
 
 _MAX_ROUNDS = 10
 _SHAPE_OPS = ("Shape", "Size")
+_ONNX_DOMAINS = ("", "ai.onnx", None)
 # ops whose output changes from run to run; lint (compat.rules) reads this list too
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -46,7 +48,7 @@ class FoldConstantsPass:
                 error_ok=False,
                 size_threshold=self.size_threshold,
                 recurse_subgraphs=True,
-                should_exclude_node=_is_random,
+                should_exclude_node=_never_folded,
             )
             # folding turns Variables into Constants in place (Constant nodes' outputs too)
             newly = sum(1 for t in variables if isinstance(t, gs.Constant))
@@ -58,13 +60,18 @@ class FoldConstantsPass:
 
 
 def _is_random(node: gs.Node) -> bool:
-    return node.op in RANDOM_OPS and node.domain in ("", "ai.onnx", None)
+    return node.op in RANDOM_OPS and node.domain in _ONNX_DOMAINS
+
+
+def _never_folded(node: gs.Node) -> bool:
+    """Random generators, and custom-domain ops ONNX Runtime cannot evaluate (a plugin's op)."""
+    return _is_random(node) or node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml")
 
 
 def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
     """Conservative: False only when no node can possibly fold (then folding is skipped)."""
     for node in graph.nodes:
-        if _is_random(node):
+        if _never_folded(node):
             continue
         if any(isinstance(attr, gs.Graph) for attr in node.attrs.values()):
             return True  # subgraphs: let graph-surgeon decide
