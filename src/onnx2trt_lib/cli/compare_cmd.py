@@ -88,6 +88,6 @@ def _per_tensor_report(model_a: Path, model_b: Path, feeds: list[dict]):
     from ..errors import UsageError
     from ..quant.accuracy import compare as layer_compare
 
-    if model_a.suffix != ".onnx" or model_b.suffix != ".onnx":
+    if model_a.suffix.lower() != ".onnx" or model_b.suffix.lower() != ".onnx":
         raise UsageError("--per-tensor compares two .onnx models (e.g. the Q/DQ model against the FP32 one)")
     return layer_compare(load_model(model_b), load_model(model_a), feeds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -31,8 +32,19 @@ def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str,
         return loaded
     if not loaded or any(v.ndim == 0 for v in loaded.values()):
         raise UsageError(f"--data {src}: give one array per input name, batch on axis 0 (found none, or a scalar)")
+    from .._io import load_model
+    from ..quant.accuracy import rows_per_batch
+
+    step = rows_per_batch(load_model(model, check=False))  # a fixed batch size, as for .npy
     first = len(next(iter(loaded.values())))
-    return [{k: v[i : i + 64] for k, v in loaded.items()} for i in range(0, first, 64)]
+    return [{k: v[i : i + step] for k, v in loaded.items()} for i in range(0, first, step)]
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click's float takes 'nan' and 'inf'; a NaN bound is never met and never failed."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of dB")
+    return value
 
 
 @click.command("quantize")
@@ -48,7 +60,8 @@ def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str,
               help="Held-out inputs for protection: .npy (one-input model), .npz (by input name), or an image "
                    "list/folder/quoted glob with --preprocess.")
 @data_source_options
-@click.option("--min-sqnr", default=None, type=float, help="Protection bound: output SQNR vs FP32 in dB (default 20).")
+@click.option("--min-sqnr", default=None, type=float, callback=_finite,
+              help="Protection bound: output SQNR vs FP32 in dB (default 20).")
 @click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
 @json_option
 @quiet_option

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from .._optional import onnxruntime
-from ..errors import RuntimeExecutionError, UsageError
+from ..errors import CalibrationError, RuntimeExecutionError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,12 @@ def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFA
     An array goes to the model's only input, split along axis 0 in `batch_size` chunks when
     that dim is dynamic; a dict is one feed; any other iterable yields feeds.
     """
-    init_names = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init_names]
+    inputs = _data_inputs(model)
     if isinstance(data, np.ndarray):
         if len(inputs) != 1:
             names = ", ".join(i.name for i in inputs)
             raise UsageError(f"an array was given but the model has {len(inputs)} inputs ({names}); pass dicts")
-        dims = inputs[0].type.tensor_type.shape.dim
-        dynamic = not dims or not dims[0].HasField("dim_value")
-        step = batch_size if dynamic else max(1, dims[0].dim_value)
+        step = rows_per_batch(model, batch_size=batch_size)
         batches = [{inputs[0].name: data[i : i + step]} for i in range(0, len(data), step)]
     elif isinstance(data, Mapping):
         batches = [{k: np.asarray(v) for k, v in data.items()}]
@@ -54,6 +51,23 @@ def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFA
         raise UsageError("no data batches were given")
     _check_feed_shapes(batches, inputs)
     return batches
+
+
+def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    init_names = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in init_names]
+
+
+def rows_per_batch(model: onnx.ModelProto, *, batch_size: int = DEFAULT_BATCH) -> int:
+    """Rows per feed: the fixed batch dim of the model's first input that has one, else `batch_size`.
+
+    A model exported with a fixed batch N takes exactly N rows; any other count fails in ONNX Runtime.
+    """
+    for info in _data_inputs(model):
+        dims = info.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return dims[0].dim_value
+    return batch_size
 
 
 class DataShapeError(UsageError):
@@ -121,17 +135,37 @@ def run(model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequ
     """Outputs (and exposed tensors) by name, one array per batch."""
     sess = session(model, extra_outputs=extra_outputs)
     names = [o.name for o in sess.get_outputs()]
-    feeds_names = {i.name for i in sess.get_inputs()}
+    types = {i.name: _ORT_FLOAT.get(i.type) for i in sess.get_inputs()}
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for index, feed in enumerate(batches):
         try:
-            values = sess.run(names, {k: v for k, v in feed.items() if k in feeds_names})
+            values = sess.run(names, {k: _as_type(v, types[k]) for k, v in feed.items() if k in types})
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
         for name, value in zip(names, values, strict=True):
             out[name].append(value)
     return out
+
+
+_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _as_type(value: np.ndarray, dtype: type | None) -> np.ndarray:
+    """Float data in the input's float type: an FP16 model gets the same data, rounded, not an error."""
+    value = np.asarray(value)
+    return value.astype(dtype) if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype else value
+
+
+def check_finite(outputs: Mapping[str, Sequence[np.ndarray]], names: Iterable[str], what: str) -> None:
+    """Refuse NaN/Inf in reference outputs: SQNR against them is NaN, and min() over NaN depends on order."""
+    for name in names:
+        for index, value in enumerate(outputs[name]):
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                raise CalibrationError(
+                    f"output {name!r} of {what} is NaN or Inf on batch {index} of the data, so its error cannot be "
+                    "measured; fix the model or the data (or compare without that output)"
+                )
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -291,6 +325,7 @@ def compare(
     ref_names = {o for n in reference.graph.node for o in n.output} | {i.name for i in reference.graph.input}
     qtensors = {k: v for k, v in qtensors.items() if k in ref_names}
     ref_out = run(reference, batches, extra_outputs=list(qtensors))
+    check_finite(ref_out, [o.name for o in reference.graph.output if o.name in ref_out], "the reference model")
     cand_out = run(candidate, batches, extra_outputs=[dq for dq, _ in qtensors.values()])
     outputs = []
     for out in reference.graph.output:

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from .._io import check_output_path, load_model, save_model
 from ..errors import CalibrationError, UsageError
 from ..passes._infra import PassManager, PassResult, PipelineReport, SkippedNode
-from ..passes.insert_qdq import MIN_OPSET, DEFAULT_OP_TYPES, InsertQdqPass, _quantizable_slots, constant_values
+from ..passes.insert_qdq import MIN_OPSET, DEFAULT_OP_TYPES, InsertQdqPass, activations_to_quantize, constant_values
 from ..passes.to_fp16 import ConvertToFp16Pass
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,9 @@ def _check_ranges(graph: gs.Graph, ranges: dict[str, float], source: str) -> tup
     if bad:
         log.warning("%s: %d range(s) are infinite, NaN or negative and are ignored: %s", source, len(bad), bad[:5])
     usable = {k: v for k, v in ranges.items() if k not in bad}
+    if not usable:
+        why = f"all {len(ranges)} are NaN, infinite or negative" if ranges else "it has no entries"
+        raise CalibrationError(f"no usable ranges in {source} ({why}); nothing would be quantized: recalibrate")
     tensors = graph.tensors()
     unknown = [k for k in usable if k not in tensors]
     if usable and len(unknown) > FOREIGN_CACHE_SHARE * len(usable):
@@ -102,15 +105,12 @@ def _check_ranges(graph: gs.Graph, ranges: dict[str, float], source: str) -> tup
     return {k: v for k, v in usable.items() if k in tensors}, unknown
 
 
-def _needed_ranges(graph: gs.Graph, op_types: Collection[str]) -> list[str]:
-    needed = []
-    for node in graph.nodes:
-        if node.op in op_types:
-            for i in _quantizable_slots(node):
-                t = node.inputs[i] if i < len(node.inputs) else None
-                if isinstance(t, gs.Variable) and t.name and constant_values(t) is None and t.name not in needed:
-                    needed.append(t.name)
-    return needed
+def _needed_ranges(graph: gs.Graph, options: Mapping, exclude: Collection[str]) -> list[str]:
+    """Activations the pass would quantize, by its own plan (residual-Add inputs too), excluded nodes left out."""
+    kept = gs.Graph(nodes=[n for n in graph.nodes if n.name not in exclude], inputs=graph.inputs,
+                    outputs=graph.outputs, opset=graph.opset, functions=graph.functions)
+    needed = activations_to_quantize(kept, op_types=options["op_types"], residual_add=options["residual_add"])
+    return [t for t in needed if t not in options["exclude_tensors"]]
 
 
 def _is_float(tensor: gs.Tensor) -> bool:
@@ -190,18 +190,22 @@ def quantize(
         raise UsageError(f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?")
     _check_names(graph, exclude, exclude_tensors)
     ranges, _ = _check_ranges(graph, ranges, ranges_source)
-    missing = tuple(n for n in _needed_ranges(graph, ops) if n not in ranges and n not in exclude_tensors)
+    options = dict(ranges=ranges, op_types=ops, exclude_tensors=exclude_tensors, residual_add=residual_add)
+    missing = tuple(n for n in _needed_ranges(graph, options, exclude) if n not in ranges)
     if missing and strict:
         raise CalibrationError(
             f"{ranges_source}: no range for {len(missing)} tensor(s) the model quantizes: {', '.join(missing[:10])}"
             f"{' ...' if len(missing) > 10 else ''}; recalibrate, or drop --strict to keep them in float"
         )
-    options = dict(ranges=ranges, op_types=ops, exclude_tensors=exclude_tensors, residual_add=residual_add)
     report = None
     excluded = list(exclude)
     if protect and data is not None:
-        from .protect import protect as run_protect
+        from .protect import name_weighted_nodes, protect as run_protect
 
+        proto, named = name_weighted_nodes(proto)  # so protection can keep unnamed layers in float
+        if named:
+            notes.append(f"unnamed layers named after their op and output: {', '.join(named[:5])}"
+                         f"{' ...' if len(named) > 5 else ''}")
         report = run_protect(proto, options, data, exclude=excluded, criterion=criterion, metric=metric,
                              allowed_drop=allowed_drop, strategy=strategy)
         excluded += [e.node for e in report.excluded]

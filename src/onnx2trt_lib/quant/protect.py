@@ -12,9 +12,10 @@ Steps (each one visible in `protect` below):
 4. Refine: try giving each kept-float layer back to INT8, least sensitive first; keep the ones
    that do not break the criterion.
 
-The criterion is label-free by default: on the held-out batches, every output's SQNR against
-the FP32 model is at least `min_sqnr_db` (default 20 dB: quantization noise at most 1% of the
-output's power). With a user `metric(model) -> score` (higher is better) it is instead
+The criterion is label-free by default: on the held-out batches, every float output's SQNR
+against the FP32 model is at least `min_sqnr_db` (default 20 dB: quantization noise at most 1% of
+the output's power). Bool and integer outputs (Greater, ArgMax) are no signal and are left out,
+as the report's notes say; NaN or Inf in an FP32 output is refused, since no SQNR is defined. With a user `metric(model) -> score` (higher is better) it is instead
 `score >= fp32 score - allowed_drop`. The data should be held out from the batches that made the
 ranges, otherwise the criterion flatters the ranges it was tuned on.
 
@@ -36,7 +37,7 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from .accuracy import as_batches, int8_mac_share, node_key, run, sqnr_db, weighted_macs
+from .accuracy import WEIGHTED_OPS, as_batches, check_finite, int8_mac_share, node_key, run, sqnr_db, weighted_macs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ REFINE_LIMIT = 16  # refine only small exclusion sets: each try is one evaluatio
 
 @dataclass(frozen=True)
 class Criterion:
-    """Label-free: min over outputs of SQNR(FP32, INT8) in dB must reach `min_sqnr_db`."""
+    """Label-free: min over float outputs of SQNR(FP32, INT8) in dB must reach `min_sqnr_db`."""
 
     min_sqnr_db: float = DEFAULT_MIN_SQNR_DB
 
@@ -133,9 +134,18 @@ class _Evaluator:
         self.model, self.options, self.batches = model, dict(options), batches
         self.metric = metric
         self.count = 0
-        self.names = [o.name for o in model.graph.output]
+        self.skipped: list[str] = []  # outputs left out of the bound: not float
         if metric is None:
             ref = run(model, batches)
+            outputs = [o.name for o in model.graph.output]
+            self.names = [n for n in outputs if ref[n][0].dtype.kind == "f"]
+            self.skipped = [f"{n} ({ref[n][0].dtype})" for n in outputs if n not in self.names]
+            if not self.names:
+                raise UsageError(
+                    f"no float output to bound ({', '.join(self.skipped)}): SQNR needs float outputs; "
+                    "pass a metric, or quantize without protection"
+                )
+            check_finite(ref, self.names, "the FP32 model")
             self.ref = {n: np.concatenate([a.reshape(-1) for a in ref[n]]) for n in self.names}
             self.target = criterion.min_sqnr_db
         else:
@@ -148,7 +158,8 @@ class _Evaluator:
 
     def label_free(self, qmodel: onnx.ModelProto) -> float:
         out = run(qmodel, self.batches)
-        return min(sqnr_db(self.ref[n], np.concatenate([a.reshape(-1) for a in out[n]])) for n in self.names)
+        values = [sqnr_db(self.ref[n], np.concatenate([a.reshape(-1) for a in out[n]])) for n in self.names]
+        return min(-math.inf if math.isnan(v) else v for v in values)  # NaN from INT8 fails, whatever the order
 
     def score(self, float_layers: Collection[str]) -> float:
         self.count += 1
@@ -179,11 +190,18 @@ def protect(
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     criterion = criterion or Criterion()
+    model, named = name_weighted_nodes(model)
     batches = as_batches(data, model)
     ev = _Evaluator(model, options, batches, criterion, metric, allowed_drop)
     what = criterion.describe() if metric is None else f"metric >= FP32 metric {ev.fp32_score:.6g} - {allowed_drop:g}"
     user = list(exclude)
-    macs = weighted_macs(model, {k: v[:1] for k, v in batches[0].items()})
+    macs = weighted_macs(model, _one_sample(model, batches[0]))
+    notes: list[str] = []
+    if ev.skipped:
+        notes.append(f"not in the SQNR bound (not float): {', '.join(ev.skipped)}")
+    if named:
+        notes.append(f"unnamed layers named after their op and output: {', '.join(named[:5])}"
+                     f"{' ...' if len(named) > 5 else ''}")
 
     # 1. everything INT8
     full = ev.build(user)
@@ -191,7 +209,8 @@ def protect(
     share_before = int8_mac_share(full, macs)
     if ev.ok(before):
         log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, ev.target)
-        return ProtectionReport(what, before, before, ev.target, True, (), (), ev.count, share_before, share_before)
+        return ProtectionReport(what, before, before, ev.target, True, (), (), ev.count, share_before, share_before,
+                                tuple(notes))
 
     # 2. sensitivity ranking: only one layer INT8 at a time (label-free, on a few batches)
     candidates = _quantized_layers(full)
@@ -211,7 +230,6 @@ def protect(
             results[k] = ev.score(ranking[:k] + user)
         return results[k]
 
-    notes: list[str] = []
     n = len(ranking)
     if strategy == "greedy":
         k = next((k for k in range(1, n + 1) if ev.ok(value(k))), n)
@@ -255,12 +273,43 @@ def protect(
     return report
 
 
+def name_weighted_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy whose unnamed Conv/Gemm/MatMul nodes are named `<op>:<first output>` (the MAC key).
+
+    Layers are kept in float by node name, so an unnamed layer could not be protected. Output
+    names are unique, so the names are stable across runs; `model` itself is not changed.
+    """
+    taken = {n.name for n in model.graph.node}
+    if all(n.name or n.op_type not in WEIGHTED_OPS for n in model.graph.node):
+        return model, []
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    named = []
+    for node in copy.graph.node:
+        if not node.name and node.op_type in WEIGHTED_OPS:
+            name = base = node_key(node)
+            suffix = 1
+            while name in taken:
+                name, suffix = f"{base}#{suffix}", suffix + 1
+            node.name = name
+            taken.add(name)
+            named.append(name)
+    return copy, named
+
+
+def _one_sample(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row where the batch dim is dynamic (MAC shares do not depend on it), the whole feed where it is fixed."""
+    dims = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
+    fixed = {k for k, d in dims.items() if d and d[0].HasField("dim_value")}
+    return {k: v if k in fixed or np.ndim(v) == 0 else v[:1] for k, v in feed.items()}
+
+
 def _quantized_layers(qmodel: onnx.ModelProto) -> list[str]:
     """Names of weighted nodes whose data and weight inputs both come from DequantizeLinear."""
     producers = {out: n.op_type for n in qmodel.graph.node for out in n.output}
     found = []
     for n in qmodel.graph.node:
-        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and n.name:
+        if n.op_type in WEIGHTED_OPS and n.name:  # unnamed ones were named by name_weighted_nodes
             if all(producers.get(t) == "DequantizeLinear" for t in n.input[:2]):
                 found.append(n.name)
     return found
