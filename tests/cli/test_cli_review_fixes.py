@@ -121,3 +121,17 @@ def test_sigterm_takes_the_interrupt_path():
             signal.sigtimedwait([], 0.1) if hasattr(signal, "sigtimedwait") else None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("option", ["--atol", "--rtol"])
+def test_compare_nan_tolerance_is_refused(tmp_path, option):
+    feeds = tmp_path / "x.npz"
+    np.savez(feeds, image=np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32))
+    result = invoke("compare", str(SAMPLE), str(SAMPLE), "--input", str(feeds), option, "nan")
+    assert result.exit_code != 0 and "atol and rtol must be >= 0, not NaN" in result.output
+    assert "PASSED" not in result.output and "Traceback" not in result.output
+
+
+def test_fp16_unknown_keep_node_names_its_own_option(tmp_path):
+    result = invoke("fp16", str(SAMPLE), "-o", str(tmp_path / "h.onnx"), "--keep-nodes", "nope")
+    assert result.exit_code == 2 and "--keep-nodes: no node named 'nope'" in result.output

@@ -138,11 +138,12 @@ def _at_least_opset_13(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelPr
     return converted
 
 
-def _check_names(graph: gs.Graph, nodes: Collection[str], tensors: Collection[str]) -> None:
+def _check_names(graph: gs.Graph, nodes: Collection[str], tensors: Collection[str], *,
+                 node_option: str = "--exclude") -> None:
     node_names = {n.name for n in graph.nodes}
     unknown = [n for n in nodes if n not in node_names]
     if unknown:
-        raise UsageError(f"--exclude: no node named {', '.join(repr(u) for u in unknown[:5])} in the model")
+        raise UsageError(f"{node_option}: no node named {', '.join(repr(u) for u in unknown[:5])} in the model")
     tensor_names = graph.tensors()
     unknown = [t for t in tensors if t not in tensor_names]
     if unknown:
@@ -272,7 +273,7 @@ def to_fp16(
     graph = gs.import_onnx(inferred)
     if not any(isinstance(t, gs.Variable) and t.dtype == np.float32 for t in graph.tensors().values()):
         raise UsageError(f"{source}: has no float32 tensors; to-fp16 converts float32 models")
-    _check_names(graph, keep_nodes, ())
+    _check_names(graph, keep_nodes, (), node_option="--keep-nodes")
     pass_ = ConvertToFp16Pass(
         keep_io_types=keep_io_types, keep_ops=keep_ops, keep_nodes=keep_nodes,
         ranges=ranges_from(ranges) if ranges is not None else None,

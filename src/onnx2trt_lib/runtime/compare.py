@@ -193,8 +193,8 @@ def compare(
     Outputs are matched by name; an output only one runner has fails with a reason. Errors
     accumulate over feeds: max/worst over all, cosine over all elements together.
     """
-    if atol < 0 or rtol < 0:
-        raise RuntimeExecutionError(f"compare: atol and rtol must be >= 0 (got atol={atol}, rtol={rtol})")
+    if not (atol >= 0 and rtol >= 0):  # NaN fails too: every comparison with it is False, so all would pass
+        raise RuntimeExecutionError(f"compare: atol and rtol must be >= 0, not NaN (got atol={atol}, rtol={rtol})")
     feeds = [data] if isinstance(data, Mapping) else list(data)
     if not feeds:
         raise RuntimeExecutionError("compare: no input data; give at least one {name: array} feed")
