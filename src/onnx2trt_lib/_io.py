@@ -364,6 +364,11 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
     return model
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters with "...", for paths quoted in one-line errors."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

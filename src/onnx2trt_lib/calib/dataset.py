@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._io import load_arrays
+from .._io import load_arrays, shorten
 from ..errors import CalibrationError, UsageError
 from .preprocess import Preprocess
 
@@ -351,11 +351,7 @@ def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArrayS
     try:
         return _open_existing_path(text, preprocess)
     except OSError as exc:  # e.g. a name too long for the file system
-        raise CalibrationError(f"calibration data {_short(text)}: {exc.strerror or exc}") from None
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise CalibrationError(f"calibration data {shorten(text)}: {exc.strerror or exc}") from None
 
 
 def _open_existing_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:

@@ -41,17 +41,15 @@ class Onnx2TrtGroup(click.Group):
         except OSError as exc:  # a path the file system refuses (name too long, not a folder, ...)
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            where = f": {_short(str(exc.filename))}" if exc.filename else ""
+            from .._io import shorten  # here: _io imports onnx, which `onnx2trt --help` need not load
+
+            where = f": {shorten(str(exc.filename))}" if exc.filename else ""
             err_console.print(f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
                               markup=True, highlight=False)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err_console.print("interrupted; no partial file was left (outputs finished before the interrupt stay)")
             ctx.exit(130)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def debug_enabled() -> bool:
