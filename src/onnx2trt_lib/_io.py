@@ -267,7 +267,7 @@ def sha256_model_file(path: str | os.PathLike) -> str:
     path = Path(path)
     data = path.read_bytes()  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
     digest = hashlib.sha256(data).hexdigest()
-    externals = external_data_files(path) if b"location" in data else []
+    externals = external_data_files(path)
     if not externals:
         return digest
     combined = hashlib.sha256(digest.encode())
@@ -277,8 +277,14 @@ def sha256_model_file(path: str | os.PathLike) -> str:
 
 
 def external_data_files(path: str | os.PathLike) -> list[Path]:
-    """The existing external-data files an .onnx file references (none when it cannot be parsed)."""
+    """The existing external-data files an .onnx file references (none when it cannot be parsed).
+
+    The proto is parsed only when its bytes mention "location" at all: a self-contained model
+    (weights inline, up to 2 GiB) is not parsed a second time just to learn it has none.
+    """
     path = Path(path)
+    if not _mentions(path, b"location"):
+        return []
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - loading reports an unreadable model properly
@@ -362,6 +368,20 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
             if "2GB" not in str(exc) and "2 GB" not in str(exc):
                 raise ModelLoadError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
     return model
+
+
+def _mentions(path: Path, needle: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether the file's bytes contain `needle` (read in chunks, not all at once)."""
+    tail = b""
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                if needle in tail + block[: len(needle) - 1] or needle in block:
+                    return True
+                tail = block[-(len(needle) - 1):]
+    except OSError:
+        return False
+    return False
 
 
 def shorten(text: str, limit: int = 80) -> str:
