@@ -21,7 +21,7 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 @click.option("--cache", "calibration_cache", type=click.Path(dir_okay=False, path_type=str),
               help="INT8 calibration cache (TensorRT text format).")
 @click.option("--data", "calibration_data", type=click.Path(path_type=str),
-              help="INT8 calibration data (TensorRT 10 only: calibrates while building).")
+              help="INT8 calibration data when no --cache is given: calibrated by onnx2trt_lib before the build (every backend).")
 @click.option("--shapes", multiple=True, metavar="NAME:MIN/OPT/MAX,...",
               help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224.")
 @click.option("--min-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MIN shapes (one per profile).")
