@@ -319,20 +319,28 @@ def hist_band_f16_kernel(bits, table, counts, inv_w, lo, hi):
 
 
 @njit(**FLAGS)
-def _fill_group_table(hlnh, cum, nzcum, lnint, length, row):
+def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row):
     """row[s] = D(s, s+length) for every start s with s+length <= N.
 
-    G and n come from prefix sums (exact for integer counts); sum H ln H is summed directly
-    over the group so no large prefix sums cancel.
+    n comes from prefix sums, and so does G when the counts are integers (then exact); float
+    counts have G summed over the group, since a difference of large prefix sums loses the small
+    ones (1987s next to 0.001 lost ~1e-9 of their KL). sum H ln H is always summed directly.
     """
     n = hlnh.shape[0]
     for s in range(n - length + 1):
         e = s + length
         g = cum[e] - cum[s]
-        if g > 0.0:
-            sl = 0.0
+        sl = 0.0
+        if integral:
+            if g > 0.0:
+                for k in range(s, e):
+                    sl += hlnh[k]
+        else:
+            g = 0.0
             for k in range(s, e):
+                g += h[k]
                 sl += hlnh[k]
+        if g > 0.0:
             row[s] = sl - g * math.log(g) + g * lnint[nzcum[e] - nzcum[s]]
         else:
             row[s] = 0.0
@@ -358,10 +366,13 @@ def kl_search_kernel(h, num_quant_bins, start, kl_out):
     nzcum = np.empty(n + 1, dtype=np.int64)
     cum[0] = 0.0
     nzcum[0] = 0
+    integral = total < 2.0**53  # prefix sums of integer counts below 2**53 are exact
     for k in range(n):
         hk = h[k]
         hlnh[k] = hk * math.log(hk) if hk > 0.0 else 0.0
         cum[k + 1] = cum[k] + hk
+        if hk != math.floor(hk):
+            integral = False
         nzcum[k + 1] = nzcum[k] + (1 if hk > 0.0 else 0)
     max_len = (n + nq - 1) // nq + 1
     lnint = np.empty(max_len + 1)
@@ -379,8 +390,8 @@ def kl_search_kernel(h, num_quant_bins, start, kl_out):
             if length == cur_len + 1 and cur_len > 0:
                 row_a, row_b = row_b, row_a  # old L+1 row is the new L row
             else:
-                _fill_group_table(hlnh, cum, nzcum, lnint, length, row_a)
-            _fill_group_table(hlnh, cum, nzcum, lnint, length + 1, row_b)
+                _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row_a)
+            _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length + 1, row_b)
             cur_len = length
         c_i = cum[i]
         # exact zero when nothing lies beyond i (float counts could leave rounding dust)
@@ -409,11 +420,13 @@ def kl_search_kernel(h, num_quant_bins, start, kl_out):
                 acc += row_b[s]
             s = e
         # last group [s, i): bins before i-1 as usual, bin i-1 carries the tail
-        g_sum = c_i - cum[s]
+        g_sum = c_i - cum[s] if integral else h[i - 1]
+        sl = 0.0
+        for k in range(s, i - 1):
+            if not integral:
+                g_sum += h[k]
+            sl += hlnh[k]
         if g_sum > 0.0:
-            sl = 0.0
-            for k in range(s, i - 1):
-                sl += hlnh[k]
             nz = nzcum[i] - nzcum[s]
             ln_q = math.log(g_sum) - lnint[nz]
             acc += sl - (g_sum + tail) * ln_q
