@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..passes.fold_constants import RANDOM_OPS
+from ..passes.insert_qdq import constant_values
 from .targets import Target
 
 _DEFAULT_DOMAINS = (None, "", "ai.onnx")
@@ -119,8 +121,23 @@ def _is_foldable(tensor: gs.Tensor) -> bool:
 
 
 def _reads_graph_input_values(tensor: gs.Tensor) -> bool:
-    """True when `tensor` is computed from a graph input's values (not just its shape)."""
-    return any(producer is None and not _is_constant(t) for t, producer in _ancestors(tensor))
+    """True when `tensor` is computed from a float graph input's values (not just its shape).
+
+    Integer graph inputs are left out: TensorRT takes an int32/int64 input as a shape tensor
+    (values set through the optimization profile), so Cast(int input) -> scales builds;
+    a float input cannot be a shape tensor and the parser refuses it.
+    """
+    return any(
+        producer is None and not _is_constant(t) and not _is_integer(t) for t, producer in _ancestors(tensor)
+    )
+
+
+def _is_integer(tensor: gs.Tensor) -> bool:
+    dtype = getattr(tensor, "dtype", None)
+    try:
+        return dtype is not None and np.issubdtype(np.dtype(dtype), np.integer)
+    except TypeError:
+        return False
 
 
 def _resize_scales(node: gs.Node, opset: int) -> gs.Tensor | None:
@@ -252,6 +269,39 @@ def resize_keep_aspect_ratio_policy(node: gs.Node, target: Target, opset: int) -
     return Hit(f'{target.name} supports only keep_aspect_ratio_policy="stretch", not "{policy}"', None)
 
 
+def resize_tf_half_pixel_for_nn(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if _coordinate_mode(node, opset) != "tf_half_pixel_for_nn" or not target.resize_tf_half_pixel_for_nn_strict:
+        return None
+    nearest_mode = _attr_str(node, "nearest_mode", "round_prefer_floor")
+    if nearest_mode != "round_prefer_floor":  # checked whatever the mode, linear and cubic too
+        return Hit(
+            f"{target.name} accepts tf_half_pixel_for_nn Resize only with nearest_mode=round_prefer_floor, "
+            f"not {nearest_mode}",
+            None,
+        )
+    if _resize_scales(node, opset) is None:
+        return Hit(f"{target.name} accepts tf_half_pixel_for_nn Resize only with scales, not sizes", None)
+    return None
+
+
+def resize_scaled_axes(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    mode = _resize_mode(node)
+    limit = {"linear": target.resize_linear_max_scaled_axes, "cubic": target.resize_cubic_max_scaled_axes}.get(mode)
+    if limit is None or "axes" in node.attrs:
+        return None
+    scales = _resize_scales(node, opset)
+    values = constant_values(scales) if scales is not None else None
+    if values is None or values.ndim != 1 or values.size <= limit:
+        return None
+    if all(float(v) == 1.0 for v in values[: values.size - limit]):
+        return None
+    return Hit(
+        f"{target.name} resizes {mode} only on the innermost {limit} axes when scales are given "
+        f"(scales {values.tolist()}); with sizes it is accepted",
+        None,
+    )
+
+
 def resize_scales_not_constant(node: gs.Node, target: Target, opset: int) -> Hit | None:
     scales = _resize_scales(node, opset)
     if scales is None or _is_constant(scales):
@@ -290,6 +340,8 @@ RULES: tuple[Rule, ...] = (
     Rule("resize-half-pixel-symmetric", _RESIZE, resize_half_pixel_symmetric),
     Rule("resize-keep-aspect-ratio-policy", _RESIZE, resize_keep_aspect_ratio_policy),
     Rule("resize-scales-not-constant", ("Resize", "Upsample"), resize_scales_not_constant),
+    Rule("resize-tf-half-pixel-for-nn", _RESIZE, resize_tf_half_pixel_for_nn),
+    Rule("resize-scaled-axes", _RESIZE, resize_scaled_axes),
 )
 
 RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)

@@ -71,6 +71,13 @@ class Target:
     resize_keep_aspect_ratio_policy: bool = False  # any policy other than "stretch"
     # Resize `scales` must be a constant (initializer / Constant node), not a computed tensor.
     resize_scales_must_be_constant: bool = True
+    # tf_half_pixel_for_nn Resize refused unless nearest_mode is round_prefer_floor and the
+    # output size comes from (non-empty) scales, not sizes (TensorRT-RTX 1.7 importResize).
+    resize_tf_half_pixel_for_nn_strict: bool = False
+    # With constant scales, linear/cubic Resize may scale only the innermost N axes
+    # ("only supports cubic resizing on the outermost 2 dimensions"); None = no limit.
+    resize_linear_max_scaled_axes: int | None = None
+    resize_cubic_max_scaled_axes: int | None = None
     # Where the facts come from (repo@branch:path), for docs and error messages.
     sources: tuple[str, ...] = ()
 
@@ -269,6 +276,10 @@ def _build_table() -> dict[str, Target]:
             resize_cubic=True,
             max_opset=24,
             resize_scales_must_be_constant=False,
+            # Found by tests/compat/test_rtx_oracle.py against the tensorrt_rtx 1.7 parser.
+            resize_tf_half_pixel_for_nn_strict=True,
+            resize_linear_max_scaled_axes=3,
+            resize_cubic_max_scaled_axes=2,
             sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
                      "onnx/onnx-tensorrt@main:docs/operators.md"),
         )

@@ -1,0 +1,142 @@
+"""Lint(tensorrt-rtx) against the real TensorRT-RTX parser on cases where they used to disagree.
+
+Each case: a small model, the rules lint should report for tensorrt-rtx ([] = accepted), and
+(through `test_rtx_parser_and_builder_agree`) whether tensorrt_rtx parses and builds it.
+Found by sweeping Resize modes x coordinate modes x nearest modes x scales/sizes x opsets
+11-19 x static/dynamic shapes, Scatter*, GatherElements and If against tensorrt_rtx 1.7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx2trt_lib.compat import lint_model
+
+
+def _model(nodes, inputs, inits=(), opset=13) -> onnx.ModelProto:
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", inputs, [out], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _x(shape=(1, 3, 8, 8)):
+    return helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+
+
+def _resize(mode, *, scales=None, sizes=None, **attrs) -> onnx.ModelProto:
+    """Resize of a 1x3x8x8 input with constant scales or sizes."""
+    if sizes is not None:
+        init, ins = numpy_helper.from_array(np.array(sizes, np.int64), "sizes"), ["x", "", "", "sizes"]
+    else:
+        init, ins = numpy_helper.from_array(np.array(scales, np.float32), "scales"), ["x", "", "scales"]
+    node = helper.make_node("Resize", ins, ["y"], name="resize", mode=mode, **attrs)
+    return _model([node], [_x()], [init])
+
+
+def _scales_from_int_input(dtype=TensorProto.INT64, cast_from=None) -> onnx.ModelProto:
+    """scales = Cast(graph input `s`); with cast_from, `s` is float and cast to int first."""
+    nodes = []
+    src = "s"
+    if cast_from is not None:
+        nodes.append(helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64))
+        src = "si"
+    nodes.append(helper.make_node("Cast", [src], ["scales"], to=TensorProto.FLOAT))
+    nodes.append(helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="linear"))
+    s = helper.make_tensor_value_info("s", cast_from or dtype, [4])
+    return _model(nodes, [_x(), s])
+
+
+def _if_with(branch_node: onnx.NodeProto) -> onnx.ModelProto:
+    out = helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)
+    then = helper.make_graph([branch_node], "then", [], [out])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e_out"])], "else", [],
+                              [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")
+    return _model([node], [_x(), cond], [scales])
+
+
+TFNN = "tf_half_pixel_for_nn"
+X2 = [1, 1, 2, 2]
+
+# (label, model factory, rules lint reports for tensorrt-rtx)
+CASES = [
+    # tf_half_pixel_for_nn: only nearest_mode=round_prefer_floor, only with scales
+    ("tfnn nearest scales default nearest_mode", lambda: _resize("nearest", scales=X2, coordinate_transformation_mode=TFNN), []),
+    ("tfnn nearest scales round_prefer_floor",
+     lambda: _resize("nearest", scales=X2, coordinate_transformation_mode=TFNN, nearest_mode="round_prefer_floor"), []),
+    *[(f"tfnn {mode} scales nearest_mode={nm}",
+       lambda mode=mode, nm=nm: _resize(mode, scales=X2, coordinate_transformation_mode=TFNN, nearest_mode=nm),
+       ["resize-tf-half-pixel-for-nn"])
+      for mode in ("nearest", "linear", "cubic") for nm in ("floor", "ceil", "round_prefer_ceil")],
+    *[(f"tfnn {mode} sizes", lambda mode=mode: _resize(mode, sizes=[1, 3, 16, 16], coordinate_transformation_mode=TFNN),
+       ["resize-tf-half-pixel-for-nn"]) for mode in ("nearest", "linear", "cubic")],
+    ("half_pixel nearest sizes floor", lambda: _resize("nearest", sizes=[1, 3, 16, 16], nearest_mode="floor"), []),
+    # constant scales: cubic on the innermost 2 axes only, linear on the innermost 3
+    ("cubic scales [1,2,2,2]", lambda: _resize("cubic", scales=[1, 2, 2, 2]), ["resize-scaled-axes"]),
+    ("cubic scales [2,1,2,2]", lambda: _resize("cubic", scales=[2, 1, 2, 2]), ["resize-scaled-axes"]),
+    ("cubic scales [1,1,2,2]", lambda: _resize("cubic", scales=X2), []),
+    ("cubic sizes [1,6,16,16]", lambda: _resize("cubic", sizes=[1, 6, 16, 16]), []),
+    ("linear scales [2,1,2,2]", lambda: _resize("linear", scales=[2, 1, 2, 2]), ["resize-scaled-axes"]),
+    ("linear scales [1,2,2,2]", lambda: _resize("linear", scales=[1, 2, 2, 2]), []),
+    ("nearest scales [2,2,2,2]", lambda: _resize("nearest", scales=[2, 2, 2, 2]), []),
+    # scales computed from an integer graph input: a shape tensor, accepted
+    ("scales = Cast(int64 input)", lambda: _scales_from_int_input(TensorProto.INT64), []),
+    ("scales = Cast(int32 input)", lambda: _scales_from_int_input(TensorProto.INT32), []),
+    ("scales = Cast(Cast(float input))", lambda: _scales_from_int_input(cast_from=TensorProto.FLOAT),
+     ["resize-scales-not-constant"]),
+    # inside an If branch
+    ("If with tfnn floor Resize",
+     lambda: _if_with(helper.make_node("Resize", ["x", "", "sc"], ["t_out"], mode="nearest",
+                                       coordinate_transformation_mode=TFNN, nearest_mode="floor")),
+     ["resize-tf-half-pixel-for-nn"]),
+]
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize(("label", "make", "expected"), CASES, ids=IDS)
+def test_rtx_lint(label, make, expected):
+    assert [f.rule for f in lint_model(make(), "tensorrt-rtx")] == expected
+
+
+@pytest.mark.parametrize(("label", "make", "expected"), CASES[:-1], ids=IDS[:-1])
+def test_tensorrt_10_unchanged_by_rtx_facts(label, make, expected):
+    # The new Resize facts are RTX-only (checked here); other targets keep their rows.
+    rules = [f.rule for f in lint_model(make(), "tensorrt-10")]
+    assert "resize-tf-half-pixel-for-nn" not in rules and "resize-scaled-axes" not in rules
+
+
+def _rtx_accepts(model: onnx.ModelProto) -> tuple[bool, str]:
+    """Parse with tensorrt_rtx as build/network.py does, then build with a minimal config."""
+    trt = pytest.importorskip("tensorrt_rtx")
+    logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse(model.SerializeToString())
+    if not ok or parser.num_errors:
+        return False, "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+    config = builder.create_builder_config()
+    profile = None
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if tensor.is_shape_tensor:
+            profile = profile or builder.create_optimization_profile()
+            values = [1] * tensor.shape[0]
+            profile.set_shape_input(tensor.name, values, values, values)
+    if profile is not None:
+        config.add_optimization_profile(profile)
+    return builder.build_serialized_network(network, config) is not None, "build failed"
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize(("label", "make", "expected"), CASES, ids=IDS)
+def test_rtx_parser_and_builder_agree(label, make, expected):
+    ok, why = _rtx_accepts(make())
+    assert ok == (not expected), f"{label}: RTX ok={ok} ({why[:160]}), lint expects {expected}"
