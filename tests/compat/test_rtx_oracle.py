@@ -62,6 +62,13 @@ def _if_with(branch_node: onnx.NodeProto) -> onnx.ModelProto:
     return _model([node], [_x(), cond], [scales])
 
 
+def _typed_input(elem: int) -> onnx.ModelProto:
+    """y = Cast(i, float) + x for a graph input i of type `elem`."""
+    nodes = [helper.make_node("Cast", ["i"], ["f"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "f"], ["y"], name="add")]
+    return _model(nodes, [_x((1, 4)), helper.make_tensor_value_info("i", elem, [1, 4])])
+
+
 TFNN = "tf_half_pixel_for_nn"
 X2 = [1, 1, 2, 2]
 
@@ -91,6 +98,11 @@ CASES = [
     ("scales = Cast(int32 input)", lambda: _scales_from_int_input(TensorProto.INT32), []),
     ("scales = Cast(Cast(float input))", lambda: _scales_from_int_input(cast_from=TensorProto.FLOAT),
      ["resize-scales-not-constant"]),
+    # graph inputs of types TensorRT has no DataType for (int32/int64/bool/float16 it has)
+    *[(f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), ["tensor-type-unsupported"])
+      for t in (TensorProto.INT16, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)],
+    *[(f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), [])
+      for t in (TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16)],
     # inside an If branch
     ("If with tfnn floor Resize",
      lambda: _if_with(helper.make_node("Resize", ["x", "", "sc"], ["t_out"], mode="nearest",

@@ -326,10 +326,32 @@ def resize_scales_not_constant(node: gs.Node, target: Target, opset: int) -> Hit
     )
 
 
+# ONNX element types TensorRT has no DataType for, in any version (its types: float32/16,
+# bfloat16, int8/32/64, uint8, bool, fp8, int4, fp4): the parser refuses such a tensor.
+_NO_TENSORRT_TYPE = {np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)}
+
+
+def tensor_type_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    for tensor in (*node.inputs, *node.outputs):
+        dtype = getattr(tensor, "dtype", None)
+        try:
+            if dtype is None or np.dtype(dtype) not in _NO_TENSORRT_TYPE:
+                continue
+        except TypeError:
+            continue
+        return Hit(
+            f"{target.name} has no {np.dtype(dtype).name} tensors ({tensor.name!r}); "
+            "make it int32/int64 (or float) in the model, e.g. at export",
+            None,
+        )
+    return None
+
+
 _RESIZE = ("Resize",)
 
 RULES: tuple[Rule, ...] = (
     Rule("unsupported-op", (), unsupported_op),
+    Rule("tensor-type-unsupported", (), tensor_type_unsupported),
     Rule("gather-elements-unsupported", ("GatherElements",), gather_elements_unsupported),
     Rule("scatter-reduction-attr", ("ScatterND", "ScatterElements"), scatter_reduction_attr),
     Rule("resize-cubic-unsupported", _RESIZE, resize_cubic),
