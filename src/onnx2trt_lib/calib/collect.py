@@ -28,7 +28,7 @@ import onnx
 from .._io import load_model
 from ..errors import CalibrationError, UsageError
 from ._threads import ort_threads, tensor_pool
-from .dataset import ArraySource, ImageSource, format_shape, resolve_calibration_shapes
+from .dataset import ArraySource, ImageSource, InputSpec, format_shape, resolve_calibration_shapes
 from .state import CalibrationState
 from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_aliases
 
@@ -119,6 +119,8 @@ class _Feeder:
         self.inputs = model_inputs(model)
         if not self.inputs:
             raise CalibrationError("the model has no inputs to feed; nothing to run it on")
+        # inputs declared without a shape (rank unknown) take any rank; model_inputs gives them dims ()
+        self.unranked = {v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")}
         self.shapes = self._shapes(shapes, batch_size)
 
     def _shapes(self, shapes: Mapping[str, Sequence[int]], batch_size: int | None) -> dict[str, tuple[int, ...]] | None:
@@ -127,7 +129,10 @@ class _Feeder:
         if isinstance(self.source, ArraySource):
             given = dict(shapes)
             arrays = self.source._named({spec.name: () for spec in self.inputs})
-            for spec in self.inputs:
+            # an input of unknown rank is calibrated at the rank of its samples (batch first)
+            specs = [InputSpec(s.name, (None, *arrays[s.name].shape[1:]), s.dtype) if s.name in self.unranked else s
+                     for s in self.inputs]
+            for spec in specs:
                 if spec.name not in given:
                     arr = arrays[spec.name]
                     sample, wanted = tuple(arr.shape[1:]), tuple(spec.dims[1:])
@@ -137,7 +142,7 @@ class _Feeder:
                             f"the model's input is {format_shape(spec.dims)} (batch first)"
                         )
                     given[spec.name] = (batch_size or spec.dims[0] or 1, *arr.shape[1:]) if spec.dims else ()
-            return resolve_calibration_shapes(self.inputs, given, batch_size)
+            return resolve_calibration_shapes(specs, given, batch_size)
         return None  # caller's batches: checked one by one against the model's static dims
 
     def _feeds(self, batch: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
@@ -147,7 +152,8 @@ class _Feeder:
                 raise CalibrationError(f"batch {index} has no array for input {spec.name!r} (it has {', '.join(batch)})")
             arr = np.asarray(batch[spec.name])
             want = self.shapes[spec.name] if self.shapes else spec.dims
-            if len(arr.shape) != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape, strict=False)):
+            checked = self.shapes or spec.name not in self.unranked
+            if checked and (len(arr.shape) != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape, strict=False))):
                 raise CalibrationError(
                     f"batch {index}: input {spec.name!r} is {format_shape(arr.shape)} but the model wants {format_shape(want)}"
                 )
@@ -213,7 +219,8 @@ class _Collector(_Feeder):
         pairs = [(name, feeds[name]) for name in self.fed]
         for position, name in enumerate(self.fetch):
             arr = values[position].numpy()
-            pairs.append((name, arr if arr.dtype in (np.float32, np.float16) else arr.astype(np.float32)))
+            # float64 stays float64: a cast to float32 rounds bins and turns |x| > 3.4e38 into Inf
+            pairs.append((name, arr if arr.dtype in (np.float32, np.float16, np.float64) else arr.astype(np.float32)))
         return pairs, values
 
     def _runs(self) -> Iterable[tuple[int, dict[str, np.ndarray], list[tuple[str, np.ndarray]], Any]]:

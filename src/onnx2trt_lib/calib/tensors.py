@@ -53,7 +53,7 @@ def quantizable_tensors(
             if spec.is_float:
                 names.append(spec.name)
     for node in graph.node:
-        inputs = [name for name in node.input if name]
+        inputs = [name for name in (*node.input, *_outer_references(node)) if name]
         if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
             constant.update(o for o in node.output if o)
             continue
@@ -72,6 +72,23 @@ def quantizable_tensors(
         names = [n for n in names if n in wanted]
     drop = set(exclude)
     return [n for n in names if n not in drop]
+
+
+def _outer_references(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope tensors that the subgraphs of an If/Loop/Scan node read (not in node.input).
+
+    An If with a constant condition (or a Loop with constant trip count and initial values)
+    still computes from the activations its branches capture: not a constant.
+    """
+    used: set[str] = set()
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs):
+            local = {v.name for v in (*sub.input, *sub.initializer)}
+            local.update(o for n in sub.node for o in n.output)
+            for inner in sub.node:
+                used.update(n for n in (*inner.input, *_outer_references(inner)) if n and n not in local)
+            used.update(o.name for o in sub.output if o.name not in local)
+    return used
 
 
 def qdq_tensors(model: onnx.ModelProto) -> set[str]:
