@@ -109,3 +109,67 @@ def test_fold_constants_keeps_random_ops_and_what_they_feed(op: str) -> None:
     assert not PassManager([get_pass("fold-constants")]).run(fixed)[1].modified
     # lint agrees: a Resize reading this tensor would not be told that fold-constants fixes it
     assert not _is_foldable(gs.import_onnx(model).tensors()["r6"])
+
+
+def _if_model_with_dead_node_in_branch() -> onnx.ModelProto:
+    """y = If(c, then: Identity(x) plus a dead Sigmoid(x), else: Identity(x))."""
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["t"]), helper.make_node("Sigmoid", ["x"], ["dead_in_branch"])],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                              [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_cleanup_reports_dead_nodes_removed_inside_subgraphs() -> None:
+    model = _if_model_with_dead_node_in_branch()
+    fixed, report = PassManager([get_pass("cleanup")]).run(model)
+    counts = report.records[0].result.counts
+    assert report.modified and counts["removed_nodes"] == 1 and counts["removed_tensors"] == 1
+    assert [n.op_type for n in fixed.graph.node[0].attribute[0].g.node] == ["Identity"]
+    onnx.checker.check_model(fixed, full_check=True)
+    feeds = {"c": np.array(True), "x": np.array([1.0, -2.0], np.float32)}
+    np.testing.assert_array_equal(run_ort(model, feeds)[0], run_ort(fixed, feeds)[0])
+    assert not PassManager([get_pass("cleanup")]).run(fixed)[1].modified
+
+
+def test_cleanup_counts_tensors_of_removed_nodes() -> None:
+    _, report = PassManager([get_pass("cleanup")]).run(conv_relu_model())
+    assert report.records[0].result.counts["removed_tensors"] == 1  # "dead", the Sigmoid's output
+
+
+def test_infer_shapes_works_past_the_protobuf_limit(monkeypatch) -> None:
+    """onnx serialises the model for inference: past 2 GiB that fails. Shrunk here: a 4 KiB
+    weight against a 1 KiB "limit", with inference refusing larger models as onnx does."""
+    from onnx2trt_lib.passes import infer_shapes as module
+
+    monkeypatch.setattr(module, "_PROTO_LIMIT", 1024, raising=False)
+    monkeypatch.setattr(module, "_BIG_WEIGHT", 256, raising=False)
+    real = onnx.shape_inference.infer_shapes
+
+    def limited(model, *args, **kwargs):
+        if sum(t.ByteSize() for t in model.graph.initializer) > 1024:
+            raise ValueError("Failed to serialize proto")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", limited)
+    weight = numpy_helper.from_array(np.ones((8, 128), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    fixed, report = PassManager([get_pass("infer-shapes")]).run(model)
+    assert not report.skipped and report.modified
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in [*fixed.graph.value_info, *fixed.graph.output]}
+    assert shapes["a"] == ["N", 128] and shapes["y"] == ["N", 128]
+    assert [i.name for i in fixed.graph.input] == ["x"] and [t.name for t in fixed.graph.initializer] == ["w"]
+    x = np.ones((3, 8), np.float32)
+    np.testing.assert_array_equal(run_ort(model, {"x": x})[0], run_ort(fixed, {"x": x})[0])

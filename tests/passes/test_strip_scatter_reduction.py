@@ -142,3 +142,25 @@ def test_inside_if_branch(assert_same_outputs) -> None:
     assert all(a.name != "reduction" for n in then_nodes for a in n.attribute)
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert_same_outputs(model, fixed, {"c": np.array(True), "x": x}, atol=0.0)
+
+
+def test_inside_local_function(assert_same_outputs) -> None:
+    """The TensorRT parser inlines model-local functions: a scatter there is stripped too."""
+    function = helper.make_function("local", "SetRows", ["d", "i", "u"], ["o"],
+                                    [helper.make_node("ScatterND", ["d", "i", "u"], ["o"], reduction="none")],
+                                    [helper.make_opsetid("", 18)])
+    inits = [numpy_helper.from_array(np.array([[0], [2]], np.int64), "idx"),
+             numpy_helper.from_array(np.full((2, 4), 0.5, np.float32), "upd")]
+    graph = helper.make_graph([helper.make_node("SetRows", ["x", "idx", "upd"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+                              functions=[function])
+    model.ir_version = 8
+    fixed, report = PassManager([StripScatterReductionPass()]).run(model)
+    assert report.records[0].result.counts == {"stripped": 1}
+    assert all(a.name != "reduction" for a in fixed.functions[0].node[0].attribute)
+    onnx.checker.check_model(fixed, full_check=True)
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    assert_same_outputs(model, fixed, {"x": x}, atol=0.0)
+    assert not PassManager([StripScatterReductionPass()]).run(fixed)[1].modified

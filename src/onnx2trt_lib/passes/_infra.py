@@ -131,10 +131,13 @@ class PassManager:
                  progress: Callable[[str, int, int], None] | None = None) -> None:
         """`progress(step, index, total)` is called as each step starts: "import", every pass
         name, "export" (a long fix on a big model shows where it is)."""
-        names = [p.name for p in passes]
         for p in passes:
+            if isinstance(p, type):  # a class has name, op_types and run too, but run needs self
+                raise TypeError(f"{p.__name__} is a pass class: pass an instance, e.g. {p.__name__}()")
             if not isinstance(p, Pass):
-                raise TypeError(f"{p!r} is not a pass (needs name, op_types and run)")
+                hint = f" (use get_pass({p!r}) for a registered name)" if isinstance(p, str) else ""
+                raise TypeError(f"{p!r} is not a pass (needs name, op_types and run){hint}")
+        names = [p.name for p in passes]
         self.passes = tuple(passes)
         self.cleanup = cleanup
         self._names = names
@@ -152,6 +155,7 @@ class PassManager:
             start = time.perf_counter()
             try:
                 res = p.run(graph)
+                _check_result(p, res)
                 if res.modified and self.cleanup:
                     graph.cleanup(remove_unused_graph_inputs=False).toposort()
             except PassError as exc:
@@ -178,14 +182,67 @@ class PassManager:
         if not report.modified:
             return model, report
         self._step("export", len(self.passes) + 1)
-        out = gs.export_onnx(graph, do_type_check=False)
-        _carry_model_metadata(model, out)
+        out = _export(graph, model)
+        problem = _validation_error(out)
+        if problem is not None and _validation_error(model) is None:
+            # the pipeline broke a valid model: replay it, checking after each change, to name the pass
+            self._blame(model, problem)
         return out, report
 
-    def _failure_context(self, index: int, exc: BaseException) -> str:
+    def _blame(self, model: onnx.ModelProto, problem: Exception) -> None:
+        working = onnx.ModelProto()
+        working.CopyFrom(model)
+        graph = gs.import_onnx(working)
+        for index, p in enumerate(self.passes):
+            try:
+                res = p.run(graph)
+                if res.modified and self.cleanup:
+                    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            except Exception as exc:
+                raise PassError(self._failure_context(index, exc)) from exc
+            if res.modified and (error := _validation_error(_export(graph, model))) is not None:
+                raise PassError(self._failure_context(index, error, "produced an invalid model")) from error
+        raise PassError(f"the passes {', '.join(self._names)} produced an invalid model: "
+                        f"{_first_line(problem)}") from problem
+
+    def _failure_context(self, index: int, exc: BaseException, what: str = "failed") -> str:
         before = ", ".join(self._names[:index]) or "none"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"pass {self._names[index]!r} failed (passes run before it: {before}): {detail}"
+        return f"pass {self._names[index]!r} {what} (passes run before it: {before}): {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_result(p: Pass, res: object) -> None:
+    """A pass's report drives what the manager does next (clean up, export): refuse a wrong one."""
+    if not isinstance(res, PassResult):
+        raise PassError(f"run() returned {type(res).__name__}, not a PassResult")
+    if res.name != p.name:
+        raise PassError(f"run() returned the result of pass {res.name!r}")
+
+
+def _export(graph: gs.Graph, source: onnx.ModelProto) -> onnx.ModelProto:
+    out = gs.export_onnx(graph, do_type_check=False)
+    _carry_model_metadata(source, out)
+    return out
+
+
+# the checker serialises the model; beyond protobuf's 2 GiB it can only check a file
+_CHECK_SIZE_LIMIT = 2**31 - 2**20
+
+
+def _validation_error(model: onnx.ModelProto) -> Exception | None:
+    """Why the ONNX checker (with strict shape inference) refuses `model`, or None."""
+    # summed per tensor: ByteSize() of the whole model would serialise it once more
+    if sum(t.ByteSize() for t in model.graph.initializer) > _CHECK_SIZE_LIMIT:
+        log.info("model over 2 GiB: output of the pass pipeline not checked")
+        return None
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError, ...
+        return exc
+    return None
 
 
 def _carry_model_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:

@@ -38,6 +38,8 @@ BUILTIN_PASSES: tuple[type, ...] = (
 
 
 def _check_pass_class(cls: type, origin: str) -> None:
+    if not isinstance(cls, type):  # e.g. an entry point naming an instance: get_pass could not build it
+        raise UsageError(f"{origin}: {cls!r} is not a pass class but an instance; register the class")
     if not isinstance(getattr(cls, "name", None), str) or not callable(getattr(cls, "run", None)):
         raise UsageError(f"{origin}: {cls!r} is not a pass class (needs a str `name` and a `run` method)")
 

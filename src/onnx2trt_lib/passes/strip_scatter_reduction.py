@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class StripScatterReductionPass:
-    """Remove the no-op `reduction="none"` attribute (also inside If/Loop/Scan bodies)."""
+    """Remove the no-op `reduction="none"` attribute (also inside If/Loop/Scan bodies and local functions)."""
 
     name = "strip-scatter-reduction"
     op_types: tuple[str, ...] = ("ScatterND", "ScatterElements")
@@ -29,7 +29,9 @@ class StripScatterReductionPass:
         pass
 
     def run(self, graph: gs.Graph) -> PassResult:
-        return result(self.name, {"stripped": self._run_graph(graph)})
+        # model-local functions too: the TensorRT parser inlines them and refuses the attribute there
+        stripped = self._run_graph(graph) + sum(self._run_graph(f) for f in graph.functions)
+        return result(self.name, {"stripped": stripped})
 
     def _run_graph(self, graph: gs.Graph) -> int:
         stripped = 0
