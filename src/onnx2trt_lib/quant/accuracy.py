@@ -22,6 +22,8 @@ import onnx
 
 from .._optional import onnxruntime
 from ..errors import CalibrationError, RuntimeExecutionError, UsageError
+from ..runtime.base import in_float_type
+from ..runtime.ort_runner import ORT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -135,26 +137,17 @@ def run(model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequ
     """Outputs (and exposed tensors) by name, one array per batch."""
     sess = session(model, extra_outputs=extra_outputs)
     names = [o.name for o in sess.get_outputs()]
-    types = {i.name: _ORT_FLOAT.get(i.type) for i in sess.get_inputs()}
+    types = {i.name: ORT_TYPES.get(i.type) for i in sess.get_inputs()}
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for index, feed in enumerate(batches):
         try:
-            values = sess.run(names, {k: _as_type(v, types[k]) for k, v in feed.items() if k in types})
+            values = sess.run(names, {k: in_float_type(v, types[k]) for k, v in feed.items() if k in types})
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
         for name, value in zip(names, values, strict=True):
             out[name].append(value)
     return out
-
-
-_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def _as_type(value: np.ndarray, dtype: type | None) -> np.ndarray:
-    """Float data in the input's float type: an FP16 model gets the same data, rounded, not an error."""
-    value = np.asarray(value)
-    return value.astype(dtype) if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype else value
 
 
 def check_finite(outputs: Mapping[str, Sequence[np.ndarray]], names: Iterable[str], what: str) -> None:

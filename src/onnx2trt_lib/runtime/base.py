@@ -99,6 +99,15 @@ class Runner(abc.ABC):
         return f"{type(self).__name__}({self.name!r}, inputs=[{ins}], outputs=[{outs}])"
 
 
+def in_float_type(value: Any, dtype: Any) -> np.ndarray:
+    """Float data in a float input's type (an FP16 input gets the same data, rounded, not an error);
+    anything else, or no known type (None), as it is."""
+    arr = np.asarray(value)
+    if dtype is not None and arr.dtype.kind == "f" and np.dtype(dtype).kind == "f" and arr.dtype != dtype:
+        return arr.astype(dtype)
+    return arr
+
+
 def check_feed_names(feed: Mapping[str, Any], specs: tuple[TensorSpec, ...], where: str) -> None:
     """Unknown and missing input names, both listed in one message."""
     if not isinstance(feed, Mapping):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RuntimeExecutionError
-from .base import Runner
+from .base import Runner, in_float_type
 
 _TINY = 1e-12
 
@@ -167,15 +167,8 @@ def _in_precision(runner: Runner, feed: Mapping[str, Any]) -> dict[str, Any]:
     """The same data in each runner's float input type: an FP16-I/O model is compared with its
     FP32 source on float16-rounded inputs (rounded once by `_shared_precision`) instead of
     failing on the dtype."""
-    specs = {spec.name: spec for spec in getattr(runner, "inputs", ())}
-    out = {}
-    for name, value in feed.items():
-        spec = specs.get(name)
-        arr = np.asarray(value)
-        if spec is not None and arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f" and arr.dtype != spec.dtype:
-            arr = arr.astype(spec.dtype)
-        out[name] = arr
-    return out
+    dtypes = {spec.name: spec.dtype for spec in getattr(runner, "inputs", ())}
+    return {name: in_float_type(value, dtypes.get(name)) for name, value in feed.items()}
 
 
 def compare(

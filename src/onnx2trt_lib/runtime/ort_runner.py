@@ -22,7 +22,7 @@ from .base import Runner, TensorSpec, check_array, check_feed_names
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES: dict[str, Any] = {
+ORT_TYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -39,7 +39,7 @@ _ORT_TYPES: dict[str, Any] = {
 
 
 def _spec(node_arg: Any) -> TensorSpec:
-    dtype = _ORT_TYPES.get(node_arg.type)
+    dtype = ORT_TYPES.get(node_arg.type)
     if dtype is None:
         raise RuntimeExecutionError(f"tensor {node_arg.name!r} has type {node_arg.type}, which runners do not support")
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (node_arg.shape or ()))
