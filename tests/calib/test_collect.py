@@ -160,3 +160,41 @@ def test_corrupt_state_file(tmp_path):
 def test_histogram_type_is_the_engine_one():
     state = collect(small_model(), batches(1))
     assert all(isinstance(h, Histogram) for h in state.histograms.values())
+
+
+class _CountingBatches:
+    """A re-readable batch list that counts how many batches were read."""
+
+    def __init__(self, data):
+        self.data, self.reads = data, 0
+
+    def __iter__(self):
+        for batch in self.data:
+            self.reads += 1
+            yield batch
+
+
+@pytest.mark.parametrize(("num_batches", "overlap"), [(1, False), (3, False), (3, True), (4, True)])
+def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(monkeypatch, num_batches, overlap):
+    from onnx2trt_lib.calib import collect as collect_module
+
+    runs = []
+    real = collect_module._Collector._activations
+
+    def counted(self, feeds):
+        runs.append(float(feeds["x"].sum()))
+        return real(self, feeds)
+
+    monkeypatch.setattr(collect_module._Collector, "_activations", counted)
+    data = batches(num_batches, seed=7)
+    source = _CountingBatches(data)
+    state = collect(small_model(), source, options=CollectOptions(mode="two-pass", num_bins=256, overlap=overlap))
+    assert len(runs) == 2 * num_batches - 1 and source.reads == 2 * num_batches - 1
+    # pass 2 runs every batch but the last, in order; the last is binned from pass 1's outputs
+    assert runs[num_batches:] == runs[: num_batches - 1]
+    assert state.num_batches == num_batches and state.num_samples == 2 * num_batches
+    monkeypatch.setattr(collect_module._Collector, "_activations", real)
+    values = activations_by_ort(small_model(), data, list(state.histograms))
+    for name, hist in state.histograms.items():
+        assert hist.range_max == np.abs(values[name]).max()
+        np.testing.assert_array_equal(hist.counts, reference.histogram(values[name], hist.bin_width, 256))

@@ -15,6 +15,7 @@ Which tensors: calib.tensors; the result: calib.state.CalibrationState (saves an
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,6 +109,34 @@ class CollectOptions:
     # run ONNX Runtime on the next batch while this one is histogrammed: two batches in memory, and
     # no faster on the machines measured (both sides already use every core; benchmarks/results/calibrate.md)
     overlap: bool = False
+
+
+@dataclass
+class _Run:
+    """One batch after ONNX Runtime: its feeds, (name, values) of every collected tensor, the ORT
+    outputs that own those values (kept alive until they are read) and whether it is the last."""
+
+    index: int
+    feeds: dict[str, np.ndarray]
+    pairs: list[tuple[str, np.ndarray]]
+    owner: Any
+    last: bool
+
+    def release(self) -> None:
+        self.pairs, self.owner = [], None
+
+
+def _with_last(items: Iterable[Any]) -> Iterable[tuple[Any, bool]]:
+    """(item, is_last) pairs: each item is yielded once the next one has been read."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for following in it:
+        yield current, False
+        current = following
+    yield current, True
 
 
 class _Feeder:
@@ -223,17 +252,19 @@ class _Collector(_Feeder):
             pairs.append((name, arr if arr.dtype in (np.float32, np.float16, np.float64) else arr.astype(np.float32)))
         return pairs, values
 
-    def _runs(self) -> Iterable[tuple[int, dict[str, np.ndarray], list[tuple[str, np.ndarray]], Any]]:
-        """(index, feeds, activations, owner) per batch; with overlap, ONNX Runtime already runs the
-        next batch (in a helper thread; it releases the GIL) while the caller bins this one."""
-        batches = iter(self._batches())
+    def _runs(self, stop: int | None = None) -> Iterable[_Run]:
+        """One `_Run` per batch (batches from `stop` on are not read); with overlap, ONNX Runtime
+        already runs the next batch (in a helper thread; it releases the GIL) while the caller bins
+        this one. The next batch's inputs are read before ONNX Runtime runs this one, so each run
+        knows whether it is the last."""
+        batches = _with_last(itertools.islice(self._batches(), stop))  # batch indices count from 0
 
-        def produce() -> tuple[int, dict[str, np.ndarray], list[tuple[str, np.ndarray]], Any] | None:
+        def produce() -> _Run | None:
             item = next(batches, None)
             if item is None:
                 return None
-            index, feeds = item
-            return (index, feeds, *self._activations(feeds))
+            (index, feeds), last = item
+            return _Run(index, feeds, *self._activations(feeds), last)
 
         if not self.options.overlap:
             while True:
@@ -294,27 +325,35 @@ class _Collector(_Feeder):
         except Exception:
             return None
 
-    def range_pass(self) -> dict[str, float]:
-        """Pass 1: max |x| over finite values (NaN/Inf are caught by pass 2's histogram counts)."""
+    def range_pass(self) -> tuple[dict[str, float], _Run | None]:
+        """Pass 1: max |x| over finite values (NaN/Inf are caught by pass 2's histogram counts).
+
+        Also returns the last batch's run, still holding its activations: pass 2 bins it first
+        instead of running ONNX Runtime on it again (one batch in memory, as during the pass).
+        """
         from . import abs_max
 
         amax = dict.fromkeys(self.binned, 0.0)
         total = self._total()
         found: dict[str, float] = {}
+        held = None
 
         def work(name: str, arr: np.ndarray, threads: int | None) -> None:
             found[name] = float(abs_max(arr, threads=threads))
 
-        for index, _, pairs, owner in self._runs():
+        for run in self._runs():
             found.clear()
-            self._each_tensor(pairs, work)
-            del pairs, owner  # every array is read: the outputs go back to ORT's arena
+            self._each_tensor(run.pairs, work)
             for name, value in found.items():
                 amax[name] = max(amax[name], value)
-            self._tick("range", index + 1, total)
-        return amax
+            self._tick("range", run.index + 1, total)
+            if run.last:
+                held = run
+            del run  # every array is read: the outputs go back to ORT's arena
+        return amax, held
 
-    def histogram_pass(self, ranges: Mapping[str, float] | None, *, mode: str) -> CalibrationState:
+    def histogram_pass(self, ranges: Mapping[str, float] | None, *, mode: str, held: _Run | None = None) -> CalibrationState:
+        """Histograms of every batch; `held` (range_pass's last batch) is binned first and not run again."""
         from . import Histogram
 
         phase = "histogram" if mode == "two-pass" else "collect"
@@ -330,12 +369,21 @@ class _Collector(_Feeder):
             if hist.nonfinite != before and not self.options.ignore_nonfinite:
                 self._nonfinite(name)
 
-        for index, feeds, pairs, owner in self._runs():
-            self._each_tensor(pairs, work)
-            del pairs, owner  # every array is read: the outputs go back to ORT's arena
+        def runs() -> Iterable[_Run]:
+            if held is None:
+                yield from self._runs()
+                return
+            yield held
+            yield from self._runs(stop=held.index)
+
+        for run in runs():
+            self._each_tensor(run.pairs, work)
             batches += 1
-            samples += int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
-            self._tick(phase, index + 1, total)
+            first = next(iter(run.feeds.values()), None)
+            samples += int(first.shape[0]) if first is not None and first.ndim else 1
+            self._tick(phase, batches, total)
+            run.release()  # every array is read: the outputs go back to ORT's arena
+            del run
         if not batches:
             raise CalibrationError(f"{self.source.describe()}: gave no batches; nothing to calibrate")
         ordered = {name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
@@ -414,5 +462,6 @@ def collect(
     if initial_ranges:
         return collector.histogram_pass(initial_ranges, mode="single-pass")
     if mode == "two-pass":
-        return collector.histogram_pass(collector.range_pass(), mode="two-pass")
+        ranges, held = collector.range_pass()
+        return collector.histogram_pass(ranges, mode="two-pass", held=held)
     return collector.histogram_pass(None, mode="single-pass")
