@@ -29,7 +29,13 @@ import onnx
 from .._io import load_model
 from ..errors import CalibrationError, UsageError
 from ._threads import ort_threads, tensor_pool
-from .dataset import ArraySource, ImageSource, InputSpec, format_shape, resolve_calibration_shapes
+from .dataset import (
+    ArraySource,
+    ImageSource,
+    InputSpec,
+    format_shape,
+    resolve_calibration_shapes,
+)
 from .state import CalibrationState
 from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_aliases
 
