@@ -69,6 +69,42 @@ def _typed_input(elem: int) -> onnx.ModelProto:
     return _model(nodes, [_x((1, 4)), helper.make_tensor_value_info("i", elem, [1, 4])])
 
 
+def _one_op(domain: str, op: str, **attrs) -> onnx.ModelProto:
+    """y = domain::op(x); a custom domain gets an opset import."""
+    model = _model([helper.make_node(op, ["x"], ["y"], name="n", domain=domain, **attrs)], [_x((1, 4))])
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
+def _uint8(*ops: str, dtype: int = TensorProto.UINT8, out: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """Graph input i (1x4, `dtype`) through `ops` in a chain; "CastU8"/"CastF" are Casts to uint8/float."""
+    nodes, src = [], "i"
+    for k, op in enumerate(ops):
+        dst = "y" if k == len(ops) - 1 else f"t{k}"
+        if op.startswith("Cast"):
+            nodes.append(helper.make_node("Cast", [src], [dst], name=f"n{k}", to=TensorProto.UINT8 if op == "CastU8" else TensorProto.FLOAT))
+        elif op in ("Add", "Concat"):
+            nodes.append(helper.make_node(op, [src, "c"], [dst], name=f"n{k}", **({"axis": 0} if op == "Concat" else {})))
+        else:
+            nodes.append(helper.make_node(op, [src], [dst], name=f"n{k}"))
+        src = dst
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", dtype, [1, 4])],
+                              [helper.make_tensor_value_info("y", out, None)],
+                              [numpy_helper.from_array(np.ones((1, 4), helper.tensor_dtype_to_np_dtype(dtype)), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _qdq(zero_point_dtype, zero_point: int = 0) -> onnx.ModelProto:
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "sc")
+    zero = numpy_helper.from_array(np.array(zero_point, zero_point_dtype), "zp")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["y"], name="dq")]
+    return _model(nodes, [_x((1, 4))], [scale, zero])
+
+
 TFNN = "tf_half_pixel_for_nn"
 X2 = [1, 1, 2, 2]
 
@@ -103,6 +139,25 @@ CASES = [
       for t in (TensorProto.INT16, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)],
     *[(f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), [])
       for t in (TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16)],
+    # the parser ignores the domain: an op name it imports is imported, any other needs a plugin
+    *[(f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), []) for d, op in (("com.microsoft", "Relu"), ("custom", "Sigmoid"))],
+    # experimental ops of old opsets the parser still imports (it wants their attributes)
+    *[(f"default::{op}", lambda op=op: _one_op("", op, alpha=1.0, beta=1.0), []) for op in ("ScaledTanh", "ParametricSoftplus")],
+    *[(f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), ["plugin-required"])
+      for d, op in (("com.microsoft", "FastGelu"), ("com.microsoft", "QuickGelu"), ("mydomain", "Foo"),
+                    ("mydomain", "Unique"), ("", "NotAnOnnxOp"))],
+    # uint8: only graph inputs read by Cast/Identity and graph outputs; no uint8 Q/DQ
+    ("uint8 input -> Cast float", lambda: _uint8("CastF"), []),
+    ("uint8 input -> Identity -> output", lambda: _uint8("Identity", out=TensorProto.UINT8), []),
+    ("float input -> Cast uint8 -> output", lambda: _uint8("CastU8", dtype=TensorProto.FLOAT, out=TensorProto.UINT8), []),
+    # (the uint8 result is an intermediate too: both nodes are reported)
+    ("uint8 input -> Add -> Cast", lambda: _uint8("Add", "CastF"), ["uint8-tensor", "uint8-tensor"]),
+    ("uint8 input -> Concat -> Cast", lambda: _uint8("Concat", "CastF"), ["uint8-tensor", "uint8-tensor"]),
+    ("uint8 input -> Identity -> Cast", lambda: _uint8("Identity", "CastF"), ["uint8-tensor"]),
+    ("float -> Cast uint8 -> Cast float", lambda: _uint8("CastU8", "CastF", dtype=TensorProto.FLOAT), ["uint8-tensor"]),
+    ("Q/DQ with uint8 zero point 128", lambda: _qdq(np.uint8, 128), ["uint8-tensor", "uint8-tensor"]),
+    ("Q/DQ with uint8 zero point 0", lambda: _qdq(np.uint8), []),
+    ("Q/DQ with int8 zero point 0", lambda: _qdq(np.int8), []),
     # inside an If branch
     ("If with tfnn floor Resize",
      lambda: _if_with(helper.make_node("Resize", ["x", "", "sc"], ["t_out"], mode="nearest",

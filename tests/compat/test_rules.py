@@ -243,11 +243,17 @@ def test_unsupported_op_by_version(models):
     assert rules(layer_norm, "tensorrt-8.6") == []
 
 
-def test_custom_domain_ops_are_not_judged(models):
+def test_custom_domain_ops_are_judged_by_name_as_the_parser_does(models):
+    # the parser ignores the domain: a name it imports is imported, any other needs a plugin
     model = models.unary("Unique", opset=13)
     model.graph.node[0].domain = "com.example"
     model.opset_import.add(domain="com.example", version=1)
+    assert rules(model, "tensorrt-7.1") == [("plugin-required", None)]
+    model.graph.node[0].op_type = "Relu"
     assert rules(model, "tensorrt-7.1") == []
+    model.graph.node[0].op_type = "FusedConv"  # an ONNX Runtime contrib op
+    findings = lint_model(model, "tensorrt-10")
+    assert [f.rule for f in findings] == ["plugin-required"] and "com.example::FusedConv" in findings[0].message
 
 
 def test_nodes_inside_subgraphs_are_linted(models):
@@ -381,3 +387,21 @@ def test_fix_pipeline_clears_every_fixable_finding(models, target):
         left = [(f.node, f.rule) for f in lint_model(fixed, target) if f.fix_pass]
         assert left == [], left
     assert fixable_before > 0
+
+
+def test_uint8_rules_follow_the_documented_versions():
+    # DataType.UINT8 (documented from TensorRT 8.6): network inputs/outputs only, converted by Identity/Cast
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    nodes = [helper.make_node("Add", ["i", "c"], ["s"], name="add"),
+             helper.make_node("Cast", ["s"], ["y"], name="cast", to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.UINT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.ones((1, 4), np.uint8), "c")])
+    model = shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    for target in ("tensorrt-8.6", "tensorrt-10", "tensorrt-11", "tensorrt-rtx"):
+        findings = lint_model(model, target)
+        assert [(f.node, f.rule) for f in findings] == [("add", "uint8-tensor"), ("cast", "uint8-tensor")], target
+        assert "'i'" in findings[0].message and "'s'" in findings[1].message
+    assert lint_model(model, "tensorrt-8.5") == []  # not judged before the documented versions

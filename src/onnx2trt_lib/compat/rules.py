@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 
 from ..passes.fold_constants import RANDOM_OPS
 from ..passes.insert_qdq import constant_values
-from .targets import Target
+from .targets import Target, onnx_op_first_opsets
 
 _DEFAULT_DOMAINS = (None, "", "ai.onnx")
 
@@ -174,6 +174,36 @@ def unsupported_op(node: gs.Node, target: Target, opset: int) -> Hit | None:
     if node.op in target.unsupported_ops:
         return Hit(f"{target.name} has no importer for ONNX op {node.op}", None)
     return None
+
+
+# Op names the parser imports that are not (or no longer) default-domain ONNX ops: experimental
+# ops of old opsets and the parser's own TRT_* ops (checked with TensorRT-RTX's
+# OnnxParser.supports_operator; tests/compat/test_rtx_oracle.py).
+_PARSER_EXTRA_OPS = frozenset({
+    "ImageScaler", "ScaledTanh", "ParametricSoftplus", "TRT_Scale", "TRT_Shuffle", "TRT_TopK_Min",
+    "TRT_MatMul", "TRT_RaggedSoftmax", "TRT_MaxAverageBlendPool",
+})
+
+
+def plugin_required(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    """An op the parser has no importer for by name, outside what unsupported-op reports.
+
+    The parser ignores a node's domain: com.microsoft::Relu is imported as Relu, and a name it has
+    no importer for goes to its plugin fallback, which fails unless a plugin of that name is
+    registered (custom ops, ONNX Runtime's contrib ops such as FusedConv or FastGelu).
+    """
+    default = node.domain in _DEFAULT_DOMAINS
+    onnx_op = node.op in onnx_op_first_opsets()
+    if (default and onnx_op) or node.op in _PARSER_EXTRA_OPS:
+        return None  # default-domain ONNX ops are unsupported-op's
+    if not default and onnx_op and node.op not in target.unsupported_ops:
+        return None  # imported as the ONNX op of that name
+    where = node.op if default else f"{node.domain}::{node.op}"
+    return Hit(
+        f"{target.name} has no importer for {where}; its parser looks for a TensorRT plugin named "
+        f"{node.op!r} and fails unless one is registered",
+        None,
+    )
 
 
 def gather_elements_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | None:
@@ -347,11 +377,42 @@ def tensor_type_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | 
     return None
 
 
+def uint8_tensor(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    """uint8 anywhere but a graph input read by Cast/Identity, a graph output or symmetric Q/DQ."""
+    if not target.uint8_io_only:
+        return None
+    qdq = node.op in ("QuantizeLinear", "DequantizeLinear")
+    if qdq and len(node.inputs) > 2:
+        zero_point = node.inputs[2]
+        values = constant_values(zero_point)
+        dtype = values.dtype if values is not None else getattr(zero_point, "dtype", None)
+        if dtype is not None and np.dtype(dtype) == np.uint8 and (values is None or values.any()):
+            return Hit(f"{target.name} has no asymmetric uint8 Q/DQ (zero point {zero_point.name!r} is not 0); "
+                       "quantize to int8 with zero point 0, e.g. with the insert-qdq pass", None)
+    for tensor in node.inputs:
+        if qdq or isinstance(tensor, gs.Constant) or getattr(tensor, "dtype", None) is None:
+            continue
+        try:
+            if np.dtype(tensor.dtype) != np.uint8:
+                continue
+        except TypeError:
+            continue
+        if tensor.inputs:
+            return Hit(f"{target.name} has uint8 tensors only at the network's inputs and outputs, not in between "
+                       f"({tensor.name!r}); compute in float or int32 and Cast at the output", None)
+        if node.op not in ("Cast", "Identity"):
+            return Hit(f"{target.name} takes a uint8 graph input ({tensor.name!r}) only through Cast; "
+                       f"{node.op} cannot read it: Cast it to float first", None)
+    return None
+
+
 _RESIZE = ("Resize",)
 
 RULES: tuple[Rule, ...] = (
     Rule("unsupported-op", (), unsupported_op),
+    Rule("plugin-required", (), plugin_required),
     Rule("tensor-type-unsupported", (), tensor_type_unsupported),
+    Rule("uint8-tensor", (), uint8_tensor),
     Rule("gather-elements-unsupported", ("GatherElements",), gather_elements_unsupported),
     Rule("scatter-reduction-attr", ("ScatterND", "ScatterElements"), scatter_reduction_attr),
     Rule("resize-cubic-unsupported", _RESIZE, resize_cubic),

@@ -78,6 +78,11 @@ class Target:
     # ("only supports cubic resizing on the outermost 2 dimensions"); None = no limit.
     resize_linear_max_scaled_axes: int | None = None
     resize_cubic_max_scaled_axes: int | None = None
+    # uint8 tensors only at the network's inputs (read by Cast/Identity) and outputs; never in
+    # between, so no uint8 Q/DQ ("Cannot be used to represent quantized floating-point values",
+    # DataType.UINT8 docs from 8.6 on; the RTX parser: "does not support UINT8 types for
+    # intermediate tensors"). Older parsers are not judged.
+    uint8_io_only: bool = False
     # Where the facts come from (repo@branch:path), for docs and error messages.
     sources: tuple[str, ...] = ()
 
@@ -154,7 +159,7 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 @functools.cache
-def _onnx_op_first_opsets() -> dict[str, int]:
+def onnx_op_first_opsets() -> dict[str, int]:
     """Default-domain ONNX op -> the opset that introduced it (from the installed onnx)."""
     from onnx import defs
 
@@ -173,7 +178,7 @@ def _unsupported(version: str, max_opset: int) -> frozenset[str]:
     """
     key = _version_key(version)
     later = {op for op, since in _ADDED_IN.items() if _version_key(since) > key}
-    too_new = {op for op, opset in _onnx_op_first_opsets().items() if opset > max_opset and op not in _ADDED_IN}
+    too_new = {op for op, opset in onnx_op_first_opsets().items() if opset > max_opset and op not in _ADDED_IN}
     return frozenset(_NEVER | later | too_new)
 
 
@@ -209,6 +214,7 @@ def _trt(
         "resize_scales_must_be_constant": key < (10, 0),
         # Changelog 10.0 EA: "Added support for the `reduction` attribute in `ScatterElements`"
         "scatter_elements_reductions": _ALL_REDUCTIONS if key >= (10, 0) else frozenset(),
+        "uint8_io_only": key >= (8, 6),
     }
     defaults.update(facts)
     ref = branch if branch == "main" else f"release/{branch}"
@@ -264,6 +270,7 @@ def _build_table() -> dict[str, Target]:
             max_opset=24,
             resize_scales_must_be_constant=False,
             scatter_elements_reductions=_ALL_REDUCTIONS,
+            uint8_io_only=True,
             sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
         )
     )
@@ -280,6 +287,7 @@ def _build_table() -> dict[str, Target]:
             resize_tf_half_pixel_for_nn_strict=True,
             resize_linear_max_scaled_axes=3,
             resize_cubic_max_scaled_axes=2,
+            uint8_io_only=True,
             sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
                      "onnx/onnx-tensorrt@main:docs/operators.md"),
         )
