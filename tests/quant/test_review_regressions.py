@@ -101,6 +101,24 @@ def test_protection_runs_on_a_fixed_batch_of_4_with_batch_independent_mac_shares
     assert output_sqnr(model, result.model, x) >= 20
 
 
+def test_fixed_batch_leaves_out_a_short_last_chunk_and_refuses_other_row_counts(caplog, tmp_path):
+    model, x = conv_model(batch=4), data(10)  # 2 full batches of 4, 2 rows left over
+    ranges = amax(model, x[:8])
+    with caplog.at_level("WARNING"):
+        result = quantize(model, ranges, data=x)
+    assert result.protection.met and "the last 2 sample(s) do not fill the model's fixed batch of 4" in caplog.text
+    with pytest.raises(UsageError, match=r"3 sample\(s\) are fewer than the model's fixed batch of 4"):
+        quantize(model, ranges, data=x[:3])
+    with pytest.raises(UsageError, match=r"batch 0: input 'x' gets 2 rows but the model's batch is fixed at 4"):
+        quantize(model, ranges, data=[{"x": x[:2]}, {"x": x[2:6]}])
+    onnx.save(model, tmp_path / "m.onnx")
+    write_cache(tmp_path / "m.cache", CalibrationCache.from_amax(ranges, version="10.3.0"))
+    np.save(tmp_path / "x.npy", x)
+    res = invoke(["quantize", tmp_path / "m.onnx", "--cache", tmp_path / "m.cache", "--data", tmp_path / "x.npy",
+                  "-o", tmp_path / "q.onnx"])
+    assert res.exit_code == 0 and (tmp_path / "q.onnx").exists(), res.output
+
+
 # 2. --data .npz honours a fixed batch size like .npy does
 
 

@@ -51,7 +51,29 @@ def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFA
         batches = [{k: np.asarray(v) for k, v in feed.items()} for feed in data]
     if not batches:
         raise UsageError("no data batches were given")
+    batches = _fit_fixed_batch(batches, inputs)
     _check_feed_shapes(batches, inputs)
+    return batches
+
+
+def _fit_fixed_batch(batches: list[Batch], inputs: Sequence[onnx.ValueInfoProto]) -> list[Batch]:
+    """A model exported with a fixed batch N takes N rows a feed: a short last feed is left out
+    (with a warning, as calibration does); any other count is a clear error, not ONNX Runtime's."""
+    for info in inputs:
+        dims = info.type.tensor_type.shape.dim
+        if not (dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            continue
+        fixed = dims[0].dim_value
+        rows = [np.shape(feed[info.name])[0] if info.name in feed and np.ndim(feed[info.name]) else None for feed in batches]
+        if rows[-1] is not None and rows[-1] < fixed and all(r == fixed for r in rows[:-1]):
+            if len(batches) == 1:
+                raise DataShapeError(f"{rows[-1]} sample(s) are fewer than the model's fixed batch of {fixed} (input {info.name!r})")
+            log.warning("the last %d sample(s) do not fill the model's fixed batch of %d and are not used", rows[-1], fixed)
+            batches = batches[:-1]
+        for index, count in enumerate(rows[: len(batches)]):
+            if count is not None and count != fixed:
+                raise DataShapeError(f"batch {index}: input {info.name!r} gets {count} rows but the model's batch is fixed at {fixed}")
+        break
     return batches
 
 
