@@ -44,7 +44,8 @@ Batch = dict[str, np.ndarray]
 def parse_shapes(spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
     """trtexec-style shapes: 'x:1x3x640x640,mask:1x640' (or several such strings) -> {name: dims}.
 
-    A name may itself contain ':'; the dims are after the last one.
+    A name may itself contain ':'; the dims are after the last one. As in trtexec, a name may be
+    wrapped in single quotes ('input:0':1x3x224x224); they are not part of it.
     """
     if spec is None:
         return {}
@@ -57,6 +58,8 @@ def parse_shapes(spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None)
             if not part:
                 continue
             name, sep, dims = part.rpartition(":")
+            if len(name) > 2 and name[0] == name[-1] == "'":
+                name = name[1:-1]
             if not sep or not name:
                 raise UsageError(f"--shape {part!r}: expected NAME:DIMS like x:1x3x640x640")
             try:
@@ -225,6 +228,10 @@ class ArraySource:
     rereadable = True
 
     def __init__(self, arrays: Mapping[str, np.ndarray] | np.ndarray, *, origin: str, digest: str | None = None) -> None:
+        for name, arr in ({"": arrays} if isinstance(arrays, np.ndarray) else arrays).items():
+            if np.ndim(arr) == 0:
+                label = f"array {name!r}" if name else "the array"
+                raise CalibrationError(f"{origin}: {label} is a single number; calibration arrays are (samples, ...)")
         self.arrays = arrays
         self.origin = origin
         self._digest = digest
@@ -392,21 +399,17 @@ def _open_arrays(path: Path) -> ArraySource:
     arrays = {"": loaded} if isinstance(loaded, np.ndarray) else loaded
     if not arrays:
         raise CalibrationError(f"{path}: holds no arrays")
-    for name, arr in arrays.items():
-        if arr.ndim == 0:
-            label = f"array {name!r}" if name else "the array"
-            raise CalibrationError(f"{path}: {label} is a single number; calibration arrays are (samples, ...)")
     return ArraySource(loaded, origin=str(path), digest=digest)
 
 
 def read_image_list(path: Path) -> list[Path]:
     """Lines of a text file -> paths; blank lines and '#' comments skipped; relative to the list's folder."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first path
-    except UnicodeDecodeError:
-        raise CalibrationError(
-            f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)"
-        ) from None
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise CalibrationError(f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)")
+    # -sig: a byte-order mark is not part of the first path; surrogateescape: a file name that is not
+    # UTF-8 (as `ls` writes it) stays the same bytes, as os.walk and glob give it
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
     base = path.parent
     paths = []
     for line in text.splitlines():

@@ -6,13 +6,15 @@ families; a JSON/TOML file can start from a preset and override fields:
 
     {"preset": "imagenet", "size": [224, 224], "color": "BGR"}
 
-Pillow decodes; grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are
+Pillow decodes; grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are
 converted to the channel count the model wants.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy as np
 from .._io import load_json_limited, read_bytes_limited
 from ..errors import UsageError
 
-RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft")
+RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft", "fit-height")
 COLORS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
@@ -37,7 +39,10 @@ class Preprocess:
 
     size None takes the height and width from the model input's calibration shape.
     letterbox keeps the aspect ratio and pads with `pad_value` (in raw 0..255 pixels),
-    centred; letterbox-topleft pads right and bottom (PaddleOCR's recogniser does this).
+    centred; letterbox-topleft pads right and bottom. fit-height is PaddleOCR's recogniser
+    (resize_norm_img): full height, width ceil(height * w / h) squeezed to the size's width when
+    wider, padded right. dtype uint8 gives the resized 0..255 pixels: scale, mean and std are
+    not applied.
     """
 
     size: tuple[int, int] | None = None
@@ -56,12 +61,23 @@ class Preprocess:
         _check_choice("layout", self.layout, LAYOUTS)
         _check_choice("dtype", self.dtype, DTYPES)
         if self.size is not None:
-            size = tuple(int(v) for v in self.size)
-            if len(size) != 2 or min(size) <= 0:
-                raise UsageError(f"preprocess size {self.size!r} must be [height, width] with positive values")
-            object.__setattr__(self, "size", size)
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+            size = list(self.size) if isinstance(self.size, (list, tuple, np.ndarray)) else ()
+            if len(size) != 2 or not all(_is_number(v) and v > 0 and float(v).is_integer() for v in size):
+                raise UsageError(f"preprocess size {self.size!r} must be [height, width] with positive integers")
+            object.__setattr__(self, "size", tuple(int(v) for v in size))
+        for what in ("scale", "pad_value"):
+            value = getattr(self, what)
+            if not _is_number(value):
+                raise UsageError(f"preprocess {what} {value!r} must be a finite number")
+            object.__setattr__(self, what, float(value))
+        if self.scale == 0:
+            raise UsageError("preprocess scale is 0; every pixel would be the same value")
+        for what in ("mean", "std"):
+            value = getattr(self, what)
+            values = [value] if _is_number(value) else value  # one number: all channels
+            if not isinstance(values, (list, tuple, np.ndarray)) or not all(_is_number(v) for v in values):
+                raise UsageError(f"preprocess {what} {value!r} must be a finite number or a list of them")
+            object.__setattr__(self, what, tuple(float(v) for v in values))
         if any(v == 0 for v in self.std):
             raise UsageError("preprocess std has a zero; std divides the pixels")
         if len(self.mean) not in (1, self.channels) or len(self.std) not in (1, self.channels):
@@ -112,6 +128,11 @@ class Preprocess:
         return np.ascontiguousarray(out)
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float (bool and numeric strings are not: a typo must not pass)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
 def to_mode(image: Any, mode: str) -> Any:
     """Convert any Pillow mode to L or RGB.
 
@@ -135,7 +156,10 @@ def to_mode(image: Any, mode: str) -> Any:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)  # transparent pixels become white, as viewers show them
-    return image.convert(mode)
+    try:
+        return image.convert(mode)
+    except ValueError:  # no direct conversion (e.g. a CIELab TIFF's LAB to L): through RGB
+        return image.convert("RGB").convert(mode)
 
 
 def _resize(image: Any, size: tuple[int, int], mode: str, pad_value: float) -> np.ndarray:
@@ -144,6 +168,12 @@ def _resize(image: Any, size: tuple[int, int], mode: str, pad_value: float) -> n
     height, width = size
     if mode == "stretch":
         return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    if mode == "fit-height":  # PaddleOCR rec: math.ceil(imgH * (w / float(h))), at most imgW
+        new_w, new_h = min(width, math.ceil(height * (image.width / image.height))), height
+        resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+        canvas = np.full((height, width, *resized.shape[2:]), pad_value, dtype=np.float32)
+        canvas[:, :new_w] = resized
+        return canvas
     ratio = min(width / image.width, height / image.height)
     new_w = max(1, min(width, round(image.width * ratio)))
     new_h = max(1, min(height, round(image.height * ratio)))
@@ -170,9 +200,10 @@ PRESETS: dict[str, Preprocess] = {
     "yolo": Preprocess(resize="letterbox", pad_value=114.0, color="RGB"),
     # PaddleOCR text detector (PP-OCR det): BGR from OpenCV, ImageNet mean/std
     "paddleocr": Preprocess(resize="stretch", color="BGR", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
-    # PaddleOCR text recogniser (PP-OCR rec): keep aspect, pad right with 0 after (x/255-0.5)/0.5
+    # PaddleOCR text recogniser (PP-OCR rec): full height, keep aspect up to the width (wider lines are
+    # squeezed), pad right with 0 after (x/255-0.5)/0.5
     "paddleocr-rec": Preprocess(
-        resize="letterbox-topleft", pad_value=127.5, color="BGR", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+        resize="fit-height", pad_value=127.5, color="BGR", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
     ),
 }
 
@@ -185,7 +216,7 @@ def preprocess_from_dict(data: Mapping[str, Any], *, source: str = "preprocess c
     base = Preprocess()
     preset = data.pop("preset", None)
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise UsageError(f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         base = PRESETS[preset]
     unknown = sorted(set(data) - _FIELDS)
@@ -193,7 +224,7 @@ def preprocess_from_dict(data: Mapping[str, Any], *, source: str = "preprocess c
         raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(_FIELDS))}")
     try:
         return dataclasses.replace(base, **data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"{source}: {exc}") from None
 
 
