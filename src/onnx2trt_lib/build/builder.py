@@ -9,6 +9,7 @@ make_sidecar, save_engine and EngineCache; use those directly for anything unusu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from .._io import check_output_path, load_model, sha256_file, sha256_model, sha256_model_file
+from .._io import check_output_path, external_data_files, load_model, sha256_file, sha256_model, sha256_model_file
 from ..errors import UsageError
 from .backends import Backend, detect_backend
 from .cache import EngineCache, cache_key
@@ -96,11 +97,15 @@ class Builder:
         out_path = None
         read = (model, config.calibration_cache, config.calibration_data)
         sources = tuple(p for p in read if isinstance(p, (str, os.PathLike)))
+        if isinstance(model, (str, os.PathLike)):
+            sources += tuple(external_data_files(model))  # the weights are inputs too
         if output is not None:
             out_path = check_output_path(output, inputs=sources)
             check_output_path(sidecar_path(out_path), inputs=sources)
         if config.timing_cache is not None and backend.has_timing_cache:
             check_output_path(config.timing_cache, inputs=sources)  # it is written after the slow build
+        if config.timing_cache is not None and out_path is not None:
+            _check_distinct(config.timing_cache, (out_path, sidecar_path(out_path)))
 
         onnx_sha256, source = _fingerprint(model)
         key = cache_key(onnx_sha256, config, backend) if self.cache is not None else None
@@ -156,6 +161,14 @@ def _up_to_date(out_path: Path, sidecar: dict[str, Any]) -> bool:
         return sha256_file(out_path) == sidecar.get("engine_sha256")
     except Exception:  # noqa: BLE001 - missing, unreadable or foreign: write it
         return False
+
+
+def _check_distinct(timing_cache: str | os.PathLike, outputs: tuple[Path, ...]) -> None:
+    """The timing cache is written too: it must not be the engine or its sidecar (one would replace the other)."""
+    for out in outputs:
+        with contextlib.suppress(OSError):
+            if Path(timing_cache).resolve() == out.resolve():
+                raise UsageError(f"--timing-cache {timing_cache} is the same file as output {out}; give another path")
 
 
 def _check_inputs_exist(config: BuildConfig) -> None:

@@ -114,8 +114,11 @@ def _save_timing_cache(trt_config: Any, path: str) -> None:
 def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -> None:
     """One optimization profile per `config.profiles`; every dynamic input must be covered."""
     inputs = {t.name: t for t in parsed.inputs}
+    shape_inputs = _shape_tensor_inputs(parsed)
     dynamic = [t for t in inputs.values() if t.is_dynamic]
     if not config.profiles:
+        if shape_inputs:
+            raise UsageError(_shape_input_needs_values(inputs[shape_inputs[0]], "the build has no shape profile"))
         if dynamic:
             first = dynamic[0]
             raise UsageError(
@@ -134,6 +137,9 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
         trt_profile = parsed.builder.create_optimization_profile()
         for tensor in inputs.values():
             rng = profile.get(tensor.name)
+            if tensor.name in shape_inputs:
+                _set_shape_input_values(parsed, trt_profile, tensor, rng, where)
+                continue
             if rng is None:
                 if tensor.is_dynamic:
                     raise UsageError(
@@ -152,6 +158,42 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
                 ) from None
         _check_named_dims(parsed, profile, where)
         trt_config.add_optimization_profile(trt_profile)
+
+
+def _shape_tensor_inputs(parsed: ParsedNetwork) -> list[str]:
+    """Inputs TensorRT reads as shape tensors (e.g. Reshape's shape): a profile gives their *values*."""
+    network = parsed.network
+    return [network.get_input(i).name for i in range(network.num_inputs)
+            if getattr(network.get_input(i), "is_shape_tensor", False)]
+
+
+def _shape_input_needs_values(tensor: TensorInfo, why: str) -> str:
+    count = _value_count(tensor)
+    example = "x".join(["1"] * count)
+    return (f"input {tensor.name!r} is a shape tensor ({count} value(s)) and {why}: give its values as trtexec does, "
+            f"--shapes {tensor.name}:MIN/OPT/MAX with {count} value(s) each (e.g. {tensor.name}:{example}/{example}/{example})")
+
+
+def _value_count(tensor: TensorInfo) -> int:
+    count = 1
+    for dim in tensor.shape:
+        count *= max(dim, 0)
+    return count
+
+
+def _set_shape_input_values(parsed: ParsedNetwork, trt_profile: Any, tensor: TensorInfo, rng: Any, where: str) -> None:
+    """IOptimizationProfile.set_shape_input: for a shape tensor, the range is of its values (trtexec's reading)."""
+    if rng is None:
+        raise UsageError(_shape_input_needs_values(tensor, f"{where} gives it no values"))
+    if len(rng.min) != _value_count(tensor):
+        raise UsageError(_shape_input_needs_values(tensor, f"{where} gives {len(rng.min)} value(s)"))
+    try:
+        trt_profile.set_shape_input(tensor.name, rng.min, rng.opt, rng.max)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"{where}: {parsed.backend.label} refuses the values {format_shape(rng.min)}/{format_shape(rng.opt)}/"
+            f"{format_shape(rng.max)} for shape input {tensor.name!r}: {' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 def _check_named_dims(parsed: ParsedNetwork, profile: Any, where: str) -> None:

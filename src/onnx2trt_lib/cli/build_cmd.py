@@ -23,7 +23,8 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 @click.option("--data", "calibration_data", type=click.Path(path_type=str),
               help="INT8 calibration data when no --cache is given: calibrated by onnx2trt_lib before the build (every backend).")
 @click.option("--shapes", multiple=True, metavar="NAME:MIN/OPT/MAX,...",
-              help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224.")
+              help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224; "
+                   "for a shape-tensor input, its values (as in trtexec).")
 @click.option("--min-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MIN shapes (one per profile).")
 @click.option("--opt-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style OPT shapes (one per profile).")
 @click.option("--max-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MAX shapes (one per profile).")
