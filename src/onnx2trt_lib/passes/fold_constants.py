@@ -11,13 +11,28 @@ Random generators are never folded, nor anything computed from them: their input
 constant but their output is new on every run (with a `seed` too: ONNX Runtime seeds the
 generator once per session, and each run draws on). Nor are ops of custom domains (plugins):
 ONNX Runtime cannot evaluate them, and they are TensorRT's to run.
+
+graph-surgeon's folding also runs a "shape cast elision": `Cast(int -> float) -> op(float
+constant) -> Cast(-> int)` becomes `op(int constant)`, the constant cast to int in place. That
+is exact only for integral constants that nothing else reads, and for arithmetic ops (torch's
+dynamo exporter writes `Cast(size) * 1.5 -> Cast` for `F.interpolate(scale_factor=1.5)`, which
+it would turn into `size * 1`). Where it is not exact, an Identity is put between the op and its
+Casts for the time of the folding, so the pattern does not match; the elisions that do happen
+are counted (`elided_casts`).
+
+If/Loop/Scan bodies are folded one by one here, not by graph-surgeon's recursion, which does not
+hand the exclusions above down to them; folds inside bodies and Ifs with a constant condition
+replaced by their branch (`flattened_ifs`) count as changes.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ._infra import PassResult, result
+from ._names import FreshNames
 
 _MAX_ROUNDS = 10
 _SHAPE_OPS = ("Shape", "Size")
@@ -38,25 +53,46 @@ class FoldConstantsPass:
         self.fold_shapes = True if fold_shapes is None else fold_shapes
 
     def run(self, graph: gs.Graph) -> PassResult:
-        folded = 0
+        folded = elided = flattened = 0
+        fresh = FreshNames(graph)
         for _ in range(_MAX_ROUNDS):
             if not _may_fold(graph, self.fold_shapes):
                 break
-            variables = [t for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs]
-            graph.fold_constants(
-                fold_shapes=self.fold_shapes,
-                error_ok=False,
-                size_threshold=self.size_threshold,
-                recurse_subgraphs=True,
-                should_exclude_node=_never_folded,
-            )
+            # a body's tensors() lists the outer tensors it reads too: count each tensor once
+            variables = list({id(t): t for g in _graphs(graph) for t in g.tensors().values()
+                              if isinstance(t, gs.Variable) and t.inputs}.values())
+            # folding never changes a node's inputs; graph-surgeon's cast elision does
+            inputs_before = {id(n): (n, [id(t) for t in n.inputs]) for g in _graphs(graph) for n in g.nodes}
+            ifs_before = {id(n) for g in _graphs(graph) for n in g.nodes if n.op == "If"}
+            guards = _guard_inexact_cast_elisions(graph, fresh) if self.fold_shapes else []
+            try:
+                # bodies one by one, parents first (as graph-surgeon recurses), but with our exclusions:
+                # graph-surgeon does not hand should_exclude_node down to If/Loop/Scan bodies
+                pending = [graph]
+                while pending:
+                    g = pending.pop(0)
+                    g.fold_constants(
+                        fold_shapes=self.fold_shapes,
+                        error_ok=False,
+                        size_threshold=self.size_threshold,
+                        recurse_subgraphs=False,
+                        recurse_functions=g is graph,
+                        should_exclude_node=_never_folded,
+                    )
+                    pending.extend(g.subgraphs())
+            finally:
+                _remove_guards(graph, guards)
             # folding turns Variables into Constants in place (Constant nodes' outputs too)
             newly = sum(1 for t in variables if isinstance(t, gs.Constant))
-            if not newly:
+            elided += sum(1 for n, ids in inputs_before.values() if [id(t) for t in n.inputs] != ids)
+            # an If whose condition is constant is replaced by its branch (no tensor is folded for that)
+            newly_flattened = len(ifs_before - {id(n) for g in _graphs(graph) for n in g.nodes})
+            flattened += newly_flattened
+            if not newly and not newly_flattened:
                 break
             folded += newly
             graph.cleanup(remove_unused_graph_inputs=False)
-        return result(self.name, {"folded_tensors": folded})
+        return result(self.name, {"folded_tensors": folded, "elided_casts": elided, "flattened_ifs": flattened})
 
 
 def _is_random(node: gs.Node) -> bool:
@@ -64,17 +100,24 @@ def _is_random(node: gs.Node) -> bool:
 
 
 def _never_folded(node: gs.Node) -> bool:
-    """Random generators, and custom-domain ops ONNX Runtime cannot evaluate (a plugin's op)."""
-    return _is_random(node) or node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml")
+    """Random generators, custom-domain ops ONNX Runtime cannot evaluate (a plugin's op), and
+    If/Loop/Scan nodes whose bodies hold either."""
+    if _is_random(node) or node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml"):
+        return True
+    return any(
+        _never_folded(inner)
+        for value in node.attrs.values() if isinstance(value, gs.Graph)
+        for inner in value.nodes
+    )
 
 
 def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
     """Conservative: False only when no node can possibly fold (then folding is skipped)."""
     for node in graph.nodes:
-        if _never_folded(node):
-            continue
         if any(isinstance(attr, gs.Graph) for attr in node.attrs.values()):
             return True  # subgraphs: let graph-surgeon decide
+        if _never_folded(node):
+            continue
         if all(isinstance(t, gs.Constant) or not t.name for t in node.inputs) and node.outputs:
             return True  # Constant nodes and all-constant inputs
         if fold_shapes and node.op in _SHAPE_OPS and node.inputs:
@@ -82,3 +125,78 @@ def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
             if shape is not None and any(isinstance(d, int) for d in shape):
                 return True
     return False
+
+
+def _graphs(graph: gs.Graph) -> list[gs.Graph]:
+    return [graph, *graph.subgraphs(recursive=True)]
+
+
+# graph-surgeon's cast elision: ops it considers, and those for which it is exact on integers
+_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater", "Less", "Concat"})
+_EXACT_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat"})
+
+
+def _is_float_cast(node: gs.Node) -> bool:
+    return node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT
+
+
+def _elision_is_exact(node: gs.Node) -> bool:
+    """Whether computing `node` on the integers before the float Casts gives what the Casts back give."""
+    if node.op not in _EXACT_ELISION_OPS:
+        return False  # comparisons: the bool output would be relabelled int
+    for t in node.inputs:
+        if isinstance(t, gs.Constant):
+            values = np.asarray(t.values)
+            if len(t.outputs) > 1 or not np.issubdtype(values.dtype, np.floating):
+                return False  # cast in place: every other reader would get ints too
+            if values.size and not (np.all(np.isfinite(values)) and np.all(values == np.round(values))
+                                    and np.max(np.abs(values)) < 2**31):
+                return False
+        elif not (len(t.inputs) == 1 and _is_float_cast(t.inputs[0])):
+            return False  # a float input that is not a Cast of an int would be mixed with ints
+    return True
+
+
+def _guard_inexact_cast_elisions(graph: gs.Graph, fresh: FreshNames) -> list[gs.Node]:
+    """Put an Identity between each op graph-surgeon's cast elision could rewrite inexactly and its Casts."""
+    guards = []
+    for g in _graphs(graph):
+        outputs = {id(t) for t in g.outputs}
+        added: dict[int, list[gs.Node]] = {}
+        for node in g.nodes:
+            if node.op not in _ELISION_OPS or node.domain not in _ONNX_DOMAINS:
+                continue
+            if not any(len(t.inputs) == 1 and _is_float_cast(t.inputs[0]) for t in node.inputs):
+                continue
+            consumed_by_casts = all(c.op == "Cast" for t in node.outputs for c in t.outputs)
+            if not consumed_by_casts or any(id(t) in outputs for t in node.outputs) or _elision_is_exact(node):
+                continue
+            for i, out in enumerate(list(node.outputs)):
+                inner = gs.Variable(fresh(f"{out.name}_fold_guard"), dtype=out.dtype, shape=out.shape)
+                node.outputs[i] = inner
+                guard = gs.Node("Identity", fresh(f"{out.name}_fold_guard"), inputs=[inner], outputs=[out])
+                added.setdefault(id(node), []).append(guard)
+                guards.append(guard)
+        if added:  # right after their op: folding wants a sorted graph
+            g.nodes = [m for n in g.nodes for m in (n, *added.get(id(n), ()))]
+    return guards
+
+
+def _remove_guards(graph: gs.Graph, guards: list[gs.Node]) -> None:
+    """Undo _guard_inexact_cast_elisions: the op writes its output again (unless folding made it a constant)."""
+    for guard in guards:
+        inner = guard.inputs[0] if guard.inputs else None
+        out = guard.outputs[0] if guard.outputs else None
+        guard.inputs.clear()
+        guard.outputs.clear()
+        if inner is None or out is None:
+            continue  # `out` was folded into a constant: nothing reads the op's output any more
+        if inner.inputs:
+            producer = inner.inputs[0]
+            producer.outputs[producer.outputs.index(inner)] = out
+        elif isinstance(inner, gs.Constant):
+            out.to_constant(inner.values)
+    removed = {id(guard) for guard in guards}
+    for g in _graphs(graph):  # a flattened If moved its branch's nodes (and guards) to the outer graph
+        if any(id(n) in removed for n in g.nodes):
+            g.nodes = [n for n in g.nodes if id(n) not in removed]
