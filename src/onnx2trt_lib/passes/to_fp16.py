@@ -4,7 +4,8 @@ TensorRT 11 has no FP16 builder flag: a model runs in FP16 when its tensors are 
 decides per node (what ModelOpt's AutoCast does, done our way):
 
 * a node stays float32 when its op type is in `keep_ops`, its name in `keep_nodes`, one of its
-  float initializers holds a value above `max_initializer` (default: FP16's max, 65504), one of
+  float initializers (or Constant node values) holds a value above `max_initializer` (default:
+  FP16's max, 65504; a Constant node holding one stays float32 too), one of
   its input/output tensors has a measured amax (`ranges`, e.g. from calibration) above
   `max_activation` (default 8188, FP16 max / 8: headroom for sums inside kernels), or its op
   cannot take FP16 in ONNX (NonMaxSuppression, random generators, Q/DQ, Range, Celu, control
@@ -65,6 +66,23 @@ def _dtype(tensor: gs.Tensor) -> np.dtype | None:
         return None
 
 
+def _float32_peak(tensor: gs.Tensor) -> float | None:
+    """max |value| of a float32 initializer or of a Constant/ConstantOfShape node's float32 value; None otherwise."""
+    values = None
+    if isinstance(tensor, gs.Constant):
+        values = tensor.values
+    elif tensor.inputs and tensor.inputs[0].op in ("Constant", "ConstantOfShape"):
+        attrs = tensor.inputs[0].attrs
+        value = attrs.get("value")
+        if isinstance(value, gs.Constant):
+            values = value.values
+        elif "value_float" in attrs or "value_floats" in attrs:
+            values = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
+    if values is None or np.dtype(values.dtype) != F32 or not values.size:
+        return None
+    return float(np.max(np.abs(values)))
+
+
 def _is_boundary_cast(node: gs.Node) -> bool:
     """A Cast from one float type to another: a precision boundary, never converted."""
     if node.op != "Cast" or not node.inputs or not node.outputs:
@@ -120,10 +138,13 @@ class ConvertToFp16Pass:
         if node.name and node.name in self.keep_nodes:
             return "kept by request"
         for t in node.inputs:
-            if isinstance(t, gs.Constant) and _dtype(t) == F32 and t.values.size:
-                peak = float(np.max(np.abs(t.values)))
-                if not peak <= self.max_initializer:
-                    return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
+            peak = _float32_peak(t)
+            if peak is not None and not peak <= self.max_initializer:
+                return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
+        if node.op in ("Constant", "ConstantOfShape") and node.outputs:  # its value would turn inf in FP16
+            peak = _float32_peak(node.outputs[0])
+            if peak is not None and not peak <= self.max_initializer:
+                return f"constant {node.outputs[0].name!r} holds {peak:.6g} > {self.max_initializer:g}"
         for t in (*node.inputs, *node.outputs):
             amax = self._range(t) if t.name else None
             if amax is not None and amax > self.max_activation:
