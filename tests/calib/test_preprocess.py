@@ -120,3 +120,29 @@ def test_bad_config_files(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(UsageError, match="not valid JSON"):
         load_preprocess(tmp_path / "bad.json")
+
+
+def _torchvision_eval(image: Image.Image, crop: int) -> np.ndarray:
+    """torchvision's documented ImageNet evaluation, written out: Resize(crop / 0.875) on the
+    shorter side (long side truncated), bilinear via PIL, then CenterCrop(crop) with rounded offsets."""
+    short = round(crop / 0.875)
+    w, h = image.size
+    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    resized = image.resize(size, Image.Resampling.BILINEAR)
+    top, left = int(round((size[1] - crop) / 2.0)), int(round((size[0] - crop) / 2.0))
+    return np.asarray(resized.crop((left, top, left + crop, top + crop)), dtype=np.float64)
+
+
+@pytest.mark.parametrize(("w", "h"), [(1, 1), (300, 200), (200, 300), (224, 224), (640, 480), (17, 901), (257, 256)])
+def test_imagenet_preset_is_torchvision_resize_and_center_crop(w, h):
+    rng = np.random.default_rng(w * 1000 + h)
+    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    pre = PRESETS["imagenet"].with_size((224, 224))
+    expected = (_torchvision_eval(image, 224) / 255.0 - np.asarray(pre.mean)) / np.asarray(pre.std)
+    np.testing.assert_allclose(pre.apply(image), expected.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_center_crop_covers_a_non_square_size():
+    image = Image.fromarray(np.arange(300 * 200 * 3, dtype=np.uint32).reshape(200, 300, 3).astype(np.uint8))
+    out = Preprocess(resize="center-crop", size=(64, 160)).apply(image)
+    assert out.shape == (3, 64, 160) and np.isfinite(out).all()

@@ -26,7 +26,9 @@ import numpy as np
 from .._io import load_json_limited, read_bytes_limited
 from ..errors import UsageError
 
-RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft", "fit-height")
+RESIZE_MODES = ("stretch", "letterbox", "letterbox-topleft", "fit-height", "center-crop")
+# torchvision's ImageNet evaluation: Resize(256) then CenterCrop(224)
+CROP_FRACTION = 0.875
 COLORS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
@@ -41,7 +43,8 @@ class Preprocess:
     letterbox keeps the aspect ratio and pads with `pad_value` (in raw 0..255 pixels),
     centred; letterbox-topleft pads right and bottom. fit-height is PaddleOCR's recogniser
     (resize_norm_img): full height, width ceil(height * w / h) squeezed to the size's width when
-    wider, padded right. dtype uint8 gives the resized 0..255 pixels: scale, mean and std are
+    wider, padded right. center-crop is torchvision's ImageNet evaluation: the shorter side resized
+    to max(size) / 0.875 (256 for 224), then the centre cut out. dtype uint8 gives the resized 0..255 pixels: scale, mean and std are
     not applied.
     """
 
@@ -168,6 +171,15 @@ def _resize(image: Any, size: tuple[int, int], mode: str, pad_value: float) -> n
     height, width = size
     if mode == "stretch":
         return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    if mode == "center-crop":  # torchvision Resize(short) + CenterCrop((height, width))
+        short = round(max(height, width) / CROP_FRACTION)  # 256 for 224: covers the crop either way
+        if image.width <= image.height:
+            new_w, new_h = short, int(short * image.height / image.width)
+        else:
+            new_w, new_h = int(short * image.width / image.height), short
+        resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+        top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
+        return np.ascontiguousarray(resized[top : top + height, left : left + width])
     if mode == "fit-height":  # PaddleOCR rec: math.ceil(imgH * (w / float(h))), at most imgW
         new_w, new_h = min(width, math.ceil(height * (image.width / image.height))), height
         resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
@@ -194,8 +206,8 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PRESETS: dict[str, Preprocess] = {
-    # torchvision classification models
-    "imagenet": Preprocess(resize="stretch", color="RGB", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
+    # torchvision classification models, as evaluated: shorter side to size/0.875, centre crop
+    "imagenet": Preprocess(resize="center-crop", color="RGB", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
     # ultralytics YOLO: letterbox with grey 114, RGB, 0..1
     "yolo": Preprocess(resize="letterbox", pad_value=114.0, color="RGB"),
     # PaddleOCR text detector (PP-OCR det): BGR from OpenCV, ImageNet mean/std
