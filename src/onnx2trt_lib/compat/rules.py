@@ -361,16 +361,22 @@ def resize_scales_not_constant(node: gs.Node, target: Target, opset: int) -> Hit
 _NO_TENSORRT_TYPE = {np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)}
 
 
+def _element_type(tensor: gs.Tensor) -> np.dtype | None:
+    """The tensor's numpy element type; None when unknown or not a numpy type (e.g. bfloat16)."""
+    dtype = getattr(tensor, "dtype", None)
+    try:
+        return None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        return None
+
+
 def tensor_type_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | None:
     for tensor in (*node.inputs, *node.outputs):
-        dtype = getattr(tensor, "dtype", None)
-        try:
-            if dtype is None or np.dtype(dtype) not in _NO_TENSORRT_TYPE:
-                continue
-        except TypeError:
+        dtype = _element_type(tensor)
+        if dtype not in _NO_TENSORRT_TYPE:
             continue
         return Hit(
-            f"{target.name} has no {np.dtype(dtype).name} tensors ({tensor.name!r}); "
+            f"{target.name} has no {dtype.name} tensors ({tensor.name!r}); "
             "make it int32/int64 (or float) in the model, e.g. at export",
             None,
         )
@@ -385,17 +391,12 @@ def uint8_tensor(node: gs.Node, target: Target, opset: int) -> Hit | None:
     if qdq and len(node.inputs) > 2:
         zero_point = node.inputs[2]
         values = constant_values(zero_point)
-        dtype = values.dtype if values is not None else getattr(zero_point, "dtype", None)
-        if dtype is not None and np.dtype(dtype) == np.uint8 and (values is None or values.any()):
+        dtype = values.dtype if values is not None else _element_type(zero_point)
+        if dtype == np.uint8 and (values is None or values.any()):
             return Hit(f"{target.name} has no asymmetric uint8 Q/DQ (zero point {zero_point.name!r} is not 0); "
                        "quantize to int8 with zero point 0, e.g. with the insert-qdq pass", None)
     for tensor in node.inputs:
-        if qdq or isinstance(tensor, gs.Constant) or getattr(tensor, "dtype", None) is None:
-            continue
-        try:
-            if np.dtype(tensor.dtype) != np.uint8:
-                continue
-        except TypeError:
+        if qdq or isinstance(tensor, gs.Constant) or _element_type(tensor) != np.uint8:
             continue
         if tensor.inputs:
             return Hit(f"{target.name} has uint8 tensors only at the network's inputs and outputs, not in between "
