@@ -11,20 +11,39 @@ from types import ModuleType
 
 from .errors import MissingDependencyError
 
-# module name -> (pip requirement users should install, extra of this package)
-_EXTRAS: dict[str, tuple[str, str]] = {
+# module name -> (pip requirement users should install, extra of this package; None for a
+# base dependency, which `pip install onnx2trt_lib` already brings)
+_EXTRAS: dict[str, tuple[str, str | None]] = {
     "tensorrt": ("tensorrt", "tensorrt"),
     "tensorrt_rtx": ("tensorrt-rtx", "rtx"),
     "cuda.bindings.runtime": ("cuda-python", "cuda"),
     "cuda.cudart": ("cuda-python", "cuda"),
-    "onnxruntime": ("onnxruntime", "onnxruntime"),
+    "onnxruntime": ("onnxruntime", None),
     "polygraphy": ("polygraphy", "polygraphy"),
     "matplotlib": ("matplotlib", "plots"),
     "matplotlib.pyplot": ("matplotlib", "plots"),
-    "PIL": ("Pillow", "images"),
-    "PIL.Image": ("Pillow", "images"),
-    "numba": ("numba", "numba"),
+    "PIL": ("Pillow", None),
+    "PIL.Image": ("Pillow", None),
+    "numba": ("numba", None),
 }
+
+
+def _missing(module: str, purpose: str | None = None) -> MissingDependencyError:
+    requirement, extra = _EXTRAS.get(module, (module.split(".")[0], module.split(".")[0]))
+    what = f" for {purpose}" if purpose else ""
+    how = f"(or onnx2trt_lib[{extra}])" if extra else "(a base dependency of onnx2trt_lib)"
+    return MissingDependencyError(f"{module} is needed{what} but is not installed: pip install '{requirement}' {how}")
+
+
+def from_import_error(exc: ImportError) -> MissingDependencyError | None:
+    """A MissingDependencyError for `exc` when it is a known dependency that is not installed, else None."""
+    name = getattr(exc, "name", None) or ""
+    if not isinstance(exc, ModuleNotFoundError) or not name:
+        return None
+    for module in (name, name.split(".")[0]):
+        if module in _EXTRAS:
+            return _missing(module)
+    return None
 
 
 def require(module: str, *, purpose: str | None = None) -> ModuleType:
@@ -32,12 +51,7 @@ def require(module: str, *, purpose: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        requirement, extra = _EXTRAS.get(module, (module.split(".")[0], module.split(".")[0]))
-        what = f" for {purpose}" if purpose else ""
-        raise MissingDependencyError(
-            f"{module} is needed{what} but is not installed: "
-            f"pip install '{requirement}' (or onnx2trt_lib[{extra}])"
-        ) from exc
+        raise _missing(module, purpose) from exc
 
 
 def available(module: str) -> bool:

@@ -38,6 +38,14 @@ class Onnx2TrtGroup(click.Group):
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:  # a dependency imported at module level (numba by calib) is missing
+            from .._optional import from_import_error
+
+            missing = from_import_error(exc)
+            if missing is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(str(missing))}", markup=True, highlight=False)
+            ctx.exit(missing.exit_code)
         except OSError as exc:  # a path the file system refuses (name too long, not a folder, ...)
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -76,6 +76,10 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
     from ..calib.api import calibrate
 
     options = _parse_options(method_options)
+    if plots_dir is not None:  # before calibrating, not after minutes of it
+        from .._optional import require
+
+        require("matplotlib", purpose="--plots")
     if qdq_path is not None:
         from .._io import check_output_path
 
