@@ -167,6 +167,9 @@ class _Feeder:
             # an input of unknown rank is calibrated at the rank of its samples (batch first)
             specs = [InputSpec(s.name, (None, *arrays[s.name].shape[1:]), s.dtype) if s.name in self.unranked else s
                      for s in self.inputs]
+            # inputs without a --shape take the batch of those with one: ArraySource slices every
+            # array to the same number of samples (symbolic batch dims shared between inputs)
+            shaped_batch = next((int(dims[0]) for dims in given.values() if len(dims)), None)
             for spec in specs:
                 if spec.name not in given:
                     arr = arrays[spec.name]
@@ -176,7 +179,7 @@ class _Feeder:
                             f"{self.source.describe()}: samples for input {spec.name!r} are {format_shape(sample)} but "
                             f"the model's input is {format_shape(spec.dims)} (batch first)"
                         )
-                    given[spec.name] = (batch_size or spec.dims[0] or 1, *arr.shape[1:]) if spec.dims else ()
+                    given[spec.name] = (batch_size or spec.dims[0] or shaped_batch or 1, *arr.shape[1:]) if spec.dims else ()
             return resolve_calibration_shapes(specs, given, batch_size)
         return None  # caller's batches: checked one by one against the model's static dims
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._io import atomic_write, load_arrays, load_json_limited
 from ..errors import CalibrationError
+from .methods import ZERO_AMAX
 from ._threads import tensor_pool
 
 STATE_FORMAT = "onnx2trt-calib-state/1"
@@ -50,6 +51,8 @@ class CalibrationState:
 
         def one(item: tuple[str, Any]) -> float:
             name, hist = item
+            if hist.count == 0 and hist.nonfinite == 0:  # a zero-size tensor (a dim of 0): nothing to range
+                return ZERO_AMAX
             try:
                 return float(hist.compute_amax(method, **dict(options)))
             except CalibrationError as exc:
