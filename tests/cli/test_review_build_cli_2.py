@@ -80,3 +80,20 @@ def test_timing_cache_equal_to_output_is_refused(tmp_path):
     assert result.exit_code == 2
     assert "is the same file as output" in result.output
     assert not (tmp_path / "r.engine").exists()
+
+
+def test_build_with_stderr_in_a_log_leaves_no_progress_residue(tmp_path):
+    # rich's progress, stopped on a non-terminal, printed an empty line before the result or error line
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorrt_rtx")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = _save(tmp_path, graph)
+    run = [sys.executable, "-m", "onnx2trt_lib.cli.main", "build"]
+    ok = subprocess.run([*run, str(model), "-o", str(tmp_path / "m.engine")], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "" and ok.stdout.startswith("built:"), (ok.stdout, ok.stderr)
+    bad = subprocess.run([*run, str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.engine")], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1, bad.stderr

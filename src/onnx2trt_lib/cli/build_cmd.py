@@ -83,7 +83,7 @@ def command(
         hardware_compatibility=hardware_compatibility,
         backend=backend,
     )
-    show_progress = not (quiet or as_json)
+    show_progress = not (quiet or as_json) and err_console.is_terminal  # no progress residue in logs
     with _progress(show_progress) as progress:
         builder = Builder(config, cache_dir=False if no_engine_cache else engine_cache_dir, progress=progress)
         result = builder.build(model, output)
