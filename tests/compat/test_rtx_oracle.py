@@ -105,6 +105,28 @@ def _qdq(zero_point_dtype, zero_point: int = 0) -> onnx.ModelProto:
     return _model(nodes, [_x((1, 4))], [scale, zero])
 
 
+def _cast_chain(*to: int) -> onnx.ModelProto:
+    """x -> Cast(to[0]) -> Cast(to[1]) ...; no value_info, as torch.onnx.export writes it."""
+    nodes, src = [], "x"
+    for k, t in enumerate(to):
+        dst = "y" if k == len(to) - 1 else f"c{k}"
+        nodes.append(helper.make_node("Cast", [src], [dst], name=f"cast{k}", to=t))
+        src = dst
+    return _model(nodes, [_x((1, 4))])
+
+
+def _maxpool(outputs) -> onnx.ModelProto:
+    node = helper.make_node("MaxPool", ["x"], outputs, name="pool", kernel_shape=[2, 2], strides=[2, 2])
+    return _model([node], [_x()])
+
+
+def _scatter_elements(data_shape, indices_shape) -> onnx.ModelProto:
+    data = numpy_helper.from_array(np.zeros(data_shape, np.float32), "d")
+    indices = numpy_helper.from_array(np.zeros(indices_shape, np.int64), "idx")
+    node = helper.make_node("ScatterElements", ["d", "idx", "x"], ["y"], name="scatter", axis=1)
+    return _model([node], [_x(indices_shape)], [data, indices])
+
+
 TFNN = "tf_half_pixel_for_nn"
 X2 = [1, 1, 2, 2]
 
@@ -158,6 +180,17 @@ CASES = [
     ("Q/DQ with uint8 zero point 128", lambda: _qdq(np.uint8, 128), ["uint8-tensor", "uint8-tensor"]),
     ("Q/DQ with uint8 zero point 0", lambda: _qdq(np.uint8), []),
     ("Q/DQ with int8 zero point 0", lambda: _qdq(np.int8), []),
+    # found on torch.onnx.export models: Cast outputs carry no value_info, so the type is the Cast's `to`
+    ("Cast to uint8 -> Cast float", lambda: _cast_chain(TensorProto.UINT8, TensorProto.FLOAT), ["uint8-tensor"]),
+    ("Cast to int16 -> Cast float", lambda: _cast_chain(TensorProto.INT16, TensorProto.FLOAT),
+     ["tensor-type-unsupported", "tensor-type-unsupported"]),
+    ("Cast to int8 -> Cast float", lambda: _cast_chain(TensorProto.INT8, TensorProto.FLOAT), []),
+    # MaxPool(return_indices=True): a second output is refused, used or not
+    ("MaxPool", lambda: _maxpool(["y"]), []),
+    ("MaxPool with Indices output", lambda: _maxpool(["y", "i"]), ["maxpool-indices"]),
+    # scatter_add at opset 13: more indices than data slots along the axis
+    ("ScatterElements indices 1x4 into 1x2", lambda: _scatter_elements((1, 2), (1, 4)), ["scatter-elements-indices-shape"]),
+    ("ScatterElements indices 1x2 into 1x4", lambda: _scatter_elements((1, 4), (1, 2)), []),
     # inside an If branch
     ("If with tfnn floor Resize",
      lambda: _if_with(helper.make_node("Resize", ["x", "", "sc"], ["t_out"], mode="nearest",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..passes.fold_constants import RANDOM_OPS
@@ -362,8 +363,18 @@ _NO_TENSORRT_TYPE = {np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32
 
 
 def _element_type(tensor: gs.Tensor) -> np.dtype | None:
-    """The tensor's numpy element type; None when unknown or not a numpy type (e.g. bfloat16)."""
+    """The tensor's numpy element type; None when unknown or not a numpy type (e.g. bfloat16).
+
+    A Cast output without a recorded type (exporters write no value_info for intermediates)
+    has the type of the Cast's `to` attribute.
+    """
     dtype = getattr(tensor, "dtype", None)
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if dtype is None and producer is not None and producer.op == "Cast" and "to" in producer.attrs:
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(int(producer.attrs["to"]))
+        except (KeyError, TypeError, ValueError):
+            return None
     try:
         return None if dtype is None else np.dtype(dtype)
     except TypeError:
@@ -407,6 +418,41 @@ def uint8_tensor(node: gs.Node, target: Target, opset: int) -> Hit | None:
     return None
 
 
+def maxpool_indices(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if target.maxpool_indices or len(node.outputs) < 2:
+        return None
+    return Hit(f"{target.name} refuses MaxPool with an Indices output (even unused); "
+               "export without return_indices", None)
+
+
+def _static_dims(tensor: gs.Tensor | None) -> tuple | None:
+    shape = getattr(tensor, "shape", None)
+    if shape is None and tensor is not None:
+        values = constant_values(tensor)  # a Constant node's output has no recorded shape
+        shape = None if values is None else values.shape
+    return None if shape is None else tuple(shape)
+
+
+def scatter_elements_indices_shape(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    if not target.scatter_elements_indices_within_data or len(node.inputs) < 3:
+        return None
+    reduction = _attr_str(node, "reduction", "none")
+    if reduction != "none" and reduction not in target.scatter_elements_reductions:
+        return None  # scatter-reduction-attr reports the node
+    data = _static_dims(node.inputs[0])
+    if data is None:
+        return None
+    for role, tensor in (("indices", node.inputs[1]), ("updates", node.inputs[2])):
+        dims = _static_dims(tensor)
+        if dims is None or len(dims) != len(data):
+            continue
+        for axis, (d, n) in enumerate(zip(dims, data)):
+            if isinstance(d, int) and isinstance(n, int) and d >= 0 and n >= 0 and d > n:
+                return Hit(f"{target.name} refuses ScatterElements whose {role} dimension {axis} ({d}) exceeds "
+                           f"data's ({n}), the scatter axis included", None)
+    return None
+
+
 _RESIZE = ("Resize",)
 
 RULES: tuple[Rule, ...] = (
@@ -416,6 +462,8 @@ RULES: tuple[Rule, ...] = (
     Rule("uint8-tensor", (), uint8_tensor),
     Rule("gather-elements-unsupported", ("GatherElements",), gather_elements_unsupported),
     Rule("scatter-reduction-attr", ("ScatterND", "ScatterElements"), scatter_reduction_attr),
+    Rule("scatter-elements-indices-shape", ("ScatterElements",), scatter_elements_indices_shape),
+    Rule("maxpool-indices", ("MaxPool",), maxpool_indices),
     Rule("resize-cubic-unsupported", _RESIZE, resize_cubic),
     Rule("resize-coordinate-mode", _RESIZE, resize_coordinate_mode),
     Rule("resize-scales-coordinate-mode", _RESIZE, resize_scales_coordinate_mode),

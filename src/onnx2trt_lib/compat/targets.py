@@ -83,6 +83,13 @@ class Target:
     # DataType.UINT8 docs from 8.6 on; the RTX parser: "does not support UINT8 types for
     # intermediate tensors"). Older parsers are not judged.
     uint8_io_only: bool = False
+    # MaxPool with its second (Indices) output refused, used or not ("doesn't support mode than 1
+    # outputs for MaxPool nodes", TensorRT-RTX 1.7 parser).
+    maxpool_indices: bool = True
+    # ScatterElements refused when a static dimension of indices/updates exceeds data's, the scatter
+    # axis included (onnx-tensorrt@main importScatterElements: "Indices dimensions must be less than
+    # data dimensions!"), though ONNX allows it on the axis (many updates into few slots).
+    scatter_elements_indices_within_data: bool = False
     # Where the facts come from (repo@branch:path), for docs and error messages.
     sources: tuple[str, ...] = ()
 
@@ -271,6 +278,7 @@ def _build_table() -> dict[str, Target]:
             resize_scales_must_be_constant=False,
             scatter_elements_reductions=_ALL_REDUCTIONS,
             uint8_io_only=True,
+            scatter_elements_indices_within_data=True,
             sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
         )
     )
@@ -288,6 +296,8 @@ def _build_table() -> dict[str, Target]:
             resize_linear_max_scaled_axes=3,
             resize_cubic_max_scaled_axes=2,
             uint8_io_only=True,
+            maxpool_indices=False,
+            scatter_elements_indices_within_data=True,
             sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
                      "onnx/onnx-tensorrt@main:docs/operators.md"),
         )
