@@ -59,21 +59,19 @@ def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFA
 def _fit_fixed_batch(batches: list[Batch], inputs: Sequence[onnx.ValueInfoProto]) -> list[Batch]:
     """A model exported with a fixed batch N takes N rows a feed: a short last feed is left out
     (with a warning, as calibration does); any other count is a clear error, not ONNX Runtime's."""
-    for info in inputs:
-        dims = info.type.tensor_type.shape.dim
-        if not (dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-            continue
-        fixed = dims[0].dim_value
-        rows = [np.shape(feed[info.name])[0] if info.name in feed and np.ndim(feed[info.name]) else None for feed in batches]
-        if rows[-1] is not None and rows[-1] < fixed and all(r == fixed for r in rows[:-1]):
-            if len(batches) == 1:
-                raise DataShapeError(f"{rows[-1]} sample(s) are fewer than the model's fixed batch of {fixed} (input {info.name!r})")
-            log.warning("the last %d sample(s) do not fill the model's fixed batch of %d and are not used", rows[-1], fixed)
-            batches = batches[:-1]
-        for index, count in enumerate(rows[: len(batches)]):
-            if count is not None and count != fixed:
-                raise DataShapeError(f"batch {index}: input {info.name!r} gets {count} rows but the model's batch is fixed at {fixed}")
-        break
+    found = _fixed_batch(inputs)
+    if found is None:
+        return batches
+    name, fixed = found
+    rows = [np.shape(feed[name])[0] if name in feed and np.ndim(feed[name]) else None for feed in batches]
+    if rows[-1] is not None and rows[-1] < fixed and all(r == fixed for r in rows[:-1]):
+        if len(batches) == 1:
+            raise DataShapeError(f"{rows[-1]} sample(s) are fewer than the model's fixed batch of {fixed} (input {name!r})")
+        log.warning("the last %d sample(s) do not fill the model's fixed batch of %d and are not used", rows[-1], fixed)
+        batches = batches[:-1]
+    for index, count in enumerate(rows[: len(batches)]):
+        if count is not None and count != fixed:
+            raise DataShapeError(f"batch {index}: input {name!r} gets {count} rows but the model's batch is fixed at {fixed}")
     return batches
 
 
@@ -87,11 +85,17 @@ def rows_per_batch(model: onnx.ModelProto, *, batch_size: int = DEFAULT_BATCH) -
 
     A model exported with a fixed batch N takes exactly N rows; any other count fails in ONNX Runtime.
     """
-    for info in _data_inputs(model):
+    found = _fixed_batch(_data_inputs(model))
+    return found[1] if found else batch_size
+
+
+def _fixed_batch(inputs: Sequence[onnx.ValueInfoProto]) -> tuple[str, int] | None:
+    """(name, N) of the first input whose batch dim is a fixed N, if any."""
+    for info in inputs:
         dims = info.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-            return dims[0].dim_value
-    return batch_size
+            return info.name, dims[0].dim_value
+    return None
 
 
 class DataShapeError(UsageError):
