@@ -30,17 +30,24 @@ def conv_stack(depth: int = 12, channels: int = 64) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     nodes, inits, prev, cin = [], [], "x", 3
     for i in range(depth):
-        w = numpy_helper.from_array((rng.standard_normal((channels, cin, 3, 3)) * 0.1).astype(np.float32), f"w{i}")
+        w = numpy_helper.from_array(
+            (rng.standard_normal((channels, cin, 3, 3)) * 0.1).astype(np.float32), f"w{i}"
+        )
         inits.append(w)
-        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        nodes.append(
+            helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1])
+        )
         nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
         prev, cin = f"r{i}", channels
     nodes.append(helper.make_node("GlobalAveragePool", [prev], ["gap"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    inits.append(numpy_helper.from_array(rng.standard_normal((channels, 10)).astype(np.float32), "fc"))
+    inits.append(
+        numpy_helper.from_array(rng.standard_normal((channels, 10)).astype(np.float32), "fc")
+    )
     nodes.append(helper.make_node("MatMul", ["flat", "fc"], ["y"], name="fc"))
     graph = helper.make_graph(
-        nodes, "conv_stack",
+        nodes,
+        "conv_stack",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 64, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits,
@@ -79,7 +86,13 @@ def cases(tmp: Path) -> list[tuple[str, Path, BuildConfig]]:
         }
         for file, spec in real.items():
             if (models / file).is_file():
-                out.append((f"rapidocr {file}", models / file, BuildConfig(profiles=profiles_from_specs([spec]))))
+                out.append(
+                    (
+                        f"rapidocr {file}",
+                        models / file,
+                        BuildConfig(profiles=profiles_from_specs([spec])),
+                    )
+                )
     except ImportError:
         pass
     return out
@@ -87,14 +100,18 @@ def cases(tmp: Path) -> list[tuple[str, Path, BuildConfig]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="cache hits timed per model (median shown)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="cache hits timed per model (median shown)"
+    )
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--only", default=None, help="substring of a model name to run alone")
     args = parser.parse_args()
 
     backend = detect_backend(args.backend)
     _ = backend.trt  # import before timing: both columns then measure the build path only
-    print(f"backend: {backend.label}; python {platform.python_version()}; {platform.processor() or platform.machine()}")
+    print(
+        f"backend: {backend.label}; python {platform.python_version()}; {platform.processor() or platform.machine()}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -115,20 +132,28 @@ def main() -> None:
                 res = builder.build(path, tmp / "out.engine")
                 same.append(time.perf_counter() - t0)
                 assert res.cache_hit and res.engine == first.engine
-                t0 = time.perf_counter()  # new output file: engine + sidecar copied out atomically (fsync)
+                t0 = (
+                    time.perf_counter()
+                )  # new output file: engine + sidecar copied out atomically (fsync)
                 res = builder.build(path, tmp / f"new{i}.engine")
                 fresh.append(time.perf_counter() - t0)
                 assert res.cache_hit and res.engine == first.engine
             t_same, t_new = statistics.median(same), statistics.median(fresh)
             rows.append((name, path.stat().st_size, len(first.engine), t_first, t_same, t_new))
     print()
-    print("| model | ONNX KiB | engine KiB | first build s | hit, same output s | hit, new output s | speed-up (new output) |")
+    print(
+        "| model | ONNX KiB | engine KiB | first build s | hit, same output s | hit, new output s | speed-up (new output) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, onnx_size, engine_size, t_first, t_same, t_new in rows:
-        print(f"| {name} | {onnx_size / 1024:.0f} | {engine_size / 1024:.0f} | {t_first:.3f} | {t_same:.4f} | "
-              f"{t_new:.4f} | {t_first / t_new:.0f}x |")
+        print(
+            f"| {name} | {onnx_size / 1024:.0f} | {engine_size / 1024:.0f} | {t_first:.3f} | {t_same:.4f} | "
+            f"{t_new:.4f} | {t_first / t_new:.0f}x |"
+        )
     worst = min(r[3] / r[5] for r in rows)
-    print(f"\nmedians of {args.repeat}; worst speed-up {worst:.0f}x (target >= 10x): {'PASS' if worst >= 10 else 'FAIL'}")
+    print(
+        f"\nmedians of {args.repeat}; worst speed-up {worst:.0f}x (target >= 10x): {'PASS' if worst >= 10 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

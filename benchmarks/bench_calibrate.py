@@ -26,18 +26,22 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("TensorRT calibration entropy histogram onnx runtime engine layer tensor scale amax kernel numba batch "
-         "stream memory device buffer cache header version python image letterbox resize mean std layout float "
-         "quantize int8 symmetric range bins merge state sidecar hash finger print model graph node input output "
-         "shape dynamic static profile builder network parser plugin precision latency throughput warmup median "
-         "percentile sample dataset words").split()
+WORDS = (
+    "TensorRT calibration entropy histogram onnx runtime engine layer tensor scale amax kernel numba batch "
+    "stream memory device buffer cache header version python image letterbox resize mean std layout float "
+    "quantize int8 symmetric range bins merge state sidecar hash finger print model graph node input output "
+    "shape dynamic static profile builder network parser plugin precision latency throughput warmup median "
+    "percentile sample dataset words"
+).split()
 
 
 def rec_model() -> Path:
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec is None:
         sys.exit("pip install rapidocr-onnxruntime (the benchmark's model comes from its wheel)")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    return (
+        Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    )
 
 
 def make_data(folder: Path, words: int, height: int, width: int) -> Path:
@@ -52,8 +56,12 @@ def make_data(folder: Path, words: int, height: int, width: int) -> Path:
     samples = []
     for index in range(words):
         text = " ".join(WORDS[(index + k) % len(WORDS)] for k in range(1 + index % 3))
-        image = Image.new("RGB", (24 + 9 * len(text), 32), tuple(int(v) for v in rng.integers(170, 256, 3)))
-        ImageDraw.Draw(image).text((5, 10), text, fill=tuple(int(v) for v in rng.integers(0, 90, 3)))
+        image = Image.new(
+            "RGB", (24 + 9 * len(text), 32), tuple(int(v) for v in rng.integers(170, 256, 3))
+        )
+        ImageDraw.Draw(image).text(
+            (5, 10), text, fill=tuple(int(v) for v in rng.integers(0, 90, 3))
+        )
         samples.append(pre.apply(image))
     path = folder / "words.npy"
     np.save(path, np.stack(samples))
@@ -127,12 +135,35 @@ print(json.dumps({'kind': kind, 'seconds': seconds, 'peak_mb': peak_mb(), 'rss_b
 """
 
 
-def measure(kind: str, model: Path, data: Path, batch: int, out: Path, timeout: int, overlap: str = "off",
-            repeats: int = 3) -> dict:
+def measure(
+    kind: str,
+    model: Path,
+    data: Path,
+    batch: int,
+    out: Path,
+    timeout: int,
+    overlap: str = "off",
+    repeats: int = 3,
+) -> dict:
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(model), str(data), str(batch), str(out), overlap, str(repeats)],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                kind,
+                str(model),
+                str(data),
+                str(batch),
+                str(out),
+                overlap,
+                str(repeats),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"kind": kind, "error": f"timed out after {timeout} s"}
     if proc.returncode != 0:
@@ -145,17 +176,29 @@ def measure(kind: str, model: Path, data: Path, batch: int, out: Path, timeout: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime"
+    )
     parser.add_argument("--words", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--skip-ort-quant", action="store_true")
-    parser.add_argument("--scopes", default="all,qdq", help="tensor scopes of our runs (calibrate(scope=...))")
-    parser.add_argument("--overlap", choices=("on", "off"), default="off",
-                        help="calibrate(overlap=True): ORT runs the next batch while this one is binned")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="FP32 inference and our runs: best of this many (onnxruntime's quantize_static runs once)")
+    parser.add_argument(
+        "--scopes", default="all,qdq", help="tensor scopes of our runs (calibrate(scope=...))"
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("on", "off"),
+        default="off",
+        help="calibrate(overlap=True): ORT runs the next batch while this one is binned",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="FP32 inference and our runs: best of this many (onnxruntime's quantize_static runs once)",
+    )
     parser.add_argument("--ort-timeout", type=int, default=1800)
     parser.add_argument("--write", type=Path, default=None, help="write the markdown table here")
     args = parser.parse_args()
@@ -164,14 +207,27 @@ def main() -> None:
         folder = Path(tmp)
         data = make_data(folder, args.words, args.height, args.width)
         load_before = os.getloadavg()
-        ours = [f"{kind}-{scope}" for scope in args.scopes.split(",")
-                for kind in ("floor", "onnx2trt-single-pass", "onnx2trt-two-pass")]
+        ours = [
+            f"{kind}-{scope}"
+            for scope in args.scopes.split(",")
+            for kind in ("floor", "onnx2trt-single-pass", "onnx2trt-two-pass")
+        ]
         kinds = ["fp32", *ours] + ([] if args.skip_ort_quant else ["ort-entropy"])
         rows = []
         for kind in kinds:
             out = folder / ("q.onnx" if kind == "ort-entropy" else f"{kind}.cache")
-            rows.append(measure(kind, model, data, args.batch_size, out,
-                                args.ort_timeout if kind == "ort-entropy" else 600, args.overlap, args.repeats))
+            rows.append(
+                measure(
+                    kind,
+                    model,
+                    data,
+                    args.batch_size,
+                    out,
+                    args.ort_timeout if kind == "ort-entropy" else 600,
+                    args.overlap,
+                    args.repeats,
+                )
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
         load_after = os.getloadavg()
     fp32 = next((r for r in rows if r["kind"] == "fp32" and "seconds" in r), {})
@@ -184,7 +240,9 @@ def main() -> None:
         "",
         "x warm = over FP32 inference on a warmed-up session (the goal's yardstick); x cold = over a fresh "
         f"session's first pass ({cold:.2f} s), which, like `calibrate`, pays session creation and first-run "
-        "allocations." if cold else "",
+        "allocations."
+        if cold
+        else "",
         "",
         "| run | seconds | x warm FP32 inference | x cold FP32 inference | peak RSS MB | RSS at start MB |",
         "|---|---|---|---|---|---|",
@@ -195,7 +253,9 @@ def main() -> None:
             continue
         warm = f"{r['seconds'] / base:.2f}" if base else "?"
         fresh = f"{r['seconds'] / cold:.2f}" if cold else "?"
-        lines.append(f"| {r['kind']} | {r['seconds']:.2f} | {warm} | {fresh} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |")
+        lines.append(
+            f"| {r['kind']} | {r['seconds']:.2f} | {warm} | {fresh} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.write:

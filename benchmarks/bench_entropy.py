@@ -39,7 +39,9 @@ N_BINS = 2048
 
 def uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         return f"loadavg {os.getloadavg()}"
 
@@ -74,14 +76,17 @@ def run_times(fn, repeat: int) -> np.ndarray:
     return np.array(ts)
 
 
-
 def ort_threshold(x: np.ndarray, num_bins: int, num_quantized_bins: int) -> float:
     """onnxruntime's own HistogramCollector.collect_value + get_entropy_threshold (installed package)."""
     from onnxruntime.quantization.calibrate import HistogramCollector
 
     collector = HistogramCollector(
-        method="entropy", symmetric=True, num_bins=num_bins, num_quantized_bins=num_quantized_bins,
-        percentile=99.999, scenario="same",
+        method="entropy",
+        symmetric=True,
+        num_bins=num_bins,
+        num_quantized_bins=num_quantized_bins,
+        percentile=99.999,
+        scenario="same",
     )
     with contextlib.redirect_stdout(io.StringIO()):
         collector.collect({"x": x})
@@ -100,8 +105,10 @@ def safe(fn, *args):
 def threshold_table(data: dict[str, np.ndarray]) -> tuple[str, dict[str, dict[str, float | None]]]:
     rows = []
     times: dict[str, dict[str, float | None]] = {}
-    head = ("| distribution | max abs | ours entropy | (m) | ours, bin 0 := bin 1 | ours mse | ours p99.99 |"
-            " NVIDIA ModelOpt port | MXNet port | ncnn port | ORT default (128/128) | ORT 4096 bins/256 |")
+    head = (
+        "| distribution | max abs | ours entropy | (m) | ours, bin 0 := bin 1 | ours mse | ours p99.99 |"
+        " NVIDIA ModelOpt port | MXNet port | ncnn port | ORT default (128/128) | ORT 4096 bins/256 |"
+    )
     rows.append(head)
     rows.append("|" + "---|" * (head.count("|") - 1))
     for name, x in data.items():
@@ -112,13 +119,23 @@ def threshold_table(data: dict[str, np.ndarray]) -> tuple[str, dict[str, dict[st
         # NVIDIA's zero-bin trick applied to our search, to show where that difference comes from
         c0 = h.counts.copy()
         c0[0] = c0[1]
-        z = f"{entropy_threshold(c0, h.bin_width)[0]:.5g}" if h.bin_width > 0 and c0.sum() > 0 else "-"
+        z = (
+            f"{entropy_threshold(c0, h.bin_width)[0]:.5g}"
+            if h.bin_width > 0 and c0.sum() > 0
+            else "-"
+        )
         row_t: dict[str, float | None] = {}
         # NVIDIA on exactly our histogram: counts and edges k * w
         nv, row_t["nvidia"] = safe(nvidia_entropy.compute_amax_entropy, h.counts, h.bin_edges)
-        mx, row_t["mxnet"] = safe(lambda a: mxnet_entropy.get_optimal_threshold(
-            mxnet_entropy.mxnet_histogram(a, 2 * N_BINS + 1), 255)[3], x)
-        nc, row_t["ncnn"] = safe(lambda a: ncnn_kl.quantize_kl_threshold(*ncnn_kl.ncnn_histogram(a))[0], x)
+        mx, row_t["mxnet"] = safe(
+            lambda a: mxnet_entropy.get_optimal_threshold(
+                mxnet_entropy.mxnet_histogram(a, 2 * N_BINS + 1), 255
+            )[3],
+            x,
+        )
+        nc, row_t["ncnn"] = safe(
+            lambda a: ncnn_kl.quantize_kl_threshold(*ncnn_kl.ncnn_histogram(a))[0], x
+        )
         od, row_t["ort_default"] = safe(ort_threshold, x, 128, 128)
         om, row_t["ort_2048"] = safe(ort_threshold, x, 2 * N_BINS, 256)
         times[name] = row_t
@@ -148,10 +165,15 @@ def compile_times() -> str:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         for label in ("empty cache (compile)", "warm cache (load)"):
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+            )
             imp, hist, kl = out.stdout.split()
             lines.append(f"| {label} | {imp} | {hist} | {kl} |")
-    return "| first call in a fresh process | import calib (s) | first Histogram.update float32 (s) | first entropy_threshold (s) |\n|---|---|---|---|\n" + "\n".join(lines)
+    return (
+        "| first call in a fresh process | import calib (s) | first Histogram.update float32 (s) | first entropy_threshold (s) |\n|---|---|---|---|\n"
+        + "\n".join(lines)
+    )
 
 
 def kl_speed(x: np.ndarray, times: dict[str, float | None]) -> str:
@@ -181,11 +203,16 @@ def kl_speed(x: np.ndarray, times: dict[str, float | None]) -> str:
         f"| ours, CPU time of the calling thread (median of 300) | {cpu_med * 1e3:.3f} ms | - |",
         f"| ours, 64 tensors over 2 Python threads (wall time / 64) | {two * 1e3:.3f} ms | throughput {ours / two:.2f}x of serial |",
     ]
-    for key, label in [("nvidia", "NVIDIA ModelOpt port (numpy/scipy, one run)"),
-                       ("mxnet", "MXNet port, 4097 signed bins (one run)"),
-                       ("ncnn", "ncnn port, numpy float32 (one run)"),
-                       ("ort_2048", "onnxruntime get_entropy_threshold, 4096 bins/256 (one run, incl. its histogram)"),
-                       ("ort_default", "onnxruntime defaults 128 bins/128 (one candidate)")]:
+    for key, label in [
+        ("nvidia", "NVIDIA ModelOpt port (numpy/scipy, one run)"),
+        ("mxnet", "MXNet port, 4097 signed bins (one run)"),
+        ("ncnn", "ncnn port, numpy float32 (one run)"),
+        (
+            "ort_2048",
+            "onnxruntime get_entropy_threshold, 4096 bins/256 (one run, incl. its histogram)",
+        ),
+        ("ort_default", "onnxruntime defaults 128 bins/128 (one candidate)"),
+    ]:
         s = times.get(key)
         if s is not None:
             rows.append(f"| {label} | {s:.3f} s | {s / ours:,.0f}x slower |")
@@ -195,9 +222,11 @@ def kl_speed(x: np.ndarray, times: dict[str, float | None]) -> str:
 def hist_speed(n_big: int) -> str:
     rng = np.random.default_rng(1)
     big = rng.standard_normal(n_big, dtype=np.float32)
-    rows = [f"| {n_big // 10**6}M float32 N(0,1) | threads | median of 5 (s) | G elements/s (median) | G elements/s (best) |"
-            " G elements per CPU-second (median) |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"| {n_big // 10**6}M float32 N(0,1) | threads | median of 5 (s) | G elements/s (median) | G elements/s (best) |"
+        " G elements per CPU-second (median) |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def row(label: str, threads: int, fn, n: int = n_big) -> None:
         # wall time says what this run got; process CPU time (all threads) says how much work the
@@ -209,8 +238,10 @@ def hist_speed(n_big: int) -> str:
             walls.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
         med, best, cpu = float(np.median(walls)), float(min(walls)), float(np.median(cpus))
-        rows.append(f"| {label} | {threads} | {med:.3f} | {n / med / 1e9:.2f} | {n / best / 1e9:.2f} | "
-                    f"{n / cpu / 1e9:.2f} |")
+        rows.append(
+            f"| {label} | {threads} | {med:.3f} | {n / med / 1e9:.2f} | {n / best / 1e9:.2f} | "
+            f"{n / cpu / 1e9:.2f} |"
+        )
 
     row("np.sum (memory-read bound)", 1, lambda: big.sum())
     for threads in (1, 2):
@@ -218,14 +249,24 @@ def hist_speed(n_big: int) -> str:
         calib_hist_mod._POOL = None  # rebuild the pool with this many workers
         row("ours abs_max (pass 1 of exact mode)", threads, lambda: abs_max(big))
         r = abs_max(big)
-        row("ours Histogram(range_max=...).update (pass 2)", threads, lambda: Histogram(N_BINS, range_max=r).update(big))
-        row("ours Histogram().update, first batch (abs_max + bin)", threads, lambda: Histogram(N_BINS).update(big))
+        row(
+            "ours Histogram(range_max=...).update (pass 2)",
+            threads,
+            lambda r=r: Histogram(N_BINS, range_max=r).update(big),
+        )
+        row(
+            "ours Histogram().update, first batch (abs_max + bin)",
+            threads,
+            lambda: Histogram(N_BINS).update(big),
+        )
     os.environ.pop("ONNX2TRT_CALIB_THREADS", None)
     calib_hist_mod._POOL = None
     sub = big[: n_big // 10]
     t = run_times(lambda: np.histogram(np.abs(sub), bins=N_BINS, range=(0, float(r))), 1)[0]
-    rows.append(f"| np.histogram(np.abs(x), 2048, range), on {sub.size / 1e6:g}M, one run | 1 | {t:.3f} | "
-                f"{sub.size / t / 1e9:.2f} | - | - |")
+    rows.append(
+        f"| np.histogram(np.abs(x), 2048, range), on {sub.size / 1e6:g}M, one run | 1 | {t:.3f} | "
+        f"{sub.size / t / 1e9:.2f} | - | - |"
+    )
     return "\n".join(rows)
 
 
@@ -236,15 +277,32 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    parts = [f"# INT8 entropy engine: benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", ""]
-    parts.append(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                 f"Python {platform.python_version()}, numpy {np.__version__}.")
+    parts = [
+        f"# INT8 entropy engine: benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+    ]
+    parts.append(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, numpy {np.__version__}."
+    )
     parts.append(f"Load at start: `{uptime()}`")
     parts += ["", "## numba compile vs cache load", "", compile_times(), ""]
     data = distributions(args.samples)
     table, times = threshold_table(data)
-    parts += ["## Thresholds (amax) on the same data", "", f"{args.samples:,} float32 samples each; {N_BINS} bins per side.", "", table, ""]
-    parts += ["## KL search speed", "", kl_speed(data["gaussian N(0,1)"], times["gaussian N(0,1)"]), ""]
+    parts += [
+        "## Thresholds (amax) on the same data",
+        "",
+        f"{args.samples:,} float32 samples each; {N_BINS} bins per side.",
+        "",
+        table,
+        "",
+    ]
+    parts += [
+        "## KL search speed",
+        "",
+        kl_speed(data["gaussian N(0,1)"], times["gaussian N(0,1)"]),
+        "",
+    ]
     parts += ["## Histogram accumulation", "", hist_speed(args.big), ""]
     parts.append(f"Load at end: `{uptime()}`")
     text = "\n".join(parts) + "\n"

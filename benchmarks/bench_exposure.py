@@ -32,7 +32,9 @@ def optimized_ops(model: onnx.ModelProto, folder: Path, tag: str) -> collections
     options.log_severity_level = 3
     options.optimized_model_filepath = str(folder / f"{tag}.onnx")
     ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return collections.Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+    return collections.Counter(
+        node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node
+    )
 
 
 def timed(run, batches, repeats: int) -> tuple[float, float]:
@@ -58,7 +60,9 @@ def main() -> None:
     from onnx2trt_lib.calib.dataset import open_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime"
+    )
     parser.add_argument("--words", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scopes", default="all,qdq")
@@ -69,25 +73,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         x = np.load(bench_calibrate.make_data(folder, args.words, 48, 320))
-        batches = [x[i : i + args.batch_size] for i in range(0, len(x) - len(x) % args.batch_size, args.batch_size)]
+        batches = [
+            x[i : i + args.batch_size]
+            for i in range(0, len(x) - len(x) % args.batch_size, args.batch_size)
+        ]
         plain_ops = optimized_ops(model, folder, "plain")
         options = ort.SessionOptions()
         options.intra_op_num_threads = ort_threads()
         plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         plain.run(None, {"x": batches[0]})
         plain_s, plain_faults = timed(lambda b: plain.run(None, {"x": b}), batches, args.repeats)
-        print(f"plain: {sum(plain_ops.values())} nodes after optimisation, {plain_s:.3f} s, {plain_faults:.0f} faults/batch")
+        print(
+            f"plain: {sum(plain_ops.values())} nodes after optimisation, {plain_s:.3f} s, {plain_faults:.0f} faults/batch"
+        )
         for scope in args.scopes.split(","):
-            collector = _Collector(model, open_source([{"x": batches[0]}]), {}, None, CollectOptions(scope=scope), None)
+            collector = _Collector(
+                model, open_source([{"x": batches[0]}]), {}, None, CollectOptions(scope=scope), None
+            )
             exposed = onnx.ModelProto()
             exposed.CopyFrom(model)
             exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in collector.fetch)
             ops = optimized_ops(exposed, folder, scope)
             collector._activations({"x": batches[0]})
-            seconds, faults = timed(lambda b, c=collector: c._activations({"x": b}), batches, args.repeats)
-            changed = ", ".join(f"{op} {plain_ops[op]}->{ops[op]}" for op in sorted(set(ops) | set(plain_ops)) if ops[op] != plain_ops[op])
-            print(f"scope {scope}: {len(collector.fetch)} outputs exposed, {sum(ops.values())} nodes ({changed}); "
-                  f"{seconds:.3f} s = {seconds / plain_s:.2f}x plain, {faults:.0f} faults/batch")
+            seconds, faults = timed(
+                lambda b, c=collector: c._activations({"x": b}), batches, args.repeats
+            )
+            changed = ", ".join(
+                f"{op} {plain_ops[op]}->{ops[op]}"
+                for op in sorted(set(ops) | set(plain_ops))
+                if ops[op] != plain_ops[op]
+            )
+            print(
+                f"scope {scope}: {len(collector.fetch)} outputs exposed, {sum(ops.values())} nodes ({changed}); "
+                f"{seconds:.3f} s = {seconds / plain_s:.2f}x plain, {faults:.0f} faults/batch"
+            )
 
 
 if __name__ == "__main__":

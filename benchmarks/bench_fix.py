@@ -33,7 +33,9 @@ def build_large_model(blocks: int, path: Path) -> int:
     nodes, inits = [], []
     prev = "x"
     for b in range(blocks):
-        w = numpy_helper.from_array((rng.standard_normal((CHANNELS, CHANNELS, 1, 1)) * 0.1).astype(np.float32), f"w{b}")
+        w = numpy_helper.from_array(
+            (rng.standard_normal((CHANNELS, CHANNELS, 1, 1)) * 0.1).astype(np.float32), f"w{b}"
+        )
         k0 = numpy_helper.from_array(np.full((1, CHANNELS, 1, 1), 0.25, np.float32), f"k0_{b}")
         k1 = numpy_helper.from_array(np.full((1, CHANNELS, 1, 1), 0.25, np.float32), f"k1_{b}")
         inits += [w, k0, k1]
@@ -47,13 +49,24 @@ def build_large_model(blocks: int, path: Path) -> int:
         prev = f"y{b}"
         if b % 500 == 0:
             inits.append(numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), f"s{b}"))
-            nodes.append(helper.make_node("Resize", [prev, "", f"s{b}"], [f"z{b}"], name=f"resize{b}",
-                                          mode="linear", coordinate_transformation_mode="align_corners"))
+            nodes.append(
+                helper.make_node(
+                    "Resize",
+                    [prev, "", f"s{b}"],
+                    [f"z{b}"],
+                    name=f"resize{b}",
+                    mode="linear",
+                    coordinate_transformation_mode="align_corners",
+                )
+            )
             prev = f"z{b}"
     nodes.append(helper.make_node("Identity", [prev], ["y"], name="out"))
     graph = helper.make_graph(
-        nodes, "large", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, CHANNELS, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, CHANNELS, 16, 16])], initializer=inits,
+        nodes,
+        "large",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, CHANNELS, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, CHANNELS, 16, 16])],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -84,8 +97,11 @@ print(json.dumps({{"seconds": t1 - t0, "peak_rss_mb": resource.getrusage(resourc
 
 
 def run_tool(name: str, model: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _WRAP.format(body=CHILD[name]), str(model), str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAP.format(body=CHILD[name]), str(model), str(out)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,11 +115,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "large.onnx"
         n = build_large_model(args.blocks, model)
-        print(f"model: {n} nodes, {model.stat().st_size / 1e6:.1f} MB; load average {os.getloadavg()[0]:.2f}; "
-              f"cpus {os.cpu_count()}; repeats {args.repeats} (median)")
+        print(
+            f"model: {n} nodes, {model.stat().st_size / 1e6:.1f} MB; load average {os.getloadavg()[0]:.2f}; "
+            f"cpus {os.cpu_count()}; repeats {args.repeats} (median)"
+        )
         print(f"{'tool':<16}{'seconds':>10}{'peak MB':>10}{'nodes out':>11}")
         for name in CHILD:
-            runs = [run_tool(name, model, Path(tmp) / f"{name.replace(' ', '_')}.onnx") for _ in range(args.repeats)]
+            runs = [
+                run_tool(name, model, Path(tmp) / f"{name.replace(' ', '_')}.onnx")
+                for _ in range(args.repeats)
+            ]
             if any("error" in r for r in runs):
                 print(f"{name:<16} error: {next(r['error'] for r in runs if 'error' in r)}")
                 continue

@@ -112,7 +112,9 @@ print(json.dumps(out))
 def load_bqa():
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "tests" / "quant"))
-    spec = importlib.util.spec_from_file_location("bench_quant_accuracy", ROOT / "benchmarks" / "bench_quant_accuracy.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_quant_accuracy", ROOT / "benchmarks" / "bench_quant_accuracy.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_quant_accuracy"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -122,7 +124,13 @@ def load_bqa():
 def child(spec: dict, python: str = sys.executable, timeout: int = 1800) -> dict:
     started = time.perf_counter()
     try:
-        proc = subprocess.run([python, "-c", CHILD, json.dumps(spec)], check=False, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [python, "-c", CHILD, json.dumps(spec)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     log = Path(spec["out"]).with_suffix(".log")
@@ -147,16 +155,26 @@ def evaluate(path: str, task, reference: np.ndarray | None) -> tuple[dict, np.nd
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            note = "default session fails (" + str(exc).strip().splitlines()[0][-160:] + "); ORT_DISABLE_ALL used"
+            note = (
+                "default session fails ("
+                + str(exc).strip().splitlines()[0][-160:]
+                + "); ORT_DISABLE_ALL used"
+            )
         inputs = {i.name: i.type for i in sess.get_inputs()}
         outs = []
         for batch in task.test:
-            feed = {k: v.astype(np.float16 if inputs[k] == "tensor(float16)" else np.float32) for k, v in batch.items()
-                    if k in inputs}
+            feed = {
+                k: v.astype(np.float16 if inputs[k] == "tensor(float16)" else np.float32)
+                for k, v in batch.items()
+                if k in inputs
+            }
             outs.append(sess.run([sess.get_outputs()[0].name], feed)[0])
         out = np.concatenate(outs).astype(np.float32)
     except Exception as exc:  # noqa: BLE001 (a model ORT cannot run is a result too)
-        return {"acc": float("nan"), "error": "ORT fails: " + str(exc).strip().splitlines()[0][:200]}, None
+        return {
+            "acc": float("nan"),
+            "error": "ORT fails: " + str(exc).strip().splitlines()[0][:200],
+        }, None
     result = {"acc": task.score(out, None), "io": {k: v for k, v in inputs.items()}}
     if note:
         result["note"] = note
@@ -178,22 +196,38 @@ def model_facts(path: str) -> dict:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     floats = {}
     for init in m.graph.initializer:
-        floats[onnx.TensorProto.DataType.Name(init.data_type)] = floats.get(onnx.TensorProto.DataType.Name(init.data_type), 0) + 1
+        floats[onnx.TensorProto.DataType.Name(init.data_type)] = (
+            floats.get(onnx.TensorProto.DataType.Name(init.data_type), 0) + 1
+        )
     zp_nonzero = 0
     inits = {i.name: i for i in m.graph.initializer}
     for n in m.graph.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+        if (
+            n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and len(n.input) > 2
+            and n.input[2] in inits
+        ):
             zp_nonzero += int(np.any(onnx.numpy_helper.to_array(inits[n.input[2]]) != 0))
-    return {"opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
-            "Q": ops.get("QuantizeLinear", 0), "DQ": ops.get("DequantizeLinear", 0), "Cast": ops.get("Cast", 0),
-            "initializer_types": floats, "nonzero_zero_points": zp_nonzero}
+    return {
+        "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
+        "Q": ops.get("QuantizeLinear", 0),
+        "DQ": ops.get("DequantizeLinear", 0),
+        "Cast": ops.get("Cast", 0),
+        "initializer_types": floats,
+        "nonzero_zero_points": zp_nonzero,
+    }
 
 
 def rtx_verdicts(paths: list[str], rtx_python: str) -> dict:
     if not paths or not Path(rtx_python).exists():
         return {}
-    proc = subprocess.run([rtx_python, "-c", RTX_CHILD, str(ROOT), *paths], check=False, capture_output=True,
-                          text=True, timeout=1800)
+    proc = subprocess.run(
+        [rtx_python, "-c", RTX_CHILD, str(ROOT), *paths],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         return {p: f"rtx check failed: {proc.stderr.strip().splitlines()[-1][:200]}" for p in paths}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -235,12 +269,19 @@ def cache_check(work: Path, model_path: Path, data: Path, rtx_python: str, task,
 
     cache = Path("/tmp/rec.cache")
     amax_json = work / "rec_amax.json"
-    code = ("import json,sys; from onnx2trt_lib.calib.api import calibrate; "
-            "r = calibrate(sys.argv[1], sys.argv[2], batch_size=8, output=sys.argv[3], force=True); "
-            "json.dump({k: float(v) for k, v in r.amax.items()}, open(sys.argv[4], 'w'))")
+    code = (
+        "import json,sys; from onnx2trt_lib.calib.api import calibrate; "
+        "r = calibrate(sys.argv[1], sys.argv[2], batch_size=8, output=sys.argv[3], force=True); "
+        "json.dump({k: float(v) for k, v in r.amax.items()}, open(sys.argv[4], 'w'))"
+    )
     t = time.perf_counter()
-    proc = subprocess.run([rtx_python, "-c", code, str(model_path), str(data), str(cache), str(amax_json)],
-                          check=False, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [rtx_python, "-c", code, str(model_path), str(data), str(cache), str(amax_json)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     result: dict = {"ours_cache_seconds": time.perf_counter() - t}
     if proc.returncode != 0:
         result["error"] = "our calibrate failed: " + proc.stderr.strip().splitlines()[-1][:200]
@@ -255,14 +296,28 @@ def cache_check(work: Path, model_path: Path, data: Path, rtx_python: str, task,
     for source, hp in (("original", "fp32"), ("lifted", "fp32"), ("lifted", "fp16")):
         out = work / f"ocr_modelopt_int8_cache_{source}_{hp}.onnx"
         src = model_path if source == "original" else lifted
-        run = child({"kind": "modelopt-quantize", "model": str(src), "data": str(data), "out": str(out),
-                     "kwargs": {"quantize_mode": "int8", "calibration_method": "entropy", "calibration_eps": ["cpu"],
-                                "calibration_shapes": "x:8x3x48x320", "calibration_cache_path": str(cache),
-                                "high_precision_dtype": hp}})
+        run = child(
+            {
+                "kind": "modelopt-quantize",
+                "model": str(src),
+                "data": str(data),
+                "out": str(out),
+                "kwargs": {
+                    "quantize_mode": "int8",
+                    "calibration_method": "entropy",
+                    "calibration_eps": ["cpu"],
+                    "calibration_shapes": "x:8x3x48x320",
+                    "calibration_cache_path": str(cache),
+                    "high_precision_dtype": hp,
+                },
+            }
+        )
         entry = {"run": run}
         if "error" not in run:
             log = Path(run["log"]).read_text()
-            entry["log_errors"] = [ln[:200] for ln in log.splitlines() if "ERROR" in ln or "Traceback" in ln][:5]
+            entry["log_errors"] = [
+                ln[:200] for ln in log.splitlines() if "ERROR" in ln or "Traceback" in ln
+            ][:5]
             m = onnx.load(out)
             inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
             compared, worst, examples, missing = 0, 0.0, [], []
@@ -282,10 +337,24 @@ def cache_check(work: Path, model_path: Path, data: Path, rtx_python: str, task,
                 worst = max(worst, rel)
                 compared += 1
                 if len(examples) < 4:
-                    examples.append({"tensor": base, "modelopt_scale": got, "our_amax_over_127": want,
-                                     "cache_scale": ours[base], "scale_dtype": str(inits[scale_name].dtype)})
-            entry.update({"activation_Q_compared": compared, "max_rel_diff": worst, "examples": examples,
-                          "activation_Q_not_in_cache": missing[:10], "facts": model_facts(str(out))})
+                    examples.append(
+                        {
+                            "tensor": base,
+                            "modelopt_scale": got,
+                            "our_amax_over_127": want,
+                            "cache_scale": ours[base],
+                            "scale_dtype": str(inits[scale_name].dtype),
+                        }
+                    )
+            entry.update(
+                {
+                    "activation_Q_compared": compared,
+                    "max_rel_diff": worst,
+                    "examples": examples,
+                    "activation_Q_not_in_cache": missing[:10],
+                    "facts": model_facts(str(out)),
+                }
+            )
             entry["eval"], _ = evaluate(str(out), task, reference)
         result[f"{source}/{hp}"] = entry
     return result
@@ -295,8 +364,13 @@ def eval_elsewhere(python: str, key: str, paths: list[str], reference_path: str)
     """Accuracy of saved models under another interpreter's ONNX Runtime (the dev venv's)."""
     if not paths or not Path(python).exists():
         return {}
-    proc = subprocess.run([python, __file__, "--eval-only", key, reference_path, *paths], check=False, capture_output=True,
-                          text=True, timeout=1800)
+    proc = subprocess.run(
+        [python, __file__, "--eval-only", key, reference_path, *paths],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -307,8 +381,11 @@ def eval_only(argv: list[str]) -> None:
 
     key, reference_path, *paths = argv
     bqa = load_bqa()
-    task = {"digits": lambda: bqa.digits_task(500), "ocr": lambda: bqa.ocr_task(200),
-            "orientation": lambda: bqa.orientation_task(400)}[key]()
+    task = {
+        "digits": lambda: bqa.digits_task(500),
+        "ocr": lambda: bqa.ocr_task(200),
+        "orientation": lambda: bqa.orientation_task(400),
+    }[key]()
     _, reference = evaluate(reference_path, task, None)
     out = {"ort": ort.__version__}
     for path in paths:
@@ -324,8 +401,12 @@ def main() -> None:
     parser.add_argument("--tasks", default="digits,orientation,ocr")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mo_work"))
     parser.add_argument("--rtx-python", default="/work/venv/bin/python")
-    parser.add_argument("--skip-timing", action="store_true", help="skip our calibrate / FP32 timing children (ocr)")
-    parser.add_argument("--skip-cache", action="store_true", help="skip the calibration-cache check (ocr)")
+    parser.add_argument(
+        "--skip-timing", action="store_true", help="skip our calibrate / FP32 timing children (ocr)"
+    )
+    parser.add_argument(
+        "--skip-cache", action="store_true", help="skip the calibration-cache check (ocr)"
+    )
     args = parser.parse_args()
     import onnx
 
@@ -339,15 +420,19 @@ def main() -> None:
         print(f"== {key}", flush=True)
         t = time.perf_counter()
         task = makers[key](tests[key])
-        res: dict = {"name": task.name, "test": tests[key], "render_s": time.perf_counter() - t,
-                     "load_before": os.getloadavg()}
+        res: dict = {
+            "name": task.name,
+            "test": tests[key],
+            "render_s": time.perf_counter() - t,
+            "load_before": os.getloadavg(),
+        }
         folder = args.work / key
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         model_path = folder / "fp32.onnx"
         onnx.save(task.model, model_path)
         calib = {k: np.concatenate([b[k] for b in task.calib]) for k in task.calib[0]}
-        (name, x_cal), = calib.items()
+        ((name, x_cal),) = calib.items()
         data = folder / "calib.npy"
         np.save(data, x_cal)
         shapes = f"{name}:" + "x".join(str(d) for d in (8, *x_cal.shape[1:]))
@@ -357,22 +442,49 @@ def main() -> None:
         res["runs"] = {"FP32": {"eval": fp32_eval, "path": str(model_path)}}
         print("  FP32", fp32_eval, flush=True)
         variants = {
-            "modelopt INT8 entropy (default: high_precision_dtype=fp16)": ("modelopt-quantize", {"high_precision_dtype": "fp16"}),
-            "modelopt INT8 entropy, high_precision_dtype=fp32": ("modelopt-quantize", {"high_precision_dtype": "fp32"}),
+            "modelopt INT8 entropy (default: high_precision_dtype=fp16)": (
+                "modelopt-quantize",
+                {"high_precision_dtype": "fp16"},
+            ),
+            "modelopt INT8 entropy, high_precision_dtype=fp32": (
+                "modelopt-quantize",
+                {"high_precision_dtype": "fp32"},
+            ),
         }
         variants["modelopt INT8 max, high_precision_dtype=fp32"] = (
-            "modelopt-quantize", {"high_precision_dtype": "fp32", "calibration_method": "max"})
+            "modelopt-quantize",
+            {"high_precision_dtype": "fp32", "calibration_method": "max"},
+        )
         if key == "orientation":
-            variants["modelopt AutoCast FP16 (convert_to_mixed_precision defaults)"] = ("modelopt-autocast", {})
-            variants["modelopt AutoCast FP16, keep_io_types=True"] = ("modelopt-autocast", {"keep_io_types": True})
+            variants["modelopt AutoCast FP16 (convert_to_mixed_precision defaults)"] = (
+                "modelopt-autocast",
+                {},
+            )
+            variants["modelopt AutoCast FP16, keep_io_types=True"] = (
+                "modelopt-autocast",
+                {"keep_io_types": True},
+            )
         for index, (label, (kind, extra)) in enumerate(variants.items()):
             out = folder / f"modelopt_{index}.onnx"
             if kind == "modelopt-quantize":
-                kwargs = {"quantize_mode": "int8", "calibration_method": "entropy", "calibration_eps": ["cpu"],
-                          "calibration_shapes": shapes, **extra}
+                kwargs = {
+                    "quantize_mode": "int8",
+                    "calibration_method": "entropy",
+                    "calibration_eps": ["cpu"],
+                    "calibration_shapes": shapes,
+                    **extra,
+                }
             else:
                 kwargs = {"low_precision_type": "fp16", **extra}
-            run = child({"kind": kind, "model": str(model_path), "data": str(data), "out": str(out), "kwargs": kwargs})
+            run = child(
+                {
+                    "kind": kind,
+                    "model": str(model_path),
+                    "data": str(data),
+                    "out": str(out),
+                    "kwargs": kwargs,
+                }
+            )
             entry = {"run": run, "kwargs": kwargs, "path": str(out)}
             if "error" not in run:
                 entry["eval"], _ = evaluate(str(out), task, reference)
@@ -380,26 +492,43 @@ def main() -> None:
                 if kind == "modelopt-quantize":
                     entry["int8_mac_share"] = bqa.int8_mac_share(onnx.load(out), macs)
             res["runs"][label] = entry
-            print(f"  {label}: {json.dumps({k: v for k, v in entry.items() if k != 'kwargs'})}", flush=True)
+            print(
+                f"  {label}: {json.dumps({k: v for k, v in entry.items() if k != 'kwargs'})}",
+                flush=True,
+            )
         if key == "ocr" and not args.skip_timing:
             timing = {}
-            for kind, extra in (("fp32", {}), ("ours-calibrate", {"scope": "qdq"}), ("ours-calibrate", {"scope": "all"})):
+            for kind, extra in (
+                ("fp32", {}),
+                ("ours-calibrate", {"scope": "qdq"}),
+                ("ours-calibrate", {"scope": "all"}),
+            ):
                 label = kind + (f"-{extra['scope']}" if extra else "")
-                timing[label] = child({"kind": kind, "model": str(model_path), "data": str(data),
-                                       "out": str(folder / f"{label}.cache"), **extra})
+                timing[label] = child(
+                    {
+                        "kind": kind,
+                        "model": str(model_path),
+                        "data": str(data),
+                        "out": str(folder / f"{label}.cache"),
+                        **extra,
+                    }
+                )
                 print(f"  timing {label}: {timing[label]}", flush=True)
             res["timing"] = timing
         if key == "ocr" and not args.skip_cache:
             res["cache"] = cache_check(folder, model_path, data, args.rtx_python, task, reference)
             print("  cache:", json.dumps(res["cache"])[:2000], flush=True)
-        paths = [e["path"] for e in res["runs"].values() if "path" in e and Path(e["path"]).exists()]
+        paths = [
+            e["path"] for e in res["runs"].values() if "path" in e and Path(e["path"]).exists()
+        ]
         paths += [str(p) for p in folder.glob("ocr_modelopt_int8_cache_*.onnx")]
         res["rtx"] = rtx_verdicts(paths, args.rtx_python)
         print("  rtx:", res["rtx"], flush=True)
         # ONNX Runtime 1.24.4 (what modelopt[onnx] pins) rounds float16 QuantizeLinear wrongly on CPU: evaluate
         # the same files with the dev venv's ORT too
-        res["eval_other_ort"] = eval_elsewhere(args.rtx_python, key, [p for p in paths if p != str(model_path)],
-                                               str(model_path))
+        res["eval_other_ort"] = eval_elsewhere(
+            args.rtx_python, key, [p for p in paths if p != str(model_path)], str(model_path)
+        )
         print("  other ORT:", res["eval_other_ort"], flush=True)
         res["load_after"] = os.getloadavg()
         results[key] = res

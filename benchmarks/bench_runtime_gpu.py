@@ -18,8 +18,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,11 @@ from onnx2trt_lib.runtime import cuda
 def device_info() -> dict[str, Any]:
     rt = cuda._rt()
     props = cuda.call("cudaGetDeviceProperties", 0)
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    name = (
+        props.name.decode(errors="replace").rstrip("\x00")
+        if isinstance(props.name, bytes)
+        else str(props.name)
+    )
     info = {
         "device": name,
         "compute_capability": f"{props.major}.{props.minor}",
@@ -71,19 +76,44 @@ def bandwidth(size: int, reps: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(lib: str, memory: str, direction: str, seconds: float) -> None:
-        rows.append({"library": lib, "host_memory": memory, "direction": direction,
-                     "GB_per_s": size / seconds / 1e9, "ms": seconds * 1e3})
+        rows.append(
+            {
+                "library": lib,
+                "host_memory": memory,
+                "direction": direction,
+                "GB_per_s": size / seconds / 1e9,
+                "ms": seconds * 1e3,
+            }
+        )
 
     stream = cuda.Stream()
     dev = cuda.DeviceBuffer(size)
     pinned = cuda.HostBuffer(size).array((size,), np.uint8)
     pageable = np.ones(size, np.uint8)
     for direction, fn_pin, fn_page in (
-        ("H2D", lambda: dev.copy_from_host(pinned, stream=stream), lambda: dev.copy_from_host(pageable, stream=stream)),
-        ("D2H", lambda: dev.copy_to_host(pinned, stream=stream), lambda: dev.copy_to_host(pageable, stream=stream)),
+        (
+            "H2D",
+            lambda: dev.copy_from_host(pinned, stream=stream),
+            lambda: dev.copy_from_host(pageable, stream=stream),
+        ),
+        (
+            "D2H",
+            lambda: dev.copy_to_host(pinned, stream=stream),
+            lambda: dev.copy_to_host(pageable, stream=stream),
+        ),
     ):
-        add("onnx2trt_lib.runtime.cuda", "pinned", direction, best_of(3, lambda f=fn_pin: timed(f, stream.synchronize, reps)))
-        add("onnx2trt_lib.runtime.cuda", "pageable", direction, best_of(3, lambda f=fn_page: timed(f, stream.synchronize, reps)))
+        add(
+            "onnx2trt_lib.runtime.cuda",
+            "pinned",
+            direction,
+            best_of(3, lambda f=fn_pin: timed(f, stream.synchronize, reps)),
+        )
+        add(
+            "onnx2trt_lib.runtime.cuda",
+            "pageable",
+            direction,
+            best_of(3, lambda f=fn_page: timed(f, stream.synchronize, reps)),
+        )
     dev.close()
 
     try:
@@ -94,11 +124,31 @@ def bandwidth(size: int, reps: int) -> list[dict[str, Any]]:
         mem = cp.cuda.alloc_pinned_memory(size)
         h_pin = np.frombuffer(mem, np.uint8, size)
         h_page = np.ones(size, np.uint8)
-        add("cupy " + cp.__version__, "pinned", "H2D", best_of(3, lambda: timed(lambda: d.set(h_pin, stream=cs), cs.synchronize, reps)))
-        add("cupy " + cp.__version__, "pageable", "H2D", best_of(3, lambda: timed(lambda: d.set(h_page, stream=cs), cs.synchronize, reps)))
-        add("cupy " + cp.__version__, "pinned", "D2H", best_of(3, lambda: timed(lambda: d.get(stream=cs, out=h_pin), cs.synchronize, reps)))
-        add("cupy " + cp.__version__, "pageable", "D2H", best_of(3, lambda: timed(lambda: d.get(stream=cs, out=h_page), cs.synchronize, reps)))
-        del d
+        add(
+            "cupy " + cp.__version__,
+            "pinned",
+            "H2D",
+            best_of(3, lambda: timed(lambda: d.set(h_pin, stream=cs), cs.synchronize, reps)),
+        )
+        add(
+            "cupy " + cp.__version__,
+            "pageable",
+            "H2D",
+            best_of(3, lambda: timed(lambda: d.set(h_page, stream=cs), cs.synchronize, reps)),
+        )
+        add(
+            "cupy " + cp.__version__,
+            "pinned",
+            "D2H",
+            best_of(3, lambda: timed(lambda: d.get(stream=cs, out=h_pin), cs.synchronize, reps)),
+        )
+        add(
+            "cupy " + cp.__version__,
+            "pageable",
+            "D2H",
+            best_of(3, lambda: timed(lambda: d.get(stream=cs, out=h_page), cs.synchronize, reps)),
+        )
+        d = None  # free the device buffer before the torch rows
     except Exception as exc:  # noqa: BLE001
         print(f"cupy bandwidth skipped: {exc}", file=sys.stderr)
 
@@ -110,11 +160,31 @@ def bandwidth(size: int, reps: int) -> list[dict[str, Any]]:
         t_page = torch.ones(size, dtype=torch.uint8)
         sync = torch.cuda.synchronize
         lib = "torch " + torch.__version__
-        add(lib, "pinned", "H2D", best_of(3, lambda: timed(lambda: t_dev.copy_(t_pin, non_blocking=True), sync, reps)))
-        add(lib, "pageable", "H2D", best_of(3, lambda: timed(lambda: t_dev.copy_(t_page), sync, reps)))
-        add(lib, "pinned", "D2H", best_of(3, lambda: timed(lambda: t_pin.copy_(t_dev, non_blocking=True), sync, reps)))
-        add(lib, "pageable", "D2H", best_of(3, lambda: timed(lambda: t_page.copy_(t_dev), sync, reps)))
-        del t_dev
+        add(
+            lib,
+            "pinned",
+            "H2D",
+            best_of(3, lambda: timed(lambda: t_dev.copy_(t_pin, non_blocking=True), sync, reps)),
+        )
+        add(
+            lib,
+            "pageable",
+            "H2D",
+            best_of(3, lambda: timed(lambda: t_dev.copy_(t_page), sync, reps)),
+        )
+        add(
+            lib,
+            "pinned",
+            "D2H",
+            best_of(3, lambda: timed(lambda: t_pin.copy_(t_dev, non_blocking=True), sync, reps)),
+        )
+        add(
+            lib,
+            "pageable",
+            "D2H",
+            best_of(3, lambda: timed(lambda: t_page.copy_(t_dev), sync, reps)),
+        )
+        t_dev = None  # free the device buffer
     except Exception as exc:  # noqa: BLE001
         print(f"torch bandwidth skipped: {exc}", file=sys.stderr)
     stream.close()
@@ -175,15 +245,29 @@ def overhead(chain_len: int, iters: int) -> list[dict[str, Any]]:
     t_graph = _median_per_iter(replay, iters)
     l_direct = _launch_us(enqueue_chain, stream.synchronize, iters)
     l_graph = _launch_us(lambda: graph.launch(stream), stream.synchronize, iters)
-    rows.append({"what": f"chain of {chain_len} memset/memcpy ({nbytes} B): launch overhead (host time to submit)",
-                 "direct_us": l_direct, "graph_us": l_graph, "ratio": l_direct / l_graph})
-    rows.append({"what": f"chain of {chain_len} memset/memcpy: end to end (submit + sync)",
-                 "direct_us": t_direct * 1e6, "graph_us": t_graph * 1e6, "ratio": t_direct / t_graph})
+    rows.append(
+        {
+            "what": f"chain of {chain_len} memset/memcpy ({nbytes} B): launch overhead (host time to submit)",
+            "direct_us": l_direct,
+            "graph_us": l_graph,
+            "ratio": l_direct / l_graph,
+        }
+    )
+    rows.append(
+        {
+            "what": f"chain of {chain_len} memset/memcpy: end to end (submit + sync)",
+            "direct_us": t_direct * 1e6,
+            "graph_us": t_graph * 1e6,
+            "ratio": t_direct / t_graph,
+        }
+    )
 
     try:
         import cupy as cp
 
-        ext = cp.cuda.ExternalStream(stream.ptr)  # deprecated in cupy 14 but still the portable spelling
+        ext = cp.cuda.ExternalStream(
+            stream.ptr
+        )  # deprecated in cupy 14 but still the portable spelling
         scale = cp.ElementwiseKernel("T x", "T y", "y = x * (T)1.0001 + (T)1", "bench_scale")
         x = cp.ones(1024, cp.float32)
         y = cp.empty_like(x)
@@ -214,10 +298,22 @@ def overhead(chain_len: int, iters: int) -> list[dict[str, Any]]:
         t_kd, t_kg = _median_per_iter(k_direct, iters), _median_per_iter(k_replay, iters)
         l_kd = _launch_us(kernels, stream.synchronize, iters)
         l_kg = _launch_us(lambda: kgraph.launch(stream), stream.synchronize, iters)
-        rows.append({"what": f"chain of {chain_len} cupy elementwise kernels (1024 floats): launch overhead",
-                     "direct_us": l_kd, "graph_us": l_kg, "ratio": l_kd / l_kg})
-        rows.append({"what": f"chain of {chain_len} cupy elementwise kernels: end to end (submit + sync)",
-                     "direct_us": t_kd * 1e6, "graph_us": t_kg * 1e6, "ratio": t_kd / t_kg})
+        rows.append(
+            {
+                "what": f"chain of {chain_len} cupy elementwise kernels (1024 floats): launch overhead",
+                "direct_us": l_kd,
+                "graph_us": l_kg,
+                "ratio": l_kd / l_kg,
+            }
+        )
+        rows.append(
+            {
+                "what": f"chain of {chain_len} cupy elementwise kernels: end to end (submit + sync)",
+                "direct_us": t_kd * 1e6,
+                "graph_us": t_kg * 1e6,
+                "ratio": t_kd / t_kg,
+            }
+        )
         kgraph.close()
     except Exception as exc:  # noqa: BLE001
         print(f"cupy kernel chain skipped: {exc}", file=sys.stderr)
@@ -242,13 +338,28 @@ def runner_overhead(chain_len: int, iters: int) -> list[dict[str, Any]]:
             feed = {"x": x_host}
             runner.infer(feed)
             runner.infer(feed)  # graph captured by now
-            total[use_graph] = _median_per_iter(lambda r=runner: r.infer(feed), iters) * 1e6
-            launch[use_graph] = _launch_us(lambda r=runner: r.infer_async(feed), runner.stream.synchronize, iters)
+            total[use_graph] = _median_per_iter(lambda r=runner, f=feed: r.infer(f), iters) * 1e6
+            launch[use_graph] = _launch_us(
+                lambda r=runner, f=feed: r.infer_async(f), runner.stream.synchronize, iters
+            )
     what = f"TrtRunner, 4 KiB in/out, fake engine = chain of {chain_len}"
-    rows.append({"what": what + ": infer_async overhead (host time to submit, checks + staging included)",
-                 "direct_us": launch[False], "graph_us": launch[True], "ratio": launch[False] / launch[True]})
-    rows.append({"what": what + ": infer end to end (submit + sync + output copy)",
-                 "direct_us": total[False], "graph_us": total[True], "ratio": total[False] / total[True]})
+    rows.append(
+        {
+            "what": what
+            + ": infer_async overhead (host time to submit, checks + staging included)",
+            "direct_us": launch[False],
+            "graph_us": launch[True],
+            "ratio": launch[False] / launch[True],
+        }
+    )
+    rows.append(
+        {
+            "what": what + ": infer end to end (submit + sync + output copy)",
+            "direct_us": total[False],
+            "graph_us": total[True],
+            "ratio": total[False] / total[True],
+        }
+    )
     return rows
 
 
@@ -307,31 +418,54 @@ class _ChainEngine:
 # ------------------------------------------------------------------------------ report
 
 
-def to_markdown(info: dict[str, Any], bw: list[dict[str, Any]], oh: list[dict[str, Any]], size: int) -> str:
+def to_markdown(
+    info: dict[str, Any], bw: list[dict[str, Any]], oh: list[dict[str, Any]], size: int
+) -> str:
     lines = ["### Environment", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
-    lines += ["", f"### Host<->device bandwidth ({size >> 20} MiB per copy; best of 3 x 10 copies)", "",
-              "| library | host memory | direction | GB/s | ms per copy |", "|---|---|---|---:|---:|"]
+    lines += [
+        "",
+        f"### Host<->device bandwidth ({size >> 20} MiB per copy; best of 3 x 10 copies)",
+        "",
+        "| library | host memory | direction | GB/s | ms per copy |",
+        "|---|---|---|---:|---:|",
+    ]
     for r in bw:
-        lines.append(f"| {r['library']} | {r['host_memory']} | {r['direction']} | {r['GB_per_s']:.2f} | {r['ms']:.3f} |")
+        lines.append(
+            f"| {r['library']} | {r['host_memory']} | {r['direction']} | {r['GB_per_s']:.2f} | {r['ms']:.3f} |"
+        )
     lines.append("")
     for direction in ("H2D", "D2H"):
         pinned = [r for r in bw if r["direction"] == direction]
         best = max(pinned, key=lambda r: r["GB_per_s"])
-        ours = next(r for r in pinned if r["library"].startswith("onnx2trt") and r["host_memory"] == "pinned")
+        ours = next(
+            r
+            for r in pinned
+            if r["library"].startswith("onnx2trt") and r["host_memory"] == "pinned"
+        )
         ratio = ours["GB_per_s"] / best["GB_per_s"]
         verdict = "MET" if ratio >= 0.95 else "NOT MET"
-        lines.append(f"- {direction}: ours pinned {ours['GB_per_s']:.2f} GB/s = {ratio * 100:.1f}% of the best "
-                     f"({best['library']} {best['host_memory']}, {best['GB_per_s']:.2f} GB/s): goal >= 95% {verdict}")
-    lines += ["", "### Per-inference overhead: issued call by call vs CUDA graph replay", "",
-              "Launch overhead = median host time of one submission starting with an idle GPU; end to end = "
-              "median of 5 x N back-to-back submit+sync. The 3x goal applies to launch overhead.", "",
-              "| what | direct (us) | graph (us) | direct / graph |", "|---|---:|---:|---:|"]
+        lines.append(
+            f"- {direction}: ours pinned {ours['GB_per_s']:.2f} GB/s = {ratio * 100:.1f}% of the best "
+            f"({best['library']} {best['host_memory']}, {best['GB_per_s']:.2f} GB/s): goal >= 95% {verdict}"
+        )
+    lines += [
+        "",
+        "### Per-inference overhead: issued call by call vs CUDA graph replay",
+        "",
+        "Launch overhead = median host time of one submission starting with an idle GPU; end to end = "
+        "median of 5 x N back-to-back submit+sync. The 3x goal applies to launch overhead.",
+        "",
+        "| what | direct (us) | graph (us) | direct / graph |",
+        "|---|---:|---:|---:|",
+    ]
     for r in oh:
         verdict = ""
         if "overhead" in r["what"]:
             verdict = " (goal >= 3x: MET)" if r["ratio"] >= 3 else " (goal >= 3x: NOT MET)"
-        lines.append(f"| {r['what']} | {r['direct_us']:.1f} | {r['graph_us']:.1f} | {r['ratio']:.2f}x{verdict} |")
+        lines.append(
+            f"| {r['what']} | {r['direct_us']:.1f} | {r['graph_us']:.1f} | {r['ratio']:.2f}x{verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -356,7 +490,10 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out / "runtime_bench.md", report)
-        write_text_atomic(args.out / "runtime_bench.json", json.dumps({"env": info, "bandwidth": bw, "overhead": oh}, indent=2))
+        write_text_atomic(
+            args.out / "runtime_bench.json",
+            json.dumps({"env": info, "bandwidth": bw, "overhead": oh}, indent=2),
+        )
 
 
 if __name__ == "__main__":

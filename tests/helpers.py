@@ -7,12 +7,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def conv_relu_model(*, batch: int | str = 1, channels: int = 3, size: int = 8, opset: int = 17, seed: int = 0) -> onnx.ModelProto:
+def conv_relu_model(
+    *, batch: int | str = 1, channels: int = 3, size: int = 8, opset: int = 17, seed: int = 0
+) -> onnx.ModelProto:
     """x -> Conv(3x3, 4 ch) -> Relu -> y, plus a dead branch and a foldable constant chain."""
     rng = np.random.default_rng(seed)
-    weight = numpy_helper.from_array(rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w")
-    bias_parts = [numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b0"),
-                  numpy_helper.from_array(np.full(4, 0.5, np.float32), "b1")]
+    weight = numpy_helper.from_array(
+        rng.standard_normal((4, channels, 3, 3)).astype(np.float32), "w"
+    )
+    bias_parts = [
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b0"),
+        numpy_helper.from_array(np.full(4, 0.5, np.float32), "b1"),
+    ]
     nodes = [
         helper.make_node("Add", ["b0", "b1"], ["bias"], name="fold_me"),
         helper.make_node("Conv", ["x", "w", "bias"], ["c"], name="conv", pads=[1, 1, 1, 1]),
@@ -26,7 +32,9 @@ def conv_relu_model(*, batch: int | str = 1, channels: int = 3, size: int = 8, o
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, size, size])],
         initializer=[weight, *bias_parts],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -38,7 +46,9 @@ def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.nda
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)
 
 

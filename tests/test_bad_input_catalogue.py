@@ -35,9 +35,17 @@ SAMPLE = Path(__file__).resolve().parents[1] / "src" / "onnx2trt_lib" / "data" /
 
 # command -> module, for commands registered late by the lead
 COMMAND_MODULES = {
-    "fix": "fix_cmd", "lint": "lint_cmd", "passes": "passes_cmd", "run": "run_cmd", "compare": "compare_cmd",
-    "calibrate": "calibrate_cmd", "build": "build_cmd", "inspect": "inspect_cmd", "quantize": "quantize_cmd",
-    "fp16": "fp16_cmd", "quickstart": "quickstart_cmd",
+    "fix": "fix_cmd",
+    "lint": "lint_cmd",
+    "passes": "passes_cmd",
+    "run": "run_cmd",
+    "compare": "compare_cmd",
+    "calibrate": "calibrate_cmd",
+    "build": "build_cmd",
+    "inspect": "inspect_cmd",
+    "quantize": "quantize_cmd",
+    "fp16": "fp16_cmd",
+    "quickstart": "quickstart_cmd",
 }
 
 
@@ -62,7 +70,9 @@ def _big_model(floats: int = 40_000) -> onnx.ModelProto:
 def _external(location: str) -> onnx.ModelProto:
     model = conv_relu_model()
     tensor = next(t for t in model.graph.initializer if t.name == "w")
-    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=len(tensor.raw_data) or 432)
+    onnx.external_data_helper.set_external_data(
+        tensor, location=location, offset=0, length=len(tensor.raw_data) or 432
+    )
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
     tensor.data_location = TensorProto.EXTERNAL
@@ -94,11 +104,15 @@ def ws(tmp_path_factory) -> Path:
     onnx.save(conv_relu_model(batch="N"), root / "dyn.onnx")
     onnx.save(_big_model(), root / "big.onnx")
     nan_out = conv_relu_model()
-    nan_out.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((4, 3, 3, 3), np.nan, np.float32), "w"))
+    nan_out.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.full((4, 3, 3, 3), np.nan, np.float32), "w")
+    )
     onnx.save(nan_out, root / "nan_out.onnx")
     good_bytes = (root / "good.onnx").read_bytes()
     (root / "empty.onnx").write_bytes(b"")
-    (root / "garbage.onnx").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "garbage.onnx").write_bytes(
+        np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    )
     (root / "truncated.onnx").write_bytes(good_bytes[: len(good_bytes) // 2])
     (root / "text.onnx").write_text("this is a text file, not a model\n")
     (root / "huge_header.onnx").write_bytes(_huge_header())
@@ -131,9 +145,13 @@ def ws(tmp_path_factory) -> Path:
     (root / "no_sep.cache").write_text("TRT-8001-EntropyCalibration2\nx 3c010a14\n")
     (root / "dup.cache").write_text("TRT-8001-EntropyCalibration2\nx: 3c010a14\nx: 3c010a15\n")
     (root / "binary.cache").write_bytes(b"TRT-8001-EntropyCalibration2\nx: \xff\xfe\x00\x01\n")
-    (root / "good.cache").write_text("TRT-8001-EntropyCalibration2\nx: 3c010a14\nc: 3d010a14\ny: 3d810a14\n")
+    (root / "good.cache").write_text(
+        "TRT-8001-EntropyCalibration2\nx: 3c010a14\nc: 3d010a14\ny: 3d810a14\n"
+    )
     # engines: random bytes, a TensorRT-RTX magic with nothing behind it, a sidecar that lies
-    (root / "foreign.engine").write_bytes(np.random.default_rng(2).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    (root / "foreign.engine").write_bytes(
+        np.random.default_rng(2).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    )
     (root / "truncated.engine").write_bytes(b"vtrt" + bytes(60))
     (root / "badside.engine").write_bytes(b"vtrt" + bytes(60))
     (root / "badside.engine.json").write_text('{"format": "onnx2trt-engine", "format_version": 1, ')
@@ -149,26 +167,45 @@ def ws(tmp_path_factory) -> Path:
     (root / "list_broken.txt").write_text(str(images / "broken.png") + "\n")
     (root / "empty_list.txt").write_text("")
     np.save(root / "calib_nan.npy", np.full((4, 3, 8, 8), np.nan, np.float32))
-    np.save(root / "calib_inf.npy", np.where(np.arange(4 * 3 * 64).reshape(4, 3, 8, 8) % 7 == 0, np.inf, 1.0).astype(np.float32))
-    np.save(root / "calib_ok.npy", np.random.default_rng(3).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    np.save(
+        root / "calib_inf.npy",
+        np.where(np.arange(4 * 3 * 64).reshape(4, 3, 8, 8) % 7 == 0, np.inf, 1.0).astype(
+            np.float32
+        ),
+    )
+    np.save(
+        root / "calib_ok.npy",
+        np.random.default_rng(3).standard_normal((4, 3, 8, 8)).astype(np.float32),
+    )
     np.save(root / "calib_wrong_shape.npy", np.zeros((4, 5, 7), np.float32))
     np.save(root / "calib_pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (root / "pp_bad.json").write_text('{"size": [8, 8], "color": "PURPLE"}')
     (root / "state_garbage.npz").write_bytes(b"PK\x03\x04 not a zip really")
-    (root / "ranges_torn.json").write_text('{"format": "onnx2trt-ranges/1", "tensors": {"x": {"amax": 1.0, ')
-    (root / "ranges_odd.json").write_text('{"format": "onnx2trt-ranges/1", "tensors": {"x": {"scale": 1.0}}}')
+    (root / "ranges_torn.json").write_text(
+        '{"format": "onnx2trt-ranges/1", "tensors": {"x": {"amax": 1.0, '
+    )
+    (root / "ranges_odd.json").write_text(
+        '{"format": "onnx2trt-ranges/1", "tensors": {"x": {"scale": 1.0}}}'
+    )
     (root / "pp_torn.json").write_text('{"size": [8, 8], "color": ')
-    (root / "pp_torn.toml").write_text('size = [8, 8\ncolor = ')
+    (root / "pp_torn.toml").write_text("size = [8, 8\ncolor = ")
     (root / "text.npy").write_text("not numpy\n")
     (root / "a_file").write_text("a file where a folder is expected\n")
     (root / "outdir").mkdir()
     PRISTINE.clear()
-    PRISTINE.update({str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
-                     if p.is_file() and not p.is_symlink() and p.stat().st_size < 2**24})
+    PRISTINE.update(
+        {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.stat().st_size < 2**24
+        }
+    )
     return root
 
 
-PRISTINE: dict[str, bytes] = {}  # the workspace's small files as made, to undo a case that overwrote one
+PRISTINE: dict[
+    str, bytes
+] = {}  # the workspace's small files as made, to undo a case that overwrote one
 
 
 # ---------------------------------------------------------------- the table
@@ -198,163 +235,672 @@ RTX = ("tensorrt_rtx",)
 NEVER_SAY = (r"load it unsafely", r"pickle\.load")
 CASES: list[Case] = [
     # ---- fix: model files
-    C("fix-missing", "fix {ws}/absent.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"absent\.onnx", "no such file", outputs=("o.onnx",)),
-    C("fix-empty", "fix {ws}/empty.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"empty\.onnx", "not"),
-    C("fix-garbage", "fix {ws}/garbage.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"garbage\.onnx", "not .*ONNX"),
-    C("fix-truncated", "fix {ws}/truncated.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"truncated\.onnx", "not"),
-    C("fix-text", "fix {ws}/text.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"text\.onnx", "not"),
-    C("fix-huge-header", "fix {ws}/huge_header.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"huge_header\.onnx", "not"),
-    C("fix-huge-file", "fix {ws}/huge_file.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"huge_file\.onnx", "2 GiB"),
+    C(
+        "fix-missing",
+        "fix {ws}/absent.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"absent\.onnx",
+        "no such file",
+        outputs=("o.onnx",),
+    ),
+    C(
+        "fix-empty",
+        "fix {ws}/empty.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"empty\.onnx",
+        "not",
+    ),
+    C(
+        "fix-garbage",
+        "fix {ws}/garbage.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"garbage\.onnx",
+        "not .*ONNX",
+    ),
+    C(
+        "fix-truncated",
+        "fix {ws}/truncated.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"truncated\.onnx",
+        "not",
+    ),
+    C(
+        "fix-text",
+        "fix {ws}/text.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"text\.onnx",
+        "not",
+    ),
+    C(
+        "fix-huge-header",
+        "fix {ws}/huge_header.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"huge_header\.onnx",
+        "not",
+    ),
+    C(
+        "fix-huge-file",
+        "fix {ws}/huge_file.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"huge_file\.onnx",
+        "2 GiB",
+    ),
     C("lint-huge-file", "lint {ws}/huge_file.onnx", 1, r"huge_file\.onnx", "2 GiB"),
-    C("fix-image-as-onnx", "fix {ws}/image.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"image\.onnx", "not"),
-    C("fix-engine-as-model", "fix {ws}/truncated.engine -o {ws}/o.onnx --target tensorrt-8.6", 1, r"truncated\.engine"),
-    C("fix-npz-as-model", "fix {ws}/feed.npz -o {ws}/o.onnx --target tensorrt-8.6", 1, r"feed\.npz"),
+    C(
+        "fix-image-as-onnx",
+        "fix {ws}/image.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"image\.onnx",
+        "not",
+    ),
+    C(
+        "fix-engine-as-model",
+        "fix {ws}/truncated.engine -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"truncated\.engine",
+    ),
+    C(
+        "fix-npz-as-model",
+        "fix {ws}/feed.npz -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"feed\.npz",
+    ),
     C("lint-cache-as-model", "lint {ws}/good.cache", 1, r"good\.cache"),
-    C("fix-directory", "fix {ws}/folder.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"folder\.onnx", "directory"),
-    C("fix-checker", "fix {ws}/checker_fail.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"checker_fail\.onnx", "checker"),
-    C("fix-ext-absolute", "fix {ws}/ext/ext_abs.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"ext_abs\.onnx", r"/etc/hostname", "escapes"),
-    C("fix-ext-dotdot", "fix {ws}/ext/ext_dotdot.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"ext_dotdot\.onnx", r"\.\./secret\.bin", "escapes"),
-    C("fix-ext-symlink", "fix {ws}/ext/ext_symlink.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"ext_symlink\.onnx", r"link\.bin", "escapes"),
-    C("fix-ext-missing", "fix {ws}/ext/ext_missing.onnx -o {ws}/o.onnx --target tensorrt-8.6", 1, r"ext_missing\.onnx", r"missing\.bin", "not found"),
+    C(
+        "fix-directory",
+        "fix {ws}/folder.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"folder\.onnx",
+        "directory",
+    ),
+    C(
+        "fix-checker",
+        "fix {ws}/checker_fail.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"checker_fail\.onnx",
+        "checker",
+    ),
+    C(
+        "fix-ext-absolute",
+        "fix {ws}/ext/ext_abs.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"ext_abs\.onnx",
+        r"/etc/hostname",
+        "escapes",
+    ),
+    C(
+        "fix-ext-dotdot",
+        "fix {ws}/ext/ext_dotdot.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"ext_dotdot\.onnx",
+        r"\.\./secret\.bin",
+        "escapes",
+    ),
+    C(
+        "fix-ext-symlink",
+        "fix {ws}/ext/ext_symlink.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"ext_symlink\.onnx",
+        r"link\.bin",
+        "escapes",
+    ),
+    C(
+        "fix-ext-missing",
+        "fix {ws}/ext/ext_missing.onnx -o {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"ext_missing\.onnx",
+        r"missing\.bin",
+        "not found",
+    ),
     # ---- fix: arguments and outputs
-    C("fix-unknown-target", "fix {ws}/good.onnx -o {ws}/o.onnx --target tensorrt-99", 2, r"tensorrt-99"),
-    C("fix-unknown-pass", "fix {ws}/good.onnx -o {ws}/o.onnx --passes cleanup,no-such-pass", 2, r"no-such-pass", "pass"),
-    C("fix-out-is-input", "fix {ws}/good.onnx -o {ws}/good.onnx --target tensorrt-8.6", 1, r"good\.onnx", "same file"),
-    C("fix-out-missing-folder", "fix {ws}/good.onnx -o {ws}/nowhere/o.onnx --target tensorrt-8.6", 1, r"nowhere", "does not exist"),
-    C("fix-out-is-folder", "fix {ws}/good.onnx -o {ws}/outdir --target tensorrt-8.6", 1, r"outdir", "directory"),
-    C("fix-out-under-file", "fix {ws}/good.onnx -o {ws}/a_file/o.onnx --target tensorrt-8.6", 1, r"a_file", "does not exist"),
-    C("fix-out-under-proc", "fix {ws}/good.onnx -o /proc/onnx2trt_out.onnx --target tensorrt-8.6", 1, r"/proc/onnx2trt_out\.onnx", "cannot write|not writable"),
-    C("fix-report-is-output", "fix {ws}/good.onnx -o {ws}/o.onnx --report {ws}/o.onnx --target tensorrt-8.6", 1, r"o\.onnx", "same file"),
-    C("fix-readonly-mount", "fix {ws}/good.onnx -o {ws}/ro/o.onnx --target tensorrt-8.6", 1, r"ro", "not writable|read-only|cannot write",
-      setup="readonly_mount"),
-    C("fix-readonly-chmod", "fix {ws}/good.onnx -o {ws}/locked/o.onnx --target tensorrt-8.6", 1, r"locked", "not writable",
-      setup="chmod_readonly"),
-    C("fix-disk-full-tmpfs", "fix {ws}/big.onnx -o {ws}/tiny/o.onnx --passes cleanup", 1, r"tiny/o\.onnx", "space",
-      setup="tiny_tmpfs", outputs=("tiny/o.onnx",)),
-    C("fix-disk-full-writer", "fix {ws}/good.onnx -o {ws}/full.onnx --target tensorrt-8.6", 1, r"full\.onnx", "space",
-      setup="failing_fsync", outputs=("full.onnx",)),
-    C("fix-report-disk-full", "fix {ws}/good.onnx -o {ws}/o2.onnx --report {ws}/r.json --target tensorrt-8.6", 1, r"\.json|\.onnx", "space",
-      setup="failing_fsync", outputs=("r.json", "o2.onnx")),
+    C(
+        "fix-unknown-target",
+        "fix {ws}/good.onnx -o {ws}/o.onnx --target tensorrt-99",
+        2,
+        r"tensorrt-99",
+    ),
+    C(
+        "fix-unknown-pass",
+        "fix {ws}/good.onnx -o {ws}/o.onnx --passes cleanup,no-such-pass",
+        2,
+        r"no-such-pass",
+        "pass",
+    ),
+    C(
+        "fix-out-is-input",
+        "fix {ws}/good.onnx -o {ws}/good.onnx --target tensorrt-8.6",
+        1,
+        r"good\.onnx",
+        "same file",
+    ),
+    C(
+        "fix-out-missing-folder",
+        "fix {ws}/good.onnx -o {ws}/nowhere/o.onnx --target tensorrt-8.6",
+        1,
+        r"nowhere",
+        "does not exist",
+    ),
+    C(
+        "fix-out-is-folder",
+        "fix {ws}/good.onnx -o {ws}/outdir --target tensorrt-8.6",
+        1,
+        r"outdir",
+        "directory",
+    ),
+    C(
+        "fix-out-under-file",
+        "fix {ws}/good.onnx -o {ws}/a_file/o.onnx --target tensorrt-8.6",
+        1,
+        r"a_file",
+        "does not exist",
+    ),
+    C(
+        "fix-out-under-proc",
+        "fix {ws}/good.onnx -o /proc/onnx2trt_out.onnx --target tensorrt-8.6",
+        1,
+        r"/proc/onnx2trt_out\.onnx",
+        "cannot write|not writable",
+    ),
+    C(
+        "fix-report-is-output",
+        "fix {ws}/good.onnx -o {ws}/o.onnx --report {ws}/o.onnx --target tensorrt-8.6",
+        1,
+        r"o\.onnx",
+        "same file",
+    ),
+    C(
+        "fix-readonly-mount",
+        "fix {ws}/good.onnx -o {ws}/ro/o.onnx --target tensorrt-8.6",
+        1,
+        r"ro",
+        "not writable|read-only|cannot write",
+        setup="readonly_mount",
+    ),
+    C(
+        "fix-readonly-chmod",
+        "fix {ws}/good.onnx -o {ws}/locked/o.onnx --target tensorrt-8.6",
+        1,
+        r"locked",
+        "not writable",
+        setup="chmod_readonly",
+    ),
+    C(
+        "fix-disk-full-tmpfs",
+        "fix {ws}/big.onnx -o {ws}/tiny/o.onnx --passes cleanup",
+        1,
+        r"tiny/o\.onnx",
+        "space",
+        setup="tiny_tmpfs",
+        outputs=("tiny/o.onnx",),
+    ),
+    C(
+        "fix-disk-full-writer",
+        "fix {ws}/good.onnx -o {ws}/full.onnx --target tensorrt-8.6",
+        1,
+        r"full\.onnx",
+        "space",
+        setup="failing_fsync",
+        outputs=("full.onnx",),
+    ),
+    C(
+        "fix-report-disk-full",
+        "fix {ws}/good.onnx -o {ws}/o2.onnx --report {ws}/r.json --target tensorrt-8.6",
+        1,
+        r"\.json|\.onnx",
+        "space",
+        setup="failing_fsync",
+        outputs=("r.json", "o2.onnx"),
+    ),
     # ---- lint
     C("lint-missing", "lint {ws}/absent.onnx", 1, r"absent\.onnx", "no such file"),
     C("lint-garbage", "lint {ws}/garbage.onnx", 1, r"garbage\.onnx"),
     C("lint-directory", "lint {ws}/folder.onnx", 1, r"folder\.onnx", "directory"),
     C("lint-unknown-target", "lint {ws}/good.onnx --target tensorrt-99", 2, r"tensorrt-99"),
-    C("lint-ext-dotdot", "lint {ws}/ext/ext_dotdot.onnx", 1, r"ext_dotdot\.onnx", r"secret\.bin", "escapes"),
+    C(
+        "lint-ext-dotdot",
+        "lint {ws}/ext/ext_dotdot.onnx",
+        1,
+        r"ext_dotdot\.onnx",
+        r"secret\.bin",
+        "escapes",
+    ),
     # ---- passes (takes no files: only click's usage errors)
     C("passes-extra-arg", "passes bogus", 2, r"bogus", library_error=False),
     # ---- run
     C("run-missing", "run {ws}/absent.onnx", 1, r"absent\.onnx", "no such file"),
     C("run-garbage", "run {ws}/garbage.onnx", 1, r"garbage\.onnx"),
-    C("run-feed-missing", "run {ws}/good.onnx --input {ws}/absent.npz", 2, r"absent\.npz", "no such file"),
-    C("run-feed-not-npz", "run {ws}/good.onnx --input {ws}/not_npz.npz", 2, r"not_npz\.npz", "no zip or numpy header"),
-    C("run-feed-bad-zip", "run {ws}/good.onnx --input {ws}/state_garbage.npz", 2, r"state_garbage\.npz"),
+    C(
+        "run-feed-missing",
+        "run {ws}/good.onnx --input {ws}/absent.npz",
+        2,
+        r"absent\.npz",
+        "no such file",
+    ),
+    C(
+        "run-feed-not-npz",
+        "run {ws}/good.onnx --input {ws}/not_npz.npz",
+        2,
+        r"not_npz\.npz",
+        "no zip or numpy header",
+    ),
+    C(
+        "run-feed-bad-zip",
+        "run {ws}/good.onnx --input {ws}/state_garbage.npz",
+        2,
+        r"state_garbage\.npz",
+    ),
     C("run-feed-pickled", "run {ws}/good.onnx --input {ws}/pickled.npz", 2, r"pickled\.npz"),
-    C("run-feed-wrong-shape", "run {ws}/good.onnx --input {ws}/wrong_shape.npz", 1, r"'?x'?", "shape|5"),
+    C(
+        "run-feed-wrong-shape",
+        "run {ws}/good.onnx --input {ws}/wrong_shape.npz",
+        1,
+        r"'?x'?",
+        "shape|5",
+    ),
     C("run-feed-wrong-name", "run {ws}/good.onnx --input {ws}/wrong_name.npz", 1, r"nope|'x'"),
-    C("run-feed-wrong-dtype", "run {ws}/good.onnx --input {ws}/wrong_dtype.npz", 1, r"'?x'?", "int64|dtype|float32"),
-    C("run-out-is-input", "run {ws}/good.onnx --input {ws}/feed.npz -o {ws}/feed.npz", 1, r"feed\.npz", "same file"),
+    C(
+        "run-feed-wrong-dtype",
+        "run {ws}/good.onnx --input {ws}/wrong_dtype.npz",
+        1,
+        r"'?x'?",
+        "int64|dtype|float32",
+    ),
+    C(
+        "run-out-is-input",
+        "run {ws}/good.onnx --input {ws}/feed.npz -o {ws}/feed.npz",
+        1,
+        r"feed\.npz",
+        "same file",
+    ),
     C("run-out-is-model", "run {ws}/good.onnx -o {ws}/good.onnx", 1, r"good\.onnx", "same file"),
     C("run-iterations-zero", "run {ws}/good.onnx -n 0", 2, r"iterations|0", library_error=False),
     C("run-foreign-engine", "run {ws}/foreign.engine", 1, r"foreign\.engine"),
     C("run-truncated-engine", "run {ws}/truncated.engine", 1, r"truncated\.engine"),
     # ---- compare
-    C("compare-missing-a", "compare {ws}/absent.onnx {ws}/good.onnx", 1, r"absent\.onnx", "no such file"),
+    C(
+        "compare-missing-a",
+        "compare {ws}/absent.onnx {ws}/good.onnx",
+        1,
+        r"absent\.onnx",
+        "no such file",
+    ),
     C("compare-garbage-b", "compare {ws}/good.onnx {ws}/garbage.onnx", 1, r"garbage\.onnx"),
-    C("compare-feed-wrong-shape", "compare {ws}/good.onnx {ws}/good.onnx --input {ws}/wrong_shape.npz", 1, r"'?x'?", "shape|5"),
-    C("compare-nan-output", "compare {ws}/nan_out.onnx {ws}/good.onnx --input {ws}/feed.npz", 3, r"\by\b", "nan|NaN|non-finite",
-      library_error=False),
-    C("compare-nan-feed", "compare {ws}/good.onnx {ws}/nan_out.onnx --input {ws}/nan.npz", (0, 3), r"\by\b", library_error=False),
-    C("compare-foreign-engine", "compare {ws}/foreign.engine {ws}/good.onnx", 1, r"foreign\.engine"),
+    C(
+        "compare-feed-wrong-shape",
+        "compare {ws}/good.onnx {ws}/good.onnx --input {ws}/wrong_shape.npz",
+        1,
+        r"'?x'?",
+        "shape|5",
+    ),
+    C(
+        "compare-nan-output",
+        "compare {ws}/nan_out.onnx {ws}/good.onnx --input {ws}/feed.npz",
+        3,
+        r"\by\b",
+        "nan|NaN|non-finite",
+        library_error=False,
+    ),
+    C(
+        "compare-nan-feed",
+        "compare {ws}/good.onnx {ws}/nan_out.onnx --input {ws}/nan.npz",
+        (0, 3),
+        r"\by\b",
+        library_error=False,
+    ),
+    C(
+        "compare-foreign-engine",
+        "compare {ws}/foreign.engine {ws}/good.onnx",
+        1,
+        r"foreign\.engine",
+    ),
     C("compare-different-models", "compare {ws}/big.onnx {ws}/good.onnx", (1, 3), r"\bx\b"),
-    C("compare-out-of-folder-data", "compare {ws}/ext/ext_dotdot.onnx {ws}/good.onnx", 1, r"ext_dotdot\.onnx", "escapes"),
-    C("compare-negative-atol", "compare {ws}/good.onnx {ws}/good.onnx --atol -1", 2, r"atol|-1", library_error=False),
+    C(
+        "compare-out-of-folder-data",
+        "compare {ws}/ext/ext_dotdot.onnx {ws}/good.onnx",
+        1,
+        r"ext_dotdot\.onnx",
+        "escapes",
+    ),
+    C(
+        "compare-negative-atol",
+        "compare {ws}/good.onnx {ws}/good.onnx --atol -1",
+        2,
+        r"atol|-1",
+        library_error=False,
+    ),
     # ---- calibrate
-    C("calibrate-missing-model", "calibrate {ws}/absent.onnx --data {ws}/feed.npz -o {ws}/c.cache", 1, r"absent\.onnx"),
-    C("calibrate-garbage-model", "calibrate {ws}/garbage.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache", 1, r"garbage\.onnx"),
-    C("calibrate-data-missing", "calibrate {ws}/good.onnx --data {ws}/nowhere/ -o {ws}/c.cache", (1, 2), r"nowhere"),
-    C("calibrate-list-missing-image", "calibrate {ws}/good.onnx --data {ws}/list_missing.txt -o {ws}/c.cache", (1, 2),
-      r"a\.png|list_missing"),
-    C("calibrate-broken-image", "calibrate {ws}/good.onnx --data {ws}/list_broken.txt -o {ws}/c.cache", (1, 2), r"broken\.png"),
-    C("calibrate-empty-image", "calibrate {ws}/good.onnx --data {ws}/images/empty.jpg -o {ws}/c.cache", (1, 2), r"empty\.jpg"),
-    C("calibrate-empty-list", "calibrate {ws}/good.onnx --data {ws}/empty_list.txt -o {ws}/c.cache", (1, 2), r"empty_list\.txt"),
-    C("calibrate-nan-data", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache", 1,
-      r"NaN|non-?finite", outputs=("c.cache",)),
-    C("calibrate-inf-data", "calibrate {ws}/good.onnx --data {ws}/calib_inf.npy -o {ws}/c.cache", 1,
-      r"Inf|non-?finite", outputs=("c.cache",)),
-    C("calibrate-wrong-shape", "calibrate {ws}/good.onnx --data {ws}/calib_wrong_shape.npy -o {ws}/c.cache", (1, 2),
-      r"samples for input '\w+' are 5x7 but the model's input is"),
-    C("calibrate-pickled-npy", "calibrate {ws}/good.onnx --data {ws}/calib_pickled.npy -o {ws}/c.cache", (1, 2),
-      r"calib_pickled\.npy"),
-    C("calibrate-bad-method-option", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --method-option pct",
-      2, r"pct", "KEY=VALUE"),
-    C("calibrate-bad-shape-spec", "calibrate {ws}/dyn.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --shape x:1xAx8", 2, r"1xAx8|x:"),
-    C("calibrate-bad-preprocess", "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_bad.json", 2,
-      r"PURPLE|color"),
-    C("calibrate-unknown-preset", "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p nosuchpreset", 2, r"nosuchpreset"),
-    C("calibrate-out-is-model", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/good.onnx", 1, r"good\.onnx"),
-    C("calibrate-out-is-data", "calibrate {ws}/good.onnx --data {ws}/calib_ok.npy -o {ws}/calib_ok.npy", 1, r"calib_ok\.npy",
-      "same file"),
-    C("calibrate-ranges-is-output", "calibrate {ws}/good.onnx --data {ws}/calib_inf.npy -o {ws}/c.cache --ranges {ws}/c.cache", (1, 2),
-      r"c\.cache", "same file|different files"),
-    C("calibrate-out-missing-folder", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/nowhere/c.cache", 1, r"nowhere"),
-    C("calibrate-bad-state", "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --add-state {ws}/state_garbage.npz",
-      (1, 2), r"state_garbage\.npz"),
+    C(
+        "calibrate-missing-model",
+        "calibrate {ws}/absent.onnx --data {ws}/feed.npz -o {ws}/c.cache",
+        1,
+        r"absent\.onnx",
+    ),
+    C(
+        "calibrate-garbage-model",
+        "calibrate {ws}/garbage.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache",
+        1,
+        r"garbage\.onnx",
+    ),
+    C(
+        "calibrate-data-missing",
+        "calibrate {ws}/good.onnx --data {ws}/nowhere/ -o {ws}/c.cache",
+        (1, 2),
+        r"nowhere",
+    ),
+    C(
+        "calibrate-list-missing-image",
+        "calibrate {ws}/good.onnx --data {ws}/list_missing.txt -o {ws}/c.cache",
+        (1, 2),
+        r"a\.png|list_missing",
+    ),
+    C(
+        "calibrate-broken-image",
+        "calibrate {ws}/good.onnx --data {ws}/list_broken.txt -o {ws}/c.cache",
+        (1, 2),
+        r"broken\.png",
+    ),
+    C(
+        "calibrate-empty-image",
+        "calibrate {ws}/good.onnx --data {ws}/images/empty.jpg -o {ws}/c.cache",
+        (1, 2),
+        r"empty\.jpg",
+    ),
+    C(
+        "calibrate-empty-list",
+        "calibrate {ws}/good.onnx --data {ws}/empty_list.txt -o {ws}/c.cache",
+        (1, 2),
+        r"empty_list\.txt",
+    ),
+    C(
+        "calibrate-nan-data",
+        "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache",
+        1,
+        r"NaN|non-?finite",
+        outputs=("c.cache",),
+    ),
+    C(
+        "calibrate-inf-data",
+        "calibrate {ws}/good.onnx --data {ws}/calib_inf.npy -o {ws}/c.cache",
+        1,
+        r"Inf|non-?finite",
+        outputs=("c.cache",),
+    ),
+    C(
+        "calibrate-wrong-shape",
+        "calibrate {ws}/good.onnx --data {ws}/calib_wrong_shape.npy -o {ws}/c.cache",
+        (1, 2),
+        r"samples for input '\w+' are 5x7 but the model's input is",
+    ),
+    C(
+        "calibrate-pickled-npy",
+        "calibrate {ws}/good.onnx --data {ws}/calib_pickled.npy -o {ws}/c.cache",
+        (1, 2),
+        r"calib_pickled\.npy",
+    ),
+    C(
+        "calibrate-bad-method-option",
+        "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --method-option pct",
+        2,
+        r"pct",
+        "KEY=VALUE",
+    ),
+    C(
+        "calibrate-bad-shape-spec",
+        "calibrate {ws}/dyn.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --shape x:1xAx8",
+        2,
+        r"1xAx8|x:",
+    ),
+    C(
+        "calibrate-bad-preprocess",
+        "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_bad.json",
+        2,
+        r"PURPLE|color",
+    ),
+    C(
+        "calibrate-unknown-preset",
+        "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p nosuchpreset",
+        2,
+        r"nosuchpreset",
+    ),
+    C(
+        "calibrate-out-is-model",
+        "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/good.onnx",
+        1,
+        r"good\.onnx",
+    ),
+    C(
+        "calibrate-out-is-data",
+        "calibrate {ws}/good.onnx --data {ws}/calib_ok.npy -o {ws}/calib_ok.npy",
+        1,
+        r"calib_ok\.npy",
+        "same file",
+    ),
+    C(
+        "calibrate-ranges-is-output",
+        "calibrate {ws}/good.onnx --data {ws}/calib_inf.npy -o {ws}/c.cache --ranges {ws}/c.cache",
+        (1, 2),
+        r"c\.cache",
+        "same file|different files",
+    ),
+    C(
+        "calibrate-out-missing-folder",
+        "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/nowhere/c.cache",
+        1,
+        r"nowhere",
+    ),
+    C(
+        "calibrate-bad-state",
+        "calibrate {ws}/good.onnx --data {ws}/calib_nan.npy -o {ws}/c.cache --add-state {ws}/state_garbage.npz",
+        (1, 2),
+        r"state_garbage\.npz",
+    ),
     # ---- build
-    C("build-missing-model", "build {ws}/absent.onnx -o {ws}/e.engine --no-engine-cache", 1, r"absent\.onnx"),
-    C("build-garbage-model", "build {ws}/garbage.onnx -o {ws}/e.engine --no-engine-cache", 1, r"garbage\.onnx", needs=RTX),
-    C("build-out-is-model", "build {ws}/good.onnx -o {ws}/good.onnx --no-engine-cache", 1, r"good\.onnx", needs=RTX),
-    C("build-out-missing-folder", "build {ws}/good.onnx -o {ws}/nowhere/e.engine --no-engine-cache", 1, r"nowhere", needs=RTX),
-    C("build-out-is-cache", "build {ws}/good.onnx -o {ws}/good.cache --no-engine-cache --int8 --cache {ws}/good.cache", 1,
-      r"good\.cache", "same file", needs=RTX),
-    C("build-bad-shapes", "build {ws}/dyn.onnx -o {ws}/e.engine --no-engine-cache --shapes x:1x3/oops", 2, r"oops|x:1x3"),
-    C("build-bad-workspace", "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --workspace lots", 2, r"lots"),
-    C("build-dynamic-no-shapes", "build {ws}/dyn.onnx -o {ws}/e.engine --no-engine-cache", 2, r"'x'", "--shapes", needs=RTX,
-      outputs=("e.engine", "e.engine.json")),
-    C("build-int8-bad-cache", "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --int8 --cache {ws}/bad_hex.cache", (1, 2),
-      r"bad_hex\.cache|zzzzzzzz|int8|INT8", needs=RTX, outputs=("e.engine",)),
-    C("build-garbage-timing-cache", "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --timing-cache {ws}/timing.cache",
-      (0, 1), r"timing\.cache|built", needs=RTX),
-    C("calibrate-preprocess-torn-json", "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_torn.json", (1, 2),
-      r"pp_torn\.json"),
-    C("calibrate-preprocess-torn-toml", "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_torn.toml", (1, 2),
-      r"pp_torn\.toml"),
-    C("calibrate-text-as-npy", "calibrate {ws}/good.onnx --data {ws}/text.npy -o {ws}/c.cache", (1, 2), r"text\.npy"),
-    C("calibrate-pickled-npz", "calibrate {ws}/good.onnx --data {ws}/pickled.npz -o {ws}/c.cache", (1, 2), r"pickled\.npz"),
+    C(
+        "build-missing-model",
+        "build {ws}/absent.onnx -o {ws}/e.engine --no-engine-cache",
+        1,
+        r"absent\.onnx",
+    ),
+    C(
+        "build-garbage-model",
+        "build {ws}/garbage.onnx -o {ws}/e.engine --no-engine-cache",
+        1,
+        r"garbage\.onnx",
+        needs=RTX,
+    ),
+    C(
+        "build-out-is-model",
+        "build {ws}/good.onnx -o {ws}/good.onnx --no-engine-cache",
+        1,
+        r"good\.onnx",
+        needs=RTX,
+    ),
+    C(
+        "build-out-missing-folder",
+        "build {ws}/good.onnx -o {ws}/nowhere/e.engine --no-engine-cache",
+        1,
+        r"nowhere",
+        needs=RTX,
+    ),
+    C(
+        "build-out-is-cache",
+        "build {ws}/good.onnx -o {ws}/good.cache --no-engine-cache --int8 --cache {ws}/good.cache",
+        1,
+        r"good\.cache",
+        "same file",
+        needs=RTX,
+    ),
+    C(
+        "build-bad-shapes",
+        "build {ws}/dyn.onnx -o {ws}/e.engine --no-engine-cache --shapes x:1x3/oops",
+        2,
+        r"oops|x:1x3",
+    ),
+    C(
+        "build-bad-workspace",
+        "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --workspace lots",
+        2,
+        r"lots",
+    ),
+    C(
+        "build-dynamic-no-shapes",
+        "build {ws}/dyn.onnx -o {ws}/e.engine --no-engine-cache",
+        2,
+        r"'x'",
+        "--shapes",
+        needs=RTX,
+        outputs=("e.engine", "e.engine.json"),
+    ),
+    C(
+        "build-int8-bad-cache",
+        "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --int8 --cache {ws}/bad_hex.cache",
+        (1, 2),
+        r"bad_hex\.cache|zzzzzzzz|int8|INT8",
+        needs=RTX,
+        outputs=("e.engine",),
+    ),
+    C(
+        "build-garbage-timing-cache",
+        "build {ws}/good.onnx -o {ws}/e.engine --no-engine-cache --timing-cache {ws}/timing.cache",
+        (0, 1),
+        r"timing\.cache|built",
+        needs=RTX,
+    ),
+    C(
+        "calibrate-preprocess-torn-json",
+        "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_torn.json",
+        (1, 2),
+        r"pp_torn\.json",
+    ),
+    C(
+        "calibrate-preprocess-torn-toml",
+        "calibrate {ws}/good.onnx --data {ws}/images -o {ws}/c.cache -p {ws}/pp_torn.toml",
+        (1, 2),
+        r"pp_torn\.toml",
+    ),
+    C(
+        "calibrate-text-as-npy",
+        "calibrate {ws}/good.onnx --data {ws}/text.npy -o {ws}/c.cache",
+        (1, 2),
+        r"text\.npy",
+    ),
+    C(
+        "calibrate-pickled-npz",
+        "calibrate {ws}/good.onnx --data {ws}/pickled.npz -o {ws}/c.cache",
+        (1, 2),
+        r"pickled\.npz",
+    ),
     C("run-foreign-sidecar", "run {ws}/foreignside.engine", 1, r"foreignside\.engine"),
     C("run-torn-sidecar", "run {ws}/badside.engine", 1, r"badside\.engine"),
     # ---- quantize
-    C("quantize-missing-model", "quantize {ws}/absent.onnx --cache {ws}/good.cache -o {ws}/q.onnx --no-protect", 1, r"absent\.onnx"),
-    C("quantize-garbage-model", "quantize {ws}/garbage.onnx --cache {ws}/good.cache -o {ws}/q.onnx --no-protect", 1,
-      r"garbage\.onnx"),
-    C("quantize-cache-bad-hex", "quantize {ws}/good.onnx --cache {ws}/bad_hex.cache -o {ws}/q.onnx --no-protect", 1,
-      r"bad_hex\.cache:3", outputs=("q.onnx",)),
-    C("quantize-cache-binary", "quantize {ws}/good.onnx --cache {ws}/binary.cache -o {ws}/q.onnx --no-protect", 1,
-      r"binary\.cache:2", outputs=("q.onnx",)),
-    C("quantize-cache-missing", "quantize {ws}/good.onnx --cache {ws}/absent.cache -o {ws}/q.onnx --no-protect", 1,
-      r"absent\.cache"),
-    C("quantize-out-is-model", "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/good.onnx --no-protect", 1,
-      r"good\.onnx", "same file"),
-    C("quantize-out-is-cache", "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/good.cache --no-protect", 1,
-      r"good\.cache", "same file"),
-    C("quantize-data-pickled", "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/pickled.npz", 2,
-      r"pickled\.npz", outputs=("q.onnx",)),
-    C("quantize-data-not-numpy", "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/not_npz.npz", 2,
-      r"not_npz\.npz", outputs=("q.onnx",)),
-    C("quantize-data-wrong-shape", "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/calib_wrong_shape.npy",
-      (1, 2), r"calib_wrong_shape\.npy", r"\bx\b", outputs=("q.onnx",)),
+    C(
+        "quantize-missing-model",
+        "quantize {ws}/absent.onnx --cache {ws}/good.cache -o {ws}/q.onnx --no-protect",
+        1,
+        r"absent\.onnx",
+    ),
+    C(
+        "quantize-garbage-model",
+        "quantize {ws}/garbage.onnx --cache {ws}/good.cache -o {ws}/q.onnx --no-protect",
+        1,
+        r"garbage\.onnx",
+    ),
+    C(
+        "quantize-cache-bad-hex",
+        "quantize {ws}/good.onnx --cache {ws}/bad_hex.cache -o {ws}/q.onnx --no-protect",
+        1,
+        r"bad_hex\.cache:3",
+        outputs=("q.onnx",),
+    ),
+    C(
+        "quantize-cache-binary",
+        "quantize {ws}/good.onnx --cache {ws}/binary.cache -o {ws}/q.onnx --no-protect",
+        1,
+        r"binary\.cache:2",
+        outputs=("q.onnx",),
+    ),
+    C(
+        "quantize-cache-missing",
+        "quantize {ws}/good.onnx --cache {ws}/absent.cache -o {ws}/q.onnx --no-protect",
+        1,
+        r"absent\.cache",
+    ),
+    C(
+        "quantize-out-is-model",
+        "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/good.onnx --no-protect",
+        1,
+        r"good\.onnx",
+        "same file",
+    ),
+    C(
+        "quantize-out-is-cache",
+        "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/good.cache --no-protect",
+        1,
+        r"good\.cache",
+        "same file",
+    ),
+    C(
+        "quantize-data-pickled",
+        "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/pickled.npz",
+        2,
+        r"pickled\.npz",
+        outputs=("q.onnx",),
+    ),
+    C(
+        "quantize-data-not-numpy",
+        "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/not_npz.npz",
+        2,
+        r"not_npz\.npz",
+        outputs=("q.onnx",),
+    ),
+    C(
+        "quantize-data-wrong-shape",
+        "quantize {ws}/good.onnx --cache {ws}/good.cache -o {ws}/q.onnx --data {ws}/calib_wrong_shape.npy",
+        (1, 2),
+        r"calib_wrong_shape\.npy",
+        r"\bx\b",
+        outputs=("q.onnx",),
+    ),
     # ---- fp16
     C("fp16-missing-model", "fp16 {ws}/absent.onnx -o {ws}/h.onnx", 1, r"absent\.onnx"),
-    C("fp16-ext-symlink", "fp16 {ws}/ext/ext_symlink.onnx -o {ws}/h.onnx", 1, r"ext_symlink\.onnx", "escapes"),
+    C(
+        "fp16-ext-symlink",
+        "fp16 {ws}/ext/ext_symlink.onnx -o {ws}/h.onnx",
+        1,
+        r"ext_symlink\.onnx",
+        "escapes",
+    ),
     C("fp16-out-is-model", "fp16 {ws}/good.onnx -o {ws}/good.onnx", 1, r"good\.onnx", "same file"),
-    C("fp16-cache-bad-line", "fp16 {ws}/good.onnx -o {ws}/h.onnx --cache {ws}/no_sep.cache", 1, r"no_sep\.cache:2",
-      outputs=("h.onnx",)),
-    C("fp16-out-is-cache", "fp16 {ws}/good.onnx -o {ws}/good.cache --cache {ws}/good.cache", 1, r"good\.cache", "same file"),
+    C(
+        "fp16-cache-bad-line",
+        "fp16 {ws}/good.onnx -o {ws}/h.onnx --cache {ws}/no_sep.cache",
+        1,
+        r"no_sep\.cache:2",
+        outputs=("h.onnx",),
+    ),
+    C(
+        "fp16-out-is-cache",
+        "fp16 {ws}/good.onnx -o {ws}/good.cache --cache {ws}/good.cache",
+        1,
+        r"good\.cache",
+        "same file",
+    ),
     C("fp16-out-missing-folder", "fp16 {ws}/good.onnx -o {ws}/nowhere/h.onnx", 1, r"nowhere"),
     # ---- quickstart (its only input is the output folder)
-    C("quickstart-out-is-a-file", "quickstart --out {ws}/a_file --quiet", (1, 2), r"a_file", "not a folder"),
+    C(
+        "quickstart-out-is-a-file",
+        "quickstart --out {ws}/a_file --quiet",
+        (1, 2),
+        r"a_file",
+        "not a folder",
+    ),
     C("quickstart-out-under-a-file", "quickstart --out {ws}/a_file/sub --quiet", 1, r"a_file"),
-    C("quickstart-out-under-proc", "quickstart --out /proc/onnx2trt_qs --quiet", 1, r"/proc/onnx2trt_qs"),
+    C(
+        "quickstart-out-under-proc",
+        "quickstart --out /proc/onnx2trt_qs --quiet",
+        1,
+        r"/proc/onnx2trt_qs",
+    ),
     # ---- inspect
     C("inspect-cache-bad-header", "inspect {ws}/bad_header.cache", 2, r"bad_header\.cache"),
     C("inspect-cache-bad-hex", "inspect {ws}/bad_hex.cache", 1, r"bad_hex\.cache:3", "hex"),
@@ -395,8 +941,12 @@ def _digest(folder: Path) -> dict[str, str]:
     out = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.parent.name not in ("ro", "tiny"):
-            if path.stat().st_size > 2**24:  # the sparse 2 GiB file: size and mtime stand in for content
-                out[str(path.relative_to(folder))] = f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+            if (
+                path.stat().st_size > 2**24
+            ):  # the sparse 2 GiB file: size and mtime stand in for content
+                out[str(path.relative_to(folder))] = (
+                    f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+                )
                 continue
             out[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
@@ -414,25 +964,38 @@ def special(request, ws, monkeypatch):
     if case.setup == "readonly_mount":
         target = ws / "ro"
         target.mkdir(exist_ok=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)],
-                          capture_output=True, check=False).returncode:
-            pytest.skip("cannot mount a read-only tmpfs here (needs root); chmod does not stop root")
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)],
+            capture_output=True,
+            check=False,
+        ).returncode:
+            pytest.skip(
+                "cannot mount a read-only tmpfs here (needs root); chmod does not stop root"
+            )
         mounted = target
     elif case.setup == "tiny_tmpfs":
         target = ws / "tiny"
         target.mkdir(exist_ok=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)],
-                          capture_output=True, check=False).returncode:
-            pytest.skip("cannot mount a 64 KiB tmpfs here (needs root); fix-disk-full-writer covers ENOSPC")
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)],
+            capture_output=True,
+            check=False,
+        ).returncode:
+            pytest.skip(
+                "cannot mount a 64 KiB tmpfs here (needs root); fix-disk-full-writer covers ENOSPC"
+            )
         mounted = target
     elif case.setup == "chmod_readonly":
         if os.geteuid() == 0:
-            pytest.skip("running as root: chmod does not stop root (fix-readonly-mount and fix-out-under-proc cover it)")
+            pytest.skip(
+                "running as root: chmod does not stop root (fix-readonly-mount and fix-out-under-proc cover it)"
+            )
         locked = ws / "locked"
         locked.mkdir(exist_ok=True)
         locked.chmod(0o555)
         request.addfinalizer(lambda: locked.chmod(0o755))
     elif case.setup == "failing_fsync":
+
         def no_space(fd: int) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -470,7 +1033,9 @@ def test_bad_input(special: Case, ws: Path) -> None:
         import traceback
 
         tb = "".join(traceback.format_exception(exc))
-        pytest.fail(f"{case.id}: uncaught {type(exc).__name__} (a traceback for the user):\n{tb[-3000:]}")
+        pytest.fail(
+            f"{case.id}: uncaught {type(exc).__name__} (a traceback for the user):\n{tb[-3000:]}"
+        )
     assert "Traceback" not in out + err, f"{case.id}: traceback without --debug{where}"
     expected = case.exit_code if isinstance(case.exit_code, tuple) else (case.exit_code,)
     assert code in expected, f"{case.id}: exit code {code}, expected {case.exit_code}{where}"
@@ -480,7 +1045,9 @@ def test_bad_input(special: Case, ws: Path) -> None:
         assert lines, f"{case.id}: failed without any message{where}"
         if case.library_error and code in (1, 2) and not (set(expected) - {1, 2}):
             assert len(lines) == 1, f"{case.id}: message is {len(lines)} lines, not one{where}"
-            assert lines[0].startswith("error: "), f"{case.id}: message is not an 'error:' line{where}"
+            assert lines[0].startswith("error: "), (
+                f"{case.id}: message is not an 'error:' line{where}"
+            )
         message = "\n".join(lines)
     else:
         message = out + err
@@ -514,12 +1081,21 @@ def test_catalogue_is_large_and_covers_every_command() -> None:
 
 def _subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     code = "from onnx2trt_lib.cli.main import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_no_traceback_without_debug_in_a_real_process(ws: Path) -> None:
-    proc = _subprocess(["fix", str(ws / "garbage.onnx"), "-o", str(ws / "o.onnx"), "--target", "tensorrt-8.6"], ws)
+    proc = _subprocess(
+        ["fix", str(ws / "garbage.onnx"), "-o", str(ws / "o.onnx"), "--target", "tensorrt-8.6"], ws
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -527,7 +1103,18 @@ def test_no_traceback_without_debug_in_a_real_process(ws: Path) -> None:
 
 
 def test_debug_shows_the_traceback(ws: Path) -> None:
-    proc = _subprocess(["--debug", "fix", str(ws / "garbage.onnx"), "-o", str(ws / "o.onnx"), "--target", "tensorrt-8.6"], ws)
+    proc = _subprocess(
+        [
+            "--debug",
+            "fix",
+            str(ws / "garbage.onnx"),
+            "-o",
+            str(ws / "o.onnx"),
+            "--target",
+            "tensorrt-8.6",
+        ],
+        ws,
+    )
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert "ModelLoadError" in proc.stderr and "garbage.onnx" in proc.stderr
@@ -551,7 +1138,11 @@ def test_interrupt_is_one_line_and_exit_130(ws: Path, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(infra.PassManager, "run", interrupted)
-    result = CliRunner().invoke(cli, ["fix", str(ws / "good.onnx"), "-o", str(ws / "ctrl_c.onnx"), "--target", "tensorrt-8.6"], obj={})
+    result = CliRunner().invoke(
+        cli,
+        ["fix", str(ws / "good.onnx"), "-o", str(ws / "ctrl_c.onnx"), "--target", "tensorrt-8.6"],
+        obj={},
+    )
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.stderr
     assert not (ws / "ctrl_c.onnx").exists()

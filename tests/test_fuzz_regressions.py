@@ -52,28 +52,44 @@ def _engine_sidecar(**changes) -> bytes:
 
 
 def _seed_engine_sidecar() -> str:
-    return json.dumps({
-        "format": "onnx2trt-engine", "format_version": 1,
-        "backend": {"name": "tensorrt-rtx", "version": "1.7.0", "module": "tensorrt_rtx"},
-        "target": "portable", "inputs": [{"name": "x", "dtype": "float32", "shape": [1, 1, 8, 8]}],
-        "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 10]}],
-        "profiles": [[{"name": "x", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}]],
-        "config": {"fp16": False, "int8": False}, "onnx_sha256": "b" * 64, "onnx_source": "m.onnx",
-        "engine_sha256": "c" * 64, "engine_size": 4, "created": "2026-01-01T00:00:00+00:00",
-        "onnx2trt_lib_version": "0.1.0",
-    })
+    return json.dumps(
+        {
+            "format": "onnx2trt-engine",
+            "format_version": 1,
+            "backend": {"name": "tensorrt-rtx", "version": "1.7.0", "module": "tensorrt_rtx"},
+            "target": "portable",
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [1, 1, 8, 8]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 10]}],
+            "profiles": [
+                [{"name": "x", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}]
+            ],
+            "config": {"fp16": False, "int8": False},
+            "onnx_sha256": "b" * 64,
+            "onnx_source": "m.onnx",
+            "engine_sha256": "c" * 64,
+            "engine_size": 4,
+            "created": "2026-01-01T00:00:00+00:00",
+            "onnx2trt_lib_version": "0.1.0",
+        }
+    )
 
 
 def _model_with_location(location: bytes) -> bytes:
     """A valid model whose initializer 'w' points at external data `location` (raw bytes, any content)."""
     w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=[w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     tensor = model.graph.initializer[0]
-    onnx.external_data_helper.set_external_data(tensor, location="@" * len(location), offset=0, length=24)
+    onnx.external_data_helper.set_external_data(
+        tensor, location="@" * len(location), offset=0, length=24
+    )
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
     return model.SerializeToString().replace(b"@" * len(location), location)
@@ -87,11 +103,27 @@ FINDINGS: list[tuple[str, str, bytes]] = [
     # build/engine.py read_sidecar: the same RecursionError
     ("engine-sidecar", "deep-nesting-recursion", b"[" * 100_000),
     # build/engine.py inspection_lines/check_sidecar trusted the sidecar's structure
-    ("engine-sidecar", "profile-range-without-max", _engine_sidecar(profiles=[[{"name": "x", "min": [1], "opt": [1]}]])),
+    (
+        "engine-sidecar",
+        "profile-range-without-max",
+        _engine_sidecar(profiles=[[{"name": "x", "min": [1], "opt": [1]}]]),
+    ),
     ("engine-sidecar", "profile-not-a-list-of-dicts", _engine_sidecar(profiles=[[[1, 2, 3]]])),
-    ("engine-sidecar", "input-without-shape", _engine_sidecar(inputs=[{"name": "x", "dtype": "float32"}])),
-    ("engine-sidecar", "input-without-name", _engine_sidecar(inputs=[{"naie": "x", "dtype": "float32", "shape": [1]}])),
-    ("engine-sidecar", "shape-holds-a-dict", _engine_sidecar(inputs=[{"name": "x", "dtype": "float32", "shape": [{}]}])),
+    (
+        "engine-sidecar",
+        "input-without-shape",
+        _engine_sidecar(inputs=[{"name": "x", "dtype": "float32"}]),
+    ),
+    (
+        "engine-sidecar",
+        "input-without-name",
+        _engine_sidecar(inputs=[{"naie": "x", "dtype": "float32", "shape": [1]}]),
+    ),
+    (
+        "engine-sidecar",
+        "shape-holds-a-dict",
+        _engine_sidecar(inputs=[{"name": "x", "dtype": "float32", "shape": [{}]}]),
+    ),
     ("engine-sidecar", "inputs-an-int", _engine_sidecar(inputs=4)),
     ("engine-sidecar", "outputs-list-of-lists", _engine_sidecar(outputs=[[1, 2]])),
     ("engine-sidecar", "inputs-not-a-list", _engine_sidecar(inputs="x")),
@@ -103,12 +135,18 @@ FINDINGS: list[tuple[str, str, bytes]] = [
     ("model", "location-nul-byte", _model_with_location(b"w\x00.bin")),
     # _io.py load_model: an external tensor whose *name* is not UTF-8 made onnx's loader fail with a
     # several-line pybind11 message, copied whole into the ModelLoadError
-    ("model", "tensor-name-not-utf8", _model_with_location(b"w.bin").replace(b"B\x01w", b"B\x01\xfe")),
+    (
+        "model",
+        "tensor-name-not-utf8",
+        _model_with_location(b"w.bin").replace(b"B\x01w", b"B\x01\xfe"),
+    ),
     ("model", "location-is-a-folder", _model_with_location(b".")),
 ]
 
 
-@pytest.mark.parametrize(("target", "data"), [(t, d) for t, _, d in FINDINGS], ids=[f"{t}-{i}" for t, i, _ in FINDINGS])
+@pytest.mark.parametrize(
+    ("target", "data"), [(t, d) for t, _, d in FINDINGS], ids=[f"{t}-{i}" for t, i, _ in FINDINGS]
+)
 def test_fuzz_finding_is_fixed(fuzz, target: str, data: bytes, tmp_path: Path) -> None:
     _replay(fuzz, target, data, tmp_path)
 

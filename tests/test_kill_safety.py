@@ -50,10 +50,20 @@ LAUNCHER = (
 
 
 def _onnx2trt(args: list[str], cwd: Path, *, slow_fsync: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "ONNX2TRT_CACHE_DIR": str(cwd / "engine_cache"), "PYTHONUNBUFFERED": "1",
-           "ONNX2TRT_KILLTEST_SLOW_FSYNC": str(slow_fsync) if slow_fsync else ""}
-    return subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "ONNX2TRT_CACHE_DIR": str(cwd / "engine_cache"),
+        "PYTHONUNBUFFERED": "1",
+        "ONNX2TRT_KILLTEST_SLOW_FSYNC": str(slow_fsync) if slow_fsync else "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
@@ -65,14 +75,20 @@ def _temp_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*.tmp")]
 
 
-def _kill(proc: subprocess.Popen, folder: Path, sig: int, when: float | str, stale: set[Path]) -> str:
+def _kill(
+    proc: subprocess.Popen, folder: Path, sig: int, when: float | str, stale: set[Path]
+) -> str:
     """Send `sig` after `when` seconds, or ('at-tmp') as soon as a new temp file shows up in `folder`.
 
     `stale`: temp files an earlier SIGKILL left (nothing can remove those); they do not count.
     """
     start = time.monotonic()
     if when == "at-tmp":
-        while proc.poll() is None and not set(_temp_files(folder)) - stale and time.monotonic() - start < 180:
+        while (
+            proc.poll() is None
+            and not set(_temp_files(folder)) - stale
+            and time.monotonic() - start < 180
+        ):
             time.sleep(0.0005)
     else:
         while proc.poll() is None and time.monotonic() - start < when:
@@ -90,9 +106,12 @@ def _kill(proc: subprocess.Popen, folder: Path, sig: int, when: float | str, sta
     if sig == signal.SIGINT and "Traceback" in output:
         # only acceptable before the CLI runs at all (Python start-up/imports), which no program can catch
         assert ", in invoke" not in output and output.rstrip().endswith("KeyboardInterrupt"), (
-            f"SIGINT inside the CLI printed a traceback:\n{output}")
+            f"SIGINT inside the CLI printed a traceback:\n{output}"
+        )
     # exit 0 after a late SIGINT is fine when the work was complete: the artifact checks decide
-    assert code in (0, 1, 130, -signal.SIGINT) or sig == signal.SIGKILL, f"exit {code} after SIGINT:\n{output}"
+    assert code in (0, 1, 130, -signal.SIGINT) or sig == signal.SIGKILL, (
+        f"exit {code} after SIGINT:\n{output}"
+    )
     return f"killed after {time.monotonic() - start:.2f} s, exit {code}"
 
 
@@ -143,14 +162,18 @@ def _check_engine_pair(engine: Path) -> None:
     if engine.exists() and side.exists():
         document = read_sidecar(engine)
         data = engine.read_bytes()
-        assert document["engine_sha256"] == hashlib.sha256(data).hexdigest(), f"{engine.name}: sidecar/engine mismatch"
+        assert document["engine_sha256"] == hashlib.sha256(data).hexdigest(), (
+            f"{engine.name}: sidecar/engine mismatch"
+        )
         assert document["engine_size"] == len(data)
     elif engine.exists():
         with pytest.raises(EngineFileError) as info:
             read_sidecar(engine)
         assert "\n" not in str(info.value)
     elif side.exists():
-        json.loads(side.read_text())  # a sidecar alone is complete JSON; load_engine says "no such engine"
+        json.loads(
+            side.read_text()
+        )  # a sidecar alone is complete JSON; load_engine says "no such engine"
 
 
 def _check_build(folder: Path, reference: dict[str, str]) -> None:
@@ -165,19 +188,67 @@ def _check_build(folder: Path, reference: dict[str, str]) -> None:
 
 def _pp(folder: Path) -> Path:
     path = folder / "pp.json"
-    path.write_text(json.dumps({"size": [8, 8], "color": "GRAY", "scale": 1 / 255, "mean": [0.0], "std": [1.0],
-                                "layout": "NCHW", "dtype": "float32"}))
+    path.write_text(
+        json.dumps(
+            {
+                "size": [8, 8],
+                "color": "GRAY",
+                "scale": 1 / 255,
+                "mean": [0.0],
+                "std": [1.0],
+                "layout": "NCHW",
+                "dtype": "float32",
+            }
+        )
+    )
     return path
 
 
 COMMANDS: dict[str, tuple[Callable[[Path], list[str]], list[str], Callable]] = {
-    "fix": (lambda d: ["fix", str(SAMPLE / "digits.onnx"), "-o", "fixed.onnx", "--target", "tensorrt-8.6",
-                       "--report", "report.json"], ["fixed.onnx"], _check_fix),
-    "calibrate": (lambda d: ["calibrate", str(SAMPLE / "digits.onnx"), "--data", str(SAMPLE / "calib_images"),
-                             "-p", str(_pp(d)), "-o", "digits.cache", "--ranges", "ranges.json", "--quiet"],
-                  ["digits.cache"], _check_calibrate),
-    "build": (lambda d: ["build", str(SAMPLE / "digits.onnx"), "-o", "digits.engine", "--quiet",
-                         "--shapes", "image:1x1x8x8/4x1x8x8/8x1x8x8"], [], _check_build),
+    "fix": (
+        lambda d: [
+            "fix",
+            str(SAMPLE / "digits.onnx"),
+            "-o",
+            "fixed.onnx",
+            "--target",
+            "tensorrt-8.6",
+            "--report",
+            "report.json",
+        ],
+        ["fixed.onnx"],
+        _check_fix,
+    ),
+    "calibrate": (
+        lambda d: [
+            "calibrate",
+            str(SAMPLE / "digits.onnx"),
+            "--data",
+            str(SAMPLE / "calib_images"),
+            "-p",
+            str(_pp(d)),
+            "-o",
+            "digits.cache",
+            "--ranges",
+            "ranges.json",
+            "--quiet",
+        ],
+        ["digits.cache"],
+        _check_calibrate,
+    ),
+    "build": (
+        lambda d: [
+            "build",
+            str(SAMPLE / "digits.onnx"),
+            "-o",
+            "digits.engine",
+            "--quiet",
+            "--shapes",
+            "image:1x1x8x8/4x1x8x8/8x1x8x8",
+        ],
+        [],
+        _check_build,
+    ),
 }
 
 
@@ -212,13 +283,17 @@ def _kill_campaign(command: str, tmp_path: Path, plan: list[tuple[int, float | s
     for sig, when in plan:
         delay = when if isinstance(when, str) else when * took
         stale = set(_temp_files(folder))
-        if delay == "at-tmp":  # make sure there is something to write (no cache hit from an earlier run)
+        if (
+            delay == "at-tmp"
+        ):  # make sure there is something to write (no cache hit from an earlier run)
             _remove_outputs(folder, keep=stale)
         proc = _onnx2trt(make_args(folder), folder, slow_fsync=0.3 if delay == "at-tmp" else 0.0)
         note = _kill(proc, folder, sig, delay, stale)
         if delay == "at-tmp":
             assert note.startswith("killed"), f"the at-tmp kill never saw a temp file: {note}"
-        log.append(f"{signal.Signals(sig).name} at {delay if isinstance(delay, str) else f'{delay:.2f}s'}: {note}")
+        log.append(
+            f"{signal.Signals(sig).name} at {delay if isinstance(delay, str) else f'{delay:.2f}s'}: {note}"
+        )
         check(folder, reference)
         if sig == signal.SIGINT:
             new = set(_temp_files(folder)) - stale
@@ -246,8 +321,9 @@ def _remove_outputs(folder: Path, keep: set[Path]) -> None:
 def _plan(seed: int, kills: int) -> list[tuple[int, float | str]]:
     """`kills` random (signal, fraction-of-a-clean-run) points, plus one SIGKILL inside a write."""
     rng = random.Random(seed)
-    plan: list[tuple[int, float | str]] = [(rng.choice([signal.SIGINT, signal.SIGKILL]), rng.uniform(0.3, 1.05))
-                                           for _ in range(kills)]
+    plan: list[tuple[int, float | str]] = [
+        (rng.choice([signal.SIGINT, signal.SIGKILL]), rng.uniform(0.3, 1.05)) for _ in range(kills)
+    ]
     plan.append((signal.SIGKILL, "at-tmp"))
     plan.append((signal.SIGINT, "at-tmp"))
     return plan
@@ -271,13 +347,38 @@ def test_killed_runs_more_seeds(command: str, seed: int, tmp_path: Path) -> None
 
 _WRITE_MODES = set("wax+")
 _FORBIDDEN_CALLS = {
-    "write_bytes", "write_text", "tofile", "touch", "mkstemp", "NamedTemporaryFile",
-    "convert_model_to_external_data", "write_external_data_tensors",
+    "write_bytes",
+    "write_text",
+    "tofile",
+    "touch",
+    "mkstemp",
+    "NamedTemporaryFile",
+    "convert_model_to_external_data",
+    "write_external_data_tensors",
 }
-_FORBIDDEN_DOTTED = {"onnx.save", "onnx.save_model", "os.rename", "os.replace", "shutil.copy", "shutil.copy2",
-                     "shutil.copyfile", "shutil.move", "os.link", "os.symlink", "os.write"}
-_HANDLE_WRITERS = {"np.save": 0, "np.savez": 0, "np.savez_compressed": 0, "numpy.save": 0, "numpy.savez": 0,
-                   "json.dump": 1, "pickle.dump": 1, "np.savetxt": 0}
+_FORBIDDEN_DOTTED = {
+    "onnx.save",
+    "onnx.save_model",
+    "os.rename",
+    "os.replace",
+    "shutil.copy",
+    "shutil.copy2",
+    "shutil.copyfile",
+    "shutil.move",
+    "os.link",
+    "os.symlink",
+    "os.write",
+}
+_HANDLE_WRITERS = {
+    "np.save": 0,
+    "np.savez": 0,
+    "np.savez_compressed": 0,
+    "numpy.save": 0,
+    "numpy.savez": 0,
+    "json.dump": 1,
+    "pickle.dump": 1,
+    "np.savetxt": 0,
+}
 
 
 def _atomic_handles(tree: ast.AST) -> set[str]:
@@ -286,8 +387,11 @@ def _atomic_handles(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
-                if (isinstance(item.context_expr, ast.Call) and _dotted(item.context_expr.func).endswith("atomic_write")
-                        and isinstance(item.optional_vars, ast.Name)):
+                if (
+                    isinstance(item.context_expr, ast.Call)
+                    and _dotted(item.context_expr.func).endswith("atomic_write")
+                    and isinstance(item.optional_vars, ast.Name)
+                ):
                     names.add(item.optional_vars.id)
     return names
 
@@ -306,12 +410,21 @@ def non_atomic_writes(source: str, filename: str = "<src>") -> list[str]:
         if name == "os.open":
             problems.append(f"{where}: raw os.open")
             continue
-        if last == "open" and not name.startswith(("np.", "numpy.", "Image.", "PIL.", "zipfile.", "tarfile.")):
+        if last == "open" and not name.startswith(
+            ("np.", "numpy.", "Image.", "PIL.", "zipfile.", "tarfile.")
+        ):
             # builtins open(path, mode); Path.open(mode)
             position = 1 if name in ("open", "io.open", "builtins.open", "gzip.open") else 0
-            mode = node.args[position] if len(node.args) > position else next(
-                (k.value for k in node.keywords if k.arg == "mode"), None)
-            if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and _WRITE_MODES & set(mode.value):
+            mode = (
+                node.args[position]
+                if len(node.args) > position
+                else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            )
+            if (
+                isinstance(mode, ast.Constant)
+                and isinstance(mode.value, str)
+                and _WRITE_MODES & set(mode.value)
+            ):
                 problems.append(f"{where}(mode={mode.value!r}) writes in place")
             elif position == 1 and mode is not None and not isinstance(mode, ast.Constant):
                 problems.append(f"{where} with a computed mode")
@@ -332,14 +445,14 @@ def non_atomic_writes(source: str, filename: str = "<src>") -> list[str]:
 def test_write_detector_finds_planted_writes() -> None:
     planted = (
         "import json, numpy as np, onnx\n"
-        "open(p, 'w').write(s)\n"                       # 2
-        "Path(p).write_bytes(b)\n"                      # 3
-        "np.save(p, a)\n"                               # 4
-        "onnx.save(m, p)\n"                             # 5
-        "json.dump(d, open(p, 'w'))\n"                  # 6: open + dump
+        "open(p, 'w').write(s)\n"  # 2
+        "Path(p).write_bytes(b)\n"  # 3
+        "np.save(p, a)\n"  # 4
+        "onnx.save(m, p)\n"  # 5
+        "json.dump(d, open(p, 'w'))\n"  # 6: open + dump
         "with atomic_write(p) as h:\n    np.savez(h, a=a)\n    json.dump(d, h)\n"  # fine
-        "with open(p, 'rb') as f:\n    f.read()\n"      # fine
-        "fig.savefig(p)\n"                              # 12
+        "with open(p, 'rb') as f:\n    f.read()\n"  # fine
+        "fig.savefig(p)\n"  # 12
     )
     found = non_atomic_writes(planted)
     lines = sorted(int(f.split(":")[1]) for f in found)

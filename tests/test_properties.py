@@ -31,8 +31,16 @@ LONG = PROFILE == "long"
 
 def examples(ci: int, long: int) -> settings:
     """Per-test settings for the two profiles (kept local: no global hypothesis profile is loaded)."""
-    return settings(max_examples=long if LONG else ci, deadline=None, derandomize=not LONG,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    return settings(
+        max_examples=long if LONG else ci,
+        deadline=None,
+        derandomize=not LONG,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -45,7 +53,9 @@ def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)
 
 
@@ -79,11 +89,15 @@ def _fix(model: onnx.ModelProto, target: str):
     return fix(model, passes=_pipeline(target))
 
 
-def _check_fix_keeps_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], target: str) -> None:
+def _check_fix_keeps_outputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], target: str
+) -> None:
     onnx.checker.check_model(model)
     try:
         expected = _ort(model, feeds)
-    except Exception as exc:  # ONNX Runtime itself refuses this combination: not the pass's business
+    except (
+        Exception
+    ) as exc:  # ONNX Runtime itself refuses this combination: not the pass's business
         assume(False, f"onnxruntime refuses the original: {type(exc).__name__}")
         raise AssertionError from exc
     before = model.SerializeToString()
@@ -91,7 +105,7 @@ def _check_fix_keeps_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray
     assert model.SerializeToString() == before, "fix modified its input model"
     got = _ort(fixed, feeds)
     assert len(got) == len(expected)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
     # idempotence: the pipeline on its own output changes nothing
@@ -104,7 +118,14 @@ def _check_fix_keeps_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray
 
 
 # 7.1/7.2 refuse align_corners with scales (the seed notes' case); rtx refuses half_pixel_symmetric
-RESIZE_TARGETS = ["tensorrt-7.1", "tensorrt-7.2", "tensorrt-7.1", "tensorrt-7.0", "tensorrt-8.6", "tensorrt-rtx"]
+RESIZE_TARGETS = [
+    "tensorrt-7.1",
+    "tensorrt-7.2",
+    "tensorrt-7.1",
+    "tensorrt-7.0",
+    "tensorrt-8.6",
+    "tensorrt-rtx",
+]
 SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]
 
 
@@ -127,30 +148,53 @@ def resize_graphs(draw):
     use_sizes = draw(st.sampled_from([False, False, False, True]))
     scales = [1.0, 1.0] + [draw(st.sampled_from(SCALES)) for _ in range(spatial)]
     # an empty output (floor(in * s) == 0) is degenerate: ORT refuses the equivalent sizes=0
-    assume(all(int(np.floor(np.float32(d) * np.float32(s))) >= 1 for d, s in zip(dims, scales)))
+    assume(
+        all(
+            int(np.floor(np.float32(d) * np.float32(s))) >= 1
+            for d, s in zip(dims, scales, strict=True)
+        )
+    )
     attrs = {"mode": mode, "coordinate_transformation_mode": ctm}
     if mode == "nearest":
-        attrs["nearest_mode"] = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
+        attrs["nearest_mode"] = draw(
+            st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])
+        )
     if mode == "cubic":
         attrs["cubic_coeff_a"] = draw(st.sampled_from([-0.75, -0.5]))
         attrs["exclude_outside"] = draw(st.sampled_from([0, 1]))
     target = draw(st.sampled_from(RESIZE_TARGETS))
     seed = draw(st.integers(0, 2**16))
-    return dict(mode=mode, rank=rank, opset=opset, dims=dims, dynamic=dynamic, use_sizes=use_sizes, scales=scales,
-                attrs=attrs, target=target, seed=seed)
+    return dict(
+        mode=mode,
+        rank=rank,
+        opset=opset,
+        dims=dims,
+        dynamic=dynamic,
+        use_sizes=use_sizes,
+        scales=scales,
+        attrs=attrs,
+        target=target,
+        seed=seed,
+    )
 
 
 def resize_model(case: dict) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     dims, opset = case["dims"], case["opset"]
-    in_shape = [f"d{i}" if dyn else d for i, (d, dyn) in enumerate(zip(dims, case["dynamic"]))]
+    in_shape = [
+        f"d{i}" if dyn else d for i, (d, dyn) in enumerate(zip(dims, case["dynamic"], strict=True))
+    ]
     inits = []
     if case["use_sizes"]:
-        sizes = np.array([int(np.floor(d * s)) or 1 for d, s in zip(dims, case["scales"])], np.int64)
+        sizes = np.array(
+            [int(np.floor(d * s)) or 1 for d, s in zip(dims, case["scales"], strict=True)], np.int64
+        )
         inputs = ["x", "", "", "sizes"] if opset >= 13 else ["x", "roi", "scales", "sizes"]
         inits.append(numpy_helper.from_array(sizes, "sizes"))
         if opset < 13:
-            inits += [numpy_helper.from_array(np.array([], np.float32), "roi"),
-                      numpy_helper.from_array(np.array([], np.float32), "scales")]
+            inits += [
+                numpy_helper.from_array(np.array([], np.float32), "roi"),
+                numpy_helper.from_array(np.array([], np.float32), "scales"),
+            ]
         out_shape = [None] * len(dims)
     else:
         inputs = ["x", "", "scales"] if opset >= 13 else ["x", "roi", "scales"]
@@ -163,7 +207,8 @@ def resize_model(case: dict) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     tail = helper.make_node("Mul", ["r", "two"], ["y"], name="tail")
     inits.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
     graph = helper.make_graph(
-        [node, tail], "resize",
+        [node, tail],
+        "resize",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         initializer=inits,
@@ -184,9 +229,18 @@ def test_resize_graphs_keep_onnxruntime_outputs(case: dict) -> None:
 
 def test_resize_property_rewrites_something() -> None:
     """Guard against a vacuous property: the align_corners case of the seed notes is rewritten."""
-    case = dict(mode="linear", rank=4, opset=11, dims=[1, 2, 4, 5], dynamic=[False] * 4, use_sizes=False,
-                scales=[1.0, 1.0, 2.0, 2.0], attrs={"mode": "linear", "coordinate_transformation_mode": "align_corners"},
-                target="tensorrt-7.1", seed=0)
+    case = dict(
+        mode="linear",
+        rank=4,
+        opset=11,
+        dims=[1, 2, 4, 5],
+        dynamic=[False] * 4,
+        use_sizes=False,
+        scales=[1.0, 1.0, 2.0, 2.0],
+        attrs={"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        target="tensorrt-7.1",
+        seed=0,
+    )
     model, feeds = resize_model(case)
     report = _check_fix_keeps_outputs(model, feeds, "tensorrt-7.1")
     assert report.modified
@@ -201,32 +255,54 @@ def gather_graphs(draw):
     data_shape = [draw(st.integers(1, 5)) for _ in range(rank)]
     axis = draw(st.integers(-rank, rank - 1))
     a = axis % rank
-    idx_shape = [draw(st.integers(1, 6)) if d == a else draw(st.integers(1, data_shape[d])) for d in range(rank)]
+    idx_shape = [
+        draw(st.integers(1, 6)) if d == a else draw(st.integers(1, data_shape[d]))
+        for d in range(rank)
+    ]
     dtype = draw(st.sampled_from([np.int64, np.int32]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     indices = rng.integers(-data_shape[a], data_shape[a], size=idx_shape).astype(dtype)
-    return dict(rank=rank, data_shape=data_shape, axis=axis, indices=indices,
-                indices_const=draw(st.booleans()), data_dynamic=draw(st.lists(st.booleans(), min_size=rank, max_size=rank)),
-                opset=draw(st.sampled_from([11, 13, 17])), target=draw(st.sampled_from(["tensorrt-7.0", "tensorrt-7.1"])),
-                seed=draw(st.integers(0, 2**16)))
+    return dict(
+        rank=rank,
+        data_shape=data_shape,
+        axis=axis,
+        indices=indices,
+        indices_const=draw(st.booleans()),
+        data_dynamic=draw(st.lists(st.booleans(), min_size=rank, max_size=rank)),
+        opset=draw(st.sampled_from([11, 13, 17])),
+        target=draw(st.sampled_from(["tensorrt-7.0", "tensorrt-7.1"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 def gather_model(case: dict) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     data_shape, indices = case["data_shape"], case["indices"]
     idx_type = TensorProto.INT64 if indices.dtype == np.int64 else TensorProto.INT32
-    data_dims = [f"d{i}" if dyn else d for i, (d, dyn) in enumerate(zip(data_shape, case["data_dynamic"]))]
+    data_dims = [
+        f"d{i}" if dyn else d
+        for i, (d, dyn) in enumerate(zip(data_shape, case["data_dynamic"], strict=True))
+    ]
     inputs = [helper.make_tensor_value_info("data", TensorProto.FLOAT, data_dims)]
     inits = []
-    feeds = {"data": np.random.default_rng(case["seed"]).standard_normal(data_shape).astype(np.float32)}
+    feeds = {
+        "data": np.random.default_rng(case["seed"]).standard_normal(data_shape).astype(np.float32)
+    }
     if case["indices_const"]:
         inits.append(numpy_helper.from_array(indices, "idx"))
     else:
         inputs.append(helper.make_tensor_value_info("idx", idx_type, list(indices.shape)))
         feeds["idx"] = indices
     graph = helper.make_graph(
-        [helper.make_node("GatherElements", ["data", "idx"], ["g"], name="ge", axis=case["axis"]),
-         helper.make_node("Neg", ["g"], ["y"], name="tail")],
-        "gather", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(indices.shape))], initializer=inits,
+        [
+            helper.make_node(
+                "GatherElements", ["data", "idx"], ["g"], name="ge", axis=case["axis"]
+            ),
+            helper.make_node("Neg", ["g"], ["y"], name="tail"),
+        ],
+        "gather",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(indices.shape))],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case["opset"])])
     model.ir_version = 8
@@ -239,7 +315,9 @@ def test_gather_elements_graphs_keep_onnxruntime_outputs(case: dict) -> None:
     model, feeds = gather_model(case)
     report = _check_fix_keeps_outputs(model, feeds, case["target"])
     fixed, _ = _fix(model, case["target"])
-    assert not any(n.op_type == "GatherElements" for n in fixed.graph.node), "GatherElements left for TensorRT 7.0/7.1"
+    assert not any(n.op_type == "GatherElements" for n in fixed.graph.node), (
+        "GatherElements left for TensorRT 7.0/7.1"
+    )
     assert report.modified
 
 
@@ -247,8 +325,14 @@ def test_gather_elements_graphs_keep_onnxruntime_outputs(case: dict) -> None:
 
 
 @examples(ci=10, long=200)
-@given(target=st.sampled_from(["tensorrt-7.0", "tensorrt-7.1", "tensorrt-8.6", "tensorrt-10.0", "tensorrt-rtx"]),
-       batch=st.sampled_from([1, "N"]), opset=st.sampled_from([13, 17]), size=st.integers(3, 9))
+@given(
+    target=st.sampled_from(
+        ["tensorrt-7.0", "tensorrt-7.1", "tensorrt-8.6", "tensorrt-10.0", "tensorrt-rtx"]
+    ),
+    batch=st.sampled_from([1, "N"]),
+    opset=st.sampled_from([13, 17]),
+    size=st.integers(3, 9),
+)
 def test_conv_pipelines_are_idempotent(target: str, batch, opset: int, size: int) -> None:
     from helpers import conv_relu_model
 
@@ -269,10 +353,14 @@ def _bits_of(value: float) -> int:
 
 
 @examples(ci=200, long=20000)
-@given(entries=st.dictionaries(NAMES, st.integers(0, 2**32 - 1), min_size=0, max_size=30),
-       version=st.sampled_from(["6001", "8001", "8601", "100300"]),
-       algorithm=st.sampled_from(["EntropyCalibration2", "MinMaxCalibration", "EntropyCalibration"]))
-def test_cache_bits_round_trip_exactly(entries: dict[str, int], version: str, algorithm: str) -> None:
+@given(
+    entries=st.dictionaries(NAMES, st.integers(0, 2**32 - 1), min_size=0, max_size=30),
+    version=st.sampled_from(["6001", "8001", "8601", "100300"]),
+    algorithm=st.sampled_from(["EntropyCalibration2", "MinMaxCalibration", "EntropyCalibration"]),
+)
+def test_cache_bits_round_trip_exactly(
+    entries: dict[str, int], version: str, algorithm: str
+) -> None:
     from onnx2trt_lib.calib.cache import CalibrationCache, parse_cache
 
     cache = CalibrationCache(version=version, algorithm=algorithm, bits=entries)
@@ -301,8 +389,22 @@ def test_cache_round_trip_sweeps_float32_bit_space(tmp_path) -> None:
 
     step = 1 << 16 if not LONG else 1 << 8
     patterns = list(range(0, 2**32, step))
-    specials = [0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF,
-                0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0x3C010A14]
+    specials = [
+        0x00000000,
+        0x80000000,
+        0x00000001,
+        0x807FFFFF,
+        0x007FFFFF,
+        0x00800000,
+        0x7F7FFFFF,
+        0xFF7FFFFF,
+        0x7F800000,
+        0xFF800000,
+        0x7FC00000,
+        0x7F800001,
+        0xFFFFFFFF,
+        0x3C010A14,
+    ]
     bits = {f"t{i}": b for i, b in enumerate(patterns + specials)}
     path = tmp_path / "sweep.cache"
     write_cache(path, CalibrationCache(bits=bits))
@@ -328,19 +430,29 @@ def histograms(draw):
         h = rng.integers(0, 3, n)
         h[rng.integers(0, n, 3)] += 10**6
     else:
-        h = np.floor(1e6 * np.exp(-np.arange(n) / max(1.0, n / draw(st.integers(1, 40))))).astype(np.int64)
+        h = np.floor(1e6 * np.exp(-np.arange(n) / max(1.0, n / draw(st.integers(1, 40))))).astype(
+            np.int64
+        )
     return h.astype(np.int64)
 
 
 @examples(ci=60, long=3000)
-@given(hist=histograms(), nq=st.sampled_from([128, 64, 255, 16]), start_bin=st.sampled_from([128, 1, 200]),
-       width=st.floats(1e-6, 10.0))
-def test_numba_entropy_search_equals_reference(hist: np.ndarray, nq: int, start_bin: int, width: float) -> None:
+@given(
+    hist=histograms(),
+    nq=st.sampled_from([128, 64, 255, 16]),
+    start_bin=st.sampled_from([128, 1, 200]),
+    width=st.floats(1e-6, 10.0),
+)
+def test_numba_entropy_search_equals_reference(
+    hist: np.ndarray, nq: int, start_bin: int, width: float
+) -> None:
     from onnx2trt_lib.calib import reference
     from onnx2trt_lib.calib.methods import entropy_threshold
 
     amax, m, curve = entropy_threshold(hist, width, num_quant_bins=nq, start_bin=start_bin)
-    ref_amax, ref_m, ref_curve = reference.entropy_threshold(hist, width, num_quant_bins=nq, start_bin=start_bin)
+    ref_amax, ref_m, ref_curve = reference.entropy_threshold(
+        hist, width, num_quant_bins=nq, start_bin=start_bin
+    )
     assert curve.shape == ref_curve.shape
     assert np.array_equal(np.isnan(curve), np.isnan(ref_curve))
     assert np.array_equal(np.isinf(curve), np.isinf(ref_curve))
@@ -348,7 +460,12 @@ def test_numba_entropy_search_equals_reference(hist: np.ndarray, nq: int, start_
     np.testing.assert_allclose(curve[finite], ref_curve[finite], rtol=1e-9, atol=1e-11)
     if m != ref_m:
         # only a near-tie may pick another candidate, and then it must be as good as the reference's
-        assert abs(ref_curve[m] - ref_curve[ref_m]) <= 1e-9, (m, ref_m, ref_curve[m], ref_curve[ref_m])
+        assert abs(ref_curve[m] - ref_curve[ref_m]) <= 1e-9, (
+            m,
+            ref_m,
+            ref_curve[m],
+            ref_curve[ref_m],
+        )
     else:
         assert amax == ref_amax
 

@@ -33,8 +33,12 @@ cli(sys.argv[1:], prog_name='onnx2trt')
 def test_cli_without_numba_says_what_to_install_without_traceback(tmp_path) -> None:
     cache = tmp_path / "digits.cache"
     cache.write_text("TRT-100300-EntropyCalibration2\nimage: 3c010204\nlogits: 3eaf6a6c\n")
-    proc = subprocess.run([sys.executable, "-c", _BLOCK_NUMBA, "inspect", str(cache)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BLOCK_NUMBA, "inspect", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "pip install 'numba'" in proc.stderr
@@ -45,10 +49,21 @@ def test_calibrate_plots_without_matplotlib_fails_before_calibrating(tmp_path, m
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     out = tmp_path / "digits.cache"
-    result = CliRunner().invoke(cli, [
-        "calibrate", str(SAMPLE / "digits.onnx"), "--data", str(SAMPLE / "calib_list.txt"),
-        "--preprocess", str(SAMPLE / "preprocess.json"), "-o", str(out), "--plots", str(tmp_path / "plots"),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            str(SAMPLE / "digits.onnx"),
+            "--data",
+            str(SAMPLE / "calib_list.txt"),
+            "--preprocess",
+            str(SAMPLE / "preprocess.json"),
+            "-o",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "onnx2trt_lib[plots]" in result.output

@@ -30,7 +30,9 @@ HUGE_MIB = HUGE / 2**20
 # ---------------------------------------------------------------- external data
 
 
-def _save_external(folder: Path, location: str, *, write_data_to: Path | None = None) -> tuple[Path, np.ndarray]:
+def _save_external(
+    folder: Path, location: str, *, write_data_to: Path | None = None
+) -> tuple[Path, np.ndarray]:
     """conv_relu_model with initializer 'w' stored at `location` (relative to `folder`)."""
     model = conv_relu_model()
     tensor = next(t for t in model.graph.initializer if t.name == "w")
@@ -38,7 +40,9 @@ def _save_external(folder: Path, location: str, *, write_data_to: Path | None = 
     if write_data_to is not None:
         write_data_to.parent.mkdir(parents=True, exist_ok=True)
         write_data_to.write_bytes(weights.tobytes())
-    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=weights.nbytes)
+    onnx.external_data_helper.set_external_data(
+        tensor, location=location, offset=0, length=weights.nbytes
+    )
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
     tensor.data_location = TensorProto.EXTERNAL
@@ -66,7 +70,9 @@ def _escape_cases(tmp_path: Path, outside: Path) -> dict[str, Path]:
     cases = {}
     cases["absolute"], _ = _save_external(models / "absolute", str(outside))
     cases["dotdot"], _ = _save_external(models / "dotdot", "../../secret/weights.bin")
-    cases["dotdot-inside-first"], _ = _save_external(models / "inside_first", "sub/../../../secret/weights.bin")
+    cases["dotdot-inside-first"], _ = _save_external(
+        models / "inside_first", "sub/../../../secret/weights.bin"
+    )
     folder = models / "symlink_file"
     folder.mkdir(parents=True)
     (folder / "w.bin").symlink_to(outside)
@@ -83,11 +89,20 @@ def _escape_cases(tmp_path: Path, outside: Path) -> dict[str, Path]:
     return cases
 
 
-ESCAPES = ["absolute", "dotdot", "dotdot-inside-first", "symlink-file", "symlink-dir", "symlink-chain"]
+ESCAPES = [
+    "absolute",
+    "dotdot",
+    "dotdot-inside-first",
+    "symlink-file",
+    "symlink-dir",
+    "symlink-chain",
+]
 
 
 @pytest.mark.parametrize("kind", ESCAPES)
-def test_external_data_escaping_the_folder_is_refused(tmp_path: Path, outside: Path, kind: str) -> None:
+def test_external_data_escaping_the_folder_is_refused(
+    tmp_path: Path, outside: Path, kind: str
+) -> None:
     from onnx2trt_lib._io import load_model
     from onnx2trt_lib.errors import ModelLoadError
 
@@ -118,9 +133,13 @@ def test_refusal_is_not_blanket_inside_locations_load(tmp_path: Path) -> None:
     """Controls: a plain file and a file in a subfolder load with the right values."""
     from onnx2trt_lib._io import load_model
 
-    path, weights = _save_external(tmp_path / "plain", "w.bin", write_data_to=tmp_path / "plain" / "w.bin")
+    path, weights = _save_external(
+        tmp_path / "plain", "w.bin", write_data_to=tmp_path / "plain" / "w.bin"
+    )
     np.testing.assert_array_equal(_weights(load_model(path)), weights)
-    path, weights = _save_external(tmp_path / "sub", "data/w.bin", write_data_to=tmp_path / "sub" / "data" / "w.bin")
+    path, weights = _save_external(
+        tmp_path / "sub", "data/w.bin", write_data_to=tmp_path / "sub" / "data" / "w.bin"
+    )
     np.testing.assert_array_equal(_weights(load_model(path)), weights)
     # (a symlink inside the folder to a file inside it is refused by onnx itself: not checked here)
 
@@ -141,7 +160,9 @@ def test_unreadable_location_names_are_a_load_error(tmp_path: Path, location: st
     from onnx2trt_lib.errors import ModelLoadError
 
     path, _ = _save_external(tmp_path, "PLACEHOLDER")
-    raw = location.encode("latin-1").ljust(len("PLACEHOLDER"), b"x")  # same length: protobuf sizes stay valid
+    raw = location.encode("latin-1").ljust(
+        len("PLACEHOLDER"), b"x"
+    )  # same length: protobuf sizes stay valid
     path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER", raw))
     with pytest.raises(ModelLoadError, match="not a valid file name"):
         load_model(path)
@@ -193,9 +214,19 @@ def unsafe_deserialisation(source: str, filename: str = "<src>") -> list[str]:
     tree = ast.parse(source, filename)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names = [a.name for a in node.names] + (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            )
             for name in names:
-                if name.split(".")[0] in ("pickle", "cPickle", "dill", "marshal", "shelve", "joblib", "cloudpickle"):
+                if name.split(".")[0] in (
+                    "pickle",
+                    "cPickle",
+                    "dill",
+                    "marshal",
+                    "shelve",
+                    "joblib",
+                    "cloudpickle",
+                ):
                     problems.append(f"{filename}:{node.lineno}: imports {name}")
     for call in _calls(tree):
         name = _dotted(call.func)
@@ -268,9 +299,16 @@ def test_read_bytes_limited_refuses_before_reading(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.write_bytes(b"x" * 100)
     assert read_bytes_limited(small, limit=100) == b"x" * 100
-    peak, result = _peak_mib(lambda: read_bytes_limited(_sparse(tmp_path / "big"), limit=2**20, error=CacheFormatError,
-                                                         what="calibration cache"))
-    assert isinstance(result, CacheFormatError) and "larger than" in str(result) and "big" in str(result)
+    peak, result = _peak_mib(
+        lambda: read_bytes_limited(
+            _sparse(tmp_path / "big"), limit=2**20, error=CacheFormatError, what="calibration cache"
+        )
+    )
+    assert (
+        isinstance(result, CacheFormatError)
+        and "larger than" in str(result)
+        and "big" in str(result)
+    )
     assert peak < 8
 
 
@@ -281,7 +319,9 @@ def test_calibration_cache_size_is_limited(tmp_path: Path) -> None:
     path = _sparse(tmp_path / "huge.cache", head=b"TRT-8001-EntropyCalibration2\nx: 3c010a14\n")
     peak, result = _peak_mib(lambda: read_cache(path))
     assert isinstance(result, CacheFormatError), result
-    assert peak < HUGE_MIB / 2, f"read_cache held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB file: no size limit"
+    assert peak < HUGE_MIB / 2, (
+        f"read_cache held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB file: no size limit"
+    )
 
 
 def test_calibration_sidecar_size_is_limited(tmp_path: Path) -> None:
@@ -292,7 +332,9 @@ def test_calibration_sidecar_size_is_limited(tmp_path: Path) -> None:
     _sparse(sidecar_path(cache), head=b'{"format": "onnx2trt-calib-sidecar/1", "pad": "')
     peak, result = _peak_mib(lambda: read_sidecar(cache))
     assert result is None
-    assert peak < HUGE_MIB / 2, f"read_sidecar held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB sidecar: no size limit"
+    assert peak < HUGE_MIB / 2, (
+        f"read_sidecar held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB sidecar: no size limit"
+    )
 
 
 def test_engine_sidecar_size_is_limited(tmp_path: Path) -> None:
@@ -303,7 +345,9 @@ def test_engine_sidecar_size_is_limited(tmp_path: Path) -> None:
     _sparse(sidecar_path(engine), head=b'{"format": "onnx2trt-engine", "pad": "')
     peak, result = _peak_mib(lambda: read_sidecar(engine))
     assert isinstance(result, EngineFileError), result
-    assert peak < HUGE_MIB / 2, f"engine read_sidecar held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB sidecar: no size limit"
+    assert peak < HUGE_MIB / 2, (
+        f"engine read_sidecar held {peak:.0f} MiB for a {HUGE_MIB:.0f} MiB sidecar: no size limit"
+    )
 
 
 def test_endless_file_as_cache_fails_fast(tmp_path: Path) -> None:
@@ -322,8 +366,14 @@ def test_endless_file_as_cache_fails_fast(tmp_path: Path) -> None:
         "from onnx2trt_lib.calib.cache import read_cache\n"
         "try:\n    read_cache('/dev/zero')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=cap,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap,
+        check=False,
+    )
     assert proc.stdout.startswith("CacheFormatError"), (proc.stdout + proc.stderr)[-500:]
     assert "/dev/zero" in proc.stdout
 

@@ -53,7 +53,9 @@ def _tiny_model(external: bool = False) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if external:
-        onnx.external_data_helper.set_external_data(model.graph.initializer[0], location="w.bin", offset=0, length=24)
+        onnx.external_data_helper.set_external_data(
+            model.graph.initializer[0], location="w.bin", offset=0, length=24
+        )
         model.graph.initializer[0].ClearField("raw_data")
         model.graph.initializer[0].data_location = TensorProto.EXTERNAL
     return model.SerializeToString()
@@ -61,27 +63,52 @@ def _tiny_model(external: bool = False) -> bytes:
 
 def _seeds(target: str) -> list[bytes]:
     if target == "cache":
-        seeds = [b"TRT-8001-EntropyCalibration2\ninput: 3c010a14\nconv 1: 3d2e8f00\n",
-                 b"TRT-100300-MinMaxCalibration\nx: 7f800000\ny: 00000001\n", b"TRT-1-X\n"]
+        seeds = [
+            b"TRT-8001-EntropyCalibration2\ninput: 3c010a14\nconv 1: 3d2e8f00\n",
+            b"TRT-100300-MinMaxCalibration\nx: 7f800000\ny: 00000001\n",
+            b"TRT-1-X\n",
+        ]
         shared = REPO.parent / "shared" / "data" / "trt_caches"
         for path in sorted(shared.glob("*.cache"))[:3] if shared.is_dir() else []:
             seeds.append(path.read_bytes()[:4096])
         return seeds
     if target == "calib-sidecar":
-        doc = {"format": "onnx2trt-calib-sidecar/1", "cache_sha256": "0" * 64,
-               "key": {"model_sha256": "a" * 64, "data_fingerprint": "f", "method": "entropy", "method_options": {},
-                       "settings": {}, "library_version": "0.1.0", "batch_size": 1, "shapes": None, "preprocess": None}}
+        doc = {
+            "format": "onnx2trt-calib-sidecar/1",
+            "cache_sha256": "0" * 64,
+            "key": {
+                "model_sha256": "a" * 64,
+                "data_fingerprint": "f",
+                "method": "entropy",
+                "method_options": {},
+                "settings": {},
+                "library_version": "0.1.0",
+                "batch_size": 1,
+                "shapes": None,
+                "preprocess": None,
+            },
+        }
         return [json.dumps(doc).encode(), b"{}", b"[]", b"[" * 20000]
     if target == "engine-sidecar":
-        doc = {"format": "onnx2trt-engine", "format_version": 1,
-               "backend": {"name": "tensorrt-rtx", "version": "1.7.0", "module": "tensorrt_rtx"},
-               "target": "portable", "inputs": [{"name": "x", "dtype": "float32", "shape": [1, 1, 8, 8]}],
-               "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 10]}],
-               "profiles": [[{"name": "x", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}]],
-               "config": {"fp16": False, "int8": False}, "onnx_sha256": "b" * 64, "onnx_source": "m.onnx",
-               "engine_sha256": "c" * 64, "engine_size": 4, "created": "2026-01-01T00:00:00+00:00",
-               "onnx2trt_lib_version": "0.1.0"}
-        return [json.dumps(doc, indent=2).encode(), b"{\"format\": \"onnx2trt-engine\"}", b"[" * 20000]
+        doc = {
+            "format": "onnx2trt-engine",
+            "format_version": 1,
+            "backend": {"name": "tensorrt-rtx", "version": "1.7.0", "module": "tensorrt_rtx"},
+            "target": "portable",
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [1, 1, 8, 8]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [1, 10]}],
+            "profiles": [
+                [{"name": "x", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [1, 1, 8, 8]}]
+            ],
+            "config": {"fp16": False, "int8": False},
+            "onnx_sha256": "b" * 64,
+            "onnx_source": "m.onnx",
+            "engine_sha256": "c" * 64,
+            "engine_size": 4,
+            "created": "2026-01-01T00:00:00+00:00",
+            "onnx2trt_lib_version": "0.1.0",
+        }
+        return [json.dumps(doc, indent=2).encode(), b'{"format": "onnx2trt-engine"}', b"[" * 20000]
     if target == "model":
         seeds = [_tiny_model(), _tiny_model(external=True)]
         sample = REPO / "src" / "onnx2trt_lib" / "data" / "sample" / "digits.onnx"
@@ -110,7 +137,9 @@ def _make_target(target: str, scratch: Path) -> Callable[[bytes], None]:
 
         def run(data: bytes) -> None:
             cache = parse_cache(data, source="fuzz")
-            again = parse_cache(cache.to_bytes(), source="roundtrip")  # what we write we must read back
+            again = parse_cache(
+                cache.to_bytes(), source="roundtrip"
+            )  # what we write we must read back
             if again != cache:
                 raise AssertionError("cache write -> read is not exact")
             path.write_bytes(data)
@@ -144,8 +173,14 @@ def _make_target(target: str, scratch: Path) -> Callable[[bytes], None]:
             side.write_bytes(data)
             sidecar = eng.read_sidecar(engine_path)
             eng.check_sidecar(sidecar, _FakeBackend(), b"vtrt")
-            report = {"path": str(engine_path), "size": 4, "sha256": "0" * 64, "sidecar": sidecar, "problems": [],
-                      "engine": {"loaded": False, "reason": "fuzz"}}
+            report = {
+                "path": str(engine_path),
+                "size": 4,
+                "sha256": "0" * 64,
+                "sidecar": sidecar,
+                "problems": [],
+                "engine": {"loaded": False, "reason": "fuzz"},
+            }
             eng.inspection_lines(report)
 
         return run
@@ -196,9 +231,16 @@ class Recorder:
         self.seen[key] = self.seen.get(key, 0) + 1
         if self.seen[key] > 1:
             return
-        record = {"target": self.target, "kind": kind, "type": type(exc).__name__, "where": where,
-                  "message": str(exc)[:300], "input_hex": data[:2048].hex(), "input_len": len(data),
-                  "execution": self.executions}
+        record = {
+            "target": self.target,
+            "kind": kind,
+            "type": type(exc).__name__,
+            "where": where,
+            "message": str(exc)[:300],
+            "input_hex": data[:2048].hex(),
+            "input_len": len(data),
+            "execution": self.executions,
+        }
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(f"FINDING {key}: {str(exc)[:120]}", file=sys.stderr, flush=True)
@@ -207,7 +249,9 @@ class Recorder:
 # ---------------------------------------------------------------- engines
 
 
-def _run_atheris(target: str, run: Callable[[bytes], None], recorder: Recorder, seconds: int) -> str:
+def _run_atheris(
+    target: str, run: Callable[[bytes], None], recorder: Recorder, seconds: int
+) -> str:
     import atheris
 
     corpus = WORK / "corpus" / target
@@ -225,13 +269,24 @@ def _run_atheris(target: str, run: Callable[[bytes], None], recorder: Recorder, 
         if time.monotonic() > deadline:
             _finish_and_exit(recorder, "atheris", seconds)
 
-    atheris.Setup([sys.argv[0], f"-max_total_time={seconds + 5}", "-rss_limit_mb=4096", "-max_len=65536",
-                   "-timeout=30", str(corpus)], one_timed)
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-max_total_time={seconds + 5}",
+            "-rss_limit_mb=4096",
+            "-max_len=65536",
+            "-timeout=30",
+            str(corpus),
+        ],
+        one_timed,
+    )
     atheris.Fuzz()
     return "atheris"
 
 
-def _run_hypothesis(target: str, run: Callable[[bytes], None], recorder: Recorder, seconds: int) -> str:
+def _run_hypothesis(
+    target: str, run: Callable[[bytes], None], recorder: Recorder, seconds: int
+) -> str:
     import random
 
     rng = random.Random(0)
@@ -247,9 +302,9 @@ def _run_hypothesis(target: str, run: Callable[[bytes], None], recorder: Recorde
             elif op == 1:
                 data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
             elif op == 2:
-                del data[pos:pos + rng.randint(1, 16)]
+                del data[pos : pos + rng.randint(1, 16)]
             else:
-                data[pos:pos] = data[:rng.randint(0, 64)]
+                data[pos:pos] = data[: rng.randint(0, 64)]
         recorder(run, bytes(data))
     return "random-mutation"
 
@@ -259,9 +314,16 @@ _START = time.monotonic()
 
 def _finish_and_exit(recorder: Recorder, engine: str, seconds: int) -> None:
     elapsed = time.monotonic() - _START
-    summary = {"target": recorder.target, "engine": engine, "executions": recorder.executions,
-               "seconds": round(elapsed, 1), "requested_seconds": seconds, "distinct_findings": len(recorder.seen),
-               "findings": recorder.seen, "findings_file": str(recorder.path)}
+    summary = {
+        "target": recorder.target,
+        "engine": engine,
+        "executions": recorder.executions,
+        "seconds": round(elapsed, 1),
+        "requested_seconds": seconds,
+        "distinct_findings": len(recorder.seen),
+        "findings": recorder.seen,
+        "findings_file": str(recorder.path),
+    }
     with open(ARGS.summary, "a") as handle:
         handle.write(json.dumps(summary) + "\n")
     print(json.dumps(summary), flush=True)
@@ -278,7 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     ARGS = parser.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     ARGS.summary.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-{ARGS.target}-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    scratch = Path(
+        tempfile.mkdtemp(
+            prefix=f"fuzz-{ARGS.target}-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+        )
+    )
     findings = WORK / f"findings-{ARGS.target}.jsonl"
     recorder = Recorder(ARGS.target, findings)
     engine = ARGS.engine

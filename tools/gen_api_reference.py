@@ -24,7 +24,10 @@ OUTPUT = ROOT / "docs" / "api.md"
 
 # (module, one line on when to use it), in the order a user meets them
 MODULES: tuple[tuple[str, str], ...] = (
-    ("onnx2trt_lib", "the top-level calls: fix a model for a TensorRT version, lint it; the errors"),
+    (
+        "onnx2trt_lib",
+        "the top-level calls: fix a model for a TensorRT version, lint it; the errors",
+    ),
     ("onnx2trt_lib.compat", "which nodes a TensorRT version's ONNX parser refuses"),
     ("onnx2trt_lib.passes", "the pass protocol, PassManager and registry"),
     ("onnx2trt_lib.calib", "histograms of |x| and thresholds (entropy/KL, max, percentile, MSE)"),
@@ -56,7 +59,9 @@ def _clean(text: str) -> str:
 
 
 def _unquote(signature: str) -> str:
-    return _QUOTED_ANNOTATION.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), signature)
+    return _QUOTED_ANNOTATION.sub(
+        lambda m: m.group(1) if m.group(1) is not None else m.group(2), signature
+    )
 
 
 def public_names(module: Any) -> list[str]:
@@ -138,7 +143,10 @@ def describe(qualified: str, obj: Any) -> str:
 
 
 def render() -> str:
-    parts = [HEADER, "Modules: " + ", ".join(f"[`{m}`](#{m.replace('.', '')})" for m, _ in MODULES) + ".\n"]
+    parts = [
+        HEADER,
+        "Modules: " + ", ".join(f"[`{m}`](#{m.replace('.', '')})" for m, _ in MODULES) + ".\n",
+    ]
     for module_name, purpose in MODULES:
         module = importlib.import_module(module_name)
         parts.append(f"## {module_name}\n\n{purpose[0].upper()}{purpose[1:]}.\n")
@@ -154,15 +162,22 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate docs/api.md from the docstrings of public names.")
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when docs/api.md differs")
+    parser = argparse.ArgumentParser(
+        description="Generate docs/api.md from the docstrings of public names."
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only compare; exit 1 when docs/api.md differs"
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     text = render()
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is out of date: run python tools/gen_api_reference.py", file=sys.stderr)
+            print(
+                f"{args.output} is out of date: run python tools/gen_api_reference.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     from onnx2trt_lib._io import write_text_atomic

@@ -32,7 +32,11 @@ DEFAULT_TENSOR = "/Relu_1_output_0"  # conv2 + ReLU: a long right tail that the 
 def sample_images() -> np.ndarray:
     """The bundled calibration images as one float32 NCHW batch in [0, 1]."""
     pil_image = _optional.require("PIL.Image", purpose="decoding the sample images")
-    paths = [SAMPLE / line.strip() for line in (SAMPLE / "calib_list.txt").read_text().splitlines() if line.strip()]
+    paths = [
+        SAMPLE / line.strip()
+        for line in (SAMPLE / "calib_list.txt").read_text().splitlines()
+        if line.strip()
+    ]
     pixels = [np.asarray(pil_image.open(p).convert("L"), dtype=np.float32) / 255.0 for p in paths]
     return np.stack(pixels)[:, None, :, :]
 
@@ -43,7 +47,9 @@ def activation(tensor: str, images: np.ndarray) -> np.ndarray:
     model = onnx.load(str(SAMPLE / "digits.onnx"))
     model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run([tensor], {"image": images[i : i + 1]})[0] for i in range(len(images))])
+    return np.concatenate(
+        [session.run([tensor], {"image": images[i : i + 1]})[0] for i in range(len(images))]
+    )
 
 
 def literal_notes_kl(counts: np.ndarray, i: int, nq: int = 128) -> float:
@@ -82,15 +88,29 @@ def main() -> None:
     fig = plot_kl(curve, hist.bin_width, chosen=amax)
     ax = fig.axes[0]
     x = (128 + np.arange(literal.size) + 0.5) * hist.bin_width  # literal[t] is candidate 128 + t
-    ax.plot(x, literal, color="tab:gray", linewidth=1.0, label="literal reading of the notes (Q from clipped P)")
+    ax.plot(
+        x,
+        literal,
+        color="tab:gray",
+        linewidth=1.0,
+        label="literal reading of the notes (Q from clipped P)",
+    )
     ax.legend(loc="upper right", fontsize="small")
-    ax.set_title(f"KL per candidate threshold: minimum at m = {m} bins; the literal reading picks m = {m_literal}")
+    ax.set_title(
+        f"KL per candidate threshold: minimum at m = {m} bins; the literal reading picks m = {m_literal}"
+    )
     _save(fig, args.out / "calibration_kl.png")
     plt.close("all")
 
-    print(f"tensor {args.tensor}: {values.size} values, max |x| = {hist.amax_seen:.6g}, bin width = {hist.bin_width:.6g}")
-    print(f"entropy: m = {m}, amax = (m + 0.5) * w = {amax:.6g}, scale = amax / 127 = {amax / 127:.6g}")
-    print(f"literal reading of the notes: m = {m_literal}, amax = {(m_literal + 0.5) * hist.bin_width:.6g}")
+    print(
+        f"tensor {args.tensor}: {values.size} values, max |x| = {hist.amax_seen:.6g}, bin width = {hist.bin_width:.6g}"
+    )
+    print(
+        f"entropy: m = {m}, amax = (m + 0.5) * w = {amax:.6g}, scale = amax / 127 = {amax / 127:.6g}"
+    )
+    print(
+        f"literal reading of the notes: m = {m_literal}, amax = {(m_literal + 0.5) * hist.bin_width:.6g}"
+    )
     print(f"wrote {args.out / 'calibration_histogram.png'} and {args.out / 'calibration_kl.png'}")
 
 

@@ -36,9 +36,13 @@ def help_text(args: list[str]) -> str:
 
     from onnx2trt_lib.cli.main import cli
 
-    result = CliRunner().invoke(cli, [*args, "--help"], prog_name="onnx2trt", terminal_width=WIDTH, obj={})
+    result = CliRunner().invoke(
+        cli, [*args, "--help"], prog_name="onnx2trt", terminal_width=WIDTH, obj={}
+    )
     if result.exit_code != 0:
-        raise SystemExit(f"onnx2trt {' '.join(args)} --help failed (exit {result.exit_code}):\n{result.output}")
+        raise SystemExit(
+            f"onnx2trt {' '.join(args)} --help failed (exit {result.exit_code}):\n{result.output}"
+        )
     return result.output.rstrip() + "\n"
 
 
@@ -55,14 +59,19 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate docs/cli.md from the CLI's --help.")
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when docs/cli.md differs")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare; exit 1 when docs/cli.md differs"
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     text = render()
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is out of date: run python tools/gen_cli_reference.py", file=sys.stderr)
+            print(
+                f"{args.output} is out of date: run python tools/gen_cli_reference.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     from onnx2trt_lib._io import write_text_atomic

@@ -69,8 +69,14 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, torch.zeros(1, 1, 8, 8), OUT / "digits.onnx", input_names=["image"], output_names=["logits"],
-        opset_version=13, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        model,
+        torch.zeros(1, 1, 8, 8),
+        OUT / "digits.onnx",
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=13,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
     )
     np.savez_compressed(OUT / "digits_test.npz", image=images[test], label=labels[test])
     calib_dir = OUT / "calib_images"
@@ -78,11 +84,26 @@ def main() -> None:
     names = []
     for k, idx in enumerate(train[:NUM_CALIB_IMAGES]):
         name = f"digit_{k:03d}_{labels[idx]}.png"
-        Image.fromarray(np.round(images[idx, 0] * 255).astype(np.uint8), mode="L").save(calib_dir / name)
+        Image.fromarray(np.round(images[idx, 0] * 255).astype(np.uint8), mode="L").save(
+            calib_dir / name
+        )
         names.append(f"calib_images/{name}")
     (OUT / "calib_list.txt").write_text("\n".join(names) + "\n")
-    (OUT / "preprocess.json").write_text(json.dumps(
-        {"size": [8, 8], "color": "GRAY", "mean": [0.0], "std": [1.0], "scale": 1 / 255, "layout": "NCHW", "dtype": "float32"}, indent=2) + "\n")
+    (OUT / "preprocess.json").write_text(
+        json.dumps(
+            {
+                "size": [8, 8],
+                "color": "GRAY",
+                "mean": [0.0],
+                "std": [1.0],
+                "scale": 1 / 255,
+                "layout": "NCHW",
+                "dtype": "float32",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     (OUT / "README.md").write_text(
         "Made by tools/make_sample_model.py (sklearn digits, seed 0).\n"
         f"FP32 test accuracy at export: {acc:.4f} on {len(test)} held-out images.\n"

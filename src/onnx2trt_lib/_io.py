@@ -34,12 +34,16 @@ class OutputError(Onnx2TrtError):
     """An output path that cannot be written (missing folder, same as input, read-only)."""
 
 
-def check_output_path(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+def check_output_path(
+    out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()
+) -> Path:
     """Validate an output path before doing slow work, so a bad path fails in a second."""
     out_path = Path(out)
     if out_path.is_dir():
         raise OutputError(f"output {out_path} is a directory; give a file path")
-    if out_path.exists() and not out_path.is_file():  # /dev/null, a FIFO, a socket: a rename would replace it
+    if (
+        out_path.exists() and not out_path.is_file()
+    ):  # /dev/null, a FIFO, a socket: a rename would replace it
         raise OutputError(f"output {out_path} exists and is not a regular file; give a file path")
     parent = out_path.parent if str(out_path.parent) else Path(".")
     if not parent.is_dir():
@@ -49,7 +53,9 @@ def check_output_path(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike
     for inp in inputs:
         with contextlib.suppress(OSError):
             if Path(inp).resolve() == out_path.resolve():
-                raise OutputError(f"output {out_path} is the same file as input {inp}; inputs are never overwritten")
+                raise OutputError(
+                    f"output {out_path} is the same file as input {inp}; inputs are never overwritten"
+                )
     return out_path
 
 
@@ -93,7 +99,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         with _sigint_deferred():
             try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
+                fd, tmp_name = tempfile.mkstemp(
+                    prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent
+                )
             except OSError as exc:
                 raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
             tmp = Path(tmp_name)
@@ -129,11 +137,13 @@ def _sweep_stale_temps(target: Path) -> None:
     now = time.time()
     with contextlib.suppress(OSError):
         for candidate in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-            pid_text = candidate.name[len(prefix):].split(".", 1)[0]
+            pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
             if not pid_text.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if now - candidate.stat().st_mtime < STALE_TEMP_SECONDS or _process_alive(int(pid_text)):
+                if now - candidate.stat().st_mtime < STALE_TEMP_SECONDS or _process_alive(
+                    int(pid_text)
+                ):
                     continue
                 candidate.unlink()
 
@@ -146,7 +156,9 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError, ValueError):
-        return pid > 0  # exists under another user (or an impossible pid: treat as alive, keep the file)
+        return (
+            pid > 0
+        )  # exists under another user (or an impossible pid: treat as alive, keep the file)
     return True
 
 
@@ -171,7 +183,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def read_bytes_limited(
-    path: str | os.PathLike, *, limit: int, what: str = "file", error: type[Onnx2TrtError] = Onnx2TrtError
+    path: str | os.PathLike,
+    *,
+    limit: int,
+    what: str = "file",
+    error: type[Onnx2TrtError] = Onnx2TrtError,
 ) -> bytes:
     """Read a small input file whole, refusing one over `limit` bytes before reading it.
 
@@ -181,12 +197,18 @@ def read_bytes_limited(
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise error(f"{path}: {what} is larger than {limit} bytes; refusing to read it (is this the right file?)")
+        raise error(
+            f"{path}: {what} is larger than {limit} bytes; refusing to read it (is this the right file?)"
+        )
     return data
 
 
 def load_json_limited(
-    path: str | os.PathLike, *, limit: int, what: str = "JSON file", error: type[Onnx2TrtError] = Onnx2TrtError
+    path: str | os.PathLike,
+    *,
+    limit: int,
+    what: str = "JSON file",
+    error: type[Onnx2TrtError] = Onnx2TrtError,
 ) -> Any:
     """Parse a small JSON file (sidecar, ranges) with a size cap; every failure is one `error` line.
 
@@ -235,7 +257,9 @@ def load_arrays(
     except OSError as exc:
         raise error(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
     if not magic.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
-        raise error(f"{what} {path}: not a readable .npz (or .npy) file: no zip or numpy header; save with np.savez/np.save")
+        raise error(
+            f"{what} {path}: not a readable .npz (or .npy) file: no zip or numpy header; save with np.savez/np.save"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
@@ -243,7 +267,11 @@ def load_arrays(
         with loaded:
             return {key: loaded[key] for key in loaded.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        reason = "holds Python objects (pickles), which are never loaded" if "allow_pickle" in str(exc) else _first_line(exc)
+        reason = (
+            "holds Python objects (pickles), which are never loaded"
+            if "allow_pickle" in str(exc)
+            else _first_line(exc)
+        )
         raise error(f"{what} {path}: not a readable .npz (or .npy) file: {reason}") from None
 
 
@@ -265,7 +293,9 @@ def sha256_model_file(path: str | os.PathLike) -> str:
     Read from the proto without loading the weights; the key of the engine and calibration caches.
     """
     path = Path(path)
-    data = path.read_bytes()  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
+    data = (
+        path.read_bytes()
+    )  # an .onnx file is < 2 GiB (protobuf's limit); weights beyond go external
     digest = hashlib.sha256(data).hexdigest()
     externals = external_data_files(path)
     if not externals:
@@ -306,12 +336,18 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         if not isinstance(tensor.name, str):  # proto2 hands back bytes for invalid UTF-8
-            raise ModelLoadError(f"external tensor name {tensor.name!r} is not valid UTF-8; the file is corrupt")
+            raise ModelLoadError(
+                f"external tensor name {tensor.name!r} is not valid UTF-8; the file is corrupt"
+            )
         location = next((e.value for e in tensor.external_data if e.key == "location"), None)
         if location is None:
             raise ModelLoadError(f"tensor {tensor.name!r} has external data without a location")
-        if not isinstance(location, str) or "\0" in location:  # proto2 hands back bytes for invalid UTF-8
-            raise ModelLoadError(f"tensor {tensor.name!r}: external data location {location!r} is not a valid file name")
+        if (
+            not isinstance(location, str) or "\0" in location
+        ):  # proto2 hands back bytes for invalid UTF-8
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data location {location!r} is not a valid file name"
+            )
         loc_path = Path(location)
         resolved = (base / loc_path).resolve()
         if loc_path.is_absolute() or not resolved.is_relative_to(base):
@@ -319,10 +355,14 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
                 f"tensor {tensor.name!r}: external data location {location!r} escapes the model folder; refused"
             )
         if not resolved.is_file():
-            raise ModelLoadError(f"tensor {tensor.name!r}: external data file {location!r} not found beside the model")
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data file {location!r} not found beside the model"
+            )
 
 
-def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: bool = True) -> onnx.ModelProto:
+def load_model(
+    path_or_model: str | os.PathLike | onnx.ModelProto, *, check: bool = True
+) -> onnx.ModelProto:
     """Load an ONNX model (external data included) or pass a ModelProto through.
 
     Raises ModelLoadError with a one-line reason for a missing, non-ONNX, truncated,
@@ -347,7 +387,9 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
-            raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+            raise ModelLoadError(
+                f"{path}: not a readable ONNX model ({type(exc).__name__})"
+            ) from None
         if not model.graph.node and not model.graph.input and not model.graph.output:
             raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
         try:
@@ -357,7 +399,9 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise ModelLoadError(f"{path}: cannot load external data ({_first_line(exc)})") from None
+            raise ModelLoadError(
+                f"{path}: cannot load external data ({_first_line(exc)})"
+            ) from None
     if check:
         try:
             onnx.checker.check_model(model, full_check=False)
@@ -366,7 +410,9 @@ def load_model(path_or_model: str | os.PathLike | onnx.ModelProto, *, check: boo
             raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
         except ValueError as exc:  # >2GB models: checker wants a path
             if "2GB" not in str(exc) and "2 GB" not in str(exc):
-                raise ModelLoadError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
+                raise ModelLoadError(
+                    f"{source}: fails the ONNX checker: {_first_line(exc)}"
+                ) from None
     return model
 
 
@@ -378,7 +424,7 @@ def _mentions(path: Path, needle: bytes, chunk: int = 1 << 20) -> bool:
             while block := handle.read(chunk):
                 if needle in tail + block[: len(needle) - 1] or needle in block:
                     return True
-                tail = block[-(len(needle) - 1):]
+                tail = block[-(len(needle) - 1) :]
     except OSError:
         return False
     return False
@@ -398,7 +444,9 @@ def model_byte_size(model: onnx.ModelProto) -> int:
     return model.ByteSize()
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None
+) -> None:
     """Write `model` atomically; models over protobuf's 2 GiB limit get one external-data file.
 
     `external_data=None` decides by size. The data file is written first (atomically), the
@@ -429,7 +477,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
             data_handle.write(b"\0" * pad)
             offset += pad
             data_handle.write(raw)
-            onnx.external_data_helper.set_external_data(tensor, location=data_name, offset=offset, length=len(raw))
+            onnx.external_data_helper.set_external_data(
+                tensor, location=data_name, offset=offset, length=len(raw)
+            )
             tensor.ClearField("raw_data")
             tensor.data_location = onnx.TensorProto.EXTERNAL
             offset += len(raw)
@@ -437,7 +487,14 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
 
 
 def _value_field(tensor: onnx.TensorProto) -> str:
-    for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+    for field in (
+        "float_data",
+        "int32_data",
+        "int64_data",
+        "double_data",
+        "uint64_data",
+        "string_data",
+    ):
         if len(getattr(tensor, field)):
             return field
     return "raw_data"

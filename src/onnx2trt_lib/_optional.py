@@ -32,7 +32,9 @@ def _missing(module: str, purpose: str | None = None) -> MissingDependencyError:
     requirement, extra = _EXTRAS.get(module, (module.split(".")[0], module.split(".")[0]))
     what = f" for {purpose}" if purpose else ""
     how = f"(or onnx2trt_lib[{extra}])" if extra else "(a base dependency of onnx2trt_lib)"
-    return MissingDependencyError(f"{module} is needed{what} but is not installed: pip install '{requirement}' {how}")
+    return MissingDependencyError(
+        f"{module} is needed{what} but is not installed: pip install '{requirement}' {how}"
+    )
 
 
 def from_import_error(exc: ImportError) -> MissingDependencyError | None:

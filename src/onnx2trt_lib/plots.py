@@ -70,7 +70,9 @@ def plot_histogram(
     from .calib.histogram import Histogram
 
     if not isinstance(hist, Histogram):
-        raise UsageError(f"plot_histogram needs an onnx2trt_lib.calib.Histogram, got {type(hist).__name__}")
+        raise UsageError(
+            f"plot_histogram needs an onnx2trt_lib.calib.Histogram, got {type(hist).__name__}"
+        )
     if hist.range_max <= 0:
         raise UsageError(
             f"plot_histogram: the histogram has no range ({hist.count} values, all zero or none): nothing to draw"
@@ -78,7 +80,15 @@ def plot_histogram(
     w = _check_width(hist.bin_width, "plot_histogram")
     fig, ax = _figure_and_axes(ax, (8.0, 4.0))
     counts = np.asarray(hist.counts)
-    bars = ax.bar(hist.bin_edges[:-1], counts, width=w, align="edge", color="tab:blue", linewidth=0, label="|x| count")
+    bars = ax.bar(
+        hist.bin_edges[:-1],
+        counts,
+        width=w,
+        align="edge",
+        color="tab:blue",
+        linewidth=0,
+        label="|x| count",
+    )
     if log:
         ax.set_yscale("log")
     ax.set_xlim(0.0, hist.range_max)
@@ -87,7 +97,9 @@ def plot_histogram(
     handles = [bars]
     if amax is not None:
         amax = float(amax)
-        line = ax.axvline(amax, color="black", linestyle="--", linewidth=1.2, label=f"threshold amax = {amax:.4g}")
+        line = ax.axvline(
+            amax, color="black", linestyle="--", linewidth=1.2, label=f"threshold amax = {amax:.4g}"
+        )
         handles.append(line)
     if kl_curve is not None:
         curve = np.asarray(kl_curve, dtype=np.float64)
@@ -128,14 +140,22 @@ def plot_kl(
     ax.set_xlabel("threshold amax (|x|)")
     if chosen is not None:
         chosen = float(chosen)
-        ax.axvline(chosen, color="black", linestyle="--", linewidth=1.2, label=f"chosen amax = {chosen:.4g}")
+        ax.axvline(
+            chosen,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"chosen amax = {chosen:.4g}",
+        )
         ax.legend(loc="upper right", fontsize="small")
     if x.size:
         ax.set_xlim(0.0, x.size * w)
     return fig
 
 
-def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path, *, top: int = 8) -> list[Path]:
+def save_worst_histograms(
+    state: Any, amax: dict[str, float], folder: str | Path, *, top: int = 8
+) -> list[Path]:
     """PNG of the `top` most clipped tensors (largest observed max |x| / chosen amax), each with its
     histogram, chosen threshold and KL curve; for `onnx2trt calibrate --plots DIR`."""
     import re
@@ -146,7 +166,11 @@ def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ranked = sorted(
-        (name for name, hist in state.histograms.items() if name in amax and amax[name] > 0 and hist.count),
+        (
+            name
+            for name, hist in state.histograms.items()
+            if name in amax and amax[name] > 0 and hist.count
+        ),
         key=lambda name: state.histograms[name].amax_seen / amax[name],
         reverse=True,
     )
@@ -157,8 +181,12 @@ def save_worst_histograms(state: Any, amax: dict[str, float], folder: str | Path
         if hist.counts.any():
             _, _, kl_curve = entropy_threshold(hist.counts, hist.bin_width)
         ratio = hist.amax_seen / amax[name]
-        fig = plot_histogram(hist, amax=amax[name], kl_curve=kl_curve,
-                             title=f"{name}: max |x| {hist.amax_seen:.4g}, amax {amax[name]:.4g} ({ratio:.1f}x clipped)")
+        fig = plot_histogram(
+            hist,
+            amax=amax[name],
+            kl_curve=kl_curve,
+            title=f"{name}: max |x| {hist.amax_seen:.4g}, amax {amax[name]:.4g} ({ratio:.1f}x clipped)",
+        )
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80] or "tensor"
         path = folder / f"{rank:02d}_{safe}.png"
         with atomic_write(path, "wb") as handle:

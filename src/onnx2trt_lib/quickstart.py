@@ -69,7 +69,9 @@ def _accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
-def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = None) -> QuickstartSummary:
+def run_quickstart(
+    out_dir: str | Path, *, step: Callable[[str], None] | None = None
+) -> QuickstartSummary:
     """Run every stage on the bundled sample, writing artifacts under `out_dir`."""
     from .api import fix, lint
     from .calib.api import calibrate
@@ -89,7 +91,11 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
     summary = QuickstartSummary(out_dir=out)
     test = load_arrays(sample / "digits_test.npz", what="quickstart sample", error=Onnx2TrtError)
     images, labels = test["image"], test["label"]
-    held_out, score_images, score_labels = images[:PROTECT_SAMPLES], images[PROTECT_SAMPLES:], labels[PROTECT_SAMPLES:]
+    held_out, score_images, score_labels = (
+        images[:PROTECT_SAMPLES],
+        images[PROTECT_SAMPLES:],
+        labels[PROTECT_SAMPLES:],
+    )
 
     def timed(name: str, message: str):
         announce(message)
@@ -100,7 +106,9 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
         summary.seconds[name] = time.perf_counter() - summary.seconds[name]
 
     done(timed("lint", f"lint for {TARGET}"))
-    summary.findings_before = [f"{f.node}: {f.rule} -> {f.fix_pass}" for f in lint(model, target=TARGET)]
+    summary.findings_before = [
+        f"{f.node}: {f.rule} -> {f.fix_pass}" for f in lint(model, target=TARGET)
+    ]
 
     name = timed("fix", "fix Resize (align_corners) and GatherElements")
     fixed, report = fix(model, target=TARGET)
@@ -113,8 +121,11 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
     name = timed("calibrate", "INT8 entropy calibration on 64 bundled images")
     cache = out / "digits.cache"
     calibration = calibrate(
-        fixed_path, sample / "calib_list.txt", preprocess=sample / "preprocess.json",
-        output=cache, ranges_path=out / "digits.ranges.json",
+        fixed_path,
+        sample / "calib_list.txt",
+        preprocess=sample / "preprocess.json",
+        output=cache,
+        ranges_path=out / "digits.ranges.json",
     )
     summary.calibrated_tensors = len(calibration.amax)
     done(name)
@@ -127,14 +138,22 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
     done(name)
 
     name = timed("accuracy", f"accuracy on {len(score_labels)} held-out test images (ONNX Runtime)")
-    for label, path in (("fp32", model), ("fixed", fixed_path), ("int8", int8_path), ("fp16", fp16_path)):
+    for label, path in (
+        ("fp32", model),
+        ("fixed", fixed_path),
+        ("int8", int8_path),
+        ("fp16", fp16_path),
+    ):
         summary.accuracy[label] = _accuracy(path, score_images, score_labels)
     done(name)
 
     name = timed("build", "TensorRT engine from the Q/DQ model")
     summary.artifacts = {
-        "fixed model": fixed_path, "calibration cache": cache, "ranges": out / "digits.ranges.json",
-        "INT8 Q/DQ model": int8_path, "FP16 model": fp16_path,
+        "fixed model": fixed_path,
+        "calibration cache": cache,
+        "ranges": out / "digits.ranges.json",
+        "INT8 Q/DQ model": int8_path,
+        "FP16 model": fp16_path,
     }
     try:
         from .build import BuildConfig, Builder, profiles_from_specs
@@ -143,7 +162,9 @@ def run_quickstart(out_dir: str | Path, *, step: Callable[[str], None] | None = 
         engine_path = out / "digits_int8.engine"
         result = Builder(config, cache_dir=out / "engine-cache").build(int8_path, engine_path)
         summary.engine = str(engine_path)
-        summary.engine_note = f"{result.backend.name} {result.backend.version}, target {result.sidecar.get('target')}"
+        summary.engine_note = (
+            f"{result.backend.name} {result.backend.version}, target {result.sidecar.get('target')}"
+        )
         summary.artifacts["engine"] = engine_path
     except MissingDependencyError:
         summary.engine_note = "no TensorRT installed: pip install tensorrt-rtx (or onnx2trt_lib[rtx]) to build engines"

@@ -11,7 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _finish(graph: onnx.GraphProto, *, opset: int = 17, extra_opsets: tuple = ()) -> onnx.ModelProto:
+def _finish(
+    graph: onnx.GraphProto, *, opset: int = 17, extra_opsets: tuple = ()
+) -> onnx.ModelProto:
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets], producer_name="tests"
     )

@@ -18,15 +18,21 @@ from onnx2trt_lib.passes import result
 
 
 def test_unknown_backend_lists_choices():
-    with pytest.raises(UsageError, match="unknown backend 'trt9'; choose one of auto, tensorrt, tensorrt-rtx"):
+    with pytest.raises(
+        UsageError, match="unknown backend 'trt9'; choose one of auto, tensorrt, tensorrt-rtx"
+    ):
         detect_backend("trt9")
 
 
 def test_no_backend_installed_names_both_extras(monkeypatch):
     monkeypatch.setattr(_optional, "available", lambda module: False)
-    with pytest.raises(MissingDependencyError, match=r"onnx2trt_lib\[tensorrt\].*onnx2trt_lib\[rtx\]"):
+    with pytest.raises(
+        MissingDependencyError, match=r"onnx2trt_lib\[tensorrt\].*onnx2trt_lib\[rtx\]"
+    ):
         detect_backend("auto")
-    with pytest.raises(MissingDependencyError, match=r"backend 'tensorrt' needs the tensorrt module.*\[tensorrt\]"):
+    with pytest.raises(
+        MissingDependencyError, match=r"backend 'tensorrt' needs the tensorrt module.*\[tensorrt\]"
+    ):
         detect_backend("tensorrt")
     with pytest.raises(MissingDependencyError, match=r"tensorrt_rtx module.*\[rtx\]"):
         detect_backend("tensorrt-rtx")
@@ -58,9 +64,11 @@ def _fake_pass_module(monkeypatch, module: str, pass_name: str, seen: list, *, t
         op_types = ()
 
         if takes_cache:
+
             def __init__(self, *, ranges=None):
                 seen.append(("init", ranges))
         else:
+
             def __init__(self):
                 seen.append(("init", None))
 
@@ -78,7 +86,8 @@ def _tiny_model() -> onnx.ModelProto:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"], name="r")], "tiny",
+        [helper.make_node("Relu", ["x"], ["y"], name="r")],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
     )
@@ -109,7 +118,9 @@ def test_precision_hook_runs_passes_on_strongly_typed(monkeypatch, tmp_path):
     before = model.SerializeToString()
     strong = _StrongBackend("tensorrt", "tensorrt", "11.0.0")
 
-    out = prepare_onnx_for_precision(model, BuildConfig(fp16=True, int8=True, calibration_cache=str(cache)), strong)
+    out = prepare_onnx_for_precision(
+        model, BuildConfig(fp16=True, int8=True, calibration_cache=str(cache)), strong
+    )
     assert out.graph.name == "tiny+insert-qdq+to-fp16"  # Q/DQ first, then FP16 for the rest
     init = next(arg for kind, arg in seen if kind == "init" and arg is not None)
     assert init == pytest.approx({"x": 2.54, "y": 12.7}, rel=1e-6)  # amax read back from the cache
@@ -123,13 +134,17 @@ def test_precision_hook_runs_passes_on_strongly_typed(monkeypatch, tmp_path):
 def test_precision_hook_errors(monkeypatch, tmp_path):
     strong = _StrongBackend("tensorrt-rtx", "tensorrt_rtx", "1.7.1")
     monkeypatch.setitem(sys.modules, "onnx2trt_lib.passes.to_fp16", None)  # import fails
-    with pytest.raises(MissingDependencyError, match="--fp16 on a strongly typed TensorRT needs the 'to-fp16' pass"):
+    with pytest.raises(
+        MissingDependencyError, match="--fp16 on a strongly typed TensorRT needs the 'to-fp16' pass"
+    ):
         prepare_onnx_for_precision(_tiny_model(), BuildConfig(fp16=True), strong)
     monkeypatch.setitem(sys.modules, "onnx2trt_lib.passes.insert_qdq", types.ModuleType("empty"))
     cache = tmp_path / "c.cache"
     cache.write_text("TRT-100300-EntropyCalibration2\nx: 3c010a14\n")
     with pytest.raises(MissingDependencyError, match="defines no pass named 'insert-qdq'"):
-        prepare_onnx_for_precision(_tiny_model(), BuildConfig(int8=True, calibration_cache=str(cache)), strong)
+        prepare_onnx_for_precision(
+            _tiny_model(), BuildConfig(int8=True, calibration_cache=str(cache)), strong
+        )
 
 
 def test_weak_backend_flags_are_skipped_on_strong(monkeypatch):
@@ -151,13 +166,18 @@ def test_real_fp16_and_int8_builds_on_rtx(tmp_path, rtx, models):
 
     model = models["conv_relu"](1)
     fp16 = Builder(BuildConfig(fp16=True, backend="tensorrt-rtx"), cache_dir=False).build(model)
-    assert [t["dtype"] for t in fp16.sidecar["inputs"] + fp16.sidecar["outputs"]] == ["float16", "float16"]
+    assert [t["dtype"] for t in fp16.sidecar["inputs"] + fp16.sidecar["outputs"]] == [
+        "float16",
+        "float16",
+    ]
     plain = Builder(BuildConfig(backend="tensorrt-rtx"), cache_dir=False).build(model)
     assert plain.sidecar["inputs"][0]["dtype"] == "float32" and plain.engine != fp16.engine
 
     cache = tmp_path / "calib.cache"
     write_cache(cache, CalibrationCache.from_amax({"x": 3.0}, version="10.3.0"))
-    int8 = Builder(BuildConfig(int8=True, calibration_cache=str(cache)), cache_dir=False).build(model)
+    int8 = Builder(BuildConfig(int8=True, calibration_cache=str(cache)), cache_dir=False).build(
+        model
+    )
     assert int8.engine and int8.engine != plain.engine
 
 
@@ -169,5 +189,7 @@ def test_int8_from_data_runs_our_calibration_on_rtx(tmp_path, rtx, models):
     model = models["conv_relu"](1)
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
-    from_data = Builder(BuildConfig(int8=True, calibration_data=str(data)), cache_dir=False).build(model)
+    from_data = Builder(BuildConfig(int8=True, calibration_data=str(data)), cache_dir=False).build(
+        model
+    )
     assert from_data.sidecar["config"]["calibration_data"] == str(data)

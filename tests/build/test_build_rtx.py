@@ -45,13 +45,19 @@ def test_static_build_and_sidecar(tmp_path, rtx, save, models):
     assert res.path == out and not res.cache_hit and data == res.engine and len(data) > 1000
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert side == read_sidecar(out)
-    assert side["backend"] == {"name": "tensorrt-rtx", "module": "tensorrt_rtx", "version": rtx.__version__}
+    assert side["backend"] == {
+        "name": "tensorrt-rtx",
+        "module": "tensorrt_rtx",
+        "version": rtx.__version__,
+    }
     assert side["target"] == "portable"
     assert side["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 8, 8]}]
     assert side["outputs"] == [{"name": "y", "dtype": "float32", "shape": [1, 4, 8, 8]}]
     assert side["profiles"] == []
     assert side["onnx_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert side["engine_sha256"] == hashlib.sha256(data).hexdigest() and side["engine_size"] == len(data)
+    assert side["engine_sha256"] == hashlib.sha256(data).hexdigest() and side["engine_size"] == len(
+        data
+    )
     assert BuildConfig.from_dict(side["config"]) == config
     assert _leftovers(tmp_path) == []
 
@@ -59,14 +65,23 @@ def test_static_build_and_sidecar(tmp_path, rtx, save, models):
 def test_dynamic_batch_profiles_in_sidecar(tmp_path, rtx, save, models):
     path = save(models["two_input_matmul"]())
     profiles = profiles_from_specs(
-        ["a:1x16/4x16/8x16,b:1x8/4x8/8x8"], min_shapes=["a:16x16,b:16x8"], opt_shapes=["a:32x16,b:32x8"],
+        ["a:1x16/4x16/8x16,b:1x8/4x8/8x8"],
+        min_shapes=["a:16x16,b:16x8"],
+        opt_shapes=["a:32x16,b:32x8"],
         max_shapes=["a:64x16,b:64x8"],
     )
-    res = Builder(BuildConfig(profiles=profiles), cache_dir=False).build(path, tmp_path / "mm.engine")
+    res = Builder(BuildConfig(profiles=profiles), cache_dir=False).build(
+        path, tmp_path / "mm.engine"
+    )
     side = res.sidecar
     assert [t["shape"] for t in side["inputs"]] == [[-1, 16], [-1, 8]]
     assert len(side["profiles"]) == 2
-    assert side["profiles"][1][0] == {"name": "a", "min": [16, 16], "opt": [32, 16], "max": [64, 16]}
+    assert side["profiles"][1][0] == {
+        "name": "a",
+        "min": [16, 16],
+        "opt": [32, 16],
+        "max": [64, 16],
+    }
 
 
 def test_second_identical_build_is_a_cache_hit(tmp_path, rtx, save, models, build_calls):
@@ -100,17 +115,24 @@ def test_changed_config_rebuilds(tmp_path, rtx, save, models, build_calls, chang
     Builder(base).build(path)
     Builder(base.replace(**change)).build(path)
     assert len(build_calls) == 2
-    Builder(base.replace(timing_cache=str(tmp_path / "t.cache"))).build(path)  # timing cache is not in the key
+    Builder(base.replace(timing_cache=str(tmp_path / "t.cache"))).build(
+        path
+    )  # timing cache is not in the key
     assert len(build_calls) == 2
 
 
-def test_changed_onnx_rebuilds_and_damaged_cache_entry_rebuilds(tmp_path, rtx, save, models, build_calls,
-                                                                 isolated_engine_cache):
+def test_changed_onnx_rebuilds_and_damaged_cache_entry_rebuilds(
+    tmp_path, rtx, save, models, build_calls, isolated_engine_cache
+):
     config = BuildConfig()
     Builder(config).build(save(models["conv_relu"](1, seed=0), "a.onnx"))
     Builder(config).build(save(models["conv_relu"](1, seed=1), "b.onnx"))
     assert len(build_calls) == 2
-    (entry,) = [p for p in isolated_engine_cache.glob("*.engine") if read_sidecar(p)["onnx_source"].endswith("a.onnx")]
+    (entry,) = [
+        p
+        for p in isolated_engine_cache.glob("*.engine")
+        if read_sidecar(p)["onnx_source"].endswith("a.onnx")
+    ]
     entry.write_bytes(entry.read_bytes()[:-10] + b"corrupted!")
     res = Builder(config).build(tmp_path / "a.onnx")
     assert len(build_calls) == 3 and not res.cache_hit
@@ -133,7 +155,10 @@ def test_input_model_is_not_modified(rtx, models):
 
 def test_dynamic_input_without_profile_names_it(tmp_path, rtx, save, models):
     path = save(models["conv_relu"]("N"))
-    with pytest.raises(UsageError, match=r"input 'x' has dynamic shape \?x3x8x8 and needs a shape range: --shapes x:"):
+    with pytest.raises(
+        UsageError,
+        match=r"input 'x' has dynamic shape \?x3x8x8 and needs a shape range: --shapes x:",
+    ):
         Builder(cache_dir=False).build(path, tmp_path / "m.engine")
     assert not (tmp_path / "m.engine").exists() and not (tmp_path / "m.engine.json").exists()
 
@@ -141,8 +166,14 @@ def test_dynamic_input_without_profile_names_it(tmp_path, rtx, save, models):
 @pytest.mark.parametrize(
     ("spec", "needle"),
     [
-        ("a:1x16/4x16/8x16", "input 'b' has dynamic shape \\?x8 but the shape profile gives it no range"),
-        ("a:1x16/4x16/8x16,b:1x8/4x8/8x8,c:1/1/1", "names input 'c', which .* does not have; inputs are a:\\?x16, b:\\?x8"),
+        (
+            "a:1x16/4x16/8x16",
+            "input 'b' has dynamic shape \\?x8 but the shape profile gives it no range",
+        ),
+        (
+            "a:1x16/4x16/8x16,b:1x8/4x8/8x8,c:1/1/1",
+            "names input 'c', which .* does not have; inputs are a:\\?x16, b:\\?x8",
+        ),
         ("a:1x17/4x17/8x17,b:1x8/4x8/8x8", "input 'a' axis 1 is fixed at 16 in the model"),
         ("a:1/4/8,b:1x8/4x8/8x8", "input 'a' has 2 dimensions"),
     ],
@@ -155,7 +186,10 @@ def test_profile_mismatches_name_the_input(tmp_path, rtx, save, models, spec, ne
 
 def test_unparseable_model_reports_node_names(tmp_path, rtx, save, models):
     path = save(models["unparseable"](), "bad.onnx")
-    with pytest.raises(BuildError, match=r"bad\.onnx: TensorRT-RTX .* cannot parse the model: node 'weird_node' \(FooBar\)"):
+    with pytest.raises(
+        BuildError,
+        match=r"bad\.onnx: TensorRT-RTX .* cannot parse the model: node 'weird_node' \(FooBar\)",
+    ):
         Builder(cache_dir=False).build(path, tmp_path / "bad.engine")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
@@ -176,7 +210,9 @@ def test_unknown_backend(rtx, models):
 
 def test_hardware_compatibility_is_refused_on_rtx(rtx, models):
     with pytest.raises(UsageError, match="not a TensorRT-RTX option"):
-        Builder(BuildConfig(hardware_compatibility="ampere-plus"), cache_dir=False).build(models["conv_relu"](1))
+        Builder(BuildConfig(hardware_compatibility="ampere-plus"), cache_dir=False).build(
+            models["conv_relu"](1)
+        )
 
 
 def test_version_compatible_sets_the_flag(rtx, models):
@@ -222,16 +258,18 @@ def test_failed_sidecar_write_leaves_nothing(tmp_path, rtx, save, models, monkey
 
 def test_progress_reports_build_phases(rtx, models):
     seen = []
-    Builder(cache_dir=False, progress=lambda phase, step, total: seen.append((phase, step, total))).build(
-        models["conv_relu"](1)
-    )
+    Builder(
+        cache_dir=False, progress=lambda phase, step, total: seen.append((phase, step, total))
+    ).build(models["conv_relu"](1))
     assert seen and all(0 <= step <= max(total, 0) or total == 0 for _, step, total in seen)
 
 
 def test_composable_functions(rtx, models):
     parsed = network_from_onnx(models["two_input_matmul"](), "tensorrt-rtx")
     assert [t.name for t in parsed.inputs] == ["a", "b"] and parsed.inputs[0].is_dynamic
-    data = engine_bytes_from_network(parsed, BuildConfig(profiles=profiles_from_specs(["a:2x16,b:2x8"])))
+    data = engine_bytes_from_network(
+        parsed, BuildConfig(profiles=profiles_from_specs(["a:2x16,b:2x8"]))
+    )
     assert isinstance(data, bytes) and len(data) > 1000
 
 
@@ -264,11 +302,15 @@ def test_load_engine_checks_sidecar_before_deserializing(built, monkeypatch):
 
     side["backend"]["version"] = "0.9.0"
     built.with_suffix(".engine.json").write_text(json.dumps(side))
-    with pytest.raises(EngineFileError, match=r"built with tensorrt-rtx 0\.9\.0 but .* is installed"):
+    with pytest.raises(
+        EngineFileError, match=r"built with tensorrt-rtx 0\.9\.0 but .* is installed"
+    ):
         load_engine(built)
     side["backend"]["name"] = "tensorrt"
     built.with_suffix(".engine.json").write_text(json.dumps(side))
-    with pytest.raises(EngineFileError, match="built with 'tensorrt' but the backend here is 'tensorrt-rtx'"):
+    with pytest.raises(
+        EngineFileError, match="built with 'tensorrt' but the backend here is 'tensorrt-rtx'"
+    ):
         load_engine(built, "tensorrt-rtx")
     assert called == []
 
@@ -292,7 +334,11 @@ def test_load_engine_without_or_with_broken_sidecar(built):
         load_engine(built)
 
 
-@pytest.mark.parametrize("content", [b"x" * 4096, b"TRT" + bytes(range(256)) * 8, b"\x00" * 100], ids=["text", "bytes", "zeros"])
+@pytest.mark.parametrize(
+    "content",
+    [b"x" * 4096, b"TRT" + bytes(range(256)) * 8, b"\x00" * 100],
+    ids=["text", "bytes", "zeros"],
+)
 def test_corrupt_or_foreign_engine_is_refused(tmp_path, rtx, content):
     path = tmp_path / "foreign.engine"
     path.write_bytes(content)
@@ -330,14 +376,21 @@ def test_shared_dim_names_need_equal_ranges(rtx, tmp_path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"], name="relu0")], "square",
+        [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+        "square",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", "S"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", "S"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UsageError, match=r"input 'x' axis 1 and input 'x' axis 2 share the ONNX dimension name 'S'"):
-        Builder(BuildConfig(profiles=profiles_from_specs(["x:1x4x8/1x4x8/1x4x8"])), cache_dir=False).build(model)
-    res = Builder(BuildConfig(profiles=profiles_from_specs(["x:1x4x4/1x8x8/1x16x16"])), cache_dir=False).build(model)
+    with pytest.raises(
+        UsageError, match=r"input 'x' axis 1 and input 'x' axis 2 share the ONNX dimension name 'S'"
+    ):
+        Builder(
+            BuildConfig(profiles=profiles_from_specs(["x:1x4x8/1x4x8/1x4x8"])), cache_dir=False
+        ).build(model)
+    res = Builder(
+        BuildConfig(profiles=profiles_from_specs(["x:1x4x4/1x8x8/1x16x16"])), cache_dir=False
+    ).build(model)
     assert res.sidecar["inputs"][0]["shape"] == [1, -1, -1]
 
 
@@ -353,13 +406,17 @@ def test_real_wheel_model_builds_and_hits_cache(tmp_path, rtx, build_calls):
     config = BuildConfig(profiles=profiles_from_specs(["x:1x3x48x48/8x3x48x48/16x3x48x48"]))
     first = Builder(config).build(model, tmp_path / "cls.engine")
     assert first.sidecar["inputs"][0]["shape"] == [-1, 3, -1, -1] and len(first.engine) > 100_000
-    assert Builder(config).build(model, tmp_path / "cls2.engine").cache_hit and len(build_calls) == 1
+    assert (
+        Builder(config).build(model, tmp_path / "cls2.engine").cache_hit and len(build_calls) == 1
+    )
 
 
 def test_timing_cache_is_ignored_on_rtx_with_a_warning(tmp_path, rtx, models, caplog):
     target = tmp_path / "t.cache"
     with caplog.at_level("WARNING", logger="onnx2trt_lib.build.engine"):
-        Builder(BuildConfig(timing_cache=str(target)), cache_dir=False).build(models["conv_relu"](1))
+        Builder(BuildConfig(timing_cache=str(target)), cache_dir=False).build(
+            models["conv_relu"](1)
+        )
     assert "ignores timing caches" in caplog.text and not target.exists()
 
 
@@ -370,7 +427,9 @@ def test_timing_cache_helper_with_an_existing_file(tmp_path, rtx):
     stale.write_bytes(b"not a timing cache" * 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        assert _load_timing_cache(config, str(stale)) is not None  # TensorRT falls back to an empty cache
+        assert (
+            _load_timing_cache(config, str(stale)) is not None
+        )  # TensorRT falls back to an empty cache
 
 
 def test_failing_progress_callback_does_not_abort_the_build(rtx, models):
@@ -393,15 +452,23 @@ def test_inspect_engine_without_any_tensorrt(built, monkeypatch):
     monkeypatch.setattr(_optional, "available", lambda module: False)
     report = inspect_engine(built)
     assert report["sidecar"]["target"] == "portable"
-    assert report["engine"]["loaded"] is False and "tensorrt_rtx module" in report["engine"]["reason"]
+    assert (
+        report["engine"]["loaded"] is False and "tensorrt_rtx module" in report["engine"]["reason"]
+    )
 
 
 def test_external_data_model_is_fingerprinted_with_its_weights(tmp_path, rtx, models, build_calls):
     folder = tmp_path / "ext"
     folder.mkdir()
     model = models["conv_relu"](1)
-    onnx.save(model, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="m.data", size_threshold=0)
+    onnx.save(
+        model,
+        str(folder / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.data",
+        size_threshold=0,
+    )
     config = BuildConfig()
     Builder(config).build(folder / "m.onnx")
     assert Builder(config).build(folder / "m.onnx").cache_hit
@@ -441,8 +508,14 @@ def test_unwritable_engine_cache_only_warns(tmp_path, rtx, models, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache folder should be")
     with caplog.at_level("WARNING", logger="onnx2trt_lib.build.cache"):
-        res = Builder(cache_dir=blocker / "engines").build(models["conv_relu"](1), tmp_path / "m.engine")
-    assert res.engine and (tmp_path / "m.engine").exists() and "could not store engine in cache" in caplog.text
+        res = Builder(cache_dir=blocker / "engines").build(
+            models["conv_relu"](1), tmp_path / "m.engine"
+        )
+    assert (
+        res.engine
+        and (tmp_path / "m.engine").exists()
+        and "could not store engine in cache" in caplog.text
+    )
 
 
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
@@ -465,7 +538,9 @@ def test_inspection_helpers_for_the_cli(built, tmp_path):
     other.write_text('{"a": 1}')
     assert not is_engine_artifact(other) and not is_engine_artifact(tmp_path / "absent")
     lines = inspection_lines(inspect_engine(built))
-    assert lines[0].startswith(f"{built}: TensorRT engine") and any("input  x  float32  1x3x8x8" in ln for ln in lines)
+    assert lines[0].startswith(f"{built}: TensorRT engine") and any(
+        "input  x  float32  1x3x8x8" in ln for ln in lines
+    )
     assert any(ln.startswith("  engine not loaded here:") for ln in lines)
     side.unlink()
     assert is_engine_artifact(built)  # by its leading bytes
@@ -476,7 +551,9 @@ def test_build_engine_function_and_profile_lines(tmp_path, rtx, save, models):
     from onnx2trt_lib.build import build_engine, inspection_lines
 
     out = tmp_path / "d.engine"
-    res = build_engine(save(models["conv_relu"]("N")), out, BuildConfig(profiles=DYN), cache_dir=True)
+    res = build_engine(
+        save(models["conv_relu"]("N")), out, BuildConfig(profiles=DYN), cache_dir=True
+    )
     assert res.path == out and not res.cache_hit
     assert "  profile 0: x:1x3x8x8/2x3x8x8/4x3x8x8" in inspection_lines(inspect_engine(out))
 

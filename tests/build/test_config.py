@@ -31,8 +31,14 @@ def test_parse_shapes_several_inputs_and_colon_names():
 
 @pytest.mark.parametrize(
     ("spec", "needle"),
-    [("x1x3", "name:1x3x224x224"), ("x:1xx3", "not a shape"), ("x:1x-3", "not a shape"),
-     ("x:1,x:2", "twice"), ("", "empty shape spec"), ("x:1.5", "not a shape")],
+    [
+        ("x1x3", "name:1x3x224x224"),
+        ("x:1xx3", "not a shape"),
+        ("x:1x-3", "not a shape"),
+        ("x:1,x:2", "twice"),
+        ("", "empty shape spec"),
+        ("x:1.5", "not a shape"),
+    ],
 )
 def test_parse_shapes_errors(spec, needle):
     with pytest.raises(UsageError, match=needle):
@@ -47,7 +53,9 @@ def test_parse_profile_min_opt_max_and_fixed():
 
 
 def test_min_greater_than_opt_names_input_and_axis():
-    with pytest.raises(UsageError, match=r"input 'x': axis 0 needs min <= opt <= max, got 8 / 4 / 16"):
+    with pytest.raises(
+        UsageError, match=r"input 'x': axis 0 needs min <= opt <= max, got 8 / 4 / 16"
+    ):
         parse_profile("x:8x3/4x3/16x3")
     with pytest.raises(UsageError, match=r"input 'y': axis 1 .* 1 / 5 / 2"):
         parse_profile("y:1x1/1x5/1x2")
@@ -73,7 +81,10 @@ def test_min_opt_max_triples():
 
 def test_several_profiles_from_repeated_options():
     profiles = profiles_from_specs(
-        shapes=["x:1x3/2x3/4x3", "x:8x3/16x3/32x3"], min_shapes=["x:64x3"], opt_shapes=["x:64x3"], max_shapes=["x:128x3"]
+        shapes=["x:1x3/2x3/4x3", "x:8x3/16x3/32x3"],
+        min_shapes=["x:64x3"],
+        opt_shapes=["x:64x3"],
+        max_shapes=["x:128x3"],
     )
     assert [p.get("x").max for p in profiles] == [(4, 3), (32, 3), (128, 3)]
     with pytest.raises(UsageError, match="its own --opt-shapes"):
@@ -82,8 +93,15 @@ def test_several_profiles_from_repeated_options():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1G", 1 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29), ("64k", 64 << 10), ("4096", 4096), ("2t", 2 << 40),
-     (123, 123)],
+    [
+        ("1G", 1 << 30),
+        ("512M", 512 << 20),
+        ("1.5GiB", 3 << 29),
+        ("64k", 64 << 10),
+        ("4096", 4096),
+        ("2t", 2 << 40),
+        (123, 123),
+    ],
 )
 def test_parse_memory_size(text, expected):
     assert parse_memory_size(text) == expected
@@ -96,7 +114,11 @@ def test_parse_memory_size_errors(text):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 10_000), st.sampled_from(["", "k", "K", "m", "M", "g", "G"]), st.sampled_from(["", "B", "iB"]))
+@given(
+    st.integers(1, 10_000),
+    st.sampled_from(["", "k", "K", "m", "M", "g", "G"]),
+    st.sampled_from(["", "B", "iB"]),
+)
 def test_parse_memory_size_property(value, unit, suffix):
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit.lower()]
     if unit == "" and suffix == "iB":
@@ -145,8 +167,14 @@ def test_build_config_is_frozen_and_validates():
 )
 def test_config_dict_roundtrip(fp16, workspace, level, batch, vc):
     profile = Profile((InputRange("x", (1, 3), (batch, 3), (batch * 2, 3)),))
-    config = BuildConfig(fp16=fp16, workspace=workspace, builder_optimization_level=level, profiles=(profile,),
-                         version_compatible=vc, timing_cache="t.cache")
+    config = BuildConfig(
+        fp16=fp16,
+        workspace=workspace,
+        builder_optimization_level=level,
+        profiles=(profile,),
+        version_compatible=vc,
+        timing_cache="t.cache",
+    )
     again = BuildConfig.from_dict(config.to_dict())
     assert again == config and hash(again) == hash(config)
     assert config.replace(fp16=not fp16) != config
@@ -164,7 +192,10 @@ def test_parse_memory_size_out_of_range_is_a_usage_error(text):
     assert parse_memory_size("1024T") == 1 << 50  # the cap itself is accepted
 
 
-@pytest.mark.parametrize("text", ["99999999999999999999", "1x9223372036854775808", "9" * 5000, "0" * 5000 + "1" + "0" * 19])
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999999999999", "1x9223372036854775808", "9" * 5000, "0" * 5000 + "1" + "0" * 19],
+)
 def test_parse_dims_beyond_int64_is_a_usage_error(text):
     with pytest.raises(UsageError, match="has a dimension above 9223372036854775807"):
         parse_dims(text, where="input 'x'")

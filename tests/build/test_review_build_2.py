@@ -19,8 +19,10 @@ def _reshape_model(batch: int | str = 2) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shp"], ["y"], name="reshape0")],
         "reshape",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6]),
-         helper.make_tensor_value_info("shp", TensorProto.INT64, [2])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6]),
+            helper.make_tensor_value_info("shp", TensorProto.INT64, [2]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -34,13 +36,17 @@ def test_shape_tensor_input_gets_its_values_from_the_profile(tmp_path, rtx):
     config = BuildConfig(profiles=profiles_from_specs(["shp:3x4"]))
     result = Builder(config, cache_dir=False).build(model, tmp_path / "r.engine")
     assert result.path.is_file()
-    assert read_sidecar(result.path)["profiles"] == [[{"name": "shp", "min": [3, 4], "opt": [3, 4], "max": [3, 4]}]]
+    assert read_sidecar(result.path)["profiles"] == [
+        [{"name": "shp", "min": [3, 4], "opt": [3, 4], "max": [3, 4]}]
+    ]
 
 
 def test_shape_tensor_values_with_a_dynamic_input_and_two_profiles(tmp_path, rtx):
     model = tmp_path / "reshape.onnx"
     onnx.save(_reshape_model("N"), str(model))
-    config = BuildConfig(profiles=profiles_from_specs(["x:1x6/2x6/4x6,shp:1x6/2x6/4x6", "x:8x6,shp:8x6"]))
+    config = BuildConfig(
+        profiles=profiles_from_specs(["x:1x6/2x6/4x6,shp:1x6/2x6/4x6", "x:8x6,shp:8x6"])
+    )
     result = Builder(config, cache_dir=False).build(model, tmp_path / "r.engine")
     assert len(read_sidecar(result.path)["profiles"]) == 2
 
@@ -57,7 +63,9 @@ def test_shape_tensor_without_values_is_a_usage_error_naming_it(tmp_path, rtx, s
     model = tmp_path / "reshape.onnx"
     onnx.save(_reshape_model(), str(model))
     with pytest.raises(UsageError, match="input 'shp' is a shape tensor") as info:
-        Builder(BuildConfig(profiles=profiles_from_specs(specs)), cache_dir=False).build(model, tmp_path / "r.engine")
+        Builder(BuildConfig(profiles=profiles_from_specs(specs)), cache_dir=False).build(
+            model, tmp_path / "r.engine"
+        )
     assert needle in str(info.value)
     assert not (tmp_path / "r.engine").exists()
 
@@ -78,8 +86,12 @@ def _external_model(tmp_path, location: str):
     return path, tmp_path / location
 
 
-@pytest.mark.parametrize("location, output", [("ext.data", "ext.data"), ("e.engine.json", "e.engine")])
-def test_output_never_overwrites_the_models_external_weights(tmp_path, rtx, build_calls, location, output):
+@pytest.mark.parametrize(
+    "location, output", [("ext.data", "ext.data"), ("e.engine.json", "e.engine")]
+)
+def test_output_never_overwrites_the_models_external_weights(
+    tmp_path, rtx, build_calls, location, output
+):
     model, data = _external_model(tmp_path, location)
     before = data.read_bytes()
     with pytest.raises(OutputError, match="same file as input"):
@@ -89,9 +101,13 @@ def test_output_never_overwrites_the_models_external_weights(tmp_path, rtx, buil
 
 
 @pytest.mark.parametrize("timing", ["t.engine", "t.engine.json"])
-def test_timing_cache_cannot_be_the_engine_or_its_sidecar(tmp_path, rtx, save, models, build_calls, timing):
+def test_timing_cache_cannot_be_the_engine_or_its_sidecar(
+    tmp_path, rtx, save, models, build_calls, timing
+):
     model = save(models["conv_relu"]())
     with pytest.raises(UsageError, match="--timing-cache .* is the same file as output"):
-        Builder(BuildConfig(timing_cache=str(tmp_path / timing)), cache_dir=False).build(model, tmp_path / "t.engine")
+        Builder(BuildConfig(timing_cache=str(tmp_path / timing)), cache_dir=False).build(
+            model, tmp_path / "t.engine"
+        )
     assert build_calls == []
     assert not (tmp_path / "t.engine").exists()

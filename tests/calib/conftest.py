@@ -50,7 +50,9 @@ def image_dir(tmp_path_factory) -> Path:
     from skimage import data
 
     Image.fromarray(data.camera()).resize((64, 64)).save(folder / "camera_gray.png")  # grayscale
-    Image.fromarray(data.astronaut()).resize((80, 80)).convert("CMYK").save(folder / "astronaut_cmyk.jpg")
+    Image.fromarray(data.astronaut()).resize((80, 80)).convert("CMYK").save(
+        folder / "astronaut_cmyk.jpg"
+    )
     rgba = Image.fromarray(data.coffee()).resize((70, 50)).convert("RGBA")
     rgba.putalpha(128)
     rgba.save(folder / "coffee_rgba.png")

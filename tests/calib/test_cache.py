@@ -72,7 +72,11 @@ def test_trt_version_numbers_follow_tensorrt_convention():
 
 def test_names_with_colons_split_at_the_last_separator(tmp_path):
     names = ["(Unnamed Layer* 3) [Padding]_output", "a: b: c", "x:y", "ünïcode/τ"]
-    cache = CalibrationCache(version="8601", algorithm="EntropyCalibration2", bits={n: 0x3C010204 + i for i, n in enumerate(names)})
+    cache = CalibrationCache(
+        version="8601",
+        algorithm="EntropyCalibration2",
+        bits={n: 0x3C010204 + i for i, n in enumerate(names)},
+    )
     text = cache.to_bytes()
     assert text.startswith(b"TRT-8601-EntropyCalibration2\n") and text.endswith(b"\n")
     assert b"a: b: c: 3c010205\n" in text
@@ -92,7 +96,7 @@ def test_every_float32_bit_pattern_round_trips(values):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(min_value=0, max_value=3.0000000054977558e+38, allow_subnormal=True, width=32))
+@given(st.floats(min_value=0, max_value=3.0000000054977558e38, allow_subnormal=True, width=32))
 def test_from_amax_writes_big_endian_float32_of_amax_over_127(amax):
     cache = CalibrationCache.from_amax({"t": amax}, version="8.6.1")
     expected = np.array([amax / 127.0], dtype=">f4").tobytes().hex()  # numpy's own float32 rounding

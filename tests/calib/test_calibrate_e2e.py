@@ -41,7 +41,9 @@ def _independent_activations(model_path, batches):
     exposed.graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     floats = [o.name for o in session.get_outputs() if o.type == "tensor(float)"]
     values = {n: [] for n in ["x", *floats]}
     for batch in batches:
@@ -58,15 +60,27 @@ def _image_list(image_dir, tmp_path, names):
 
 
 def test_det_amax_equals_the_reference_for_every_tensor(det_model, image_dir, tmp_path):
-    listing = _image_list(image_dir, tmp_path, ["sklearn_0.jpg", "astronaut_cmyk.jpg", "camera_gray.png", "text.png"])
+    listing = _image_list(
+        image_dir, tmp_path, ["sklearn_0.jpg", "astronaut_cmyk.jpg", "camera_gray.png", "text.png"]
+    )
     out, ranges = tmp_path / "det.cache", tmp_path / "det.ranges.json"
     bins = 512  # the reference KL search is slow python; 512 bins keeps it to seconds
     # the same ORT graph optimization as the independent session below, so activations are bit-equal
-    result = calibrate(det_model, listing, shapes="x:2x3x64x64", preprocess="paddleocr", output=out,
-                       ranges_path=ranges, num_bins=bins, ort_optimization="basic")
+    result = calibrate(
+        det_model,
+        listing,
+        shapes="x:2x3x64x64",
+        preprocess="paddleocr",
+        output=out,
+        ranges_path=ranges,
+        num_bins=bins,
+        ort_optimization="basic",
+    )
     assert result.mode == "two-pass" and result.num_batches == 2 and result.num_samples == 4
 
-    batches = list(open_source(listing, preprocess=PRESETS["paddleocr"]).batches({"x": (2, 3, 64, 64)}))
+    batches = list(
+        open_source(listing, preprocess=PRESETS["paddleocr"]).batches({"x": (2, 3, 64, 64)})
+    )
     values = _independent_activations(det_model, batches)
     assert set(result.amax) == set(values)  # every quantizable tensor, nothing else
     cache = read_cache(out)
@@ -81,13 +95,23 @@ def test_det_amax_equals_the_reference_for_every_tensor(det_model, image_dir, tm
         assert math.isfinite(scale) and scale > 0
         assert np.float32(scale) == np.float32(expected / 127.0), name
 
-    again = calibrate(det_model, listing, shapes="x:2x3x64x64", preprocess="paddleocr", output=out,
-                      ranges_path=ranges, num_bins=bins, ort_optimization="basic")
+    again = calibrate(
+        det_model,
+        listing,
+        shapes="x:2x3x64x64",
+        preprocess="paddleocr",
+        output=out,
+        ranges_path=ranges,
+        num_bins=bins,
+        ort_optimization="basic",
+    )
     assert again.cache_hit and again.num_batches == 0
 
     # the default (ORT_ENABLE_ALL: fused, re-laid-out kernels) sees the same activations up to float
     # rounding (compared on max |x|: the KL argmin itself may move a bin on a flat curve)
-    fused = calibrate(det_model, listing, shapes="x:2x3x64x64", preprocess="paddleocr", num_bins=bins)
+    fused = calibrate(
+        det_model, listing, shapes="x:2x3x64x64", preprocess="paddleocr", num_bins=bins
+    )
     assert set(fused.amax) == set(values)
     for name, hist in fused.state.histograms.items():
         assert hist.amax_seen == pytest.approx(float(np.abs(values[name]).max()), rel=1e-4), name
@@ -96,14 +120,25 @@ def test_det_amax_equals_the_reference_for_every_tensor(det_model, image_dir, tm
 def test_rec_model_on_rendered_words(rec_model, tmp_path):
     folder = tmp_path / "words"
     folder.mkdir()
-    for index, word in enumerate(["TensorRT", "calibration", "entropy", "histogram", "onnx", "2048"]):
+    for index, word in enumerate(
+        ["TensorRT", "calibration", "entropy", "histogram", "onnx", "2048"]
+    ):
         render_text(word, size=(120 + 10 * index, 32), seed=index).save(folder / f"w{index}.png")
     out = tmp_path / "rec.cache"
-    result = calibrate(rec_model, folder, shapes="x:3x3x48x160", preprocess="paddleocr-rec", output=out, mode="single-pass")
+    result = calibrate(
+        rec_model,
+        folder,
+        shapes="x:3x3x48x160",
+        preprocess="paddleocr-rec",
+        output=out,
+        mode="single-pass",
+    )
     cache = read_cache(out)
     assert result.num_batches == 2 and len(cache.bits) == len(result.amax) > 300
     assert all(math.isfinite(s) and s > 0 for s in cache.scales.values())
-    assert cache.header == "TRT-100300-EntropyCalibration2" or cache.header.endswith("-EntropyCalibration2")
+    assert cache.header == "TRT-100300-EntropyCalibration2" or cache.header.endswith(
+        "-EntropyCalibration2"
+    )
 
 
 def test_bad_inputs_fail_before_anything_is_written(det_model, image_dir, tmp_path):
@@ -112,7 +147,13 @@ def test_bad_inputs_fail_before_anything_is_written(det_model, image_dir, tmp_pa
     with pytest.raises(UsageError, match=r"dynamic shape .*--shape x:1x3x640x640"):
         calibrate(det_model, listing, output=out, ranges_path=ranges)
     with pytest.raises(CalibrationError, match="wants 3 channels but preprocessing gives 1"):
-        calibrate(det_model, listing, shapes=DET_SHAPE, preprocess={"color": "GRAY", "mean": [0], "std": [1]}, output=out)
+        calibrate(
+            det_model,
+            listing,
+            shapes=DET_SHAPE,
+            preprocess={"color": "GRAY", "mean": [0], "std": [1]},
+            output=out,
+        )
     nan = np.zeros((1, 3, 64, 64), np.float32)
     nan[0, 1, 2, 3] = np.nan
     np.save(tmp_path / "nan.npy", nan)
@@ -125,6 +166,8 @@ def test_bad_inputs_fail_before_anything_is_written(det_model, image_dir, tmp_pa
         calibrate(det_model, listing, shapes=DET_SHAPE, output=out, method="kl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "empty.txt", "nan.npy"]
     # skipping NaN cannot help when it spreads through the whole network: the error names a tensor
-    with pytest.raises(CalibrationError, match=r"tensor '.+': cannot compute an amax: all \d+ values were NaN/Inf"):
+    with pytest.raises(
+        CalibrationError, match=r"tensor '.+': cannot compute an amax: all \d+ values were NaN/Inf"
+    ):
         calibrate(det_model, tmp_path / "nan.npy", output=out, ignore_nonfinite=True)
     assert not out.exists()

@@ -24,15 +24,22 @@ def small_model(op: str = "Relu") -> onnx.ModelProto:
         numpy_helper.from_array(np.full((1,), 1.5, np.float32), "c1"),
     ]
     nodes = [
-        helper.make_node("Add", ["c0", "c1"], ["c_sum"], name="const_add"),  # constant: not an activation
+        helper.make_node(
+            "Add", ["c0", "c1"], ["c_sum"], name="const_add"
+        ),  # constant: not an activation
         helper.make_node("Conv", ["x", "w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node(op, ["conv"], ["act"], name="act"),
         helper.make_node("Mul", ["act", "c_sum"], ["y"], name="mul"),
         helper.make_node("Shape", ["conv"], ["shape"], name="shape"),  # int64: never quantized
     ]
     graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("shape", TensorProto.INT64, None)],
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, None),
+        ],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -47,10 +54,14 @@ def activations_by_ort(model: onnx.ModelProto, data, names):
     """Independent collection: plain ORT, every value of every named tensor kept in memory."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
-    exposed.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in {o.name for o in model.graph.output})
+    exposed.graph.output.extend(
+        onnx.ValueInfoProto(name=n) for n in names if n not in {o.name for o in model.graph.output}
+    )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        exposed.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     out = {n: [] for n in names}
     for batch in data:
         fetch = [n for n in names if n != "x"]
@@ -84,8 +95,12 @@ def test_histograms_equal_the_reference_on_the_same_activations(mode):
         assert hist.count == a.size and hist.amax_seen == a.max()
         if mode == "two-pass":
             assert hist.range_max == a.max()  # exact range: the |max| over all the data
-        np.testing.assert_array_equal(hist.counts, reference.histogram(values[name], hist.bin_width, hist.num_bins))
-        expected, _, _ = reference.entropy_threshold(reference.histogram(values[name], hist.bin_width, 256), hist.bin_width)
+        np.testing.assert_array_equal(
+            hist.counts, reference.histogram(values[name], hist.bin_width, hist.num_bins)
+        )
+        expected, _, _ = reference.entropy_threshold(
+            reference.histogram(values[name], hist.bin_width, 256), hist.bin_width
+        )
         assert hist.compute_amax("entropy") == pytest.approx(expected, rel=1e-12)
 
 
@@ -101,7 +116,8 @@ def test_nan_and_inf_name_the_tensor_unless_ignored():
 
 def test_model_without_float_tensors_is_refused():
     graph = helper.make_graph(
-        [helper.make_node("Add", ["i", "i"], ["o"])], "ints",
+        [helper.make_node("Add", ["i", "i"], ["o"])],
+        "ints",
         [helper.make_tensor_value_info("i", TensorProto.INT64, [1, 4])],
         [helper.make_tensor_value_info("o", TensorProto.INT64, [1, 4])],
     )
@@ -175,7 +191,9 @@ class _CountingBatches:
 
 
 @pytest.mark.parametrize(("num_batches", "overlap"), [(1, False), (3, False), (3, True), (4, True)])
-def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(monkeypatch, num_batches, overlap):
+def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(
+    monkeypatch, num_batches, overlap
+):
     from onnx2trt_lib.calib import collect as collect_module
 
     runs = []
@@ -188,7 +206,11 @@ def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(mo
     monkeypatch.setattr(collect_module._Collector, "_activations", counted)
     data = batches(num_batches, seed=7)
     source = _CountingBatches(data)
-    state = collect(small_model(), source, options=CollectOptions(mode="two-pass", num_bins=256, overlap=overlap))
+    state = collect(
+        small_model(),
+        source,
+        options=CollectOptions(mode="two-pass", num_bins=256, overlap=overlap),
+    )
     assert len(runs) == 2 * num_batches - 1 and source.reads == 2 * num_batches - 1
     # pass 2 runs every batch but the last, in order; the last is binned from pass 1's outputs
     assert runs[num_batches:] == runs[: num_batches - 1]
@@ -197,4 +219,6 @@ def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(mo
     values = activations_by_ort(small_model(), data, list(state.histograms))
     for name, hist in state.histograms.items():
         assert hist.range_max == np.abs(values[name]).max()
-        np.testing.assert_array_equal(hist.counts, reference.histogram(values[name], hist.bin_width, 256))
+        np.testing.assert_array_equal(
+            hist.counts, reference.histogram(values[name], hist.bin_width, 256)
+        )

@@ -34,8 +34,13 @@ def token_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["tokens", "proj"], ["mm"], name="matmul"),
         helper.make_node("Add", ["mm", "tokens"], ["y"], name="residual"),
     ]
-    graph = helper.make_graph(nodes, "tokens", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 36, 4])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 36, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -61,21 +66,29 @@ def test_rearranging_ops_alias_their_source():
     names = quantizable_tensors(model)
     assert names == ["x", "conv", "act", "flat", "tokens", "mm", "y"]
     assert value_aliases(model, names) == {"flat": "act", "tokens": "act"}
-    assert value_aliases(model, ["x", "conv", "flat", "tokens"]) == {}  # their source is not collected
+    assert (
+        value_aliases(model, ["x", "conv", "flat", "tokens"]) == {}
+    )  # their source is not collected
 
 
 @pytest.mark.parametrize("mode", ["two-pass", "single-pass"])
 def test_aliases_are_not_fetched_and_get_the_histogram_of_their_own_values(mode):
     model, data = token_model(), batches(3, seed=1)
     collector = _Collector(model, open_source(data), {}, None, CollectOptions(mode=mode), None)
-    assert "flat" not in collector.fetch and "tokens" not in collector.fetch and "act" in collector.fetch
+    assert (
+        "flat" not in collector.fetch
+        and "tokens" not in collector.fetch
+        and "act" in collector.fetch
+    )
     state = collect(model, data, options=CollectOptions(mode=mode, num_bins=256))
     assert list(state.histograms) == ["x", "conv", "act", "flat", "tokens", "mm", "y"]
     tokens = ort_values(model, data, "tokens")  # computed independently, not copied from 'act'
     hist = state.histograms["tokens"]
     assert hist is not state.histograms["act"]  # a copy: merging one must not touch the other
     assert hist.count == tokens.size and hist.amax_seen == np.abs(tokens).max()
-    np.testing.assert_array_equal(hist.counts, reference.histogram(tokens, hist.bin_width, hist.num_bins))
+    np.testing.assert_array_equal(
+        hist.counts, reference.histogram(tokens, hist.bin_width, hist.num_bins)
+    )
 
 
 def test_qdq_scope_bins_only_the_quantized_inputs_with_the_same_histograms():
@@ -88,11 +101,19 @@ def test_qdq_scope_bins_only_the_quantized_inputs_with_the_same_histograms():
         assert same_state(hist, full.histograms[name]), name
     with pytest.raises(UsageError, match="scope"):
         collect(model, data, options=CollectOptions(scope="everything"))
-    elementwise = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])]), opset_imports=[helper.make_opsetid("", 17)])
+    elementwise = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "relu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     with pytest.raises(CalibrationError, match="scope qdq: the model has no float Conv"):
-        collect(elementwise, [{"x": np.ones((3, 4), np.float32)}], options=CollectOptions(scope="qdq"))
+        collect(
+            elementwise, [{"x": np.ones((3, 4), np.float32)}], options=CollectOptions(scope="qdq")
+        )
 
 
 @pytest.mark.parametrize("mode", ["two-pass", "single-pass"])
@@ -148,7 +169,9 @@ def test_two_pass_with_ignored_nan_bins_the_finite_values_and_keeps_exact_ranges
     finite = act[np.isfinite(act)]
     assert hist.nonfinite == act.size - finite.size > 0 and hist.count == finite.size
     assert hist.amax_seen == np.abs(finite).max() == hist.range_max
-    assert state.histograms["conv"].range_max == np.abs(ort_values(model, data, "conv")).max()  # exact range kept
+    assert (
+        state.histograms["conv"].range_max == np.abs(ort_values(model, data, "conv")).max()
+    )  # exact range kept
 
 
 def fake_topology(root, cores: dict[int, tuple[int, int]]) -> str:

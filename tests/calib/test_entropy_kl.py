@@ -19,11 +19,15 @@ RTOL, ATOL = 1e-9, 1e-13
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def assert_same_search(hist: np.ndarray, width: float = 0.01, nq: int = 128, start: int = 128) -> None:
+def assert_same_search(
+    hist: np.ndarray, width: float = 0.01, nq: int = 128, start: int = 128
+) -> None:
     amax, m, curve = entropy_threshold(hist, width, num_quant_bins=nq, start_bin=start)
-    ref_amax, ref_m, ref_curve = reference.entropy_threshold(hist, width, num_quant_bins=nq, start_bin=start)
+    ref_amax, ref_m, ref_curve = reference.entropy_threshold(
+        hist, width, num_quant_bins=nq, start_bin=start
+    )
     assert curve.shape == ref_curve.shape == (len(hist) + 1,)
-    assert np.isnan(curve[: max(nq, start)]).all() and not np.isnan(curve[max(nq, start):]).any()
+    assert np.isnan(curve[: max(nq, start)]).all() and not np.isnan(curve[max(nq, start) :]).any()
     assert np.array_equal(np.isinf(curve), np.isinf(ref_curve))
     finite = np.isfinite(ref_curve)
     np.testing.assert_allclose(curve[finite], ref_curve[finite], rtol=RTOL, atol=ATOL)
@@ -67,14 +71,20 @@ def test_kernel_matches_reference_for_other_level_counts(hist, nq_start):
 
 
 @settings(max_examples=30, deadline=None)
-@given(hnp.arrays(np.float64, st.integers(130, 400), elements=st.floats(0, 1e4)), st.booleans(), st.integers(0, 250))
+@given(
+    hnp.arrays(np.float64, st.integers(130, 400), elements=st.floats(0, 1e4)),
+    st.booleans(),
+    st.integers(0, 250),
+)
 def test_kernel_matches_reference_on_float_counts(hist, dyadic, zero_tail):
-    hist = np.where(hist < 1e-3, 0.0, hist)  # count-like weights (1e-239 "counts" lose digits to ln H ~ -550)
+    hist = np.where(
+        hist < 1e-3, 0.0, hist
+    )  # count-like weights (1e-239 "counts" lose digits to ln H ~ -550)
     if dyadic:
         hist = np.floor(hist * 4) / 4  # many exact ties and zeros
     else:
         hist = hist * np.pi / 7  # counts that do not add up exactly in floating point
-    hist[len(hist) - min(zero_tail, len(hist) - 1):] = 0  # nothing beyond some candidates
+    hist[len(hist) - min(zero_tail, len(hist) - 1) :] = 0  # nothing beyond some candidates
     if hist.sum() == 0:
         hist[0] = 1.0
     assert_same_search(hist)
@@ -124,14 +134,20 @@ def test_single_nonzero_bin_takes_the_whole_range():
 
 def test_fewer_bins_than_levels_and_empty_histogram():
     amax, m, curve = entropy_threshold(np.arange(100), 0.1)
-    assert (m, curve.size) == (100, 101) and np.isnan(curve).all() and amax == pytest.approx(100.5 * 0.1)
+    assert (
+        (m, curve.size) == (100, 101)
+        and np.isnan(curve).all()
+        and amax == pytest.approx(100.5 * 0.1)
+    )
     amax, m, curve = entropy_threshold(np.zeros(300), 0.1)
     assert m == 300 and np.isnan(curve).all() and math.isfinite(amax) and amax > 0
 
 
 def test_ties_go_to_the_largest_candidate():
     h = np.zeros(512)
-    h[:100] = 7  # every group is uniform over its non-zero bins and nothing is clipped: KL = 0 everywhere
+    h[:100] = (
+        7  # every group is uniform over its non-zero bins and nothing is clipped: KL = 0 everywhere
+    )
     _, m, curve = entropy_threshold(h, 1.0)
     assert m == 512 and np.all(np.abs(curve[128:]) < 1e-12)
     h[200] = 1  # now candidates up to 200 fold one value into an empty bin: infinite
@@ -139,7 +155,9 @@ def test_ties_go_to_the_largest_candidate():
     assert np.all(np.isinf(curve[128:201])) and m == 512
 
 
-@pytest.mark.parametrize("bad", [np.array([[1, 2]]), np.array([]), np.array([1.0, -1.0]), np.array([np.nan] * 200)])
+@pytest.mark.parametrize(
+    "bad", [np.array([[1, 2]]), np.array([]), np.array([1.0, -1.0]), np.array([np.nan] * 200)]
+)
 def test_bad_histograms_are_refused(bad):
     with pytest.raises(CalibrationError):
         entropy_threshold(bad, 1.0)

@@ -46,7 +46,11 @@ def _finite_abs(x: np.ndarray) -> np.ndarray:
 
 
 def assert_counts_equal_reference(h: Histogram, data: list[np.ndarray]) -> None:
-    allv = np.concatenate([np.asarray(d, dtype=np.float64).ravel() for d in data]) if data else np.zeros(0)
+    allv = (
+        np.concatenate([np.asarray(d, dtype=np.float64).ravel() for d in data])
+        if data
+        else np.zeros(0)
+    )
     ref = reference.histogram(allv, h.bin_width, h.num_bins) if h.bin_width > 0 else None
     finite = _finite_abs(allv)
     if ref is not None:
@@ -92,7 +96,9 @@ def test_counts_equal_np_histogram_on_random_data():
     a = np.abs(x.astype(np.float64))
     h = Histogram(2048, range_max=float(a.max()))
     h.update(x)
-    np.testing.assert_array_equal(h.counts, np.histogram(a, bins=2048, range=(0, float(a.max())))[0])
+    np.testing.assert_array_equal(
+        h.counts, np.histogram(a, bins=2048, range=(0, float(a.max())))[0]
+    )
 
 
 @FAST
@@ -119,7 +125,16 @@ def test_growth_moves_top_edge_values_exactly():
     assert h.range_max == 2.0
     assert h.counts.tolist() == [0, 0, 0, 1, 2, 0, 1, 0]
     h.update(np.array([7.9]))  # 2 -> 4 -> 8
-    assert h.range_max == 8.0 and h.counts.tolist() == [1, 3, 0, 0, 0, 0, 0, 1]  # 0.9 | 1, 1, 1.5 | 7.9
+    assert h.range_max == 8.0 and h.counts.tolist() == [
+        1,
+        3,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+    ]  # 0.9 | 1, 1, 1.5 | 7.9
 
 
 def test_fixed_range_grows_with_a_warning(caplog):
@@ -131,7 +146,12 @@ def test_fixed_range_grows_with_a_warning(caplog):
 
 
 @FAST
-@given(st.lists(arrays(max_size=400), min_size=2, max_size=5), st.integers(0, 3), st.booleans(), st.integers(-3, 3))
+@given(
+    st.lists(arrays(max_size=400), min_size=2, max_size=5),
+    st.integers(0, 3),
+    st.booleans(),
+    st.integers(-3, 3),
+)
 def test_merge_equals_histogram_of_the_concatenation(batches, split_at, fixed, power):
     split_at = min(max(split_at, 1), len(batches) - 1)
     first, second = list(batches[:split_at]), list(batches[split_at:])
@@ -181,15 +201,28 @@ def test_merge_refuses_incompatible_states():
     with pytest.raises(CalibrationError, match="bins"):
         a.merge(Histogram(32))
     empty = Histogram(64)
-    assert a.merge(empty) == a.merge(Histogram(64)) and a.merge(empty).counts.tolist() == a.counts.tolist()
+    assert (
+        a.merge(empty) == a.merge(Histogram(64))
+        and a.merge(empty).counts.tolist() == a.counts.tolist()
+    )
 
 
 def test_views_and_shapes_give_the_same_counts():
     rng = np.random.default_rng(4)
     base = rng.standard_normal((64, 5000)).astype(np.float32)
     half = base.astype(np.float16)
-    views = [base.T, base[:, ::3], base[::2, 7:], base[5], base[:, 11], base[::-1, ::-2],
-             base.reshape(8, 8, 5000)[:, ::3, ::2], half[:, ::3], half[::2, 7:].T, half[:, 11]]
+    views = [
+        base.T,
+        base[:, ::3],
+        base[::2, 7:],
+        base[5],
+        base[:, 11],
+        base[::-1, ::-2],
+        base.reshape(8, 8, 5000)[:, ::3, ::2],
+        half[:, ::3],
+        half[::2, 7:].T,
+        half[:, 11],
+    ]
     for v in views:
         h = Histogram(512, range_max=4.0)
         h.update(v)
@@ -220,7 +253,11 @@ def test_edge_cases_have_defined_finite_results():
     h, r = amaxes(np.zeros((3, 4)))
     assert r == dict.fromkeys(r, 1.0) and h.count == 12 and h.range_max == 0
     h, r = amaxes(np.full(1000, -2.5, np.float32))  # constant
-    assert r["max"] == 2.5 and r["entropy"] == pytest.approx(2.5 * 2048.5 / 2048) and r["percentile"] == 2.5
+    assert (
+        r["max"] == 2.5
+        and r["entropy"] == pytest.approx(2.5 * 2048.5 / 2048)
+        and r["percentile"] == 2.5
+    )
     h, r = amaxes(np.array([3.0]))  # one element
     assert r["max"] == 3.0 and all(0 < v < 3.01 for v in r.values())
     h, r = amaxes(np.array([np.nan, 1.0, np.inf, -np.inf, -0.5]))
@@ -230,7 +267,11 @@ def test_edge_cases_have_defined_finite_results():
     h, r = amaxes(x)
     # the Gaussian body is all in bin 0 (w = 1e7/2048): only candidates whose last bin holds an
     # outlier are finite, and the KL minimum is the whole range
-    assert r["max"] == 1e7 and r["entropy"] == pytest.approx(1e7 * 2048.5 / 2048) and r["percentile"] < 1e5
+    assert (
+        r["max"] == 1e7
+        and r["entropy"] == pytest.approx(1e7 * 2048.5 / 2048)
+        and r["percentile"] < 1e5
+    )
     for v in r.values():
         assert np.isfinite(v) and v > 0
 
@@ -319,8 +360,13 @@ def test_bad_states_are_refused():
 
 
 @FAST
-@given(hnp.arrays(st.sampled_from([np.float16, np.float32, np.float64]), st.integers(0, 500),
-                  elements=st.floats(allow_nan=True, allow_infinity=True, width=16)))
+@given(
+    hnp.arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]),
+        st.integers(0, 500),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+    )
+)
 def test_abs_max_ignores_nonfinite(x):
     a = _finite_abs(x)
     assert abs_max(x) == (a.max() if a.size else 0.0)
@@ -343,11 +389,17 @@ def test_blocked_kernel_with_nonfinite_and_overflow_blocks(dtype, seed):
     beyond the range; mixing such blocks with clean ones must still give the reference counts."""
     rng = np.random.default_rng(seed)
     first = rng.standard_normal(5000).astype(dtype)
-    second = (rng.standard_normal(9000) * 3).astype(dtype)  # exceeds the first batch's range: growth
+    second = (rng.standard_normal(9000) * 3).astype(
+        dtype
+    )  # exceeds the first batch's range: growth
     for k in rng.choice(9, size=4, replace=False):
-        block = second[k * 1024:(k + 1) * 1024]
+        block = second[k * 1024 : (k + 1) * 1024]
         block[rng.integers(0, block.size)] = rng.choice([np.nan, np.inf, -np.inf])
-    second[-3:] = [-0.0, np.finfo(dtype).tiny / 2, -first.max()]  # -0.0, a subnormal, the old top edge
+    second[-3:] = [
+        -0.0,
+        np.finfo(dtype).tiny / 2,
+        -first.max(),
+    ]  # -0.0, a subnormal, the old top edge
     h = Histogram(2048)
     h.update(first)
     h.update(second[::1])

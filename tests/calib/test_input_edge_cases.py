@@ -23,17 +23,29 @@ def conv_model(scale: float = 1.0) -> onnx.ModelProto:
     """x[N,3,8,8] -> Conv -> Relu -> y; `scale` multiplies the weights."""
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * scale
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])], [numpy_helper.from_array(w, "w")])
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def save_external(model: onnx.ModelProto, path) -> None:
     """Weights in PATH.data at offset 0, so only that file changes when the weights do."""
     (path.parent / (path.name + ".data")).unlink(missing_ok=True)  # onnx would append to it
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
 
 
 @pytest.fixture
@@ -59,7 +71,9 @@ def test_a_hit_needs_the_very_ranges_and_state_files_written_with_the_cache(tmp_
     onnx.save(conv_model(), model)
     args = dict(batch_size=2, ranges_path=tmp_path / "r.json")
     calibrate(model, samples, method="max", output=tmp_path / "a.cache", **args)
-    calibrate(model, samples, method="entropy", output=tmp_path / "b.cache", **args)  # r.json now holds entropy
+    calibrate(
+        model, samples, method="entropy", output=tmp_path / "b.cache", **args
+    )  # r.json now holds entropy
     again = calibrate(model, samples, method="max", output=tmp_path / "a.cache", **args)
     assert not again.cache_hit
     assert json.loads((tmp_path / "r.json").read_text())["method"] == "max"
@@ -67,7 +81,9 @@ def test_a_hit_needs_the_very_ranges_and_state_files_written_with_the_cache(tmp_
 
     state = tmp_path / "s.npz"
     calibrate(model, samples, batch_size=2, output=tmp_path / "s.cache", save_state=state)
-    assert calibrate(model, samples, batch_size=2, output=tmp_path / "s.cache", save_state=state).cache_hit
+    assert calibrate(
+        model, samples, batch_size=2, output=tmp_path / "s.cache", save_state=state
+    ).cache_hit
     state.unlink()
     rerun = calibrate(model, samples, batch_size=2, output=tmp_path / "s.cache", save_state=state)
     assert not rerun.cache_hit and rerun.state_path == state and state.is_file()
@@ -91,7 +107,13 @@ def test_outputs_never_overwrite_images_external_data_or_each_other(tmp_path, sa
         calibrate(ext, samples, batch_size=2, output=tmp_path / "ext.onnx.data")
     assert (tmp_path / "ext.onnx.data").read_bytes() == data
     with pytest.raises(UsageError, match="same file"):
-        calibrate(model, samples, batch_size=2, output=tmp_path / "sc.cache", ranges_path=tmp_path / "sc.cache.calib.json")
+        calibrate(
+            model,
+            samples,
+            batch_size=2,
+            output=tmp_path / "sc.cache",
+            ranges_path=tmp_path / "sc.cache.calib.json",
+        )
     assert not (tmp_path / "sc.cache").exists()
 
 
@@ -110,7 +132,9 @@ def test_bad_paths_and_arrays_get_one_line_errors(tmp_path):
 def test_cli_too_long_path_is_one_line(tmp_path):
     model = tmp_path / "m.onnx"
     onnx.save(conv_model(), model)
-    result = CliRunner().invoke(cli, ["calibrate", str(model), "--data", "q" * 300, "-o", str(tmp_path / "c.cache")])
+    result = CliRunner().invoke(
+        cli, ["calibrate", str(model), "--data", "q" * 300, "-o", str(tmp_path / "c.cache")]
+    )
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "too long" in result.output and len(result.output.strip().splitlines()) == 1
 
@@ -139,7 +163,9 @@ def test_gray_needs_no_mean_and_std():
 
 def test_ranges_with_a_huge_integer_amax_are_refused(tmp_path):
     path = tmp_path / "r.json"
-    path.write_text('{"format": "onnx2trt-ranges/1", "tensors": {"x": {"amax": ' + "9" * 400 + "}}}")
+    path.write_text(
+        '{"format": "onnx2trt-ranges/1", "tensors": {"x": {"amax": ' + "9" * 400 + "}}}"
+    )
     with pytest.raises(CacheFormatError, match="no valid amax"):
         read_ranges(path)
 

@@ -24,9 +24,20 @@ def relu_model():
 
 @pytest.mark.parametrize(
     "patch",
-    [{"count": float("inf")}, {"num_bins": float("inf")}, {"counts": [2**70] + [0] * 15}, {"num_bins": 10**13},
-     {"top": 5}],
-    ids=["infinite-count", "infinite-bins", "huge-count", "huge-bins-few-counts", "top-beyond-last-bin"],
+    [
+        {"count": float("inf")},
+        {"num_bins": float("inf")},
+        {"counts": [2**70] + [0] * 15},
+        {"num_bins": 10**13},
+        {"top": 5},
+    ],
+    ids=[
+        "infinite-count",
+        "infinite-bins",
+        "huge-count",
+        "huge-bins-few-counts",
+        "top-beyond-last-bin",
+    ],
 )
 def test_corrupt_states_are_refused_in_one_line(tmp_path, patch):
     hist = Histogram(16)
@@ -43,10 +54,16 @@ def test_corrupt_states_are_refused_in_one_line(tmp_path, patch):
 
 
 def test_scales_that_round_to_zero_in_float32_are_written_as_zero_tensors(tmp_path):
-    data = {"x": np.array([[1e-44, 5e-45, 0.0, 1e-45]], np.float32)}  # max |x| / 127 rounds to 0 in float32
+    data = {
+        "x": np.array([[1e-44, 5e-45, 0.0, 1e-45]], np.float32)
+    }  # max |x| / 127 rounds to 0 in float32
     result = calibrate(relu_model(), data, output=tmp_path / "tiny.cache")
     scales = read_cache(tmp_path / "tiny.cache").scales
-    assert all(s > 0 for s in scales.values()) and result.amax["x"] == ZERO_AMAX and "x" in result.zero_range
+    assert (
+        all(s > 0 for s in scales.values())
+        and result.amax["x"] == ZERO_AMAX
+        and "x" in result.zero_range
+    )
 
 
 def test_cache_values_beyond_float32_and_foreign_digits_are_one_line_errors():
@@ -61,5 +78,7 @@ def test_float64_range_too_small_for_the_bins_is_refused():
     with pytest.raises(CalibrationError, match="too small"):
         hist.update(np.array([0.0, 1e-306, 5e-307], np.float64))
     fine = Histogram(2048)
-    fine.update(np.array([0.0, 1e-300, 5e-301], np.float64))  # a normal bin width still bins exactly
+    fine.update(
+        np.array([0.0, 1e-300, 5e-301], np.float64)
+    )  # a normal bin width still bins exactly
     assert fine.counts[0] == 1 and fine.counts[2047] == 1 and fine.counts[1000:1030].sum() == 1

@@ -25,8 +25,12 @@ def _save(graph: onnx.GraphProto, path) -> str:
 def _shared_batch_model(tmp_path) -> str:
     """Two inputs sharing the symbolic dims N, H, W."""
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Relu", ["s"], ["r"])], "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, "H", "W"]) for n in ("x", "y")],
+        [helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Relu", ["s"], ["r"])],
+        "g",
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, "H", "W"])
+            for n in ("x", "y")
+        ],
         [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 3, "H", "W"])],
     )
     return _save(graph, tmp_path / "shared.onnx")
@@ -37,8 +41,10 @@ def test_shape_of_one_input_sets_the_batch_of_the_others(tmp_path):
     # the arrays were sliced 2 samples at a time -> "input 'y' is 2x3x5x6 but the model wants 1x3x5x6"
     model = _shared_batch_model(tmp_path)
     rng = np.random.default_rng(1)
-    data = {"x": rng.standard_normal((4, 3, 5, 6)).astype(np.float32),
-            "y": rng.standard_normal((4, 3, 5, 6)).astype(np.float32)}
+    data = {
+        "x": rng.standard_normal((4, 3, 5, 6)).astype(np.float32),
+        "y": rng.standard_normal((4, 3, 5, 6)).astype(np.float32),
+    }
     result = calibrate(model, data, shapes={"x": (2, 3, 5, 6)}, mode="two-pass")
     assert result.num_batches == 2 and list(result.amax) == ["x", "y", "s", "r"]
     hist = reference.histogram(data["y"], np.abs(data["y"]).max() / 2048, 2048)
@@ -46,8 +52,20 @@ def test_shape_of_one_input_sets_the_batch_of_the_others(tmp_path):
 
     np.savez(tmp_path / "d.npz", **data)
     out = tmp_path / "c.cache"
-    run = CliRunner().invoke(cli, ["calibrate", model, "--data", str(tmp_path / "d.npz"), "-o", str(out),
-                                    "--shape", "x:2x3x5x6", "-q"])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            model,
+            "--data",
+            str(tmp_path / "d.npz"),
+            "-o",
+            str(out),
+            "--shape",
+            "x:2x3x5x6",
+            "-q",
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert list(read_cache(out).bits) == ["x", "y", "s", "r"]
 
@@ -55,13 +73,23 @@ def test_shape_of_one_input_sets_the_batch_of_the_others(tmp_path):
 def test_zero_size_intermediate_does_not_fail_calibration(tmp_path):
     # an empty Slice (a dim of 0) used to abort with "tensor 'z': cannot compute an amax: no data was added"
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Slice", ["r", "st", "en", "ax"], ["z"]),
-         helper.make_node("Neg", ["z"], ["zn"]), helper.make_node("Neg", ["r"], ["rn"])], "g",
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Slice", ["r", "st", "en", "ax"], ["z"]),
+            helper.make_node("Neg", ["z"], ["zn"]),
+            helper.make_node("Neg", ["r"], ["rn"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("zn", TensorProto.FLOAT, ["N", 0]),
-         helper.make_tensor_value_info("rn", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor("st", TensorProto.INT64, [1], [3]), helper.make_tensor("en", TensorProto.INT64, [1], [3]),
-         helper.make_tensor("ax", TensorProto.INT64, [1], [1])],
+        [
+            helper.make_tensor_value_info("zn", TensorProto.FLOAT, ["N", 0]),
+            helper.make_tensor_value_info("rn", TensorProto.FLOAT, ["N", 8]),
+        ],
+        [
+            helper.make_tensor("st", TensorProto.INT64, [1], [3]),
+            helper.make_tensor("en", TensorProto.INT64, [1], [3]),
+            helper.make_tensor("ax", TensorProto.INT64, [1], [1]),
+        ],
     )
     model = _save(graph, tmp_path / "zero.onnx")
     data = {"x": np.random.default_rng(2).standard_normal((6, 8)).astype(np.float32)}

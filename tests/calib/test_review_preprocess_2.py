@@ -40,8 +40,15 @@ def _paddle_rec_reference(image: Image.Image, height: int, width: int) -> np.nda
 
 @pytest.mark.parametrize(
     ("image_wh", "target_hw"),
-    [((400, 32), (48, 320)), ((170, 32), (48, 160)), ((31, 32), (48, 320)), ((1, 1), (9, 7)), ((2000, 2), (48, 320)),
-     ((3, 500), (32, 100)), ((100, 32), (48, 320))],
+    [
+        ((400, 32), (48, 320)),
+        ((170, 32), (48, 160)),
+        ((31, 32), (48, 320)),
+        ((1, 1), (9, 7)),
+        ((2000, 2), (48, 320)),
+        ((3, 500), (32, 100)),
+        ((100, 32), (48, 320)),
+    ],
 )
 def test_paddleocr_rec_preset_matches_paddleocr_resize_norm_img(image_wh, target_hw):
     rng = np.random.default_rng(sum(image_wh))
@@ -52,7 +59,9 @@ def test_paddleocr_rec_preset_matches_paddleocr_resize_norm_img(image_wh, target
 
 def test_fit_height_gray_pads_right_only():
     image = Image.new("L", (10, 5), 200)  # 2:1 into 8x32 -> 16x8, padded right
-    out = Preprocess(size=(8, 32), resize="fit-height", color="GRAY", scale=1.0, pad_value=7, layout="NHWC").apply(image)
+    out = Preprocess(
+        size=(8, 32), resize="fit-height", color="GRAY", scale=1.0, pad_value=7, layout="NHWC"
+    ).apply(image)
     assert out.shape == (8, 32, 1)
     assert np.all(out[:, :16] == 200) and np.all(out[:, 16:] == 7)
 
@@ -92,8 +101,15 @@ def test_bad_scale_in_config_file_fails_at_load_not_at_first_image(tmp_path):
 
 def test_numbers_and_numpy_values_still_accepted():
     pre = preprocess_from_dict({"mean": 0.5, "std": 0.25, "size": [48.0, 320], "pad_value": 114})
-    assert pre.mean == (0.5,) and pre.std == (0.25,) and pre.size == (48, 320) and pre.pad_value == 114.0
-    pre = Preprocess(size=np.array([4, 6]), mean=np.array([0.1, 0.2, 0.3], np.float32), scale=np.float32(1.0))
+    assert (
+        pre.mean == (0.5,)
+        and pre.std == (0.25,)
+        and pre.size == (48, 320)
+        and pre.pad_value == 114.0
+    )
+    pre = Preprocess(
+        size=np.array([4, 6]), mean=np.array([0.1, 0.2, 0.3], np.float32), scale=np.float32(1.0)
+    )
     assert pre.size == (4, 6) and len(pre.mean) == 3 and isinstance(pre.scale, float)
 
 
@@ -104,13 +120,17 @@ def test_lab_tiff_converts_to_gray(tmp_path):
         image.load()
         assert image.mode == "LAB"
         out = Preprocess(size=(6, 6), color="GRAY", scale=1.0).apply(image)
-        np.testing.assert_array_equal(out[0], np.asarray(image.convert("RGB").convert("L"), np.float32))
+        np.testing.assert_array_equal(
+            out[0], np.asarray(image.convert("RGB").convert("L"), np.float32)
+        )
 
 
 def test_trtexec_quoted_shape_names():
     assert parse_shapes("'input:0':1x3x8x8,y:2") == {"input:0": (1, 3, 8, 8), "y": (2,)}
     spec = InputSpec("input:0", (None, 3, 8, 8), np.dtype(np.float32))
-    assert resolve_calibration_shapes([spec], parse_shapes("'input:0':2x3x8x8"), None) == {"input:0": (2, 3, 8, 8)}
+    assert resolve_calibration_shapes([spec], parse_shapes("'input:0':2x3x8x8"), None) == {
+        "input:0": (2, 3, 8, 8)
+    }
 
 
 @pytest.mark.skipif(os.name != "posix", reason="non-UTF-8 file names are a POSIX thing")

@@ -10,13 +10,27 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2trt_lib.calib.api import calibrate
-from onnx2trt_lib.calib.sidecar import cache_hit, make_key, read_sidecar, sidecar_path, write_sidecar
+from onnx2trt_lib.calib.sidecar import (
+    cache_hit,
+    make_key,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 
 
 def _key(**changes):
-    base = dict(model_sha256="m", data_fingerprint="d", preprocess={"size": [1, 2]}, method="entropy",
-                method_options={}, shapes={"x": (1, 3)}, batch_size=None, settings={"mode": "two-pass"},
-                library_version="0.1.0")
+    base = dict(
+        model_sha256="m",
+        data_fingerprint="d",
+        preprocess={"size": [1, 2]},
+        method="entropy",
+        method_options={},
+        shapes={"x": (1, 3)},
+        batch_size=None,
+        settings={"mode": "two-pass"},
+        library_version="0.1.0",
+    )
     base.update(changes)
     return make_key(**base)
 
@@ -27,11 +41,20 @@ def test_key_fields_decide_hit_or_miss(tmp_path):
     write_sidecar(cache, _key())
     assert sidecar_path(cache).name == "c.cache.calib.json" and read_sidecar(cache)["key"] == _key()
     assert cache_hit(cache, _key())
-    for change in ({"model_sha256": "m2"}, {"data_fingerprint": "d2"}, {"method": "mse"},
-                   {"preprocess": {"size": [1, 3]}}, {"shapes": {"x": (2, 3)}}, {"library_version": "0.2.0"},
-                   {"method_options": {"percentile": 99.9}}, {"settings": {"mode": "single-pass"}}):
+    for change in (
+        {"model_sha256": "m2"},
+        {"data_fingerprint": "d2"},
+        {"method": "mse"},
+        {"preprocess": {"size": [1, 3]}},
+        {"shapes": {"x": (2, 3)}},
+        {"library_version": "0.2.0"},
+        {"method_options": {"percentile": 99.9}},
+        {"settings": {"mode": "single-pass"}},
+    ):
         assert not cache_hit(cache, _key(**change)), change
-    assert not cache_hit(cache, _key(data_fingerprint=None))  # unknown data (a generator) never hits
+    assert not cache_hit(
+        cache, _key(data_fingerprint=None)
+    )  # unknown data (a generator) never hits
     assert not cache_hit(cache, _key(), side_outputs={"ranges": tmp_path / "ranges.json"})
     cache.write_text("TRT-8001-EntropyCalibration2\nx: 3c010205\n")  # edited by hand
     assert not cache_hit(cache, _key())
@@ -49,9 +72,11 @@ def test_missing_or_corrupt_sidecar_is_a_miss(tmp_path):
 def _model() -> onnx.ModelProto:
     w = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(2, 4) / 8, "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["y"])], "mlp",
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["y"])],
+        "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [w],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -88,5 +113,11 @@ def test_state_from_another_model_is_refused(tmp_path):
     other.graph.node[1].output[0] = "y2"
     other.graph.output[0].name = "y2"
     with pytest.raises(Exception, match="different tensors than this model"):
-        calibrate(other, tmp_path / "x.npy", batch_size=2, add_states=[tmp_path / "s.json"], output=tmp_path / "o.cache")
+        calibrate(
+            other,
+            tmp_path / "x.npy",
+            batch_size=2,
+            add_states=[tmp_path / "s.json"],
+            output=tmp_path / "o.cache",
+        )
     assert not (tmp_path / "o.cache").exists()

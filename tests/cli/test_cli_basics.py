@@ -35,8 +35,7 @@ def test_top_level_help_lists_every_subcommand() -> None:
 def test_subcommand_help_without_optional_dependencies(name: str) -> None:
     """Runs `onnx2trt NAME --help` in a fresh interpreter where heavy imports fail."""
     code = _BLOCKER.format(heavy=HEAVY) + (
-        "from onnx2trt_lib.cli.main import cli\n"
-        f"cli(['{name}', '--help'], standalone_mode=True)\n"
+        f"from onnx2trt_lib.cli.main import cli\ncli(['{name}', '--help'], standalone_mode=True)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -70,7 +69,23 @@ def test_quiet_commands_print_nothing_but_keep_their_exit_codes(tmp_path) -> Non
     np.savez(feed, image=np.zeros((2, 1, 8, 8), np.float32))
     run = runner.invoke(cli, ["run", str(sample), "--input", str(feed), "-n", "2", "--quiet"])
     assert run.exit_code == 0 and run.output == ""
-    same = runner.invoke(cli, ["compare", str(sample), str(sample), "--input", str(feed), "--quiet"])
+    same = runner.invoke(
+        cli, ["compare", str(sample), str(sample), "--input", str(feed), "--quiet"]
+    )
     assert same.exit_code == 0 and same.output == ""
-    differ = runner.invoke(cli, ["compare", str(out), str(sample), "--input", str(feed), "--atol", "0", "--rtol", "0", "--quiet"])
+    differ = runner.invoke(
+        cli,
+        [
+            "compare",
+            str(out),
+            str(sample),
+            "--input",
+            str(feed),
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+            "--quiet",
+        ],
+    )
     assert differ.exit_code == 3 and differ.output == ""  # fp16 vs fp32 at zero tolerance

@@ -30,9 +30,15 @@ def invoke(*args: str):
 def conv_model(path: Path) -> Path:
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])], [numpy_helper.from_array(w, "w")])
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -40,13 +46,21 @@ def conv_model(path: Path) -> Path:
 def custom_domain_model(path: Path) -> Path:
     """A Constant feeding a plugin op (com.acme::Foo), then a standard Add."""
     nodes = [
-        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones((1, 4), np.float32))),
+        helper.make_node(
+            "Constant", [], ["k"], value=numpy_helper.from_array(np.ones((1, 4), np.float32))
+        ),
         helper.make_node("Foo", ["k"], ["f"], domain="com.acme"),
         helper.make_node("Add", ["x", "f"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "plugin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    graph = helper.make_graph(
+        nodes,
+        "plugin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)]
+    )
     onnx.save(model, path)
     return path
 
@@ -64,19 +78,40 @@ def test_qdq_output_never_overwrites_the_calibration_data(tmp_path):
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32))
     before = data.read_bytes()
-    result = invoke("calibrate", str(model), "--data", str(data), "-o", str(tmp_path / "c.cache"), "--qdq", str(data))
+    result = invoke(
+        "calibrate",
+        str(model),
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "c.cache"),
+        "--qdq",
+        str(data),
+    )
     assert result.exit_code == 1 and "same file as input" in result.output
     assert data.read_bytes() == before and not (tmp_path / "c.cache").exists()
 
 
-@pytest.mark.parametrize("option", ['percentile="abc"', "percentile=NaN", "start_bin=1e400", "percentile=200", "foo=1"])
+@pytest.mark.parametrize(
+    "option", ['percentile="abc"', "percentile=NaN", "start_bin=1e400", "percentile=200", "foo=1"]
+)
 def test_bad_method_options_are_usage_errors_before_any_collection(tmp_path, option):
     model = conv_model(tmp_path / "m.onnx")
     data = tmp_path / "x.npy"
     np.save(data, np.ones((4, 3, 8, 8), np.float32))
     method = "mse" if option.startswith("start_bin") else "percentile"
-    result = invoke("calibrate", str(model), "--data", str(data), "-o", str(tmp_path / "c.cache"),
-                    "--method", method, "--method-option", option)
+    result = invoke(
+        "calibrate",
+        str(model),
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "c.cache"),
+        "--method",
+        method,
+        "--method-option",
+        option,
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c.cache").exists()
 
@@ -88,12 +123,17 @@ def test_json_output_is_strict_json(capsys):
     def refuse(name):
         raise AssertionError(f"{name} is not JSON")
 
-    assert json.loads(text, parse_constant=refuse) == {"max_abs": "inf", "rel": ["nan", "-inf", 1.5]}
+    assert json.loads(text, parse_constant=refuse) == {
+        "max_abs": "inf",
+        "rel": ["nan", "-inf", 1.5],
+    }
 
 
 def test_fix_keeps_custom_domain_ops_and_json_stays_clean(tmp_path):
     model = custom_domain_model(tmp_path / "plugin.onnx")
-    result = CliRunner().invoke(cli, ["fix", str(model), "-o", str(tmp_path / "out.onnx"), "--json"])
+    result = CliRunner().invoke(
+        cli, ["fix", str(model), "-o", str(tmp_path / "out.onnx"), "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     json.loads(result.stdout)  # nothing else on stdout
     fixed = onnx.load(tmp_path / "out.onnx")
@@ -104,8 +144,21 @@ def test_build_error_is_one_line_without_tensorrt_log_lines(tmp_path):
     pytest.importorskip("tensorrt_rtx")
     model = custom_domain_model(tmp_path / "plugin.onnx")
     code = "from onnx2trt_lib.cli.main import main; import sys; sys.argv[0] = 'onnx2trt'; main()"
-    res = subprocess.run([sys.executable, "-c", code, "build", str(model), "-o", str(tmp_path / "m.engine"),
-                          "--no-engine-cache"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "build",
+            str(model),
+            "-o",
+            str(tmp_path / "m.engine"),
+            "--no-engine-cache",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 

@@ -22,8 +22,20 @@ def test_per_tensor_sqnr_is_reported_worst_first(tmp_path: Path) -> None:
     onnx.save(fp32, fp32_path)
     quantize(fp32_path, ranges, protect=False, output=int8_path)
     np.savez(feed, x=x[:1])
-    res = CliRunner().invoke(cli, ["compare", str(int8_path), str(fp32_path), "--input", str(feed),
-                                   "--per-tensor", "--atol", "1", "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            str(int8_path),
+            str(fp32_path),
+            "--input",
+            str(feed),
+            "--per-tensor",
+            "--atol",
+            "1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     tensors = json.loads(res.output)["per_tensor"]
     assert [t["name"] for t in tensors] == ["x"]

@@ -20,8 +20,20 @@ def test_per_tensor_runs_an_fp16_model_on_cast_feeds(tmp_path: Path) -> None:
     onnx.save(fp32, fp32_path)
     onnx.save(to_fp16(fp32).model, fp16_path)
     np.savez(feed, x=np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32))
-    res = CliRunner().invoke(cli, ["compare", str(fp16_path), str(fp32_path), "--input", str(feed),
-                                   "--per-tensor", "--atol", "0.1", "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            str(fp16_path),
+            str(fp32_path),
+            "--input",
+            str(feed),
+            "--per-tensor",
+            "--atol",
+            "0.1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["per_tensor"] == []  # an FP16 model quantizes no tensor
 
@@ -33,8 +45,20 @@ def test_per_tensor_accepts_upper_case_onnx_suffixes(tmp_path: Path) -> None:
     onnx.save(fp32, fp32_path)
     quantize(fp32, {"x": float(np.abs(x).max())}, protect=False, output=int8_path)
     np.savez(feed, x=x)
-    res = CliRunner().invoke(cli, ["compare", str(int8_path), str(fp32_path), "--input", str(feed),
-                                   "--per-tensor", "--atol", "1", "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            str(int8_path),
+            str(fp32_path),
+            "--input",
+            str(feed),
+            "--per-tensor",
+            "--atol",
+            "1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     tensors = json.loads(res.output)["per_tensor"]
     assert [t["name"] for t in tensors] == ["x"] and tensors[0]["sqnr_db"] > 30

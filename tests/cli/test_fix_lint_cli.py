@@ -98,9 +98,18 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "random bytes": (["fix", str(rand), "-o", out], "ONNX"),
         "truncated": (["fix", str(trunc), "-o", out], "ONNX"),
         "checker failure": (["fix", str(bad_checker), "-o", out], "checker"),
-        "unknown target": (["fix", str(good), "-o", out, "--target", "tensorrt-3"], "unknown target"),
-        "unknown pass": (["fix", str(good), "-o", out, "--passes", "fold-constants,frobnicate"], "unknown pass"),
-        "output folder missing": (["fix", str(good), "-o", str(tmp / "no" / "o.onnx")], "does not exist"),
+        "unknown target": (
+            ["fix", str(good), "-o", out, "--target", "tensorrt-3"],
+            "unknown target",
+        ),
+        "unknown pass": (
+            ["fix", str(good), "-o", out, "--passes", "fold-constants,frobnicate"],
+            "unknown pass",
+        ),
+        "output folder missing": (
+            ["fix", str(good), "-o", str(tmp / "no" / "o.onnx")],
+            "does not exist",
+        ),
         "output is input": (["fix", str(good), "-o", str(good)], "same file"),
         "lint missing": (["lint", str(tmp / "nope.onnx")], "no such file"),
         "lint unknown target": (["lint", str(good), "--target", "nope"], "unknown target"),
@@ -108,8 +117,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 BAD_CASES = [
-    "missing file", "directory", "random bytes", "truncated", "checker failure", "unknown target",
-    "unknown pass", "output folder missing", "output is input", "lint missing", "lint unknown target",
+    "missing file",
+    "directory",
+    "random bytes",
+    "truncated",
+    "checker failure",
+    "unknown target",
+    "unknown pass",
+    "output folder missing",
+    "output is input",
+    "lint missing",
+    "lint unknown target",
 ]
 
 
@@ -130,7 +148,12 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(tmp_path: Path, case:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     good = tmp_path / "good.onnx"
     good.write_bytes(conv_relu_model().SerializeToString())
-    assert CliRunner().invoke(cli, ["fix", str(good), "-o", str(tmp_path / "o.onnx"), "--target", "x"]).exit_code == 2
+    assert (
+        CliRunner()
+        .invoke(cli, ["fix", str(good), "-o", str(tmp_path / "o.onnx"), "--target", "x"])
+        .exit_code
+        == 2
+    )
     assert CliRunner().invoke(cli, ["fix", str(good)]).exit_code == 2  # missing -o
 
 
@@ -143,7 +166,11 @@ def test_fix_unchanged_external_data_model_writes_its_weights(tmp_path: Path) ->
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((1, 2, 8, 12)).astype(np.float32)
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["a"]), onnx.helper.make_node("Add", ["a", "w"], ["y"])], "g",
+        [
+            onnx.helper.make_node("Relu", ["x"], ["a"]),
+            onnx.helper.make_node("Add", ["a", "w"], ["y"]),
+        ],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 8, 12])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 8, 12])],
         initializer=[onnx.numpy_helper.from_array(weight, "w")],
@@ -154,11 +181,15 @@ def test_fix_unchanged_external_data_model_writes_its_weights(tmp_path: Path) ->
     (tmp_path / "out").mkdir()
     source, out = tmp_path / "src" / "m.onnx", tmp_path / "out" / "fixed.onnx"
     stored = onnx.ModelProto()
-    stored.CopyFrom(model)  # onnx.save turns the model it is given into references to the .data file
+    stored.CopyFrom(
+        model
+    )  # onnx.save turns the model it is given into references to the .data file
     onnx.save(stored, str(source), save_as_external_data=True, location="m.data", size_threshold=64)
     res = invoke("fix", str(source), "-o", str(out), "--passes", "cleanup", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["modified"] is False, res.output
-    fixed = onnx.load(str(out))  # from its own folder: nothing of src/ is reachable by a relative path
+    fixed = onnx.load(
+        str(out)
+    )  # from its own folder: nothing of src/ is reachable by a relative path
     onnx.checker.check_model(fixed, full_check=True)
     x = rng.standard_normal((1, 2, 8, 12)).astype(np.float32)
     np.testing.assert_array_equal(run_ort(fixed, {"x": x})[0], run_ort(model, {"x": x})[0])

@@ -55,17 +55,31 @@ def test_calibrate_qdq_writes_a_quantized_model(tmp_path: Path) -> None:
 
     sample = sample_dir()
     cache, qdq = tmp_path / "d.cache", tmp_path / "d_int8.onnx"
-    res = CliRunner().invoke(cli, [
-        "calibrate", str(sample / "digits.onnx"), "--data", str(sample / "calib_list.txt"),
-        "--preprocess", str(sample / "preprocess.json"), "-o", str(cache), "--qdq", str(qdq), "--json",
-    ])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            str(sample / "digits.onnx"),
+            "--data",
+            str(sample / "calib_list.txt"),
+            "--preprocess",
+            str(sample / "preprocess.json"),
+            "-o",
+            str(cache),
+            "--qdq",
+            str(qdq),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     assert payload["qdq"]["path"] == str(qdq)
     model = onnx.load(qdq)
     q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     scales = read_cache(cache).scales
-    assert "image" in q_inputs and q_inputs <= set(scales) | {i.name for i in model.graph.initializer}
+    assert "image" in q_inputs and q_inputs <= set(scales) | {
+        i.name for i in model.graph.initializer
+    }
 
 
 def test_calibrate_plots_the_most_clipped_tensors(tmp_path: Path) -> None:
@@ -75,9 +89,19 @@ def test_calibrate_plots_the_most_clipped_tensors(tmp_path: Path) -> None:
     from onnx2trt_lib.quickstart import sample_dir
 
     sample = sample_dir()
-    args = ["calibrate", str(sample / "digits.onnx"), "--data", str(sample / "calib_list.txt"),
-            "--preprocess", str(sample / "preprocess.json"), "-o", str(tmp_path / "d.cache")]
-    res = CliRunner().invoke(cli, [*args, "--plots", str(tmp_path / "plots"), "--plots-top", "2", "--json"])
+    args = [
+        "calibrate",
+        str(sample / "digits.onnx"),
+        "--data",
+        str(sample / "calib_list.txt"),
+        "--preprocess",
+        str(sample / "preprocess.json"),
+        "-o",
+        str(tmp_path / "d.cache"),
+    ]
+    res = CliRunner().invoke(
+        cli, [*args, "--plots", str(tmp_path / "plots"), "--plots-top", "2", "--json"]
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     plots = [Path(p) for p in payload["plots"]]

@@ -35,15 +35,26 @@ def test_shape_tensor_input_builds_from_trtexec_style_values(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shp"], ["y"])],
         "reshape",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
-         helper.make_tensor_value_info("shp", TensorProto.INT64, [2])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+            helper.make_tensor_value_info("shp", TensorProto.INT64, [2]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
     )
     model = _save(tmp_path, graph)
     missing = _invoke("build", str(model), "-o", str(tmp_path / "r.engine"), "--no-engine-cache")
     assert missing.exit_code == 2
     assert "input 'shp' is a shape tensor" in missing.output and "Traceback" not in missing.output
-    ok = _invoke("build", str(model), "-o", str(tmp_path / "r.engine"), "--shapes", "shp:3x4", "--no-engine-cache", "-q")
+    ok = _invoke(
+        "build",
+        str(model),
+        "-o",
+        str(tmp_path / "r.engine"),
+        "--shapes",
+        "shp:3x4",
+        "--no-engine-cache",
+        "-q",
+    )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "r.engine").is_file()
 
@@ -88,12 +99,26 @@ def test_build_with_stderr_in_a_log_leaves_no_progress_residue(tmp_path):
     import sys
 
     pytest.importorskip("tensorrt_rtx")
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     model = _save(tmp_path, graph)
     run = [sys.executable, "-m", "onnx2trt_lib.cli.main", "build"]
-    ok = subprocess.run([*run, str(model), "-o", str(tmp_path / "m.engine")], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stderr == "" and ok.stdout.startswith("built:"), (ok.stdout, ok.stderr)
-    bad = subprocess.run([*run, str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.engine")], capture_output=True, text=True)
-    assert bad.returncode != 0 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1, bad.stderr
+    ok = subprocess.run(
+        [*run, str(model), "-o", str(tmp_path / "m.engine")], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and ok.stderr == "" and ok.stdout.startswith("built:"), (
+        ok.stdout,
+        ok.stderr,
+    )
+    bad = subprocess.run(
+        [*run, str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.engine")],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        bad.returncode != 0 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
+    ), bad.stderr

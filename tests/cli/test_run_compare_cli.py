@@ -70,28 +70,56 @@ def test_help(cli) -> None:
 
 def test_run_json_and_output_file(cli, files) -> None:
     out = files["dir"] / "out.npz"
-    result = invoke(cli, ["run", files["model"], "--input", files["x"], "--output", out, "-n", "5", "--warmup", "1", "--json"])
+    result = invoke(
+        cli,
+        [
+            "run",
+            files["model"],
+            "--input",
+            files["x"],
+            "--output",
+            out,
+            "-n",
+            "5",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     lat = payload["latency"]
-    assert payload["iterations"] == 5 and payload["outputs"] == {"y": {"shape": [2, 4], "dtype": "float32"}}
+    assert payload["iterations"] == 5 and payload["outputs"] == {
+        "y": {"shape": [2, 4], "dtype": "float32"}
+    }
     assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["throughput_qps"] == pytest.approx(1000 / lat["mean_ms"])
     with np.load(out) as npz:
-        np.testing.assert_array_equal(npz["y"], np.arange(8, dtype=np.float32).reshape(2, 4) * np.float32([1, 2, 3, 4]))
+        np.testing.assert_array_equal(
+            npz["y"], np.arange(8, dtype=np.float32).reshape(2, 4) * np.float32([1, 2, 3, 4])
+        )
     assert not [p for p in files["dir"].iterdir() if p.name.endswith(".tmp")]
 
 
 def test_run_text_like_trtexec(cli, files) -> None:
     result = invoke(cli, ["run", files["static"], "-n", "3"])  # random inputs for a static model
     assert result.exit_code == 0, result.output
-    assert "Throughput:" in result.output and "percentile(99%)" in result.output and "output y: float32[2, 4]" in result.output
+    assert (
+        "Throughput:" in result.output
+        and "percentile(99%)" in result.output
+        and "output y: float32[2, 4]" in result.output
+    )
 
 
 def test_latency_stats_against_numpy() -> None:
     lat = [5.0, 1.0, 3.0, 2.0, 4.0]
     stats = run_cmd.latency_stats(lat)
-    assert (stats["min_ms"], stats["max_ms"], stats["mean_ms"], stats["median_ms"]) == (1.0, 5.0, 3.0, 3.0)
+    assert (stats["min_ms"], stats["max_ms"], stats["mean_ms"], stats["median_ms"]) == (
+        1.0,
+        5.0,
+        3.0,
+        3.0,
+    )
     assert stats["p90_ms"] == pytest.approx(np.percentile(lat, 90))
 
 
@@ -119,7 +147,20 @@ def test_run_missing_model(cli, files) -> None:
 
 
 def test_compare_pass_and_fail(cli, files) -> None:
-    ok = invoke(cli, ["compare", files["same"], files["model"], "--input", files["x"], "--atol", "0", "--rtol", "0"])
+    ok = invoke(
+        cli,
+        [
+            "compare",
+            files["same"],
+            files["model"],
+            "--input",
+            files["x"],
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "PASSED" in ok.output
     bad = invoke(cli, ["compare", files["bumped"], files["model"], "--input", files["x"], "--json"])
@@ -130,12 +171,27 @@ def test_compare_pass_and_fail(cli, files) -> None:
     # row 1 of x is [4,5,6,7]: the bumped weight (column 1) adds 0.5*5
     assert out["worst"][0]["index"] == [1, 1] and out["worst"][0]["abs_err"] == pytest.approx(2.5)
     text = invoke(cli, ["compare", files["bumped"], files["model"], "--input", files["x"]])
-    assert text.exit_code == 3 and "FAILED" in text.output and "worst at feed 0 [1, 1]" in text.output
+    assert (
+        text.exit_code == 3 and "FAILED" in text.output and "worst at feed 0 [1, 1]" in text.output
+    )
 
 
 def test_compare_several_inputs_and_tolerance(cli, files) -> None:
-    result = invoke(cli, ["compare", files["bumped"], files["model"], "--input", files["x"], "--input", files["x"],
-                          "--atol", "3", "--json"])
+    result = invoke(
+        cli,
+        [
+            "compare",
+            files["bumped"],
+            files["model"],
+            "--input",
+            files["x"],
+            "--input",
+            files["x"],
+            "--atol",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0
     assert json.loads(result.output)["feeds"] == 2
 

@@ -39,10 +39,14 @@ def resize(
     if scales == "initializer":
         inits.append(numpy_helper.from_array(factor, "scales"))
     elif scales == "constant-node":
-        nodes.append(helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(factor)))
+        nodes.append(
+            helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(factor))
+        )
     elif scales == "computed":  # Add of two initializers: foldable
-        inits += [numpy_helper.from_array(np.ones(4, np.float32), "a"),
-                  numpy_helper.from_array(factor - 1, "b")]
+        inits += [
+            numpy_helper.from_array(np.ones(4, np.float32), "a"),
+            numpy_helper.from_array(factor - 1, "b"),
+        ]
         nodes.append(helper.make_node("Add", ["a", "b"], ["scales"], name="add_scales"))
     elif scales == "input":  # float scales fed by the user at run time
         inputs.append(helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4]))
@@ -74,8 +78,10 @@ def upsample(scales: str = "initializer") -> onnx.ModelProto:
     if scales == "initializer":
         inits.append(numpy_helper.from_array(factor, "scales"))
     else:
-        inits += [numpy_helper.from_array(np.ones(4, np.float32), "a"),
-                  numpy_helper.from_array(factor - 1, "b")]
+        inits += [
+            numpy_helper.from_array(np.ones(4, np.float32), "a"),
+            numpy_helper.from_array(factor - 1, "b"),
+        ]
         nodes.append(helper.make_node("Add", ["a", "b"], ["scales"]))
     nodes.append(helper.make_node("Upsample", ["x", "scales"], ["y"], name="up", mode="linear"))
     return _model(nodes, [_x()], inits, opset=9)
@@ -83,7 +89,9 @@ def upsample(scales: str = "initializer") -> onnx.ModelProto:
 
 def gather_elements(axis: int = 1) -> onnx.ModelProto:
     data = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
-    idx = numpy_helper.from_array(np.array([[0, 1, 4], [2, 3, 0], [1, 1, 1], [4, 0, 2]], np.int64), "i")
+    idx = numpy_helper.from_array(
+        np.array([[0, 1, 4], [2, 3, 0], [1, 1, 1], [4, 0, 2]], np.int64), "i"
+    )
     node = helper.make_node("GatherElements", ["x", "i"], ["y"], name="ge", axis=axis)
     return _model([node], [data], [idx], opset=13)
 
@@ -100,8 +108,12 @@ def scatter_nd(reduction: str | None = None, opset: int = 18) -> onnx.ModelProto
 def unary(op: str, opset: int = 17, out_type: int = TensorProto.FLOAT, **attrs) -> onnx.ModelProto:
     """A single-input op on a float 1x3x8x8 tensor (Relu, NonZero, Unique, ...)."""
     out = helper.make_tensor_value_info("y", out_type, None)
-    return _model([helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)], [_x()], opset=opset,
-                  outputs=[out])
+    return _model(
+        [helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)],
+        [_x()],
+        opset=opset,
+        outputs=[out],
+    )
 
 
 def scatter_elements(reduction: str | None = None, opset: int = 18) -> onnx.ModelProto:
@@ -109,14 +121,18 @@ def scatter_elements(reduction: str | None = None, opset: int = 18) -> onnx.Mode
     upd = helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, 2])
     idx = numpy_helper.from_array(np.array([[0, 1], [2, 3]], np.int64), "i")
     attrs = {} if reduction is None else {"reduction": reduction}
-    node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], name="scatter_el", axis=1, **attrs)
+    node = helper.make_node(
+        "ScatterElements", ["x", "i", "u"], ["y"], name="scatter_el", axis=1, **attrs
+    )
     return _model([node], [data, upd], [idx], opset=opset)
 
 
 def roi_align() -> onnx.ModelProto:
     rois = numpy_helper.from_array(np.array([[0, 0, 4, 4]], np.float32), "rois")
     batch = numpy_helper.from_array(np.array([0], np.int64), "batch")
-    node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], name="roi", output_height=2, output_width=2)
+    node = helper.make_node(
+        "RoiAlign", ["x", "rois", "batch"], ["y"], name="roi", output_height=2, output_width=2
+    )
     return _model([node], [_x()], [rois, batch], opset=16)
 
 
@@ -127,8 +143,15 @@ def clean() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("Resize", ["r", "", "", "sizes"], ["y"], name="resize", mode="nearest",
-                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node(
+            "Resize",
+            ["r", "", "", "sizes"],
+            ["y"],
+            name="resize",
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
     ]
     return _model(nodes, [_x()], [w, sizes], opset=11)
 
@@ -136,6 +159,12 @@ def clean() -> onnx.ModelProto:
 @pytest.fixture
 def models() -> SimpleNamespace:
     return SimpleNamespace(
-        resize=resize, upsample=upsample, gather_elements=gather_elements, scatter_nd=scatter_nd,
-        unary=unary, clean=clean, scatter_elements=scatter_elements, roi_align=roi_align,
+        resize=resize,
+        upsample=upsample,
+        gather_elements=gather_elements,
+        scatter_nd=scatter_nd,
+        unary=unary,
+        clean=clean,
+        scatter_elements=scatter_elements,
+        roi_align=roi_align,
     )

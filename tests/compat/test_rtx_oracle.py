@@ -31,9 +31,15 @@ def _x(shape=(1, 3, 8, 8)):
 def _resize(mode, *, scales=None, sizes=None, **attrs) -> onnx.ModelProto:
     """Resize of a 1x3x8x8 input with constant scales or sizes."""
     if sizes is not None:
-        init, ins = numpy_helper.from_array(np.array(sizes, np.int64), "sizes"), ["x", "", "", "sizes"]
+        init, ins = (
+            numpy_helper.from_array(np.array(sizes, np.int64), "sizes"),
+            ["x", "", "", "sizes"],
+        )
     else:
-        init, ins = numpy_helper.from_array(np.array(scales, np.float32), "scales"), ["x", "", "scales"]
+        init, ins = (
+            numpy_helper.from_array(np.array(scales, np.float32), "scales"),
+            ["x", "", "scales"],
+        )
     node = helper.make_node("Resize", ins, ["y"], name="resize", mode=mode, **attrs)
     return _model([node], [_x()], [init])
 
@@ -46,7 +52,9 @@ def _scales_from_int_input(dtype=TensorProto.INT64, cast_from=None) -> onnx.Mode
         nodes.append(helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64))
         src = "si"
     nodes.append(helper.make_node("Cast", [src], ["scales"], to=TensorProto.FLOAT))
-    nodes.append(helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="linear"))
+    nodes.append(
+        helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="linear")
+    )
     s = helper.make_tensor_value_info("s", cast_from or dtype, [4])
     return _model(nodes, [_x(), s])
 
@@ -54,8 +62,12 @@ def _scales_from_int_input(dtype=TensorProto.INT64, cast_from=None) -> onnx.Mode
 def _if_with(branch_node: onnx.NodeProto) -> onnx.ModelProto:
     out = helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)
     then = helper.make_graph([branch_node], "then", [], [out])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e_out"])], "else", [],
-                              [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e_out"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)],
+    )
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     node = helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")
@@ -64,34 +76,56 @@ def _if_with(branch_node: onnx.NodeProto) -> onnx.ModelProto:
 
 def _typed_input(elem: int) -> onnx.ModelProto:
     """y = Cast(i, float) + x for a graph input i of type `elem`."""
-    nodes = [helper.make_node("Cast", ["i"], ["f"], name="cast", to=TensorProto.FLOAT),
-             helper.make_node("Add", ["x", "f"], ["y"], name="add")]
+    nodes = [
+        helper.make_node("Cast", ["i"], ["f"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "f"], ["y"], name="add"),
+    ]
     return _model(nodes, [_x((1, 4)), helper.make_tensor_value_info("i", elem, [1, 4])])
 
 
 def _one_op(domain: str, op: str, **attrs) -> onnx.ModelProto:
     """y = domain::op(x); a custom domain gets an opset import."""
-    model = _model([helper.make_node(op, ["x"], ["y"], name="n", domain=domain, **attrs)], [_x((1, 4))])
+    model = _model(
+        [helper.make_node(op, ["x"], ["y"], name="n", domain=domain, **attrs)], [_x((1, 4))]
+    )
     if domain:
         model.opset_import.append(helper.make_opsetid(domain, 1))
     return model
 
 
-def _uint8(*ops: str, dtype: int = TensorProto.UINT8, out: int = TensorProto.FLOAT) -> onnx.ModelProto:
+def _uint8(
+    *ops: str, dtype: int = TensorProto.UINT8, out: int = TensorProto.FLOAT
+) -> onnx.ModelProto:
     """Graph input i (1x4, `dtype`) through `ops` in a chain; "CastU8"/"CastF" are Casts to uint8/float."""
     nodes, src = [], "i"
     for k, op in enumerate(ops):
         dst = "y" if k == len(ops) - 1 else f"t{k}"
         if op.startswith("Cast"):
-            nodes.append(helper.make_node("Cast", [src], [dst], name=f"n{k}", to=TensorProto.UINT8 if op == "CastU8" else TensorProto.FLOAT))
+            nodes.append(
+                helper.make_node(
+                    "Cast",
+                    [src],
+                    [dst],
+                    name=f"n{k}",
+                    to=TensorProto.UINT8 if op == "CastU8" else TensorProto.FLOAT,
+                )
+            )
         elif op in ("Add", "Concat"):
-            nodes.append(helper.make_node(op, [src, "c"], [dst], name=f"n{k}", **({"axis": 0} if op == "Concat" else {})))
+            nodes.append(
+                helper.make_node(
+                    op, [src, "c"], [dst], name=f"n{k}", **({"axis": 0} if op == "Concat" else {})
+                )
+            )
         else:
             nodes.append(helper.make_node(op, [src], [dst], name=f"n{k}"))
         src = dst
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", dtype, [1, 4])],
-                              [helper.make_tensor_value_info("y", out, None)],
-                              [numpy_helper.from_array(np.ones((1, 4), helper.tensor_dtype_to_np_dtype(dtype)), "c")])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("i", dtype, [1, 4])],
+        [helper.make_tensor_value_info("y", out, None)],
+        [numpy_helper.from_array(np.ones((1, 4), helper.tensor_dtype_to_np_dtype(dtype)), "c")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model)
@@ -100,8 +134,10 @@ def _uint8(*ops: str, dtype: int = TensorProto.UINT8, out: int = TensorProto.FLO
 def _qdq(zero_point_dtype, zero_point: int = 0) -> onnx.ModelProto:
     scale = numpy_helper.from_array(np.array(0.1, np.float32), "sc")
     zero = numpy_helper.from_array(np.array(zero_point, zero_point_dtype), "zp")
-    nodes = [helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"], name="q"),
-             helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["y"], name="dq")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["y"], name="dq"),
+    ]
     return _model(nodes, [_x((1, 4))], [scale, zero])
 
 
@@ -116,7 +152,9 @@ def _cast_chain(*to: int) -> onnx.ModelProto:
 
 
 def _maxpool(outputs) -> onnx.ModelProto:
-    node = helper.make_node("MaxPool", ["x"], outputs, name="pool", kernel_shape=[2, 2], strides=[2, 2])
+    node = helper.make_node(
+        "MaxPool", ["x"], outputs, name="pool", kernel_shape=[2, 2], strides=[2, 2]
+    )
     return _model([node], [_x()])
 
 
@@ -133,69 +171,177 @@ X2 = [1, 1, 2, 2]
 # (label, model factory, rules lint reports for tensorrt-rtx)
 CASES = [
     # tf_half_pixel_for_nn: only nearest_mode=round_prefer_floor, only with scales
-    ("tfnn nearest scales default nearest_mode", lambda: _resize("nearest", scales=X2, coordinate_transformation_mode=TFNN), []),
-    ("tfnn nearest scales round_prefer_floor",
-     lambda: _resize("nearest", scales=X2, coordinate_transformation_mode=TFNN, nearest_mode="round_prefer_floor"), []),
-    *[(f"tfnn {mode} scales nearest_mode={nm}",
-       lambda mode=mode, nm=nm: _resize(mode, scales=X2, coordinate_transformation_mode=TFNN, nearest_mode=nm),
-       ["resize-tf-half-pixel-for-nn"])
-      for mode in ("nearest", "linear", "cubic") for nm in ("floor", "ceil", "round_prefer_ceil")],
-    *[(f"tfnn {mode} sizes", lambda mode=mode: _resize(mode, sizes=[1, 3, 16, 16], coordinate_transformation_mode=TFNN),
-       ["resize-tf-half-pixel-for-nn"]) for mode in ("nearest", "linear", "cubic")],
-    ("half_pixel nearest sizes floor", lambda: _resize("nearest", sizes=[1, 3, 16, 16], nearest_mode="floor"), []),
+    (
+        "tfnn nearest scales default nearest_mode",
+        lambda: _resize("nearest", scales=X2, coordinate_transformation_mode=TFNN),
+        [],
+    ),
+    (
+        "tfnn nearest scales round_prefer_floor",
+        lambda: _resize(
+            "nearest",
+            scales=X2,
+            coordinate_transformation_mode=TFNN,
+            nearest_mode="round_prefer_floor",
+        ),
+        [],
+    ),
+    *[
+        (
+            f"tfnn {mode} scales nearest_mode={nm}",
+            lambda mode=mode, nm=nm: _resize(
+                mode, scales=X2, coordinate_transformation_mode=TFNN, nearest_mode=nm
+            ),
+            ["resize-tf-half-pixel-for-nn"],
+        )
+        for mode in ("nearest", "linear", "cubic")
+        for nm in ("floor", "ceil", "round_prefer_ceil")
+    ],
+    *[
+        (
+            f"tfnn {mode} sizes",
+            lambda mode=mode: _resize(
+                mode, sizes=[1, 3, 16, 16], coordinate_transformation_mode=TFNN
+            ),
+            ["resize-tf-half-pixel-for-nn"],
+        )
+        for mode in ("nearest", "linear", "cubic")
+    ],
+    (
+        "half_pixel nearest sizes floor",
+        lambda: _resize("nearest", sizes=[1, 3, 16, 16], nearest_mode="floor"),
+        [],
+    ),
     # constant scales: cubic on the innermost 2 axes only, linear on the innermost 3
-    ("cubic scales [1,2,2,2]", lambda: _resize("cubic", scales=[1, 2, 2, 2]), ["resize-scaled-axes"]),
-    ("cubic scales [2,1,2,2]", lambda: _resize("cubic", scales=[2, 1, 2, 2]), ["resize-scaled-axes"]),
+    (
+        "cubic scales [1,2,2,2]",
+        lambda: _resize("cubic", scales=[1, 2, 2, 2]),
+        ["resize-scaled-axes"],
+    ),
+    (
+        "cubic scales [2,1,2,2]",
+        lambda: _resize("cubic", scales=[2, 1, 2, 2]),
+        ["resize-scaled-axes"],
+    ),
     ("cubic scales [1,1,2,2]", lambda: _resize("cubic", scales=X2), []),
     ("cubic sizes [1,6,16,16]", lambda: _resize("cubic", sizes=[1, 6, 16, 16]), []),
-    ("linear scales [2,1,2,2]", lambda: _resize("linear", scales=[2, 1, 2, 2]), ["resize-scaled-axes"]),
+    (
+        "linear scales [2,1,2,2]",
+        lambda: _resize("linear", scales=[2, 1, 2, 2]),
+        ["resize-scaled-axes"],
+    ),
     ("linear scales [1,2,2,2]", lambda: _resize("linear", scales=[1, 2, 2, 2]), []),
     ("nearest scales [2,2,2,2]", lambda: _resize("nearest", scales=[2, 2, 2, 2]), []),
     # scales computed from an integer graph input: a shape tensor, accepted
     ("scales = Cast(int64 input)", lambda: _scales_from_int_input(TensorProto.INT64), []),
     ("scales = Cast(int32 input)", lambda: _scales_from_int_input(TensorProto.INT32), []),
-    ("scales = Cast(Cast(float input))", lambda: _scales_from_int_input(cast_from=TensorProto.FLOAT),
-     ["resize-scales-not-constant"]),
+    (
+        "scales = Cast(Cast(float input))",
+        lambda: _scales_from_int_input(cast_from=TensorProto.FLOAT),
+        ["resize-scales-not-constant"],
+    ),
     # graph inputs of types TensorRT has no DataType for (int32/int64/bool/float16 it has)
-    *[(f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), ["tensor-type-unsupported"])
-      for t in (TensorProto.INT16, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)],
-    *[(f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), [])
-      for t in (TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16)],
+    *[
+        (
+            f"{TensorProto.DataType.Name(t)} graph input",
+            lambda t=t: _typed_input(t),
+            ["tensor-type-unsupported"],
+        )
+        for t in (TensorProto.INT16, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64)
+    ],
+    *[
+        (f"{TensorProto.DataType.Name(t)} graph input", lambda t=t: _typed_input(t), [])
+        for t in (TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16)
+    ],
     # the parser ignores the domain: an op name it imports is imported, any other needs a plugin
-    *[(f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), []) for d, op in (("com.microsoft", "Relu"), ("custom", "Sigmoid"))],
+    *[
+        (f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), [])
+        for d, op in (("com.microsoft", "Relu"), ("custom", "Sigmoid"))
+    ],
     # experimental ops of old opsets the parser still imports (it wants their attributes)
-    *[(f"default::{op}", lambda op=op: _one_op("", op, alpha=1.0, beta=1.0), []) for op in ("ScaledTanh", "ParametricSoftplus")],
-    *[(f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), ["plugin-required"])
-      for d, op in (("com.microsoft", "FastGelu"), ("com.microsoft", "QuickGelu"), ("mydomain", "Foo"),
-                    ("mydomain", "Unique"), ("", "NotAnOnnxOp"))],
+    *[
+        (f"default::{op}", lambda op=op: _one_op("", op, alpha=1.0, beta=1.0), [])
+        for op in ("ScaledTanh", "ParametricSoftplus")
+    ],
+    *[
+        (f"{d or 'default'}::{op}", lambda d=d, op=op: _one_op(d, op), ["plugin-required"])
+        for d, op in (
+            ("com.microsoft", "FastGelu"),
+            ("com.microsoft", "QuickGelu"),
+            ("mydomain", "Foo"),
+            ("mydomain", "Unique"),
+            ("", "NotAnOnnxOp"),
+        )
+    ],
     # uint8: only graph inputs read by Cast/Identity and graph outputs; no uint8 Q/DQ
     ("uint8 input -> Cast float", lambda: _uint8("CastF"), []),
     ("uint8 input -> Identity -> output", lambda: _uint8("Identity", out=TensorProto.UINT8), []),
-    ("float input -> Cast uint8 -> output", lambda: _uint8("CastU8", dtype=TensorProto.FLOAT, out=TensorProto.UINT8), []),
+    (
+        "float input -> Cast uint8 -> output",
+        lambda: _uint8("CastU8", dtype=TensorProto.FLOAT, out=TensorProto.UINT8),
+        [],
+    ),
     # (the uint8 result is an intermediate too: both nodes are reported)
-    ("uint8 input -> Add -> Cast", lambda: _uint8("Add", "CastF"), ["uint8-tensor", "uint8-tensor"]),
-    ("uint8 input -> Concat -> Cast", lambda: _uint8("Concat", "CastF"), ["uint8-tensor", "uint8-tensor"]),
+    (
+        "uint8 input -> Add -> Cast",
+        lambda: _uint8("Add", "CastF"),
+        ["uint8-tensor", "uint8-tensor"],
+    ),
+    (
+        "uint8 input -> Concat -> Cast",
+        lambda: _uint8("Concat", "CastF"),
+        ["uint8-tensor", "uint8-tensor"],
+    ),
     ("uint8 input -> Identity -> Cast", lambda: _uint8("Identity", "CastF"), ["uint8-tensor"]),
-    ("float -> Cast uint8 -> Cast float", lambda: _uint8("CastU8", "CastF", dtype=TensorProto.FLOAT), ["uint8-tensor"]),
-    ("Q/DQ with uint8 zero point 128", lambda: _qdq(np.uint8, 128), ["uint8-tensor", "uint8-tensor"]),
+    (
+        "float -> Cast uint8 -> Cast float",
+        lambda: _uint8("CastU8", "CastF", dtype=TensorProto.FLOAT),
+        ["uint8-tensor"],
+    ),
+    (
+        "Q/DQ with uint8 zero point 128",
+        lambda: _qdq(np.uint8, 128),
+        ["uint8-tensor", "uint8-tensor"],
+    ),
     ("Q/DQ with uint8 zero point 0", lambda: _qdq(np.uint8), []),
     ("Q/DQ with int8 zero point 0", lambda: _qdq(np.int8), []),
     # found on torch.onnx.export models: Cast outputs carry no value_info, so the type is the Cast's `to`
-    ("Cast to uint8 -> Cast float", lambda: _cast_chain(TensorProto.UINT8, TensorProto.FLOAT), ["uint8-tensor"]),
-    ("Cast to int16 -> Cast float", lambda: _cast_chain(TensorProto.INT16, TensorProto.FLOAT),
-     ["tensor-type-unsupported", "tensor-type-unsupported"]),
+    (
+        "Cast to uint8 -> Cast float",
+        lambda: _cast_chain(TensorProto.UINT8, TensorProto.FLOAT),
+        ["uint8-tensor"],
+    ),
+    (
+        "Cast to int16 -> Cast float",
+        lambda: _cast_chain(TensorProto.INT16, TensorProto.FLOAT),
+        ["tensor-type-unsupported", "tensor-type-unsupported"],
+    ),
     ("Cast to int8 -> Cast float", lambda: _cast_chain(TensorProto.INT8, TensorProto.FLOAT), []),
     # MaxPool(return_indices=True): a second output is refused, used or not
     ("MaxPool", lambda: _maxpool(["y"]), []),
     ("MaxPool with Indices output", lambda: _maxpool(["y", "i"]), ["maxpool-indices"]),
     # scatter_add at opset 13: more indices than data slots along the axis
-    ("ScatterElements indices 1x4 into 1x2", lambda: _scatter_elements((1, 2), (1, 4)), ["scatter-elements-indices-shape"]),
+    (
+        "ScatterElements indices 1x4 into 1x2",
+        lambda: _scatter_elements((1, 2), (1, 4)),
+        ["scatter-elements-indices-shape"],
+    ),
     ("ScatterElements indices 1x2 into 1x4", lambda: _scatter_elements((1, 4), (1, 2)), []),
     # inside an If branch
-    ("If with tfnn floor Resize",
-     lambda: _if_with(helper.make_node("Resize", ["x", "", "sc"], ["t_out"], mode="nearest",
-                                       coordinate_transformation_mode=TFNN, nearest_mode="floor")),
-     ["resize-tf-half-pixel-for-nn"]),
+    (
+        "If with tfnn floor Resize",
+        lambda: _if_with(
+            helper.make_node(
+                "Resize",
+                ["x", "", "sc"],
+                ["t_out"],
+                mode="nearest",
+                coordinate_transformation_mode=TFNN,
+                nearest_mode="floor",
+            )
+        ),
+        ["resize-tf-half-pixel-for-nn"],
+    ),
 ]
 IDS = [c[0] for c in CASES]
 

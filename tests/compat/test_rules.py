@@ -5,7 +5,6 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 import pytest
 
-from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.compat import (
     PASS_ORDER,
     RULE_NAMES,
@@ -16,10 +15,19 @@ from onnx2trt_lib.compat import (
     pass_names_for_target,
     passes_for_target,
 )
+from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.passes import registered_passes
 
-NEW = ("tensorrt-8.0", "tensorrt-8.2", "tensorrt-8.5", "tensorrt-8.6", "tensorrt-10.0", "tensorrt-10",
-       "tensorrt-11", "tensorrt-rtx")
+NEW = (
+    "tensorrt-8.0",
+    "tensorrt-8.2",
+    "tensorrt-8.5",
+    "tensorrt-8.6",
+    "tensorrt-10.0",
+    "tensorrt-10",
+    "tensorrt-11",
+    "tensorrt-rtx",
+)
 
 
 def rules(model, target) -> list[tuple[str, str | None]]:
@@ -33,11 +41,16 @@ def test_clean_model_has_no_findings(models, target):
 
 def test_finding_fields_and_dict(models):
     (finding,) = lint_model(models.resize(coord="align_corners"), "tensorrt-7.1")
-    assert finding == Finding("resize", "Resize", "resize-scales-coordinate-mode", finding.message, "fix-resize")
+    assert finding == Finding(
+        "resize", "Resize", "resize-scales-coordinate-mode", finding.message, "fix-resize"
+    )
     assert "align_corners" in finding.message and "tensorrt-7.1" in finding.message
     assert finding.to_dict() == {
-        "node": "resize", "op": "Resize", "rule": "resize-scales-coordinate-mode",
-        "message": finding.message, "fix_pass": "fix-resize",
+        "node": "resize",
+        "op": "Resize",
+        "rule": "resize-scales-coordinate-mode",
+        "message": finding.message,
+        "fix_pass": "fix-resize",
     }
     assert set(RULE_NAMES) >= {finding.rule}
 
@@ -59,7 +72,9 @@ def test_unknown_target_is_usage_error(models):
 
 @pytest.mark.parametrize("target", ("tensorrt-7.1", "tensorrt-7.2"))
 def test_align_corners_linear_with_scales_flagged_for_7_1_and_7_2(models, target):
-    assert rules(models.resize(coord="align_corners"), target) == [("resize-scales-coordinate-mode", "fix-resize")]
+    assert rules(models.resize(coord="align_corners"), target) == [
+        ("resize-scales-coordinate-mode", "fix-resize")
+    ]
 
 
 @pytest.mark.parametrize("scales", ["initializer", "sizes"])
@@ -67,7 +82,9 @@ def test_align_corners_linear_with_scales_flagged_for_7_1_and_7_2(models, target
 @pytest.mark.parametrize("mode", ["linear", "nearest"])
 def test_7_0_accepts_only_asymmetric_even_with_sizes(models, scales, coord, mode):
     # No automatic fix: sizes do not help, 7.0 asserts asymmetric for every Resize.
-    assert rules(models.resize(mode, coord, scales=scales), "tensorrt-7.0") == [("resize-coordinate-mode", None)]
+    assert rules(models.resize(mode, coord, scales=scales), "tensorrt-7.0") == [
+        ("resize-coordinate-mode", None)
+    ]
     assert rules(models.resize(mode, "asymmetric", scales=scales), "tensorrt-7.0") == []
 
 
@@ -113,7 +130,9 @@ def test_default_coordinate_mode_is_half_pixel(models):
 @pytest.mark.parametrize("target", ("tensorrt-7.1", "tensorrt-7.2", "tensorrt-8.0", "tensorrt-8.2"))
 def test_cubic_refused_before_8_5_without_fix(models, target):
     # Not fixable: fix-resize would only move align_corners to sizes, cubic stays refused.
-    assert rules(models.resize("cubic", "align_corners"), target) == [("resize-cubic-unsupported", None)]
+    assert rules(models.resize("cubic", "align_corners"), target) == [
+        ("resize-cubic-unsupported", None)
+    ]
     with_sizes = models.resize("cubic", "align_corners", scales="sizes")
     assert rules(with_sizes, target) == [("resize-cubic-unsupported", None)]
 
@@ -133,8 +152,10 @@ def test_cubic_accepted_from_8_5(models, target):
         ({"antialias": 1, "coord": "asymmetric"}, "resize-antialias"),
         ({"coord": "tf_crop_and_resize"}, "resize-tf-crop-and-resize"),
         ({"coord": "half_pixel_symmetric"}, "resize-half-pixel-symmetric"),
-        ({"scales": "sizes", "coord": "asymmetric", "keep_aspect_ratio_policy": "not_larger"},
-         "resize-keep-aspect-ratio-policy"),
+        (
+            {"scales": "sizes", "coord": "asymmetric", "keep_aspect_ratio_policy": "not_larger"},
+            "resize-keep-aspect-ratio-policy",
+        ),
     ],
 )
 def test_unfixable_resize_features(models, target, kwargs, rule):
@@ -176,7 +197,9 @@ def test_scales_from_a_dynamic_shape_not_foldable(models):
 
 
 def test_upsample_computed_scales(models):
-    assert rules(models.upsample("computed"), "tensorrt-7.1") == [("resize-scales-not-constant", "fold-constants")]
+    assert rules(models.upsample("computed"), "tensorrt-7.1") == [
+        ("resize-scales-not-constant", "fold-constants")
+    ]
     assert rules(models.upsample("initializer"), "tensorrt-7.1") == []
 
 
@@ -195,7 +218,9 @@ def test_fold_constants_clears_the_scales_finding(models):
 
 @pytest.mark.parametrize("target", ("tensorrt-7.0", "tensorrt-7.1"))
 def test_gather_elements_flagged_before_7_2(models, target):
-    assert rules(models.gather_elements(), target) == [("gather-elements-unsupported", "decompose-gather-elements")]
+    assert rules(models.gather_elements(), target) == [
+        ("gather-elements-unsupported", "decompose-gather-elements")
+    ]
 
 
 @pytest.mark.parametrize("target", ("tensorrt-7.2", "tensorrt-8.6", "tensorrt-10", "tensorrt-rtx"))
@@ -253,7 +278,9 @@ def test_custom_domain_ops_are_judged_by_name_as_the_parser_does(models):
     assert rules(model, "tensorrt-7.1") == []
     model.graph.node[0].op_type = "FusedConv"  # an ONNX Runtime contrib op
     findings = lint_model(model, "tensorrt-10")
-    assert [f.rule for f in findings] == ["plugin-required"] and "com.example::FusedConv" in findings[0].message
+    assert [f.rule for f in findings] == [
+        "plugin-required"
+    ] and "com.example::FusedConv" in findings[0].message
 
 
 def test_nodes_inside_subgraphs_are_linted(models):
@@ -265,9 +292,14 @@ def test_nodes_inside_subgraphs_are_linted(models):
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
     node = helper.make_node("If", ["c"], ["out"], name="if", then_branch=branch, else_branch=branch)
-    graph = helper.make_graph([node], "g", [cond, x], [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [node], "g", [cond, x], [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    assert rules(model, "tensorrt-7.1") == [("gather-elements-unsupported", "decompose-gather-elements")] * 2
+    assert (
+        rules(model, "tensorrt-7.1")
+        == [("gather-elements-unsupported", "decompose-gather-elements")] * 2
+    )
 
 
 # --- the fixing pipeline -----------------------------------------------------------------
@@ -278,7 +310,12 @@ def names(target, findings=None):
 
 
 def test_full_pipeline_per_target():
-    assert names("tensorrt-7.1") == ["fold-constants", "fix-resize", "decompose-gather-elements", "cleanup"]
+    assert names("tensorrt-7.1") == [
+        "fold-constants",
+        "fix-resize",
+        "decompose-gather-elements",
+        "cleanup",
+    ]
     assert names("tensorrt-7.2") == ["fold-constants", "fix-resize", "cleanup"]
     assert names("tensorrt-10.0") == ["fold-constants", "strip-scatter-reduction", "cleanup"]
     assert names("tensorrt-rtx") == ["fold-constants", "cleanup"]
@@ -289,7 +326,9 @@ def test_full_pipeline_per_target():
 
 def test_fix_resize_gets_the_target_modes():
     opts = dict(pass_names_for_target("tensorrt-7.1"))
-    assert opts["fix-resize"] == {"accepted_modes": frozenset({"half_pixel", "pytorch_half_pixel", "asymmetric"})}
+    assert opts["fix-resize"] == {
+        "accepted_modes": frozenset({"half_pixel", "pytorch_half_pixel", "asymmetric"})
+    }
     # 7.0 refuses every non-asymmetric Resize, sizes or not: moving scales to sizes cannot help.
     assert "fix-resize" not in dict(pass_names_for_target("tensorrt-7.0"))
 
@@ -301,7 +340,12 @@ def test_pipeline_from_findings(models):
     findings = lint_model(models.resize(coord="align_corners"), "tensorrt-7.1") + lint_model(
         models.gather_elements(), "tensorrt-7.1"
     )
-    assert names("tensorrt-7.1", findings) == ["fold-constants", "fix-resize", "decompose-gather-elements", "cleanup"]
+    assert names("tensorrt-7.1", findings) == [
+        "fold-constants",
+        "fix-resize",
+        "decompose-gather-elements",
+        "cleanup",
+    ]
 
 
 def test_passes_are_instantiated_through_the_registry():
@@ -324,7 +368,11 @@ def test_scatter_elements_reduction(models):
     assert rules(add, "tensorrt-rtx") == [("scatter-reduction-attr", None)]  # RTX 1.7 refuses them
     for target in TARGETS:  # reduction="none" is only a problem for ScatterND on 10.0/10.1
         found = rules(models.scatter_elements("none"), target)
-        assert found == ([("unsupported-op", None)] if "ScatterElements" in TARGETS[target].unsupported_ops else [])
+        assert found == (
+            [("unsupported-op", None)]
+            if "ScatterElements" in TARGETS[target].unsupported_ops
+            else []
+        )
 
 
 def test_scatter_reduction_on_a_parser_without_the_op_is_reported_once(models):
@@ -345,7 +393,9 @@ def test_empty_constant_node_inputs_mean_absent(models):
     from onnx import helper, numpy_helper
 
     model = models.resize(coord="align_corners", scales="sizes", opset=11)
-    empty = helper.make_node("Constant", [], ["empty"], value=numpy_helper.from_array(np.zeros(0, np.float32)))
+    empty = helper.make_node(
+        "Constant", [], ["empty"], value=numpy_helper.from_array(np.zeros(0, np.float32))
+    )
     model.graph.node.insert(0, empty)
     model.graph.node[-1].input[1] = model.graph.node[-1].input[2] = "empty"
     assert rules(model, "tensorrt-7.1") == []
@@ -355,9 +405,11 @@ def _pipeline_by_class(target):
     """The fixing pipeline built from the pass modules directly (works before registration)."""
     classes = {}
     for module, cls in [
-        ("fold_constants", "FoldConstantsPass"), ("fix_resize", "FixResizePass"),
+        ("fold_constants", "FoldConstantsPass"),
+        ("fix_resize", "FixResizePass"),
         ("decompose_gather_elements", "DecomposeGatherElementsPass"),
-        ("strip_scatter_reduction", "StripScatterReductionPass"), ("cleanup", "CleanupPass"),
+        ("strip_scatter_reduction", "StripScatterReductionPass"),
+        ("cleanup", "CleanupPass"),
     ]:
         mod = pytest.importorskip(f"onnx2trt_lib.passes.{module}")
         c = getattr(mod, cls)
@@ -375,11 +427,18 @@ def test_fix_pipeline_clears_every_fixable_finding(models, target):
     from onnx2trt_lib.passes import PassManager
 
     cases = [
-        models.resize(coord="align_corners"), models.resize("cubic", "align_corners"),
-        models.resize(coord="align_corners", scales="computed"), models.resize(scales="shape"),
-        models.gather_elements(), models.scatter_nd("none"), models.upsample("computed"),
+        models.resize(coord="align_corners"),
+        models.resize("cubic", "align_corners"),
+        models.resize(coord="align_corners", scales="computed"),
+        models.resize(scales="shape"),
+        models.gather_elements(),
+        models.scatter_nd("none"),
+        models.upsample("computed"),
     ]
-    cases += [onnx.load(str(p)) for p in sorted((Path(__file__).parents[1] / "data" / "models").glob("*.onnx"))]
+    cases += [
+        onnx.load(str(p))
+        for p in sorted((Path(__file__).parents[1] / "data" / "models").glob("*.onnx"))
+    ]
     fixable_before = 0
     for model in cases:
         fixable_before += sum(1 for f in lint_model(model, target) if f.fix_pass)
@@ -394,14 +453,25 @@ def test_uint8_rules_follow_the_documented_versions():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-    nodes = [helper.make_node("Add", ["i", "c"], ["s"], name="add"),
-             helper.make_node("Cast", ["s"], ["y"], name="cast", to=TensorProto.FLOAT)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.UINT8, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-                              [numpy_helper.from_array(np.ones((1, 4), np.uint8), "c")])
-    model = shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    nodes = [
+        helper.make_node("Add", ["i", "c"], ["s"], name="add"),
+        helper.make_node("Cast", ["s"], ["y"], name="cast", to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("i", TensorProto.UINT8, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((1, 4), np.uint8), "c")],
+    )
+    model = shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    )
     for target in ("tensorrt-8.6", "tensorrt-10", "tensorrt-11", "tensorrt-rtx"):
         findings = lint_model(model, target)
-        assert [(f.node, f.rule) for f in findings] == [("add", "uint8-tensor"), ("cast", "uint8-tensor")], target
+        assert [(f.node, f.rule) for f in findings] == [
+            ("add", "uint8-tensor"),
+            ("cast", "uint8-tensor"),
+        ], target
         assert "'i'" in findings[0].message and "'s'" in findings[1].message
     assert lint_model(model, "tensorrt-8.5") == []  # not judged before the documented versions

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 from onnx import TensorProto, defs
 
-from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.compat import lint_model
 from onnx2trt_lib.compat.targets import (
     _ADDED_IN,
@@ -19,10 +19,24 @@ from onnx2trt_lib.compat.targets import (
     Target,
     get_target,
 )
+from onnx2trt_lib.errors import UsageError
 
-REQUIRED = ("tensorrt-7.0", "tensorrt-7.1", "tensorrt-7.2", "tensorrt-8.0", "tensorrt-8.2", "tensorrt-8.5",
-            "tensorrt-8.6", "tensorrt-10.0", "tensorrt-10", "tensorrt-11", "tensorrt-rtx")
-ONNX_OPS = frozenset(s.name for s in defs.get_all_schemas_with_history() if s.domain in ("", "ai.onnx"))
+REQUIRED = (
+    "tensorrt-7.0",
+    "tensorrt-7.1",
+    "tensorrt-7.2",
+    "tensorrt-8.0",
+    "tensorrt-8.2",
+    "tensorrt-8.5",
+    "tensorrt-8.6",
+    "tensorrt-10.0",
+    "tensorrt-10",
+    "tensorrt-11",
+    "tensorrt-rtx",
+)
+ONNX_OPS = frozenset(
+    s.name for s in defs.get_all_schemas_with_history() if s.domain in ("", "ai.onnx")
+)
 
 
 def test_table_has_every_required_target():
@@ -50,8 +64,13 @@ def test_op_names_are_real_onnx_ops():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("tensorrt-7.1", "tensorrt-7.1"), ("7.1", "tensorrt-7.1"), (" TensorRT-8.6 ", "tensorrt-8.6"),
-     ("rtx", "tensorrt-rtx"), ("10.15", "tensorrt-10")],
+    [
+        ("tensorrt-7.1", "tensorrt-7.1"),
+        ("7.1", "tensorrt-7.1"),
+        (" TensorRT-8.6 ", "tensorrt-8.6"),
+        ("rtx", "tensorrt-rtx"),
+        ("10.15", "tensorrt-10"),
+    ],
 )
 def test_get_target_spellings(name, expected):
     assert get_target(name) is TARGETS[expected]
@@ -70,23 +89,46 @@ def test_facts_from_the_issue():
     t = TARGETS
     assert t["tensorrt-7.0"].resize_linear_scale_modes == {"asymmetric"}
     for v in ("7.1", "7.2"):
-        assert t[f"tensorrt-{v}"].resize_linear_scale_modes == {"half_pixel", "pytorch_half_pixel", "asymmetric"}
+        assert t[f"tensorrt-{v}"].resize_linear_scale_modes == {
+            "half_pixel",
+            "pytorch_half_pixel",
+            "asymmetric",
+        }
     for v in ("8.0", "8.2", "8.5", "8.6", "10.0", "10", "11", "rtx"):
         assert t[f"tensorrt-{v}"].resize_linear_scale_modes is None
     assert [n for n in REQUIRED if t[n].resize_cubic] == list(REQUIRED[5:])  # from 8.5
     assert [n for n in REQUIRED if t[n].gather_elements] == list(REQUIRED[2:])  # from 7.2
     for op in ("ScatterND", "GatherND"):
-        assert [n for n in REQUIRED if op not in t[n].unsupported_ops] == list(REQUIRED[4:])  # from 8.2
-    assert {n for n, row in t.items() if row.scatter_nd_reduction_attr_refused} == {"tensorrt-10.0", "tensorrt-10.1"}
+        assert [n for n in REQUIRED if op not in t[n].unsupported_ops] == list(
+            REQUIRED[4:]
+        )  # from 8.2
+    assert {n for n, row in t.items() if row.scatter_nd_reduction_attr_refused} == {
+        "tensorrt-10.0",
+        "tensorrt-10.1",
+    }
     for row in t.values():  # no parser has these (RTX 1.7 checked below)
-        assert not (row.resize_antialias or row.resize_tf_crop_and_resize or row.resize_half_pixel_symmetric
-                    or row.resize_keep_aspect_ratio_policy)
+        assert not (
+            row.resize_antialias
+            or row.resize_tf_crop_and_resize
+            or row.resize_half_pixel_symmetric
+            or row.resize_keep_aspect_ratio_policy
+        )
 
 
 def test_newer_releases_import_at_least_as_much():
-    order = ["tensorrt-7.0", "tensorrt-7.1", "tensorrt-7.2", "tensorrt-8.0", "tensorrt-8.2", "tensorrt-8.5",
-             "tensorrt-8.6", "tensorrt-10.0", "tensorrt-10.1", "tensorrt-10"]
-    for older, newer in zip(order, order[1:]):
+    order = [
+        "tensorrt-7.0",
+        "tensorrt-7.1",
+        "tensorrt-7.2",
+        "tensorrt-8.0",
+        "tensorrt-8.2",
+        "tensorrt-8.5",
+        "tensorrt-8.6",
+        "tensorrt-10.0",
+        "tensorrt-10.1",
+        "tensorrt-10",
+    ]
+    for older, newer in itertools.pairwise(order):
         assert TARGETS[newer].unsupported_ops <= TARGETS[older].unsupported_ops, (older, newer)
 
 
@@ -124,7 +166,9 @@ def test_rtx_unsupported_ops_match_the_parser():
     _, supports = _rtx_parser()
     refused_by_parser = {op for op in ONNX_OPS if not supports(op)}
     # The table adds the plugin-backed ops whose plugin the RTX wheel lacks (parsed below).
-    assert TARGETS["tensorrt-rtx"].unsupported_ops & ONNX_OPS == refused_by_parser | _RTX_NEEDS_PLUGIN
+    assert (
+        TARGETS["tensorrt-rtx"].unsupported_ops & ONNX_OPS == refused_by_parser | _RTX_NEEDS_PLUGIN
+    )
     assert not _RTX_NEEDS_PLUGIN & refused_by_parser
 
 
@@ -141,7 +185,10 @@ def _rtx_cases(m):
         ("antialias nearest", m.resize("nearest", "asymmetric", antialias=1)),
         ("tf_crop_and_resize", m.resize(coord="tf_crop_and_resize")),
         ("half_pixel_symmetric", m.resize(coord="half_pixel_symmetric")),
-        ("keep_aspect_ratio not_larger", m.resize(scales="sizes", keep_aspect_ratio_policy="not_larger")),
+        (
+            "keep_aspect_ratio not_larger",
+            m.resize(scales="sizes", keep_aspect_ratio_policy="not_larger"),
+        ),
         ("keep_aspect_ratio stretch", m.resize(scales="sizes", keep_aspect_ratio_policy="stretch")),
         ("scales graph input", m.resize(scales="input")),
         ("scales computed from constants", m.resize(scales="computed")),
@@ -172,7 +219,9 @@ def test_rtx_parser_agrees_with_table(models):
         findings = lint_model(model, "tensorrt-rtx")
         ok, errors = parse(model)
         if ok == bool(findings):
-            disagreements.append(f"{label}: parser ok={ok} ({errors[:120]}), lint={[f.rule for f in findings]}")
+            disagreements.append(
+                f"{label}: parser ok={ok} ({errors[:120]}), lint={[f.rule for f in findings]}"
+            )
     assert not disagreements, "\n".join(disagreements)
 
 
@@ -193,5 +242,7 @@ def test_rtx_parser_agrees_on_exported_fixtures():
         findings = lint_model(model, "tensorrt-rtx")
         ok, errors = parse(model)
         if ok == bool(findings):
-            disagreements.append(f"{path.name}: parser ok={ok} ({errors[:120]}), lint={[f.rule for f in findings]}")
+            disagreements.append(
+                f"{path.name}: parser ok={ok} ({errors[:120]}), lint={[f.rule for f in findings]}"
+            )
     assert not disagreements, "\n".join(disagreements)

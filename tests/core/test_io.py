@@ -39,7 +39,12 @@ def test_check_output_path_refuses_bad_targets(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "no such file"), (b"", "not an ONNX model"), (os.urandom(64), "ONNX"), ("truncated", "ONNX")],
+    [
+        (None, "no such file"),
+        (b"", "not an ONNX model"),
+        (os.urandom(64), "ONNX"),
+        ("truncated", "ONNX"),
+    ],
 )
 def test_load_model_errors_are_one_line(tmp_path: Path, content, message) -> None:
     path = tmp_path / "bad.onnx"
@@ -80,7 +85,9 @@ def test_external_data_escaping_model_folder_is_refused(tmp_path: Path, location
     folder.mkdir()
     (tmp_path / "outside.bin").write_bytes(b"\0" * 10000)
     tensor = model.graph.initializer[0]
-    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=4 * 64 * 9 * 4)
+    onnx.external_data_helper.set_external_data(
+        tensor, location=location, offset=0, length=4 * 64 * 9 * 4
+    )
     tensor.ClearField("raw_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
     path = folder / "m.onnx"
@@ -99,9 +106,11 @@ def test_temps_of_killed_writers_are_swept_but_live_or_recent_ones_kept(tmp_path
     dead_pid = 2**22 + 4321  # above Linux's pid_max: no such process
     old = time.time() - STALE_TEMP_SECONDS - 60
     files = {
-        "stale": tmp_path / f".model.v2.onnx.{dead_pid}.abc123.tmp",  # killed writer, untouched for long
+        "stale": tmp_path
+        / f".model.v2.onnx.{dead_pid}.abc123.tmp",  # killed writer, untouched for long
         "recent": tmp_path / f".model.v2.onnx.{dead_pid}.def456.tmp",  # dead pid but still changing
-        "live": tmp_path / f".model.v2.onnx.{os.getpid()}.ghi789.tmp",  # a live writer (this process)
+        "live": tmp_path
+        / f".model.v2.onnx.{os.getpid()}.ghi789.tmp",  # a live writer (this process)
         "other": tmp_path / f".model.onnx.{dead_pid}.jkl000.tmp",  # another target's temp
         "foreign": tmp_path / ".model.v2.onnx.notapid.tmp",  # not our pattern
     }
@@ -113,4 +122,8 @@ def test_temps_of_killed_writers_are_swept_but_live_or_recent_ones_kept(tmp_path
     assert target.read_bytes() == b"done"
     assert not files["stale"].exists()
     assert all(files[k].exists() for k in ("recent", "live", "other", "foreign"))
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.v2.onnx.") and p not in files.values()]
+    assert not [
+        p
+        for p in tmp_path.iterdir()
+        if p.name.startswith(".model.v2.onnx.") and p not in files.values()
+    ]

@@ -6,8 +6,7 @@ import pytest
 from helpers import conv_relu_model, run_ort
 
 from onnx2trt_lib.errors import PassError, UsageError
-from onnx2trt_lib.passes import PassManager, get_pass, registered_passes, result
-from onnx2trt_lib.passes import _registry
+from onnx2trt_lib.passes import PassManager, _registry, get_pass, registered_passes, result
 
 
 class _RenamePass:
@@ -62,7 +61,9 @@ def test_input_model_never_mutated() -> None:
 
 
 def test_failing_pass_is_named_with_predecessors() -> None:
-    with pytest.raises(PassError, match=r"pass 'broken' failed \(passes run before it: cleanup\): cannot cope"):
+    with pytest.raises(
+        PassError, match=r"pass 'broken' failed \(passes run before it: cleanup\): cannot cope"
+    ):
         PassManager([get_pass("cleanup"), _BrokenPass()]).run(conv_relu_model())
 
 
@@ -89,7 +90,11 @@ def test_entry_point_passes_are_loaded(monkeypatch) -> None:
         def load(self):
             return _RenamePass
 
-    monkeypatch.setattr(_registry, "entry_points", lambda group: [FakeEntryPoint()] if group == _registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(
+        _registry,
+        "entry_points",
+        lambda group: [FakeEntryPoint()] if group == _registry.ENTRY_POINT_GROUP else [],
+    )
     _registry._entry_point_passes.cache_clear()
     try:
         table = registered_passes()
@@ -120,7 +125,9 @@ def test_modifying_run_leaves_input_bytes_alone() -> None:
 
     import onnx
 
-    path = Path(__file__).parents[1] / "data" / "models" / "resize_bicubic_2x3_ac1_legacy11_dyn.onnx"
+    path = (
+        Path(__file__).parents[1] / "data" / "models" / "resize_bicubic_2x3_ac1_legacy11_dyn.onnx"
+    )
     model = onnx.load(path)
     before = model.SerializeToString()
     _, report = PassManager([get_pass("fix-resize")]).run(model)
@@ -131,8 +138,15 @@ def test_modifying_run_leaves_input_bytes_alone() -> None:
 def test_progress_names_each_step_as_it_starts() -> None:
     steps = []
     model = conv_relu_model()
-    fixed, _ = PassManager([get_pass("fold-constants"), _RenamePass()], progress=lambda *a: steps.append(a)).run(model)
-    assert steps == [("import", 0, 4), ("fold-constants", 1, 4), ("rename-relu", 2, 4), ("export", 3, 4)]
+    fixed, _ = PassManager(
+        [get_pass("fold-constants"), _RenamePass()], progress=lambda *a: steps.append(a)
+    ).run(model)
+    assert steps == [
+        ("import", 0, 4),
+        ("fold-constants", 1, 4),
+        ("rename-relu", 2, 4),
+        ("export", 3, 4),
+    ]
     steps.clear()
     PassManager([_RenamePass()], progress=lambda *a: steps.append(a)).run(fixed)
     assert steps == [("import", 0, 3), ("rename-relu", 1, 3)]  # nothing changed: no export step

@@ -130,7 +130,9 @@ def _onnx2trt_bin() -> Path:
         return candidate.parent
     found = shutil.which("onnx2trt")
     if found is None:
-        pytest.fail("the onnx2trt console script is not installed in this environment (pip install -e .)")
+        pytest.fail(
+            "the onnx2trt console script is not installed in this environment (pip install -e .)"
+        )
     return Path(found).parent
 
 
@@ -140,14 +142,28 @@ def docs_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(str(sample), tmp_path / "sample")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("ONNX2TRT_CACHE_DIR", str(tmp_path / "engine-cache"))  # never the user's cache
+    monkeypatch.setenv(
+        "ONNX2TRT_CACHE_DIR", str(tmp_path / "engine-cache")
+    )  # never the user's cache
     return tmp_path
 
 
 def _run_shell(block: Block, path: Path, workdir: Path) -> None:
-    env = {**os.environ, "PATH": f"{_onnx2trt_bin()}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "PATH": f"{_onnx2trt_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COLUMNS": "120",
+    }
     for command in block.commands:
-        proc = subprocess.run(["bash", "-c", command], check=False, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            check=False,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == block.expect_exit, (
             f"{_relative(path)}:{block.line}: `{command}` exited {proc.returncode}, expected {block.expect_exit}\n"
             f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
@@ -159,7 +175,9 @@ def _run_python(block: Block, path: Path, namespace: dict) -> None:
     try:
         exec(code, namespace)  # noqa: S102 - running the docs' own examples is the point
     except Exception as exc:
-        raise AssertionError(f"{_relative(path)}:{block.line}: python block failed: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(
+            f"{_relative(path)}:{block.line}: python block failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 @pytest.mark.parametrize("path", _params())
@@ -228,8 +246,15 @@ def test_parser_finds_blocks_directives_and_commands() -> None:
 
 def test_every_docs_page_is_collected() -> None:
     rel = {_relative(p) for p in markdown_files()}
-    for page in ("docs/index.md", "docs/getting-started.md", "docs/calibration.md", "docs/tensorrt-versions.md",
-                 "docs/cli.md", "docs/api.md", "docs/passes/fix-resize.md"):
+    for page in (
+        "docs/index.md",
+        "docs/getting-started.md",
+        "docs/calibration.md",
+        "docs/tensorrt-versions.md",
+        "docs/cli.md",
+        "docs/api.md",
+        "docs/passes/fix-resize.md",
+    ):
         assert page in rel
 
 

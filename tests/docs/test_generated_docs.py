@@ -27,8 +27,13 @@ def _tool(name: str) -> ModuleType:
 def _assert_same(page: Path, expected: str, command: str) -> None:
     current = page.read_text(encoding="utf-8") if page.exists() else ""
     if current != expected:
-        diff = "".join(list(difflib.unified_diff(current.splitlines(True), expected.splitlines(True),
-                                                 str(page), "generated", n=1))[:60])
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    current.splitlines(True), expected.splitlines(True), str(page), "generated", n=1
+                )
+            )[:60]
+        )
         pytest.fail(f"{page.relative_to(ROOT)} is out of date: run `{command}`\n{diff}")
 
 
@@ -80,7 +85,11 @@ def test_pass_fragments_match_the_passes() -> None:
     for name in tool.EXAMPLES:
         page = tool.PAGES / f"{name}.md"
         current = page.read_text(encoding="utf-8")
-        _assert_same(page, tool.update_page(current, tool.render(name), page), "python tools/gen_pass_fragments.py")
+        _assert_same(
+            page,
+            tool.update_page(current, tool.render(name), page),
+            "python tools/gen_pass_fragments.py",
+        )
 
 
 def test_fragment_printer_shows_real_graph() -> None:
@@ -89,6 +98,8 @@ def test_fragment_printer_shows_real_graph() -> None:
     model = tool.resize_static()
     lines = tool.node_lines(model, types=True)
     assert lines[0] == "input  x: float32[1x3x4x4]"
-    assert lines[1] == "y: float32[1x3x8x8] = Resize(x: float32[1x3x4x4], '', [1 1 2 2])  " \
-                       "coordinate_transformation_mode=align_corners mode=linear"
+    assert (
+        lines[1] == "y: float32[1x3x8x8] = Resize(x: float32[1x3x4x4], '', [1 1 2 2])  "
+        "coordinate_transformation_mode=align_corners mode=linear"
+    )
     assert lines[-1] == "output y: float32[1x3x8x8]"

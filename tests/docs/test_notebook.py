@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="needs nbformat, nbclient, ipykernel (test dependencies)")
-nbclient = pytest.importorskip("nbclient", reason="needs nbformat, nbclient, ipykernel (test dependencies)")
+nbformat = pytest.importorskip(
+    "nbformat", reason="needs nbformat, nbclient, ipykernel (test dependencies)"
+)
+nbclient = pytest.importorskip(
+    "nbclient", reason="needs nbformat, nbclient, ipykernel (test dependencies)"
+)
 pytest.importorskip("ipykernel", reason="needs nbformat, nbclient, ipykernel (test dependencies)")
 pytest.importorskip("matplotlib", reason="the notebook draws a histogram")
 
@@ -27,14 +31,18 @@ def _text(cell) -> str:
 
 
 @pytest.mark.slow
-def test_notebook_executes_and_shows_tables_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_executes_and_shows_tables_and_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
         "commit the notebook without outputs (the test produces them)"
+    )
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's scratch folder lands here
     monkeypatch.setenv("ONNX2TRT_CACHE_DIR", str(tmp_path / "engine-cache"))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
 
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -46,8 +54,14 @@ def test_notebook_executes_and_shows_tables_and_plot(tmp_path: Path, monkeypatch
     assert "resize-scales-coordinate-mode" in _text(lint_cell)
     assert "gather-elements-unsupported" in _text(lint_cell)
 
-    report_html = _data(by_source['fixed, report = fix("sample/digits.onnx", target="tensorrt-7.1")'], "text/html")
-    assert "<table>" in report_html and "fix-resize" in report_html and "decompose-gather-elements" in report_html
+    report_html = _data(
+        by_source['fixed, report = fix("sample/digits.onnx", target="tensorrt-7.1")'], "text/html"
+    )
+    assert (
+        "<table>" in report_html
+        and "fix-resize" in report_html
+        and "decompose-gather-elements" in report_html
+    )
 
     calib_html = _data(by_source["from onnx2trt_lib.calib.api import calibrate"], "text/html")
     assert "<b>Calibration</b>" in calib_html and "/Relu_1_output_0" in calib_html
@@ -63,5 +77,9 @@ def test_notebook_executes_and_shows_tables_and_plot(tmp_path: Path, monkeypatch
     assert "'candidate':" in metric and "'reference':" in metric
 
     scratch = [p for p in tmp_path.iterdir() if p.name.startswith("onnx2trt-notebook-")]
-    assert len(scratch) == 1 and (scratch[0] / "digits.cache").is_file() and (scratch[0] / "digits_int8.onnx").is_file()
+    assert (
+        len(scratch) == 1
+        and (scratch[0] / "digits.cache").is_file()
+        and (scratch[0] / "digits_int8.onnx").is_file()
+    )
     assert not (NOTEBOOK.parent / "digits.cache").exists()

@@ -95,7 +95,9 @@ class IndexPutAccumulate(torch.nn.Module):
         return x.index_put((idx,), y, accumulate=True)
 
 
-def _export(module, args, *, opset: int, dynamo: bool, names, dynamic: dict[str, dict[int, str]] | None):
+def _export(
+    module, args, *, opset: int, dynamo: bool, names, dynamic: dict[str, dict[int, str]] | None
+):
     module.eval()
     if dynamo:
         shapes = None
@@ -103,8 +105,12 @@ def _export(module, args, *, opset: int, dynamo: bool, names, dynamic: dict[str,
             dims: dict[str, torch.export.Dim] = {}
             # keys are the forward() parameter names, which `names` mirrors
             shapes = {
-                name: {a: dims.setdefault(lb, torch.export.Dim(lb, min=2, max=64)) for a, lb in dynamic[name].items()}
-                if name in dynamic else None
+                name: {
+                    a: dims.setdefault(lb, torch.export.Dim(lb, min=2, max=64))
+                    for a, lb in dynamic[name].items()
+                }
+                if name in dynamic
+                else None
                 for name in names
             }
         program = torch.onnx.export(
@@ -116,8 +122,14 @@ def _export(module, args, *, opset: int, dynamo: bool, names, dynamic: dict[str,
     else:
         with tempfile.TemporaryDirectory() as tmp:
             torch.onnx.export(
-                module, args, Path(tmp) / "m.onnx", dynamo=False, opset_version=opset,
-                input_names=names, output_names=["out"], dynamic_axes=dynamic or None,
+                module,
+                args,
+                Path(tmp) / "m.onnx",
+                dynamo=False,
+                opset_version=opset,
+                input_names=names,
+                output_names=["out"],
+                dynamic_axes=dynamic or None,
             )
             model = onnx.load(Path(tmp) / "m.onnx")
     return model
@@ -147,7 +159,9 @@ def main(out: Path = OUT) -> None:
         model = _export(module, args, opset=opset, dynamo=dynamo, names=names, dynamic=dynamic)
         shapes = {n: tuple(a.shape) for n, a in zip(names, args, strict=True)}
         spec = _spec(model, shapes, other, index_high or {})
-        onnx.helper.set_model_props(model, {"onnx2trt_test_inputs": json.dumps(spec, sort_keys=True)})
+        onnx.helper.set_model_props(
+            model, {"onnx2trt_test_inputs": json.dumps(spec, sort_keys=True)}
+        )
         onnx.checker.check_model(model)
         onnx.save(model, path)
         ops = sorted({n.op_type for n in model.graph.node})
@@ -161,38 +175,123 @@ def main(out: Path = OUT) -> None:
             name = f"gather_argsort_dim{dim}_op{opset}".replace("-", "m")
             add(name, Gather(dim, "argsort"), (x,), opset=opset, dynamo=False)
     for dim in (0, 1, -1):
-        add(f"gather_const_dim{dim}_op13".replace("-", "m"), Gather(dim, "const"), (x,), opset=13, dynamo=False)
-        add(f"gather_topk_dim{dim}_op17".replace("-", "m"), Gather(dim, "topk"), (x,), opset=17, dynamo=False)
+        add(
+            f"gather_const_dim{dim}_op13".replace("-", "m"),
+            Gather(dim, "const"),
+            (x,),
+            opset=13,
+            dynamo=False,
+        )
+        add(
+            f"gather_topk_dim{dim}_op17".replace("-", "m"),
+            Gather(dim, "topk"),
+            (x,),
+            opset=17,
+            dynamo=False,
+        )
     # indices as a graph input; dynamic batch and last dim
     idx = torch.randint(0, 5, (3, 5, 4))
     dyn = {"x": {0: "n", 2: "w"}, "idx": {0: "n", 2: "k"}}
-    add("gather_input_dim1_op13_dynamic", Gather(1, "input"), (x, idx), opset=13, dynamo=False, dynamic=dyn,
-        other={"x": x_other, "idx": (4, 5, 3)}, index_high={"idx": 5})
-    add("gather_argsort_dimm1_op17_dynamic", Gather(-1, "argsort"), (x,), opset=17, dynamo=False,
-        dynamic={"x": {0: "n", 2: "w"}}, other={"x": x_other})
-    add("gather_topk_dim0_op11_dynamic", Gather(0, "topk"), (x,), opset=11, dynamo=False,
-        dynamic={"x": {0: "n", 2: "w"}}, other={"x": x_other})
+    add(
+        "gather_input_dim1_op13_dynamic",
+        Gather(1, "input"),
+        (x, idx),
+        opset=13,
+        dynamo=False,
+        dynamic=dyn,
+        other={"x": x_other, "idx": (4, 5, 3)},
+        index_high={"idx": 5},
+    )
+    add(
+        "gather_argsort_dimm1_op17_dynamic",
+        Gather(-1, "argsort"),
+        (x,),
+        opset=17,
+        dynamo=False,
+        dynamic={"x": {0: "n", 2: "w"}},
+        other={"x": x_other},
+    )
+    add(
+        "gather_topk_dim0_op11_dynamic",
+        Gather(0, "topk"),
+        (x,),
+        opset=11,
+        dynamo=False,
+        dynamic={"x": {0: "n", 2: "w"}},
+        other={"x": x_other},
+    )
     # dynamo exporter (opset 18)
     for dim in (0, 2, -1):
-        add(f"gather_argsort_dim{dim}_dynamo".replace("-", "m"), Gather(dim, "argsort"), (x,), opset=18, dynamo=True)
+        add(
+            f"gather_argsort_dim{dim}_dynamo".replace("-", "m"),
+            Gather(dim, "argsort"),
+            (x,),
+            opset=18,
+            dynamo=True,
+        )
     add("gather_const_dimm2_dynamo", Gather(-2, "const"), (x,), opset=18, dynamo=True)
-    add("gather_topk_dim1_dynamo_dynamic", Gather(1, "topk"), (x,), opset=18, dynamo=True,
-        dynamic={"x": {0: "n", 2: "w"}}, other={"x": x_other})
-    add("gather_input_dimm1_dynamo_dynamic", Gather(-1, "input"), (x, idx), opset=18, dynamo=True,
-        dynamic={"x": {0: "n"}, "idx": {0: "n", 2: "k"}}, other={"x": (4, 5, 6), "idx": (4, 5, 3)},
-        index_high={"idx": 6})
+    add(
+        "gather_topk_dim1_dynamo_dynamic",
+        Gather(1, "topk"),
+        (x,),
+        opset=18,
+        dynamo=True,
+        dynamic={"x": {0: "n", 2: "w"}},
+        other={"x": x_other},
+    )
+    add(
+        "gather_input_dimm1_dynamo_dynamic",
+        Gather(-1, "input"),
+        (x, idx),
+        opset=18,
+        dynamo=True,
+        dynamic={"x": {0: "n"}, "idx": {0: "n", 2: "k"}},
+        other={"x": (4, 5, 6), "idx": (4, 5, 3)},
+        index_high={"idx": 6},
+    )
     # scatters: what torch 2.13's dynamo exporter writes (reduction="none" from slice assignment
     # and torch.scatter; nothing from index_put; "add" from accumulating scatters)
     x2, y2 = torch.randn(3, 5, 6), torch.randn(3, 2, 6)
     add("scatter_setslice_dynamo", SetSlice(), (x2, y2), opset=18, dynamo=True)
-    add("scatter_setslice_dynamo_dynamic", SetSlice(), (x2, y2), opset=18, dynamo=True,
-        dynamic={"x": {0: "n", 2: "w"}, "y": {0: "n", 2: "w"}}, other={"x": (4, 5, 7), "y": (4, 2, 7)})
-    add("scatter_src_dynamo", ScatterSrc(), (torch.randn(3, 4), torch.randn(3, 2)), opset=18, dynamo=True)
-    add("scatter_add_dynamo", ScatterAdd(), (torch.randn(3, 4), torch.randn(3, 2)), opset=18, dynamo=True)
-    add("scatter_index_put_dynamo", IndexPut(), (torch.randn(3, 4, 5), torch.randn(3, 2, 5)), opset=18, dynamo=True)
-    add("scatter_index_put_accumulate_dynamo", IndexPutAccumulate(), (torch.randn(5, 4), torch.randn(2, 4)),
-        opset=18, dynamo=True)
+    add(
+        "scatter_setslice_dynamo_dynamic",
+        SetSlice(),
+        (x2, y2),
+        opset=18,
+        dynamo=True,
+        dynamic={"x": {0: "n", 2: "w"}, "y": {0: "n", 2: "w"}},
+        other={"x": (4, 5, 7), "y": (4, 2, 7)},
+    )
+    add(
+        "scatter_src_dynamo",
+        ScatterSrc(),
+        (torch.randn(3, 4), torch.randn(3, 2)),
+        opset=18,
+        dynamo=True,
+    )
+    add(
+        "scatter_add_dynamo",
+        ScatterAdd(),
+        (torch.randn(3, 4), torch.randn(3, 2)),
+        opset=18,
+        dynamo=True,
+    )
+    add(
+        "scatter_index_put_dynamo",
+        IndexPut(),
+        (torch.randn(3, 4, 5), torch.randn(3, 2, 5)),
+        opset=18,
+        dynamo=True,
+    )
+    add(
+        "scatter_index_put_accumulate_dynamo",
+        IndexPutAccumulate(),
+        (torch.randn(5, 4), torch.randn(2, 4)),
+        opset=18,
+        dynamo=True,
+    )
     add("scatter_setslice_op17", SetSlice(), (x2, y2), opset=17, dynamo=False)
+
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -58,7 +58,9 @@ GRID: list[tuple[str, tuple[float, float], bool | None, str, bool]] = [
 ]
 
 
-def fixture_name(mode: str, scale: tuple[float, float], align_corners: bool | None, exporter: str, dynamic: bool) -> str:
+def fixture_name(
+    mode: str, scale: tuple[float, float], align_corners: bool | None, exporter: str, dynamic: bool
+) -> str:
     tag = "x".join(f"{s:g}".replace(".", "p") for s in scale)
     ac = "" if align_corners is None else f"_ac{int(align_corners)}"
     return f"resize_{mode}_{tag}{ac}_{exporter}_{'dyn' if dynamic else 'static'}.onnx"
@@ -91,13 +93,39 @@ def export_one(mode, scale, align_corners, exporter, dynamic) -> onnx.ModelProto
     buf = io.BytesIO()
     if exporter.startswith("legacy"):
         dyn = {"x": {2: "h", 3: "w"}, "y": {2: "oh", 3: "ow"}} if dynamic else None
-        torch.onnx.export(net, (x,), buf, input_names=["x"], output_names=["y"], opset_version=opset,
-                          dynamic_axes=dyn, dynamo=False)
+        torch.onnx.export(
+            net,
+            (x,),
+            buf,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
+            dynamic_axes=dyn,
+            dynamo=False,
+        )
         model = onnx.load_from_string(buf.getvalue())
     else:
-        shapes = {"x": {2: torch.export.Dim("h", min=4, max=64), 3: torch.export.Dim("w", min=4, max=64)}} if dynamic else None
-        program = torch.onnx.export(net, (x,), input_names=["x"], output_names=["y"], opset_version=opset,
-                                    dynamic_shapes=shapes, dynamo=True, optimize=True, external_data=False)
+        shapes = (
+            {
+                "x": {
+                    2: torch.export.Dim("h", min=4, max=64),
+                    3: torch.export.Dim("w", min=4, max=64),
+                }
+            }
+            if dynamic
+            else None
+        )
+        program = torch.onnx.export(
+            net,
+            (x,),
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            dynamo=True,
+            optimize=True,
+            external_data=False,
+        )
         model = program.model_proto
     onnx.checker.check_model(model)
     return model
@@ -105,7 +133,9 @@ def export_one(mode, scale, align_corners, exporter, dynamic) -> onnx.ModelProto
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "models")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "models"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for entry in GRID:

@@ -27,7 +27,9 @@ def _model_bytes(model: ModelLike) -> bytes:
 def run_ort_outputs(model: ModelLike, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run `model` on CPU with every ORT graph optimisation off; outputs by name."""
     ort = pytest.importorskip("onnxruntime")
-    ort.set_default_logger_severity(3)  # no per-session warnings (deprecated attributes etc.) in test logs
+    ort.set_default_logger_severity(
+        3
+    )  # no per-session warnings (deprecated attributes etc.) in test logs
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
@@ -59,7 +61,11 @@ def assert_same_outputs(
         if np.issubdtype(a.dtype, np.floating):
             nan_a, nan_b = np.isnan(a), np.isnan(b)
             assert np.array_equal(nan_a, nan_b), f"output {name!r}: NaNs at different places"
-            diff = float(np.max(np.abs(a[~nan_a].astype(np.float64) - b[~nan_b].astype(np.float64)), initial=0.0))
+            diff = float(
+                np.max(
+                    np.abs(a[~nan_a].astype(np.float64) - b[~nan_b].astype(np.float64)), initial=0.0
+                )
+            )
         else:
             diff = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64))))
         assert diff <= atol, f"output {name!r}: max abs diff {diff:.3g} > atol {atol:.3g}"
@@ -67,7 +73,9 @@ def assert_same_outputs(
     return worst
 
 
-def _default_profile(network, dynamic_range: tuple[int, int, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
+def _default_profile(
+    network, dynamic_range: tuple[int, int, int]
+) -> dict[str, tuple[tuple[int, ...], ...]]:
     """min/opt/max per network input: static dims as they are, dynamic (-1) dims from `dynamic_range`."""
     shapes = {}
     for i in range(network.num_inputs):

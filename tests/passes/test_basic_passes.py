@@ -28,8 +28,11 @@ def _shape_chain_model() -> onnx.ModelProto:
         onnx.numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
@@ -76,7 +79,11 @@ def test_infer_shapes_annotates_unknown_tensors_once() -> None:
 def _random_model(op: str) -> onnx.ModelProto:
     """y = x + Cast<float>(op(constants)) + 2 * 3: only the 2 * 3 may fold."""
     probs = numpy_helper.from_array(np.full((1, 64), 0.5, np.float32), "probs")
-    attrs = {"RandomNormal": {"shape": [1, 64]}, "RandomUniform": {"shape": [1, 64]}, "Multinomial": {"sample_size": 64}}
+    attrs = {
+        "RandomNormal": {"shape": [1, 64]},
+        "RandomUniform": {"shape": [1, 64]},
+        "Multinomial": {"sample_size": 64},
+    }
     inputs = [] if op in ("RandomNormal", "RandomUniform") else ["probs"]
     nodes = [
         helper.make_node(op, inputs, ["r"], name="random", **attrs.get(op, {})),
@@ -85,10 +92,18 @@ def _random_model(op: str) -> onnx.ModelProto:
         helper.make_node("Add", ["rf", "six"], ["r6"]),
         helper.make_node("Add", ["x", "r6"], ["y"]),
     ]
-    inits = [probs, numpy_helper.from_array(np.array(2, np.float32), "two"),
-             numpy_helper.from_array(np.array(3, np.float32), "three")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=inits)
+    inits = [
+        probs,
+        numpy_helper.from_array(np.array(2, np.float32), "two"),
+        numpy_helper.from_array(np.array(3, np.float32), "three"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -105,7 +120,9 @@ def test_fold_constants_keeps_random_ops_and_what_they_feed(op: str) -> None:
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"x": np.zeros((1, 64), np.float32)}
-    assert not np.array_equal(session.run(None, feeds)[0], session.run(None, feeds)[0])  # a new draw per run
+    assert not np.array_equal(
+        session.run(None, feeds)[0], session.run(None, feeds)[0]
+    )  # a new draw per run
     assert not PassManager([get_pass("fold-constants")]).run(fixed)[1].modified
     # lint agrees: a Resize reading this tensor would not be told that fold-constants fixes it
     assert not _is_foldable(gs.import_onnx(model).tensors()["r6"])
@@ -114,14 +131,29 @@ def test_fold_constants_keeps_random_ops_and_what_they_feed(op: str) -> None:
 def _if_model_with_dead_node_in_branch() -> onnx.ModelProto:
     """y = If(c, then: Identity(x) plus a dead Sigmoid(x), else: Identity(x))."""
     then = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["t"]), helper.make_node("Sigmoid", ["x"], ["dead_in_branch"])],
-        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
-    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
-                              [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        [
+            helper.make_node("Identity", ["x"], ["t"]),
+            helper.make_node("Sigmoid", ["x"], ["dead_in_branch"]),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -161,15 +193,24 @@ def test_infer_shapes_works_past_the_protobuf_limit(monkeypatch) -> None:
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", limited)
     weight = numpy_helper.from_array(np.ones((8, 128), np.float32), "w")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     fixed, report = PassManager([get_pass("infer-shapes")]).run(model)
     assert not report.skipped and report.modified
-    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
-              for v in [*fixed.graph.value_info, *fixed.graph.output]}
+    shapes = {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in [*fixed.graph.value_info, *fixed.graph.output]
+    }
     assert shapes["a"] == ["N", 128] and shapes["y"] == ["N", 128]
-    assert [i.name for i in fixed.graph.input] == ["x"] and [t.name for t in fixed.graph.initializer] == ["w"]
+    assert [i.name for i in fixed.graph.input] == ["x"] and [
+        t.name for t in fixed.graph.initializer
+    ] == ["w"]
     x = np.ones((3, 8), np.float32)
     np.testing.assert_array_equal(run_ort(model, {"x": x})[0], run_ort(fixed, {"x": x})[0])

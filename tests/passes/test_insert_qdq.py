@@ -27,10 +27,12 @@ def _mixed_model(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """Conv -> Relu -> ConvTranspose -> Conv (+ residual Add) -> Flatten -> Gemm(transB=0) -> MatMul."""
     rng = np.random.default_rng(seed)
     inits = {
-        "w1": rng.standard_normal((4, 2, 3, 3)), "b1": rng.standard_normal(4),
+        "w1": rng.standard_normal((4, 2, 3, 3)),
+        "b1": rng.standard_normal(4),
         "wt": rng.standard_normal((4, 3, 2, 2)),  # ConvTranspose: [C_in, C_out, k, k]
         "w2": rng.standard_normal((3, 3, 3, 3)) * [[[[1.0]]], [[[5.0]]], [[[0.1]]]],
-        "wg": rng.standard_normal((3 * 8 * 8, 6)), "bg": rng.standard_normal(6),
+        "wg": rng.standard_normal((3 * 8 * 8, 6)),
+        "bg": rng.standard_normal(6),
         "wm": rng.standard_normal((6, 5)),
     }
     nodes = [
@@ -44,7 +46,8 @@ def _mixed_model(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
         helper.make_node("MatMul", ["g", "wm"], ["y"], name="matmul"),
     ]
     graph = helper.make_graph(
-        nodes, "mixed",
+        nodes,
+        "mixed",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
         initializer=[numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
@@ -74,7 +77,9 @@ def run_ort_outputs():
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.intra_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         names = [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(names, feeds), strict=True))
 
@@ -86,7 +91,9 @@ def _quantize(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, objec
     return out, report.records[0].result
 
 
-def _qdq_of(model: onnx.ModelProto, consumer: str, slot: int) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+def _qdq_of(
+    model: onnx.ModelProto, consumer: str, slot: int
+) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
     producers = {o: n for n in model.graph.node for o in n.output}
     node = next(n for n in model.graph.node if n.name == consumer)
     dq = producers.get(node.input[slot])
@@ -111,7 +118,9 @@ def test_placement_and_scales_follow_trt_form(run_ort_outputs):
     for name, axis in expect_axis.items():
         q, dq = _qdq_of(out, name, 1)
         weight = _init(out, q.input[0])
-        reference = np.abs(np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)).max(axis=1) / 127
+        reference = (
+            np.abs(np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)).max(axis=1) / 127
+        )
         np.testing.assert_allclose(_init(out, q.input[1]), reference, rtol=1e-6)
         assert {a.name: a.i for a in q.attribute} == {"axis": axis}
         zero = _init(out, q.input[2])
@@ -128,7 +137,9 @@ def test_placement_and_scales_follow_trt_form(run_ort_outputs):
     add = next(n for n in out.graph.node if n.name == "residual")
     assert add.input[0] == "c2" and _qdq_of(out, "residual", 1) is not None
     # the deconv output t1 feeds conv2 and the Add through one shared Q/DQ pair
-    assert sum(1 for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "t1") == 1
+    assert (
+        sum(1 for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "t1") == 1
+    )
     onnx.checker.check_model(out, full_check=True)
 
 
@@ -140,7 +151,8 @@ def test_numerics_match_numpy_fake_quant(seed, run_ort_outputs):
     b = rng.standard_normal(5).astype(np.float32)
     x = (rng.standard_normal((2, 3, 6, 6)) * 2).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])], "c",
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        "c",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
@@ -168,7 +180,8 @@ def test_second_run_is_a_no_op(run_ort_outputs):
 
 def test_no_match_leaves_graph_alone():
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
     )
@@ -194,7 +207,13 @@ def test_exclusions_by_node_tensor_and_op_type(run_ort_outputs):
     model = _mixed_model()
     x = np.random.default_rng(4).standard_normal((2, 2, 4, 4)).astype(np.float32)
     ranges = _ranges(model, x, run_ort_outputs)
-    out, res = _quantize(model, ranges=ranges, exclude_nodes=["conv2"], exclude_tensors=["g"], op_types=["Conv", "MatMul", "Gemm"])
+    out, res = _quantize(
+        model,
+        ranges=ranges,
+        exclude_nodes=["conv2"],
+        exclude_tensors=["g"],
+        op_types=["Conv", "MatMul", "Gemm"],
+    )
     assert _qdq_of(out, "conv2", 0) is None and _qdq_of(out, "conv2", 1) is None
     assert _qdq_of(out, "deconv", 0) is None  # op type not selected
     assert _qdq_of(out, "matmul", 0) is None  # its input tensor g is excluded
@@ -227,7 +246,8 @@ def test_tensorrt_rtx_parses_and_builds(rtx_parse_and_build, run_ort_outputs):
 def _float16_matmul(opset: int) -> onnx.ModelProto:
     w = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float16)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "half",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "half",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4])],
         initializer=[numpy_helper.from_array(w, "w")],
@@ -239,7 +259,9 @@ def _float16_matmul(opset: int) -> onnx.ModelProto:
 
 def test_float16_below_opset_19_is_refused_with_a_fix():
     """QuantizeLinear takes float16 only from opset 19: an older float16 model would not load in ORT."""
-    with pytest.raises(PassError, match=r"float16 .* opset 17 is below 19.*convert_version\(model, 19\)"):
+    with pytest.raises(
+        PassError, match=r"float16 .* opset 17 is below 19.*convert_version\(model, 19\)"
+    ):
         _quantize(_float16_matmul(17), ranges={"x": 3.0})
 
 
@@ -251,10 +273,14 @@ def test_float16_at_opset_19_quantizes_and_runs(run_ort_outputs):
     x = np.random.default_rng(1).uniform(-3, 3, (2, 4)).astype(np.float16)
     w = _init(model, "w")
     scale_w = np.abs(w.astype(np.float32)).max(axis=0) / 127
-    ref = _fake_quant(x.astype(np.float32), 3.0 / 127) @ _fake_quant(w.astype(np.float32), scale_w, axis=1)
+    ref = _fake_quant(x.astype(np.float32), 3.0 / 127) @ _fake_quant(
+        w.astype(np.float32), scale_w, axis=1
+    )
     got = run_ort_outputs(out, {"x": x})["y"]
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got.astype(np.float32), ref, atol=0.1)  # float16 scales: a bin may flip
+    np.testing.assert_allclose(
+        got.astype(np.float32), ref, atol=0.1
+    )  # float16 scales: a bin may flip
 
 
 def test_weight_shared_by_matmul_and_gemm_gets_each_consumers_axis(run_ort_outputs):
@@ -262,12 +288,19 @@ def test_weight_shared_by_matmul_and_gemm_gets_each_consumers_axis(run_ort_outpu
     rng = np.random.default_rng(2)
     w = rng.standard_normal((4, 6)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
-         helper.make_node("Gemm", ["x2", "w"], ["y2"], name="gemm", transB=1)], "shared",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
-         helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6]),
-         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [2, 4])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+            helper.make_node("Gemm", ["x2", "w"], ["y2"], name="gemm", transB=1),
+        ],
+        "shared",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 6]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, [2, 4]),
+        ],
         initializer=[numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -277,7 +310,10 @@ def test_weight_shared_by_matmul_and_gemm_gets_each_consumers_axis(run_ort_outpu
     onnx.checker.check_model(out, full_check=True)
     assert [a.i for a in _qdq_of(out, "mm", 1)[1].attribute if a.name == "axis"] == [1]
     assert [a.i for a in _qdq_of(out, "gemm", 1)[1].attribute if a.name == "axis"] == [0]
-    feeds = {"x": rng.uniform(-3, 3, (2, 4)).astype(np.float32), "x2": rng.uniform(-3, 3, (2, 6)).astype(np.float32)}
+    feeds = {
+        "x": rng.uniform(-3, 3, (2, 4)).astype(np.float32),
+        "x2": rng.uniform(-3, 3, (2, 6)).astype(np.float32),
+    }
     got = run_ort_outputs(out, feeds)
     w_cols = _fake_quant(w, np.abs(w).max(axis=0) / 127, axis=1)
     w_rows = _fake_quant(w, np.abs(w).max(axis=1) / 127, axis=0)

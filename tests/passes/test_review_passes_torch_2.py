@@ -91,27 +91,40 @@ def test_fold_constants_reports_exact_cast_elision(assert_same_outputs):
 
 
 def _if_model(then_nodes, cond: bool | None = None) -> onnx.ModelProto:
-    then = helper.make_graph(then_nodes, "then", [], [helper.make_tensor_value_info("t", TP.FLOAT, [2, 3])])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TP.FLOAT, [2, 3])])
+    then = helper.make_graph(
+        then_nodes, "then", [], [helper.make_tensor_value_info("t", TP.FLOAT, [2, 3])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TP.FLOAT, [2, 3])],
+    )
     inputs = [helper.make_tensor_value_info("x", TP.FLOAT, [2, 3])]
     inits = []
     if cond is None:
         inputs.insert(0, helper.make_tensor_value_info("c", TP.BOOL, []))
     else:
         inits.append(numpy_helper.from_array(np.array(cond), "c"))
-    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
-                              inputs, [helper.make_tensor_value_info("y", TP.FLOAT, [2, 3])], initializer=inits)
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "g",
+        inputs,
+        [helper.make_tensor_value_info("y", TP.FLOAT, [2, 3])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
 def test_fold_constants_never_folds_random_in_a_branch():
-    model = _if_model([
-        helper.make_node("RandomUniform", [], ["r"], shape=[2, 3], dtype=TP.FLOAT),
-        helper.make_node("Mul", ["r", "x"], ["t"]),
-    ])
+    model = _if_model(
+        [
+            helper.make_node("RandomUniform", [], ["r"], shape=[2, 3], dtype=TP.FLOAT),
+            helper.make_node("Mul", ["r", "x"], ["t"]),
+        ]
+    )
     folded, res = _fold(model)
     then = next(a.g for a in folded.graph.node[0].attribute if a.name == "then_branch")
     assert [n.op_type for n in then.node] == ["RandomUniform", "Mul"]
@@ -119,11 +132,18 @@ def test_fold_constants_never_folds_random_in_a_branch():
 
 
 def test_fold_constants_reports_folding_inside_a_branch(assert_same_outputs):
-    model = _if_model([
-        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.full((2, 3), 4.0, np.float32))),
-        helper.make_node("Sqrt", ["k"], ["r"]),
-        helper.make_node("Mul", ["r", "x"], ["t"]),
-    ])
+    model = _if_model(
+        [
+            helper.make_node(
+                "Constant",
+                [],
+                ["k"],
+                value=numpy_helper.from_array(np.full((2, 3), 4.0, np.float32)),
+            ),
+            helper.make_node("Sqrt", ["k"], ["r"]),
+            helper.make_node("Mul", ["r", "x"], ["t"]),
+        ]
+    )
     fixed, report = onnx2trt_lib.fix(model, passes=["fold-constants"])
     assert report.modified
     then = next(a.g for a in fixed.graph.node[0].attribute if a.name == "then_branch")
@@ -152,8 +172,15 @@ def test_fix_dynamo_interpolate_fractional_scale_dynamic(assert_same_outputs):
             return F.interpolate(x, scale_factor=1.5, mode="linear", align_corners=False)
 
     buf = io.BytesIO()
-    torch.onnx.export(Up().eval(), (torch.randn(1, 2, 6),), buf, opset_version=18, dynamo=True, input_names=["x"],
-                      dynamic_shapes=({2: torch.export.Dim("w", min=2, max=64)},))
+    torch.onnx.export(
+        Up().eval(),
+        (torch.randn(1, 2, 6),),
+        buf,
+        opset_version=18,
+        dynamo=True,
+        input_names=["x"],
+        dynamic_shapes=({2: torch.export.Dim("w", min=2, max=64)},),
+    )
     model = onnx.load_from_string(buf.getvalue())
     fixed, _ = onnx2trt_lib.fix(model, target="tensorrt-7.1")
     onnx.checker.check_model(fixed, full_check=True)

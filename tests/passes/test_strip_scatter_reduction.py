@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from helpers import apply_pass
 import pytest
-from helpers import conv_relu_model
+from helpers import apply_pass, conv_relu_model
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2trt_lib.passes import PassManager
@@ -71,7 +70,9 @@ def test_fixture_only_none_is_stripped_and_outputs_equal(path: Path, assert_same
 
 
 @pytest.mark.trt
-@pytest.mark.parametrize("name", ["scatter_setslice_dynamo", "scatter_setslice_dynamo_dynamic", "scatter_src_dynamo"])
+@pytest.mark.parametrize(
+    "name", ["scatter_setslice_dynamo", "scatter_setslice_dynamo_dynamic", "scatter_src_dynamo"]
+)
 def test_stripped_fixture_rtx_parses_and_builds(name: str, rtx_parse_and_build) -> None:
     fixed, res = _strip(onnx.load(DATA / f"{name}.onnx"))
     assert res.modified
@@ -85,18 +86,29 @@ def _scatter_model(op: str, reductions: list[str | None]) -> onnx.ModelProto:
     for k, reduction in enumerate(reductions):
         attrs = {} if reduction is None else {"reduction": reduction}
         if op == "ScatterND":
-            inits.append(numpy_helper.from_array(np.array([[k % 3], [(k + 1) % 3]], np.int64), f"i{k}"))
+            inits.append(
+                numpy_helper.from_array(np.array([[k % 3], [(k + 1) % 3]], np.int64), f"i{k}")
+            )
             update_shape = [2, 4]
         else:
-            inits.append(numpy_helper.from_array(np.array([[k % 4, 3], [0, 1], [2, 2]], np.int64), f"i{k}"))
+            inits.append(
+                numpy_helper.from_array(np.array([[k % 4, 3], [0, 1], [2, 2]], np.int64), f"i{k}")
+            )
             update_shape = [3, 2]
             attrs["axis"] = 1
         inits.append(numpy_helper.from_array(np.full(update_shape, 0.5 + k, np.float32), f"u{k}"))
-        nodes.append(helper.make_node(op, [prev, f"i{k}", f"u{k}"], [f"s{k}"], name=f"scatter{k}", **attrs))
+        nodes.append(
+            helper.make_node(op, [prev, f"i{k}", f"u{k}"], [f"s{k}"], name=f"scatter{k}", **attrs)
+        )
         prev = f"s{k}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -127,13 +139,24 @@ def test_no_match_and_input_model_untouched() -> None:
 def test_inside_if_branch(assert_same_outputs) -> None:
     """A scatter in a subgraph (here an If branch) is stripped too."""
     inner = _scatter_model("ScatterND", ["none"]).graph
-    branch = helper.make_graph(list(inner.node), "then", [], list(inner.output), initializer=list(inner.initializer))
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [3, 4])])
-    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
-                              [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    branch = helper.make_graph(
+        list(inner.node), "then", [], list(inner.output), initializer=list(inner.initializer)
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [3, 4])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     fixed, res = _strip(model)
@@ -146,16 +169,30 @@ def test_inside_if_branch(assert_same_outputs) -> None:
 
 def test_inside_local_function(assert_same_outputs) -> None:
     """The TensorRT parser inlines model-local functions: a scatter there is stripped too."""
-    function = helper.make_function("local", "SetRows", ["d", "i", "u"], ["o"],
-                                    [helper.make_node("ScatterND", ["d", "i", "u"], ["o"], reduction="none")],
-                                    [helper.make_opsetid("", 18)])
-    inits = [numpy_helper.from_array(np.array([[0], [2]], np.int64), "idx"),
-             numpy_helper.from_array(np.full((2, 4), 0.5, np.float32), "upd")]
-    graph = helper.make_graph([helper.make_node("SetRows", ["x", "idx", "upd"], ["y"], domain="local")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
-                              functions=[function])
+    function = helper.make_function(
+        "local",
+        "SetRows",
+        ["d", "i", "u"],
+        ["o"],
+        [helper.make_node("ScatterND", ["d", "i", "u"], ["o"], reduction="none")],
+        [helper.make_opsetid("", 18)],
+    )
+    inits = [
+        numpy_helper.from_array(np.array([[0], [2]], np.int64), "idx"),
+        numpy_helper.from_array(np.full((2, 4), 0.5, np.float32), "upd"),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("SetRows", ["x", "idx", "upd"], ["y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+        functions=[function],
+    )
     model.ir_version = 8
     fixed, report = PassManager([StripScatterReductionPass()]).run(model)
     assert report.records[0].result.counts == {"stripped": 1}

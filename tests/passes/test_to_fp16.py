@@ -33,16 +33,24 @@ def _model(seed: int = 0, *, big: float | None = None) -> onnx.ModelProto:
         helper.make_node("Mul", ["up", "k"], ["m"], name="mul"),
         helper.make_node("ReduceMean", ["m"], ["p"], name="pool", axes=[2, 3], keepdims=0),
         helper.make_node("Gemm", ["p", "wg"], ["g"], name="gemm"),
-        helper.make_node("ConstantOfShape", ["one3"], ["bias"], name="cos",
-                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.25])),
+        helper.make_node(
+            "ConstantOfShape",
+            ["one3"],
+            ["bias"],
+            name="cos",
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.25]),
+        ),
         helper.make_node("Add", ["g", "bias"], ["gb"], name="add_bias"),
         helper.make_node("Softmax", ["gb"], ["y"], name="softmax", axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "fp16_model",
+        nodes,
+        "fp16_model",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
-         helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, 3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, 3]),
+        ],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -64,7 +72,9 @@ def run_ort():
         options.intra_op_num_threads = 1
         # no graph optimisation: ORT would otherwise fold Cast pairs and compute in float32
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         dtype = np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32
         names = [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(names, {"x": x.astype(dtype)}), strict=True))
@@ -74,7 +84,11 @@ def run_ort():
 
 def _cast_chains(model: onnx.ModelProto) -> list[str]:
     producers = {o: n for n in model.graph.node for o in n.output}
-    return [n.name for n in model.graph.node if n.op_type == "Cast" and getattr(producers.get(n.input[0]), "op_type", "") == "Cast"]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Cast" and getattr(producers.get(n.input[0]), "op_type", "") == "Cast"
+    ]
 
 
 def _elem(model: onnx.ModelProto, name: str) -> int:
@@ -89,7 +103,9 @@ def _elem(model: onnx.ModelProto, name: str) -> int:
 FP16_RTOL = 2e-2  # ~20 ulps of FP16 at the outputs' scale, after a few layers of rounding
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 2**16), keep_io=st.booleans())
 def test_fp16_outputs_close_to_fp32(seed, keep_io, run_ort):
     model = _model(seed)
@@ -98,7 +114,9 @@ def test_fp16_outputs_close_to_fp32(seed, keep_io, run_ort):
     onnx.checker.check_model(out, full_check=True)
     x = np.random.default_rng(seed).standard_normal((1, 3, 6, 6)).astype(np.float32)
     ref, got = run_ort(model, x), run_ort(out, x)
-    from onnx.reference import ReferenceEvaluator  # computes in FP16 as written (ORT CPU may use float32)
+    from onnx.reference import (
+        ReferenceEvaluator,  # computes in FP16 as written (ORT CPU may use float32)
+    )
 
     x_in = x if keep_io else x.astype(np.float16)
     exact16 = dict(zip(["y", "g"], ReferenceEvaluator(out).run(None, {"x": x_in}), strict=True))
@@ -106,17 +124,26 @@ def test_fp16_outputs_close_to_fp32(seed, keep_io, run_ort):
         assert got[name].dtype == exact16[name].dtype == (np.float32 if keep_io else np.float16)
         scale = float(np.abs(ref[name]).max())
         np.testing.assert_allclose(got[name].astype(np.float32), ref[name], atol=FP16_RTOL * scale)
-        np.testing.assert_allclose(exact16[name].astype(np.float32), ref[name], atol=FP16_RTOL * scale)
+        np.testing.assert_allclose(
+            exact16[name].astype(np.float32), ref[name], atol=FP16_RTOL * scale
+        )
     assert _cast_chains(out) == []
     casts = [n for n in out.graph.node if n.op_type == "Cast"]
     # keep_io: one Cast in (x) and one per output (y, g); else none
     assert len(casts) == (3 if keep_io else 0)
     assert _elem(out, "c") == TensorProto.FLOAT16
-    assert _elem(out, "scales") == TensorProto.FLOAT  # Resize scales stay float32 (ONNX pins the type)
+    assert (
+        _elem(out, "scales") == TensorProto.FLOAT
+    )  # Resize scales stay float32 (ONNX pins the type)
 
 
 def test_second_run_is_a_no_op():
-    for options in ({}, {"keep_io_types": True}, {"keep_ops": ["Softmax"]}, {"keep_nodes": ["mul", "gemm"]}):
+    for options in (
+        {},
+        {"keep_io_types": True},
+        {"keep_ops": ["Softmax"]},
+        {"keep_nodes": ["mul", "gemm"]},
+    ):
         out, _ = _convert(_model(), **options)
         again, res = _convert(out, **options)
         assert not res.modified and again is out, options
@@ -153,13 +180,19 @@ def test_large_initializer_keeps_its_node_float32(run_ort):
 
     got = dict(zip(["y", "g"], ReferenceEvaluator(out).run(None, {"x": x}), strict=True))
     with np.errstate(over="ignore"):
-        assert not np.isfinite(got["g"]).all()  # mul is float32 but its 1e5-scale output overflows pool in FP16
+        assert not np.isfinite(
+            got["g"]
+        ).all()  # mul is float32 but its 1e5-scale output overflows pool in FP16
     # m overflows FP16 downstream of mul unless its consumers also stay float32: measured ranges do that
-    out2, res2 = _convert(model, keep_io_types=True, ranges={"m": 3e5, "p": 2e5, "g": 1e5, "gb": 1e5})
+    out2, res2 = _convert(
+        model, keep_io_types=True, ranges={"m": 3e5, "p": 2e5, "g": 1e5, "gb": 1e5}
+    )
     kept = {s.node for s in res2.skipped}
     assert {"mul", "pool", "gemm", "add_bias"} <= kept
     got2 = dict(zip(["y", "g"], ReferenceEvaluator(out2).run(None, {"x": x}), strict=True))
-    np.testing.assert_allclose(got2["g"], ref["g"], rtol=1e-2, atol=1e-2 * float(np.abs(ref["g"]).max()))
+    np.testing.assert_allclose(
+        got2["g"], ref["g"], rtol=1e-2, atol=1e-2 * float(np.abs(ref["g"]).max())
+    )
 
 
 def test_activation_bound_is_configurable():
@@ -185,13 +218,17 @@ def test_constant_nodes_and_casts_are_converted(run_ort):
         helper.make_node("Add", ["x2", "n"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "consts", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        nodes,
+        "consts",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     out, res = _convert(model)
-    assert res.modified and not any(n.op_type == "Cast" and n.attribute[0].i == TensorProto.FLOAT for n in out.graph.node)
+    assert res.modified and not any(
+        n.op_type == "Cast" and n.attribute[0].i == TensorProto.FLOAT for n in out.graph.node
+    )
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(run_ort(out, x)["y"], (x * 2 + 5).astype(np.float16))
 
@@ -242,19 +279,37 @@ def test_outer_tensors_read_by_branches_stay_float32_there(nested, assert_same_o
 
     The Relu producing `r` turns FP16; the branches must still see a float32 `r` (through a Cast).
     """
+
     def branch(name: str, op: str) -> onnx.GraphProto:
-        return helper.make_graph([helper.make_node(op, ["r", "c"], [f"{name}_y"])], name, [],
-                                 [_vi(f"{name}_y", TensorProto.FLOAT, [2, 3])])
+        return helper.make_graph(
+            [helper.make_node(op, ["r", "c"], [f"{name}_y"])],
+            name,
+            [],
+            [_vi(f"{name}_y", TensorProto.FLOAT, [2, 3])],
+        )
 
     then = branch("then", "Add")
     if nested:  # the read sits one If deeper
-        inner = helper.make_node("If", ["cond2"], ["then_y"], then_branch=branch("inner_then", "Mul"),
-                                 else_branch=branch("inner_else", "Div"))
+        inner = helper.make_node(
+            "If",
+            ["cond2"],
+            ["then_y"],
+            then_branch=branch("inner_then", "Mul"),
+            else_branch=branch("inner_else", "Div"),
+        )
         then = helper.make_graph([inner], "then", [], [_vi("then_y", TensorProto.FLOAT, [2, 3])])
     model = _small(
-        [helper.make_node("Relu", ["x"], ["r"]),
-         helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=branch("else", "Sub"))],
-        [_vi("x", TensorProto.FLOAT, [2, 3]), _vi("cond", TensorProto.BOOL, []), _vi("cond2", TensorProto.BOOL, [])],
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node(
+                "If", ["cond"], ["y"], then_branch=then, else_branch=branch("else", "Sub")
+            ),
+        ],
+        [
+            _vi("x", TensorProto.FLOAT, [2, 3]),
+            _vi("cond", TensorProto.BOOL, []),
+            _vi("cond2", TensorProto.BOOL, []),
+        ],
         [_vi("y", TensorProto.FLOAT, [2, 3])],
         [numpy_helper.from_array(np.array([1.5], np.float32), "c")],
     )
@@ -270,10 +325,20 @@ def test_outer_tensors_read_by_branches_stay_float32_there(nested, assert_same_o
 
 def test_constant_node_feeding_resize_scales_stays_float32(assert_same_outputs):
     """Scales 0.1 from a Constant node: as FP16 (0.0999756) the output would be 9x9, not 10x10."""
-    scales = helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(np.array([1, 1, 0.1, 0.1], np.float32)))
+    scales = helper.make_node(
+        "Constant",
+        [],
+        ["scales"],
+        value=numpy_helper.from_array(np.array([1, 1, 0.1, 0.1], np.float32)),
+    )
     model = _small(
-        [scales, helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest")],
-        [_vi("x", TensorProto.FLOAT, [1, 1, 100, 100])], [_vi("y", TensorProto.FLOAT, [1, 1, 10, 10])],
+        [
+            scales,
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="nearest"),
+        ],
+        [_vi("x", TensorProto.FLOAT, [1, 1, 100, 100])],
+        [_vi("y", TensorProto.FLOAT, [1, 1, 10, 10])],
     )
     out, _ = _convert(model, keep_io_types=True)
     onnx.checker.check_model(out, full_check=True)
@@ -292,18 +357,31 @@ def _one_op_model(op: str, opset: int) -> onnx.ModelProto:
     """x -> Relu (goes FP16) -> op -> y: the op sits where an FP16 region meets it."""
     inits, inputs, out_type = [], ["r"], TensorProto.FLOAT
     if op == "Range":  # Range(0, 6, 1) + r
-        inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("a", 0), ("b", 6), ("d", 1))]
-        nodes = [helper.make_node("Range", ["a", "b", "d"], ["q"]), helper.make_node("Add", ["q", "r"], ["y"])]
+        inits = [
+            numpy_helper.from_array(np.array(v, np.float32), n)
+            for n, v in (("a", 0), ("b", 6), ("d", 1))
+        ]
+        nodes = [
+            helper.make_node("Range", ["a", "b", "d"], ["q"]),
+            helper.make_node("Add", ["q", "r"], ["y"]),
+        ]
     else:
         if op == "CumSum":
             inits, inputs = [numpy_helper.from_array(np.array(0, np.int64), "axis")], ["r", "axis"]
         out_type = TensorProto.BOOL if op == "IsInf" else TensorProto.FLOAT
         nodes = [helper.make_node(op, inputs, ["y"])]
-    return _small([helper.make_node("Relu", ["x"], ["r"]), *nodes],
-                  [_vi("x", TensorProto.FLOAT, [6])], [_vi("y", out_type, [6])], inits, opset=opset)
+    return _small(
+        [helper.make_node("Relu", ["x"], ["r"]), *nodes],
+        [_vi("x", TensorProto.FLOAT, [6])],
+        [_vi("y", out_type, [6])],
+        inits,
+        opset=opset,
+    )
 
 
-@pytest.mark.parametrize(("op", "opset"), [("Range", 13), ("Celu", 13), ("IsInf", 13), ("IsInf", 19), ("CumSum", 13)])
+@pytest.mark.parametrize(
+    ("op", "opset"), [("Range", 13), ("Celu", 13), ("IsInf", 13), ("IsInf", 19), ("CumSum", 13)]
+)
 def test_ops_without_fp16_in_the_models_opset_stay_float32(op, opset, assert_same_outputs):
     model = _one_op_model(op, opset)
     out, res = _convert(model, keep_io_types=True)
@@ -320,16 +398,22 @@ def test_ops_with_fp16_from_some_opset_convert_there(op, opset, assert_same_outp
     assert not res.skipped
     onnx.checker.check_model(out, full_check=True)
     node = next(n for n in out.graph.node if n.op_type == op)
-    assert node.input[0] == "r" and _elem(out, "r") == TensorProto.FLOAT16  # reads the FP16 Relu output
+    assert (
+        node.input[0] == "r" and _elem(out, "r") == TensorProto.FLOAT16
+    )  # reads the FP16 Relu output
     assert_same_outputs(model, out, _one_op_feeds(op), atol=1e-2)
 
 
 def test_constant_of_shape_without_value_gets_an_fp16_zero(assert_same_outputs):
     """ConstantOfShape without `value` outputs float32 zeros; declaring its output FP16 needs an FP16 value."""
     model = _small(
-        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ConstantOfShape", ["s"], ["z"]),
-         helper.make_node("Add", ["x", "z"], ["y"])],
-        [_vi("x", TensorProto.FLOAT, [2, 3])], [_vi("y", TensorProto.FLOAT, [2, 3])],
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("ConstantOfShape", ["s"], ["z"]),
+            helper.make_node("Add", ["x", "z"], ["y"]),
+        ],
+        [_vi("x", TensorProto.FLOAT, [2, 3])],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
     )
     out, _ = _convert(model, keep_io_types=True)
     onnx.checker.check_model(out, full_check=True)

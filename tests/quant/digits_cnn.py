@@ -27,9 +27,12 @@ def load_split(seed: int = 0) -> dict[str, np.ndarray]:
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order]
     return {
-        "x_train": x[:1097], "y_train": y[:1097],
-        "x_calib": x[1097:1297], "y_calib": y[1097:1297],
-        "x_test": x[1297:], "y_test": y[1297:],
+        "x_train": x[:1097],
+        "y_train": y[:1097],
+        "x_calib": x[1097:1297],
+        "y_calib": y[1097:1297],
+        "x_test": x[1297:],
+        "y_test": y[1297:],
     }
 
 
@@ -116,10 +119,14 @@ def train(data: dict[str, np.ndarray], *, epochs: int = 25, seed: int = 0) -> di
         return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
     p = {
-        "w1": he(8, 1, 3, 3), "b1": np.zeros(8, np.float32),
-        "w2": he(16, 8, 3, 3), "b2": np.zeros(16, np.float32),
-        "w3": he(16, 16, 3, 3) * 0.5, "b3": np.zeros(16, np.float32),
-        "w4": he(10, 256), "b4": np.zeros(10, np.float32),
+        "w1": he(8, 1, 3, 3),
+        "b1": np.zeros(8, np.float32),
+        "w2": he(16, 8, 3, 3),
+        "b2": np.zeros(16, np.float32),
+        "w3": he(16, 16, 3, 3) * 0.5,
+        "b3": np.zeros(16, np.float32),
+        "w4": he(10, 256),
+        "b4": np.zeros(10, np.float32),
     }
     m = {k: np.zeros_like(v) for k, v in p.items()}
     v2 = {k: np.zeros_like(v) for k, v in p.items()}
@@ -154,12 +161,15 @@ def to_onnx(p: dict[str, np.ndarray], *, opset: int = 17) -> onnx.ModelProto:
     ]
     inits = [numpy_helper.from_array(v, k) for k, v in p.items()]
     graph = helper.make_graph(
-        nodes, "digits_cnn",
+        nodes,
+        "digits_cnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="digits_cnn")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="digits_cnn"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -183,7 +193,10 @@ def max_abs_ranges(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
 
     names = [o for n in model.graph.node for o in n.output]
     values = run(model, [{"x": x}], extra_outputs=names)
-    return {"x": float(np.abs(x).max()), **{k: float(np.abs(v[0]).max()) for k, v in values.items()}}
+    return {
+        "x": float(np.abs(x).max()),
+        **{k: float(np.abs(v[0]).max()) for k, v in values.items()},
+    }
 
 
 def accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:

@@ -27,7 +27,9 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float32, st.integers(1, 50), elements=finite), arrays(np.float32, 50, elements=finite))
+@given(
+    arrays(np.float32, st.integers(1, 50), elements=finite), arrays(np.float32, 50, elements=finite)
+)
 def test_sqnr_and_cosine_match_plain_formulas(ref, noise):
     test = ref + noise[: ref.size] * 0.01
     signal = sum(float(v) ** 2 for v in ref)
@@ -56,10 +58,20 @@ def test_compare_reports_worst_tensor_first(digits, digits_ranges):
     ranges = dict(digits_ranges)
     ranges["r1"] /= 40  # one badly clipped tensor
     q = quantize(model, ranges, protect=False).model
-    report = compare(model, q, data["x_test"], metric=lambda out: float((out["logits"].argmax(1) == data["y_test"]).mean()))
+    report = compare(
+        model,
+        q,
+        data["x_test"],
+        metric=lambda out: float((out["logits"].argmax(1) == data["y_test"]).mean()),
+    )
     assert [t.name for t in report.tensors][0] == "r1"
     values = [t.sqnr_db for t in report.tensors]
-    assert values == sorted(values) and set(t.name for t in report.tensors) == {"x", "r1", "r2", "f"}
+    assert values == sorted(values) and set(t.name for t in report.tensors) == {
+        "x",
+        "r1",
+        "r2",
+        "f",
+    }
     assert report.outputs[0].name == "logits" and report.outputs[0].cosine < 0.999
     assert report.metric["drop"] > 0.05
     payload = json.loads(json.dumps(report.to_dict()))

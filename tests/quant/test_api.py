@@ -8,7 +8,13 @@ import pytest
 from digits_cnn import accuracy
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx2trt_lib.errors import CalibrationError, CacheFormatError, ModelLoadError, Onnx2TrtError, UsageError
+from onnx2trt_lib.errors import (
+    CacheFormatError,
+    CalibrationError,
+    ModelLoadError,
+    Onnx2TrtError,
+    UsageError,
+)
 from onnx2trt_lib.quant import quantize, to_fp16
 from onnx2trt_lib.quant.accuracy import run
 
@@ -35,13 +41,18 @@ def test_int8_accuracy_within_half_a_point_of_fp32(digits, digits_cache, tmp_pat
 def test_tensorrt_rtx_parses_and_builds_int8_and_fp16(digits, digits_ranges):
     trt = pytest.importorskip("tensorrt_rtx")
     model, _ = digits
-    for candidate in (quantize(model, digits_ranges, protect=False).model, to_fp16(model).model,
-                      to_fp16(model, keep_io_types=True).model):
+    for candidate in (
+        quantize(model, digits_ranges, protect=False).model,
+        to_fp16(model).model,
+        to_fp16(model, keep_io_types=True).model,
+    ):
         logger = trt.Logger(trt.Logger.ERROR)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
-        assert parser.parse(candidate.SerializeToString()), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        assert parser.parse(candidate.SerializeToString()), [
+            parser.get_error(i).desc() for i in range(parser.num_errors)
+        ]
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
         name = network.get_input(0).name
@@ -144,7 +155,8 @@ def test_already_quantized_and_non_float_models_are_refused(digits, digits_range
     with pytest.raises(UsageError, match="already quantized"):
         to_fp16(q)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")], "ints",
+        [helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
+        "ints",
         [helper.make_tensor_value_info("a", TensorProto.INT32, [2, 2])],
         [helper.make_tensor_value_info("c", TensorProto.INT32, [2, 2])],
         initializer=[numpy_helper.from_array(np.eye(2, dtype=np.int32), "b")],

@@ -30,7 +30,18 @@ def model_file(digits, tmp_path):
 
 def test_quantize_writes_model_and_json(cli, model_file, digits_cache, tmp_path):
     out = tmp_path / "q.onnx"
-    res = cli(["quantize", str(model_file), "--cache", str(digits_cache), "-o", str(out), "--no-protect", "--json"])
+    res = cli(
+        [
+            "quantize",
+            str(model_file),
+            "--cache",
+            str(digits_cache),
+            "-o",
+            str(out),
+            "--no-protect",
+            "--json",
+        ]
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     assert payload["pass"]["counts"]["quantized_nodes"] == 4 and payload["protection"] is None
@@ -41,8 +52,20 @@ def test_quantize_with_data_runs_protection(cli, model_file, digits, digits_cach
     data = tmp_path / "held_out.npy"
     np.save(data, digits[1]["x_train"][:64])
     out = tmp_path / "q.onnx"
-    res = cli(["quantize", str(model_file), "--cache", str(digits_cache), "-o", str(out), "--data", str(data),
-               "--exclude", "conv1"])
+    res = cli(
+        [
+            "quantize",
+            str(model_file),
+            "--cache",
+            str(digits_cache),
+            "-o",
+            str(out),
+            "--data",
+            str(data),
+            "--exclude",
+            "conv1",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "protection:" in res.output and "wrote" in res.output
     q = onnx.load(out)
@@ -52,23 +75,40 @@ def test_quantize_with_data_runs_protection(cli, model_file, digits, digits_cach
 
 def test_quantize_errors_are_one_line_and_write_nothing(cli, model_file, tmp_path):
     cache = tmp_path / "other.cache"
-    cache.write_text("TRT-100300-EntropyCalibration2\n" + "".join(f"/other/t{i}: 3c010204\n" for i in range(5)))
+    cache.write_text(
+        "TRT-100300-EntropyCalibration2\n" + "".join(f"/other/t{i}: 3c010204\n" for i in range(5))
+    )
     out = tmp_path / "q.onnx"
     res = cli(["quantize", str(model_file), "--cache", str(cache), "-o", str(out)])
     assert res.exit_code == 1
     assert "another model" in res.output and "Traceback" not in res.output
     assert not out.exists()
-    res = cli(["quantize", str(model_file), "--cache", str(cache), "-o", str(out), "--data", str(tmp_path / "nope.npy")])
+    res = cli(
+        [
+            "quantize",
+            str(model_file),
+            "--cache",
+            str(cache),
+            "-o",
+            str(out),
+            "--data",
+            str(tmp_path / "nope.npy"),
+        ]
+    )
     assert res.exit_code == 2 and "no such file" in res.output
 
 
 def test_fp16_command(cli, model_file, tmp_path):
     out = tmp_path / "f.onnx"
-    res = cli(["fp16", str(model_file), "-o", str(out), "--keep-io-types", "--keep-ops", "Gemm", "--json"])
+    res = cli(
+        ["fp16", str(model_file), "-o", str(out), "--keep-io-types", "--keep-ops", "Gemm", "--json"]
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     assert [s["node"] for s in payload["pass"]["skipped"]] == ["fc"]
     model = onnx.load(out)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     res = cli(["fp16", str(out), "-o", str(tmp_path / "again.onnx")])
-    assert res.exit_code == 0  # still has float32 parts (kept Gemm, I/O): converts the rest, no error
+    assert (
+        res.exit_code == 0
+    )  # still has float32 parts (kept Gemm, I/O): converts the rest, no error

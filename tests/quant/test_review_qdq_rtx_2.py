@@ -25,22 +25,36 @@ def _masked_scores(kind: str = "value") -> onnx.ModelProto:
     """y = Softmax(s + (1 - mask) * finfo(float32).min), the constant a Constant node (as torch exports it)."""
     lowest = float(np.finfo(np.float32).min)
     if kind == "value":
-        const = helper.make_node("Constant", [], ["low"], name="c_low",
-                                 value=numpy_helper.from_array(np.array(lowest, np.float32), "v"))
+        const = helper.make_node(
+            "Constant",
+            [],
+            ["low"],
+            name="c_low",
+            value=numpy_helper.from_array(np.array(lowest, np.float32), "v"),
+        )
     else:
         const = helper.make_node("Constant", [], ["low"], name="c_low", value_float=lowest)
     nodes = [
-        helper.make_node("Constant", [], ["one"], name="c_one",
-                         value=numpy_helper.from_array(np.array(1.0, np.float32), "o")),
+        helper.make_node(
+            "Constant",
+            [],
+            ["one"],
+            name="c_one",
+            value=numpy_helper.from_array(np.array(1.0, np.float32), "o"),
+        ),
         helper.make_node("Sub", ["one", "mask"], ["inv"], name="sub"),
         const,
         helper.make_node("Mul", ["inv", "low"], ["bias"], name="mul"),
         helper.make_node("Add", ["s", "bias"], ["sb"], name="add"),
         helper.make_node("Softmax", ["sb"], ["y"], name="softmax", axis=-1),
     ]
-    inputs = [helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 5, 5]),
-              helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 5, 5])]
-    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 5])])
+    inputs = [
+        helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 5, 5]),
+        helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 5, 5]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 5])]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -56,12 +70,14 @@ def test_to_fp16_keeps_constant_node_beyond_fp16_range(kind):
     mask = (rng.random((2, 5, 5)) > 0.3).astype(np.float32)
     mask[..., 0] = 1.0  # no fully masked row
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"s": s, "mask": mask})[0]
+        None, {"s": s, "mask": mask}
+    )[0]
     res = to_fp16(model, keep_io_types=True)
     onnx.checker.check_model(res.model, full_check=True)
     assert {k.node for k in res.kept} >= {"c_low", "mul"}
-    out = ort.InferenceSession(res.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"s": s, "mask": mask})[0]
+    out = ort.InferenceSession(
+        res.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"s": s, "mask": mask})[0]
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, ref, atol=2e-3)
 

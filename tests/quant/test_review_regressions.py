@@ -41,14 +41,21 @@ def conv_model(batch: int = 1, *, unnamed: bool = False, seed: int = 0) -> onnx.
         h.make_node("Flatten", ["a"], ["f"], name="flat"),
         h.make_node("Gemm", ["f", "wg"], ["y"], name=name("gemm"), transB=1),
     ]
-    graph = h.make_graph(nodes, "m", [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, 8, 8])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [batch, 10])], [w1, w2, wg])
+    graph = h.make_graph(
+        nodes,
+        "m",
+        [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [batch, 10])],
+        [w1, w2, wg],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
 
-def run_ort(model: onnx.ModelProto, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+def run_ort(
+    model: onnx.ModelProto, x: np.ndarray, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Outputs (and intermediate tensors `names`) by name, one batch-sized run per chunk."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -72,7 +79,9 @@ def data(rows: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, 3, 8, 8)).astype(np.float32)
 
 
-def output_sqnr(fp32: onnx.ModelProto, test: onnx.ModelProto, x: np.ndarray, name: str = "y") -> float:
+def output_sqnr(
+    fp32: onnx.ModelProto, test: onnx.ModelProto, x: np.ndarray, name: str = "y"
+) -> float:
     return sqnr_db(run_ort(fp32, x)[name], run_ort(test, x)[name])
 
 
@@ -96,8 +105,14 @@ def test_protection_runs_on_a_fixed_batch_of_4_with_batch_independent_mac_shares
     result = quantize(model, ranges, data=x)
     report = result.protection
     assert report.met and [e.node for e in report.excluded] == ["conv2"]
-    assert report.int8_mac_share_after == pytest.approx((MACS["conv1"] + MACS["gemm"]) / sum(MACS.values()))
-    assert not is_int8(result.model, "conv2") and is_int8(result.model, "conv1") and is_int8(result.model, "gemm")
+    assert report.int8_mac_share_after == pytest.approx(
+        (MACS["conv1"] + MACS["gemm"]) / sum(MACS.values())
+    )
+    assert (
+        not is_int8(result.model, "conv2")
+        and is_int8(result.model, "conv1")
+        and is_int8(result.model, "gemm")
+    )
     assert output_sqnr(model, result.model, x) >= 20
 
 
@@ -106,16 +121,33 @@ def test_fixed_batch_leaves_out_a_short_last_chunk_and_refuses_other_row_counts(
     ranges = amax(model, x[:8])
     with caplog.at_level("WARNING"):
         result = quantize(model, ranges, data=x)
-    assert result.protection.met and "the last 2 sample(s) do not fill the model's fixed batch of 4" in caplog.text
-    with pytest.raises(UsageError, match=r"3 sample\(s\) are fewer than the model's fixed batch of 4"):
+    assert (
+        result.protection.met
+        and "the last 2 sample(s) do not fill the model's fixed batch of 4" in caplog.text
+    )
+    with pytest.raises(
+        UsageError, match=r"3 sample\(s\) are fewer than the model's fixed batch of 4"
+    ):
         quantize(model, ranges, data=x[:3])
-    with pytest.raises(UsageError, match=r"batch 0: input 'x' gets 2 rows but the model's batch is fixed at 4"):
+    with pytest.raises(
+        UsageError, match=r"batch 0: input 'x' gets 2 rows but the model's batch is fixed at 4"
+    ):
         quantize(model, ranges, data=[{"x": x[:2]}, {"x": x[2:6]}])
     onnx.save(model, tmp_path / "m.onnx")
     write_cache(tmp_path / "m.cache", CalibrationCache.from_amax(ranges, version="10.3.0"))
     np.save(tmp_path / "x.npy", x)
-    res = invoke(["quantize", tmp_path / "m.onnx", "--cache", tmp_path / "m.cache", "--data", tmp_path / "x.npy",
-                  "-o", tmp_path / "q.onnx"])
+    res = invoke(
+        [
+            "quantize",
+            tmp_path / "m.onnx",
+            "--cache",
+            tmp_path / "m.cache",
+            "--data",
+            tmp_path / "x.npy",
+            "-o",
+            tmp_path / "q.onnx",
+        ]
+    )
     assert res.exit_code == 0 and (tmp_path / "q.onnx").exists(), res.output
 
 
@@ -133,7 +165,19 @@ def test_quantize_npz_data_is_cut_to_the_fixed_batch_size(tmp_path, batch):
     reports = []
     for suffix in ("npy", "npz"):
         out = tmp_path / f"q_{suffix}.onnx"
-        res = invoke(["quantize", model_path, "--cache", cache, "--data", tmp_path / f"x.{suffix}", "-o", out, "--json"])
+        res = invoke(
+            [
+                "quantize",
+                model_path,
+                "--cache",
+                cache,
+                "--data",
+                tmp_path / f"x.{suffix}",
+                "-o",
+                out,
+                "--json",
+            ]
+        )
         assert res.exit_code == 0, res.output
         reports.append(json.loads(res.output)["protection"])
         assert out.exists()
@@ -145,7 +189,9 @@ def test_quantize_npz_data_is_cut_to_the_fixed_batch_size(tmp_path, batch):
 
 def nan_model(first: bool) -> onnx.ModelProto:
     model = conv_model()
-    model.graph.node.append(h.make_node("Log", ["y"], ["ly"], name="log"))  # log of negative logits: NaN
+    model.graph.node.append(
+        h.make_node("Log", ["y"], ["ly"], name="log")
+    )  # log of negative logits: NaN
     info = h.make_tensor_value_info("ly", T.FLOAT, [1, 10])
     if first:
         model.graph.output.insert(0, info)
@@ -169,10 +215,22 @@ def test_nan_reference_output_is_one_line_in_the_cli(tmp_path):
     write_cache(tmp_path / "m.cache", CalibrationCache.from_amax(amax(model, x), version="10.3.0"))
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "q.onnx"
-    res = invoke(["quantize", tmp_path / "m.onnx", "--cache", tmp_path / "m.cache", "--data", tmp_path / "x.npy",
-                  "-o", out])
+    res = invoke(
+        [
+            "quantize",
+            tmp_path / "m.onnx",
+            "--cache",
+            tmp_path / "m.cache",
+            "--data",
+            tmp_path / "x.npy",
+            "-o",
+            out,
+        ]
+    )
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert [line for line in res.output.splitlines() if line.startswith("error:")] == [res.output.strip()]
+    assert [line for line in res.output.splitlines() if line.startswith("error:")] == [
+        res.output.strip()
+    ]
     assert "'ly'" in res.output and not out.exists()
 
 
@@ -225,7 +283,9 @@ def test_unnamed_layers_are_named_and_protected():
     assert not is_int8(result.model, "Conv:c2") and is_int8(result.model, "Conv:c1")
     assert output_sqnr(model, result.model, x) >= 20
     assert any("Conv:c2" in n for n in result.notes)
-    assert all(not n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm"))  # input untouched
+    assert all(
+        not n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm")
+    )  # input untouched
 
 
 # 6. missing ranges are those the pass would quantize
@@ -241,17 +301,26 @@ def test_missing_ranges_skip_excluded_nodes():
 
 def test_missing_ranges_include_residual_add_inputs():
     rng = np.random.default_rng(0)
-    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             h.make_node("Sigmoid", ["x"], ["s"], name="sig"),
-             h.make_node("Add", ["c", "s"], ["y"], name="add")]
-    graph = h.make_graph(nodes, "r", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [1, 3, 8, 8])],
-                         [nh.from_array(rng.standard_normal((3, 3, 3, 3)).astype(np.float32), "w")])
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        h.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+        h.make_node("Add", ["c", "s"], ["y"], name="add"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "r",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 3, 8, 8])],
+        [nh.from_array(rng.standard_normal((3, 3, 3, 3)).astype(np.float32), "w")],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     assert quantize(model, {"x": 3.0}, protect=False).missing_ranges == ("s",)
     with pytest.raises(CalibrationError, match="no range for 1 tensor.*: s;"):
         quantize(model, {"x": 3.0}, protect=False, strict=True)
-    assert quantize(model, {"x": 3.0}, protect=False, residual_add=False, strict=True).missing_ranges == ()
+    assert (
+        quantize(model, {"x": 3.0}, protect=False, residual_add=False, strict=True).missing_ranges
+        == ()
+    )
 
 
 # 7. FP16 models: per-tensor compare and protection cast float feeds
@@ -284,7 +353,10 @@ def test_cache_without_usable_ranges_is_refused(tmp_path, content):
     out = tmp_path / "q.onnx"
     res = invoke(["quantize", tmp_path / "m.onnx", "--cache", cache, "-o", out, "--no-protect"])
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert res.output.strip().startswith("error: no usable ranges in") and len(res.output.strip().splitlines()) == 1
+    assert (
+        res.output.strip().startswith("error: no usable ranges in")
+        and len(res.output.strip().splitlines()) == 1
+    )
     assert not out.exists()
     with pytest.raises(CalibrationError, match="no usable ranges"):
         quantize(model, {"x": math.nan})
@@ -300,7 +372,19 @@ def test_min_sqnr_must_be_finite(tmp_path, value):
     write_cache(tmp_path / "m.cache", CalibrationCache.from_amax(amax(model, x), version="10.3.0"))
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "q.onnx"
-    res = invoke(["quantize", tmp_path / "m.onnx", "--cache", tmp_path / "m.cache", "--data", tmp_path / "x.npy",
-                  "--min-sqnr", value, "-o", out])
+    res = invoke(
+        [
+            "quantize",
+            tmp_path / "m.onnx",
+            "--cache",
+            tmp_path / "m.cache",
+            "--data",
+            tmp_path / "x.npy",
+            "--min-sqnr",
+            value,
+            "-o",
+            out,
+        ]
+    )
     assert res.exit_code == 2 and "finite" in res.output and "Traceback" not in res.output
     assert not out.exists()

@@ -63,9 +63,9 @@ class FakeContext:
         declared = self.engine.shapes[name]
         if len(shape) != len(declared):
             return False
-        if lo is not None and any(s < a or s > b for s, a, b in zip(shape, lo, hi)):
+        if lo is not None and any(s < a or s > b for s, a, b in zip(shape, lo, hi, strict=True)):
             return False
-        if any(d >= 0 and d != s for d, s in zip(declared, shape)):
+        if any(d >= 0 and d != s for d, s in zip(declared, shape, strict=False)):
             return False
         self.input_shapes[name] = tuple(shape)
         return True
@@ -73,7 +73,9 @@ class FakeContext:
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         if name in self.engine.inputs:
             return self.input_shapes.get(name, self.engine.shapes[name])
-        if any(n not in self.input_shapes and -1 in self.engine.shapes[n] for n in self.engine.inputs):
+        if any(
+            n not in self.input_shapes and -1 in self.engine.shapes[n] for n in self.engine.inputs
+        ):
             return self.engine.shapes[name]
         full = {n: self.input_shapes.get(n, self.engine.shapes[n]) for n in self.engine.inputs}
         return self.engine.output_shape(name, full)
@@ -161,11 +163,17 @@ def make_affine_model(
     scale_arr = np.asarray(scale, dtype=np_dtype)
     bias_arr = np.asarray(bias, dtype=np_dtype)
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "scale"], ["xs"]), helper.make_node("Add", ["xs", "bias"], ["y"])],
+        [
+            helper.make_node("Mul", ["x", "scale"], ["xs"]),
+            helper.make_node("Add", ["xs", "bias"], ["y"]),
+        ],
         "affine",
         [helper.make_tensor_value_info("x", dtype, shape)],
         [helper.make_tensor_value_info("y", dtype, shape)],
-        initializer=[numpy_helper.from_array(scale_arr, "scale"), numpy_helper.from_array(bias_arr, "bias")],
+        initializer=[
+            numpy_helper.from_array(scale_arr, "scale"),
+            numpy_helper.from_array(bias_arr, "bias"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -261,12 +269,14 @@ def make_fake_cuda() -> types.SimpleNamespace:
             def run() -> None:  # reads `src` when the stream gets there, like cudaMemcpyAsync
                 raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
                 memory[self.ptr][: raw.size] = raw
+
             _queue(stream, run)
 
         def copy_to_host(self, dst: np.ndarray, *, stream: Any = None) -> None:
             def run() -> None:
                 raw = dst.view(np.uint8).reshape(-1)
                 raw[:] = memory[self.ptr][: raw.size]
+
             _queue(stream, run)
 
         def view(self, shape: tuple[int, ...], dtype: Any) -> tuple:
@@ -304,8 +314,17 @@ def make_fake_cuda() -> types.SimpleNamespace:
         memory[ptr][: raw.size] = raw
 
     return types.SimpleNamespace(
-        Stream=Stream, Event=Event, DeviceBuffer=DeviceBuffer, HostBuffer=HostBuffer, CudaGraph=CudaGraph,
-        is_device_array=lambda obj: False, device_view=None, memory=memory, enqueue=_queue, read=read, write=write,
+        Stream=Stream,
+        Event=Event,
+        DeviceBuffer=DeviceBuffer,
+        HostBuffer=HostBuffer,
+        CudaGraph=CudaGraph,
+        is_device_array=lambda obj: False,
+        device_view=None,
+        memory=memory,
+        enqueue=_queue,
+        read=read,
+        write=write,
     )
 
 

@@ -27,7 +27,9 @@ class ArrayRunner(Runner):
         self._results = list(outputs)
         self._calls = 0
         first = self._results[0]
-        self._outputs = tuple(TensorSpec(k, np.asarray(v).dtype, np.asarray(v).shape) for k, v in first.items())
+        self._outputs = tuple(
+            TensorSpec(k, np.asarray(v).dtype, np.asarray(v).shape) for k, v in first.items()
+        )
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -48,7 +50,9 @@ FEED = {"x": np.zeros(1, np.float32)}
 
 def test_identical_passes_with_zero_tolerance() -> None:
     y = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    report = compare(ArrayRunner("a", {"y": y}), ArrayRunner("b", {"y": y.copy()}), FEED, atol=0, rtol=0)
+    report = compare(
+        ArrayRunner("a", {"y": y}), ArrayRunner("b", {"y": y.copy()}), FEED, atol=0, rtol=0
+    )
     assert report.passed
     out = report["y"]
     assert (out.max_abs, out.max_rel, out.mismatches, out.total) == (0.0, 0.0, 0, 12)
@@ -61,7 +65,9 @@ def test_worst_elements_and_counts() -> None:
     a[2, 3] += 0.5  # worst
     a[0, 1] -= 0.1  # second
     a[3, 4] += 1e-7  # within tolerance
-    report = compare(ArrayRunner("a", {"y": a}), ArrayRunner("b", {"y": b}), FEED, atol=1e-5, rtol=0, top_k=3)
+    report = compare(
+        ArrayRunner("a", {"y": a}), ArrayRunner("b", {"y": b}), FEED, atol=1e-5, rtol=0, top_k=3
+    )
     out = report["y"]
     assert not report.passed and not out.passed
     assert out.mismatches == 2 and out.total == 20
@@ -85,9 +91,13 @@ def test_worst_elements_and_counts() -> None:
 def test_statistics_match_numpy(data, shape, atol: float, rtol: float) -> None:
     floats = st.floats(-1e3, 1e3, width=32, allow_nan=False)
     b = data.draw(hnp.arrays(np.float32, shape, elements=floats))
-    noise = data.draw(hnp.arrays(np.float32, shape, elements=st.sampled_from([0.0, 1e-7, 1e-4, 0.05, 3.0])))
+    noise = data.draw(
+        hnp.arrays(np.float32, shape, elements=st.sampled_from([0.0, 1e-7, 1e-4, 0.05, 3.0]))
+    )
     a = (b + noise).astype(np.float32)
-    report = compare(ArrayRunner("a", {"y": a}), ArrayRunner("b", {"y": b}), FEED, atol=atol, rtol=rtol)
+    report = compare(
+        ArrayRunner("a", {"y": a}), ArrayRunner("b", {"y": b}), FEED, atol=atol, rtol=rtol
+    )
     out = report["y"]
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     close = np.isclose(a64, b64, atol=atol, rtol=rtol)
@@ -102,7 +112,9 @@ def test_statistics_match_numpy(data, shape, atol: float, rtol: float) -> None:
 
 def test_nan_and_inf_handling() -> None:
     b = np.array([1.0, np.nan, np.inf, 2.0], np.float32)
-    same = compare(ArrayRunner("a", {"y": b.copy()}), ArrayRunner("b", {"y": b}), FEED, atol=0, rtol=0)
+    same = compare(
+        ArrayRunner("a", {"y": b.copy()}), ArrayRunner("b", {"y": b}), FEED, atol=0, rtol=0
+    )
     assert same.passed
     a = b.copy()
     a[0] = np.nan
@@ -166,8 +178,13 @@ def _qdq_affine(scale: np.ndarray, q_scale: float) -> onnx.ModelProto:
         numpy_helper.from_array(scale, "scale"),
         numpy_helper.from_array(np.float32(0.5), "bias"),
     ]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], initializer=init)
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=init,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -178,7 +195,9 @@ def test_fp32_vs_qdq_error_bounded_by_half_a_step(affine_model) -> None:
     q = 0.02
     ref = OrtRunner(affine_model(["N", 4], scale=scale), name="fp32")
     qdq = OrtRunner(_qdq_affine(scale, q), name="qdq")
-    x = np.random.default_rng(3).uniform(-2.5, 2.5, (64, 4)).astype(np.float32)  # inside int8 range 127*q
+    x = (
+        np.random.default_rng(3).uniform(-2.5, 2.5, (64, 4)).astype(np.float32)
+    )  # inside int8 range 127*q
     bound = q / 2 * float(np.abs(scale).max())
     strict = compare(qdq, ref, {"x": x}, atol=0, rtol=0)
     assert not strict.passed
@@ -202,14 +221,18 @@ def _fp16_rounded(model: onnx.ModelProto) -> onnx.ModelProto:
     copy.CopyFrom(model)
     for tensor in _float_weights(copy):
         arr = numpy_helper.to_array(tensor)
-        tensor.CopyFrom(numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), tensor.name))
+        tensor.CopyFrom(
+            numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), tensor.name)
+        )
     return copy
 
 
 def _perturb_largest(model: onnx.ModelProto, delta: float) -> tuple[onnx.ModelProto, str]:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    target = max((t for t in _float_weights(copy) if len(t.dims) == 4), key=lambda t: int(np.prod(t.dims)))
+    target = max(
+        (t for t in _float_weights(copy) if len(t.dims) == 4), key=lambda t: int(np.prod(t.dims))
+    )
     arr = numpy_helper.to_array(target).copy()
     arr.flat[0] += delta
     target.CopyFrom(numpy_helper.from_array(arr, target.name))
@@ -264,7 +287,9 @@ class _Recording(Runner):
 def test_fp16_io_twin_and_its_fp32_source_see_the_same_rounded_inputs(affine_model, order) -> None:
     """Both runners get the float16-rounded feed: 0.1 reaches the FP32 reference as 0.0999755859375."""
     fp32 = _Recording(OrtRunner(affine_model([4], scale=1.0, bias=0.0), name="fp32"))
-    fp16 = _Recording(OrtRunner(affine_model([4], scale=1.0, bias=0.0, dtype=TensorProto.FLOAT16), name="fp16-io"))
+    fp16 = _Recording(
+        OrtRunner(affine_model([4], scale=1.0, bias=0.0, dtype=TensorProto.FLOAT16), name="fp16-io")
+    )
     x = {"x": np.array([0.1, 0.2, 1 / 3, 1000.1], np.float32)}
     a, b = (fp16, fp32) if order == "fp16-first" else (fp32, fp16)
     report = compare(a, b, x, atol=0, rtol=0)  # identity models: only input rounding could differ

@@ -8,6 +8,7 @@ errors become exceptions naming the call.
 from __future__ import annotations
 
 import gc
+import itertools
 
 import numpy as np
 import pytest
@@ -19,20 +20,37 @@ cuda_bindings = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python
 from onnx2trt_lib.runtime import cuda  # noqa: E402
 
 HAVE_GPU = cuda.gpu_available()
-_skip_without_gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA device/driver visible to cuda-python")
+_skip_without_gpu = pytest.mark.skipif(
+    not HAVE_GPU, reason="no CUDA device/driver visible to cuda-python"
+)
 
 
 def gpu(test):  # the `gpu` marker plus the skip, one decorator
     return pytest.mark.gpu(_skip_without_gpu(test))
 
 
-DTYPES = [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
-          np.float16, np.float32, np.float64, np.complex64]
+DTYPES = [
+    np.bool_,
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
+]
 
 
 def test_check_turns_cuda_errors_into_exceptions_naming_call_and_error() -> None:
     rt = cuda._rt()
-    with pytest.raises(cuda.CudaError, match=r"^cudaMalloc failed: cudaErrorMemoryAllocation \(out of memory\)$") as info:
+    with pytest.raises(
+        cuda.CudaError, match=r"^cudaMalloc failed: cudaErrorMemoryAllocation \(out of memory\)$"
+    ) as info:
         cuda.check((rt.cudaError_t.cudaErrorMemoryAllocation, None), "cudaMalloc")
     assert isinstance(info.value, RuntimeExecutionError)
     assert info.value.call == "cudaMalloc" and info.value.error_name == "cudaErrorMemoryAllocation"
@@ -84,8 +102,13 @@ def test_device_and_pinned_buffers() -> None:
 def test_round_trip_every_dtype_pinned_pageable_and_device_to_device(dtype: type) -> None:
     rng = np.random.default_rng(0)
     src = _random(dtype, (3, 257), rng)  # odd size: no alignment luck
-    with cuda.Stream() as stream, cuda.DeviceBuffer(src.nbytes) as a, cuda.DeviceBuffer(src.nbytes) as b, \
-            cuda.HostBuffer(src.nbytes) as pin_in, cuda.HostBuffer(src.nbytes) as pin_out:
+    with (
+        cuda.Stream() as stream,
+        cuda.DeviceBuffer(src.nbytes) as a,
+        cuda.DeviceBuffer(src.nbytes) as b,
+        cuda.HostBuffer(src.nbytes) as pin_in,
+        cuda.HostBuffer(src.nbytes) as pin_out,
+    ):
         staged = pin_in.array(src.shape, src.dtype)
         staged[...] = src
         a.copy_from_host(staged, stream=stream)  # pinned, async
@@ -104,8 +127,13 @@ def test_round_trip_every_dtype_pinned_pageable_and_device_to_device(dtype: type
 def test_stream_event_ordering_across_streams() -> None:
     n = 16 << 20  # 64 MiB of float32: long enough that an unordered read would see zeros
     src = np.arange(n, dtype=np.float32)
-    with cuda.Stream() as producer, cuda.Stream() as consumer, cuda.DeviceBuffer(src.nbytes) as a, \
-            cuda.DeviceBuffer(src.nbytes) as b, cuda.HostBuffer(src.nbytes) as pin:
+    with (
+        cuda.Stream() as producer,
+        cuda.Stream() as consumer,
+        cuda.DeviceBuffer(src.nbytes) as a,
+        cuda.DeviceBuffer(src.nbytes) as b,
+        cuda.HostBuffer(src.nbytes) as pin,
+    ):
         staged = pin.array(src.shape, src.dtype)
         staged[...] = src
         b.memset(0, stream=consumer)
@@ -132,13 +160,17 @@ def test_stream_event_ordering_across_streams() -> None:
 def test_cuda_graph_replays_a_copy_chain() -> None:
     n = 1 << 16
     rng = np.random.default_rng(1)
-    with cuda.Stream() as stream, cuda.HostBuffer(4 * n) as pin_in, cuda.HostBuffer(4 * n) as pin_out, \
-            cuda.CudaGraph() as graph:
+    with (
+        cuda.Stream() as stream,
+        cuda.HostBuffer(4 * n) as pin_in,
+        cuda.HostBuffer(4 * n) as pin_out,
+        cuda.CudaGraph() as graph,
+    ):
         bufs = [cuda.DeviceBuffer(4 * n) for _ in range(4)]
         x, y = pin_in.array((n,), np.float32), pin_out.array((n,), np.float32)
         with graph.capture(stream):
             bufs[0].copy_from_host(x, stream=stream)
-            for src, dst in zip(bufs, bufs[1:]):
+            for src, dst in itertools.pairwise(bufs):
                 dst.copy_from_device(src, stream=stream)
             bufs[-1].copy_to_host(y, stream=stream)
         assert graph.ready
@@ -185,13 +217,19 @@ def test_zero_copy_torch() -> None:
         assert ours.data_ptr() == buf.ptr
         ours += 5
         torch.cuda.synchronize()
-        np.testing.assert_array_equal(buf.to_host((3, 4), np.float32), np.full((3, 4), 5, np.float32))
+        np.testing.assert_array_equal(
+            buf.to_host((3, 4), np.float32), np.full((3, 4), 5, np.float32)
+        )
     # non-contiguous: copied on the device, values kept, original untouched
     tt = t.t()
     view_t = cuda.device_view(tt)
     assert view_t.ptr != t.data_ptr()
     np.testing.assert_array_equal(view_t.to_host(), tt.cpu().numpy())
-    assert cuda.is_device_array(t) and not cuda.is_device_array(t.cpu()) and not cuda.is_device_array(np.zeros(2))
+    assert (
+        cuda.is_device_array(t)
+        and not cuda.is_device_array(t.cpu())
+        and not cuda.is_device_array(np.zeros(2))
+    )
 
 
 @gpu
@@ -232,7 +270,9 @@ def test_no_leak_over_10000_alloc_free_cycles() -> None:
     gc.collect()
     cuda.synchronize()
     free_after, _ = cuda.mem_get_info()
-    print(f"leak check: free before {free_before} after {free_after} delta {free_before - free_after} bytes")
+    print(
+        f"leak check: free before {free_before} after {free_after} delta {free_before - free_after} bytes"
+    )
     assert free_before - free_after < (2 << 20), (free_before, free_after)
 
 
@@ -247,8 +287,14 @@ def test_trt_runner_path_on_gpu_with_fake_engine(fake_engine) -> None:
 
     def copy_kernel(ctx, stream_handle):
         nbytes = int(np.prod(ctx.input_shapes["x"])) * 4
-        cuda.call("cudaMemcpyAsync", ctx.addresses["y"], ctx.addresses["x"], nbytes,
-                  cuda._memcpy_kind("cudaMemcpyDeviceToDevice"), stream_handle)
+        cuda.call(
+            "cudaMemcpyAsync",
+            ctx.addresses["y"],
+            ctx.addresses["x"],
+            nbytes,
+            cuda._memcpy_kind("cudaMemcpyDeviceToDevice"),
+            stream_handle,
+        )
         return True
 
     engine = fake_engine(
@@ -290,12 +336,18 @@ def test_trt_runner_mixes_device_and_host_inputs_under_graphs(fake_engine) -> No
     def double(ctx, stream_handle):  # y = x * 2 via torch on TensorRT's stream
         n = int(np.prod(ctx.input_shapes["x"]))
         with torch.cuda.stream(torch.cuda.ExternalStream(stream_handle)):
-            x = torch.as_tensor(cuda.DeviceView(ctx.addresses["x"], (n,), np.dtype(np.float32)), device="cuda")
-            y = torch.as_tensor(cuda.DeviceView(ctx.addresses["y"], (n,), np.dtype(np.float32)), device="cuda")
+            x = torch.as_tensor(
+                cuda.DeviceView(ctx.addresses["x"], (n,), np.dtype(np.float32)), device="cuda"
+            )
+            y = torch.as_tensor(
+                cuda.DeviceView(ctx.addresses["y"], (n,), np.dtype(np.float32)), device="cuda"
+            )
             torch.mul(x, 2, out=y)
         return True
 
-    engine = fake_engine([("x", "INPUT", "FLOAT", (4, 8)), ("y", "OUTPUT", "FLOAT", (4, 8))], on_execute=double)
+    engine = fake_engine(
+        [("x", "INPUT", "FLOAT", (4, 8)), ("y", "OUTPUT", "FLOAT", (4, 8))], on_execute=double
+    )
     rng = np.random.default_rng(5)
     producer = torch.cuda.Stream()
     with TrtRunner(engine, cuda_graph=True) as runner:
@@ -320,8 +372,14 @@ def test_trt_runner_back_to_back_async_and_second_profile_on_gpu(fake_engine) ->
     def slow_copy(ctx, stream_handle):  # y = x by device copies: no kernel needed
         n = int(np.prod(ctx.input_shapes["x"])) * 4
         for _ in range(50):  # keep the GPU busy so the host really runs ahead of it
-            cuda.call("cudaMemcpyAsync", ctx.addresses["y"], ctx.addresses["x"], n,
-                      cuda._memcpy_kind("cudaMemcpyDeviceToDevice"), stream_handle)
+            cuda.call(
+                "cudaMemcpyAsync",
+                ctx.addresses["y"],
+                ctx.addresses["x"],
+                n,
+                cuda._memcpy_kind("cudaMemcpyDeviceToDevice"),
+                stream_handle,
+            )
         return True
 
     engine = fake_engine(
@@ -337,6 +395,10 @@ def test_trt_runner_back_to_back_async_and_second_profile_on_gpu(fake_engine) ->
                 pending = [runner.infer_async({"x": x}) for x in xs]
                 for x, result in zip(xs, pending, strict=True):
                     np.testing.assert_array_equal(result.wait()["y"], x)
-            calls = [c for c in engine.contexts[-1].calls if c[0] == "set_optimization_profile_async"]
-            assert calls == [("set_optimization_profile_async", 1, runner.stream.ptr),
-                             ("set_optimization_profile_async", 0, runner.stream.ptr)]
+            calls = [
+                c for c in engine.contexts[-1].calls if c[0] == "set_optimization_profile_async"
+            ]
+            assert calls == [
+                ("set_optimization_profile_async", 1, runner.stream.ptr),
+                ("set_optimization_profile_async", 0, runner.stream.ptr),
+            ]

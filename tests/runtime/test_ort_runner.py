@@ -24,7 +24,9 @@ def test_specs_from_model(affine_model) -> None:
     assert "x: float32[?,4]" in repr(runner)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batch=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_matches_numpy_on_many_inputs(affine_model, batch: int, seed: int) -> None:
     make_affine_model = affine_model  # a pure builder: safe to share across examples
@@ -39,8 +41,12 @@ def test_matches_numpy_on_many_inputs(affine_model, batch: int, seed: int) -> No
 
 @pytest.mark.parametrize(
     ("onnx_type", "np_type"),
-    [(TensorProto.FLOAT16, np.float16), (TensorProto.DOUBLE, np.float64), (TensorProto.INT32, np.int32),
-     (TensorProto.INT64, np.int64)],
+    [
+        (TensorProto.FLOAT16, np.float16),
+        (TensorProto.DOUBLE, np.float64),
+        (TensorProto.INT32, np.int32),
+        (TensorProto.INT64, np.int64),
+    ],
 )
 def test_dtypes(affine_model, onnx_type: int, np_type: type) -> None:
     runner = OrtRunner(affine_model([2, 3], scale=3, bias=1, dtype=onnx_type))
@@ -56,8 +62,15 @@ def test_model_sources_path_bytes_proto(affine_model, tmp_path) -> None:
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     x = np.array([1.0, 2.0], np.float32)
-    results = [r.infer({"x": x})["y"] for r in (OrtRunner(path), OrtRunner(model.SerializeToString()), OrtRunner(model),
-                                                 open_runner(path))]
+    results = [
+        r.infer({"x": x})["y"]
+        for r in (
+            OrtRunner(path),
+            OrtRunner(model.SerializeToString()),
+            OrtRunner(model),
+            open_runner(path),
+        )
+    ]
     for res in results:
         np.testing.assert_array_equal(res, x * 2 + 0.5)
     assert open_runner(path).name == "m.onnx"
@@ -65,7 +78,10 @@ def test_model_sources_path_bytes_proto(affine_model, tmp_path) -> None:
 
 def test_bad_names(affine_model) -> None:
     runner = OrtRunner(affine_model([2]))
-    with pytest.raises(RuntimeExecutionError, match=r"unknown input\(s\) \['z'\] and missing input\(s\) \['x'\]; the model's inputs are \['x'\]"):
+    with pytest.raises(
+        RuntimeExecutionError,
+        match=r"unknown input\(s\) \['z'\] and missing input\(s\) \['x'\]; the model's inputs are \['x'\]",
+    ):
         runner.infer({"z": np.zeros(2, np.float32)})
     with pytest.raises(RuntimeExecutionError, match=r"missing input\(s\) \['x'\]"):
         runner.infer({})
@@ -75,11 +91,16 @@ def test_bad_names(affine_model) -> None:
 
 def test_bad_shapes_and_dtypes(affine_model) -> None:
     runner = OrtRunner(affine_model(["N", 4]))
-    with pytest.raises(RuntimeExecutionError, match=r"input 'x' has shape \[2, 5\], the model expects \[\?,4\]"):
+    with pytest.raises(
+        RuntimeExecutionError, match=r"input 'x' has shape \[2, 5\], the model expects \[\?,4\]"
+    ):
         runner.infer({"x": np.zeros((2, 5), np.float32)})
     with pytest.raises(RuntimeExecutionError, match=r"shape \[4\], the model expects"):
         runner.infer({"x": np.zeros(4, np.float32)})
-    with pytest.raises(RuntimeExecutionError, match=r"dtype float64, the model expects float32; convert it with \.astype\(np\.float32\)"):
+    with pytest.raises(
+        RuntimeExecutionError,
+        match=r"dtype float64, the model expects float32; convert it with \.astype\(np\.float32\)",
+    ):
         runner.infer({"x": np.zeros((2, 4))})
     with pytest.raises(RuntimeExecutionError, match="not a numeric array"):
         runner.infer({"x": object()})
@@ -97,7 +118,9 @@ def test_non_contiguous_input_is_copied_not_modified(affine_model) -> None:
         np.testing.assert_array_equal(out, np.asarray(arr) * 2 + 0.5)
     np.testing.assert_array_equal(base, before)
     # lists of numbers are arrays too
-    np.testing.assert_array_equal(runner.infer({"x": np.float32([[1, 2, 3, 4]])})["y"], [[2.5, 4.5, 6.5, 8.5]])
+    np.testing.assert_array_equal(
+        runner.infer({"x": np.float32([[1, 2, 3, 4]])})["y"], [[2.5, 4.5, 6.5, 8.5]]
+    )
 
 
 def test_bad_model_files(tmp_path) -> None:
@@ -146,7 +169,10 @@ def test_random_feed_needs_static_shapes(affine_model) -> None:
 
 @pytest.mark.parametrize(
     ("name", "shape"),
-    [("ch_ppocr_mobile_v2.0_cls_infer.onnx", (2, 3, 48, 192)), ("ch_PP-OCRv4_det_infer.onnx", (1, 3, 64, 96))],
+    [
+        ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (2, 3, 48, 192)),
+        ("ch_PP-OCRv4_det_infer.onnx", (1, 3, 64, 96)),
+    ],
 )
 def test_real_ppocr_models(ppocr, name: str, shape: tuple[int, ...]) -> None:
     runner = OrtRunner(ppocr(name))

@@ -34,8 +34,15 @@ def doubling_engine(fake_engine, fake_cuda=None, profiles=TWO_PROFILES):
     def execute(ctx, stream_handle):
         if fake_cuda is None:
             return True
-        x_ptr, y_ptr, shape = ctx.addresses["x"], ctx.addresses["y"], ctx.input_shapes["x"]  # launch-time args
-        fake_cuda.enqueue(stream_handle, lambda: fake_cuda.write(y_ptr, 2 * fake_cuda.read(x_ptr, shape, np.float32)))
+        x_ptr, y_ptr, shape = (
+            ctx.addresses["x"],
+            ctx.addresses["y"],
+            ctx.input_shapes["x"],
+        )  # launch-time args
+        fake_cuda.enqueue(
+            stream_handle,
+            lambda: fake_cuda.write(y_ptr, 2 * fake_cuda.read(x_ptr, shape, np.float32)),
+        )
         return True
 
     return fake_engine(
@@ -49,7 +56,9 @@ def test_specs_cover_every_profile(fake_engine) -> None:
     engine = doubling_engine(fake_engine)
     (x,), _ = specs_from_engine(engine)
     assert (x.min_shape, x.max_shape) == ((1, 3, 32), (8, 3, 128))
-    check_array(np.zeros((6, 3, 100), np.float32), x, "m.engine")  # inside profile 1: not refused up front
+    check_array(
+        np.zeros((6, 3, 100), np.float32), x, "m.engine"
+    )  # inside profile 1: not refused up front
     (x0,), _ = specs_from_engine(engine, profile=0)
     assert (x0.min_shape, x0.max_shape) == ((1, 3, 32), (4, 3, 64))
 
@@ -59,11 +68,17 @@ def test_binding_selects_the_profile_that_holds_the_shapes(fake_engine) -> None:
     ctx = engine.create_execution_context()
     binding = IOBinding(engine, ctx, FakeBuffer, where="m.engine")
     assert binding.set_input_shapes({"x": (6, 3, 100)}, stream=77) == {"y": (6, 3, 100)}
-    assert ctx.calls[:2] == [("set_optimization_profile_async", 1, 77), ("set_input_shape", "x", (6, 3, 100))]
+    assert ctx.calls[:2] == [
+        ("set_optimization_profile_async", 1, 77),
+        ("set_input_shape", "x", (6, 3, 100)),
+    ]
     assert ctx.active_optimization_profile == 1 and binding.profile == 1
     ctx.calls.clear()
     assert binding.set_input_shapes({"x": (2, 3, 40)}, stream=77) == {"y": (2, 3, 40)}
-    assert ctx.calls == [("set_optimization_profile_async", 0, 77), ("set_input_shape", "x", (2, 3, 40))]
+    assert ctx.calls == [
+        ("set_optimization_profile_async", 0, 77),
+        ("set_input_shape", "x", (2, 3, 40)),
+    ]
     ctx.calls.clear()
     binding.set_input_shapes({"x": (3, 3, 40)}, stream=77)  # same profile: no switch
     assert ctx.calls == [("set_input_shape", "x", (3, 3, 40))]
@@ -72,9 +87,13 @@ def test_binding_selects_the_profile_that_holds_the_shapes(fake_engine) -> None:
 def test_shapes_no_profile_takes_list_every_profile(fake_engine) -> None:
     engine = doubling_engine(fake_engine)
     binding = IOBinding(engine, engine.create_execution_context(), FakeBuffer, where="m.engine")
-    with pytest.raises(RuntimeExecutionError, match=(
-        r"m\.engine: no optimization profile takes input shapes x \[2, 3, 128\] "
-        r"\(profile 0: x \[1, 3, 32\]\.\.\[4, 3, 64\]; profile 1: x \[5, 3, 64\]\.\.\[8, 3, 128\]\)")):
+    with pytest.raises(
+        RuntimeExecutionError,
+        match=(
+            r"m\.engine: no optimization profile takes input shapes x \[2, 3, 128\] "
+            r"\(profile 0: x \[1, 3, 32\]\.\.\[4, 3, 64\]; profile 1: x \[5, 3, 64\]\.\.\[8, 3, 128\]\)"
+        ),
+    ):
         binding.set_input_shapes({"x": (2, 3, 128)})
 
 
@@ -107,7 +126,9 @@ def test_two_infer_async_in_a_row_keep_their_own_outputs(fake_engine, fake_cuda)
     np.testing.assert_array_equal(second.wait()["y"], 2 * second_x)
     assert first.done() and second.done()
     third = runner.infer_async({"x": first_x + 1})
-    fourth = runner.infer_async({"x": np.full((6, 3, 64), 3.0, np.float32)})  # another profile, new buffers
+    fourth = runner.infer_async(
+        {"x": np.full((6, 3, 64), 3.0, np.float32)}
+    )  # another profile, new buffers
     np.testing.assert_array_equal(fourth.wait()["y"], 6.0)
     np.testing.assert_array_equal(third.wait()["y"], 2 * (first_x + 1))
     last = runner.infer_async({"x": second_x})

@@ -109,7 +109,9 @@ def detect_backend(name: str = "auto") -> Backend:
             if name == "auto":
                 log.warning("tensorrt %s is older than 10; skipping it", version)
                 continue
-            raise BuildError(f"tensorrt {version} is installed but onnx2trt_lib needs TensorRT 10 or newer")
+            raise BuildError(
+                f"tensorrt {version} is installed but onnx2trt_lib needs TensorRT 10 or newer"
+            )
         if not hasattr(module, "Builder"):  # the PyPI `tensorrt` stub wheel imports but has no API
             if name == "auto":
                 continue
@@ -228,9 +230,13 @@ def apply_hardware_compatibility(backend: Backend, trt_config: Any, config: Buil
     trt = backend.trt
     level_enum = getattr(trt, "HardwareCompatibilityLevel", None)
     wanted = {"ampere-plus": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
-    member = getattr(level_enum, wanted[config.hardware_compatibility], None) if level_enum else None
+    member = (
+        getattr(level_enum, wanted[config.hardware_compatibility], None) if level_enum else None
+    )
     if member is None or not hasattr(trt_config, "hardware_compatibility_level"):
-        raise UsageError(f"{backend.label} has no hardware compatibility level {config.hardware_compatibility!r}")
+        raise UsageError(
+            f"{backend.label} has no hardware compatibility level {config.hardware_compatibility!r}"
+        )
     trt_config.hardware_compatibility_level = member
 
 
@@ -266,7 +272,9 @@ FP16_PASS = "to-fp16"
 QDQ_PASS = "insert-qdq"
 
 
-def prepare_onnx_for_precision(model: onnx.ModelProto, config: BuildConfig, backend: Backend) -> onnx.ModelProto:
+def prepare_onnx_for_precision(
+    model: onnx.ModelProto, config: BuildConfig, backend: Backend
+) -> onnx.ModelProto:
     """Carry out `--fp16`/`--int8` on the ONNX itself when the backend is strongly typed.
 
     TensorRT 11 and TensorRT-RTX build every tensor in the type the network gives it
@@ -303,7 +311,12 @@ def _load_pass(module: str, name: str, **options: Any) -> Any:
             f"(onnx2trt_lib.passes.{module}), which is not available ({exc})"
         ) from exc
     cls = next(
-        (obj for obj in vars(mod).values() if inspect.isclass(obj) and getattr(obj, "name", None) == name), None
+        (
+            obj
+            for obj in vars(mod).values()
+            if inspect.isclass(obj) and getattr(obj, "name", None) == name
+        ),
+        None,
     )
     if cls is None:
         raise MissingDependencyError(f"onnx2trt_lib.passes.{module} defines no pass named {name!r}")

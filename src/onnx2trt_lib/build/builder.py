@@ -19,7 +19,14 @@ from typing import Any
 
 import onnx
 
-from .._io import check_output_path, external_data_files, load_model, sha256_file, sha256_model, sha256_model_file
+from .._io import (
+    check_output_path,
+    external_data_files,
+    load_model,
+    sha256_file,
+    sha256_model,
+    sha256_model_file,
+)
 from ..errors import UsageError
 from .backends import Backend, detect_backend
 from .cache import EngineCache, cache_key
@@ -103,7 +110,9 @@ class Builder:
             out_path = check_output_path(output, inputs=sources)
             check_output_path(sidecar_path(out_path), inputs=sources)
         if config.timing_cache is not None and backend.has_timing_cache:
-            check_output_path(config.timing_cache, inputs=sources)  # it is written after the slow build
+            check_output_path(
+                config.timing_cache, inputs=sources
+            )  # it is written after the slow build
         if config.timing_cache is not None and out_path is not None:
             _check_distinct(config.timing_cache, (out_path, sidecar_path(out_path)))
 
@@ -116,7 +125,9 @@ class Builder:
             if out_path is not None and not _up_to_date(out_path, sidecar):
                 save_engine(out_path, engine, sidecar)
             log.info("engine for %s from cache (%s)", source, key[:12] if key else "")
-            return BuildResult(engine, sidecar, out_path, True, time.perf_counter() - start, backend)
+            return BuildResult(
+                engine, sidecar, out_path, True, time.perf_counter() - start, backend
+            )
 
         parsed = network_from_onnx(model, backend, config=config)
         engine = engine_bytes_from_network(parsed, config, progress=self.progress)
@@ -168,10 +179,15 @@ def _check_distinct(timing_cache: str | os.PathLike, outputs: tuple[Path, ...]) 
     for out in outputs:
         with contextlib.suppress(OSError):
             if Path(timing_cache).resolve() == out.resolve():
-                raise UsageError(f"--timing-cache {timing_cache} is the same file as output {out}; give another path")
+                raise UsageError(
+                    f"--timing-cache {timing_cache} is the same file as output {out}; give another path"
+                )
 
 
 def _check_inputs_exist(config: BuildConfig) -> None:
-    for label, value in (("calibration cache", config.calibration_cache), ("calibration data", config.calibration_data)):
+    for label, value in (
+        ("calibration cache", config.calibration_cache),
+        ("calibration data", config.calibration_data),
+    ):
         if value is not None and not Path(value).exists():
             raise UsageError(f"{label} {value} does not exist")

@@ -66,7 +66,9 @@ def _content_digest(path: str) -> str:
         for item in sorted(p.rglob("*")):
             if item.is_file():
                 st = item.stat()
-                digest.update(f"{item.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                digest.update(
+                    f"{item.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+                )
         return "dir:" + digest.hexdigest()
     raise UsageError(f"calibration input {path} does not exist")
 

@@ -42,10 +42,14 @@ class InputRange:
             )
         for label, shape in (("min", self.min), ("opt", self.opt), ("max", self.max)):
             if any(d < 0 for d in shape):
-                raise UsageError(f"input {self.name!r}: {label} shape {_fmt(shape)} has a negative dimension")
+                raise UsageError(
+                    f"input {self.name!r}: {label} shape {_fmt(shape)} has a negative dimension"
+                )
             if any(d > MAX_DIM for d in shape):
-                raise UsageError(f"input {self.name!r}: {label} shape {_fmt(shape)} has a dimension above "
-                                 f"{MAX_DIM} (int64)")
+                raise UsageError(
+                    f"input {self.name!r}: {label} shape {_fmt(shape)} has a dimension above "
+                    f"{MAX_DIM} (int64)"
+                )
         for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max, strict=True)):
             if not lo <= mid <= hi:
                 raise UsageError(
@@ -58,7 +62,12 @@ class InputRange:
         return self.min == self.opt == self.max
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+        return {
+            "name": self.name,
+            "min": list(self.min),
+            "opt": list(self.opt),
+            "max": list(self.max),
+        }
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,9 @@ class Profile:
         names = [r.name for r in self.inputs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise UsageError(f"input {dupes[0]!r} appears twice in one profile; give each input once")
+            raise UsageError(
+                f"input {dupes[0]!r} appears twice in one profile; give each input once"
+            )
         object.__setattr__(self, "inputs", tuple(sorted(self.inputs, key=lambda r: r.name)))
 
     def get(self, name: str) -> InputRange | None:
@@ -86,7 +97,12 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: Sequence[Mapping[str, Any]]) -> Profile:
-        return cls(tuple(InputRange(d["name"], tuple(d["min"]), tuple(d["opt"]), tuple(d["max"])) for d in data))
+        return cls(
+            tuple(
+                InputRange(d["name"], tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
+                for d in data
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -114,16 +130,22 @@ class BuildConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "profiles", tuple(self.profiles))
         if self.backend not in BACKEND_CHOICES:
-            raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+            raise UsageError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_CHOICES)}"
+            )
         if self.int8 and not (self.calibration_cache or self.calibration_data):
-            raise UsageError("--int8 needs calibration: give --cache CACHE (a calibration cache) or --data SRC")
+            raise UsageError(
+                "--int8 needs calibration: give --cache CACHE (a calibration cache) or --data SRC"
+            )
         if self.calibration_cache and self.calibration_data:
             raise UsageError("give either --cache or --data for INT8 calibration, not both")
         if (self.calibration_cache or self.calibration_data) and not self.int8:
             raise UsageError("--cache/--data are INT8 calibration inputs; add --int8 or drop them")
         if self.workspace is not None and not 0 < self.workspace <= MAX_MEMORY_SIZE:
-            raise UsageError(f"workspace must be a positive number of bytes up to {MAX_MEMORY_SIZE} (1 PiB), "
-                             f"got {self.workspace}")
+            raise UsageError(
+                f"workspace must be a positive number of bytes up to {MAX_MEMORY_SIZE} (1 PiB), "
+                f"got {self.workspace}"
+            )
         level = self.builder_optimization_level
         if level is not None and not 0 <= level <= 5:
             raise UsageError(f"builder optimization level must be 0..5, got {level}")
@@ -170,11 +192,15 @@ def parse_dims(text: str, *, where: str = "shape") -> Shape:
     if text == "":
         return ()
     if not _DIMS.match(text):
-        raise UsageError(f"{where}: {text!r} is not a shape like 1x3x224x224 (positive integers joined by 'x')")
+        raise UsageError(
+            f"{where}: {text!r} is not a shape like 1x3x224x224 (positive integers joined by 'x')"
+        )
     # int() refuses strings of over 4300 digits (ValueError): drop leading zeros, test the length first
     parts = [p.lstrip("0") or "0" for p in text.split("x")]
     if any(len(p) > len(str(MAX_DIM)) or int(p) > MAX_DIM for p in parts):
-        raise UsageError(f"{where}: {text!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes")
+        raise UsageError(
+            f"{where}: {text!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes"
+        )
     return tuple(int(p) for p in parts)
 
 
@@ -224,7 +250,9 @@ def parse_profile(spec: str) -> Profile:
             lo, mid, hi = (parse_dims(p, where=f"input {name!r}") for p in parts)
             ranges.append(InputRange(name, lo, mid, hi))
         else:
-            raise UsageError(f"input {name!r}: {dims!r} needs one shape or MIN/OPT/MAX (three shapes joined by '/')")
+            raise UsageError(
+                f"input {name!r}: {dims!r} needs one shape or MIN/OPT/MAX (three shapes joined by '/')"
+            )
     return Profile(tuple(ranges))
 
 
@@ -244,9 +272,13 @@ def profile_from_min_opt_max(
         missing = sorted(set(opt) - set(table))
         extra = sorted(set(table) - set(opt))
         if missing:
-            raise UsageError(f"input {missing[0]!r} has --opt-shapes but no {label}; give all three for each input")
+            raise UsageError(
+                f"input {missing[0]!r} has --opt-shapes but no {label}; give all three for each input"
+            )
         if extra:
-            raise UsageError(f"input {extra[0]!r} has {label} but no --opt-shapes; give all three for each input")
+            raise UsageError(
+                f"input {extra[0]!r} has {label} but no --opt-shapes; give all three for each input"
+            )
     return Profile(tuple(InputRange(n, lo[n], opt[n], hi[n]) for n in opt))
 
 
@@ -261,7 +293,9 @@ def profiles_from_specs(
     min_shapes, opt_shapes, max_shapes = list(min_shapes), list(opt_shapes), list(max_shapes)
     if min_shapes or max_shapes or opt_shapes:
         if len(min_shapes) > len(opt_shapes) or len(max_shapes) > len(opt_shapes):
-            raise UsageError("each --min-shapes/--max-shapes needs its own --opt-shapes (one triple per profile)")
+            raise UsageError(
+                "each --min-shapes/--max-shapes needs its own --opt-shapes (one triple per profile)"
+            )
         for i, opt in enumerate(opt_shapes):
             lo = min_shapes[i] if i < len(min_shapes) else None
             hi = max_shapes[i] if i < len(max_shapes) else None
@@ -294,4 +328,3 @@ def _fmt(shape: Shape) -> str:
 def format_shape(shape: Sequence[int]) -> str:
     """(1, -1, 224) -> `1x?x224`: how shapes appear in messages."""
     return "x".join("?" if d < 0 else str(d) for d in shape) or "scalar"
-

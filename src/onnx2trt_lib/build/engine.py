@@ -73,13 +73,19 @@ def engine_bytes_from_network(
     if config.version_compatible:
         flag = getattr(trt.BuilderFlag, "VERSION_COMPATIBLE", None)
         if flag is None:
-            raise UsageError(f"{backend.label} has no version-compatible engines; drop --version-compatible")
+            raise UsageError(
+                f"{backend.label} has no version-compatible engines; drop --version-compatible"
+            )
         trt_config.set_flag(flag)
     apply_hardware_compatibility(backend, trt_config, config)
     keep_alive = apply_precision_flags(backend, trt_config, config, parsed.model)
     timing_cache = None
     if config.timing_cache is not None and not backend.has_timing_cache:
-        log.warning("%s ignores timing caches; --timing-cache %s not used", backend.label, config.timing_cache)
+        log.warning(
+            "%s ignores timing caches; --timing-cache %s not used",
+            backend.label,
+            config.timing_cache,
+        )
     elif config.timing_cache is not None:
         check_output_path(config.timing_cache)  # a bad path fails now, not after the slow build
         timing_cache = _load_timing_cache(trt_config, config.timing_cache)
@@ -94,7 +100,9 @@ def engine_bytes_from_network(
         # Ctrl-C arrived inside a progress callback: TensorRT was asked to cancel; report it as one
         raise KeyboardInterrupt
     if serialized is None:
-        detail = "; ".join(" ".join(e.split()) for e in parsed.logger.errors[-3:]) or "no error message"
+        detail = (
+            "; ".join(" ".join(e.split()) for e in parsed.logger.errors[-3:]) or "no error message"
+        )
         raise BuildError(f"{parsed.source}: {backend.label} failed to build the engine: {detail}")
     if timing_cache is not None:
         _save_timing_cache(trt_config, config.timing_cache)
@@ -118,7 +126,9 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
     dynamic = [t for t in inputs.values() if t.is_dynamic]
     if not config.profiles:
         if shape_inputs:
-            raise UsageError(_shape_input_needs_values(inputs[shape_inputs[0]], "the build has no shape profile"))
+            raise UsageError(
+                _shape_input_needs_values(inputs[shape_inputs[0]], "the build has no shape profile")
+            )
         if dynamic:
             first = dynamic[0]
             raise UsageError(
@@ -150,7 +160,11 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
             _check_range_fits(tensor, rng, where)
             try:
                 trt_profile.set_shape(tensor.name, rng.min, rng.opt, rng.max)
-            except (RuntimeError, TypeError, ValueError) as exc:  # e.g. sizes too large for TensorRT
+            except (
+                RuntimeError,
+                TypeError,
+                ValueError,
+            ) as exc:  # e.g. sizes too large for TensorRT
                 raise UsageError(
                     f"{where}: {parsed.backend.label} refuses the range {format_shape(rng.min)}/"
                     f"{format_shape(rng.opt)}/{format_shape(rng.max)} for input {tensor.name!r}: "
@@ -163,15 +177,20 @@ def _add_profiles(parsed: ParsedNetwork, trt_config: Any, config: BuildConfig) -
 def _shape_tensor_inputs(parsed: ParsedNetwork) -> list[str]:
     """Inputs TensorRT reads as shape tensors (e.g. Reshape's shape): a profile gives their *values*."""
     network = parsed.network
-    return [network.get_input(i).name for i in range(network.num_inputs)
-            if getattr(network.get_input(i), "is_shape_tensor", False)]
+    return [
+        network.get_input(i).name
+        for i in range(network.num_inputs)
+        if getattr(network.get_input(i), "is_shape_tensor", False)
+    ]
 
 
 def _shape_input_needs_values(tensor: TensorInfo, why: str) -> str:
     count = _value_count(tensor)
     example = "x".join(["1"] * count)
-    return (f"input {tensor.name!r} is a shape tensor ({count} value(s)) and {why}: give its values as trtexec does, "
-            f"--shapes {tensor.name}:MIN/OPT/MAX with {count} value(s) each (e.g. {tensor.name}:{example}/{example}/{example})")
+    return (
+        f"input {tensor.name!r} is a shape tensor ({count} value(s)) and {why}: give its values as trtexec does, "
+        f"--shapes {tensor.name}:MIN/OPT/MAX with {count} value(s) each (e.g. {tensor.name}:{example}/{example}/{example})"
+    )
 
 
 def _value_count(tensor: TensorInfo) -> int:
@@ -181,12 +200,16 @@ def _value_count(tensor: TensorInfo) -> int:
     return count
 
 
-def _set_shape_input_values(parsed: ParsedNetwork, trt_profile: Any, tensor: TensorInfo, rng: Any, where: str) -> None:
+def _set_shape_input_values(
+    parsed: ParsedNetwork, trt_profile: Any, tensor: TensorInfo, rng: Any, where: str
+) -> None:
     """IOptimizationProfile.set_shape_input: for a shape tensor, the range is of its values (trtexec's reading)."""
     if rng is None:
         raise UsageError(_shape_input_needs_values(tensor, f"{where} gives it no values"))
     if len(rng.min) != _value_count(tensor):
-        raise UsageError(_shape_input_needs_values(tensor, f"{where} gives {len(rng.min)} value(s)"))
+        raise UsageError(
+            _shape_input_needs_values(tensor, f"{where} gives {len(rng.min)} value(s)")
+        )
     try:
         trt_profile.set_shape_input(tensor.name, rng.min, rng.opt, rng.max)
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -257,9 +280,13 @@ def _load_timing_cache(trt_config: Any, path: str) -> Any:
         data = Path(path).read_bytes()
     cache = trt_config.create_timing_cache(data)
     if cache is None:
-        raise BuildError(f"timing cache {path} is not readable by this TensorRT; delete it or use another path")
+        raise BuildError(
+            f"timing cache {path} is not readable by this TensorRT; delete it or use another path"
+        )
     if not trt_config.set_timing_cache(cache, False):
-        raise BuildError(f"timing cache {path} does not match this TensorRT/GPU; delete it or use another path")
+        raise BuildError(
+            f"timing cache {path} does not match this TensorRT/GPU; delete it or use another path"
+        )
     log.info("timing cache %s (%d bytes loaded)", path, len(data))
     return cache
 
@@ -313,7 +340,12 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 
 
 def make_sidecar(
-    parsed: ParsedNetwork, config: BuildConfig, engine: bytes, *, onnx_sha256: str, onnx_source: str | None = None
+    parsed: ParsedNetwork,
+    config: BuildConfig,
+    engine: bytes,
+    *,
+    onnx_sha256: str,
+    onnx_source: str | None = None,
 ) -> dict[str, Any]:
     """The JSON record saved beside an engine (see the module docstring)."""
     backend = parsed.backend
@@ -344,11 +376,15 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
             "or load with check_sidecar=False"
         )
     try:
-        data = load_json_limited(path, limit=MAX_SIDECAR_BYTES, what="engine sidecar", error=EngineFileError)
+        data = load_json_limited(
+            path, limit=MAX_SIDECAR_BYTES, what="engine sidecar", error=EngineFileError
+        )
     except EngineFileError as exc:
         raise EngineFileError(f"{exc}; rebuild the engine") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise EngineFileError(f"{path}: not an onnx2trt engine sidecar (no format {SIDECAR_FORMAT!r})")
+        raise EngineFileError(
+            f"{path}: not an onnx2trt engine sidecar (no format {SIDECAR_FORMAT!r})"
+        )
     if data.get("format_version") != SIDECAR_VERSION:
         raise EngineFileError(
             f"{path}: sidecar format version {data.get('format_version')!r} is not {SIDECAR_VERSION}; "
@@ -361,7 +397,9 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _is_shape(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+    return isinstance(value, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in value
+    )
 
 
 def _sidecar_structure_problem(data: dict[str, Any]) -> str | None:
@@ -378,15 +416,21 @@ def _sidecar_structure_problem(data: dict[str, Any]) -> str | None:
         if not isinstance(tensors, list):
             return f"{kind!r} is not a list"
         for index, tensor in enumerate(tensors):
-            if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
-                    and isinstance(tensor.get("dtype"), str) and _is_shape(tensor.get("shape"))):
+            if not (
+                isinstance(tensor, dict)
+                and isinstance(tensor.get("name"), str)
+                and isinstance(tensor.get("dtype"), str)
+                and _is_shape(tensor.get("shape"))
+            ):
                 return f"{kind}[{index}] is not {{name, dtype, shape: [ints]}}"
     profiles = data.get("profiles", [])
     if not isinstance(profiles, list):
         return "'profiles' is not a list"
     for index, profile in enumerate(profiles):
         if not isinstance(profile, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str) and all(_is_shape(r.get(k)) for k in ("min", "opt", "max"))
+            isinstance(r, dict)
+            and isinstance(r.get("name"), str)
+            and all(_is_shape(r.get(k)) for k in ("min", "opt", "max"))
             for r in profile
         ):
             return f"profiles[{index}] is not a list of {{name, min, opt, max: [ints]}}"
@@ -414,12 +458,16 @@ def save_engine(path: str | os.PathLike, engine: bytes, sidecar: dict[str, Any])
     return target
 
 
-def check_sidecar(sidecar: dict[str, Any], backend: Backend, engine: bytes | None = None) -> list[str]:
+def check_sidecar(
+    sidecar: dict[str, Any], backend: Backend, engine: bytes | None = None
+) -> list[str]:
     """What stops this engine loading here: one human-readable line per mismatch."""
     problems = []
     built = sidecar.get("backend", {})
     if built.get("name") != backend.name:
-        problems.append(f"built with {built.get('name')!r} but the backend here is {backend.name!r}")
+        problems.append(
+            f"built with {built.get('name')!r} but the backend here is {backend.name!r}"
+        )
     elif built.get("version") != backend.version:
         problems.extend(_version_problem(sidecar, backend))
     if engine is not None and sidecar.get("engine_sha256") != hashlib.sha256(engine).hexdigest():
@@ -444,10 +492,18 @@ def _version_problem(sidecar: dict[str, Any], backend: Backend) -> list[str]:
         old, new = _version_key(built), _version_key(backend.version)
         if old is not None and new is not None and new >= old:
             return []
-        return [(f"built with {backend.name} {built} as version-compatible but {backend.version} is installed "
-                 "(version-compatible engines load only in the same or a later TensorRT)")]
-    return [(f"built with {backend.name} {built} but {backend.version} is installed "
-             "(engines only load in the TensorRT version that built them)")]
+        return [
+            (
+                f"built with {backend.name} {built} as version-compatible but {backend.version} is installed "
+                "(version-compatible engines load only in the same or a later TensorRT)"
+            )
+        ]
+    return [
+        (
+            f"built with {backend.name} {built} but {backend.version} is installed "
+            "(engines only load in the TensorRT version that built them)"
+        )
+    ]
 
 
 def _version_key(version: str) -> tuple[int, ...] | None:
@@ -476,7 +532,9 @@ class LoadedEngine:
     sidecar: dict[str, Any] | None
 
 
-def engine_from_bytes(data: bytes, backend: Backend | str = "auto", *, host_code: bool = False) -> LoadedEngine:
+def engine_from_bytes(
+    data: bytes, backend: Backend | str = "auto", *, host_code: bool = False
+) -> LoadedEngine:
     """Deserialize engine bytes; EngineFileError with TensorRT's reason when it refuses.
 
     `host_code=True` trusts the engine to run the lean runtime it embeds: a VERSION_COMPATIBLE
@@ -503,11 +561,15 @@ def _check_engine_header(runtime: Any, backend: Backend, data: bytes) -> None:
 
     https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/_static/python-api/infer/Core/Runtime.html
     """
-    if not hasattr(runtime, "get_engine_validity") or not hasattr(backend.trt, "EngineInvalidityDiagnostics"):
+    if not hasattr(runtime, "get_engine_validity") or not hasattr(
+        backend.trt, "EngineInvalidityDiagnostics"
+    ):
         return
     size = int(getattr(runtime, "engine_header_size", 0) or 0)
     if len(data) < max(size, 1):
-        raise EngineFileError(f"engine is {len(data)} bytes, shorter than a {backend.label} engine header")
+        raise EngineFileError(
+            f"engine is {len(data)} bytes, shorter than a {backend.label} engine header"
+        )
     _validity, diagnostics = runtime.get_engine_validity(data[:size] if size else data)
     diag = backend.trt.EngineInvalidityDiagnostics
     reasons = {
@@ -519,7 +581,11 @@ def _check_engine_header(runtime: Any, backend: Backend, data: bytes) -> None:
         "INSUFFICIENT_GPU_MEMORY": "not enough GPU memory",
         "CUDA_ERROR": "no usable CUDA GPU here",
     }
-    found = [text for name, text in reasons.items() if hasattr(diag, name) and int(diagnostics) & int(getattr(diag, name))]
+    found = [
+        text
+        for name, text in reasons.items()
+        if hasattr(diag, name) and int(diagnostics) & int(getattr(diag, name))
+    ]
     if found:
         raise EngineFileError(f"{backend.label} refuses the engine: {'; '.join(found)}")
 
@@ -550,7 +616,9 @@ def load_engine(
     if sidecar is not None:
         problems = check_sidecar(sidecar, backend, data)
         if problems:
-            raise EngineFileError(f"{engine_path}: will not load here: {'; '.join(problems)}; rebuild it here")
+            raise EngineFileError(
+                f"{engine_path}: will not load here: {'; '.join(problems)}; rebuild it here"
+            )
     try:
         loaded = engine_from_bytes(data, backend, host_code=is_version_compatible(sidecar))
     except EngineFileError as exc:
@@ -565,7 +633,11 @@ def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
     data = engine_path.read_bytes()
-    report: dict[str, Any] = {"path": str(engine_path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    report: dict[str, Any] = {
+        "path": str(engine_path),
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     try:
         sidecar = read_sidecar(engine_path)
     except EngineFileError as exc:
@@ -574,7 +646,9 @@ def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
     report["sidecar"] = sidecar
     backend_name = (sidecar or {}).get("backend", {}).get("name", "auto")
     try:
-        backend = detect_backend(backend_name if backend_name in ("tensorrt", "tensorrt-rtx") else "auto")
+        backend = detect_backend(
+            backend_name if backend_name in ("tensorrt", "tensorrt-rtx") else "auto"
+        )
     except Exception as exc:  # noqa: BLE001 - no TensorRT here: the sidecar is all there is to show
         report["problems"] = []
         report["engine"] = {"loaded": False, "reason": str(exc)}
@@ -582,8 +656,11 @@ def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
     report["problems"] = check_sidecar(sidecar, backend, data) if sidecar else []
     if is_version_compatible(sidecar):
         # inspecting must not run code from the file: the embedded lean runtime runs only in load_engine
-        report["engine"] = {"loaded": False, "reason": "version-compatible engine: it embeds host code (the lean "
-                            "runtime), which inspect does not run; load_engine does"}
+        report["engine"] = {
+            "loaded": False,
+            "reason": "version-compatible engine: it embeds host code (the lean "
+            "runtime), which inspect does not run; load_engine does",
+        }
         return report
     try:
         loaded = engine_from_bytes(data, backend)
@@ -617,11 +694,12 @@ def _engine_details(loaded: LoadedEngine) -> dict[str, Any]:
     }
     try:
         inspector = engine.create_engine_inspector()
-        details["layers"] = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        details["layers"] = json.loads(
+            inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        )
     except Exception as exc:  # noqa: BLE001
         details["layers_error"] = str(exc)
     return details
-
 
 
 # Leading bytes of serialized engines: TensorRT-RTX writes "vtrt" (seen on 1.7); full TensorRT
@@ -664,19 +742,27 @@ def engine_path_for(path: str | os.PathLike) -> Path:
 def inspection_lines(report: dict[str, Any]) -> list[str]:
     """`inspect_engine`'s report as plain text lines for the CLI."""
     side = report.get("sidecar") or {}
-    lines = [f"{report['path']}: TensorRT engine, {report['size']} bytes, sha256 {report['sha256'][:16]}..."]
+    lines = [
+        f"{report['path']}: TensorRT engine, {report['size']} bytes, sha256 {report['sha256'][:16]}..."
+    ]
     if side:
         backend = side.get("backend", {})
         config = side.get("config", {})
         precision = "+".join(p for p in ("fp16", "int8") if config.get(p)) or "fp32"
         if is_version_compatible(side):
             precision += ", version-compatible"
-        lines.append(f"  built with {backend.get('name')} {backend.get('version')}, target {side.get('target')}, "
-                     f"{precision}, {side.get('created')}")
-        lines.append(f"  from ONNX sha256 {str(side.get('onnx_sha256'))[:16]}... ({side.get('onnx_source')})")
+        lines.append(
+            f"  built with {backend.get('name')} {backend.get('version')}, target {side.get('target')}, "
+            f"{precision}, {side.get('created')}"
+        )
+        lines.append(
+            f"  from ONNX sha256 {str(side.get('onnx_sha256'))[:16]}... ({side.get('onnx_source')})"
+        )
         for kind in ("inputs", "outputs"):
             for t in side.get(kind, []):
-                lines.append(f"  {kind[:-1]:<6} {t['name']}  {t['dtype']}  {format_shape(t['shape'])}")
+                lines.append(
+                    f"  {kind[:-1]:<6} {t['name']}  {t['dtype']}  {format_shape(t['shape'])}"
+                )
         for index, profile in enumerate(side.get("profiles", [])):
             ranges = ", ".join(
                 f"{r['name']}:{format_shape(r['min'])}/{format_shape(r['opt'])}/{format_shape(r['max'])}"
@@ -688,8 +774,10 @@ def inspection_lines(report: dict[str, Any]) -> list[str]:
     lines.extend(f"  problem: {p}" for p in report.get("problems", []))
     engine = report.get("engine", {})
     if engine.get("loaded"):
-        lines.append(f"  engine loads here: {engine['num_layers']} layers, "
-                     f"{engine['num_optimization_profiles']} profile(s)")
+        lines.append(
+            f"  engine loads here: {engine['num_layers']} layers, "
+            f"{engine['num_optimization_profiles']} profile(s)"
+        )
     else:
         lines.append(f"  engine not loaded here: {engine.get('reason', 'unknown')}")
     return lines

@@ -54,11 +54,17 @@ class ParsedNetwork:
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        return [_tensor_info(self.backend, self.network.get_input(i)) for i in range(self.network.num_inputs)]
+        return [
+            _tensor_info(self.backend, self.network.get_input(i))
+            for i in range(self.network.num_inputs)
+        ]
 
     @property
     def outputs(self) -> list[TensorInfo]:
-        return [_tensor_info(self.backend, self.network.get_output(i)) for i in range(self.network.num_outputs)]
+        return [
+            _tensor_info(self.backend, self.network.get_output(i))
+            for i in range(self.network.num_outputs)
+        ]
 
 
 def network_from_onnx(
@@ -95,8 +101,14 @@ def network_from_onnx(
         ok = parser.parse(data, model_dir) if model_dir else parser.parse(data)
     if not ok or parser.num_errors:
         raise BuildError(_parser_message(backend, parser, source))
-    log.info("parsed %s with %s: %d inputs, %d outputs, %d layers", source, backend.label,
-             network.num_inputs, network.num_outputs, network.num_layers)
+    log.info(
+        "parsed %s with %s: %d inputs, %d outputs, %d layers",
+        source,
+        backend.label,
+        network.num_inputs,
+        network.num_outputs,
+        network.num_layers,
+    )
     return ParsedNetwork(backend, builder, network, parser, logger, source, prepared)
 
 
@@ -123,7 +135,9 @@ def _parser_message(backend: Backend, parser: Any, source: str) -> str:
 
 
 def _tensor_info(backend: Backend, tensor: Any) -> TensorInfo:
-    return TensorInfo(tensor.name, dtype_name(backend, tensor.dtype), tuple(int(d) for d in tensor.shape))
+    return TensorInfo(
+        tensor.name, dtype_name(backend, tensor.dtype), tuple(int(d) for d in tensor.shape)
+    )
 
 
 def dtype_name(backend: Backend, dtype: Any) -> str:

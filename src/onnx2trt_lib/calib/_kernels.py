@@ -407,7 +407,7 @@ def kl_search_kernel(h, num_quant_bins, start, kl_out):
         s = 0
         cq = 0
         cr = 0
-        for g in range(nq - 1):
+        for _ in range(nq - 1):
             cq += length
             cr += step_r
             if cr >= nq:

@@ -35,9 +35,12 @@ def physical_cores(cpus: set[int] | None = None, *, sysfs: str = "/sys/devices/s
             cpus = set(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             return usable_cpus()
+
     def core_of(cpu: int) -> tuple[str, ...]:
         folder = Path(sysfs) / f"cpu{cpu}" / "topology"
-        return tuple((folder / leaf).read_text().strip() for leaf in ("physical_package_id", "core_id"))
+        return tuple(
+            (folder / leaf).read_text().strip() for leaf in ("physical_package_id", "core_id")
+        )
 
     try:
         cores = {core_of(cpu) for cpu in cpus}

@@ -91,7 +91,10 @@ class CalibrationResult:
             "num_samples": self.num_samples,
             "seconds": round(self.seconds, 3),
             "zero_range": list(self.zero_range),
-            "tensors": {name: {"amax": value, "scale": value / INT8_MAX} for name, value in self.amax.items()},
+            "tensors": {
+                name: {"amax": value, "scale": value / INT8_MAX}
+                for name, value in self.amax.items()
+            },
         }
 
     def _repr_html_(self) -> str:
@@ -101,7 +104,11 @@ class CalibrationResult:
             for name, value in list(self.amax.items())[:50]
         )
         more = f"<p>... and {len(self.amax) - 50} more tensors</p>" if len(self.amax) > 50 else ""
-        status = "cache hit" if self.cache_hit else f"{self.num_batches} batches, {self.seconds:.2f} s, {self.mode}"
+        status = (
+            "cache hit"
+            if self.cache_hit
+            else f"{self.num_batches} batches, {self.seconds:.2f} s, {self.mode}"
+        )
         return (
             f"<div><b>Calibration</b> ({html.escape(self.method)}; {status}) &rarr; {where}"
             f"<table><thead><tr><th>tensor</th><th>amax</th><th>scale</th></tr></thead><tbody>{rows}</tbody></table>{more}</div>"
@@ -158,20 +165,28 @@ def calibrate(
     seen: dict[Path, Path] = {}
     for path in [*outputs, *([sidecar_path(output)] if output is not None else [])]:
         if path.resolve() in seen:
-            raise UsageError(f"{seen[path.resolve()]} and {path} are the same file; "
-                             "the cache, its sidecar, ranges and state outputs must be different files")
+            raise UsageError(
+                f"{seen[path.resolve()]} and {path} are the same file; "
+                "the cache, its sidecar, ranges and state outputs must be different files"
+            )
         seen[path.resolve()] = path
     method_options = dict(method_options or {})
     _check_method_options(method, method_options, num_bins)
     shape_map = parse_shapes(shapes)
     pre = load_preprocess(preprocess)
     model_proto = load_model(model, check=False)
-    model_hash = sha256_model_file(model) if isinstance(model, (str, os.PathLike)) else sha256_model(model_proto)
+    model_hash = (
+        sha256_model_file(model)
+        if isinstance(model, (str, os.PathLike))
+        else sha256_model(model_proto)
+    )
     source = open_source(data, preprocess=pre)
     images = {image.resolve(): image for image in getattr(source, "paths", ())}
     for path in outputs:
         if path.resolve() in images:
-            raise OutputError(f"output {path} is the calibration image {images[path.resolve()]}; inputs are never overwritten")
+            raise OutputError(
+                f"output {path} is the calibration image {images[path.resolve()]}; inputs are never overwritten"
+            )
     resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
     version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
     state_hashes = [sha256_file(p) for p in add_states]
@@ -185,33 +200,66 @@ def calibrate(
         shapes=shape_map,
         batch_size=batch_size,
         settings={
-            "mode": resolved_mode, "num_bins": num_bins, "ignore_nonfinite": ignore_nonfinite,
-            "include_inputs": include_inputs, "tensors": list(tensors) if tensors is not None else None,
-            "exclude": list(exclude), "header": f"TRT-{version}-{algorithm}", "add_states": state_hashes,
-            "ort_optimization": ort_optimization, "scope": scope,
+            "mode": resolved_mode,
+            "num_bins": num_bins,
+            "ignore_nonfinite": ignore_nonfinite,
+            "include_inputs": include_inputs,
+            "tensors": list(tensors) if tensors is not None else None,
+            "exclude": list(exclude),
+            "header": f"TRT-{version}-{algorithm}",
+            "add_states": state_hashes,
+            "ort_optimization": ort_optimization,
+            "scope": scope,
         },
         library_version=__version__,
     )
-    side_outputs = {role: p for role, p in (("ranges", ranges_path), ("state", save_state)) if p is not None}
+    side_outputs = {
+        role: p for role, p in (("ranges", ranges_path), ("state", save_state)) if p is not None
+    }
     if output is not None and not force:
         if cache_hit(output, key, side_outputs=side_outputs):
             cache = read_cache(output)
-            log.info("%s matches the model, data and settings: reused (use --force to recompute)", output)
+            log.info(
+                "%s matches the model, data and settings: reused (use --force to recompute)", output
+            )
             return CalibrationResult(
-                amax=cache.amax, method=method, mode=resolved_mode, cache_path=Path(output),
-                ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=sidecar_path(output),
-                state_path=Path(save_state) if save_state else None, cache_hit=True, seconds=time.perf_counter() - started, header=cache.header,
+                amax=cache.amax,
+                method=method,
+                mode=resolved_mode,
+                cache_path=Path(output),
+                ranges_path=Path(ranges_path) if ranges_path else None,
+                sidecar_path=sidecar_path(output),
+                state_path=Path(save_state) if save_state else None,
+                cache_hit=True,
+                seconds=time.perf_counter() - started,
+                header=cache.header,
             )
 
     options = CollectOptions(
-        mode=resolved_mode, num_bins=num_bins, ignore_nonfinite=ignore_nonfinite, include_inputs=include_inputs,
-        tensors=tuple(tensors) if tensors is not None else None, exclude=tuple(exclude), ort_optimization=ort_optimization,
-        scope=scope, overlap=overlap,
+        mode=resolved_mode,
+        num_bins=num_bins,
+        ignore_nonfinite=ignore_nonfinite,
+        include_inputs=include_inputs,
+        tensors=tuple(tensors) if tensors is not None else None,
+        exclude=tuple(exclude),
+        ort_optimization=ort_optimization,
+        scope=scope,
+        overlap=overlap,
     )
     previous = [CalibrationState.load(p) for p in add_states]
-    initial = previous[0].ranges() if previous else None  # start at the saved ranges: the merge is exact
-    state = collect(model_proto, source, shapes=shape_map, batch_size=batch_size, method=method, options=options,
-                    progress=progress, initial_ranges=initial)
+    initial = (
+        previous[0].ranges() if previous else None
+    )  # start at the saved ranges: the merge is exact
+    state = collect(
+        model_proto,
+        source,
+        shapes=shape_map,
+        batch_size=batch_size,
+        method=method,
+        options=options,
+        progress=progress,
+        initial_ranges=initial,
+    )
     for path, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
@@ -231,18 +279,39 @@ def calibrate(
     if save_state is not None:
         state.save(save_state)
     if ranges_path is not None:
-        write_ranges(ranges_path, ranges_document(amax, method=method, method_options=method_options,
-                                                  histograms=state.histograms, mode=state.mode))
+        write_ranges(
+            ranges_path,
+            ranges_document(
+                amax,
+                method=method,
+                method_options=method_options,
+                histograms=state.histograms,
+                mode=state.mode,
+            ),
+        )
     if output is not None:
         write_cache(output, cache)
-        written_sidecar = write_sidecar(output, key, extra={"header": cache.header, "num_tensors": len(amax)},
-                                        side_outputs=side_outputs)
+        written_sidecar = write_sidecar(
+            output,
+            key,
+            extra={"header": cache.header, "num_tensors": len(amax)},
+            side_outputs=side_outputs,
+        )
     return CalibrationResult(
-        amax=amax, method=method, mode=state.mode, cache_path=Path(output) if output else None,
-        ranges_path=Path(ranges_path) if ranges_path else None, sidecar_path=written_sidecar,
-        state_path=Path(save_state) if save_state else None, cache_hit=False, num_batches=state.num_batches,
-        num_samples=state.num_samples, seconds=time.perf_counter() - started, zero_range=tuple(zero),
-        header=cache.header, state=state,
+        amax=amax,
+        method=method,
+        mode=state.mode,
+        cache_path=Path(output) if output else None,
+        ranges_path=Path(ranges_path) if ranges_path else None,
+        sidecar_path=written_sidecar,
+        state_path=Path(save_state) if save_state else None,
+        cache_hit=False,
+        num_batches=state.num_batches,
+        num_samples=state.num_samples,
+        seconds=time.perf_counter() - started,
+        zero_range=tuple(zero),
+        header=cache.header,
+        state=state,
     )
 
 
@@ -258,7 +327,9 @@ def _check_method_options(method: str, options: Mapping[str, Any], num_bins: int
         raise UsageError(f"method {method!r} options {dict(options)}: {exc}") from None
 
 
-def _finalize(computed: Mapping[str, float], state: CalibrationState) -> tuple[dict[str, float], list[str]]:
+def _finalize(
+    computed: Mapping[str, float], state: CalibrationState
+) -> tuple[dict[str, float], list[str]]:
     """Refuse non-finite or zero ranges; list all-zero tensors (the engine gives them amax ZERO_AMAX).
 
     A range so small that its float32 scale (amax / 127) rounds to 0 (max |x| below ~9e-44) is
@@ -269,12 +340,18 @@ def _finalize(computed: Mapping[str, float], state: CalibrationState) -> tuple[d
     zero = [name for name, hist in state.histograms.items() if hist.amax_seen == 0]
     for name, value in computed.items():
         if not math.isfinite(value) or value <= 0:
-            raise CalibrationError(f"tensor {name!r}: computed range {value} is not a finite positive number")
+            raise CalibrationError(
+                f"tensor {name!r}: computed range {value} is not a finite positive number"
+            )
         if np.float32(value / INT8_MAX) == 0:
             value = ZERO_AMAX
             zero.append(name)
         amax[name] = value
     if zero:
-        log.warning("%d tensor(s) were all zero on the calibration data (e.g. %s): written with amax %g",
-                    len(zero), zero[0], amax[zero[0]])
+        log.warning(
+            "%d tensor(s) were all zero on the calibration data (e.g. %s): written with amax %g",
+            len(zero),
+            zero[0],
+            amax[zero[0]],
+        )
     return amax, zero

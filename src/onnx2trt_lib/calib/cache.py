@@ -52,7 +52,9 @@ def trt_version_number(version: str | int) -> str:
     try:
         major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
     except ValueError:
-        raise CacheFormatError(f"TensorRT version {version!r} is not like 10.3.0; pass major.minor.patch") from None
+        raise CacheFormatError(
+            f"TensorRT version {version!r} is not like 10.3.0; pass major.minor.patch"
+        ) from None
     if major >= 10:
         return str(major * 10000 + minor * 100 + patch)
     return str(major * 1000 + minor * 100 + patch)
@@ -114,11 +116,16 @@ class CalibrationCache:
             try:
                 bits[name] = float_to_bits(float(value) / INT8_MAX)
             except OverflowError:
-                raise CalibrationError(f"tensor {name!r}: amax {value!r} gives a scale beyond float32") from None
+                raise CalibrationError(
+                    f"tensor {name!r}: amax {value!r} gives a scale beyond float32"
+                ) from None
         odd = [name for name in bits if ": " in name]
         if odd:  # TensorRT splits at the last ": "; ModelOpt's import_scales_from_calib_cache splits at every one
-            log.warning("%d tensor name(s) contain ': ' (e.g. %r): TensorRT reads them, ModelOpt's cache reader cannot",
-                        len(odd), odd[0])
+            log.warning(
+                "%d tensor name(s) contain ': ' (e.g. %r): TensorRT reads them, ModelOpt's cache reader cannot",
+                len(odd),
+                odd[0],
+            )
         return cls(version=trt_version_number(version), algorithm=algorithm, bits=bits)
 
     def to_bytes(self) -> bytes:
@@ -133,7 +140,9 @@ def _ascii(names: Mapping[str, int]) -> bool:
 
 def _check_name(name: str) -> None:
     if not name or "\n" in name or "\r" in name:
-        raise CacheFormatError(f"tensor name {name!r} cannot be written to a calibration cache (empty or has a newline)")
+        raise CacheFormatError(
+            f"tensor name {name!r} cannot be written to a calibration cache (empty or has a newline)"
+        )
 
 
 def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCache:
@@ -143,14 +152,18 @@ def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCac
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            raise CacheFormatError(f"{source}:{line}: not text (byte {exc.start}); is this a calibration cache?") from None
+            raise CacheFormatError(
+                f"{source}:{line}: not text (byte {exc.start}); is this a calibration cache?"
+            ) from None
     else:
         text = data
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:
-        raise CacheFormatError(f"{source}:1: empty file; expected a header like TRT-8001-EntropyCalibration2")
+        raise CacheFormatError(
+            f"{source}:1: empty file; expected a header like TRT-8001-EntropyCalibration2"
+        )
     header = lines[0].rstrip("\r")
     match = _HEADER.match(header)
     if not match:
@@ -162,11 +175,17 @@ def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCac
         line = raw.rstrip("\r")
         name, sep, value = line.rpartition(": ")
         if not sep or not name:
-            raise CacheFormatError(f"{source}:{number}: expected '<tensor name>: <8 hex digits>', got {line[:60]!r}")
+            raise CacheFormatError(
+                f"{source}:{number}: expected '<tensor name>: <8 hex digits>', got {line[:60]!r}"
+            )
         if not _HEX.match(value):
-            raise CacheFormatError(f"{source}:{number}: {value[:20]!r} is not 8 hex digits (tensor {name!r})")
+            raise CacheFormatError(
+                f"{source}:{number}: {value[:20]!r} is not 8 hex digits (tensor {name!r})"
+            )
         if name in bits:
-            raise CacheFormatError(f"{source}:{number}: tensor {name!r} appears twice; remove one line")
+            raise CacheFormatError(
+                f"{source}:{number}: tensor {name!r} appears twice; remove one line"
+            )
         bits[name] = int(value, 16)
     return CalibrationCache(version=match.group(1), algorithm=match.group(2), bits=bits)
 
@@ -174,13 +193,17 @@ def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCac
 def read_cache(path: str | os.PathLike) -> CalibrationCache:
     path = Path(path)
     try:
-        data = read_bytes_limited(path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError)
+        data = read_bytes_limited(
+            path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError
+        )
     except FileNotFoundError:
         raise CacheFormatError(f"{path}: no such calibration cache") from None
     except IsADirectoryError:
         raise CacheFormatError(f"{path}: is a directory, not a calibration cache") from None
     except OSError as exc:
-        raise CacheFormatError(f"{path}: cannot read the calibration cache ({exc.strerror or exc})") from None
+        raise CacheFormatError(
+            f"{path}: cannot read the calibration cache ({exc.strerror or exc})"
+        ) from None
     return parse_cache(data, source=str(path))
 
 

@@ -41,7 +41,9 @@ from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_alias
 
 log = logging.getLogger(__name__)
 
-_FLOAT_ORT_TYPES = frozenset({"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"})
+_FLOAT_ORT_TYPES = frozenset(
+    {"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"}
+)
 MODES = ("auto", "two-pass", "single-pass")
 # all: the graph inputs and every node output (what a TensorRT <= 10 cache lists);
 # qdq: only the activations insert-qdq quantizes (all a TensorRT 11 Q/DQ model needs)
@@ -67,7 +69,9 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     for name in outputs:
         if name in already:
             continue
-        exposed.graph.output.append(typed[name] if name in typed else onnx.ValueInfoProto(name=name))
+        exposed.graph.output.append(
+            typed[name] if name in typed else onnx.ValueInfoProto(name=name)
+        )
         already.add(name)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -89,12 +93,20 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     if optimization not in levels:
         raise UsageError(f"ORT optimization {optimization!r} is not one of {', '.join(levels)}")
     options.graph_optimization_level = levels[optimization]
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = [
+        p
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in ort.get_available_providers()
+    ]
     try:
-        return ort.InferenceSession(exposed.SerializeToString(), sess_options=options, providers=providers)
+        return ort.InferenceSession(
+            exposed.SerializeToString(), sess_options=options, providers=providers
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {first}") from None
+        raise CalibrationError(
+            f"ONNX Runtime cannot load the model for calibration: {first}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- collection
@@ -148,25 +160,38 @@ def _with_last(items: Iterable[Any]) -> Iterable[tuple[Any, bool]]:
 class _Feeder:
     """Batches of a data source as checked {input: array} feeds for one model."""
 
-    def __init__(self, model: onnx.ModelProto, source: Any, shapes: Mapping[str, Sequence[int]],
-                 batch_size: int | None) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        source: Any,
+        shapes: Mapping[str, Sequence[int]],
+        batch_size: int | None,
+    ) -> None:
         self.model, self.source = model, source
         self.inputs = model_inputs(model)
         if not self.inputs:
             raise CalibrationError("the model has no inputs to feed; nothing to run it on")
         # inputs declared without a shape (rank unknown) take any rank; model_inputs gives them dims ()
-        self.unranked = {v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")}
+        self.unranked = {
+            v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")
+        }
         self.shapes = self._shapes(shapes, batch_size)
 
-    def _shapes(self, shapes: Mapping[str, Sequence[int]], batch_size: int | None) -> dict[str, tuple[int, ...]] | None:
+    def _shapes(
+        self, shapes: Mapping[str, Sequence[int]], batch_size: int | None
+    ) -> dict[str, tuple[int, ...]] | None:
         if isinstance(self.source, ImageSource):
             return resolve_calibration_shapes(self.inputs, shapes, batch_size)
         if isinstance(self.source, ArraySource):
             given = dict(shapes)
             arrays = self.source._named({spec.name: () for spec in self.inputs})
             # an input of unknown rank is calibrated at the rank of its samples (batch first)
-            specs = [InputSpec(s.name, (None, *arrays[s.name].shape[1:]), s.dtype) if s.name in self.unranked else s
-                     for s in self.inputs]
+            specs = [
+                InputSpec(s.name, (None, *arrays[s.name].shape[1:]), s.dtype)
+                if s.name in self.unranked
+                else s
+                for s in self.inputs
+            ]
             # inputs without a --shape take the batch of those with one: ArraySource slices every
             # array to the same number of samples (symbolic batch dims shared between inputs)
             shaped_batch = next((int(dims[0]) for dims in given.values() if len(dims)), None)
@@ -174,12 +199,19 @@ class _Feeder:
                 if spec.name not in given:
                     arr = arrays[spec.name]
                     sample, wanted = tuple(arr.shape[1:]), tuple(spec.dims[1:])
-                    if spec.dims and (len(sample) != len(wanted) or any(w not in (None, g) for w, g in zip(wanted, sample))):
+                    if spec.dims and (
+                        len(sample) != len(wanted)
+                        or any(w not in (None, g) for w, g in zip(wanted, sample, strict=True))
+                    ):
                         raise CalibrationError(
                             f"{self.source.describe()}: samples for input {spec.name!r} are {format_shape(sample)} but "
                             f"the model's input is {format_shape(spec.dims)} (batch first)"
                         )
-                    given[spec.name] = (batch_size or spec.dims[0] or shaped_batch or 1, *arr.shape[1:]) if spec.dims else ()
+                    given[spec.name] = (
+                        (batch_size or spec.dims[0] or shaped_batch or 1, *arr.shape[1:])
+                        if spec.dims
+                        else ()
+                    )
             return resolve_calibration_shapes(specs, given, batch_size)
         return None  # caller's batches: checked one by one against the model's static dims
 
@@ -187,17 +219,24 @@ class _Feeder:
         feeds = {}
         for spec in self.inputs:
             if spec.name not in batch:
-                raise CalibrationError(f"batch {index} has no array for input {spec.name!r} (it has {', '.join(batch)})")
+                raise CalibrationError(
+                    f"batch {index} has no array for input {spec.name!r} (it has {', '.join(batch)})"
+                )
             arr = np.asarray(batch[spec.name])
             want = self.shapes[spec.name] if self.shapes else spec.dims
             checked = self.shapes or spec.name not in self.unranked
-            if checked and (len(arr.shape) != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape, strict=False))):
+            if checked and (
+                len(arr.shape) != len(want)
+                or any(w is not None and w != g for w, g in zip(want, arr.shape, strict=False))
+            ):
                 raise CalibrationError(
                     f"batch {index}: input {spec.name!r} is {format_shape(arr.shape)} but the model wants {format_shape(want)}"
                 )
             if arr.dtype != spec.dtype:
                 if np.issubdtype(arr.dtype, np.floating) != spec.is_float:
-                    raise CalibrationError(f"batch {index}: input {spec.name!r} is {arr.dtype} but the model wants {spec.dtype}")
+                    raise CalibrationError(
+                        f"batch {index}: input {spec.name!r} is {arr.dtype} but the model wants {spec.dtype}"
+                    )
                 arr = arr.astype(spec.dtype)
             feeds[spec.name] = arr
         return feeds
@@ -210,20 +249,33 @@ class _Feeder:
 class _Collector(_Feeder):
     """Runs the model on the feeds with every collected tensor exposed, bins them per batch."""
 
-    def __init__(self, model: onnx.ModelProto, source: Any, shapes: Mapping[str, Sequence[int]], batch_size: int | None,
-                 options: CollectOptions, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        source: Any,
+        shapes: Mapping[str, Sequence[int]],
+        batch_size: int | None,
+        options: CollectOptions,
+        progress: ProgressCallback | None,
+    ) -> None:
         super().__init__(model, source, shapes, batch_size)
         self.options, self.progress = options, progress
-        candidates = quantizable_tensors(model, include_inputs=options.include_inputs,
-                                         include=options.tensors, exclude=options.exclude)
+        candidates = quantizable_tensors(
+            model,
+            include_inputs=options.include_inputs,
+            include=options.tensors,
+            exclude=options.exclude,
+        )
         if options.scope not in SCOPES:
             raise UsageError(f"tensor scope {options.scope!r} is not one of {', '.join(SCOPES)}")
         if options.scope == "qdq":
             wanted = qdq_tensors(model)
             candidates = [n for n in candidates if n in wanted]
             if not candidates:
-                raise CalibrationError("scope qdq: the model has no float Conv/ConvTranspose/Gemm/MatMul inputs (or "
-                                       "residual Adds) that insert-qdq would quantize; use scope all")
+                raise CalibrationError(
+                    "scope qdq: the model has no float Conv/ConvTranspose/Gemm/MatMul inputs (or "
+                    "residual Adds) that insert-qdq would quantize; use scope all"
+                )
         self.aliases = value_aliases(model, candidates)
         input_names = {spec.name for spec in self.inputs}
         outputs = [n for n in candidates if n not in input_names and n not in self.aliases]
@@ -239,9 +291,13 @@ class _Collector(_Feeder):
         self.binned = [n for n in candidates if n in binned]
         self.names = [n for n in candidates if n in binned or n in self.aliases]
         if not self.names:
-            raise CalibrationError("the model has no floating-point activations to calibrate (all tensors are integer or constant)")
+            raise CalibrationError(
+                "the model has no floating-point activations to calibrate (all tensors are integer or constant)"
+            )
 
-    def _activations(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[tuple[str, np.ndarray]], Any]:
+    def _activations(
+        self, feeds: Mapping[str, np.ndarray]
+    ) -> tuple[list[tuple[str, np.ndarray]], Any]:
         """(name, values) of every collected tensor for one batch, plus the ORT outputs that own them.
 
         OrtValues, not run(): outputs stay in ORT's arena (reused every batch) and .numpy() is a
@@ -249,7 +305,10 @@ class _Collector(_Feeder):
         keeps the returned owner alive until it has read every array.
         """
         try:
-            ort_feeds = {name: self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr)) for name, arr in feeds.items()}
+            ort_feeds = {
+                name: self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+                for name, arr in feeds.items()
+            }
             values = self.session.run_with_ort_values(self.fetch, ort_feeds)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -258,7 +317,14 @@ class _Collector(_Feeder):
         for position, name in enumerate(self.fetch):
             arr = values[position].numpy()
             # float64 stays float64: a cast to float32 rounds bins and turns |x| > 3.4e38 into Inf
-            pairs.append((name, arr if arr.dtype in (np.float32, np.float16, np.float64) else arr.astype(np.float32)))
+            pairs.append(
+                (
+                    name,
+                    arr
+                    if arr.dtype in (np.float32, np.float16, np.float64)
+                    else arr.astype(np.float32),
+                )
+            )
         return pairs, values
 
     def _runs(self, stop: int | None = None) -> Iterable[_Run]:
@@ -292,7 +358,11 @@ class _Collector(_Feeder):
             finally:
                 pending.cancel()
 
-    def _each_tensor(self, pairs: list[tuple[str, np.ndarray]], work: Callable[[str, np.ndarray, int | None], None]) -> None:
+    def _each_tensor(
+        self,
+        pairs: list[tuple[str, np.ndarray]],
+        work: Callable[[str, np.ndarray, int | None], None],
+    ) -> None:
         """Apply `work(name, values, threads)` to every tensor of one batch; errors re-raised in graph order.
 
         Tensors run whole, one per worker, biggest first (no per-piece count arrays, no hand-offs);
@@ -330,7 +400,11 @@ class _Collector(_Feeder):
 
     def _total(self) -> int | None:
         try:
-            return self.source.num_batches(self.shapes) if self.shapes is not None else self.source.num_batches({})
+            return (
+                self.source.num_batches(self.shapes)
+                if self.shapes is not None
+                else self.source.num_batches({})
+            )
         except Exception:
             return None
 
@@ -361,13 +435,18 @@ class _Collector(_Feeder):
             del run  # every array is read: the outputs go back to ORT's arena
         return amax, held
 
-    def histogram_pass(self, ranges: Mapping[str, float] | None, *, mode: str, held: _Run | None = None) -> CalibrationState:
+    def histogram_pass(
+        self, ranges: Mapping[str, float] | None, *, mode: str, held: _Run | None = None
+    ) -> CalibrationState:
         """Histograms of every batch; `held` (range_pass's last batch) is binned first and not run again."""
         from . import Histogram
 
         phase = "histogram" if mode == "two-pass" else "collect"
         ranges = ranges or {}
-        histograms = {name: Histogram(self.options.num_bins, range_max=ranges.get(name) or None) for name in self.binned}
+        histograms = {
+            name: Histogram(self.options.num_bins, range_max=ranges.get(name) or None)
+            for name in self.binned
+        }
         total = self._total()
         batches = samples = 0
 
@@ -394,9 +473,13 @@ class _Collector(_Feeder):
             run.release()  # every array is read: the outputs go back to ORT's arena
             del run
         if not batches:
-            raise CalibrationError(f"{self.source.describe()}: gave no batches; nothing to calibrate")
-        ordered = {name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
-                   for name in self.names}
+            raise CalibrationError(
+                f"{self.source.describe()}: gave no batches; nothing to calibrate"
+            )
+        ordered = {
+            name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
+            for name in self.names
+        }
         return CalibrationState(ordered, mode, batches, samples, [self.source.describe()])
 
     def _tick(self, phase: str, done: int, total: int | None) -> None:
@@ -440,7 +523,9 @@ def resolve_mode(mode: str, *, rereadable: bool, method: str = "entropy") -> str
     if mode == "auto":
         return "two-pass" if rereadable and method != "max" else "single-pass"
     if mode == "two-pass" and not rereadable:
-        raise UsageError("two-pass calibration reads the data twice, but this source is one-pass (a generator); use single-pass")
+        raise UsageError(
+            "two-pass calibration reads the data twice, but this source is one-pass (a generator); use single-pass"
+        )
     return mode
 
 

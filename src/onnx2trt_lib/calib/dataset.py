@@ -32,7 +32,20 @@ from .preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+    }
 )
 _GLOB_CHARS = re.compile(r"[*?\[]")
 Batch = dict[str, np.ndarray]
@@ -41,7 +54,9 @@ Batch = dict[str, np.ndarray]
 # ----------------------------------------------------------------------------- shapes
 
 
-def parse_shapes(spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+def parse_shapes(
+    spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None,
+) -> dict[str, tuple[int, ...]]:
     """trtexec-style shapes: 'x:1x3x640x640,mask:1x640' (or several such strings) -> {name: dims}.
 
     A name may itself contain ':'; the dims are after the last one. As in trtexec, a name may be
@@ -65,7 +80,9 @@ def parse_shapes(spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None)
             try:
                 values = tuple(int(d) for d in dims.lower().split("x"))
             except ValueError:
-                raise UsageError(f"--shape {part!r}: dims {dims!r} must be integers joined by 'x' (1x3x640x640)") from None
+                raise UsageError(
+                    f"--shape {part!r}: dims {dims!r} must be integers joined by 'x' (1x3x640x640)"
+                ) from None
             if not values or min(values) <= 0:
                 raise UsageError(f"--shape {part!r}: every dim must be a positive integer")
             if name in shapes and shapes[name] != values:
@@ -102,7 +119,9 @@ def resolve_calibration_shapes(
     names = {spec.name for spec in inputs}
     unknown = sorted(set(shapes) - names)
     if unknown:
-        raise UsageError(f"--shape names {', '.join(unknown)} but the model inputs are {', '.join(sorted(names))}")
+        raise UsageError(
+            f"--shape names {', '.join(unknown)} but the model inputs are {', '.join(sorted(names))}"
+        )
     resolved: dict[str, tuple[int, ...]] = {}
     for spec in inputs:
         given = shapes.get(spec.name)
@@ -125,7 +144,12 @@ def resolve_calibration_shapes(
                     f"model input {spec.name!r} has dynamic shape {format_shape(spec.dims)}: "
                     f"give a calibration shape, e.g. --shape {spec.name}:{example}"
                 )
-        if batch_size is not None and spec.dims and spec.dims[0] is not None and spec.dims[0] != batch_size:
+        if (
+            batch_size is not None
+            and spec.dims
+            and spec.dims[0] is not None
+            and spec.dims[0] != batch_size
+        ):
             raise UsageError(
                 f"model input {spec.name!r} has a fixed batch of {spec.dims[0]} ({format_shape(spec.dims)}); "
                 f"--batch-size {batch_size} cannot be used: drop it or export the model with a dynamic batch"
@@ -162,9 +186,13 @@ class ImageSource:
 
     rereadable = True
 
-    def __init__(self, paths: Sequence[Path], *, origin: str, preprocess: Preprocess | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[Path], *, origin: str, preprocess: Preprocess | None = None
+    ) -> None:
         if not paths:
-            raise CalibrationError(f"{origin}: no images found; give a list, folder or glob with at least one image")
+            raise CalibrationError(
+                f"{origin}: no images found; give a list, folder or glob with at least one image"
+            )
         self.paths = list(paths)
         self.origin = origin
         self.preprocess = preprocess or Preprocess()
@@ -191,8 +219,12 @@ class ImageSource:
         name, dims = next(iter(shapes.items()))
         pre = self.preprocess
         if len(dims) != 4:
-            raise CalibrationError(f"images need a 4-D input (N,C,H,W or N,H,W,C) but {name!r} is {format_shape(dims)}")
-        channels, size = (dims[1], (dims[2], dims[3])) if pre.layout == "NCHW" else (dims[3], (dims[1], dims[2]))
+            raise CalibrationError(
+                f"images need a 4-D input (N,C,H,W or N,H,W,C) but {name!r} is {format_shape(dims)}"
+            )
+        channels, size = (
+            (dims[1], (dims[2], dims[3])) if pre.layout == "NCHW" else (dims[3], (dims[1], dims[2]))
+        )
         if channels != pre.channels:
             raise CalibrationError(
                 f"input {name!r} ({format_shape(dims)}, {pre.layout}) wants {channels} channels but preprocessing "
@@ -213,10 +245,17 @@ class ImageSource:
     def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
         name, batch, pre = self._target(shapes)
         if len(self.paths) < batch:
-            raise CalibrationError(f"{self.origin}: {len(self.paths)} images are fewer than one batch of {batch}")
+            raise CalibrationError(
+                f"{self.origin}: {len(self.paths)} images are fewer than one batch of {batch}"
+            )
         dropped = len(self.paths) % batch
         if dropped:
-            log.warning("%s: the last %d image(s) do not fill a batch of %d and are not used", self.origin, dropped, batch)
+            log.warning(
+                "%s: the last %d image(s) do not fill a batch of %d and are not used",
+                self.origin,
+                dropped,
+                batch,
+            )
         for start in range(0, len(self.paths) - dropped, batch):
             samples = [pre.apply(load_image(path)) for path in self.paths[start : start + batch]]
             yield {name: np.stack(samples)}
@@ -227,11 +266,19 @@ class ArraySource:
 
     rereadable = True
 
-    def __init__(self, arrays: Mapping[str, np.ndarray] | np.ndarray, *, origin: str, digest: str | None = None) -> None:
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray] | np.ndarray,
+        *,
+        origin: str,
+        digest: str | None = None,
+    ) -> None:
         for name, arr in ({"": arrays} if isinstance(arrays, np.ndarray) else arrays).items():
             if np.ndim(arr) == 0:
                 label = f"array {name!r}" if name else "the array"
-                raise CalibrationError(f"{origin}: {label} is a single number; calibration arrays are (samples, ...)")
+                raise CalibrationError(
+                    f"{origin}: {label} is a single number; calibration arrays are (samples, ...)"
+                )
         self.arrays = arrays
         self.origin = origin
         self._digest = digest
@@ -260,13 +307,19 @@ class ArraySource:
         arrays = dict(self.arrays)
         missing = sorted(set(shapes) - set(arrays))
         if missing:
-            raise CalibrationError(f"{self.origin} has no array for model input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays))}")
+            raise CalibrationError(
+                f"{self.origin} has no array for model input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays))}"
+            )
         extra = sorted(set(arrays) - set(shapes))
         if extra:
-            raise CalibrationError(f"{self.origin} has array(s) {', '.join(extra)} that are not model inputs ({', '.join(shapes)})")
+            raise CalibrationError(
+                f"{self.origin} has array(s) {', '.join(extra)} that are not model inputs ({', '.join(shapes)})"
+            )
         counts = {len(a) for a in arrays.values()}
         if len(counts) != 1:
-            raise CalibrationError(f"{self.origin}: arrays hold different sample counts {sorted(counts)}")
+            raise CalibrationError(
+                f"{self.origin}: arrays hold different sample counts {sorted(counts)}"
+            )
         return arrays
 
     def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -279,7 +332,9 @@ class ArraySource:
         total = len(next(iter(arrays.values())))
         batch = next(iter(shapes.values()))[0]
         if total < batch:
-            raise CalibrationError(f"{self.origin}: {total} samples are fewer than one batch of {batch}")
+            raise CalibrationError(
+                f"{self.origin}: {total} samples are fewer than one batch of {batch}"
+            )
         for name, arr in arrays.items():
             if tuple(arr.shape[1:]) != tuple(shapes[name][1:]):
                 raise CalibrationError(
@@ -287,7 +342,12 @@ class ArraySource:
                     f"wants {format_shape(shapes[name][1:])} per sample"
                 )
         if total % batch:
-            log.warning("%s: the last %d sample(s) do not fill a batch of %d and are not used", self.origin, total % batch, batch)
+            log.warning(
+                "%s: the last %d sample(s) do not fill a batch of %d and are not used",
+                self.origin,
+                total % batch,
+                batch,
+            )
         for start in range(0, total - total % batch, batch):
             yield {name: np.asarray(arr[start : start + batch]) for name, arr in arrays.items()}
 
@@ -295,10 +355,14 @@ class ArraySource:
 class IterableSource:
     """Batches given by the caller as {input name: ndarray}; re-readable unless it is an iterator."""
 
-    def __init__(self, iterable: Iterable[Mapping[str, np.ndarray]], *, origin: str = "batches") -> None:
+    def __init__(
+        self, iterable: Iterable[Mapping[str, np.ndarray]], *, origin: str = "batches"
+    ) -> None:
         self.iterable = iterable
         self.origin = origin
-        self.rereadable = iter(iterable) is not iterable  # a list/Sequence can be read again; a generator cannot
+        self.rereadable = (
+            iter(iterable) is not iterable
+        )  # a list/Sequence can be read again; a generator cannot
         self._digest: str | None = None
 
     def describe(self) -> str:
@@ -329,7 +393,9 @@ class IterableSource:
 
 def _check_batch(batch: Any, index: int, origin: str) -> None:
     if not isinstance(batch, Mapping):
-        raise CalibrationError(f"{origin}: item {index} is {type(batch).__name__}, not a dict of input name -> array")
+        raise CalibrationError(
+            f"{origin}: item {index} is {type(batch).__name__}, not a dict of input name -> array"
+        )
 
 
 # ----------------------------------------------------------------------------- opening
@@ -349,12 +415,16 @@ def open_source(
         return ArraySource({str(k): np.asarray(v) for k, v in data.items()}, origin="arrays")
     if isinstance(data, Iterable):
         return IterableSource(data)
-    raise UsageError(f"calibration data of type {type(data).__name__} is not a path, array, dict or iterable of dicts")
+    raise UsageError(
+        f"calibration data of type {type(data).__name__} is not a path, array, dict or iterable of dicts"
+    )
 
 
 def _open_path(text: str, preprocess: Preprocess | None) -> ImageSource | ArraySource:
     if not text.strip():
-        raise CalibrationError("calibration data path is empty; give an image list, folder, glob or .npy/.npz")
+        raise CalibrationError(
+            "calibration data path is empty; give an image list, folder, glob or .npy/.npz"
+        )
     try:
         return _open_existing_path(text, preprocess)
     except OSError as exc:  # e.g. a name too long for the file system
@@ -389,7 +459,11 @@ def _images_below(folder: Path) -> list[Path]:
             dirs.clear()
             continue
         seen.add(real)
-        files += [Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and (Path(root) / n).is_file()]
+        files += [
+            Path(root) / n
+            for n in names
+            if Path(n).suffix.lower() in IMAGE_SUFFIXES and (Path(root) / n).is_file()
+        ]
     return sorted(files)
 
 
@@ -406,7 +480,9 @@ def read_image_list(path: Path) -> list[Path]:
     """Lines of a text file -> paths; blank lines and '#' comments skipped; relative to the list's folder."""
     raw = path.read_bytes()
     if b"\0" in raw:
-        raise CalibrationError(f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)")
+        raise CalibrationError(
+            f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)"
+        )
     # -sig: a byte-order mark is not part of the first path; surrogateescape: a file name that is not
     # UTF-8 (as `ls` writes it) stays the same bytes, as os.walk and glob give it
     text = raw.decode("utf-8-sig", errors="surrogateescape")
@@ -440,7 +516,9 @@ def check_images(paths: Sequence[Path], *, origin: str) -> None:
             bad.append(f"{path} ({type(exc).__name__})")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise CalibrationError(f"{origin}: {len(bad)} of {len(paths)} images cannot be read: {shown}; fix or remove them")
+        raise CalibrationError(
+            f"{origin}: {len(bad)} of {len(paths)} images cannot be read: {shown}; fix or remove them"
+        )
 
 
 def load_image(path: Path) -> Any:
@@ -452,9 +530,15 @@ def load_image(path: Path) -> Any:
             img.load()
             # upright as a viewer (and OpenCV's imread) shows it: cameras store rotation in EXIF
             img = ImageOps.exif_transpose(img)
-            return img if img.mode != "P" else img.convert("RGBA" if "transparency" in img.info else "RGB")
+            return (
+                img
+                if img.mode != "P"
+                else img.convert("RGBA" if "transparency" in img.info else "RGB")
+            )
     except Exception as exc:
-        raise CalibrationError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it") from None
+        raise CalibrationError(
+            f"{path}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it"
+        ) from None
 
 
 def _sha256_path(path: Path) -> str:

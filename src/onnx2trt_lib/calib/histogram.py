@@ -102,7 +102,9 @@ def as_float_array(array: Any) -> np.ndarray:
         return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     if a.dtype.kind in "fiub":  # integers, bool, long double
         return a.astype(np.float64)
-    raise CalibrationError(f"cannot calibrate an array of dtype {a.dtype}; expected float16, float32 or float64")
+    raise CalibrationError(
+        f"cannot calibrate an array of dtype {a.dtype}; expected float16, float32 or float64"
+    )
 
 
 # float32/float64 kernels look at the raw bits: |x| as an unsigned integer is monotonic in the
@@ -171,8 +173,14 @@ def abs_max_and_nonfinite(array: Any, *, threads: int | None = None) -> tuple[fl
     return max((r[0] for r in results), default=0.0), sum(int(r[1]) for r in results)
 
 
-def _run_pieces(array: np.ndarray, counts: np.ndarray, kernel32: Any, kernel16: Any, args: tuple,
-                threads: int | None = None) -> list[tuple]:
+def _run_pieces(
+    array: np.ndarray,
+    counts: np.ndarray,
+    kernel32: Any,
+    kernel16: Any,
+    args: tuple,
+    threads: int | None = None,
+) -> list[tuple]:
     """Run a histogram kernel over 1-D pieces of `array`; big arrays use one count array per thread."""
     a = as_float_array(array)
     pieces = _flat_pieces(a)
@@ -244,10 +252,17 @@ def hist_pass(
 
 
 def band_pass(
-    array: np.ndarray, counts: np.ndarray, inv_w: float, lo: float, hi: float, threads: int | None = None
+    array: np.ndarray,
+    counts: np.ndarray,
+    inv_w: float,
+    lo: float,
+    hi: float,
+    threads: int | None = None,
 ) -> tuple[int, int, float, float]:
     """Bin finite lo < |x| <= hi into `counts` -> (binned, top, amax, vmin)."""
-    results = _run_pieces(array, counts, K.hist_band_kernel, K.hist_band_f16_kernel, (inv_w, lo, hi), threads)
+    results = _run_pieces(
+        array, counts, K.hist_band_kernel, K.hist_band_f16_kernel, (inv_w, lo, hi), threads
+    )
     return (
         sum(int(r[0]) for r in results),
         sum(int(r[1]) for r in results),
@@ -278,7 +293,9 @@ class Histogram:
         if range_max is not None:
             r = float(range_max)
             if not (math.isfinite(r) and r >= 0):
-                raise UsageError(f"range_max must be a finite number >= 0 (or None), got {range_max!r}")
+                raise UsageError(
+                    f"range_max must be a finite number >= 0 (or None), got {range_max!r}"
+                )
             # 0 (an all-zero first pass) behaves like None until a non-zero value arrives
             self.fixed = r > 0
             self.range_max = r
@@ -342,7 +359,9 @@ class Histogram:
             if first_max > 0:
                 self.range_max = first_max
         hi = self.range_max
-        binned, top, nonfinite, over, max_over, amax, vmin = hist_pass(a, self.counts, self._inv_width(), hi, threads)
+        binned, top, nonfinite, over, max_over, amax, vmin = hist_pass(
+            a, self.counts, self._inv_width(), hi, threads
+        )
         self.top += top
         if over:
             doublings = 0
@@ -350,11 +369,21 @@ class Histogram:
                 self._double()
                 doublings += 1
             level = logging.WARNING if self.fixed else logging.DEBUG
-            log.log(level, "histogram range grew %dx to %.6g for %d values beyond %.6g",
-                    2**doublings, self.range_max, over, hi)
-            b2, top2, amax2, vmin2 = band_pass(a, self.counts, self._inv_width(), hi, self.range_max, threads)
+            log.log(
+                level,
+                "histogram range grew %dx to %.6g for %d values beyond %.6g",
+                2**doublings,
+                self.range_max,
+                over,
+                hi,
+            )
+            b2, top2, amax2, vmin2 = band_pass(
+                a, self.counts, self._inv_width(), hi, self.range_max, threads
+            )
             if b2 != over:  # cannot happen: the new range covers max_over
-                raise CalibrationError(f"internal: {over - b2} values beyond the grown range {self.range_max!r}")
+                raise CalibrationError(
+                    f"internal: {over - b2} values beyond the grown range {self.range_max!r}"
+                )
             binned += b2
             self.top += top2  # _double moved the earlier top values and reset the count
             amax = max(amax, amax2)
@@ -370,7 +399,9 @@ class Histogram:
     def merge(self, other: Histogram) -> Histogram:
         """A new state equal to the histogram of both inputs' data (see module notes on widths)."""
         if not isinstance(other, Histogram):
-            raise UsageError(f"can only merge a Histogram with a Histogram, got {type(other).__name__}")
+            raise UsageError(
+                f"can only merge a Histogram with a Histogram, got {type(other).__name__}"
+            )
         if other.num_bins != self.num_bins:
             raise CalibrationError(
                 f"cannot merge histograms with {self.num_bins} and {other.num_bins} bins; "
@@ -409,15 +440,23 @@ class Histogram:
         to amax_seen. No finite value at all raises CalibrationError.
         """
         if method not in METHODS:
-            raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+            raise UsageError(
+                f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}"
+            )
         if self.count == 0:
-            why = f"all {self.nonfinite} values were NaN/Inf" if self.nonfinite else "no data was added"
+            why = (
+                f"all {self.nonfinite} values were NaN/Inf"
+                if self.nonfinite
+                else "no data was added"
+            )
             raise CalibrationError(f"cannot compute an amax: {why}")
         if self.amax_seen == 0.0:
             return methods.ZERO_AMAX
         unsigned = bool(options.pop("unsigned", False))
         if unsigned and self.has_negatives:
-            raise CalibrationError("unsigned=True needs a non-negative tensor, but negative values were seen")
+            raise CalibrationError(
+                "unsigned=True needs a non-negative tensor, but negative values were seen"
+            )
         if method == "max":
             _no_options(method, options)
             return float(self.amax_seen)
@@ -425,12 +464,16 @@ class Histogram:
             nq = int(options.pop("num_quant_bins", 256 if unsigned else 128))
             start = int(options.pop("start_bin", nq))
             _no_options(method, options)
-            amax, _, _ = methods.entropy_threshold(self.counts, self.bin_width, num_quant_bins=nq, start_bin=start)
+            amax, _, _ = methods.entropy_threshold(
+                self.counts, self.bin_width, num_quant_bins=nq, start_bin=start
+            )
             return float(amax)
         if method == "percentile":
             pct = float(options.pop("percentile", 99.99))
             _no_options(method, options)
-            return float(min(methods.percentile_amax(self.counts, self.bin_width, pct), self.amax_seen))
+            return float(
+                min(methods.percentile_amax(self.counts, self.bin_width, pct), self.amax_seen)
+            )
         start = int(options.pop("start_bin", 1))
         _no_options(method, options)
         amax, _ = methods.mse_amax(self.counts, self.bin_width, unsigned=unsigned, start_bin=start)
@@ -457,10 +500,15 @@ class Histogram:
     def from_state(cls, state: dict[str, Any]) -> Histogram:
         """Inverse of state_dict (counts may be a list or an array)."""
         try:
-            if state.get("format", STATE_FORMAT) != STATE_FORMAT or int(state.get("version", 1)) != STATE_VERSION:
+            if (
+                state.get("format", STATE_FORMAT) != STATE_FORMAT
+                or int(state.get("version", 1)) != STATE_VERSION
+            ):
                 raise ValueError(f"format {state.get('format')!r} version {state.get('version')!r}")
             counts = np.asarray(state["counts"], dtype=np.int64)
-            if counts.ndim != 1 or int(state["num_bins"]) != counts.shape[0]:  # before allocating num_bins
+            if (
+                counts.ndim != 1 or int(state["num_bins"]) != counts.shape[0]
+            ):  # before allocating num_bins
                 raise ValueError(f"num_bins {state['num_bins']!r} but {counts.size} counts")
             h = cls(int(state["num_bins"]))
             h.range_max = float(state["range_max"])
@@ -470,7 +518,12 @@ class Histogram:
             h.nonfinite = int(state["nonfinite"])
             h.has_negatives = bool(state["has_negatives"])
             h.amax_seen = float(state["amax_seen"])
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: Infinity or 2**70 as a count
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+        ) as exc:  # Overflow: Infinity or 2**70 as a count
             raise CalibrationError(f"not a Histogram state: {exc}") from None
         if counts.shape != (h.num_bins,) or np.any(counts < 0) or int(counts.sum()) != h.count:
             raise CalibrationError(
@@ -478,9 +531,15 @@ class Histogram:
                 f"{int(counts.sum()) if counts.size else 0} for num_bins={h.num_bins}, count={h.count}"
             )
         if not (math.isfinite(h.range_max) and h.range_max >= 0 and math.isfinite(h.amax_seen)):
-            raise CalibrationError(f"Histogram state has a bad range {h.range_max!r} or amax {h.amax_seen!r}")
-        if not 0 <= h.top <= (int(counts[-1]) if counts.size else 0):  # top values sit in the last bin
-            raise CalibrationError(f"Histogram state is inconsistent: top={h.top} but the last bin holds {int(counts[-1])}")
+            raise CalibrationError(
+                f"Histogram state has a bad range {h.range_max!r} or amax {h.amax_seen!r}"
+            )
+        if (
+            not 0 <= h.top <= (int(counts[-1]) if counts.size else 0)
+        ):  # top values sit in the last bin
+            raise CalibrationError(
+                f"Histogram state is inconsistent: top={h.top} but the last bin holds {int(counts[-1])}"
+            )
         h.counts = counts.copy()
         return h
 
@@ -488,10 +547,14 @@ class Histogram:
         return isinstance(other, Histogram) and self.state_dict() == other.state_dict()
 
     def __repr__(self) -> str:
-        return (f"Histogram(num_bins={self.num_bins}, range_max={self.range_max:.6g}, count={self.count}, "
-                f"nonfinite={self.nonfinite}, amax_seen={self.amax_seen:.6g})")
+        return (
+            f"Histogram(num_bins={self.num_bins}, range_max={self.range_max:.6g}, count={self.count}, "
+            f"nonfinite={self.nonfinite}, amax_seen={self.amax_seen:.6g})"
+        )
 
 
 def _no_options(method: str, options: dict[str, Any]) -> None:
     if options:
-        raise UsageError(f"calibration method {method!r} does not take option(s) {', '.join(sorted(options))}")
+        raise UsageError(
+            f"calibration method {method!r} does not take option(s) {', '.join(sorted(options))}"
+        )

@@ -22,15 +22,20 @@ from . import _kernels as K
 # of 1/127 keeps caches finite and harmless if the tensor turns out not to be zero at run time.
 ZERO_AMAX = 1.0
 
+
 def _check_hist(hist: Any, what: str = "histogram") -> np.ndarray:
     h = np.asarray(hist)
     if h.ndim != 1 or h.size == 0:
-        raise CalibrationError(f"{what} must be a non-empty 1-D array of counts, got shape {h.shape}")
+        raise CalibrationError(
+            f"{what} must be a non-empty 1-D array of counts, got shape {h.shape}"
+        )
     if not (np.issubdtype(h.dtype, np.integer) or np.issubdtype(h.dtype, np.floating)):
         raise CalibrationError(f"{what} must hold numbers, got dtype {h.dtype}")
     h = h.astype(np.float64)
     if not np.all(np.isfinite(h)) or np.any(h < 0):
-        raise CalibrationError(f"{what} has negative or non-finite counts; pass counts from a histogram of |x|")
+        raise CalibrationError(
+            f"{what} has negative or non-finite counts; pass counts from a histogram of |x|"
+        )
     return h
 
 

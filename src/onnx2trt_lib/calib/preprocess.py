@@ -65,8 +65,12 @@ class Preprocess:
         _check_choice("dtype", self.dtype, DTYPES)
         if self.size is not None:
             size = list(self.size) if isinstance(self.size, (list, tuple, np.ndarray)) else ()
-            if len(size) != 2 or not all(_is_number(v) and v > 0 and float(v).is_integer() for v in size):
-                raise UsageError(f"preprocess size {self.size!r} must be [height, width] with positive integers")
+            if len(size) != 2 or not all(
+                _is_number(v) and v > 0 and float(v).is_integer() for v in size
+            ):
+                raise UsageError(
+                    f"preprocess size {self.size!r} must be [height, width] with positive integers"
+                )
             object.__setattr__(self, "size", tuple(int(v) for v in size))
         for what in ("scale", "pad_value"):
             value = getattr(self, what)
@@ -78,8 +82,12 @@ class Preprocess:
         for what in ("mean", "std"):
             value = getattr(self, what)
             values = [value] if _is_number(value) else value  # one number: all channels
-            if not isinstance(values, (list, tuple, np.ndarray)) or not all(_is_number(v) for v in values):
-                raise UsageError(f"preprocess {what} {value!r} must be a finite number or a list of them")
+            if not isinstance(values, (list, tuple, np.ndarray)) or not all(
+                _is_number(v) for v in values
+            ):
+                raise UsageError(
+                    f"preprocess {what} {value!r} must be a finite number or a list of them"
+                )
             object.__setattr__(self, what, tuple(float(v) for v in values))
         if any(v == 0 for v in self.std):
             raise UsageError("preprocess std has a zero; std divides the pixels")
@@ -133,7 +141,11 @@ class Preprocess:
 
 def _is_number(value: Any) -> bool:
     """A finite int or float (bool and numeric strings are not: a typo must not pass)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
 
 
 def to_mode(image: Any, mode: str) -> Any:
@@ -158,7 +170,9 @@ def to_mode(image: Any, mode: str) -> Any:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)  # transparent pixels become white, as viewers show them
+        image = Image.alpha_composite(
+            background, image
+        )  # transparent pixels become white, as viewers show them
     try:
         return image.convert(mode)
     except ValueError:  # no direct conversion (e.g. a CIELab TIFF's LAB to L): through RGB
@@ -170,19 +184,25 @@ def _resize(image: Any, size: tuple[int, int], mode: str, pad_value: float) -> n
 
     height, width = size
     if mode == "stretch":
-        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+        return np.asarray(
+            image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32
+        )
     if mode == "center-crop":  # torchvision Resize(short) + CenterCrop((height, width))
         short = round(max(height, width) / CROP_FRACTION)  # 256 for 224: covers the crop either way
         if image.width <= image.height:
             new_w, new_h = short, int(short * image.height / image.width)
         else:
             new_w, new_h = int(short * image.width / image.height), short
-        resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+        resized = np.asarray(
+            image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32
+        )
         top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
         return np.ascontiguousarray(resized[top : top + height, left : left + width])
     if mode == "fit-height":  # PaddleOCR rec: math.ceil(imgH * (w / float(h))), at most imgW
         new_w, new_h = min(width, math.ceil(height * (image.width / image.height))), height
-        resized = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+        resized = np.asarray(
+            image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32
+        )
         canvas = np.full((height, width, *resized.shape[2:]), pad_value, dtype=np.float32)
         canvas[:, :new_w] = resized
         return canvas
@@ -207,7 +227,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PRESETS: dict[str, Preprocess] = {
     # torchvision classification models, as evaluated: shorter side to size/0.875, centre crop
-    "imagenet": Preprocess(resize="center-crop", color="RGB", mean=_IMAGENET_MEAN, std=_IMAGENET_STD),
+    "imagenet": Preprocess(
+        resize="center-crop", color="RGB", mean=_IMAGENET_MEAN, std=_IMAGENET_STD
+    ),
     # ultralytics YOLO: letterbox with grey 114, RGB, 0..1
     "yolo": Preprocess(resize="letterbox", pad_value=114.0, color="RGB"),
     # PaddleOCR text detector (PP-OCR det): BGR from OpenCV, ImageNet mean/std
@@ -222,25 +244,33 @@ PRESETS: dict[str, Preprocess] = {
 _FIELDS = {f.name for f in dataclasses.fields(Preprocess)}
 
 
-def preprocess_from_dict(data: Mapping[str, Any], *, source: str = "preprocess config") -> Preprocess:
+def preprocess_from_dict(
+    data: Mapping[str, Any], *, source: str = "preprocess config"
+) -> Preprocess:
     """{"preset": name, **overrides} -> Preprocess; unknown keys are refused (typos must not pass)."""
     data = dict(data)
     base = Preprocess()
     preset = data.pop("preset", None)
     if preset is not None:
         if not isinstance(preset, str) or preset not in PRESETS:
-            raise UsageError(f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise UsageError(
+                f"{source}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+            )
         base = PRESETS[preset]
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise UsageError(f"{source}: unknown key(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(_FIELDS))}")
+        raise UsageError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; known: preset, {', '.join(sorted(_FIELDS))}"
+        )
     try:
         return dataclasses.replace(base, **data)
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"{source}: {exc}") from None
 
 
-def load_preprocess(spec: str | os.PathLike | Mapping[str, Any] | Preprocess | None) -> Preprocess | None:
+def load_preprocess(
+    spec: str | os.PathLike | Mapping[str, Any] | Preprocess | None,
+) -> Preprocess | None:
     """A preset name, a .json/.toml file, a dict or a Preprocess -> Preprocess (None stays None)."""
     if spec is None or isinstance(spec, Preprocess):
         return spec
@@ -265,7 +295,10 @@ def load_preprocess(spec: str | os.PathLike | Mapping[str, Any] | Preprocess | N
         raw = read_bytes_limited(path, limit=MAX_CONFIG_BYTES, what=what, error=UsageError)
         try:
             data = tomllib.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        except (
+            ValueError,
+            RecursionError,
+        ) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"preprocess config {path}: not valid TOML: {reason}") from None
     if not isinstance(data, dict):

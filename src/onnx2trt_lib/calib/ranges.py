@@ -70,17 +70,28 @@ def read_ranges_document(path: str | os.PathLike) -> dict[str, Any]:
     CacheFormatError (one line, naming the file) for a missing, huge, torn or foreign file.
     """
     path = Path(path)
-    document = load_json_limited(path, limit=MAX_RANGES_BYTES, what="ranges file", error=CacheFormatError)
+    document = load_json_limited(
+        path, limit=MAX_RANGES_BYTES, what="ranges file", error=CacheFormatError
+    )
     if not isinstance(document, dict) or document.get("format") != RANGES_FORMAT:
-        raise CacheFormatError(f"{path}: not an onnx2trt ranges file (format is not {RANGES_FORMAT})")
+        raise CacheFormatError(
+            f"{path}: not an onnx2trt ranges file (format is not {RANGES_FORMAT})"
+        )
     tensors = document.get("tensors", {})
     if not isinstance(tensors, dict):
         raise CacheFormatError(f"{path}: 'tensors' is not an object of tensor name -> entry")
     for name, entry in tensors.items():
         value = entry.get("amax") if isinstance(entry, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT32_MAX:
-            value = math.inf  # a 400-digit integer is not a float32 range (and float() would overflow)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            value = (
+                math.inf
+            )  # a 400-digit integer is not a float32 range (and float() would overflow)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise CacheFormatError(f"{path}: tensor {name!r} has no valid amax")
     return document
 

@@ -36,7 +36,9 @@ def kl_divergence_at(hist: np.ndarray, i: int, num_quant_bins: int = 128) -> flo
     unclipped = h[:i]
     group = (np.arange(i) * num_quant_bins) // i
     totals = np.bincount(group, weights=unclipped, minlength=num_quant_bins)
-    nonzero = np.bincount(group, weights=(unclipped > 0).astype(np.float64), minlength=num_quant_bins)
+    nonzero = np.bincount(
+        group, weights=(unclipped > 0).astype(np.float64), minlength=num_quant_bins
+    )
     q = np.zeros(i)
     mask = unclipped > 0
     q[mask] = totals[group[mask]] / nonzero[group[mask]]

@@ -66,11 +66,21 @@ def make_key(
     return json.loads(json.dumps(key, sort_keys=True))
 
 
-def write_sidecar(cache_path: str | os.PathLike, key: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None,
-                  side_outputs: Mapping[str, str | os.PathLike] | None = None) -> Path:
+def write_sidecar(
+    cache_path: str | os.PathLike,
+    key: Mapping[str, Any],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    side_outputs: Mapping[str, str | os.PathLike] | None = None,
+) -> Path:
     """Record `key` and the sha256 of the cache and of each side output (ranges, state) written with it."""
     path = sidecar_path(cache_path)
-    document = {"format": SIDECAR_FORMAT, "key": dict(key), "cache_sha256": file_sha256(cache_path), **dict(extra or {})}
+    document = {
+        "format": SIDECAR_FORMAT,
+        "key": dict(key),
+        "cache_sha256": file_sha256(cache_path),
+        **dict(extra or {}),
+    }
     if side_outputs:
         document["side_outputs"] = {role: file_sha256(p) for role, p in side_outputs.items()}
     write_text_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
@@ -93,8 +103,12 @@ def read_sidecar(cache_path: str | os.PathLike) -> dict[str, Any] | None:
     return document if isinstance(document.get("key"), dict) else None
 
 
-def cache_hit(cache_path: str | os.PathLike, key: Mapping[str, Any], *,
-              side_outputs: Mapping[str, str | os.PathLike] | None = None) -> bool:
+def cache_hit(
+    cache_path: str | os.PathLike,
+    key: Mapping[str, Any],
+    *,
+    side_outputs: Mapping[str, str | os.PathLike] | None = None,
+) -> bool:
     """True when the cache exists, is the one the sidecar describes, and was made from `key`.
 
     Each requested side output (role -> path) must also be the very file written with this cache,
@@ -116,9 +130,16 @@ def cache_hit(cache_path: str | os.PathLike, key: Mapping[str, Any], *,
     if changed:
         log.info("calibration inputs changed (%s): recomputing", ", ".join(changed))
         return False
-    recorded_sides = document.get("side_outputs") if isinstance(document.get("side_outputs"), dict) else {}
+    recorded_sides = (
+        document.get("side_outputs") if isinstance(document.get("side_outputs"), dict) else {}
+    )
     for role, side in (side_outputs or {}).items():
         if not Path(side).is_file() or recorded_sides.get(role) != file_sha256(side):
-            log.info("%s is missing or not the %s file written with %s: recomputing", side, role, cache_path)
+            log.info(
+                "%s is missing or not the %s file written with %s: recomputing",
+                side,
+                role,
+                cache_path,
+            )
             return False
     return True

@@ -16,8 +16,8 @@ import numpy as np
 
 from .._io import atomic_write, load_arrays, load_json_limited
 from ..errors import CalibrationError
-from .methods import ZERO_AMAX
 from ._threads import tensor_pool
+from .methods import ZERO_AMAX
 
 STATE_FORMAT = "onnx2trt-calib-state/1"
 # histograms of thousands of tensors fit easily; a bigger .json is not a state this library wrote
@@ -39,10 +39,15 @@ class CalibrationState:
         merged = {}
         for name in names:
             mine, theirs = self.histograms.get(name), other.histograms.get(name)
-            merged[name] = mine.merge(theirs) if mine is not None and theirs is not None else (mine or theirs)
+            merged[name] = (
+                mine.merge(theirs) if mine is not None and theirs is not None else (mine or theirs)
+            )
         mode = self.mode if self.mode == other.mode else "merged"
         return CalibrationState(
-            merged, mode, self.num_batches + other.num_batches, self.num_samples + other.num_samples,
+            merged,
+            mode,
+            self.num_batches + other.num_batches,
+            self.num_samples + other.num_samples,
             self.sources + other.sources,
         )
 
@@ -51,7 +56,9 @@ class CalibrationState:
 
         def one(item: tuple[str, Any]) -> float:
             name, hist = item
-            if hist.count == 0 and hist.nonfinite == 0:  # a zero-size tensor (a dim of 0): nothing to range
+            if (
+                hist.count == 0 and hist.nonfinite == 0
+            ):  # a zero-size tensor (a dim of 0): nothing to range
                 return ZERO_AMAX
             try:
                 return float(hist.compute_amax(method, **dict(options)))
@@ -60,7 +67,11 @@ class CalibrationState:
 
         items = list(self.histograms.items())
         pool, _ = tensor_pool()
-        values = list(pool.map(one, items)) if pool is not None and len(items) > 1 else [one(i) for i in items]
+        values = (
+            list(pool.map(one, items))
+            if pool is not None and len(items) > 1
+            else [one(i) for i in items]
+        )
         return {name: value for (name, _), value in zip(items, values, strict=True)}
 
     def ranges(self) -> dict[str, float]:
@@ -69,8 +80,14 @@ class CalibrationState:
 
     # -- persistence: state_dict arrays go into .npz as arrays, everything else into one JSON header
     def _header(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "mode": self.mode, "num_batches": self.num_batches,
-                "num_samples": self.num_samples, "sources": self.sources, "tensors": list(self.histograms)}
+        return {
+            "format": STATE_FORMAT,
+            "mode": self.mode,
+            "num_batches": self.num_batches,
+            "num_samples": self.num_samples,
+            "sources": self.sources,
+            "tensors": list(self.histograms),
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -108,8 +125,12 @@ class CalibrationState:
         what = "calibration state"
         try:
             if path.suffix.lower() == ".json":
-                payload = load_json_limited(path, limit=MAX_STATE_JSON_BYTES, what=what, error=CalibrationError)
-                tensors = {name: _from_jsonable(state) for name, state in payload["tensors"].items()}
+                payload = load_json_limited(
+                    path, limit=MAX_STATE_JSON_BYTES, what=what, error=CalibrationError
+                )
+                tensors = {
+                    name: _from_jsonable(state) for name, state in payload["tensors"].items()
+                }
             else:
                 data = load_arrays(path, what=what, error=CalibrationError)
                 if not isinstance(data, dict):
@@ -121,17 +142,32 @@ class CalibrationState:
                     prefix = f"t{index}/"
                     for key, value in data.items():
                         if key.startswith(prefix):
-                            state[key[len(prefix):]] = value
+                            state[key[len(prefix) :]] = value
                     tensors[name] = state
             if payload.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {payload.get('format')!r} is not {STATE_FORMAT}")
             histograms = {name: Histogram.from_state(state) for name, state in tensors.items()}
-            return cls(histograms, payload["mode"], payload["num_batches"], payload["num_samples"],
-                       list(payload.get("sources", [])))
-        except (KeyError, ValueError, TypeError, AttributeError, OSError, RecursionError, OverflowError,
-                MemoryError) as exc:
+            return cls(
+                histograms,
+                payload["mode"],
+                payload["num_batches"],
+                payload["num_samples"],
+                list(payload.get("sources", [])),
+            )
+        except (
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            OSError,
+            RecursionError,
+            OverflowError,
+            MemoryError,
+        ) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CalibrationError(f"calibration state {path}: not a saved onnx2trt state ({reason})") from None
+            raise CalibrationError(
+                f"calibration state {path}: not a saved onnx2trt state ({reason})"
+            ) from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,10 +11,27 @@ import onnx
 from ..errors import UsageError
 from .dataset import InputSpec
 
-FLOAT_ONNX_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
+FLOAT_ONNX_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+)
 # ops whose output holds exactly the values of their data input, rearranged: same histogram
-_SAME_VALUES_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
-                              "DepthToSpace", "SpaceToDepth"})
+_SAME_VALUES_OPS = frozenset(
+    {
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Identity",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
 
 
 def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -25,8 +42,15 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype(np.float32)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor_type.shape.dim
+        )
+        dtype = (
+            np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+            if tensor_type.elem_type
+            else np.dtype(np.float32)
+        )
         specs.append(InputSpec(value.name, dims, dtype))
     return specs
 
@@ -46,7 +70,10 @@ def quantizable_tensors(
     """
     graph = model.graph
     constant = {init.name for init in graph.initializer}
-    known_types = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.input, *graph.value_info, *graph.output)}
+    known_types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in (*graph.input, *graph.value_info, *graph.output)
+    }
     names: list[str] = []
     if include_inputs:
         for spec in model_inputs(model):
@@ -68,7 +95,9 @@ def quantizable_tensors(
         wanted = set(include)
         missing = sorted(wanted - set(names))
         if missing:
-            raise UsageError(f"tensor(s) {', '.join(missing[:5])} are not float activations of the model")
+            raise UsageError(
+                f"tensor(s) {', '.join(missing[:5])} are not float activations of the model"
+            )
         names = [n for n in names if n in wanted]
     drop = set(exclude)
     return [n for n in names if n not in drop]
@@ -86,7 +115,9 @@ def _outer_references(node: onnx.NodeProto) -> set[str]:
             local = {v.name for v in (*sub.input, *sub.initializer)}
             local.update(o for n in sub.node for o in n.output)
             for inner in sub.node:
-                used.update(n for n in (*inner.input, *_outer_references(inner)) if n and n not in local)
+                used.update(
+                    n for n in (*inner.input, *_outer_references(inner)) if n and n not in local
+                )
             used.update(o.name for o in sub.output if o.name not in local)
     return used
 
@@ -109,7 +140,12 @@ def value_aliases(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, str
     wanted = set(names)
     source: dict[str, str] = {}
     for node in model.graph.node:
-        if node.op_type in _SAME_VALUES_OPS and node.input and node.input[0] and len(node.output) == 1:
+        if (
+            node.op_type in _SAME_VALUES_OPS
+            and node.input
+            and node.input[0]
+            and len(node.output) == 1
+        ):
             if node.output[0] in wanted:
                 source[node.output[0]] = node.input[0]
     aliases = {}

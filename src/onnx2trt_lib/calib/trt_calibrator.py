@@ -48,7 +48,9 @@ class CudartMemory:
     def _check(self, result: Any, what: str) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise RuntimeExecutionError(f"CUDA {what} failed with error {int(err)} ({err}); is a GPU visible?")
+            raise RuntimeExecutionError(
+                f"CUDA {what} failed with error {int(err)} ({err}); is a GPU visible?"
+            )
         return rest[0] if rest else None
 
     def malloc(self, nbytes: int) -> int:
@@ -56,7 +58,10 @@ class CudartMemory:
 
     def copy_htod(self, pointer: int, array: np.ndarray) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(self._rt.cudaMemcpy(pointer, array.ctypes.data, array.nbytes, kind), "cudaMemcpy host->device")
+        self._check(
+            self._rt.cudaMemcpy(pointer, array.ctypes.data, array.nbytes, kind),
+            "cudaMemcpy host->device",
+        )
 
     def free(self, pointer: int) -> None:
         self._check(self._rt.cudaFree(pointer), "cudaFree")
@@ -110,7 +115,9 @@ class BatchFeeder:
         pointers = []
         for name in names:
             if name not in batch:
-                raise CalibrationError(f"calibration batch {self.batches_served} has no array for input {name!r}")
+                raise CalibrationError(
+                    f"calibration batch {self.batches_served} has no array for input {name!r}"
+                )
             array = np.asarray(batch[name])
             if name in self._dtypes and array.dtype != self._dtypes[name]:
                 array = array.astype(self._dtypes[name])
@@ -157,7 +164,9 @@ def _cache_bytes(cache: bytes | str | os.PathLike | CalibrationCache | None) -> 
     path = Path(cache)
     if not path.is_file():
         return None  # a cache path to be written by this calibration
-    data = read_bytes_limited(path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError)
+    data = read_bytes_limited(
+        path, limit=MAX_CACHE_BYTES, what="calibration cache", error=CacheFormatError
+    )
     parse_cache(data, source=str(path))
     return data
 
@@ -183,7 +192,9 @@ def entropy_calibrator(
         trt_module = tensorrt()
     base = trt_module.IInt8EntropyCalibrator2
     contents = _cache_bytes(cache)
-    feeder = BatchFeeder(batches if batches is not None else (), batch_size=batch_size, memory=memory)
+    feeder = BatchFeeder(
+        batches if batches is not None else (), batch_size=batch_size, memory=memory
+    )
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
         """Serves onnx2trt's cache to TensorRT, or feeds batches when there is none."""

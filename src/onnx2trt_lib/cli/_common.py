@@ -36,27 +36,40 @@ class Onnx2TrtGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
+            )
             ctx.exit(exc.exit_code)
-        except ModuleNotFoundError as exc:  # a dependency imported at module level (numba by calib) is missing
+        except (
+            ModuleNotFoundError
+        ) as exc:  # a dependency imported at module level (numba by calib) is missing
             from .._optional import from_import_error
 
             missing = from_import_error(exc)
             if missing is None or (ctx.obj and ctx.obj.get("debug")):
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(missing))}", markup=True, highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(missing))}", markup=True, highlight=False
+            )
             ctx.exit(missing.exit_code)
         except OSError as exc:  # a path the file system refuses (name too long, not a folder, ...)
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            from .._io import shorten  # here: _io imports onnx, which `onnx2trt --help` need not load
+            from .._io import (
+                shorten,  # here: _io imports onnx, which `onnx2trt --help` need not load
+            )
 
             where = f": {shorten(str(exc.filename))}" if exc.filename else ""
-            err_console.print(f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
-                              markup=True, highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
+                markup=True,
+                highlight=False,
+            )
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            err_console.print("interrupted; no partial file was left (outputs finished before the interrupt stay)")
+            err_console.print(
+                "interrupted; no partial file was left (outputs finished before the interrupt stay)"
+            )
             ctx.exit(130)
 
 
@@ -67,7 +80,11 @@ def debug_enabled() -> bool:
 
 def print_json(payload: Any) -> None:
     """Strict JSON on stdout: Infinity/NaN (which JSON has not) become the strings "inf", "-inf", "nan"."""
-    click.echo(json.dumps(_finite(payload), indent=2, sort_keys=False, default=_json_default, allow_nan=False))
+    click.echo(
+        json.dumps(
+            _finite(payload), indent=2, sort_keys=False, default=_json_default, allow_nan=False
+        )
+    )
 
 
 def _finite(value: Any) -> Any:
@@ -101,7 +118,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         level = logging.INFO
     elif verbose >= 2:
         level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # TensorRT's error lines end up in the one-line error message: without -v they are not logged too
     trt_log = logging.getLogger("onnx2trt_lib.build.trt")
     for old in [f for f in trt_log.filters if isinstance(f, _BelowError)]:
@@ -131,19 +150,39 @@ def quiet_option(func: Callable) -> Callable:
 
 def data_source_options(func: Callable) -> Callable:
     """--preprocess, --shape, --batch-size: how a --data image source becomes model feeds (as in calibrate)."""
-    for option in reversed((
-        click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
-                     help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config."),
-        click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
-                     help="Shape of a dynamic input for --data, trtexec style: x:1x3x640x640."),
-        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per --data batch."),
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--preprocess",
+                "-p",
+                default=None,
+                metavar="PRESET|CONFIG",
+                help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.",
+            ),
+            click.option(
+                "--shape",
+                "shapes",
+                multiple=True,
+                metavar="NAME:DIMS",
+                help="Shape of a dynamic input for --data, trtexec style: x:1x3x640x640.",
+            ),
+            click.option(
+                "--batch-size",
+                "-b",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Samples per --data batch.",
+            ),
+        )
+    ):
         func = option(func)
     return func
 
 
 def json_option(func: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout.")(func)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout."
+    )(func)
 
 
 def parse_comma_list(value: str | None) -> list[str] | None:

@@ -14,32 +14,93 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 
 @click.command("build")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Engine file to write; its sidecar goes to ENGINE.json.")
-@click.option("--fp16", is_flag=True, help="Allow FP16 (TensorRT 10: builder flag; TensorRT 11/RTX: FP16 graph pass).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Engine file to write; its sidecar goes to ENGINE.json.",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="Allow FP16 (TensorRT 10: builder flag; TensorRT 11/RTX: FP16 graph pass).",
+)
 @click.option("--int8", is_flag=True, help="INT8, calibrated from --cache or --data.")
-@click.option("--cache", "calibration_cache", type=click.Path(dir_okay=False, path_type=str),
-              help="INT8 calibration cache (TensorRT text format).")
-@click.option("--data", "calibration_data", type=click.Path(path_type=str),
-              help="INT8 calibration data when no --cache is given: calibrated by onnx2trt_lib before the build (every backend).")
-@click.option("--shapes", multiple=True, metavar="NAME:MIN/OPT/MAX,...",
-              help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224; "
-                   "for a shape-tensor input, its values (as in trtexec).")
-@click.option("--min-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MIN shapes (one per profile).")
-@click.option("--opt-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style OPT shapes (one per profile).")
-@click.option("--max-shapes", multiple=True, metavar="NAME:DIMS,...", help="trtexec-style MAX shapes (one per profile).")
+@click.option(
+    "--cache",
+    "calibration_cache",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="INT8 calibration cache (TensorRT text format).",
+)
+@click.option(
+    "--data",
+    "calibration_data",
+    type=click.Path(path_type=str),
+    help="INT8 calibration data when no --cache is given: calibrated by onnx2trt_lib before the build (every backend).",
+)
+@click.option(
+    "--shapes",
+    multiple=True,
+    metavar="NAME:MIN/OPT/MAX,...",
+    help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224; "
+    "for a shape-tensor input, its values (as in trtexec).",
+)
+@click.option(
+    "--min-shapes",
+    multiple=True,
+    metavar="NAME:DIMS,...",
+    help="trtexec-style MIN shapes (one per profile).",
+)
+@click.option(
+    "--opt-shapes",
+    multiple=True,
+    metavar="NAME:DIMS,...",
+    help="trtexec-style OPT shapes (one per profile).",
+)
+@click.option(
+    "--max-shapes",
+    multiple=True,
+    metavar="NAME:DIMS,...",
+    help="trtexec-style MAX shapes (one per profile).",
+)
 @click.option("--workspace", metavar="SIZE", help="Workspace memory pool limit, e.g. 1G or 512M.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=str),
-              help="Timing cache file: read if present, written after the build.")
-@click.option("--builder-optimization-level", type=int, metavar="0-5", help="Higher: slower build, maybe faster engine.")
-@click.option("--version-compatible", is_flag=True, help="Engine loadable by later TensorRT versions (where supported).")
-@click.option("--hardware-compatibility", type=click.Choice(["ampere-plus", "same-compute-capability"]),
-              help="Full TensorRT only: run on other GPUs than the build GPU.")
-@click.option("--backend", type=click.Choice(_BACKENDS), default="auto", show_default=True,
-              help="Which TensorRT builds the engine.")
-@click.option("--engine-cache-dir", type=click.Path(file_okay=False, path_type=str),
-              help="Engine cache folder (default: $ONNX2TRT_CACHE_DIR or ~/.cache/onnx2trt/engines).")
-@click.option("--no-engine-cache", is_flag=True, help="Always build; neither read nor fill the engine cache.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Timing cache file: read if present, written after the build.",
+)
+@click.option(
+    "--builder-optimization-level",
+    type=int,
+    metavar="0-5",
+    help="Higher: slower build, maybe faster engine.",
+)
+@click.option(
+    "--version-compatible",
+    is_flag=True,
+    help="Engine loadable by later TensorRT versions (where supported).",
+)
+@click.option(
+    "--hardware-compatibility",
+    type=click.Choice(["ampere-plus", "same-compute-capability"]),
+    help="Full TensorRT only: run on other GPUs than the build GPU.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(_BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Which TensorRT builds the engine.",
+)
+@click.option(
+    "--engine-cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Engine cache folder (default: $ONNX2TRT_CACHE_DIR or ~/.cache/onnx2trt/engines).",
+)
+@click.option(
+    "--no-engine-cache", is_flag=True, help="Always build; neither read nor fill the engine cache."
+)
 @json_option
 @quiet_option
 def command(
@@ -83,9 +144,13 @@ def command(
         hardware_compatibility=hardware_compatibility,
         backend=backend,
     )
-    show_progress = not (quiet or as_json) and err_console.is_terminal  # no progress residue in logs
+    show_progress = (
+        not (quiet or as_json) and err_console.is_terminal
+    )  # no progress residue in logs
     with _progress(show_progress) as progress:
-        builder = Builder(config, cache_dir=False if no_engine_cache else engine_cache_dir, progress=progress)
+        builder = Builder(
+            config, cache_dir=False if no_engine_cache else engine_cache_dir, progress=progress
+        )
         result = builder.build(model, output)
     if as_json:
         print_json(result.summary())
@@ -101,7 +166,9 @@ def command(
     for kind in ("inputs", "outputs"):
         for tensor in result.sidecar.get(kind) or []:
             shape = "x".join("?" if d < 0 else str(d) for d in tensor["shape"]) or "scalar"
-            console.print(f"  {kind[:-1]:<6} {tensor['name']}  {tensor['dtype']}  {shape}", markup=False)
+            console.print(
+                f"  {kind[:-1]:<6} {tensor['name']}  {tensor['dtype']}  {shape}", markup=False
+            )
 
 
 @contextmanager

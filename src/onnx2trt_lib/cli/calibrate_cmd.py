@@ -22,7 +22,11 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
             number = json.loads(value)
         except ValueError:
             number = None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+        ):
             raise UsageError(f"--method-option {item!r}: value {value!r} is not a finite number")
         options[key] = number
     return options
@@ -30,44 +34,147 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 
 @click.command("calibrate")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", "-d", "data", required=True,
-              help="Image list (.txt, one path a line), folder, quoted glob, or .npy/.npz of ready tensors.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="TensorRT calibration cache to write.")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile", "mse"]), default="entropy", show_default=True)
-@click.option("--method-option", "method_options", multiple=True, metavar="KEY=VALUE",
-              help="Option of the method, e.g. percentile=99.99 (repeatable).")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Samples per batch (default: the --shape batch, else 1).")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME:DIMS",
-              help="Calibration shape of a dynamic input, trtexec style: x:1x3x640x640 (repeatable or comma-separated).")
-@click.option("--preprocess", "-p", default=None, metavar="PRESET|CONFIG",
-              help="imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.")
-@click.option("--ranges", "ranges_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write per-tensor ranges (amax, method, histogram stats) as JSON.")
-@click.option("--mode", type=click.Choice(["auto", "two-pass", "single-pass"]), default="auto", show_default=True,
-              help="two-pass: exact ranges, reads the data twice; single-pass: one read.")
-@click.option("--scope", type=click.Choice(["all", "qdq"]), default="all", show_default=True,
-              help="all: every activation (TensorRT <= 10 reads them all); qdq: only the inputs that Q/DQ "
-                   "quantizes (TensorRT 11), several times faster.")
-@click.option("--trt-version", default=None, help="TensorRT version that will read the cache (header), e.g. 8.6.1 or 10.3.0.")
-@click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Save the histograms (.npz or .json) to merge with other runs.")
-@click.option("--add-state", "add_states", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Merge a saved state (from another part of the data) before computing ranges (repeatable).")
-@click.option("--force", is_flag=True, help="Recompute even when the sidecar says the cache matches.")
-@click.option("--ignore-nonfinite", is_flag=True, help="Skip NaN/Inf activations instead of failing.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write PNGs (histogram, threshold, KL curve) of the most clipped tensors into this folder.")
-@click.option("--plots-top", type=click.IntRange(min=1), default=8, show_default=True, help="How many tensors --plots draws.")
-@click.option("--qdq", "qdq_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
-                   "use `onnx2trt quantize --data` for that).")
+@click.option(
+    "--data",
+    "-d",
+    "data",
+    required=True,
+    help="Image list (.txt, one path a line), folder, quoted glob, or .npy/.npz of ready tensors.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="TensorRT calibration cache to write.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["entropy", "max", "percentile", "mse"]),
+    default="entropy",
+    show_default=True,
+)
+@click.option(
+    "--method-option",
+    "method_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option of the method, e.g. percentile=99.99 (repeatable).",
+)
+@click.option(
+    "--batch-size",
+    "-b",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Samples per batch (default: the --shape batch, else 1).",
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Calibration shape of a dynamic input, trtexec style: x:1x3x640x640 (repeatable or comma-separated).",
+)
+@click.option(
+    "--preprocess",
+    "-p",
+    default=None,
+    metavar="PRESET|CONFIG",
+    help="imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.",
+)
+@click.option(
+    "--ranges",
+    "ranges_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write per-tensor ranges (amax, method, histogram stats) as JSON.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "two-pass", "single-pass"]),
+    default="auto",
+    show_default=True,
+    help="two-pass: exact ranges, reads the data twice; single-pass: one read.",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(["all", "qdq"]),
+    default="all",
+    show_default=True,
+    help="all: every activation (TensorRT <= 10 reads them all); qdq: only the inputs that Q/DQ "
+    "quantizes (TensorRT 11), several times faster.",
+)
+@click.option(
+    "--trt-version",
+    default=None,
+    help="TensorRT version that will read the cache (header), e.g. 8.6.1 or 10.3.0.",
+)
+@click.option(
+    "--save-state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the histograms (.npz or .json) to merge with other runs.",
+)
+@click.option(
+    "--add-state",
+    "add_states",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Merge a saved state (from another part of the data) before computing ranges (repeatable).",
+)
+@click.option(
+    "--force", is_flag=True, help="Recompute even when the sidecar says the cache matches."
+)
+@click.option(
+    "--ignore-nonfinite", is_flag=True, help="Skip NaN/Inf activations instead of failing."
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write PNGs (histogram, threshold, KL curve) of the most clipped tensors into this folder.",
+)
+@click.option(
+    "--plots-top",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="How many tensors --plots draws.",
+)
+@click.option(
+    "--qdq",
+    "qdq_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
+    "use `onnx2trt quantize --data` for that).",
+)
 @json_option
 @quiet_option
-def command(model: Path, data: str, output: Path, method: str, method_options: tuple[str, ...], batch_size: int | None,
-            shapes: tuple[str, ...], preprocess: str | None, ranges_path: Path | None, mode: str, scope: str, trt_version: str | None,
-            save_state: Path | None, add_states: tuple[Path, ...], force: bool, ignore_nonfinite: bool,
-            plots_dir: Path | None, plots_top: int, qdq_path: Path | None, as_json: bool, quiet: bool) -> None:
+def command(
+    model: Path,
+    data: str,
+    output: Path,
+    method: str,
+    method_options: tuple[str, ...],
+    batch_size: int | None,
+    shapes: tuple[str, ...],
+    preprocess: str | None,
+    ranges_path: Path | None,
+    mode: str,
+    scope: str,
+    trt_version: str | None,
+    save_state: Path | None,
+    add_states: tuple[Path, ...],
+    force: bool,
+    ignore_nonfinite: bool,
+    plots_dir: Path | None,
+    plots_top: int,
+    qdq_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
 
     A sidecar CACHE.calib.json records the model hash, data fingerprint and settings: a re-run
@@ -86,22 +193,39 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
         read = (model, data, *add_states)
         check_output_path(qdq_path, inputs=tuple(p for p in read if p))
         written = [p for p in (output, ranges_path, save_state) if p is not None]
-        if any(qdq_path.resolve() == Path(p).resolve() for p in written) or qdq_path.name.endswith(".calib.json"):
-            raise UsageError(f"--qdq {qdq_path} is also another output of this command; give it its own file")
+        if any(qdq_path.resolve() == Path(p).resolve() for p in written) or qdq_path.name.endswith(
+            ".calib.json"
+        ):
+            raise UsageError(
+                f"--qdq {qdq_path} is also another output of this command; give it its own file"
+            )
     show_progress = not (quiet or as_json) and err_console.is_terminal
     with _Progress(show_progress) as progress:
         result = calibrate(
-            model, data, method=method, method_options=options, batch_size=batch_size, shapes=list(shapes) or None,
-            preprocess=preprocess, output=output, ranges_path=ranges_path, force=force, mode=mode,
-            ignore_nonfinite=ignore_nonfinite, scope=scope, trt_version=trt_version, save_state=save_state,
-            add_states=list(add_states), progress=progress.update if show_progress else None,
+            model,
+            data,
+            method=method,
+            method_options=options,
+            batch_size=batch_size,
+            shapes=list(shapes) or None,
+            preprocess=preprocess,
+            output=output,
+            ranges_path=ranges_path,
+            force=force,
+            mode=mode,
+            ignore_nonfinite=ignore_nonfinite,
+            scope=scope,
+            trt_version=trt_version,
+            save_state=save_state,
+            add_states=list(add_states),
+            progress=progress.update if show_progress else None,
         )
     plots: list[Path] = []
     if plots_dir is not None:
         if result.state is None:
-            from ..errors import UsageError
-
-            raise UsageError(f"{output} was reused from the cache, so there are no histograms to plot: add --force")
+            raise UsageError(
+                f"{output} was reused from the cache, so there are no histograms to plot: add --force"
+            )
         from ..plots import save_worst_histograms
 
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
@@ -121,13 +245,19 @@ def command(model: Path, data: str, output: Path, method: str, method_options: t
     if quiet:
         return
     if plots:
-        console.print(f"{plots_dir}: {len(plots)} histogram plot(s) of the most clipped tensors", markup=False)
+        console.print(
+            f"{plots_dir}: {len(plots)} histogram plot(s) of the most clipped tensors", markup=False
+        )
     if qdq is not None:
-        console.print(f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",
-                      markup=False)
+        console.print(
+            f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",
+            markup=False,
+        )
     if result.cache_hit:
-        console.print(f"{output}: up to date ({len(result.amax)} tensors; model, data and settings unchanged; --force recomputes)",
-                      markup=False)
+        console.print(
+            f"{output}: up to date ({len(result.amax)} tensors; model, data and settings unchanged; --force recomputes)",
+            markup=False,
+        )
         return
     extra = f", {len(result.zero_range)} all-zero" if result.zero_range else ""
     console.print(
@@ -149,10 +279,22 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=err_console, transient=True)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
             self._bar.__enter__()
         return self
 
@@ -160,7 +302,11 @@ class _Progress:
         if self._bar is None:
             return
         if phase not in self._tasks:
-            label = {"range": "pass 1/2: ranges", "histogram": "pass 2/2: histograms", "collect": "collecting"}.get(phase, phase)
+            label = {
+                "range": "pass 1/2: ranges",
+                "histogram": "pass 2/2: histograms",
+                "collect": "collecting",
+            }.get(phase, phase)
             self._tasks[phase] = self._bar.add_task(label, total=total)
         self._bar.update(self._tasks[phase], completed=done, total=total)
 

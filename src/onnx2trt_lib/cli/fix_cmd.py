@@ -10,18 +10,56 @@ from rich.markup import escape
 
 from .._io import check_output_path, load_model, save_model, write_bytes_atomic, write_text_atomic
 from ..passes import PassManager
-from ._common import echo_lines, err_console, json_option, parse_comma_list, print_json, quiet_option
+from ._common import (
+    echo_lines,
+    err_console,
+    json_option,
+    parse_comma_list,
+    print_json,
+    quiet_option,
+)
 
 
 @click.command("fix")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Where to write the fixed model.")
-@click.option("--target", default="tensorrt-7.1", show_default=True, help="TensorRT version to fix for (see `onnx2trt lint --help`).")
-@click.option("--passes", "pass_names", default=None, help="Comma-separated pass names to run instead of the target's pipeline.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, help="Also write the per-pass report as JSON here.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the fixed model.",
+)
+@click.option(
+    "--target",
+    default="tensorrt-7.1",
+    show_default=True,
+    help="TensorRT version to fix for (see `onnx2trt lint --help`).",
+)
+@click.option(
+    "--passes",
+    "pass_names",
+    default=None,
+    help="Comma-separated pass names to run instead of the target's pipeline.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the per-pass report as JSON here.",
+)
 @json_option
 @quiet_option
-def command(model: Path, output: Path, target: str, pass_names: str | None, report_path: Path | None, as_json: bool, quiet: bool) -> None:
+def command(
+    model: Path,
+    output: Path,
+    target: str,
+    pass_names: str | None,
+    report_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Fix MODEL for a TensorRT version and write it to OUTPUT (MODEL is never touched)."""
     from ..api import _resolve_passes
 
@@ -48,7 +86,9 @@ def command(model: Path, output: Path, target: str, pass_names: str | None, repo
     elif not quiet:
         echo_lines(report.summary_lines())
         state = "modified" if report.modified else "unchanged"
-        echo_lines([f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"])
+        echo_lines(
+            [f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"]
+        )
 
 
 def _is_self_contained(stored: bytes) -> bool:
@@ -80,7 +120,9 @@ class _Status:
             self._status.update(escape(text))
 
     def step(self, name: str, index: int, total: int) -> None:
-        label = {"import": "reading the graph", "export": "building the fixed model"}.get(name, f"pass {name}")
+        label = {"import": "reading the graph", "export": "building the fixed model"}.get(
+            name, f"pass {name}"
+        )
         self(f"[{index + 1}/{total}] {label}")
 
     def __exit__(self, *exc: object) -> None:

@@ -39,7 +39,9 @@ def inspect_engine_file(path: Path, *, as_json: bool, limit: int | None) -> None
 
     trt_log = logging.getLogger("onnx2trt_lib.build.trt")
     level = trt_log.level
-    if not trt_log.isEnabledFor(logging.INFO):  # without -v: the report already says why it did not load
+    if not trt_log.isEnabledFor(
+        logging.INFO
+    ):  # without -v: the report already says why it did not load
         trt_log.setLevel(logging.CRITICAL)
     try:
         report = inspect_engine(engine_path_for(path))
@@ -55,19 +57,33 @@ def inspect_calibration_cache(path: Path, *, as_json: bool, limit: int | None) -
     from ..calib.cache import read_cache
 
     cache = read_cache(path)
-    rows = [{"tensor": name, "scale": scale, "amax": scale * 127.0, "hex": f"{cache.bits[name]:08x}"}
-            for name, scale in cache.scales.items()]
+    rows = [
+        {"tensor": name, "scale": scale, "amax": scale * 127.0, "hex": f"{cache.bits[name]:08x}"}
+        for name, scale in cache.scales.items()
+    ]
     if as_json:
-        print_json({"kind": "calibration-cache", "path": str(path), "version": cache.version,
-                    "algorithm": cache.algorithm, "tensors": rows})
+        print_json(
+            {
+                "kind": "calibration-cache",
+                "path": str(path),
+                "version": cache.version,
+                "algorithm": cache.algorithm,
+                "tensors": rows,
+            }
+        )
         return
-    _table(f"{path}: TensorRT calibration cache, header TRT-{cache.version}-{cache.algorithm}, {len(rows)} tensors",
-           ["tensor", "scale", "amax", "hex"], [[r["tensor"], f"{r['scale']:.6g}", f"{r['amax']:.6g}", r["hex"]] for r in rows],
-           limit)
+    _table(
+        f"{path}: TensorRT calibration cache, header TRT-{cache.version}-{cache.algorithm}, {len(rows)} tensors",
+        ["tensor", "scale", "amax", "hex"],
+        [[r["tensor"], f"{r['scale']:.6g}", f"{r['amax']:.6g}", r["hex"]] for r in rows],
+        limit,
+    )
 
 
 def _number(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    return (
+        f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    )
 
 
 def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
@@ -81,9 +97,20 @@ def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
     for name, entry in document.get("tensors", {}).items():
         hist = entry.get("histogram")
         seen = hist.get("amax_seen") if isinstance(hist, dict) else None
-        rows.append([name, _number(entry["amax"]), _number(entry.get("scale", entry["amax"] / 127.0)), _number(seen)])
-    _table(f"{path}: ranges ({document.get('method')}, {document.get('mode')}), {len(rows)} tensors",
-           ["tensor", "amax", "scale", "max seen"], rows, limit)
+        rows.append(
+            [
+                name,
+                _number(entry["amax"]),
+                _number(entry.get("scale", entry["amax"] / 127.0)),
+                _number(seen),
+            ]
+        )
+    _table(
+        f"{path}: ranges ({document.get('method')}, {document.get('mode')}), {len(rows)} tensors",
+        ["tensor", "amax", "scale", "max seen"],
+        rows,
+        limit,
+    )
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]], limit: int | None) -> None:

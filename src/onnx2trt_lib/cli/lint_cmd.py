@@ -11,7 +11,12 @@ from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_opti
 
 @click.command("lint")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", default="tensorrt-7.1", show_default=True, help="TensorRT version whose ONNX parser to check against.")
+@click.option(
+    "--target",
+    default="tensorrt-7.1",
+    show_default=True,
+    help="TensorRT version whose ONNX parser to check against.",
+)
 @json_option
 @quiet_option
 def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
@@ -20,12 +25,16 @@ def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
 
     findings = lint(model, target=target)
     if as_json:
-        print_json({"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]})
+        print_json(
+            {"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]}
+        )
     elif quiet:
         pass  # the exit code says it: 0 clean, 3 findings
     elif findings:
         for f in findings:
-            console.print(f"{f.node} ({f.op}): {f.rule} -> {f.fix_pass or 'no automatic fix'}", markup=False)
+            console.print(
+                f"{f.node} ({f.op}): {f.rule} -> {f.fix_pass or 'no automatic fix'}", markup=False
+            )
             console.print(f"    {f.message}", markup=False)
         fixable = sum(f.fix_pass is not None for f in findings)
         console.print(

@@ -8,10 +8,19 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ._common import data_source_options, echo_lines, json_option, parse_comma_list, print_json, quiet_option
+from ._common import (
+    data_source_options,
+    echo_lines,
+    json_option,
+    parse_comma_list,
+    print_json,
+    quiet_option,
+)
 
 
-def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str, ...], batch_size: int | None) -> object:
+def _load_data(
+    path: str, model: str, preprocess: str | None, shapes: tuple[str, ...], batch_size: int | None
+) -> object:
     """--data: a .npy (one input, batch on axis 0), .npz (arrays by input name), or images
     (list, folder, quoted glob) preprocessed and batched like `calibrate` does."""
     import numpy as np
@@ -22,16 +31,22 @@ def _load_data(path: str, model: str, preprocess: str | None, shapes: tuple[str,
     if src.suffix.lower() not in (".npy", ".npz"):
         from ..calib.collect import model_feeds
 
-        return model_feeds(model, path, preprocess=preprocess, shapes=list(shapes) or None, batch_size=batch_size)
+        return model_feeds(
+            model, path, preprocess=preprocess, shapes=list(shapes) or None, batch_size=batch_size
+        )
     if not src.is_file():
         raise UsageError(f"--data {src}: no such file (give a .npy or .npz of held-out inputs)")
     loaded = load_arrays(src, what="--data", error=UsageError)
     if isinstance(loaded, np.ndarray):
         if loaded.ndim == 0:
-            raise UsageError(f"--data {src}: holds a scalar; give a batch of inputs (batch on axis 0)")
+            raise UsageError(
+                f"--data {src}: holds a scalar; give a batch of inputs (batch on axis 0)"
+            )
         return loaded
     if not loaded or any(v.ndim == 0 for v in loaded.values()):
-        raise UsageError(f"--data {src}: give one array per input name, batch on axis 0 (found none, or a scalar)")
+        raise UsageError(
+            f"--data {src}: give one array per input name, batch on axis 0 (found none, or a scalar)"
+        )
     from .._io import load_model
     from ..quant.accuracy import rows_per_batch
 
@@ -49,24 +64,63 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--cache", "cache", required=True, type=click.Path(dir_okay=False),
-              help="TensorRT calibration cache (ours or one TensorRT wrote) with per-tensor ranges.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Q/DQ model to write.")
-@click.option("--exclude", multiple=True, help="Node names to keep in float (repeat or comma-separate).")
+@click.option(
+    "--cache",
+    "cache",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TensorRT calibration cache (ours or one TensorRT wrote) with per-tensor ranges.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Q/DQ model to write."
+)
+@click.option(
+    "--exclude", multiple=True, help="Node names to keep in float (repeat or comma-separate)."
+)
 @click.option("--exclude-tensor", multiple=True, help="Tensor names never to quantize.")
-@click.option("--ops", default=None, help="Op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).")
-@click.option("--no-protect", is_flag=True, help="Plain full INT8: skip the accuracy protection search.")
-@click.option("--data", "data_path", default=None,
-              help="Held-out inputs for protection: .npy (one-input model), .npz (by input name), or an image "
-                   "list/folder/quoted glob with --preprocess.")
+@click.option(
+    "--ops", default=None, help="Op types to quantize (default Conv,ConvTranspose,Gemm,MatMul)."
+)
+@click.option(
+    "--no-protect", is_flag=True, help="Plain full INT8: skip the accuracy protection search."
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    help="Held-out inputs for protection: .npy (one-input model), .npz (by input name), or an image "
+    "list/folder/quoted glob with --preprocess.",
+)
 @data_source_options
-@click.option("--min-sqnr", default=None, type=float, callback=_finite,
-              help="Protection bound: output SQNR vs FP32 in dB (default 20).")
-@click.option("--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes.")
+@click.option(
+    "--min-sqnr",
+    default=None,
+    type=float,
+    callback=_finite,
+    help="Protection bound: output SQNR vs FP32 in dB (default 20).",
+)
+@click.option(
+    "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."
+)
 @json_option
 @quiet_option
-def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data_path, preprocess, shapes, batch_size,
-            min_sqnr, strict, as_json, quiet):
+def command(
+    model,
+    cache,
+    output,
+    exclude,
+    exclude_tensor,
+    ops,
+    no_protect,
+    data_path,
+    preprocess,
+    shapes,
+    batch_size,
+    min_sqnr,
+    strict,
+    as_json,
+    quiet,
+):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
     With --data, layers are kept in float, most sensitive first, until every output's SQNR
@@ -82,9 +136,16 @@ def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data
     data = _load_data(data_path, model, preprocess, shapes, batch_size) if data_path else None
     try:
         result = quantize(
-            model, cache, exclude=names(exclude), exclude_tensors=names(exclude_tensor),
-            op_types=parse_comma_list(ops), protect=not no_protect, data=data,
-            criterion=Criterion(min_sqnr) if min_sqnr is not None else None, strict=strict, output=output,
+            model,
+            cache,
+            exclude=names(exclude),
+            exclude_tensors=names(exclude_tensor),
+            op_types=parse_comma_list(ops),
+            protect=not no_protect,
+            data=data,
+            criterion=Criterion(min_sqnr) if min_sqnr is not None else None,
+            strict=strict,
+            output=output,
         )
     except DataShapeError as exc:
         raise UsageError(f"--data {data_path}: {exc}") from None
@@ -95,5 +156,9 @@ def command(model, cache, output, exclude, exclude_tensor, ops, no_protect, data
         return
     echo_lines(result.summary_lines())
     if result.missing_ranges:
-        echo_lines([f"no range for {len(result.missing_ranges)} tensor(s): {', '.join(result.missing_ranges[:10])}"])
+        echo_lines(
+            [
+                f"no range for {len(result.missing_ranges)} tensor(s): {', '.join(result.missing_ranges[:10])}"
+            ]
+        )
     echo_lines([f"wrote {output}"])

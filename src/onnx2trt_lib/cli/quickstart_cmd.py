@@ -10,8 +10,14 @@ from ._common import console, json_option, print_json, quiet_option
 
 
 @click.command("quickstart")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("onnx2trt-quickstart"), show_default=True,
-              help="Folder for every artifact (created if missing).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("onnx2trt-quickstart"),
+    show_default=True,
+    help="Folder for every artifact (created if missing).",
+)
 @json_option
 @quiet_option
 def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
@@ -20,6 +26,7 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
 
     show = not (as_json or quiet)
     with console.status("starting", spinner="dots") if show else _nullcontext() as status:
+
         def step(message: str) -> None:
             if show:
                 status.update(message)
@@ -33,15 +40,25 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
         return
     from rich.table import Table
 
-    console.print(f"\nlint {TARGET} before fix: {len(summary.findings_before)} finding(s); after: {len(summary.findings_after)}", markup=False)
+    console.print(
+        f"\nlint {TARGET} before fix: {len(summary.findings_before)} finding(s); after: {len(summary.findings_after)}",
+        markup=False,
+    )
     for line in summary.fix_changes:
         console.print(f"  {line}", markup=False)
-    table = Table("model", "accuracy", title=f"held-out accuracy ({summary.calibrated_tensors} tensors calibrated)")
+    table = Table(
+        "model",
+        "accuracy",
+        title=f"held-out accuracy ({summary.calibrated_tensors} tensors calibrated)",
+    )
     for name, acc in summary.accuracy.items():
         table.add_row(name, f"{acc:.4f}")
     console.print(table)
     if summary.int8_excluded:
-        console.print(f"kept in float by accuracy protection: {', '.join(summary.int8_excluded)}", markup=False)
+        console.print(
+            f"kept in float by accuracy protection: {', '.join(summary.int8_excluded)}",
+            markup=False,
+        )
     console.print(f"engine: {summary.engine or 'not built'} ({summary.engine_note})", markup=False)
     files = Table("artifact", "path", box=None)
     for name, path in summary.artifacts.items():

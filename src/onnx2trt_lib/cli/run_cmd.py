@@ -20,11 +20,15 @@ def load_feed(path: Path) -> dict[str, np.ndarray]:
     """Inputs from a .npz whose keys are input names (no pickles: object arrays are refused)."""
     arrays = load_arrays(path, what="--input", error=UsageError)
     if isinstance(arrays, np.ndarray):
-        raise UsageError(f"--input {path}: a .npy holds one unnamed array; save a .npz keyed by input name")
+        raise UsageError(
+            f"--input {path}: a .npy holds one unnamed array; save a .npz keyed by input name"
+        )
     return arrays
 
 
-def feeds_for(runner: Any, inputs: tuple[Path, ...], *, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def feeds_for(
+    runner: Any, inputs: tuple[Path, ...], *, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
     """One feed per --input file; random data for static inputs when none is given."""
     if inputs:
         return [load_feed(p) for p in inputs]
@@ -59,18 +63,48 @@ def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
 
 @click.command("run")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help=".npz of input arrays keyed by input name (random data for static inputs if omitted).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the outputs to this .npz.")
-@click.option("--iterations", "-n", default=10, show_default=True, type=click.IntRange(1), help="Timed runs.")
-@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="ONNX Runtime provider for .onnx models.")
-@click.option("--cuda-graph", is_flag=True, help="Replay a CUDA graph for engines with static shapes.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=".npz of input arrays keyed by input name (random data for static inputs if omitted).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the outputs to this .npz.",
+)
+@click.option(
+    "--iterations", "-n", default=10, show_default=True, type=click.IntRange(1), help="Timed runs."
+)
+@click.option(
+    "--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first."
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime provider for .onnx models.",
+)
+@click.option(
+    "--cuda-graph", is_flag=True, help="Replay a CUDA graph for engines with static shapes."
+)
 @json_option
 @quiet_option
-def command(source: Path, inputs: tuple[Path, ...], output: Path | None, iterations: int, warmup: int,
-            provider: str, cuda_graph: bool, as_json: bool, quiet: bool) -> None:
+def command(
+    source: Path,
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    iterations: int,
+    warmup: int,
+    provider: str,
+    cuda_graph: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Run ENGINE or MODEL (.onnx) and report latency percentiles and throughput, like trtexec.
 
     Latency is end to end per call (host copies included), measured on the host.
@@ -94,15 +128,19 @@ def command(source: Path, inputs: tuple[Path, ...], output: Path | None, iterati
     if output is not None:
         save_outputs(output, outputs)
     if as_json:
-        print_json({
-            "source": str(source),
-            "runner": name,
-            "iterations": iterations,
-            "warmup": warmup,
-            "latency": stats,
-            "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()},
-            "output_file": str(output) if output else None,
-        })
+        print_json(
+            {
+                "source": str(source),
+                "runner": name,
+                "iterations": iterations,
+                "warmup": warmup,
+                "latency": stats,
+                "outputs": {
+                    k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()
+                },
+                "output_file": str(output) if output else None,
+            }
+        )
         return
     lines = [f"{name}: {iterations} iterations after {warmup} warm-up"]
     lines.append(

@@ -62,7 +62,9 @@ def _is_empty_constant(tensor: gs.Tensor) -> bool:
         return tensor.shape is not None and 0 in tuple(tensor.shape)
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
         value = tensor.inputs[0].attrs.get("value")
-        return isinstance(value, gs.Constant) and value.shape is not None and 0 in tuple(value.shape)
+        return (
+            isinstance(value, gs.Constant) and value.shape is not None and 0 in tuple(value.shape)
+        )
     return False
 
 
@@ -129,7 +131,8 @@ def _reads_graph_input_values(tensor: gs.Tensor) -> bool:
     a float input cannot be a shape tensor and the parser refuses it.
     """
     return any(
-        producer is None and not _is_constant(t) and not _is_integer(t) for t, producer in _ancestors(tensor)
+        producer is None and not _is_constant(t) and not _is_integer(t)
+        for t, producer in _ancestors(tensor)
     )
 
 
@@ -180,10 +183,19 @@ def unsupported_op(node: gs.Node, target: Target, opset: int) -> Hit | None:
 # Op names the parser imports that are not (or no longer) default-domain ONNX ops: experimental
 # ops of old opsets and the parser's own TRT_* ops (checked with TensorRT-RTX's
 # OnnxParser.supports_operator; tests/compat/test_rtx_oracle.py).
-_PARSER_EXTRA_OPS = frozenset({
-    "ImageScaler", "ScaledTanh", "ParametricSoftplus", "TRT_Scale", "TRT_Shuffle", "TRT_TopK_Min",
-    "TRT_MatMul", "TRT_RaggedSoftmax", "TRT_MaxAverageBlendPool",
-})
+_PARSER_EXTRA_OPS = frozenset(
+    {
+        "ImageScaler",
+        "ScaledTanh",
+        "ParametricSoftplus",
+        "TRT_Scale",
+        "TRT_Shuffle",
+        "TRT_TopK_Min",
+        "TRT_MatMul",
+        "TRT_RaggedSoftmax",
+        "TRT_MaxAverageBlendPool",
+    }
+)
 
 
 def plugin_required(node: gs.Node, target: Target, opset: int) -> Hit | None:
@@ -221,7 +233,10 @@ def scatter_reduction_attr(node: gs.Node, target: Target, opset: int) -> Hit | N
         return None  # an op the parser lacks altogether is reported once, by unsupported-op
     reduction = _attr_str(node, "reduction", "none")
     if node.op == "ScatterND":
-        refuses_none, accepted = target.scatter_nd_reduction_attr_refused, target.scatter_nd_reductions
+        refuses_none, accepted = (
+            target.scatter_nd_reduction_attr_refused,
+            target.scatter_nd_reductions,
+        )
     else:
         refuses_none, accepted = False, target.scatter_elements_reductions
     if reduction == "none":
@@ -250,7 +265,10 @@ def resize_scales_coordinate_mode(node: gs.Node, target: Target, opset: int) -> 
     if _resize_scales(node, opset) is None:
         return None
     coord = _coordinate_mode(node, opset)
-    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or not target.accepts_coordinate_mode(coord):
+    if coord in (
+        "tf_crop_and_resize",
+        "half_pixel_symmetric",
+    ) or not target.accepts_coordinate_mode(coord):
         return None  # refused with sizes too: other rules report it
     if target.accepts_scale_mode(coord):
         return None
@@ -264,7 +282,9 @@ def resize_scales_coordinate_mode(node: gs.Node, target: Target, opset: int) -> 
 
 def resize_coordinate_mode(node: gs.Node, target: Target, opset: int) -> Hit | None:
     coord = _coordinate_mode(node, opset)
-    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or target.accepts_coordinate_mode(coord):
+    if coord in ("tf_crop_and_resize", "half_pixel_symmetric") or target.accepts_coordinate_mode(
+        coord
+    ):
         return None
     accepted = ", ".join(sorted(target.resize_coordinate_modes or ()))
     return Hit(
@@ -284,24 +304,36 @@ def resize_antialias(node: gs.Node, target: Target, opset: int) -> Hit | None:
 def resize_tf_crop_and_resize(node: gs.Node, target: Target, opset: int) -> Hit | None:
     if _coordinate_mode(node, opset) != "tf_crop_and_resize" or target.resize_tf_crop_and_resize:
         return None
-    return Hit(f"{target.name} does not support coordinate_transformation_mode=tf_crop_and_resize", None)
+    return Hit(
+        f"{target.name} does not support coordinate_transformation_mode=tf_crop_and_resize", None
+    )
 
 
 def resize_half_pixel_symmetric(node: gs.Node, target: Target, opset: int) -> Hit | None:
-    if _coordinate_mode(node, opset) != "half_pixel_symmetric" or target.resize_half_pixel_symmetric:
+    if (
+        _coordinate_mode(node, opset) != "half_pixel_symmetric"
+        or target.resize_half_pixel_symmetric
+    ):
         return None
-    return Hit(f"{target.name} does not support coordinate_transformation_mode=half_pixel_symmetric", None)
+    return Hit(
+        f"{target.name} does not support coordinate_transformation_mode=half_pixel_symmetric", None
+    )
 
 
 def resize_keep_aspect_ratio_policy(node: gs.Node, target: Target, opset: int) -> Hit | None:
     policy = _attr_str(node, "keep_aspect_ratio_policy", "stretch")
     if policy == "stretch" or target.resize_keep_aspect_ratio_policy:
         return None
-    return Hit(f'{target.name} supports only keep_aspect_ratio_policy="stretch", not "{policy}"', None)
+    return Hit(
+        f'{target.name} supports only keep_aspect_ratio_policy="stretch", not "{policy}"', None
+    )
 
 
 def resize_tf_half_pixel_for_nn(node: gs.Node, target: Target, opset: int) -> Hit | None:
-    if _coordinate_mode(node, opset) != "tf_half_pixel_for_nn" or not target.resize_tf_half_pixel_for_nn_strict:
+    if (
+        _coordinate_mode(node, opset) != "tf_half_pixel_for_nn"
+        or not target.resize_tf_half_pixel_for_nn_strict
+    ):
         return None
     nearest_mode = _attr_str(node, "nearest_mode", "round_prefer_floor")
     if nearest_mode != "round_prefer_floor":  # checked whatever the mode, linear and cubic too
@@ -311,13 +343,18 @@ def resize_tf_half_pixel_for_nn(node: gs.Node, target: Target, opset: int) -> Hi
             None,
         )
     if _resize_scales(node, opset) is None:
-        return Hit(f"{target.name} accepts tf_half_pixel_for_nn Resize only with scales, not sizes", None)
+        return Hit(
+            f"{target.name} accepts tf_half_pixel_for_nn Resize only with scales, not sizes", None
+        )
     return None
 
 
 def resize_scaled_axes(node: gs.Node, target: Target, opset: int) -> Hit | None:
     mode = _resize_mode(node)
-    limit = {"linear": target.resize_linear_max_scaled_axes, "cubic": target.resize_cubic_max_scaled_axes}.get(mode)
+    limit = {
+        "linear": target.resize_linear_max_scaled_axes,
+        "cubic": target.resize_cubic_max_scaled_axes,
+    }.get(mode)
     if limit is None or "axes" in node.attrs:
         return None
     scales = _resize_scales(node, opset)
@@ -359,7 +396,12 @@ def resize_scales_not_constant(node: gs.Node, target: Target, opset: int) -> Hit
 
 # ONNX element types TensorRT has no DataType for, in any version (its types: float32/16,
 # bfloat16, int8/32/64, uint8, bool, fp8, int4, fp4): the parser refuses such a tensor.
-_NO_TENSORRT_TYPE = {np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)}
+_NO_TENSORRT_TYPE = {
+    np.dtype(np.int16),
+    np.dtype(np.uint16),
+    np.dtype(np.uint32),
+    np.dtype(np.uint64),
+}
 
 
 def _element_type(tensor: gs.Tensor) -> np.dtype | None:
@@ -404,25 +446,37 @@ def uint8_tensor(node: gs.Node, target: Target, opset: int) -> Hit | None:
         values = constant_values(zero_point)
         dtype = values.dtype if values is not None else _element_type(zero_point)
         if dtype == np.uint8 and (values is None or values.any()):
-            return Hit(f"{target.name} has no asymmetric uint8 Q/DQ (zero point {zero_point.name!r} is not 0); "
-                       "quantize to int8 with zero point 0, e.g. with the insert-qdq pass", None)
+            return Hit(
+                f"{target.name} has no asymmetric uint8 Q/DQ (zero point {zero_point.name!r} is not 0); "
+                "quantize to int8 with zero point 0, e.g. with the insert-qdq pass",
+                None,
+            )
     for tensor in node.inputs:
         if qdq or isinstance(tensor, gs.Constant) or _element_type(tensor) != np.uint8:
             continue
         if tensor.inputs:
-            return Hit(f"{target.name} has uint8 tensors only at the network's inputs and outputs, not in between "
-                       f"({tensor.name!r}); compute in float or int32 and Cast at the output", None)
+            return Hit(
+                f"{target.name} has uint8 tensors only at the network's inputs and outputs, not in between "
+                f"({tensor.name!r}); compute in float or int32 and Cast at the output",
+                None,
+            )
         if node.op not in ("Cast", "Identity"):
-            return Hit(f"{target.name} takes a uint8 graph input ({tensor.name!r}) only through Cast; "
-                       f"{node.op} cannot read it: Cast it to float first", None)
+            return Hit(
+                f"{target.name} takes a uint8 graph input ({tensor.name!r}) only through Cast; "
+                f"{node.op} cannot read it: Cast it to float first",
+                None,
+            )
     return None
 
 
 def maxpool_indices(node: gs.Node, target: Target, opset: int) -> Hit | None:
     if target.maxpool_indices or len(node.outputs) < 2:
         return None
-    return Hit(f"{target.name} refuses MaxPool with an Indices output (even unused); "
-               "export without return_indices", None)
+    return Hit(
+        f"{target.name} refuses MaxPool with an Indices output (even unused); "
+        "export without return_indices",
+        None,
+    )
 
 
 def _static_dims(tensor: gs.Tensor | None) -> tuple | None:
@@ -446,10 +500,13 @@ def scatter_elements_indices_shape(node: gs.Node, target: Target, opset: int) ->
         dims = _static_dims(tensor)
         if dims is None or len(dims) != len(data):
             continue
-        for axis, (d, n) in enumerate(zip(dims, data)):
+        for axis, (d, n) in enumerate(zip(dims, data, strict=False)):
             if isinstance(d, int) and isinstance(n, int) and d >= 0 and n >= 0 and d > n:
-                return Hit(f"{target.name} refuses ScatterElements whose {role} dimension {axis} ({d}) exceeds "
-                           f"data's ({n}), the scatter axis included", None)
+                return Hit(
+                    f"{target.name} refuses ScatterElements whose {role} dimension {axis} ({d}) exceeds "
+                    f"data's ({n}), the scatter axis included",
+                    None,
+                )
     return None
 
 

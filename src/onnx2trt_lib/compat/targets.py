@@ -137,7 +137,9 @@ _ADDED_IN: dict[str, str] = {
         "7.2",
     ),
     "NonMaxSuppression": "8.0",  # experimental in 8.0, native in 8.5
-    **dict.fromkeys("Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round".split(), "8.2"),
+    **dict.fromkeys(
+        "Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round".split(), "8.2"
+    ),
     **dict.fromkeys("Shrink Xor".split(), "8.4"),
     **dict.fromkeys(
         "RandomNormal RandomNormalLike MeanVarianceNormalization RoiAlign Mod Trilu GridSample NonZero "
@@ -153,7 +155,9 @@ _ADDED_IN: dict[str, str] = {
 
 # What TensorRT-RTX 1.7's OnnxParser.supports_operator() says no to (checked by
 # tests/compat/test_targets.py against the installed wheel): _NEVER plus newer ops and DeformConv.
-_RTX_PARSER_UNSUPPORTED: frozenset[str] = _NEVER | frozenset({"BitCast", "CumProd", "DeformConv", "SwiGLU"})
+_RTX_PARSER_UNSUPPORTED: frozenset[str] = _NEVER | frozenset(
+    {"BitCast", "CumProd", "DeformConv", "SwiGLU"}
+)
 # Ops the parser maps to a TensorRT plugin that the TensorRT-RTX wheel does not ship:
 # supports_operator() says yes, parsing fails ("NonZero plugin creator version 1 was not
 # found in plugin registry"). Found by the cross-check test; TensorRT proper has these plugins.
@@ -185,7 +189,11 @@ def _unsupported(version: str, max_opset: int) -> frozenset[str]:
     """
     key = _version_key(version)
     later = {op for op, since in _ADDED_IN.items() if _version_key(since) > key}
-    too_new = {op for op, opset in onnx_op_first_opsets().items() if opset > max_opset and op not in _ADDED_IN}
+    too_new = {
+        op
+        for op, opset in onnx_op_first_opsets().items()
+        if opset > max_opset and op not in _ADDED_IN
+    }
     return frozenset(_NEVER | later | too_new)
 
 
@@ -243,27 +251,79 @@ def _trt(
 
 def _build_table() -> dict[str, Target]:
     rows = [
-        _trt("7.0", 11, branch="7.0", scale_modes=_ONLY_ASYMMETRIC, resize_coordinate_modes=_ONLY_ASYMMETRIC,
-             description="TensorRT 7.0 (2019): Resize only in asymmetric mode, scales or sizes"),
-        _trt("7.1", 11, branch="7.1", scale_modes=_SCALE_MODES_71,
-             description="TensorRT 7.1 (Jetson JetPack 4.4/4.5): no GatherElements; "
-             "align_corners Resize only with sizes"),
-        _trt("7.2", 13, branch="7.2.1", scale_modes=_SCALE_MODES_71,
-             description="TensorRT 7.2.x: GatherElements imported (as Gather on flattened data)"),
-        _trt("8.0", 13, branch="8.0", scale_modes=None,
-             description="TensorRT 8.0: Resize rewritten, every coordinate mode but tf_crop_and_resize"),
-        _trt("8.2", 13, branch="8.2-GA", scale_modes=None,
-             description="TensorRT 8.2: ScatterND, GatherND, ScatterElements native"),
-        _trt("8.5", 17, branch="8.5-GA", scale_modes=None,
-             description="TensorRT 8.5: cubic Resize, NonZero, OneHot, GridSample"),
-        _trt("8.6", 17, branch="8.6-GA", scale_modes=None,
-             description="TensorRT 8.6: LayerNormalization, GroupNormalization, IsInf"),
-        _trt("10.0", 20, branch="10.0-GA", scale_modes=None,
-             description='TensorRT 10.0: ScatterND with a reduction attribute refused, even "none"'),
-        _trt("10.1", 20, branch="10.1-GA", scale_modes=None,
-             description="TensorRT 10.1: as 10.0 (ScatterND reduction refused), plus DeformConv"),
-        _trt("10.15", 24, name="tensorrt-10", branch="main", scale_modes=None,
-             description="TensorRT 10.2 and later 10.x (documented: 10.15, opsets 9-24)"),
+        _trt(
+            "7.0",
+            11,
+            branch="7.0",
+            scale_modes=_ONLY_ASYMMETRIC,
+            resize_coordinate_modes=_ONLY_ASYMMETRIC,
+            description="TensorRT 7.0 (2019): Resize only in asymmetric mode, scales or sizes",
+        ),
+        _trt(
+            "7.1",
+            11,
+            branch="7.1",
+            scale_modes=_SCALE_MODES_71,
+            description="TensorRT 7.1 (Jetson JetPack 4.4/4.5): no GatherElements; "
+            "align_corners Resize only with sizes",
+        ),
+        _trt(
+            "7.2",
+            13,
+            branch="7.2.1",
+            scale_modes=_SCALE_MODES_71,
+            description="TensorRT 7.2.x: GatherElements imported (as Gather on flattened data)",
+        ),
+        _trt(
+            "8.0",
+            13,
+            branch="8.0",
+            scale_modes=None,
+            description="TensorRT 8.0: Resize rewritten, every coordinate mode but tf_crop_and_resize",
+        ),
+        _trt(
+            "8.2",
+            13,
+            branch="8.2-GA",
+            scale_modes=None,
+            description="TensorRT 8.2: ScatterND, GatherND, ScatterElements native",
+        ),
+        _trt(
+            "8.5",
+            17,
+            branch="8.5-GA",
+            scale_modes=None,
+            description="TensorRT 8.5: cubic Resize, NonZero, OneHot, GridSample",
+        ),
+        _trt(
+            "8.6",
+            17,
+            branch="8.6-GA",
+            scale_modes=None,
+            description="TensorRT 8.6: LayerNormalization, GroupNormalization, IsInf",
+        ),
+        _trt(
+            "10.0",
+            20,
+            branch="10.0-GA",
+            scale_modes=None,
+            description='TensorRT 10.0: ScatterND with a reduction attribute refused, even "none"',
+        ),
+        _trt(
+            "10.1",
+            20,
+            branch="10.1-GA",
+            scale_modes=None,
+            description="TensorRT 10.1: as 10.0 (ScatterND reduction refused), plus DeformConv",
+        ),
+        _trt(
+            "10.15",
+            24,
+            name="tensorrt-10",
+            branch="main",
+            scale_modes=None,
+            description="TensorRT 10.2 and later 10.x (documented: 10.15, opsets 9-24)",
+        ),
     ]
     newest = rows[-1]
     rows.append(
@@ -279,7 +339,8 @@ def _build_table() -> dict[str, Target]:
             scatter_elements_reductions=_ALL_REDUCTIONS,
             uint8_io_only=True,
             scatter_elements_indices_within_data=True,
-            sources=newest.sources + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
+            sources=newest.sources
+            + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
         )
     )
     rows.append(
@@ -298,8 +359,10 @@ def _build_table() -> dict[str, Target]:
             uint8_io_only=True,
             maxpool_indices=False,
             scatter_elements_indices_within_data=True,
-            sources=("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
-                     "onnx/onnx-tensorrt@main:docs/operators.md"),
+            sources=(
+                "tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
+                "onnx/onnx-tensorrt@main:docs/operators.md",
+            ),
         )
     )
     return {t.name: t for t in rows}

@@ -62,7 +62,9 @@ def result(
 ) -> PassResult:
     """Build a PassResult whose `modified` is true exactly when some count is non-zero."""
     counts = {k: int(v) for k, v in (counts or {}).items()}
-    return PassResult(name=name, modified=any(counts.values()), counts=counts, skipped=tuple(skipped))
+    return PassResult(
+        name=name, modified=any(counts.values()), counts=counts, skipped=tuple(skipped)
+    )
 
 
 @dataclass(frozen=True)
@@ -127,13 +129,20 @@ class PassManager:
     re-sorted once, so every pass sees a clean, topologically sorted graph.
     """
 
-    def __init__(self, passes: Sequence[Pass], *, cleanup: bool = True,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        passes: Sequence[Pass],
+        *,
+        cleanup: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         """`progress(step, index, total)` is called as each step starts: "import", every pass
         name, "export" (a long fix on a big model shows where it is)."""
         for p in passes:
             if isinstance(p, type):  # a class has name, op_types and run too, but run needs self
-                raise TypeError(f"{p.__name__} is a pass class: pass an instance, e.g. {p.__name__}()")
+                raise TypeError(
+                    f"{p.__name__} is a pass class: pass an instance, e.g. {p.__name__}()"
+                )
             if not isinstance(p, Pass):
                 hint = f" (use get_pass({p!r}) for a registered name)" if isinstance(p, str) else ""
                 raise TypeError(f"{p!r} is not a pass (needs name, op_types and run){hint}")
@@ -201,9 +210,12 @@ class PassManager:
             except Exception as exc:
                 raise PassError(self._failure_context(index, exc)) from exc
             if res.modified and (error := _validation_error(_export(graph, model))) is not None:
-                raise PassError(self._failure_context(index, error, "produced an invalid model")) from error
-        raise PassError(f"the passes {', '.join(self._names)} produced an invalid model: "
-                        f"{_first_line(problem)}") from problem
+                raise PassError(
+                    self._failure_context(index, error, "produced an invalid model")
+                ) from error
+        raise PassError(
+            f"the passes {', '.join(self._names)} produced an invalid model: {_first_line(problem)}"
+        ) from problem
 
     def _failure_context(self, index: int, exc: BaseException, what: str = "failed") -> str:
         before = ", ".join(self._names[:index]) or "none"

@@ -38,10 +38,16 @@ BUILTIN_PASSES: tuple[type, ...] = (
 
 
 def _check_pass_class(cls: type, origin: str) -> None:
-    if not isinstance(cls, type):  # e.g. an entry point naming an instance: get_pass could not build it
-        raise UsageError(f"{origin}: {cls!r} is not a pass class but an instance; register the class")
+    if not isinstance(
+        cls, type
+    ):  # e.g. an entry point naming an instance: get_pass could not build it
+        raise UsageError(
+            f"{origin}: {cls!r} is not a pass class but an instance; register the class"
+        )
     if not isinstance(getattr(cls, "name", None), str) or not callable(getattr(cls, "run", None)):
-        raise UsageError(f"{origin}: {cls!r} is not a pass class (needs a str `name` and a `run` method)")
+        raise UsageError(
+            f"{origin}: {cls!r} is not a pass class (needs a str `name` and a `run` method)"
+        )
 
 
 @functools.cache
@@ -51,7 +57,9 @@ def _entry_point_passes() -> tuple[type, ...]:
         cls = ep.load()
         _check_pass_class(cls, f"entry point {ep.name!r}")
         if cls.name != ep.name:
-            raise UsageError(f"entry point {ep.name!r} loads pass named {cls.name!r}; the names must match")
+            raise UsageError(
+                f"entry point {ep.name!r} loads pass named {cls.name!r}; the names must match"
+            )
         found.append(cls)
     return tuple(found)
 
@@ -63,7 +71,9 @@ def registered_passes(*, include_plugins: bool = True) -> dict[str, type]:
     for cls in candidates:
         _check_pass_class(cls, "pass registry")
         if cls.name in table and table[cls.name] is not cls:
-            raise UsageError(f"two passes are named {cls.name!r}: {table[cls.name].__module__} and {cls.__module__}")
+            raise UsageError(
+                f"two passes are named {cls.name!r}: {table[cls.name].__module__} and {cls.__module__}"
+            )
         table[cls.name] = cls
     return table
 
@@ -77,6 +87,8 @@ def get_pass(name: str, **options) -> object:
 
 
 def pass_description(cls: type) -> str:
-    doc = (cls.__module__ and __import__(cls.__module__, fromlist=["_"]).__doc__) or cls.__doc__ or ""
+    doc = (
+        (cls.__module__ and __import__(cls.__module__, fromlist=["_"]).__doc__) or cls.__doc__ or ""
+    )
     first = doc.strip().splitlines()[0] if doc.strip() else ""
     return first.split(":", 1)[1].strip() if first.startswith("`") and ":" in first else first

@@ -54,13 +54,19 @@ class DecomposeGatherElementsPass:
     def run(self, graph: gs.Graph) -> PassResult:
         skipped: list[SkippedNode] = []
         new_tensors: list[gs.Variable] = []
-        decomposed = self._run_graph(graph, _TensorInfo(graph), FreshNames(graph), skipped, new_tensors)
+        decomposed = self._run_graph(
+            graph, _TensorInfo(graph), FreshNames(graph), skipped, new_tensors
+        )
         if new_tensors:
             _annotate(graph, new_tensors)
         return result(self.name, {"decomposed": decomposed}, skipped)
 
     def _run_graph(
-        self, graph: gs.Graph, info: _TensorInfo, fresh: FreshNames, skipped: list[SkippedNode],
+        self,
+        graph: gs.Graph,
+        info: _TensorInfo,
+        fresh: FreshNames,
+        skipped: list[SkippedNode],
         new_tensors: list[gs.Variable],
     ) -> int:
         count = 0
@@ -103,8 +109,12 @@ class _TensorInfo:
         if self._inferred is None:
             self._inferred = {}
             try:
-                model = onnx.shape_inference.infer_shapes(gs.export_onnx(self.graph, do_type_check=False))
-            except Exception as exc:  # inference is a best effort: the node is skipped with a reason
+                model = onnx.shape_inference.infer_shapes(
+                    gs.export_onnx(self.graph, do_type_check=False)
+                )
+            except (
+                Exception
+            ) as exc:  # inference is a best effort: the node is skipped with a reason
                 log.debug("shape inference failed: %s", exc)
                 return None
             self._inferred = {v.name: v.type for v in _all_value_infos(model.graph)}
@@ -129,7 +139,10 @@ class _TensorInfo:
             found = self._lookup(tensor)
             if found is None or not found.tensor_type.HasField("shape"):
                 return None
-            shape = [d.dim_value if d.HasField("dim_value") else None for d in found.tensor_type.shape.dim]
+            shape = [
+                d.dim_value if d.HasField("dim_value") else None
+                for d in found.tensor_type.shape.dim
+            ]
         return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None for d in shape]
 
 
@@ -151,7 +164,9 @@ def _annotate(graph: gs.Graph, tensors: list[gs.Variable]) -> None:
         found = inferred.get(tensor.name)
         if tensor.shape is None and found is not None and found.tensor_type.HasField("shape"):
             tensor.shape = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+                d.dim_value
+                if d.HasField("dim_value")
+                else (d.dim_param if d.HasField("dim_param") else None)
                 for d in found.tensor_type.shape.dim
             ]
 
@@ -235,7 +250,9 @@ class _Builder:
         key = id(tensor)
         if key not in self._shapes:
             self._shapes[key] = self.op("Shape", [tensor], dtype=np.int64)
-        value = self.op("Gather", [self._shapes[key], np.array(d, np.int64)], dtype=np.int64, axis=0)
+        value = self.op(
+            "Gather", [self._shapes[key], np.array(d, np.int64)], dtype=np.int64, axis=0
+        )
         if self.dtype != np.int64:
             value = self.op("Cast", [value], to=int(onnx.TensorProto.INT32))
         return value
@@ -278,7 +295,9 @@ def _decompose(node: gs.Node, info: _TensorInfo, fresh: FreshNames) -> list[gs.N
         else:
             ramp = b.op("Range", [np.array(0, dtype), dim_a, np.array(1, dtype)])
             lut = b.op("Concat", [ramp, ramp], axis=0)
-        shifted = b.add(indices.values.astype(dtype) if isinstance(indices, gs.Constant) else indices, dim_a)
+        shifted = b.add(
+            indices.values.astype(dtype) if isinstance(indices, gs.Constant) else indices, dim_a
+        )
         idx = b.op("Gather", [lut, shifted], axis=0)
     flat = b.mul(idx, strides[axis])
 
@@ -297,7 +316,11 @@ def _decompose(node: gs.Node, info: _TensorInfo, fresh: FreshNames) -> list[gs.N
             coord = b.op("Reshape", [ramp, np.array(grid_shape, np.int64)])
         flat = b.add(flat, b.mul(coord, strides[d]))
 
-    flat_data = data if rank == 1 else b.op("Reshape", [data, np.array([-1], np.int64)], dtype=info.dtype(data))
+    flat_data = (
+        data
+        if rank == 1
+        else b.op("Reshape", [data, np.array([-1], np.int64)], dtype=info.dtype(data))
+    )
     if _known(flat):
         flat = b.const(np.asarray(flat, dtype=dtype))
     node.outputs.clear()

@@ -77,7 +77,19 @@ _NO_MATCH: tuple[None, None] = (None, None)
 # ops whose definitions change between opsets 7 and 10 only by new types, or new attributes
 # whose defaults keep the old behaviour: raising a model's opset to 10 leaves them exact.
 _COMPATIBLE_BY_10 = frozenset(
-    {"Constant", "Cast", "Gemm", "MatMul", "Flatten", "PRelu", "Greater", "Less", "MaxPool", "AveragePool", "Dropout"}
+    {
+        "Constant",
+        "Cast",
+        "Gemm",
+        "MatMul",
+        "Flatten",
+        "PRelu",
+        "Greater",
+        "Less",
+        "MaxPool",
+        "AveragePool",
+        "Dropout",
+    }
 )
 
 
@@ -93,14 +105,25 @@ class FixResizePass:
         accepted_modes: frozenset[str] | None = None,
         interp_modes: frozenset[str] | None = None,
     ) -> None:
-        self.accepted_modes = frozenset(DEFAULT_ACCEPTED_MODES if accepted_modes is None else accepted_modes)
-        self.interp_modes = frozenset(DEFAULT_INTERP_MODES if interp_modes is None else interp_modes)
+        self.accepted_modes = frozenset(
+            DEFAULT_ACCEPTED_MODES if accepted_modes is None else accepted_modes
+        )
+        self.interp_modes = frozenset(
+            DEFAULT_INTERP_MODES if interp_modes is None else interp_modes
+        )
         unknown = self.interp_modes - _KNOWN_INTERP_MODES
         if unknown:
-            raise ValueError(f"fix-resize: unknown interp_modes {sorted(unknown)}; use some of {sorted(_KNOWN_INTERP_MODES)}")
+            raise ValueError(
+                f"fix-resize: unknown interp_modes {sorted(unknown)}; use some of {sorted(_KNOWN_INTERP_MODES)}"
+            )
 
     def run(self, graph: gs.Graph) -> PassResult:
-        counts = {"upsample_to_resize": 0, "scales_to_sizes": 0, "symmetric_to_half_pixel": 0, "opset_raised": 0}
+        counts = {
+            "upsample_to_resize": 0,
+            "scales_to_sizes": 0,
+            "symmetric_to_half_pixel": 0,
+            "opset_raised": 0,
+        }
         skipped: list[SkippedNode] = []
         graphs = [graph, *graph.subgraphs(recursive=True)]
         fresh = FreshNames(graph)  # one for all graphs: a branch sees the names around it
@@ -118,7 +141,9 @@ class FixResizePass:
                     counts["opset_raised"] += outcome
         for g in graphs:
             for node in [n for n in g.nodes if n.op == "Resize" and n.domain in _ONNX_DOMAINS]:
-                changed, reason = self._scales_to_sizes(graph.opset, node, fresh, shapes, inserts[id(g)])
+                changed, reason = self._scales_to_sizes(
+                    graph.opset, node, fresh, shapes, inserts[id(g)]
+                )
                 if changed:
                     counts[changed] += 1
                 elif reason:
@@ -132,7 +157,12 @@ class FixResizePass:
 
     # -- Resize with scales -> Resize with sizes -------------------------------------------
     def _scales_to_sizes(
-        self, opset: int, node: gs.Node, fresh: FreshNames, shapes: _ShapeOracle, inserts: dict[int, list[gs.Node]]
+        self,
+        opset: int,
+        node: gs.Node,
+        fresh: FreshNames,
+        shapes: _ShapeOracle,
+        inserts: dict[int, list[gs.Node]],
     ) -> tuple[str | None, str | None]:
         """(count key, None) when rewritten, (None, reason) when skipped, (None, None) when no match."""
         if opset < 11:
@@ -150,14 +180,20 @@ class FixResizePass:
         if scales is None or _is_empty_constant(scales):
             return _NO_MATCH
         if ctm == "tf_crop_and_resize":
-            return None, "coordinate_transformation_mode=tf_crop_and_resize crops by roi; sizes cannot express that exactly"
+            return (
+                None,
+                "coordinate_transformation_mode=tf_crop_and_resize crops by roi; sizes cannot express that exactly",
+            )
         if ctm == "tf_half_pixel_for_nn":
             return None, (
                 "coordinate_transformation_mode=tf_half_pixel_for_nn has no exact equivalent that parsers take "
                 "with sizes (TensorRT-RTX 1.7 refuses it there); add it to accepted_modes if the target takes scales"
             )
         if int(attrs.get("antialias", 0)):
-            return None, "antialias=1: the scale sets the filter width and TensorRT parsers refuse antialias in any form"
+            return (
+                None,
+                "antialias=1: the scale sets the filter width and TensorRT parsers refuse antialias in any form",
+            )
         policy = _text(attrs.get("keep_aspect_ratio_policy", "stretch"))
         if policy != "stretch":
             return None, (
@@ -166,7 +202,10 @@ class FixResizePass:
             )
         scale_values = _constant_values(scales)
         if scale_values is None:
-            return None, f"scales {scales.name!r} are computed at run time (not a constant); cannot check out/in == scale"
+            return (
+                None,
+                f"scales {scales.name!r} are computed at run time (not a constant); cannot check out/in == scale",
+            )
         scale_values = np.asarray(scale_values, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(scale_values)) or np.any(scale_values <= 0):
             return None, f"scales {scale_values.tolist()} are not all positive and finite"
@@ -175,7 +214,10 @@ class FixResizePass:
         axes = attrs.get("axes")
         if axes is not None:
             if rank is None:
-                return None, "uses the axes attribute but the input rank is unknown; run infer-shapes first"
+                return (
+                    None,
+                    "uses the axes attribute but the input rank is unknown; run infer-shapes first",
+                )
             axes = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
             if sorted(set(axes)) != sorted(axes) or any(not 0 <= a < rank for a in axes):
                 return None, f"axes attribute {list(attrs['axes'])} is invalid for rank {rank}"
@@ -215,7 +257,9 @@ class FixResizePass:
             if "half_pixel" in self.accepted_modes:
                 return "symmetric_to_half_pixel", None
         if all(o >= 0 for o in out_static):
-            sizes_tensor: gs.Tensor = gs.Constant(fresh(f"{node.name}_sizes"), np.array(out_static, dtype=np.int64))
+            sizes_tensor: gs.Tensor = gs.Constant(
+                fresh(f"{node.name}_sizes"), np.array(out_static, dtype=np.int64)
+            )
         else:
             sizes_tensor, new_nodes = _sizes_in_graph(node, x, full, fresh)
             inserts.setdefault(id(node), []).extend(new_nodes)
@@ -250,9 +294,15 @@ def _upsample_to_resize(
         opset, raised = 10, 1
     if "scales" in node.attrs:  # opset 7/8: an attribute
         # a Constant node, not an initializer: IR < 4 models must list initializers as graph inputs
-        values = gs.Constant(fresh(f"{node.name}_scales_value"), np.asarray(node.attrs["scales"], dtype=np.float32))
-        scales = gs.Variable(fresh(f"{node.name}_scales"), dtype=np.float32, shape=list(values.shape))
-        constant = gs.Node("Constant", fresh(f"{node.name}_scales_node"), {"value": values}, [], [scales])
+        values = gs.Constant(
+            fresh(f"{node.name}_scales_value"), np.asarray(node.attrs["scales"], dtype=np.float32)
+        )
+        scales = gs.Variable(
+            fresh(f"{node.name}_scales"), dtype=np.float32, shape=list(values.shape)
+        )
+        constant = gs.Node(
+            "Constant", fresh(f"{node.name}_scales_node"), {"value": values}, [], [scales]
+        )
         inserts.setdefault(id(node), []).append(constant)
     else:
         scales = _input(node, 1)
@@ -290,7 +340,9 @@ def _set_opset(graph: gs.Graph, version: int) -> None:
     graph.opset = version
     if graph.import_domains is not None:  # new protos: the old ones belong to the caller's model
         graph.import_domains = [
-            onnx.helper.make_opsetid(o.domain, version if o.domain in ("", "ai.onnx") else o.version)
+            onnx.helper.make_opsetid(
+                o.domain, version if o.domain in ("", "ai.onnx") else o.version
+            )
             for o in graph.import_domains
         ]
 
@@ -306,16 +358,25 @@ def _sizes_in_graph(
         return gs.Variable(fresh(f"{base}_{suffix}"), dtype=dtype, shape=[len(full_scales)])
 
     shape, shape_f, scaled, floored, sizes = (
-        var("shape", np.int64), var("shape_f", np.float32), var("scaled", np.float32),
-        var("floor", np.float32), var("sizes", np.int64),
+        var("shape", np.int64),
+        var("shape_f", np.float32),
+        var("scaled", np.float32),
+        var("floor", np.float32),
+        var("sizes", np.int64),
     )
     scale_const = gs.Constant(fresh(f"{base}_full_scales"), full_scales.astype(np.float32))
     new_nodes = [
         gs.Node("Shape", fresh(f"{base}_shape"), inputs=[x], outputs=[shape]),
-        gs.Node("Cast", fresh(f"{base}_to_float"), {"to": onnx.TensorProto.FLOAT}, [shape], [shape_f]),
-        gs.Node("Mul", fresh(f"{base}_mul_scales"), inputs=[shape_f, scale_const], outputs=[scaled]),
+        gs.Node(
+            "Cast", fresh(f"{base}_to_float"), {"to": onnx.TensorProto.FLOAT}, [shape], [shape_f]
+        ),
+        gs.Node(
+            "Mul", fresh(f"{base}_mul_scales"), inputs=[shape_f, scale_const], outputs=[scaled]
+        ),
         gs.Node("Floor", fresh(f"{base}_floor"), inputs=[scaled], outputs=[floored]),
-        gs.Node("Cast", fresh(f"{base}_to_int64"), {"to": onnx.TensorProto.INT64}, [floored], [sizes]),
+        gs.Node(
+            "Cast", fresh(f"{base}_to_int64"), {"to": onnx.TensorProto.INT64}, [floored], [sizes]
+        ),
     ]
     return sizes, new_nodes
 
@@ -373,7 +434,9 @@ class _ShapeOracle:
         self._inferred: dict[str, list] | None = None
 
     def shape_of(self, tensor: gs.Tensor) -> list | None:
-        if tensor.shape is not None and all(isinstance(d, (int, np.integer)) and d >= 0 for d in tensor.shape):
+        if tensor.shape is not None and all(
+            isinstance(d, (int, np.integer)) and d >= 0 for d in tensor.shape
+        ):
             return list(tensor.shape)
         if self._inferred is None:
             self._inferred = self._infer()
@@ -382,7 +445,9 @@ class _ShapeOracle:
             return None if tensor.shape is None else list(tensor.shape)
         if tensor.shape is not None and len(tensor.shape) == len(inferred):
             # keep what the graph states where inference learnt nothing better
-            return [i if isinstance(i, int) else d for i, d in zip(inferred, tensor.shape, strict=True)]
+            return [
+                i if isinstance(i, int) else d for i, d in zip(inferred, tensor.shape, strict=True)
+            ]
         return inferred
 
     def _infer(self) -> dict[str, list]:
@@ -390,14 +455,21 @@ class _ShapeOracle:
             model = _export_leaving_sources_alone(self._graph)
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:  # no inference is not fatal: shapes stay unknown (dynamic path)
-            log.info("fix-resize: shape inference failed (%s); unknown dims are treated as dynamic", exc)
+            log.info(
+                "fix-resize: shape inference failed (%s); unknown dims are treated as dynamic", exc
+            )
             return {}
         shapes: dict[str, list] = {}
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        for vi in (
+            list(inferred.graph.value_info)
+            + list(inferred.graph.output)
+            + list(inferred.graph.input)
+        ):
             tensor_type = vi.type.tensor_type
             if vi.type.HasField("tensor_type") and tensor_type.HasField("shape"):
                 shapes[vi.name] = [
-                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in tensor_type.shape.dim
                 ]
         return shapes
 

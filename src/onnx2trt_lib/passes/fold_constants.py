@@ -39,7 +39,14 @@ _SHAPE_OPS = ("Shape", "Size")
 _ONNX_DOMAINS = ("", "ai.onnx", None)
 # ops whose output changes from run to run; lint (compat.rules) reads this list too
 RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
 )
 
 
@@ -47,7 +54,9 @@ class FoldConstantsPass:
     name = "fold-constants"
     op_types: tuple[str, ...] = ()
 
-    def __init__(self, *, size_threshold: int | None = None, fold_shapes: bool | None = None) -> None:
+    def __init__(
+        self, *, size_threshold: int | None = None, fold_shapes: bool | None = None
+    ) -> None:
         # size_threshold: largest folded tensor to keep (bytes); None = no limit.
         self.size_threshold = size_threshold
         self.fold_shapes = True if fold_shapes is None else fold_shapes
@@ -59,10 +68,18 @@ class FoldConstantsPass:
             if not _may_fold(graph, self.fold_shapes):
                 break
             # a body's tensors() lists the outer tensors it reads too: count each tensor once
-            variables = list({id(t): t for g in _graphs(graph) for t in g.tensors().values()
-                              if isinstance(t, gs.Variable) and t.inputs}.values())
+            variables = list(
+                {
+                    id(t): t
+                    for g in _graphs(graph)
+                    for t in g.tensors().values()
+                    if isinstance(t, gs.Variable) and t.inputs
+                }.values()
+            )
             # folding never changes a node's inputs; graph-surgeon's cast elision does
-            inputs_before = {id(n): (n, [id(t) for t in n.inputs]) for g in _graphs(graph) for n in g.nodes}
+            inputs_before = {
+                id(n): (n, [id(t) for t in n.inputs]) for g in _graphs(graph) for n in g.nodes
+            }
             ifs_before = {id(n) for g in _graphs(graph) for n in g.nodes if n.op == "If"}
             guards = _guard_inexact_cast_elisions(graph, fresh) if self.fold_shapes else []
             try:
@@ -84,7 +101,9 @@ class FoldConstantsPass:
                 _remove_guards(graph, guards)
             # folding turns Variables into Constants in place (Constant nodes' outputs too)
             newly = sum(1 for t in variables if isinstance(t, gs.Constant))
-            elided += sum(1 for n, ids in inputs_before.values() if [id(t) for t in n.inputs] != ids)
+            elided += sum(
+                1 for n, ids in inputs_before.values() if [id(t) for t in n.inputs] != ids
+            )
             # an If whose condition is constant is replaced by its branch (no tensor is folded for that)
             newly_flattened = len(ifs_before - {id(n) for g in _graphs(graph) for n in g.nodes})
             flattened += newly_flattened
@@ -92,7 +111,10 @@ class FoldConstantsPass:
                 break
             folded += newly
             graph.cleanup(remove_unused_graph_inputs=False)
-        return result(self.name, {"folded_tensors": folded, "elided_casts": elided, "flattened_ifs": flattened})
+        return result(
+            self.name,
+            {"folded_tensors": folded, "elided_casts": elided, "flattened_ifs": flattened},
+        )
 
 
 def _is_random(node: gs.Node) -> bool:
@@ -106,7 +128,8 @@ def _never_folded(node: gs.Node) -> bool:
         return True
     return any(
         _never_folded(inner)
-        for value in node.attrs.values() if isinstance(value, gs.Graph)
+        for value in node.attrs.values()
+        if isinstance(value, gs.Graph)
         for inner in value.nodes
     )
 
@@ -132,7 +155,9 @@ def _graphs(graph: gs.Graph) -> list[gs.Graph]:
 
 
 # graph-surgeon's cast elision: ops it considers, and those for which it is exact on integers
-_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater", "Less", "Concat"})
+_ELISION_OPS = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater", "Less", "Concat"}
+)
 _EXACT_ELISION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Concat"})
 
 
@@ -149,8 +174,11 @@ def _elision_is_exact(node: gs.Node) -> bool:
             values = np.asarray(t.values)
             if len(t.outputs) > 1 or not np.issubdtype(values.dtype, np.floating):
                 return False  # cast in place: every other reader would get ints too
-            if values.size and not (np.all(np.isfinite(values)) and np.all(values == np.round(values))
-                                    and np.max(np.abs(values)) < 2**31):
+            if values.size and not (
+                np.all(np.isfinite(values))
+                and np.all(values == np.round(values))
+                and np.max(np.abs(values)) < 2**31
+            ):
                 return False
         elif not (len(t.inputs) == 1 and _is_float_cast(t.inputs[0])):
             return False  # a float input that is not a Cast of an int would be mixed with ints
@@ -169,12 +197,20 @@ def _guard_inexact_cast_elisions(graph: gs.Graph, fresh: FreshNames) -> list[gs.
             if not any(len(t.inputs) == 1 and _is_float_cast(t.inputs[0]) for t in node.inputs):
                 continue
             consumed_by_casts = all(c.op == "Cast" for t in node.outputs for c in t.outputs)
-            if not consumed_by_casts or any(id(t) in outputs for t in node.outputs) or _elision_is_exact(node):
+            if (
+                not consumed_by_casts
+                or any(id(t) in outputs for t in node.outputs)
+                or _elision_is_exact(node)
+            ):
                 continue
             for i, out in enumerate(list(node.outputs)):
-                inner = gs.Variable(fresh(f"{out.name}_fold_guard"), dtype=out.dtype, shape=out.shape)
+                inner = gs.Variable(
+                    fresh(f"{out.name}_fold_guard"), dtype=out.dtype, shape=out.shape
+                )
                 node.outputs[i] = inner
-                guard = gs.Node("Identity", fresh(f"{out.name}_fold_guard"), inputs=[inner], outputs=[out])
+                guard = gs.Node(
+                    "Identity", fresh(f"{out.name}_fold_guard"), inputs=[inner], outputs=[out]
+                )
                 added.setdefault(id(node), []).append(guard)
                 guards.append(guard)
         if added:  # right after their op: folding wants a sorted graph
@@ -197,6 +233,8 @@ def _remove_guards(graph: gs.Graph, guards: list[gs.Node]) -> None:
         elif isinstance(inner, gs.Constant):
             out.to_constant(inner.values)
     removed = {id(guard) for guard in guards}
-    for g in _graphs(graph):  # a flattened If moved its branch's nodes (and guards) to the outer graph
+    for g in _graphs(
+        graph
+    ):  # a flattened If moved its branch's nodes (and guards) to the outer graph
         if any(id(n) in removed for n in g.nodes):
             g.nodes = [n for n in g.nodes if id(n) not in removed]

@@ -22,10 +22,16 @@ class InferShapesPass:
     def run(self, graph: gs.Graph) -> PassResult:
         model = _without_big_weights(gs.export_onnx(graph, do_type_check=False))
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=self.data_prop)
+            inferred = onnx.shape_inference.infer_shapes(
+                model, strict_mode=False, data_prop=self.data_prop
+            )
         except Exception as exc:  # inference failure is not fatal: report it as a skip
-            return result(self.name, {}, [SkippedNode("<graph>", "", f"shape inference failed: {exc}")])
-        known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+            return result(
+                self.name, {}, [SkippedNode("<graph>", "", f"shape inference failed: {exc}")]
+            )
+        known = {
+            vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+        }
         updated = 0
         for name, tensor in graph.tensors().items():
             if not isinstance(tensor, gs.Variable) or name not in known:
@@ -60,7 +66,9 @@ def _without_big_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if size < _BIG_WEIGHT:
             kept.append(tensor)
         elif tensor.name not in declared:
-            model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            model.graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            )
     # dropping the rest first frees the big tensors without copying them
     kept = [onnx.TensorProto.FromString(t.SerializeToString()) for t in kept]
     del model.graph.initializer[:]

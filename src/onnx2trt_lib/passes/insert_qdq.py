@@ -145,7 +145,9 @@ class InsertQdqPass:
             if node.name in self.exclude_nodes:
                 skipped.append(SkippedNode(label, node.op, "excluded by name"))
                 continue
-            slots = [i for i in _quantizable_slots(node) if i < len(node.inputs) and node.inputs[i].name]
+            slots = [
+                i for i in _quantizable_slots(node) if i < len(node.inputs) and node.inputs[i].name
+            ]
             if all(_fed_by_dq(node.inputs[i]) for i in slots):
                 quantized_weighted.add(id(node))
                 continue  # already quantized (by us or by the exporter)
@@ -178,7 +180,9 @@ class InsertQdqPass:
             problem = self._input_problem(node.inputs[other])
             if problem:
                 label = node.name or f"<Add -> {node.outputs[0].name}>"
-                skipped.append(SkippedNode(label, "Add", f"residual input: {problem}; left in float"))
+                skipped.append(
+                    SkippedNode(label, "Add", f"residual input: {problem}; left in float")
+                )
                 continue
             plan.append((node, [other]))
         return plan
@@ -192,22 +196,40 @@ class InsertQdqPass:
                 f"insert-qdq: the model's opset {graph.opset} is below {MIN_OPSET}, which per-channel "
                 "QuantizeLinear needs; convert it first (onnx.version_converter.convert_version(model, 13))"
             )
-        half = next((node.inputs[i].name for node, slots in plan for i in slots
-                     if _data_dtype(node.inputs[i]) == np.float16), None)
+        half = next(
+            (
+                node.inputs[i].name
+                for node, slots in plan
+                for i in slots
+                if _data_dtype(node.inputs[i]) == np.float16
+            ),
+            None,
+        )
         if half is not None and graph.opset < MIN_OPSET_FLOAT16:
             raise PassError(
                 f"insert-qdq: {half!r} is float16 and the model's opset {graph.opset} is below {MIN_OPSET_FLOAT16}, "
                 "the first where QuantizeLinear takes float16; convert it first "
                 f"(onnx.version_converter.convert_version(model, {MIN_OPSET_FLOAT16})) or quantize the float32 model"
             )
-        shared: dict[tuple[str, int | None], gs.Variable] = {}  # (tensor name, axis) -> its dequantized twin
-        counts = {"quantized_nodes": 0, "activation_qdq": 0, "weight_qdq": 0, "residual_add_inputs": 0}
+        shared: dict[
+            tuple[str, int | None], gs.Variable
+        ] = {}  # (tensor name, axis) -> its dequantized twin
+        counts = {
+            "quantized_nodes": 0,
+            "activation_qdq": 0,
+            "weight_qdq": 0,
+            "residual_add_inputs": 0,
+        }
         used = set(graph.tensors()) | {n.name for n in graph.nodes}  # names in use
         for node, slots in plan:
             for slot in slots:
                 tensor = node.inputs[slot]
                 values = constant_values(tensor)
-                axis = weight_axis(node, slot, tuple(values.shape)) if values is not None and self.per_channel else None
+                axis = (
+                    weight_axis(node, slot, tuple(values.shape))
+                    if values is not None and self.per_channel
+                    else None
+                )
                 twin = shared.get((tensor.name, axis))
                 if twin is None:
                     if values is not None:
@@ -234,7 +256,9 @@ def activations_to_quantize(
 
     A TensorRT 11 (Q/DQ) calibration needs ranges for these only, a small share of all activations.
     """
-    planner = InsertQdqPass(ranges=dict.fromkeys(graph.tensors(), 1.0), op_types=op_types, residual_add=residual_add)
+    planner = InsertQdqPass(
+        ranges=dict.fromkeys(graph.tensors(), 1.0), op_types=op_types, residual_add=residual_add
+    )
     plan, _ = planner._plan(graph)
     names: dict[str, None] = {}
     for node, slots in plan:
@@ -268,10 +292,16 @@ def _fed_by_dq(tensor: gs.Tensor) -> bool:
 
 
 def _producer_is(tensor: gs.Tensor, node_ids: set[int]) -> bool:
-    return bool(tensor.inputs) and id(tensor.inputs[0]) in node_ids and tensor.inputs[0].op in WEIGHTED_OPS
+    return (
+        bool(tensor.inputs)
+        and id(tensor.inputs[0]) in node_ids
+        and tensor.inputs[0].op in WEIGHTED_OPS
+    )
 
 
-def _add_qdq(graph: gs.Graph, tensor: gs.Tensor, scale: np.ndarray, axis: int | None, names: set[str]) -> gs.Variable:
+def _add_qdq(
+    graph: gs.Graph, tensor: gs.Tensor, scale: np.ndarray, axis: int | None, names: set[str]
+) -> gs.Variable:
     """tensor -> QuantizeLinear -> DequantizeLinear -> returned variable (same dtype and shape).
 
     `names` holds every tensor and node name in use; the new names are added to it.
@@ -292,6 +322,22 @@ def _add_qdq(graph: gs.Graph, tensor: gs.Tensor, scale: np.ndarray, axis: int | 
     attrs = {"axis": int(axis)} if axis is not None else {}
     q_out = gs.Variable(fresh("_quantized"), dtype=np.int8, shape=tensor.shape)
     dq_out = gs.Variable(fresh("_dequantized"), dtype=dtype, shape=tensor.shape)
-    graph.nodes.append(gs.Node("QuantizeLinear", fresh("_QuantizeLinear"), dict(attrs), [tensor, scale_c, zp_c], [q_out]))
-    graph.nodes.append(gs.Node("DequantizeLinear", fresh("_DequantizeLinear"), dict(attrs), [q_out, scale_c, zp_c], [dq_out]))
+    graph.nodes.append(
+        gs.Node(
+            "QuantizeLinear",
+            fresh("_QuantizeLinear"),
+            dict(attrs),
+            [tensor, scale_c, zp_c],
+            [q_out],
+        )
+    )
+    graph.nodes.append(
+        gs.Node(
+            "DequantizeLinear",
+            fresh("_DequantizeLinear"),
+            dict(attrs),
+            [q_out, scale_c, zp_c],
+            [dq_out],
+        )
+    )
     return dq_out

@@ -47,9 +47,25 @@ F32, F16 = np.dtype(np.float32), np.dtype(np.float16)
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 # ops that cannot run in FP16 in ONNX (float-only inputs, dtype attributes, subgraphs)
 ALWAYS_FLOAT32 = frozenset(
-    {"NonMaxSuppression", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-     "Multinomial", "Bernoulli", "EyeLike", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
-     "Range", "Celu", "TfIdfVectorizer", "If", "Loop", "Scan"}
+    {
+        "NonMaxSuppression",
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "EyeLike",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "Range",
+        "Celu",
+        "TfIdfVectorizer",
+        "If",
+        "Loop",
+        "Scan",
+    }
 )
 # ops that take FP16 only from some opset on: op -> first opset whose schema lists float16
 FLOAT16_SINCE = {"IsInf": 20, "CumSum": 14}
@@ -77,7 +93,9 @@ def _float32_peak(tensor: gs.Tensor) -> float | None:
         if isinstance(value, gs.Constant):
             values = value.values
         elif "value_float" in attrs or "value_floats" in attrs:
-            values = np.asarray(attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32)
+            values = np.asarray(
+                attrs.get("value_float", attrs.get("value_floats")), dtype=np.float32
+            )
     if values is None or np.dtype(values.dtype) != F32 or not values.size:
         return None
     return float(np.max(np.abs(values)))
@@ -111,16 +129,22 @@ class ConvertToFp16Pass:
         self.keep_ops = frozenset(keep_ops or ())
         self.keep_nodes = frozenset(keep_nodes or ())
         self.ranges = {str(k): float(v) for k, v in (ranges or {}).items()}
-        self.max_activation = DEFAULT_MAX_ACTIVATION if max_activation is None else float(max_activation)
+        self.max_activation = (
+            DEFAULT_MAX_ACTIVATION if max_activation is None else float(max_activation)
+        )
         self.max_initializer = FP16_MAX if max_initializer is None else float(max_initializer)
         if not 0 < self.max_initializer <= FP16_MAX:
-            raise PassError(f"to-fp16: max_initializer {self.max_initializer} must be in (0, {FP16_MAX}]")
+            raise PassError(
+                f"to-fp16: max_initializer {self.max_initializer} must be in (0, {FP16_MAX}]"
+            )
 
     # --- deciding -----------------------------------------------------------------------------
 
     def _range(self, tensor: gs.Tensor) -> float | None:
         value = self.ranges.get(tensor.name)
-        if value is None:  # a tensor we renamed on an earlier run: its range sits on the Cast output
+        if (
+            value is None
+        ):  # a tensor we renamed on an earlier run: its range sits on the Cast output
             for consumer in tensor.outputs:
                 if _is_boundary_cast(consumer) and consumer.outputs[0].name in self.ranges:
                     return self.ranges[consumer.outputs[0].name]
@@ -141,26 +165,45 @@ class ConvertToFp16Pass:
             peak = _float32_peak(t)
             if peak is not None and not peak <= self.max_initializer:
                 return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
-        if node.op in ("Constant", "ConstantOfShape") and node.outputs:  # its value would turn inf in FP16
+        if (
+            node.op in ("Constant", "ConstantOfShape") and node.outputs
+        ):  # its value would turn inf in FP16
             peak = _float32_peak(node.outputs[0])
             if peak is not None and not peak <= self.max_initializer:
-                return f"constant {node.outputs[0].name!r} holds {peak:.6g} > {self.max_initializer:g}"
+                return (
+                    f"constant {node.outputs[0].name!r} holds {peak:.6g} > {self.max_initializer:g}"
+                )
         for t in (*node.inputs, *node.outputs):
             amax = self._range(t) if t.name else None
             if amax is not None and amax > self.max_activation:
-                return f"tensor {t.name!r} reaches {amax:.6g} > {self.max_activation:g} in calibration"
+                return (
+                    f"tensor {t.name!r} reaches {amax:.6g} > {self.max_activation:g} in calibration"
+                )
         return None
 
     def _fill_types(self, graph: gs.Graph) -> None:
         """Fill unknown tensor types with ONNX type inference (types only; no shape is changed)."""
-        unknown = [t for n in graph.nodes for t in n.outputs if isinstance(t, gs.Variable) and t.dtype is None]
+        unknown = [
+            t
+            for n in graph.nodes
+            for t in n.outputs
+            if isinstance(t, gs.Variable) and t.dtype is None
+        ]
         if not unknown:
             return
         try:
-            inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph, do_type_check=False), strict_mode=False)
+            inferred = onnx.shape_inference.infer_shapes(
+                gs.export_onnx(graph, do_type_check=False), strict_mode=False
+            )
         except Exception as exc:
-            raise PassError(f"to-fp16: tensor types are unknown and ONNX type inference failed: {exc}") from None
-        elem = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info if v.type.HasField("tensor_type")}
+            raise PassError(
+                f"to-fp16: tensor types are unknown and ONNX type inference failed: {exc}"
+            ) from None
+        elem = {
+            v.name: v.type.tensor_type.elem_type
+            for v in inferred.graph.value_info
+            if v.type.HasField("tensor_type")
+        }
         for t in unknown:
             code = elem.get(t.name, 0)
             if code:
@@ -181,19 +224,28 @@ class ConvertToFp16Pass:
         counts = {"converted_nodes": 0, "initializers": 0, "casts": 0, "io": 0, "casts_removed": 0}
         skipped: list[SkippedNode] = []
         # Constant nodes feeding a pinned input stay float32, as initializers there do (0.1 is not an FP16)
-        pinned = {id(t.inputs[0]) for n in graph.nodes for i, t in enumerate(n.inputs)
-                  if (n.op, i) in PINNED_FLOAT32_INPUTS and t.inputs and t.inputs[0].op == "Constant"}
+        pinned = {
+            id(t.inputs[0])
+            for n in graph.nodes
+            for i, t in enumerate(n.inputs)
+            if (n.op, i) in PINNED_FLOAT32_INPUTS and t.inputs and t.inputs[0].op == "Constant"
+        }
         plan: list[tuple[gs.Node, bool]] = []  # (node, to fp16?)
         for node in graph.nodes:
             if _is_boundary_cast(node) or id(node) in pinned:
                 continue
-            touches = any(id(t) in fp32 or isinstance(t, gs.Constant) and _dtype(t) == F32 for t in node.inputs)
+            touches = any(
+                id(t) in fp32 or isinstance(t, gs.Constant) and _dtype(t) == F32
+                for t in node.inputs
+            )
             touches = touches or any(id(t) in fp32 for t in node.outputs)
             if not touches:
                 continue
             reason = self._keep_reason(node, graph.opset)
             if reason:
-                skipped.append(SkippedNode(node.name or f"<{node.op}>", node.op, reason + "; kept in float32"))
+                skipped.append(
+                    SkippedNode(node.name or f"<{node.op}>", node.op, reason + "; kept in float32")
+                )
             plan.append((node, reason is None))
 
         # 1. graph inputs and converted nodes' outputs, attributes, initializers
@@ -213,9 +265,15 @@ class ConvertToFp16Pass:
                     changed = True
             changed |= _convert_attributes(node)
             for i, t in enumerate(node.inputs):
-                if isinstance(t, gs.Constant) and _dtype(t) == F32 and (node.op, i) not in PINNED_FLOAT32_INPUTS:
+                if (
+                    isinstance(t, gs.Constant)
+                    and _dtype(t) == F32
+                    and (node.op, i) not in PINNED_FLOAT32_INPUTS
+                ):
                     if id(t) not in f16_constants:
-                        f16_constants[id(t)] = gs.Constant(fresh(f"{t.name}_fp16"), t.values.astype(np.float16))
+                        f16_constants[id(t)] = gs.Constant(
+                            fresh(f"{t.name}_fp16"), t.values.astype(np.float16)
+                        )
                         counts["initializers"] += 1
                     node.inputs[i] = f16_constants[id(t)]
                     changed = True
@@ -226,13 +284,23 @@ class ConvertToFp16Pass:
 
         def as_type(t: gs.Variable, want: np.dtype) -> gs.Variable:
             producer = t.inputs[0] if t.inputs else None
-            if producer is not None and producer.op == "Cast" and _dtype(producer.inputs[0]) == want:
+            if (
+                producer is not None
+                and producer.op == "Cast"
+                and _dtype(producer.inputs[0]) == want
+            ):
                 return producer.inputs[0]  # undo a Cast instead of stacking a second one
             key = (id(t), want.name)
             if key not in casts:
-                out = gs.Variable(fresh(f"{t.name}_{'fp16' if want == F16 else 'fp32'}"), dtype=want, shape=t.shape)
+                out = gs.Variable(
+                    fresh(f"{t.name}_{'fp16' if want == F16 else 'fp32'}"),
+                    dtype=want,
+                    shape=t.shape,
+                )
                 to = onnx.TensorProto.FLOAT16 if want == F16 else onnx.TensorProto.FLOAT
-                graph.nodes.append(gs.Node("Cast", fresh(f"{t.name}_Cast_{want.name}"), {"to": to}, [t], [out]))
+                graph.nodes.append(
+                    gs.Node("Cast", fresh(f"{t.name}_Cast_{want.name}"), {"to": to}, [t], [out])
+                )
                 casts[key] = out
                 counts["casts"] += 1
             return casts[key]
@@ -261,7 +329,12 @@ class ConvertToFp16Pass:
                 continue
             cast = t.inputs[0] if t.inputs and t.inputs[0].op == "Cast" else None
             src = cast.inputs[0] if cast is not None else None
-            if src is not None and _dtype(src) == want_out and src.inputs and src not in graph.outputs:
+            if (
+                src is not None
+                and _dtype(src) == want_out
+                and src.inputs
+                and src not in graph.outputs
+            ):
                 # the output already comes through a Cast from the wanted type: drop that Cast
                 # and let the Cast's source produce the output under its name
                 producer = src.inputs[0]
@@ -280,7 +353,9 @@ class ConvertToFp16Pass:
             _redirect_consumers(t, inner)
             t.dtype = want_out
             to = onnx.TensorProto.FLOAT16 if want_out == F16 else onnx.TensorProto.FLOAT
-            graph.nodes.append(gs.Node("Cast", fresh(f"{t.name}_Cast_{want_out.name}"), {"to": to}, [inner], [t]))
+            graph.nodes.append(
+                gs.Node("Cast", fresh(f"{t.name}_Cast_{want_out.name}"), {"to": to}, [inner], [t])
+            )
             graph.outputs[k] = t
             counts["casts"] += 1
             counts["io"] += 1

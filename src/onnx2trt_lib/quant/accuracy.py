@@ -32,7 +32,9 @@ DataLike = np.ndarray | Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndar
 DEFAULT_BATCH = 64
 
 
-def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFAULT_BATCH) -> list[Batch]:
+def as_batches(
+    data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFAULT_BATCH
+) -> list[Batch]:
     """Normalize data to a list of {input name: array} feeds.
 
     An array goes to the model's only input, split along axis 0 in `batch_size` chunks when
@@ -42,7 +44,9 @@ def as_batches(data: DataLike, model: onnx.ModelProto, *, batch_size: int = DEFA
     if isinstance(data, np.ndarray):
         if len(inputs) != 1:
             names = ", ".join(i.name for i in inputs)
-            raise UsageError(f"an array was given but the model has {len(inputs)} inputs ({names}); pass dicts")
+            raise UsageError(
+                f"an array was given but the model has {len(inputs)} inputs ({names}); pass dicts"
+            )
         step = rows_per_batch(model, batch_size=batch_size)
         batches = [{inputs[0].name: data[i : i + step]} for i in range(0, len(data), step)]
     elif isinstance(data, Mapping):
@@ -63,15 +67,26 @@ def _fit_fixed_batch(batches: list[Batch], inputs: Sequence[onnx.ValueInfoProto]
     if found is None:
         return batches
     name, fixed = found
-    rows = [np.shape(feed[name])[0] if name in feed and np.ndim(feed[name]) else None for feed in batches]
+    rows = [
+        np.shape(feed[name])[0] if name in feed and np.ndim(feed[name]) else None
+        for feed in batches
+    ]
     if rows[-1] is not None and rows[-1] < fixed and all(r == fixed for r in rows[:-1]):
         if len(batches) == 1:
-            raise DataShapeError(f"{rows[-1]} sample(s) are fewer than the model's fixed batch of {fixed} (input {name!r})")
-        log.warning("the last %d sample(s) do not fill the model's fixed batch of %d and are not used", rows[-1], fixed)
+            raise DataShapeError(
+                f"{rows[-1]} sample(s) are fewer than the model's fixed batch of {fixed} (input {name!r})"
+            )
+        log.warning(
+            "the last %d sample(s) do not fill the model's fixed batch of %d and are not used",
+            rows[-1],
+            fixed,
+        )
         batches = batches[:-1]
     for index, count in enumerate(rows[: len(batches)]):
         if count is not None and count != fixed:
-            raise DataShapeError(f"batch {index}: input {name!r} gets {count} rows but the model's batch is fixed at {fixed}")
+            raise DataShapeError(
+                f"batch {index}: input {name!r} gets {count} rows but the model's batch is fixed at {fixed}"
+            )
     return batches
 
 
@@ -113,9 +128,13 @@ def _check_feed_shapes(batches: Sequence[Batch], inputs: Sequence[onnx.ValueInfo
                 continue
             dims = info.type.tensor_type.shape.dim
             shape = feed[info.name].shape
-            expected = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims) or "scalar"
+            expected = (
+                "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
+                or "scalar"
+            )
             fixed_mismatch = any(
-                d.HasField("dim_value") and d.dim_value != got for d, got in list(zip(dims, shape))[1:]
+                d.HasField("dim_value") and d.dim_value != got
+                for d, got in list(zip(dims, shape, strict=False))[1:]
             )
             if len(shape) != len(dims) or fixed_mismatch:
                 got = "x".join(map(str, shape)) or "scalar"
@@ -134,7 +153,9 @@ def session(model: onnx.ModelProto, *, extra_outputs: Sequence[str] = ()):
     # basic optimisations only: the extended ones fuse away the Q/DQ nodes we want to observe
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeExecutionError(f"ONNX Runtime cannot load the model: {first}") from None
@@ -147,7 +168,10 @@ def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
         inferred = onnx.shape_inference.infer_shapes(copy)
     except Exception:  # inference is only for types; ORT can still infer them itself
         inferred = copy
-    types = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    types = {
+        v.name: v.type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
     present = {o.name for o in copy.graph.output}
     for name in names:
         if name in present:
@@ -159,7 +183,9 @@ def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
     return copy
 
 
-def run(model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequence[str] = ()) -> dict[str, list[np.ndarray]]:
+def run(
+    model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequence[str] = ()
+) -> dict[str, list[np.ndarray]]:
     """Outputs (and exposed tensors) by name, one array per batch."""
     sess = session(model, extra_outputs=extra_outputs)
     names = [o.name for o in sess.get_outputs()]
@@ -167,7 +193,9 @@ def run(model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequ
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for index, feed in enumerate(batches):
         try:
-            values = sess.run(names, {k: in_float_type(v, types[k]) for k, v in feed.items() if k in types})
+            values = sess.run(
+                names, {k: in_float_type(v, types[k]) for k, v in feed.items() if k in types}
+            )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
@@ -176,7 +204,9 @@ def run(model: onnx.ModelProto, batches: Sequence[Batch], *, extra_outputs: Sequ
     return out
 
 
-def check_finite(outputs: Mapping[str, Sequence[np.ndarray]], names: Iterable[str], what: str) -> None:
+def check_finite(
+    outputs: Mapping[str, Sequence[np.ndarray]], names: Iterable[str], what: str
+) -> None:
     """Refuse NaN/Inf in reference outputs: SQNR against them is NaN, and min() over NaN depends on order."""
     for name in names:
         for index, value in enumerate(outputs[name]):
@@ -221,7 +251,9 @@ class OutputStats:
     @classmethod
     def of(cls, name: str, ref: np.ndarray, test: np.ndarray) -> OutputStats:
         if ref.shape != test.shape:
-            raise UsageError(f"output {name!r}: shapes differ ({ref.shape} vs {test.shape}); the models are not comparable")
+            raise UsageError(
+                f"output {name!r}: shapes differ ({ref.shape} vs {test.shape}); the models are not comparable"
+            )
         r, t = ref.astype(np.float64), test.astype(np.float64)
         diff = np.abs(r - t)
         max_abs = float(diff.max(initial=0.0))
@@ -260,16 +292,22 @@ class AccuracyReport:
     def to_dict(self) -> dict:
         return {
             "outputs": [_finite(o.__dict__) for o in self.outputs],
-            "tensors": [_finite({**t.__dict__, "consumer_ops": list(t.consumer_ops)}) for t in self.tensors],
+            "tensors": [
+                _finite({**t.__dict__, "consumer_ops": list(t.consumer_ops)}) for t in self.tensors
+            ],
             "metric": dict(self.metric),
         }
 
     def summary_lines(self, *, max_tensors: int = 10) -> list[str]:
         lines = ["output                         max_abs     max_rel    cosine    SQNR dB"]
         for o in self.outputs:
-            lines.append(f"{o.name:<30} {o.max_abs:<11.4g} {o.max_rel:<10.4g} {o.cosine:<9.6f} {o.sqnr_db:.2f}")
+            lines.append(
+                f"{o.name:<30} {o.max_abs:<11.4g} {o.max_rel:<10.4g} {o.cosine:<9.6f} {o.sqnr_db:.2f}"
+            )
         if self.tensors:
-            lines.append(f"quantized tensors, worst {min(max_tensors, len(self.tensors))} of {len(self.tensors)}:")
+            lines.append(
+                f"quantized tensors, worst {min(max_tensors, len(self.tensors))} of {len(self.tensors)}:"
+            )
             for t in self.tensors[:max_tensors]:
                 lines.append(f"  {t.name:<40} {t.sqnr_db:7.2f} dB  -> {','.join(t.consumer_ops)}")
         for key, value in self.metric.items():
@@ -301,7 +339,9 @@ class AccuracyReport:
 
 def _finite(d: dict) -> dict:
     """JSON has no inf/nan: write them as strings."""
-    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    return {
+        k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()
+    }
 
 
 def quantized_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -341,15 +381,23 @@ def compare(
     """
     batches = as_batches(data, reference)
     qtensors = quantized_tensors(candidate) if per_tensor else {}
-    ref_names = {o for n in reference.graph.node for o in n.output} | {i.name for i in reference.graph.input}
+    ref_names = {o for n in reference.graph.node for o in n.output} | {
+        i.name for i in reference.graph.input
+    }
     qtensors = {k: v for k, v in qtensors.items() if k in ref_names}
     ref_out = run(reference, batches, extra_outputs=list(qtensors))
-    check_finite(ref_out, [o.name for o in reference.graph.output if o.name in ref_out], "the reference model")
+    check_finite(
+        ref_out,
+        [o.name for o in reference.graph.output if o.name in ref_out],
+        "the reference model",
+    )
     cand_out = run(candidate, batches, extra_outputs=[dq for dq, _ in qtensors.values()])
     outputs = []
     for out in reference.graph.output:
         if out.name not in cand_out:
-            raise UsageError(f"output {out.name!r} of the reference model is not an output of the candidate model")
+            raise UsageError(
+                f"output {out.name!r} of the reference model is not an output of the candidate model"
+            )
         outputs.append(OutputStats.of(out.name, _cat(ref_out[out.name]), _cat(cand_out[out.name])))
     tensors = []
     for name, (dq, ops) in qtensors.items():

@@ -21,15 +21,30 @@ import onnx_graphsurgeon as gs
 from .._io import check_output_path, load_model, save_model
 from ..errors import CalibrationError, UsageError
 from ..passes._infra import PassManager, PassResult, PipelineReport, SkippedNode
-from ..passes.insert_qdq import MIN_OPSET, DEFAULT_OP_TYPES, InsertQdqPass, activations_to_quantize, constant_values
+from ..passes.insert_qdq import (
+    DEFAULT_OP_TYPES,
+    MIN_OPSET,
+    InsertQdqPass,
+    activations_to_quantize,
+    constant_values,
+)
 from ..passes.to_fp16 import ConvertToFp16Pass
 
 log = logging.getLogger(__name__)
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 QUANTIZED_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-     "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QLinearAdd",
+        "QGemm",
+    }
 )
 # A cache whose names are mostly unknown to the model was made for another model.
 FOREIGN_CACHE_SHARE = 0.5
@@ -61,7 +76,9 @@ class QuantizeResult:
     def summary_lines(self) -> list[str]:
         counts = ", ".join(f"{k}={v}" for k, v in self.pass_result.counts.items())
         lines = [f"insert-qdq: {counts}"]
-        lines += [f"  left in float: {s.node} ({s.op}): {s.reason}" for s in self.pass_result.skipped]
+        lines += [
+            f"  left in float: {s.node} ({s.op}): {s.reason}" for s in self.pass_result.skipped
+        ]
         if self.protection is not None:
             lines += self.protection.summary_lines()
         lines += self.notes
@@ -85,15 +102,24 @@ def _check_float_unquantized(model: onnx.ModelProto, source: str) -> None:
         )
 
 
-def _check_ranges(graph: gs.Graph, ranges: dict[str, float], source: str) -> tuple[dict[str, float], list[str]]:
+def _check_ranges(
+    graph: gs.Graph, ranges: dict[str, float], source: str
+) -> tuple[dict[str, float], list[str]]:
     """Drop unusable entries; refuse a cache made for another model."""
     bad = sorted(k for k, v in ranges.items() if not math.isfinite(v) or v < 0)
     if bad:
-        log.warning("%s: %d range(s) are infinite, NaN or negative and are ignored: %s", source, len(bad), bad[:5])
+        log.warning(
+            "%s: %d range(s) are infinite, NaN or negative and are ignored: %s",
+            source,
+            len(bad),
+            bad[:5],
+        )
     usable = {k: v for k, v in ranges.items() if k not in bad}
     if not usable:
         why = f"all {len(ranges)} are NaN, infinite or negative" if ranges else "it has no entries"
-        raise CalibrationError(f"no usable ranges in {source} ({why}); nothing would be quantized: recalibrate")
+        raise CalibrationError(
+            f"no usable ranges in {source} ({why}); nothing would be quantized: recalibrate"
+        )
     tensors = graph.tensors()
     unknown = [k for k in usable if k not in tensors]
     if usable and len(unknown) > FOREIGN_CACHE_SHARE * len(usable):
@@ -107,9 +133,16 @@ def _check_ranges(graph: gs.Graph, ranges: dict[str, float], source: str) -> tup
 
 def _needed_ranges(graph: gs.Graph, options: Mapping, exclude: Collection[str]) -> list[str]:
     """Activations the pass would quantize, by its own plan (residual-Add inputs too), excluded nodes left out."""
-    kept = gs.Graph(nodes=[n for n in graph.nodes if n.name not in exclude], inputs=graph.inputs,
-                    outputs=graph.outputs, opset=graph.opset, functions=graph.functions)
-    needed = activations_to_quantize(kept, op_types=options["op_types"], residual_add=options["residual_add"])
+    kept = gs.Graph(
+        nodes=[n for n in graph.nodes if n.name not in exclude],
+        inputs=graph.inputs,
+        outputs=graph.outputs,
+        opset=graph.opset,
+        functions=graph.functions,
+    )
+    needed = activations_to_quantize(
+        kept, op_types=options["op_types"], residual_add=options["residual_add"]
+    )
     return [t for t in needed if t not in options["exclude_tensors"]]
 
 
@@ -138,16 +171,25 @@ def _at_least_opset_13(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelPr
     return converted
 
 
-def _check_names(graph: gs.Graph, nodes: Collection[str], tensors: Collection[str], *,
-                 node_option: str = "--exclude") -> None:
+def _check_names(
+    graph: gs.Graph,
+    nodes: Collection[str],
+    tensors: Collection[str],
+    *,
+    node_option: str = "--exclude",
+) -> None:
     node_names = {n.name for n in graph.nodes}
     unknown = [n for n in nodes if n not in node_names]
     if unknown:
-        raise UsageError(f"{node_option}: no node named {', '.join(repr(u) for u in unknown[:5])} in the model")
+        raise UsageError(
+            f"{node_option}: no node named {', '.join(repr(u) for u in unknown[:5])} in the model"
+        )
     tensor_names = graph.tensors()
     unknown = [t for t in tensors if t not in tensor_names]
     if unknown:
-        raise UsageError(f"--exclude-tensor: no tensor named {', '.join(repr(u) for u in unknown[:5])} in the model")
+        raise UsageError(
+            f"--exclude-tensor: no tensor named {', '.join(repr(u) for u in unknown[:5])} in the model"
+        )
 
 
 def quantize(
@@ -188,10 +230,14 @@ def quantize(
     ops = tuple(op_types) if op_types is not None else DEFAULT_OP_TYPES
     weighted = [n for n in graph.nodes if n.op in ops and len(n.inputs) > 1]
     if not any(_is_float(n.inputs[1]) for n in weighted):
-        raise UsageError(f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?")
+        raise UsageError(
+            f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?"
+        )
     _check_names(graph, exclude, exclude_tensors)
     ranges, _ = _check_ranges(graph, ranges, ranges_source)
-    options = dict(ranges=ranges, op_types=ops, exclude_tensors=exclude_tensors, residual_add=residual_add)
+    options = dict(
+        ranges=ranges, op_types=ops, exclude_tensors=exclude_tensors, residual_add=residual_add
+    )
     missing = tuple(n for n in _needed_ranges(graph, options, exclude) if n not in ranges)
     if missing and strict:
         raise CalibrationError(
@@ -201,14 +247,25 @@ def quantize(
     report = None
     excluded = list(exclude)
     if protect and data is not None:
-        from .protect import name_weighted_nodes, protect as run_protect
+        from .protect import name_weighted_nodes
+        from .protect import protect as run_protect
 
         proto, named = name_weighted_nodes(proto)  # so protection can keep unnamed layers in float
         if named:
-            notes.append(f"unnamed layers named after their op and output: {', '.join(named[:5])}"
-                         f"{' ...' if len(named) > 5 else ''}")
-        report = run_protect(proto, options, data, exclude=excluded, criterion=criterion, metric=metric,
-                             allowed_drop=allowed_drop, strategy=strategy)
+            notes.append(
+                f"unnamed layers named after their op and output: {', '.join(named[:5])}"
+                f"{' ...' if len(named) > 5 else ''}"
+            )
+        report = run_protect(
+            proto,
+            options,
+            data,
+            exclude=excluded,
+            criterion=criterion,
+            metric=metric,
+            allowed_drop=allowed_drop,
+            strategy=strategy,
+        )
         excluded += [e.node for e in report.excluded]
     elif protect:
         notes.append("protection skipped: no data given (pass data= / --data to check accuracy)")
@@ -242,7 +299,9 @@ class Fp16Result:
 
     def summary_lines(self) -> list[str]:
         counts = ", ".join(f"{k}={v}" for k, v in self.pass_result.counts.items())
-        return [f"to-fp16: {counts}"] + [f"  kept in float32: {s.node} ({s.op}): {s.reason}" for s in self.kept]
+        return [f"to-fp16: {counts}"] + [
+            f"  kept in float32: {s.node} ({s.op}): {s.reason}" for s in self.kept
+        ]
 
 
 def to_fp16(
@@ -269,15 +328,22 @@ def to_fp16(
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception as exc:
-        raise UsageError(f"{source}: ONNX type inference failed ({str(exc).splitlines()[0]}); fix the model first") from None
+        raise UsageError(
+            f"{source}: ONNX type inference failed ({str(exc).splitlines()[0]}); fix the model first"
+        ) from None
     graph = gs.import_onnx(inferred)
-    if not any(isinstance(t, gs.Variable) and t.dtype == np.float32 for t in graph.tensors().values()):
+    if not any(
+        isinstance(t, gs.Variable) and t.dtype == np.float32 for t in graph.tensors().values()
+    ):
         raise UsageError(f"{source}: has no float32 tensors; to-fp16 converts float32 models")
     _check_names(graph, keep_nodes, (), node_option="--keep-nodes")
     pass_ = ConvertToFp16Pass(
-        keep_io_types=keep_io_types, keep_ops=keep_ops, keep_nodes=keep_nodes,
+        keep_io_types=keep_io_types,
+        keep_ops=keep_ops,
+        keep_nodes=keep_nodes,
         ranges=ranges_from(ranges) if ranges is not None else None,
-        max_activation=max_activation, max_initializer=max_initializer,
+        max_activation=max_activation,
+        max_initializer=max_initializer,
     )
     res = pass_.run(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()

@@ -37,7 +37,16 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from .accuracy import WEIGHTED_OPS, as_batches, check_finite, int8_mac_share, node_key, run, sqnr_db, weighted_macs
+from .accuracy import (
+    WEIGHTED_OPS,
+    as_batches,
+    check_finite,
+    int8_mac_share,
+    node_key,
+    run,
+    sqnr_db,
+    weighted_macs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +100,9 @@ class ProtectionReport:
             "after": fin(self.after),
             "target": fin(self.target),
             "met": self.met,
-            "excluded": [{**e.__dict__, "sqnr_alone_db": fin(e.sqnr_alone_db)} for e in self.excluded],
+            "excluded": [
+                {**e.__dict__, "sqnr_alone_db": fin(e.sqnr_alone_db)} for e in self.excluded
+            ],
             "ranking": [[n, fin(s)] for n, s in self.ranking],
             "evaluations": self.evaluations,
             "int8_mac_share_before": self.int8_mac_share_before,
@@ -158,8 +169,13 @@ class _Evaluator:
 
     def label_free(self, qmodel: onnx.ModelProto) -> float:
         out = run(qmodel, self.batches)
-        values = [sqnr_db(self.ref[n], np.concatenate([a.reshape(-1) for a in out[n]])) for n in self.names]
-        return min(-math.inf if math.isnan(v) else v for v in values)  # NaN from INT8 fails, whatever the order
+        values = [
+            sqnr_db(self.ref[n], np.concatenate([a.reshape(-1) for a in out[n]]))
+            for n in self.names
+        ]
+        return min(
+            -math.inf if math.isnan(v) else v for v in values
+        )  # NaN from INT8 fails, whatever the order
 
     def score(self, float_layers: Collection[str]) -> float:
         self.count += 1
@@ -193,15 +209,21 @@ def protect(
     model, named = name_weighted_nodes(model)
     batches = as_batches(data, model)
     ev = _Evaluator(model, options, batches, criterion, metric, allowed_drop)
-    what = criterion.describe() if metric is None else f"metric >= FP32 metric {ev.fp32_score:.6g} - {allowed_drop:g}"
+    what = (
+        criterion.describe()
+        if metric is None
+        else f"metric >= FP32 metric {ev.fp32_score:.6g} - {allowed_drop:g}"
+    )
     user = list(exclude)
     macs = weighted_macs(model, _one_sample(model, batches[0]))
     notes: list[str] = []
     if ev.skipped:
         notes.append(f"not in the SQNR bound (not float): {', '.join(ev.skipped)}")
     if named:
-        notes.append(f"unnamed layers named after their op and output: {', '.join(named[:5])}"
-                     f"{' ...' if len(named) > 5 else ''}")
+        notes.append(
+            f"unnamed layers named after their op and output: {', '.join(named[:5])}"
+            f"{' ...' if len(named) > 5 else ''}"
+        )
 
     # 1. everything INT8
     full = ev.build(user)
@@ -209,8 +231,19 @@ def protect(
     share_before = int8_mac_share(full, macs)
     if ev.ok(before):
         log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, ev.target)
-        return ProtectionReport(what, before, before, ev.target, True, (), (), ev.count, share_before, share_before,
-                                tuple(notes))
+        return ProtectionReport(
+            what,
+            before,
+            before,
+            ev.target,
+            True,
+            (),
+            (),
+            ev.count,
+            share_before,
+            share_before,
+            tuple(notes),
+        )
 
     # 2. sensitivity ranking: only one layer INT8 at a time (label-free, on a few batches)
     candidates = _quantized_layers(full)
@@ -236,7 +269,9 @@ def protect(
     else:
         lo, hi = 0, n  # value(lo) fails; find the smallest passing k in (lo, hi]
         if not ev.ok(value(n)):
-            notes.append("criterion not met even with every layer in float (the rest of the error is elsewhere)")
+            notes.append(
+                "criterion not met even with every layer in float (the rest of the error is elsewhere)"
+            )
         else:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
@@ -259,15 +294,27 @@ def protect(
     ops = {node_key(nd): nd.op_type for nd in model.graph.node}
     excluded = tuple(
         ExcludedLayer(
-            node, ops.get(node, "?"), ranking.index(node) + 1, alone[node],
+            node,
+            ops.get(node, "?"),
+            ranking.index(node) + 1,
+            alone[node],
             f"sensitivity rank {ranking.index(node) + 1}/{n}: INT8 alone gives output SQNR {alone[node]:.1f} dB; "
             f"needed to reach the criterion",
         )
         for node in kept
     )
     report = ProtectionReport(
-        what, before, after, ev.target, ev.ok(after), excluded,
-        tuple((r, alone[r]) for r in ranking), ev.count, share_before, int8_mac_share(final, macs), tuple(notes),
+        what,
+        before,
+        after,
+        ev.target,
+        ev.ok(after),
+        excluded,
+        tuple((r, alone[r]) for r in ranking),
+        ev.count,
+        share_before,
+        int8_mac_share(final, macs),
+        tuple(notes),
     )
     log.info("protection: kept %d layer(s) in float: %s", len(kept), kept)
     return report

@@ -91,7 +91,9 @@ class Runner(abc.ABC):
         for spec in self.inputs:
             if spec.name == name:
                 return spec
-        raise RuntimeExecutionError(f"{self.name}: no input named {name!r}; inputs are {[s.name for s in self.inputs]}")
+        raise RuntimeExecutionError(
+            f"{self.name}: no input named {name!r}; inputs are {[s.name for s in self.inputs]}"
+        )
 
     def __repr__(self) -> str:
         ins = "; ".join(s.describe() for s in self.inputs)
@@ -103,7 +105,12 @@ def in_float_type(value: Any, dtype: Any) -> np.ndarray:
     """Float data in a float input's type (an FP16 input gets the same data, rounded, not an error);
     anything else, or no known type (None), as it is."""
     arr = np.asarray(value)
-    if dtype is not None and arr.dtype.kind == "f" and np.dtype(dtype).kind == "f" and arr.dtype != dtype:
+    if (
+        dtype is not None
+        and arr.dtype.kind == "f"
+        and np.dtype(dtype).kind == "f"
+        and arr.dtype != dtype
+    ):
         return arr.astype(dtype)
     return arr
 
@@ -111,7 +118,9 @@ def in_float_type(value: Any, dtype: Any) -> np.ndarray:
 def check_feed_names(feed: Mapping[str, Any], specs: tuple[TensorSpec, ...], where: str) -> None:
     """Unknown and missing input names, both listed in one message."""
     if not isinstance(feed, Mapping):
-        raise RuntimeExecutionError(f"{where}: inputs must be a dict {{name: array}}, got {type(feed).__name__}")
+        raise RuntimeExecutionError(
+            f"{where}: inputs must be a dict {{name: array}}, got {type(feed).__name__}"
+        )
     expected = [s.name for s in specs]
     unknown = sorted(set(feed) - set(expected))
     missing = [n for n in expected if n not in feed]
@@ -121,7 +130,9 @@ def check_feed_names(feed: Mapping[str, Any], specs: tuple[TensorSpec, ...], whe
             parts.append(f"unknown input(s) {unknown}")
         if missing:
             parts.append(f"missing input(s) {missing}")
-        raise RuntimeExecutionError(f"{where}: {' and '.join(parts)}; the model's inputs are {expected}")
+        raise RuntimeExecutionError(
+            f"{where}: {' and '.join(parts)}; the model's inputs are {expected}"
+        )
 
 
 def check_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
@@ -137,7 +148,9 @@ def check_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:
-        raise RuntimeExecutionError(f"{where}: input {spec.name!r} is not an array ({type(value).__name__}): {exc}") from None
+        raise RuntimeExecutionError(
+            f"{where}: input {spec.name!r} is not an array ({type(value).__name__}): {exc}"
+        ) from None
     if arr.dtype.kind in "OUSV":
         raise RuntimeExecutionError(
             f"{where}: input {spec.name!r} is not a numeric array (got {type(value).__name__} of {arr.dtype}); "
@@ -149,14 +162,18 @@ def check_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     return arr
 
 
-def check_dtype_shape(dtype: np.dtype, shape: tuple[int, ...], spec: TensorSpec, where: str) -> None:
+def check_dtype_shape(
+    dtype: np.dtype, shape: tuple[int, ...], spec: TensorSpec, where: str
+) -> None:
     if np.dtype(dtype) != spec.dtype:
         raise RuntimeExecutionError(
             f"{where}: input {spec.name!r} has dtype {np.dtype(dtype).name}, the model expects {spec.dtype.name}; "
             f"convert it with .astype(np.{spec.dtype.name})"
         )
     shape = tuple(int(s) for s in shape)
-    if len(shape) != len(spec.shape) or any(d is not None and d != s for d, s in zip(spec.shape, shape, strict=False)):
+    if len(shape) != len(spec.shape) or any(
+        d is not None and d != s for d, s in zip(spec.shape, shape, strict=False)
+    ):
         raise RuntimeExecutionError(
             f"{where}: input {spec.name!r} has shape {list(shape)}, the model expects "
             f"[{','.join('?' if d is None else str(d) for d in spec.shape)}]"
@@ -176,7 +193,11 @@ def random_feed(specs: tuple[TensorSpec, ...], *, seed: int = 0) -> dict[str, np
     feed: dict[str, np.ndarray] = {}
     for spec in specs:
         if not spec.is_static:
-            shape = spec.min_shape if spec.min_shape is not None and spec.max_shape == spec.min_shape else None
+            shape = (
+                spec.min_shape
+                if spec.min_shape is not None and spec.max_shape == spec.min_shape
+                else None
+            )
             if shape is None:
                 raise RuntimeExecutionError(
                     f"input {spec.describe()} has dynamic dimensions; give input data (--input x.npz)"

@@ -46,7 +46,9 @@ class OutputComparison:
     mismatches: int
     total: int
     worst: tuple[WorstElement, ...]
-    reason: str = ""  # non-empty when the output could not be compared (shape, NaN pattern, missing)
+    reason: str = (
+        ""  # non-empty when the output could not be compared (shape, NaN pattern, missing)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +63,14 @@ class OutputComparison:
             "total": self.total,
             "reason": self.reason,
             "worst": [
-                {"feed": w.feed, "index": list(w.index), "a": w.a, "b": w.b, "abs_err": w.abs_err, "rel_err": w.rel_err}
+                {
+                    "feed": w.feed,
+                    "index": list(w.index),
+                    "a": w.a,
+                    "b": w.b,
+                    "abs_err": w.abs_err,
+                    "rel_err": w.rel_err,
+                }
                 for w in self.worst
             ],
         }
@@ -99,7 +108,9 @@ class CompareReport:
 
     def summary(self) -> list[str]:
         """Lines a terminal can print: one per output, then the verdict."""
-        lines = [f"{self.runner_a} vs {self.runner_b} (reference), {self.feeds} feed(s), atol={self.atol:g} rtol={self.rtol:g}"]
+        lines = [
+            f"{self.runner_a} vs {self.runner_b} (reference), {self.feeds} feed(s), atol={self.atol:g} rtol={self.rtol:g}"
+        ]
         for o in self.outputs:
             verdict = "PASS" if o.passed else "FAIL"
             if o.reason:
@@ -111,7 +122,9 @@ class CompareReport:
             )
             for w in o.worst[:3]:
                 if w.abs_err > 0:
-                    lines.append(f"      worst at feed {w.feed} {list(w.index)}: a={w.a:.6g} b={w.b:.6g} |a-b|={w.abs_err:.3g}")
+                    lines.append(
+                        f"      worst at feed {w.feed} {list(w.index)}: a={w.a:.6g} b={w.b:.6g} |a-b|={w.abs_err:.3g}"
+                    )
         lines.append("PASSED" if self.passed else "FAILED")
         return lines
 
@@ -120,7 +133,11 @@ class CompareReport:
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        verdict = '<span style="color:green">PASSED</span>' if self.passed else '<span style="color:red">FAILED</span>'
+        verdict = (
+            '<span style="color:green">PASSED</span>'
+            if self.passed
+            else '<span style="color:red">FAILED</span>'
+        )
         head = (
             f"<p><b>{esc(self.runner_a)}</b> vs <b>{esc(self.runner_b)}</b> (reference): {verdict}"
             f" &mdash; atol={self.atol:g}, rtol={self.rtol:g}, {self.feeds} feed(s)</p>"
@@ -152,7 +169,9 @@ def _shared_precision(feed: Mapping[str, Any], runners: Iterable[Runner]) -> dic
     for runner in runners:
         for spec in getattr(runner, "inputs", ()):
             dtype = np.dtype(spec.dtype)
-            if dtype.kind == "f" and (spec.name not in narrowest or dtype.itemsize < narrowest[spec.name].itemsize):
+            if dtype.kind == "f" and (
+                spec.name not in narrowest or dtype.itemsize < narrowest[spec.name].itemsize
+            ):
                 narrowest[spec.name] = dtype
     out = dict(feed)
     for name, value in feed.items():
@@ -186,8 +205,12 @@ def compare(
     Outputs are matched by name; an output only one runner has fails with a reason. Errors
     accumulate over feeds: max/worst over all, cosine over all elements together.
     """
-    if not (atol >= 0 and rtol >= 0):  # NaN fails too: every comparison with it is False, so all would pass
-        raise RuntimeExecutionError(f"compare: atol and rtol must be >= 0, not NaN (got atol={atol}, rtol={rtol})")
+    if not (
+        atol >= 0 and rtol >= 0
+    ):  # NaN fails too: every comparison with it is False, so all would pass
+        raise RuntimeExecutionError(
+            f"compare: atol and rtol must be >= 0, not NaN (got atol={atol}, rtol={rtol})"
+        )
     feeds = [data] if isinstance(data, Mapping) else list(data)
     if not feeds:
         raise RuntimeExecutionError("compare: no input data; give at least one {name: array} feed")
@@ -201,7 +224,11 @@ def compare(
         out_b = runner_b.infer(_in_precision(runner_b, feed))
         for name in wanted:
             if name not in out_a or name not in out_b:
-                who = getattr(runner_a, "name", "A") if name not in out_a else getattr(runner_b, "name", "B")
+                who = (
+                    getattr(runner_a, "name", "A")
+                    if name not in out_a
+                    else getattr(runner_b, "name", "B")
+                )
                 acc[name].fail(f"output missing from {who}")
                 continue
             acc[name].add(i, out_a[name], out_b[name])
@@ -221,7 +248,9 @@ def compare(
 
 
 def _missing(name: str, reason: str) -> OutputComparison:
-    return OutputComparison(name, (), False, float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, (), reason)
+    return OutputComparison(
+        name, (), False, float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, (), reason
+    )
 
 
 class _Accumulator:
@@ -255,7 +284,9 @@ class _Accumulator:
         nan_a, nan_b = np.isnan(a64), np.isnan(b64)
         if not np.array_equal(nan_a, nan_b):
             where = int(np.flatnonzero(nan_a != nan_b)[0])
-            self.fail(f"NaN in one output only, first at {[int(i) for i in np.unravel_index(where, a.shape)]} (feed {feed})")
+            self.fail(
+                f"NaN in one output only, first at {[int(i) for i in np.unravel_index(where, a.shape)]} (feed {feed})"
+            )
         both = nan_a & nan_b
         with np.errstate(invalid="ignore", over="ignore"):
             diff = np.abs(a64 - b64)

@@ -240,7 +240,9 @@ class _Buffer:
     @property
     def ptr(self) -> int:
         if not self._finalizer.alive:
-            raise RuntimeExecutionError(f"{type(self).__name__} was already freed; allocate a new one")
+            raise RuntimeExecutionError(
+                f"{type(self).__name__} was already freed; allocate a new one"
+            )
         return self._ptr
 
     @property
@@ -275,26 +277,59 @@ class DeviceBuffer(_Buffer):
         ptr = call("cudaMalloc", max(int(nbytes), 1))
         super().__init__(nbytes, int(ptr))
 
-    def copy_from_host(self, src: np.ndarray | HostBuffer, *, stream: Stream | int | None = None) -> None:
+    def copy_from_host(
+        self, src: np.ndarray | HostBuffer, *, stream: Stream | int | None = None
+    ) -> None:
         """Host -> device. Async only when `src` is pinned (a HostBuffer view); keep it alive until synced."""
         ptr, nbytes = _host_pointer(src)
         self._check_fits(nbytes, "copy_from_host")
-        call("cudaMemcpyAsync", self.ptr, ptr, nbytes, _memcpy_kind("cudaMemcpyHostToDevice"), _stream_handle(stream))
+        call(
+            "cudaMemcpyAsync",
+            self.ptr,
+            ptr,
+            nbytes,
+            _memcpy_kind("cudaMemcpyHostToDevice"),
+            _stream_handle(stream),
+        )
 
-    def copy_to_host(self, dst: np.ndarray | HostBuffer, *, stream: Stream | int | None = None) -> None:
+    def copy_to_host(
+        self, dst: np.ndarray | HostBuffer, *, stream: Stream | int | None = None
+    ) -> None:
         """Device -> host into `dst` (writable, C-contiguous); sync the stream before reading it."""
         ptr, nbytes = _host_pointer(dst, writable=True)
         self._check_fits(nbytes, "copy_to_host")
-        call("cudaMemcpyAsync", ptr, self.ptr, nbytes, _memcpy_kind("cudaMemcpyDeviceToHost"), _stream_handle(stream))
+        call(
+            "cudaMemcpyAsync",
+            ptr,
+            self.ptr,
+            nbytes,
+            _memcpy_kind("cudaMemcpyDeviceToHost"),
+            _stream_handle(stream),
+        )
 
-    def copy_from_device(self, src: DeviceBuffer | int, nbytes: int | None = None, *, stream: Stream | int | None = None) -> None:
+    def copy_from_device(
+        self,
+        src: DeviceBuffer | int,
+        nbytes: int | None = None,
+        *,
+        stream: Stream | int | None = None,
+    ) -> None:
         """Device -> device from another buffer or a raw device pointer."""
         src_ptr = src.ptr if isinstance(src, DeviceBuffer) else int(src)
         count = self.nbytes if nbytes is None else int(nbytes)
         self._check_fits(count, "copy_from_device")
         if isinstance(src, DeviceBuffer) and count > src.nbytes:
-            raise RuntimeExecutionError(f"copy_from_device: source holds {src.nbytes} bytes, asked for {count}")
-        call("cudaMemcpyAsync", self.ptr, src_ptr, count, _memcpy_kind("cudaMemcpyDeviceToDevice"), _stream_handle(stream))
+            raise RuntimeExecutionError(
+                f"copy_from_device: source holds {src.nbytes} bytes, asked for {count}"
+            )
+        call(
+            "cudaMemcpyAsync",
+            self.ptr,
+            src_ptr,
+            count,
+            _memcpy_kind("cudaMemcpyDeviceToDevice"),
+            _stream_handle(stream),
+        )
 
     def memset(self, value: int, *, stream: Stream | int | None = None) -> None:
         call("cudaMemsetAsync", self.ptr, int(value), self.nbytes, _stream_handle(stream))
@@ -329,7 +364,9 @@ class HostBuffer(_Buffer):
         ptr = call("cudaHostAlloc", max(int(nbytes), 1), _HOST_ALLOC_DEFAULT)
         super().__init__(nbytes, int(ptr))
 
-    def array(self, shape: tuple[int, ...] | int | None = None, dtype: Any = np.uint8) -> np.ndarray:
+    def array(
+        self, shape: tuple[int, ...] | int | None = None, dtype: Any = np.uint8
+    ) -> np.ndarray:
         """A numpy view of the pinned memory; the view keeps the buffer alive (until `close()`)."""
         dt = np.dtype(dtype)
         if shape is None:
@@ -363,9 +400,13 @@ def _host_pointer(arr: np.ndarray | HostBuffer, *, writable: bool = False) -> tu
     if isinstance(arr, HostBuffer):
         return arr.ptr, arr.nbytes
     if not isinstance(arr, np.ndarray):
-        raise RuntimeExecutionError(f"expected a numpy array or HostBuffer, got {type(arr).__name__}")
+        raise RuntimeExecutionError(
+            f"expected a numpy array or HostBuffer, got {type(arr).__name__}"
+        )
     if not arr.flags.c_contiguous:
-        raise RuntimeExecutionError("host array is not C-contiguous; pass np.ascontiguousarray(arr)")
+        raise RuntimeExecutionError(
+            "host array is not C-contiguous; pass np.ascontiguousarray(arr)"
+        )
     if writable and not arr.flags.writeable:
         raise RuntimeExecutionError("destination host array is read-only")
     return int(arr.ctypes.data), int(arr.nbytes)
@@ -415,8 +456,14 @@ class DeviceView:
 
     def to_host(self, *, stream: Stream | int | None = None) -> np.ndarray:
         out = np.empty(self.shape, dtype=self.dtype)
-        call("cudaMemcpyAsync", int(out.ctypes.data), self.ptr, self.nbytes,
-             _memcpy_kind("cudaMemcpyDeviceToHost"), _stream_handle(stream))
+        call(
+            "cudaMemcpyAsync",
+            int(out.ctypes.data),
+            self.ptr,
+            self.nbytes,
+            _memcpy_kind("cudaMemcpyDeviceToHost"),
+            _stream_handle(stream),
+        )
         call("cudaStreamSynchronize", _stream_handle(stream))
         return out
 
@@ -464,7 +511,9 @@ def device_view(obj: Any) -> DeviceView:
         return device_view(contiguous)
     ptr = int(cai["data"][0])
     stream = cai.get("stream")
-    return DeviceView(ptr, shape, dtype, owner=obj, stream=int(stream) if stream is not None else None)
+    return DeviceView(
+        ptr, shape, dtype, owner=obj, stream=int(stream) if stream is not None else None
+    )
 
 
 def _cuda_array_interface(obj: Any) -> dict[str, Any] | None:
@@ -493,7 +542,9 @@ def _make_contiguous(obj: Any) -> Any:
             return obj.copy(order="C")
         except TypeError:
             return obj.copy()
-    raise RuntimeExecutionError(f"non-contiguous {type(obj).__name__} and no way to make it contiguous; copy it first")
+    raise RuntimeExecutionError(
+        f"non-contiguous {type(obj).__name__} and no way to make it contiguous; copy it first"
+    )
 
 
 # DLPack (https://dmlc.github.io/dlpack/latest/c_api.html): parsed with ctypes so no framework is needed.
@@ -524,7 +575,9 @@ class _DLTensor(ctypes.Structure):
 def _dl_dtype(code: int, bits: int, lanes: int) -> np.dtype:
     kind = {_DL_INT: "i", _DL_UINT: "u", _DL_FLOAT: "f", _DL_BOOL: "b"}.get(code)
     if kind is None or lanes != 1:
-        raise RuntimeExecutionError(f"DLPack dtype code={code} bits={bits} lanes={lanes} has no numpy equivalent")
+        raise RuntimeExecutionError(
+            f"DLPack dtype code={code} bits={bits} lanes={lanes} has no numpy equivalent"
+        )
     return np.dtype(np.bool_) if kind == "b" else np.dtype(f"{kind}{bits // 8}")
 
 
@@ -537,7 +590,9 @@ def _view_from_dlpack(obj: Any) -> DeviceView:
     address = get_pointer(capsule, b"dltensor")  # DLManagedTensor starts with its DLTensor
     tensor = _DLTensor.from_address(address)
     if tensor.device.device_type not in (_DL_CUDA, _DL_CUDA_MANAGED):
-        raise RuntimeExecutionError(f"DLPack tensor is on device type {tensor.device.device_type}, not CUDA")
+        raise RuntimeExecutionError(
+            f"DLPack tensor is on device type {tensor.device.device_type}, not CUDA"
+        )
     dtype = _dl_dtype(tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes)
     shape = tuple(int(tensor.shape[i]) for i in range(tensor.ndim))
     strides = None

@@ -41,7 +41,9 @@ ORT_TYPES: dict[str, Any] = {
 def _spec(node_arg: Any) -> TensorSpec:
     dtype = ORT_TYPES.get(node_arg.type)
     if dtype is None:
-        raise RuntimeExecutionError(f"tensor {node_arg.name!r} has type {node_arg.type}, which runners do not support")
+        raise RuntimeExecutionError(
+            f"tensor {node_arg.name!r} has type {node_arg.type}, which runners do not support"
+        )
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (node_arg.shape or ()))
     return TensorSpec(node_arg.name, np.dtype(dtype), shape)
 
@@ -64,10 +66,14 @@ class OrtRunner(Runner):
         if session_options is None:
             options.log_severity_level = 3  # errors only; warnings go through our logging
         try:
-            self._session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
+            self._session = ort.InferenceSession(
+                source, sess_options=options, providers=self.providers
+            )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{self.name}: ONNX Runtime cannot load the model: {first}") from None
+            raise ModelLoadError(
+                f"{self.name}: ONNX Runtime cannot load the model: {first}"
+            ) from None
         self._inputs = tuple(_spec(a) for a in self._session.get_inputs())
         self._outputs = tuple(_spec(a) for a in self._session.get_outputs())
         log.info("OrtRunner %s on %s", self.name, self._session.get_providers())
@@ -114,7 +120,9 @@ def _resolve_providers(ort: Any, providers: str | Sequence[str]) -> list[str]:
         providers = [providers]
     missing = [p for p in providers if p not in available]
     if missing:
-        raise RuntimeExecutionError(f"ONNX Runtime providers {missing} are not available; available: {available}")
+        raise RuntimeExecutionError(
+            f"ONNX Runtime providers {missing} are not available; available: {available}"
+        )
     return list(providers)
 
 

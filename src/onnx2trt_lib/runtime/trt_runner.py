@@ -35,7 +35,14 @@ import numpy as np
 from .. import _optional
 from ..errors import ModelLoadError, RuntimeExecutionError
 from . import cuda
-from .base import PendingResult, Runner, TensorSpec, check_array, check_dtype_shape, check_feed_names
+from .base import (
+    PendingResult,
+    Runner,
+    TensorSpec,
+    check_array,
+    check_dtype_shape,
+    check_feed_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +68,13 @@ def profile_ranges(engine: Any) -> list[dict[str, tuple[tuple[int, ...], tuple[i
     dynamic = []
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
-        if _enum_name(engine.get_tensor_mode(name)) == "INPUT" and any(int(d) < 0 for d in engine.get_tensor_shape(name)):
+        if _enum_name(engine.get_tensor_mode(name)) == "INPUT" and any(
+            int(d) < 0 for d in engine.get_tensor_shape(name)
+        ):
             dynamic.append(name)
-    count = max(int(engine.num_optimization_profiles), 1)  # a static engine needs no profile: one empty table
+    count = max(
+        int(engine.num_optimization_profiles), 1
+    )  # a static engine needs no profile: one empty table
     ranges = []
     for profile in range(count):
         table = {}
@@ -74,7 +85,9 @@ def profile_ranges(engine: Any) -> list[dict[str, tuple[tuple[int, ...], tuple[i
     return ranges
 
 
-def specs_from_engine(engine: Any, profile: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def specs_from_engine(
+    engine: Any, profile: int | None = None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """(inputs, outputs) of an ICudaEngine, with min/max shapes for dynamic inputs.
 
     min/max are those of `profile`, or with None the smallest min and largest max over all
@@ -117,7 +130,9 @@ class IOBinding:
     `cuda.DeviceBuffer` in real use). Buffers are replaced only when a larger size is needed.
     """
 
-    def __init__(self, engine: Any, context: Any, allocate: Callable[[int], Any], *, where: str = "engine") -> None:
+    def __init__(
+        self, engine: Any, context: Any, allocate: Callable[[int], Any], *, where: str = "engine"
+    ) -> None:
         self.context = context
         self.where = where
         self.profiles = profile_ranges(engine)
@@ -133,7 +148,9 @@ class IOBinding:
         self._last_outputs: dict[str, tuple[int, ...]] = {}
         self.allocations = 0  # how many device allocations were made (tests check growth)
 
-    def set_input_shapes(self, shapes: Mapping[str, tuple[int, ...]], *, stream: int = 0) -> dict[str, tuple[int, ...]]:
+    def set_input_shapes(
+        self, shapes: Mapping[str, tuple[int, ...]], *, stream: int = 0
+    ) -> dict[str, tuple[int, ...]]:
         """Select the profile, set each input shape that changed; return every output's resolved shape.
 
         The profile is the first whose MIN..MAX holds every input shape; switching is queued
@@ -145,7 +162,9 @@ class IOBinding:
         profile = self._pick_profile({spec.name: key[i] for i, spec in enumerate(self.inputs)})
         if profile != self.profile:
             if not self.context.set_optimization_profile_async(profile, stream):
-                raise RuntimeExecutionError(f"{self.where}: TensorRT refused to switch to optimization profile {profile}")
+                raise RuntimeExecutionError(
+                    f"{self.where}: TensorRT refused to switch to optimization profile {profile}"
+                )
             self.profile = profile
             self._last_key = None
             for spec in self.inputs:
@@ -155,7 +174,9 @@ class IOBinding:
             if self.shapes.get(spec.name) == shape:
                 continue
             if not self.context.set_input_shape(spec.name, shape):
-                lo, hi = self.profiles[self.profile].get(spec.name, (spec.min_shape or (), spec.max_shape or ()))
+                lo, hi = self.profiles[self.profile].get(
+                    spec.name, (spec.min_shape or (), spec.max_shape or ())
+                )
                 raise RuntimeExecutionError(
                     f"{self.where}: TensorRT refused shape {list(shape)} for input {spec.name!r} "
                     f"(profile {self.profile} min {list(lo)} max {list(hi)})"
@@ -176,9 +197,11 @@ class IOBinding:
 
     def _pick_profile(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
         """The first profile whose range holds every dynamic input's shape; an error lists them all."""
+
         def fits(table: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> bool:
             return all(
-                len(shapes[name]) == len(lo) and all(a <= s <= b for s, a, b in zip(shapes[name], lo, hi, strict=True))
+                len(shapes[name]) == len(lo)
+                and all(a <= s <= b for s, a, b in zip(shapes[name], lo, hi, strict=True))
                 for name, (lo, hi) in table.items()
             )
 
@@ -187,7 +210,8 @@ class IOBinding:
                 return index
         given = ", ".join(f"{name} {list(shapes[name])}" for name in self.profiles[0])
         ranges = "; ".join(
-            f"profile {index}: " + ", ".join(f"{name} {list(lo)}..{list(hi)}" for name, (lo, hi) in table.items())
+            f"profile {index}: "
+            + ", ".join(f"{name} {list(lo)}..{list(hi)}" for name, (lo, hi) in table.items())
             for index, table in enumerate(self.profiles)
         )
         raise RuntimeExecutionError(
@@ -220,7 +244,9 @@ class IOBinding:
         if self._bound.get(name) == ptr:
             return
         if not self.context.set_tensor_address(name, ptr):
-            raise RuntimeExecutionError(f"{self.where}: set_tensor_address failed for tensor {name!r}")
+            raise RuntimeExecutionError(
+                f"{self.where}: set_tensor_address failed for tensor {name!r}"
+            )
         self._bound[name] = ptr
 
     def addresses(self) -> dict[str, int]:
@@ -280,11 +306,15 @@ class TrtRunner(Runner):
         backend: str | None = None,
         name: str | None = None,
     ) -> None:
-        self.name = name or (Path(engine).name if isinstance(engine, (str, os.PathLike)) else "engine")
+        self.name = name or (
+            Path(engine).name if isinstance(engine, (str, os.PathLike)) else "engine"
+        )
         self._engine, self._keepalive = load_trt_engine(engine, backend=backend)
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise RuntimeExecutionError(f"{self.name}: create_execution_context failed (out of device memory?)")
+            raise RuntimeExecutionError(
+                f"{self.name}: create_execution_context failed (out of device memory?)"
+            )
         if isinstance(stream, cuda.Stream):
             self._stream = stream
         elif stream is not None:
@@ -297,7 +327,9 @@ class TrtRunner(Runner):
         self._graph = cuda.CudaGraph()
         self._graph_key: tuple | None = None
         self._done = cuda.Event(timing=False)
-        self._pending: _Waiter | None = None  # the last run's result while it may still need the staging buffers
+        self._pending: _Waiter | None = (
+            None  # the last run's result while it may still need the staging buffers
+        )
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -314,7 +346,9 @@ class TrtRunner(Runner):
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self.infer_async(feed).wait()
 
-    def infer_async(self, feed: Mapping[str, Any], *, stream: Any = None, outputs_on_device: bool = False) -> PendingResult:
+    def infer_async(
+        self, feed: Mapping[str, Any], *, stream: Any = None, outputs_on_device: bool = False
+    ) -> PendingResult:
         """Queue copy-in, execute_async_v3 and copy-out on the runner's stream; `wait()` for outputs.
 
         `stream` (a `cuda.Stream` or a raw handle such as torch's `cuda_stream`) is where the
@@ -348,7 +382,9 @@ class TrtRunner(Runner):
         if stream is not None:
             self._stream.wait_stream(stream if isinstance(stream, cuda.Stream) else int(stream))
         for name, view in device.items():
-            producer = 0 if view.stream in (None, 1) else view.stream  # CAI v3: 1 = legacy default stream
+            producer = (
+                0 if view.stream in (None, 1) else view.stream
+            )  # CAI v3: 1 = legacy default stream
             self._stream.wait_stream(producer)
             self._binding.bind(name, view.ptr)
         for name in host:
@@ -361,7 +397,10 @@ class TrtRunner(Runner):
             np.copyto(staged_in[name], arr)
         staged_out = {}
         if not outputs_on_device:
-            staged_out = {s.name: self._staging.array(s.name, out_shapes[s.name], s.dtype) for s in self.outputs}
+            staged_out = {
+                s.name: self._staging.array(s.name, out_shapes[s.name], s.dtype)
+                for s in self.outputs
+            }
 
         if self._use_graph and not device:
             self._run_graph(staged_in, staged_out)
@@ -371,11 +410,14 @@ class TrtRunner(Runner):
 
         if outputs_on_device:
             views = {
-                s.name: self._binding.buffers[s.name].view(out_shapes[s.name], s.dtype) for s in self.outputs
+                s.name: self._binding.buffers[s.name].view(out_shapes[s.name], s.dtype)
+                for s in self.outputs
             }
             self._pending = _Waiter(self._done, lambda: views)
         else:
-            self._pending = _Waiter(self._done, lambda: {n: a.copy() for n, a in staged_out.items()})
+            self._pending = _Waiter(
+                self._done, lambda: {n: a.copy() for n, a in staged_out.items()}
+            )
         return PendingResult(waiter=self._pending)
 
     def _finish_pending(self) -> None:
@@ -390,13 +432,21 @@ class TrtRunner(Runner):
         for name, arr in staged_in.items():
             self._binding.buffers[name].copy_from_host(arr, stream=self._stream)
         if not self._context.execute_async_v3(self._stream.ptr):
-            raise RuntimeExecutionError(f"{self.name}: execute_async_v3 failed (see the TensorRT log above)")
+            raise RuntimeExecutionError(
+                f"{self.name}: execute_async_v3 failed (see the TensorRT log above)"
+            )
         for name, arr in staged_out.items():
             self._binding.buffers[name].copy_to_host(arr, stream=self._stream)
 
-    def _run_graph(self, staged_in: dict[str, np.ndarray], staged_out: dict[str, np.ndarray]) -> None:
+    def _run_graph(
+        self, staged_in: dict[str, np.ndarray], staged_out: dict[str, np.ndarray]
+    ) -> None:
         # a graph bakes in addresses and sizes: those change only with a new allocation or shape
-        key = (self._binding.allocations, self._staging.allocations, tuple(self._binding.shapes.items()))
+        key = (
+            self._binding.allocations,
+            self._staging.allocations,
+            tuple(self._binding.shapes.items()),
+        )
         if key != self._graph_key or not self._graph.ready:
             # TensorRT may do deferred work on the first enqueue after a shape change: not capturable.
             self._enqueue(staged_in, staged_out)
@@ -404,7 +454,9 @@ class TrtRunner(Runner):
                 with self._graph.capture(self._stream):
                     self._enqueue(staged_in, staged_out)
             except RuntimeExecutionError as exc:
-                log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, exc)
+                log.warning(
+                    "%s: CUDA graph capture failed (%s); running without graphs", self.name, exc
+                )
                 self._use_graph = False
                 return
             self._graph_key = key
@@ -476,14 +528,20 @@ def load_trt_engine(source: Any, *, backend: str | None = None) -> tuple[Any, An
 
 
 def _unwrap_engine(loaded: Any, path: Path) -> Any:
-    candidates = list(loaded) if isinstance(loaded, tuple) else [loaded, getattr(loaded, "engine", None)]
+    candidates = (
+        list(loaded) if isinstance(loaded, tuple) else [loaded, getattr(loaded, "engine", None)]
+    )
     for item in candidates:
         if hasattr(item, "create_execution_context"):
             return item
-    raise RuntimeExecutionError(f"{path}: load_engine returned {type(loaded).__name__}, not a TensorRT engine")
+    raise RuntimeExecutionError(
+        f"{path}: load_engine returned {type(loaded).__name__}, not a TensorRT engine"
+    )
 
 
-def engine_from_bytes(data: bytes, *, backend: str | None = None, where: str = "engine") -> tuple[Any, Any]:
+def engine_from_bytes(
+    data: bytes, *, backend: str | None = None, where: str = "engine"
+) -> tuple[Any, Any]:
     """Deserialize with `trt.Runtime(logger).deserialize_cuda_engine(data)`; the runtime is kept alive."""
     trt = _backend_module(backend)
     logger = _make_logger(trt)
@@ -491,7 +549,10 @@ def engine_from_bytes(data: bytes, *, backend: str | None = None, where: str = "
     try:
         engine = runtime.deserialize_cuda_engine(data)
     except Exception as exc:  # some versions raise instead of returning None
-        engine, reason = None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        engine, reason = (
+            None,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
     else:
         errors = getattr(logger, "errors", [])
         reason = errors[0].split(" In ")[0] if errors else "see the TensorRT log"
@@ -515,7 +576,9 @@ def _backend_module(backend: str | None) -> Any:
         return _optional.tensorrt()
     if backend in ("tensorrt_rtx", "tensorrt-rtx"):
         return _optional.tensorrt_rtx()
-    raise RuntimeExecutionError(f"unknown TensorRT backend {backend!r}; use auto, tensorrt or tensorrt-rtx")
+    raise RuntimeExecutionError(
+        f"unknown TensorRT backend {backend!r}; use auto, tensorrt or tensorrt-rtx"
+    )
 
 
 def _make_logger(trt: Any) -> Any:
