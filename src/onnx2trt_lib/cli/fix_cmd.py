@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -49,6 +50,19 @@ from ._common import (
     default=None,
     help="Also write the per-pass report as JSON here.",
 )
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Run the original and the fixed model in ONNX Runtime on generated inputs and "
+    "compare every output; on a difference, name the pass and write nothing.",
+)
+@click.option(
+    "--check-inputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Check on these inputs (.npz, one array per input name) instead of generated ones.",
+)
 @json_option
 @quiet_option
 def command(
@@ -57,6 +71,8 @@ def command(
     target: str,
     pass_names: str | None,
     report_path: Path | None,
+    check: bool,
+    check_inputs: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -67,10 +83,17 @@ def command(
     check_output_path(output, inputs=(model,))
     if report_path is not None:
         check_output_path(report_path, inputs=(model, output))
+    feed = _check_feed(check_inputs) if check_inputs is not None else None
     with _Status(enabled=not (quiet or as_json) and err_console.is_terminal) as status:
         status(f"loading {model.name}")
         source = load_model(model)
         fixed, report = PassManager(pipeline, progress=status.step).run(source)
+        if check or feed is not None:
+            from ..verify import check_fix
+
+            status("checking the fixed model in ONNX Runtime")
+            result = check_fix(source, fixed, pipeline, inputs=feed)
+            report = dataclasses.replace(report, check=result)
         status(f"writing {output.name}")
         stored = model.read_bytes() if fixed is source else None
         if stored is not None and _is_self_contained(stored):
@@ -89,6 +112,16 @@ def command(
         echo_lines(
             [f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"]
         )
+
+
+def _check_feed(path: Path) -> dict:
+    from .._io import load_arrays
+    from ..errors import UsageError
+
+    arrays = load_arrays(path, what="--check-inputs", error=UsageError)
+    if not isinstance(arrays, dict):
+        raise UsageError(f"--check-inputs {path}: give a .npz with one array per input name")
+    return arrays
 
 
 def _is_self_contained(stored: bytes) -> bool:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -83,6 +83,8 @@ class PipelineReport:
     records: tuple[PassRecord, ...]
     nodes_before: int
     nodes_after: int
+    # what `fix`'s check of the result found (verify.CheckResult); None when not checked
+    check: Any = None
 
     @property
     def modified(self) -> bool:
@@ -98,6 +100,7 @@ class PipelineReport:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "passes": [r.to_dict() for r in self.records],
+            **({"check": self.check.to_dict()} if self.check is not None else {}),
         }
 
     def summary_lines(self) -> list[str]:
@@ -107,6 +110,8 @@ class PipelineReport:
             what = ", ".join(f"{k}={v}" for k, v in res.counts.items() if v) or "no change"
             lines.append(f"{res.name:<28} {what}  ({rec.seconds * 1000:.1f} ms)")
             lines.extend(f"    skipped {s.node} ({s.op}): {s.reason}" for s in res.skipped)
+        if self.check is not None:
+            lines.append(self.check.summary_line())
         return lines
 
     def _repr_html_(self) -> str:
