@@ -39,7 +39,7 @@ def fix(
 
     With `check` (the default), the original and the fixed model run in ONNX Runtime on
     generated inputs (or `check_inputs`) and every output must match; a mismatch raises
-    `verify.EquivalenceError` naming the pass that caused it. `report.check` says what was
+    `errors.EquivalenceError` (a PassError) naming the pass that caused it. `report.check` says what was
     checked, or why it was skipped (ONNX Runtime cannot run the original).
     """
     source = load_model(model)

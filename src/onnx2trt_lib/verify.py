@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .errors import Onnx2TrtError, PassError
+from .errors import EquivalenceError, Onnx2TrtError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ _FLOAT_TOL = {
     np.dtype(np.float64): (1e-7, 1e-5),
 }
 _LARGE = 2**31 - 2**20  # ONNX Runtime takes models as one serialized proto
-
-
-class EquivalenceError(PassError):
-    """The fixed model computes something else than the original (nothing is written)."""
 
 
 @dataclass(frozen=True)

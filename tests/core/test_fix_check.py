@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnx2trt_lib
 from onnx2trt_lib.cli.main import cli
+from onnx2trt_lib.errors import EquivalenceError
 from onnx2trt_lib.passes import _registry
 from onnx2trt_lib.passes._infra import result
-from onnx2trt_lib.verify import EquivalenceError
 
 SAMPLE = Path(str(resources.files("onnx2trt_lib") / "data" / "sample" / "digits.onnx"))
 
