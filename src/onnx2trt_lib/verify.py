@@ -125,10 +125,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _session(model: onnx.ModelProto) -> Any:
+    """A CPU session that runs the graph as written (no ORT graph rewrites: the two graphs are
+    compared, not ONNX Runtime's fusions of them) and logs nothing (a tried size may fail)."""
+    from ._optional import onnxruntime
     from .runtime.ort_runner import OrtRunner
 
+    ort = onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
     try:
-        return OrtRunner(model, name="model")
+        return OrtRunner(model, name="model", session_options=options)
     except Onnx2TrtError as exc:
         raise _CannotRun(_first_line(exc).removeprefix("model: ")) from None
 
