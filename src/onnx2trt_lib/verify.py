@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .errors import EquivalenceError, Onnx2TrtError
+from .errors import EquivalenceError, Onnx2TrtError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class CheckResult:
         }
 
     def summary_line(self) -> str:
+        if self.status == "passed" and not self.feeds:
+            return f"{'check (ONNX Runtime)':<28} nothing to check: {self.note}"
         if self.status == "passed":
             what = f"{self.outputs} output(s) equal on {self.feeds} input set(s)"
             extra = f"; {self.note}" if self.note else ""
@@ -89,7 +91,7 @@ def check_fix(
         expected = [_run(ref, feed) for feed in feeds]
     except _CannotRun as exc:
         if inputs is not None:
-            raise EquivalenceError(
+            raise UsageError(
                 f"check: ONNX Runtime cannot run the original model on the given inputs: {exc}"
             ) from None
         return CheckResult("skipped", note=f"ONNX Runtime cannot run the original model: {exc}")
