@@ -4,7 +4,7 @@ Both models run in ONNX Runtime on the same inputs and every output is compared:
 same dtype, values equal (integers and bools exactly, floats within a tolerance by dtype: the
 fixed graph may fuse differently). Inputs are generated from the model's declared inputs
 (dynamic dims get small sizes, one size per dim name; floats standard normal; integers small
-non-negative values, then all ones for shape-like inputs) over a few seeds, or given by the user.
+non-negative values, then all ones or all the dim size for shape-like inputs) over a few seeds, or given by the user.
 A size/value choice the original cannot run on is replaced by the next one; when none works, or
 ONNX Runtime cannot load the original at all, the check is skipped and says why.
 
@@ -29,7 +29,15 @@ log = logging.getLogger(__name__)
 
 SEEDS = (0, 1, 2)
 # (size of every dynamic dim, how integer inputs are filled), tried in order until the original runs
-_ATTEMPTS = ((2, "small"), (1, "ones"), (32, "small"), (64, "small"), (256, "small"))
+# ("size": integer inputs all equal the dynamic size, e.g. a shape input that must match a batch)
+_ATTEMPTS = (
+    (2, "small"),
+    (2, "size"),
+    (1, "ones"),
+    (32, "small"),
+    (64, "small"),
+    (256, "small"),
+)
 # float tolerance by dtype: |a - b| <= atol * max(1, max|b|) + rtol * |b|
 _FLOAT_TOL = {
     np.dtype(np.float16): (1e-3, 1e-2),
@@ -192,8 +200,8 @@ def _feed(
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feed[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
-        elif fill == "ones":
-            feed[spec.name] = np.ones(shape, spec.dtype)
+        elif fill in ("ones", "size"):
+            feed[spec.name] = np.full(shape, 1 if fill == "ones" else size, spec.dtype)
         else:
             feed[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
     return feed
