@@ -28,6 +28,7 @@ from .errors import EquivalenceError, Onnx2TrtError, UsageError
 log = logging.getLogger(__name__)
 
 SEEDS = (0, 1, 2)
+SLOW_RUN = 1.0  # seconds: a model slower than this per run is checked on one input set
 # (size of every dynamic dim, how integer inputs are filled), tried in order until the original runs
 # ("size": integer inputs all equal the dynamic size, e.g. a shape input that must match a batch)
 _ATTEMPTS = (
@@ -95,8 +96,11 @@ def check_fix(
     except _CannotRun as exc:
         return CheckResult("skipped", note=f"ONNX Runtime cannot run the original model: {exc}")
     try:
-        feeds = [dict(inputs)] if inputs is not None else _generated_feeds(original, ref)
-        expected = [_run(ref, feed) for feed in feeds]
+        if inputs is not None:
+            feeds = [dict(inputs)]
+            expected = [_run(ref, feeds[0])]
+        else:
+            feeds, expected = _generated_feeds(original, ref)
     except _CannotRun as exc:
         if inputs is not None:
             raise UsageError(
@@ -172,18 +176,22 @@ def _declared_dims(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
     return dims
 
 
-def _generated_feeds(model: onnx.ModelProto, ref: Any) -> list[dict[str, np.ndarray]]:
-    """Input sets for SEEDS, with the first size/fill choice the original runs on."""
+def _generated_feeds(model: onnx.ModelProto, ref: Any) -> tuple[list[dict], list[dict]]:
+    """Input sets for SEEDS, with the first size/fill choice the original runs on, and the
+    original's outputs on them. A model that takes over SLOW_RUN seconds a run gets one set."""
     declared = _declared_dims(model)
     last: _CannotRun | None = None
     for size, fill in _ATTEMPTS:
         feeds = [_feed(ref.inputs, declared, size, fill, seed) for seed in SEEDS]
+        start = time.perf_counter()
         try:
-            _run(ref, feeds[0])
+            first = _run(ref, feeds[0])
         except _CannotRun as exc:
             last = last or exc
             continue
-        return feeds
+        if time.perf_counter() - start > SLOW_RUN:
+            return feeds[:1], [first]
+        return feeds, [first, *(_run(ref, feed) for feed in feeds[1:])]
     assert last is not None
     raise _CannotRun(f"{last} (and on every other generated input size tried)")
 
