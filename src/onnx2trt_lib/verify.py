@@ -89,6 +89,9 @@ def check_fix(
     start = time.perf_counter()
     if fixed is original:
         return CheckResult("passed", note="model unchanged", seconds=time.perf_counter() - start)
+    lossy = [getattr(p, "name", "?") for p in passes if getattr(p, "changes_values", False)]
+    if lossy:
+        return CheckResult("skipped", note=f"{', '.join(lossy)} change values on purpose")
     if _too_large(original) or _too_large(fixed):
         return CheckResult("skipped", note="model over 2 GiB: ONNX Runtime cannot take it whole")
     try:

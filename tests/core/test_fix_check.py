@@ -180,3 +180,10 @@ def test_cli_check_inputs(tmp_path: Path, planted_registered) -> None:
         cli, ["fix", str(model), "-o", str(out.with_name("c.onnx")), "--check-inputs", str(data)]
     )
     assert res.exit_code != 0 and "wrong_name" in res.output and "Traceback" not in res.output
+
+
+def test_passes_that_change_values_on_purpose_are_not_checked() -> None:
+    """to-fp16 changes every float on purpose: fix through it says so instead of failing."""
+    fixed, report = onnx2trt_lib.fix(conv_relu_model(), passes=["infer-shapes", "to-fp16"])
+    assert report.modified and report.check.status == "skipped"
+    assert "to-fp16" in report.check.note
