@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import onnx
-
 from .. import _optional
+from .._lazy import lazy_module
 from ..errors import BuildError, MissingDependencyError, UsageError
 from .config import BACKEND_CHOICES, BuildConfig
 
+onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 # CLI/config name -> importable module, in the order `auto` tries them: full TensorRT first,
@@ -130,6 +130,39 @@ def detect_backend(name: str = "auto") -> Backend:
     )
 
 
+# package names that carry each module, for `peek_backend` (first found wins)
+_DISTRIBUTIONS = {
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    "tensorrt-rtx": ("tensorrt-rtx", "tensorrt_rtx"),
+}
+
+
+def peek_backend(name: str = "auto") -> Backend | None:
+    """The backend `detect_backend` would most likely pick, from package metadata alone.
+
+    Imports no TensorRT (about 0.1 s and numpy): enough to name an engine-cache entry. None
+    when unsure; a wrong guess only costs a cache miss, after which the build detects properly.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    if name not in BACKEND_CHOICES:
+        return None
+    for candidate in list(_MODULES) if name == "auto" else [name]:
+        try:
+            if importlib.util.find_spec(_MODULES[candidate]) is None:
+                continue
+        except (ImportError, ValueError):
+            return None
+        for dist in _DISTRIBUTIONS[candidate]:
+            try:
+                return Backend(candidate, _MODULES[candidate], importlib.metadata.version(dist))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+    return None
+
+
 # ---------------------------------------------------------------- logger
 
 
@@ -209,7 +242,8 @@ def calibration_amax(model: onnx.ModelProto, config: BuildConfig) -> dict[str, f
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    return dict(calibrate(model, config.calibration_data, shapes=shapes).amax)
+    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    return dict(result.amax)
 
 
 def apply_hardware_compatibility(backend: Backend, trt_config: Any, config: BuildConfig) -> None:
@@ -280,16 +314,24 @@ def prepare_onnx_for_precision(
     TensorRT 11 and TensorRT-RTX build every tensor in the type the network gives it
     (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/work-quantized-types.html),
     so INT8 means explicit Q/DQ nodes with scales from calibration (pass "insert-qdq") and
-    FP16 means casting the rest of the graph (pass "to-fp16"). On TensorRT 10 the model is
+    FP16 means casting the rest of the graph (pass "to-fp16", float32 I/O unless `fp16_io`); a
+    model below opset 13 is converted first for INT8. On TensorRT 10 the model is
     returned unchanged (builder flags do the work). The input model is never modified.
     """
     if not (config.fp16 or config.int8) or not backend.strongly_typed:
         return model
     passes = []
     if config.int8:
+        from ..quant.api import _at_least_opset_13
+
+        notes: list[str] = []
+        model = _at_least_opset_13(model, notes)  # per-channel Q/DQ, as `quantize` does
+        for note in notes:
+            log.warning("--int8: %s", note)
         passes.append(_load_pass("insert_qdq", QDQ_PASS, ranges=calibration_amax(model, config)))
     if config.fp16:
-        passes.append(_load_pass("to_fp16", FP16_PASS))
+        # float32 inputs and outputs unless asked (Polygraphy's --fp-to-fp16 keeps them too)
+        passes.append(_load_pass("to_fp16", FP16_PASS, keep_io_types=not config.fp16_io))
     from ..passes import PassManager
 
     out, report = PassManager(passes).run(model)
