@@ -322,11 +322,11 @@ def prepare_onnx_for_precision(
         return model
     passes = []
     if config.int8:
-        from ..quant.api import _at_least_opset_13
+        from .._opset import at_least_opset
 
-        notes: list[str] = []
-        model = _at_least_opset_13(model, notes)  # per-channel Q/DQ, as `quantize` does
-        for note in notes:
+        # per-channel QuantizeLinear needs opset 13: convert as `quantize` does
+        model, note = at_least_opset(model, 13, "per-channel QuantizeLinear needs it")
+        if note:
             log.warning("--int8: %s", note)
         passes.append(_load_pass("insert_qdq", QDQ_PASS, ranges=calibration_amax(model, config)))
     if config.fp16:

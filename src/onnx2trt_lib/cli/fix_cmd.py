@@ -81,8 +81,6 @@ def command(
     from ..compat.targets import resolve_target
 
     target, why = resolve_target(target)
-    if not (quiet or as_json):
-        err_console.print(f"target: {target} ({why})", markup=False, highlight=False)
     pipeline = _resolve_passes(target, parse_comma_list(pass_names))
     check_output_path(output, inputs=(model,))
     if report_path is not None:
@@ -115,7 +113,7 @@ def command(
     if as_json:
         print_json(payload)
     elif not quiet:
-        echo_lines(dim_changes + report.summary_lines())
+        echo_lines([f"target: {target} ({why})", *dim_changes, *report.summary_lines()])
         state = "modified" if report.modified else "unchanged"
         echo_lines(
             [f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"]

@@ -25,9 +25,9 @@ def command(model: Path, target: str | None, as_json: bool, quiet: bool) -> None
     from ..compat.targets import resolve_target
 
     target, why = resolve_target(target)
-    if not (quiet or as_json):
-        console.print(f"target: {target} ({why})", markup=False)
     findings = lint(model, target=target)
+    if not (quiet or as_json):  # after the model loaded: a bad input stays a one-line error
+        console.print(f"target: {target} ({why})", markup=False)
     if as_json:
         print_json(
             {"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]}
