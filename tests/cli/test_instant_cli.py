@@ -121,3 +121,27 @@ def test_rtx_and_tensorrt_extras_bring_cuda_python() -> None:
     ]
     for extra in ("rtx", "tensorrt"):
         assert any(req.startswith("cuda-python") for req in extras[extra]), extra
+
+
+@pytest.mark.trt
+def test_peeked_backend_matches_detection_and_a_wrong_peek_still_finds_the_engine(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from onnx2trt_lib.build import (
+        BuildConfig,
+        Builder,
+        builder,
+        detect_backend,
+        profiles_from_specs,
+    )
+    from onnx2trt_lib.build.backends import Backend, peek_backend
+
+    assert peek_backend() == detect_backend()
+    config = BuildConfig(profiles=profiles_from_specs(["image:1x1x8x8"]))
+    model = o2t.sample_dir() / "digits.onnx"
+    first = Builder(config, cache_dir=tmp_path).build(model)
+    assert not first.cache_hit
+    wrong = Backend("tensorrt-rtx", "tensorrt_rtx", "0.0.1")
+    monkeypatch.setattr(builder, "peek_backend", lambda name: wrong)
+    again = Builder(config, cache_dir=tmp_path).build(model)
+    assert again.cache_hit and again.backend == detect_backend()

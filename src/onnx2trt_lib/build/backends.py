@@ -143,23 +143,40 @@ def peek_backend(name: str = "auto") -> Backend | None:
     Imports no TensorRT (about 0.1 s and numpy): enough to name an engine-cache entry. None
     when unsure; a wrong guess only costs a cache miss, after which the build detects properly.
     """
-    import importlib.metadata
     import importlib.util
 
     if name not in BACKEND_CHOICES:
         return None
     for candidate in list(_MODULES) if name == "auto" else [name]:
         try:
-            if importlib.util.find_spec(_MODULES[candidate]) is None:
-                continue
+            spec = importlib.util.find_spec(_MODULES[candidate])
         except (ImportError, ValueError):
             return None
-        for dist in _DISTRIBUTIONS[candidate]:
-            try:
-                return Backend(candidate, _MODULES[candidate], importlib.metadata.version(dist))
-            except importlib.metadata.PackageNotFoundError:
-                continue
+        if spec is None:
+            continue
+        version = _installed_version(spec, _DISTRIBUTIONS[candidate])
+        return Backend(candidate, _MODULES[candidate], version) if version else None
+    return None
+
+
+def _installed_version(spec: Any, distributions: tuple[str, ...]) -> str | None:
+    """The version in the `<dist>-<version>.dist-info` folder beside the module (a directory
+    listing, not importlib.metadata: that one costs as much as the rest of a cache hit)."""
+    import re
+    from pathlib import Path
+
+    if not spec.origin:
         return None
+    site = Path(spec.origin).parent.parent
+    names = {re.sub(r"[-_.]+", "_", d).lower() for d in distributions}
+    try:
+        entries = [p.name for p in site.iterdir() if p.name.endswith(".dist-info")]
+    except OSError:
+        return None
+    for entry in sorted(entries):
+        dist, _, version = entry[: -len(".dist-info")].partition("-")
+        if dist.lower() in names and version:
+            return version
     return None
 
 
