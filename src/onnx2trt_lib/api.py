@@ -190,6 +190,7 @@ def compare(
     atol: float = 1e-5,
     rtol: float = 1e-3,
     per_tensor: bool = False,
+    metric: Any = None,
     preprocess: Any = None,
     shapes: Any = None,
     batch_size: int | None = None,
@@ -205,7 +206,9 @@ def compare(
     when None. Per output: max_abs, max_rel (relative to the reference's largest magnitude),
     mean_abs, cosine, sqnr_db and pass/fail by |a-b| <= atol + rtol*|b| (see
     `onnx2trt_lib.runtime.compare`). `per_tensor=True` (two ONNX models) adds the SQNR of
-    every tensor the candidate quantizes, worst first, in `report.tensors`.
+    every tensor the candidate quantizes, worst first, in `report.tensors`. `metric` (two ONNX
+    models), a function of {output name: all batches' outputs} -> score, is reported for both
+    models and their difference in `report.metric` ("reference", "candidate", "drop").
     """
     import dataclasses
 
@@ -225,17 +228,19 @@ def compare(
         if feeds is None:
             feeds = [random_feed(runner_b.inputs)]
         report = compare_runners(runner_a, runner_b, feeds, atol=atol, rtol=rtol)
-    if per_tensor:
+    if per_tensor or metric is not None:
         from ._io import load_model
         from .errors import UsageError
         from .quant.accuracy import compare as layer_compare
 
         protos = [_onnx_model(m) for m in (reference, candidate)]
         if any(p is None for p in protos):
-            raise UsageError("per_tensor compares two ONNX models (the Q/DQ one against FP32)")
+            raise UsageError(
+                "per_tensor and metric run two ONNX models (e.g. the Q/DQ one against FP32)"
+            )
         ref_proto, cand_proto = (load_model(p, check=False) for p in protos)
-        layers = layer_compare(ref_proto, cand_proto, feeds)
-        report = dataclasses.replace(report, tensors=layers.tensors)
+        layers = layer_compare(ref_proto, cand_proto, feeds, per_tensor=per_tensor, metric=metric)
+        report = dataclasses.replace(report, tensors=layers.tensors, metric=dict(layers.metric))
     return report
 
 

@@ -135,6 +135,18 @@ def test_compare_metrics_against_an_independent_computation(tmp_path) -> None:
     sqnrs = [t.sqnr_db for t in layered.tensors]
     assert sqnrs and sqnrs == sorted(sqnrs)
     json.dumps(layered.to_dict(), default=str)
+    assert "quantized tensor (worst first)" in layered._repr_html_()
+    labels = np.load(_sample() / "digits_test.npz")["label"][:32]
+
+    def accuracy(outputs):
+        return float(np.mean(outputs["logits"].argmax(axis=1) == labels))
+
+    scored = o2t.compare(int8, fixed, {"image": x}, metric=accuracy)
+    assert scored.metric["reference"] == pytest.approx(np.mean(yb.argmax(axis=1) == labels))
+    assert scored.metric["candidate"] == pytest.approx(np.mean(ya.argmax(axis=1) == labels))
+    assert scored.metric["drop"] == pytest.approx(
+        scored.metric["reference"] - scored.metric["candidate"]
+    )
 
 
 def test_compare_order_is_candidate_then_reference(tmp_path) -> None:

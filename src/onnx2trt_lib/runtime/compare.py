@@ -97,6 +97,7 @@ class CompareReport:
     feeds: int
     outputs: tuple[OutputComparison, ...] = field(default_factory=tuple)
     tensors: tuple[Any, ...] = ()  # per-tensor SQNR of a quantized model (quant.TensorStats)
+    metric: Mapping[str, float] = field(default_factory=dict)  # reference/candidate/drop
 
     @property
     def passed(self) -> bool:
@@ -126,6 +127,7 @@ class CompareReport:
                 }
                 for t in self.tensors
             ],
+            "metric": dict(self.metric),
         }
 
     def summary(self) -> list[str]:
@@ -154,6 +156,8 @@ class CompareReport:
             )
             for t in self.tensors[:10]:
                 lines.append(f"  {t.name:<40} {t.sqnr_db:7.2f} dB  -> {','.join(t.consumer_ops)}")
+        for key, value in self.metric.items():
+            lines.append(f"metric {key}: {value:.6g}")
         lines.append("PASSED" if self.passed else "FAILED")
         return lines
 
@@ -185,6 +189,23 @@ class CompareReport:
             "<table><tr><th>output</th><th>result</th><th>shape</th><th>max abs</th><th>max rel</th>"
             "<th>cosine</th><th>mismatches</th><th>worst</th></tr>" + "".join(rows) + "</table>"
         )
+        if self.tensors:
+            table += (
+                "<table><tr><th>quantized tensor (worst first)</th><th>feeds</th><th>SQNR dB</th>"
+                "<th>cosine</th></tr>"
+                + "".join(
+                    f"<tr><td>{esc(t.name)}</td><td>{esc(','.join(t.consumer_ops))}</td>"
+                    f"<td>{t.sqnr_db:.2f}</td><td>{t.cosine:.6f}</td></tr>"
+                    for t in self.tensors
+                )
+                + "</table>"
+            )
+        if self.metric:
+            table += (
+                "<p>"
+                + ", ".join(f"metric {esc(k)}: {v:.6g}" for k, v in self.metric.items())
+                + "</p>"
+            )
         return head + table
 
 
