@@ -201,20 +201,21 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 def parse_dims(text: str, *, where: str = "shape") -> Shape:
     """`1x3x224x224` -> (1, 3, 224, 224); a scalar input is written as an empty string."""
-    text = text.strip()
+    given = text.strip()
+    text = given.lower()  # 2x4X5 was accepted by calibrate's --shape
     if text == "" or text.replace(" ", "") == "[]":
         return ()
     if _BRACKETS.match(text):  # Polygraphy's [1,3,224,224]
         text = "x".join(p.strip() for p in text[1:-1].split(","))
     if not _DIMS.match(text):
         raise UsageError(
-            f"{where}: {text!r} is not a shape like 1x3x224x224 or [1,3,224,224] (non-negative integers)"
+            f"{where}: {given!r} is not a shape like 1x3x224x224 or [1,3,224,224] (non-negative integers)"
         )
     # int() refuses strings of over 4300 digits (ValueError): drop leading zeros, test the length first
     parts = [p.lstrip("0") or "0" for p in text.split("x")]
     if any(len(p) > len(str(MAX_DIM)) or int(p) > MAX_DIM for p in parts):
         raise UsageError(
-            f"{where}: {text!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes"
+            f"{where}: {given!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes"
         )
     return tuple(int(p) for p in parts)
 
