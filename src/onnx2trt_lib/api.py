@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # only for the annotations: nothing heavy at import time
     from .runtime import CompareReport
 
 
-def _resolve_passes(target, passes: Sequence[str | object] | None) -> list[object]:
+def _resolve_passes(target: Any, passes: Sequence[str | object] | None) -> list[Any]:
     from .compat import get_target, passes_for_target
     from .passes import get_pass
 
@@ -267,7 +267,9 @@ class _Opened:
     """A runner for a path/ModelProto (closed on exit), or a runner passed in (left open)."""
 
     def __init__(self, model: Any, provider: str) -> None:
-        self.model, self.provider, self.runner, self.owned = model, provider, None, False
+        self.model, self.provider = model, provider
+        self.runner: Any = None
+        self.owned = False
 
     def __enter__(self) -> Any:
         if hasattr(self.model, "infer") and hasattr(self.model, "inputs"):

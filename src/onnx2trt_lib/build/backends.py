@@ -18,14 +18,17 @@ import inspect
 import logging
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _optional
 from .._lazy import lazy_module
 from ..errors import BuildError, MissingDependencyError, UsageError
 from .config import BACKEND_CHOICES, BuildConfig
 
-onnx = lazy_module("onnx")  # imported on first use (see _lazy)
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 # CLI/config name -> importable module, in the order `auto` tries them: full TensorRT first,

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._io import (
     check_output_path,
@@ -41,7 +41,10 @@ from .engine import (
 )
 from .network import network_from_onnx
 
-onnx = lazy_module("onnx")  # imported on first use (see _lazy)
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 

@@ -242,7 +242,9 @@ def _split_entries(spec: str) -> list[tuple[str, str]]:
 
 def _split_outside_brackets(spec: str) -> list[str]:
     """Entries separated by commas (trtexec) or spaces (Polygraphy), never inside [...] or quotes."""
-    parts, current, depth, quote = [], [], 0, ""
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in spec:
         if quote:
             quote = "" if char == quote else quote
