@@ -244,12 +244,16 @@ def compare(
     return report
 
 
-def inspect(path: str | os.PathLike, *, target: str | None = None) -> dict[str, Any]:
-    """What a file holds, as a dict with a "kind": an ONNX model (inputs/outputs with dynamic
-    dims, opset, IR, op counts, external data, lint summary for `target`), a calibration
-    cache, a ranges JSON, or an engine (from its sidecar)."""
-    from .inspection import describe
+def inspect(
+    path: str | os.PathLike | onnx.ModelProto, *, target: str | None = None
+) -> dict[str, Any]:
+    """What a file (or ModelProto) holds, as a dict with a "kind": an ONNX model (inputs/outputs
+    with dynamic dims, opset, IR, op counts, external data, lint summary for `target`), a
+    calibration cache, a ranges JSON, or an engine (from its sidecar)."""
+    from .inspection import describe, describe_model
 
+    if not isinstance(path, (str, os.PathLike)):
+        return describe_model(path, target=target)
     return describe(path, target=target)
 
 

@@ -209,5 +209,9 @@ def test_inspect_onnx_model_and_cache(tmp_path) -> None:
     assert info["parameters"] == sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
     assert info["dynamic_dims"]["batch"] == ["image:0", "logits:0"]
     assert info["lint"]["target"] == "tensorrt-7.1" and info["lint"]["findings"] == 2
+    from_proto = o2t.inspect(proto, target="7.1")
+    assert {k: v for k, v in from_proto.items() if k != "path"} == {
+        k: v for k, v in info.items() if k != "path"
+    }
     with pytest.raises(UsageError, match="no such file"):
         o2t.inspect(tmp_path / "missing.onnx")
