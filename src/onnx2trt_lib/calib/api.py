@@ -85,6 +85,9 @@ class CalibrationResult:
             "cache_hit": self.cache_hit,
             "method": self.method,
             "mode": self.mode,
+            # two-pass: the same bytes for any batch size, order or split of the same samples;
+            # single-pass: the first batch sets the histogram range, so the order matters
+            "order_independent": self.mode == "two-pass",
             "header": self.header,
             "num_tensors": len(self.amax),
             "num_batches": self.num_batches,
@@ -247,9 +250,9 @@ def calibrate(
         overlap=overlap,
     )
     previous = [CalibrationState.load(p) for p in add_states]
-    initial = (
-        previous[0].ranges() if previous else None
-    )  # start at the saved ranges: the merge is exact
+    # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)
+    exact = resolved_mode == "two-pass" and all(saved.exact for saved in previous)
+    initial = previous[0].ranges() if previous and not exact else None
     state = collect(
         model_proto,
         source,

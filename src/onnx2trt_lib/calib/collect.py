@@ -6,8 +6,10 @@ values go straight into that tensor's `Histogram` and are dropped, so memory is 
 one batch's activations whatever the data set size.
 
 Range modes:
-- two-pass (exact): pass 1 finds each tensor's |max|, pass 2 histograms over [0, |max|];
-  needs a source that can be read twice.
+- two-pass (exact): pass 1 finds each tensor's |max|, pass 2 histograms over [0, R] with R the
+  smallest power of two >= |max|; needs a source that can be read twice. The state is a function
+  of the multiset of samples alone: batch size, order and any split into shards merged later give
+  the same bytes (histogram.pow2_ceil says why).
 - single-pass: one read, histograms grow their range as larger values arrive.
 
 Which tensors: calib.tensors; the result: calib.state.CalibrationState (saves and merges).
@@ -176,6 +178,12 @@ class _Feeder:
             v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")
         }
         self.shapes = self._shapes(shapes, batch_size)
+        # a dynamic batch dim: the samples that do not fill a batch run as a short last batch, so
+        # every sample is calibrated whatever the batch size (exact mode's results depend on it)
+        self.tail = isinstance(source, (ImageSource, ArraySource)) and all(
+            (spec.dims and spec.dims[0] is None) or spec.name in self.unranked
+            for spec in self.inputs
+        )
 
     def _shapes(
         self, shapes: Mapping[str, Sequence[int]], batch_size: int | None
@@ -224,6 +232,8 @@ class _Feeder:
                 )
             arr = np.asarray(batch[spec.name])
             want = self.shapes[spec.name] if self.shapes else spec.dims
+            if self.tail and want:
+                want = (None, *want[1:])
             checked = self.shapes or spec.name not in self.unranked
             if checked and (
                 len(arr.shape) != len(want)
@@ -242,7 +252,12 @@ class _Feeder:
         return feeds
 
     def _batches(self) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
-        for index, batch in enumerate(self.source.batches(self.shapes)):
+        batches = (
+            self.source.batches(self.shapes, tail=True)
+            if self.tail
+            else self.source.batches(self.shapes)
+        )
+        for index, batch in enumerate(batches):
             yield index, self._feeds(batch, index)
 
 
@@ -400,6 +415,8 @@ class _Collector(_Feeder):
 
     def _total(self) -> int | None:
         try:
+            if self.tail:
+                return self.source.num_batches(self.shapes, tail=True)
             return (
                 self.source.num_batches(self.shapes)
                 if self.shapes is not None
@@ -557,5 +574,9 @@ def collect(
         return collector.histogram_pass(initial_ranges, mode="single-pass")
     if mode == "two-pass":
         ranges, held = collector.range_pass()
-        return collector.histogram_pass(ranges, mode="two-pass", held=held)
+        from .histogram import pow2_ceil
+
+        # powers of two: the histograms of any split of the data merge into exactly these
+        exact = {name: pow2_ceil(value) for name, value in ranges.items()}
+        return collector.histogram_pass(exact, mode="two-pass", held=held)
     return collector.histogram_pass(None, mode="single-pass")

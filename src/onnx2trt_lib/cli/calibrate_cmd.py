@@ -265,6 +265,12 @@ def command(
         f"in {result.num_batches} batches, {result.seconds:.1f} s [{result.header}]",
         markup=False,
     )
+    if result.mode != "two-pass":
+        console.print(
+            f"{result.mode}: the ranges depend on the order of the data (two-pass is exact and "
+            "order-independent)",
+            markup=False,
+        )
     if result.ranges_path:
         console.print(f"{result.ranges_path}: per-tensor ranges", markup=False)
 
