@@ -144,6 +144,8 @@ def calibrate(
     scope: str = "all",
     overlap: bool = False,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> CalibrationResult:
     """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
 
@@ -151,12 +153,18 @@ def calibrate(
     {input: batch} dicts (see calib.dataset). With `output`, a matching sidecar makes the
     call a cache hit unless `force`. `scope="qdq"` calibrates only the activations a Q/DQ model
     (TensorRT 11) needs, several times faster than every tensor (`"all"`, what TensorRT <= 10 reads).
+    `workers`: run the exact mode in shards on that many Ray workers (a local Ray for the run, or
+    the cluster at `ray_address`); the result is the same bytes as one process (calib.distributed).
     """
     started = time.perf_counter()
     if method not in METHODS:
         raise UsageError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"batch size {batch_size} must be positive")
+    if workers is not None and (
+        isinstance(workers, bool) or int(workers) != workers or workers < 1
+    ):
+        raise UsageError(f"workers {workers!r} must be a positive integer")
     # every file read (model and its external data, data, states) is an input that an output must
     # never overwrite; the image files of a list/folder are checked once the source is open
     inputs = tuple(p for p in (model, data, *add_states) if isinstance(p, (str, os.PathLike)))
@@ -253,16 +261,36 @@ def calibrate(
     # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)
     exact = resolved_mode == "two-pass" and all(saved.exact for saved in previous)
     initial = previous[0].ranges() if previous and not exact else None
-    state = collect(
-        model_proto,
-        source,
-        shapes=shape_map,
-        batch_size=batch_size,
-        method=method,
-        options=options,
-        progress=progress,
-        initial_ranges=initial,
-    )
+    if workers is not None:
+        from .distributed import checkpoint_folder, collect_on_ray
+
+        if initial is not None:
+            raise UsageError("--workers merges only exact (two-pass) states from --add-state")
+        state = collect_on_ray(
+            model_proto,
+            source,
+            preprocess=pre,
+            shapes=shape_map,
+            batch_size=batch_size,
+            method=method,
+            options=options,
+            workers=int(workers),
+            key=key,
+            checkpoints=checkpoint_folder(output) if output is not None else None,
+            address=ray_address,
+            progress=progress,
+        )
+    else:
+        state = collect(
+            model_proto,
+            source,
+            shapes=shape_map,
+            batch_size=batch_size,
+            method=method,
+            options=options,
+            progress=progress,
+            initial_ranges=initial,
+        )
     for path, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
@@ -300,6 +328,10 @@ def calibrate(
             extra={"header": cache.header, "num_tensors": len(amax)},
             side_outputs=side_outputs,
         )
+        if workers is not None:  # the cache holds every shard now
+            from .distributed import checkpoint_folder, remove_checkpoints
+
+            remove_checkpoints(checkpoint_folder(output))
     return CalibrationResult(
         amax=amax,
         method=method,

@@ -150,6 +150,19 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
     "use `onnx2trt quantize --data` for that).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calibrate in shards on N Ray workers (pip install 'onnx2trt_lib[ray]'); the same bytes "
+    "as one process. Finished shards are kept in CACHE.shards/ until the cache is written.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="Ray cluster to run --workers on (default: a local Ray started for the run).",
+)
 @json_option
 @quiet_option
 def command(
@@ -172,6 +185,8 @@ def command(
     plots_dir: Path | None,
     plots_top: int,
     qdq_path: Path | None,
+    workers: int | None,
+    ray_address: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -183,6 +198,12 @@ def command(
     from ..calib.api import calibrate
 
     options = _parse_options(method_options)
+    if ray_address is not None and workers is None:
+        raise UsageError("--ray-address needs --workers N")
+    if workers is not None:  # before reading any data
+        from .._optional import require
+
+        require("ray", purpose="--workers")
     if plots_dir is not None:  # before calibrating, not after minutes of it
         from .._optional import require
 
@@ -219,6 +240,8 @@ def command(
             save_state=save_state,
             add_states=list(add_states),
             progress=progress.update if show_progress else None,
+            workers=workers,
+            ray_address=ray_address,
         )
     plots: list[Path] = []
     if plots_dir is not None:
@@ -312,6 +335,7 @@ class _Progress:
                 "range": "pass 1/2: ranges",
                 "histogram": "pass 2/2: histograms",
                 "collect": "collecting",
+                "shards": "shards (exact, on Ray)",
             }.get(phase, phase)
             self._tasks[phase] = self._bar.add_task(label, total=total)
         self._bar.update(self._tasks[phase], completed=done, total=total)
