@@ -71,6 +71,7 @@ class CalibrationResult:
     seconds: float = 0.0
     zero_range: tuple[str, ...] = ()
     header: str = ""
+    convergence: dict[str, Any] | None = None
     state: CalibrationState | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -94,6 +95,7 @@ class CalibrationResult:
             "num_samples": self.num_samples,
             "seconds": round(self.seconds, 3),
             "zero_range": list(self.zero_range),
+            "convergence": self.convergence,
             "tensors": {
                 name: {"amax": value, "scale": value / INT8_MAX}
                 for name, value in self.amax.items()
@@ -146,6 +148,9 @@ def calibrate(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    max_samples: int | None = None,
+    sample_seed: int = 0,
+    convergence: bool = False,
 ) -> CalibrationResult:
     """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
 
@@ -155,6 +160,8 @@ def calibrate(
     (TensorRT 11) needs, several times faster than every tensor (`"all"`, what TensorRT <= 10 reads).
     `workers`: run the exact mode in shards on that many Ray workers (a local Ray for the run, or
     the cluster at `ray_address`); the result is the same bytes as one process (calib.distributed).
+    `max_samples`: a seeded (`sample_seed`) subset of that many samples. `convergence`: also report
+    how far each threshold moved over the last fifth of the data (`CalibrationResult.convergence`).
     """
     started = time.perf_counter()
     if method not in METHODS:
@@ -192,11 +199,15 @@ def calibrate(
         else sha256_model(model_proto)
     )
     source = open_source(data, preprocess=pre)
-    images = {image.resolve(): image for image in getattr(source, "paths", ())}
-    for path in outputs:
-        if path.resolve() in images:
+    if max_samples is not None:
+        from .dataset import subsample
+
+        source = subsample(source, max_samples, seed=sample_seed)
+    targets = {path.resolve(): path for path in outputs}  # not a dict per image: lists run to 100k+
+    for image in getattr(source, "paths", ()) if targets else ():
+        if image.resolve() in targets:
             raise OutputError(
-                f"output {path} is the calibration image {images[path.resolve()]}; inputs are never overwritten"
+                f"output {targets[image.resolve()]} is the calibration image {image}; inputs are never overwritten"
             )
     resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
     version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
@@ -256,6 +267,7 @@ def calibrate(
         ort_optimization=ort_optimization,
         scope=scope,
         overlap=overlap,
+        snapshot=0.8 if convergence and workers is None else None,
     )
     previous = [CalibrationState.load(p) for p in add_states]
     # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)
@@ -291,6 +303,7 @@ def calibrate(
             progress=progress,
             initial_ranges=initial,
         )
+    partial = state.partial
     for path, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
@@ -299,11 +312,17 @@ def calibrate(
                 "it was collected for another model or with other tensor options"
             )
         state = state.merge(saved)
+        partial = partial.merge(saved) if partial is not None else None
     try:
         computed = state.compute_amax(method, **method_options)
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"method {method!r} options {method_options}: {exc}") from None
     amax, zero = _finalize(computed, state)
+    report = None
+    if convergence and partial is not None:
+        from .convergence import convergence_report
+
+        report = convergence_report(amax, partial, state.num_samples, method, method_options)
     cache = CalibrationCache.from_amax(amax, version=version, algorithm=algorithm)
 
     written_sidecar = None
@@ -347,6 +366,7 @@ def calibrate(
         zero_range=tuple(zero),
         header=cache.header,
         state=state,
+        convergence=report,
     )
 
 

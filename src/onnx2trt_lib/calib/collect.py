@@ -129,6 +129,9 @@ class CollectOptions:
     # run ONNX Runtime on the next batch while this one is histogrammed: two batches in memory, and
     # no faster on the machines measured (both sides already use every core; benchmarks/results/calibrate.md)
     overlap: bool = False
+    # keep a copy of the histograms once this fraction of the batches is binned (the convergence
+    # report compares the thresholds of that copy with the final ones); None: no copy
+    snapshot: float | None = None
 
 
 @dataclass
@@ -466,6 +469,13 @@ class _Collector(_Feeder):
         }
         total = self._total()
         batches = samples = 0
+        fraction = self.options.snapshot
+        snap_at = (
+            max(1, min(total - 1, int(np.ceil(fraction * total))))
+            if fraction is not None and total is not None and total >= 2
+            else None
+        )
+        partial = None
 
         def work(name: str, arr: np.ndarray, threads: int | None) -> None:
             hist = histograms[name]
@@ -487,17 +497,31 @@ class _Collector(_Feeder):
             first = next(iter(run.feeds.values()), None)
             samples += int(first.shape[0]) if first is not None and first.ndim else 1
             self._tick(phase, batches, total)
+            if batches == snap_at:
+                partial = CalibrationState(
+                    self._ordered({n: h.copy() for n, h in histograms.items()}),
+                    mode,
+                    batches,
+                    samples,
+                )
             run.release()  # every array is read: the outputs go back to ORT's arena
             del run
         if not batches:
             raise CalibrationError(
                 f"{self.source.describe()}: gave no batches; nothing to calibrate"
             )
-        ordered = {
+        state = CalibrationState(
+            self._ordered(histograms), mode, batches, samples, [self.source.describe()]
+        )
+        state.partial = partial
+        return state
+
+    def _ordered(self, histograms: Mapping[str, Any]) -> dict[str, Any]:
+        """Every collected name in graph order; an alias gets a copy of its root's histogram."""
+        return {
             name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
             for name in self.names
         }
-        return CalibrationState(ordered, mode, batches, samples, [self.source.describe()])
 
     def _tick(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:

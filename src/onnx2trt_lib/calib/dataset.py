@@ -400,6 +400,36 @@ class IterableSource:
             yield {str(k): np.asarray(v) for k, v in batch.items()}
 
 
+def subsample(source: Any, count: int, *, seed: int = 0) -> Any:
+    """`count` samples of an image or array source, drawn without replacement by a seeded
+    generator: the same subset on every run and machine (kept in data order)."""
+    if isinstance(count, bool) or int(count) != count or count < 1:
+        raise UsageError(f"max samples {count!r} must be a positive integer")
+    if isinstance(source, ImageSource):
+        total = len(source.paths)
+    elif isinstance(source, ArraySource):
+        arrays = source.arrays if isinstance(source.arrays, Mapping) else {"": source.arrays}
+        total = min(len(a) for a in arrays.values())
+    else:
+        raise UsageError(
+            f"--max-samples needs an image list, folder or glob, or arrays; {source.describe()} is not"
+        )
+    if count >= total:
+        return source
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=int(count), replace=False))
+    origin = f"{source.origin} ({count} of {total} samples, seed {seed})"
+    if isinstance(source, ImageSource):
+        picked = ImageSource.__new__(ImageSource)  # the full list was checked when it was opened
+        picked.paths = [source.paths[i] for i in keep]
+        picked.origin, picked.preprocess, picked._fingerprint = origin, source.preprocess, None
+        return picked
+    if isinstance(source.arrays, Mapping):
+        return ArraySource(
+            {k: np.asarray(v)[keep] for k, v in source.arrays.items()}, origin=origin
+        )
+    return ArraySource(np.asarray(source.arrays)[keep], origin=origin)
+
+
 def _check_batch(batch: Any, index: int, origin: str) -> None:
     if not isinstance(batch, Mapping):
         raise CalibrationError(

@@ -35,6 +35,8 @@ class CalibrationState:
     num_batches: int = 0
     num_samples: int = 0
     sources: list[str] = field(default_factory=list)
+    # the histograms after part of the data (CollectOptions.snapshot), for the convergence report
+    partial: CalibrationState | None = field(default=None, repr=False, compare=False)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         names = list(self.histograms) + [n for n in other.histograms if n not in self.histograms]

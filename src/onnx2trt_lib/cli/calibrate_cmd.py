@@ -163,6 +163,17 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     metavar="ADDR",
     help="Ray cluster to run --workers on (default: a local Ray started for the run).",
 )
+@click.option(
+    "--max-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calibrate on this many samples drawn from the data (seeded: the same ones every run).",
+)
+@click.option(
+    "--convergence",
+    is_flag=True,
+    help="Report how far the thresholds moved over the last 20%% of the data.",
+)
 @json_option
 @quiet_option
 def command(
@@ -187,6 +198,8 @@ def command(
     qdq_path: Path | None,
     workers: int | None,
     ray_address: str | None,
+    max_samples: int | None,
+    convergence: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -242,6 +255,8 @@ def command(
             progress=progress.update if show_progress else None,
             workers=workers,
             ray_address=ray_address,
+            max_samples=max_samples,
+            convergence=convergence,
         )
     plots: list[Path] = []
     if plots_dir is not None:
@@ -296,6 +311,17 @@ def command(
         )
     if result.ranges_path:
         console.print(f"{result.ranges_path}: per-tensor ranges", markup=False)
+    if result.convergence:
+        c = result.convergence
+        worst = next(iter(c["moved_most"]))
+        console.print(
+            f"convergence: from {c['samples_before']} to {c['samples_after']} samples the thresholds "
+            f"moved {c['median_relative_move']:.2%} (median), {c['max_relative_move']:.2%} at most "
+            f"({worst})",
+            markup=False,
+        )
+    elif convergence:
+        console.print("convergence: not measured (needs 2+ batches in one process)", markup=False)
 
 
 class _Progress:
