@@ -207,3 +207,23 @@ def test_pp_ocr_cls_bytes_across_batches_order_and_shards(photo_list, tmp_path):
     ranges = json.loads((tmp_path / "b1.json").read_text())
     assert ranges["mode"] == "two-pass" and len(ranges["tensors"]) > 100
     assert CalibrationState.load(tmp_path / "shard2.npz").num_samples == 40
+
+
+@pytest.mark.parametrize(("cpus", "split"), [(1, (1, 1)), (2, (1, 1)), (3, (2, 1)), (16, (8, 8))])
+def test_overlap_shares_the_cpus_between_ort_and_binning(monkeypatch, cpus, split):
+    from onnx2trt_lib.calib import _threads
+
+    monkeypatch.setenv("ONNX2TRT_CALIB_THREADS", str(cpus))
+    assert _threads.overlap_threads() == split
+    monkeypatch.delenv("ONNX2TRT_CALIB_THREADS")
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(_threads, "physical_cores", lambda: 2)  # hyperthreads: ORT keeps cores
+    assert _threads.overlap_threads() == (2, 2)
+
+
+def test_overlap_gives_the_same_bytes(tmp_path):
+    for overlap in (False, True):
+        calibrate(_model(), {"x": _samples()}, batch_size=3, overlap=overlap).state.save(
+            tmp_path / f"{overlap}.npz"
+        )
+    assert (tmp_path / "False.npz").read_bytes() == (tmp_path / "True.npz").read_bytes()

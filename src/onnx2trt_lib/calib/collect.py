@@ -30,7 +30,7 @@ import onnx
 
 from .._io import load_model
 from ..errors import CalibrationError, UsageError
-from ._threads import ort_threads, tensor_pool
+from ._threads import ort_threads, overlap_threads, tensor_pool
 from .dataset import (
     ArraySource,
     ImageSource,
@@ -59,7 +59,9 @@ _BIG_TENSOR = 1 << 20
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
-def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) -> Any:
+def _session(
+    model: onnx.ModelProto, outputs: Sequence[str], optimization: str, threads: int | None = None
+) -> Any:
     """An ORT session whose graph outputs include `outputs` (CUDA provider when present)."""
     from .._optional import onnxruntime
 
@@ -85,7 +87,7 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     # left at 0, ORT pins one thread per core, escaping taskset, and a pinned worker that finds its
     # core just used by a histogram thread made runs 1.5x slower (median 52-62 ms -> 35-39 ms a batch,
     # PP-OCRv4 rec on 16 cores; benchmarks/results/calibrate.md).
-    options.intra_op_num_threads = ort_threads()
+    options.intra_op_num_threads = threads or ort_threads()
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -300,7 +302,8 @@ class _Collector(_Feeder):
         from .._optional import onnxruntime
 
         self._ort = onnxruntime()
-        self.session = _session(model, outputs, options.ort_optimization)
+        self.ort_threads, self.bin_threads = overlap_threads() if options.overlap else (None, None)
+        self.session = _session(model, outputs, options.ort_optimization, self.ort_threads)
         float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}
         self.fetch = [n for n in outputs if n in float_outputs]
         self.fed = [n for n in candidates if n in input_names]
@@ -386,7 +389,7 @@ class _Collector(_Feeder):
         Tensors run whole, one per worker, biggest first (no per-piece count arrays, no hand-offs);
         only a tensor bigger than its fair share of the batch is split over every thread.
         """
-        pool, workers = tensor_pool()
+        pool, workers = tensor_pool(self.bin_threads)
         errors: list[tuple[int, BaseException]] = []
 
         def run(index: int, threads: int | None) -> None:
@@ -404,7 +407,7 @@ class _Collector(_Feeder):
             pending = [pool.submit(run, i, 1) for i in order if pairs[i][1].size < share]
             for index in order:
                 if pairs[index][1].size >= share:
-                    run(index, None)
+                    run(index, self.bin_threads)
             for future in pending:
                 future.result()
         if errors:
