@@ -227,3 +227,19 @@ def test_overlap_gives_the_same_bytes(tmp_path):
             tmp_path / f"{overlap}.npz"
         )
     assert (tmp_path / "False.npz").read_bytes() == (tmp_path / "True.npz").read_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(samples=st.integers(1, 5000), workers=st.integers(1, 64), unit=st.sampled_from([1, 1, 3, 8]))
+def test_shards_cover_the_data_in_whole_batches(samples, workers, unit):
+    from onnx2trt_lib.calib.distributed import SHARD_SIZE, plan_shards
+
+    shards = plan_shards(samples, workers, {"k": 1}, unit)
+    assert shards[0].start == 0 and shards[-1].stop == samples
+    assert all(a.stop == b.start for a, b in zip(shards, shards[1:], strict=False))
+    assert all(s.start % unit == 0 and s.stop > s.start for s in shards)
+    # every shard but the last holds whole batches; the last also what one process drops
+    assert all((s.stop - s.start) % unit == 0 for s in shards[:-1])
+    assert all(s.stop - s.start <= SHARD_SIZE + unit for s in shards)
+    assert len(shards) >= min(workers, samples // unit)
+    assert len({s.name for s in shards}) == len(shards)

@@ -36,6 +36,7 @@ from ..errors import CalibrationError, UsageError
 from .collect import CollectOptions, collect
 from .dataset import ArraySource, ImageSource
 from .state import CalibrationState
+from .tensors import model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,17 @@ def checkpoint_folder(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".shards")
 
 
-def plan_shards(num_samples: int, workers: int, key: Mapping[str, Any]) -> list[_Shard]:
-    """Contiguous shards of at most SHARD_SIZE samples, at least one per worker (when samples allow)."""
-    count = max(min(workers, num_samples), math.ceil(num_samples / SHARD_SIZE), 1)
-    edges = [num_samples * i // count for i in range(count + 1)]
+def plan_shards(
+    num_samples: int, workers: int, key: Mapping[str, Any], unit: int = 1
+) -> list[_Shard]:
+    """Contiguous shards of at most SHARD_SIZE samples, at least one per worker (when samples allow).
+
+    `unit`: a model's fixed batch; shards start at multiples of it, so they drop exactly the
+    samples one process drops (those after the last full batch).
+    """
+    units = max(1, num_samples // unit)
+    count = max(min(workers, units), math.ceil(units * unit / SHARD_SIZE), 1)
+    edges = [units * i // count * unit for i in range(count)] + [num_samples]
     run = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return [
         _Shard(i, edges[i], edges[i + 1], f"{run}-{edges[i]:09d}-{edges[i + 1]:09d}.npz")
@@ -120,7 +128,7 @@ def _calibrate_shard(
     )
 
 
-def _load_checkpoint(path: Path, shard: _Shard) -> CalibrationState | None:
+def _load_checkpoint(path: Path, shard: _Shard, unit: int) -> CalibrationState | None:
     """A finished shard's state, or None (with a warning) when it is unusable."""
     if not path.is_file():
         return None
@@ -129,12 +137,13 @@ def _load_checkpoint(path: Path, shard: _Shard) -> CalibrationState | None:
     except CalibrationError as exc:
         log.warning("%s; computing that shard again", exc)
         return None
-    if not state.exact or state.num_samples != shard.stop - shard.start:
+    expected = (shard.stop - shard.start) // unit * unit
+    if not state.exact or state.num_samples != expected:
         log.warning(
             "calibration state %s does not hold shard %d's %d samples exactly; computing it again",
             path,
             shard.index,
-            shard.stop - shard.start,
+            expected,
         )
         return None
     return state
@@ -198,7 +207,9 @@ def collect_on_ray(
         raise UsageError(
             f"--workers runs the exact two-pass mode; {options.mode} cannot be split over workers"
         )
-    shards = plan_shards(_num_samples(source), workers, key)
+    fixed = [spec.dims[0] for spec in model_inputs(model) if spec.dims and spec.dims[0]]
+    unit = int(fixed[0]) if fixed else 1  # a fixed batch: shards of whole batches
+    shards = plan_shards(_num_samples(source), workers, key, unit)
     temporary = checkpoints is None
     folder = Path(tempfile.mkdtemp(prefix="onnx2trt-shards-")) if temporary else checkpoints
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,7 +225,7 @@ def collect_on_ray(
 
     todo = []
     for shard in shards:
-        state = _load_checkpoint(folder / shard.name, shard)
+        state = _load_checkpoint(folder / shard.name, shard, unit)
         if state is None:
             todo.append(shard)
         else:
