@@ -28,6 +28,7 @@ __all__ = [
     "get_target",
     "lint_graph",
     "lint_model",
+    "lint_notes",
     "pass_names_for_target",
     "passes_for_target",
 ]
@@ -103,10 +104,52 @@ def lint_graph(graph: gs.Graph, target: Target | str) -> list[Finding]:
     return findings
 
 
+_NON_TENSOR_VALUES = ("sequence_type", "optional_type", "map_type", "sparse_tensor_type")
+
+
+def _io_findings(model: onnx.ModelProto, tgt: Target) -> list[Finding]:
+    """Graph inputs/outputs that are not tensors (sequence, optional, map): the parser takes only
+    tensors ("Failed to convert ONNX date type to TensorRT data type")."""
+    findings = []
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            which = value.type.WhichOneof("value")
+            if which in _NON_TENSOR_VALUES:
+                findings.append(
+                    Finding(
+                        f"<graph {kind} {value.name}>",
+                        "",
+                        "io-type-unsupported",
+                        f"{tgt.name} takes only tensors as graph inputs and outputs; "
+                        f"{value.name!r} is a {which.removesuffix('_type')}",
+                        None,
+                    )
+                )
+    return findings
+
+
 def lint_model(model: onnx.ModelProto, target: Target | str) -> list[Finding]:
     """Findings for `model` against `target`; the model is not modified."""
     tgt = _resolve(target)  # unknown target: fail before the (possibly slow) import
-    return lint_graph(gs.import_onnx(model), tgt)
+    return _io_findings(model, tgt) + lint_graph(gs.import_onnx(model), tgt)
+
+
+def lint_notes(model: onnx.ModelProto, target: Target | str) -> list[str]:
+    """What lint cannot judge node by node: a model opset beyond what the target's parser reads.
+
+    Parsers do not refuse a newer opset as such (onnx-tensorrt's ModelImporter only warns below
+    opset 7); an op whose meaning changed after the parser's last opset may import wrongly.
+    """
+    tgt = _resolve(target)
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    notes = []
+    if opset is not None and opset > tgt.max_opset:
+        notes.append(
+            f"the model declares ONNX opset {opset}; {tgt.name}'s parser reads opsets up to "
+            f"{tgt.max_opset}: ops whose inputs or meaning changed since are reported above, "
+            f"others import as their opset-{tgt.max_opset} form"
+        )
+    return notes
 
 
 def pass_names_for_target(
