@@ -21,12 +21,22 @@ from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_opti
 @quiet_option
 def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
     """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
+    from .._io import load_model
     from ..api import lint
+    from ..compat import get_target, lint_notes
 
-    findings = lint(model, target=target)
+    get_target(target)  # an unknown target fails before the (possibly slow) load
+    proto = load_model(model)
+    findings = lint(proto, target=target)
+    notes = lint_notes(proto, target)
     if as_json:
         print_json(
-            {"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]}
+            {
+                "model": str(model),
+                "target": target,
+                "findings": [f.to_dict() for f in findings],
+                "notes": notes,
+            }
         )
     elif quiet:
         pass  # the exit code says it: 0 clean, 3 findings
@@ -43,5 +53,8 @@ def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
         )
     else:
         console.print(f"{model}: nothing {target} refuses", markup=False)
+    if not as_json and not quiet:
+        for note in notes:
+            console.print(f"note: {note}", markup=False)
     if findings:
         click.get_current_context().exit(EXIT_FINDINGS)
