@@ -420,6 +420,8 @@ def _onnx_type(tensor: gs.Tensor) -> int | None:
         if producer is not None and producer.op == "Cast" and "to" in producer.attrs:
             return int(producer.attrs["to"])
         return None
+    if isinstance(dtype, onnx.TypeProto):  # optional/sequence values: io-type-unsupported's
+        return None
     return _onnx_type_of_dtype(dtype)
 
 
@@ -472,6 +474,13 @@ def quantized_type_outside_qdq(node: gs.Node, target: Target, opset: int) -> Hit
     if not target.quantized_types:
         return None
     if node.op in _QDQ:
+        zero = _input(node, 2)
+        if zero is not None and _onnx_type(zero) in (22, 23) and not _is_constant(zero):
+            return Hit(
+                f"{target.name} needs the zero point of 4-bit Q/DQ to be an initializer "
+                f"({zero.name!r} is not)",
+                None,
+            )
         data = node.inputs[0] if node.op == "DequantizeLinear" and node.inputs else None
         code = _onnx_type(data) if data is not None else None
         if code in (22, 23, 21):  # INT4, FLOAT4E2M1, UINT4
@@ -510,7 +519,7 @@ def uint8_tensor(node: gs.Node, target: Target, opset: int) -> Hit | None:
                 None,
             )
     for tensor in node.inputs:
-        if qdq or isinstance(tensor, gs.Constant) or _element_type(tensor) != np.uint8:
+        if qdq or isinstance(tensor, gs.Constant) or _onnx_type(tensor) != 2:
             continue
         if tensor.inputs:
             return Hit(
@@ -584,6 +593,7 @@ CONSTANT_INPUTS: dict[str, tuple[int, str]] = {
     "Unsqueeze": (1, "axes"),
     "Dropout": (2, "training_mode"),
     "OneHot": (1, "depth"),  # 10.0 operators.md: "`depth` must be a build-time constant"
+    "STFT": (1, "frame_step"),  # TensorRT-RTX 1.7: "frame_step must be an initializer!"
 }
 # Of those, inputs an integer graph input may feed (TensorRT takes it as a shape tensor whose
 # values the optimization profile fixes): OneHot depth (TensorRT-RTX 1.7 builds int64 depth
@@ -599,21 +609,93 @@ def _reads_any_graph_input_values(tensor: gs.Tensor) -> bool:
     )
 
 
+def _constant_subgraph(tensor: gs.Tensor) -> bool:
+    """True when `tensor` is computed from constants only (no graph input, no Shape/Size)."""
+    for t, producer in _ancestors(tensor):
+        if _is_constant(t):
+            continue
+        if producer is None or producer.op in ("Shape", "Size", "Loop", "If", "Scan"):
+            return False
+        if producer.op in RANDOM_OPS or producer.domain not in _DEFAULT_DOMAINS:
+            return False
+    return True
+
+
+def range_inputs(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    """Range: float start/limit/delta must be constants (docs/operators.md 8.x: "Floating point
+    inputs are only supported if `start`, `limit`, and `delta` inputs are initializers"; TensorRT-RTX
+    fails inside its shape analyser), and TensorRT-RTX takes int32, int64 and float only."""
+    code = _onnx_type(node.inputs[0]) if node.inputs else None
+    if target.rtx_node_limits and code is not None and code not in (1, 6, 7):
+        return Hit(
+            f"{target.name} computes Range on int32, int64 and float only, not {type_name(code)}",
+            None,
+        )
+    if code not in (1, 10, 16, 11):
+        return None
+    for tensor in node.inputs[:3]:
+        if tensor is not None and not _constant_subgraph(tensor):
+            fix = "fold-constants" if _is_foldable(tensor) else None
+            return Hit(
+                f"{target.name} needs float Range inputs to be constants; {tensor.name!r} is not",
+                fix,
+            )
+    return None
+
+
+def tensor_scatter_limits(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    """TensorScatter (opset 24) on TensorRT-RTX 1.7: linear mode only, a 4-D past_cache."""
+    if not target.rtx_node_limits:
+        return None
+    mode = _attr_str(node, "mode", "linear")
+    if mode != "linear":
+        return Hit(f"{target.name} supports TensorScatter only in linear mode, not {mode}", None)
+    dims = _static_dims(node.inputs[0]) if node.inputs else None
+    if dims is not None and len(dims) != 4:
+        return Hit(
+            f"{target.name} needs TensorScatter's past_cache to be 4-D, not {len(dims)}-D", None
+        )
+    return None
+
+
+def pre_opset7_broadcast(node: gs.Node, target: Target, opset: int) -> Hit | None:
+    """Below opset 7, any op that broadcasts two or more inputs: every parser refuses it, equal
+    ranks included ("Pre-opset 7 broadcasting is unsupported in this version of the ONNX parser":
+    onnx-tensorrt's broadcastTensor asserts the opset before looking at the ranks, 7.x to 10.x)."""
+    if opset >= 7 or len([t for t in node.inputs if t is not None and t.name]) < 2:
+        return None
+    return Hit(
+        f"{target.name} does not import {node.op} below opset 7 (this model: opset {opset}; the "
+        "old broadcasting rules); re-export with opset 7 or newer",
+        None,
+    )
+
+
 def constant_input(node: gs.Node, target: Target, opset: int) -> Hit | None:
     index, name = CONSTANT_INPUTS[node.op]
     tensor = _input(node, index)
     if tensor is None or _is_constant(tensor):
         return None
     if target.constant_inputs == "foldable":
-        reads = (
-            _reads_graph_input_values
-            if node.op in _SHAPE_TENSOR_OK
-            else _reads_any_graph_input_values
-        )
-        if not reads(tensor):
-            return None
+        if node.op in _SHAPE_TENSOR_OK:
+            if not _reads_graph_input_values(tensor):
+                return None
+            return Hit(
+                f"{target.name} needs {node.op} {name} ({tensor.name!r}) at build time; it is read "
+                "from a float graph input: make it a constant or an int64 input",
+                None,
+            )
+        if _constant_subgraph(tensor):
+            return None  # the parser folds constants (not shapes: RMSNormalization's expanded
+            # Range(axis, Size(Shape(X)), 1) axes are refused)
+        if _is_foldable(tensor):
+            return Hit(
+                f"{target.name} needs {node.op} {name} at build time; {tensor.name!r} is computed "
+                "from the input's shape, which its parser does not fold",
+                "fold-constants",
+            )
         return Hit(
-            f"{target.name} needs {node.op} {name} ({tensor.name!r}) at build time; it is read from "
+            f"{target.name} needs {node.op} {name} ({tensor.name!r}) at build time; it depends on "
             "a graph input: make it a constant (an initializer) at export",
             None,
         )
@@ -682,15 +764,16 @@ def layernorm_outputs(node: gs.Node, target: Target, opset: int) -> Hit | None:
 
 
 def clip_int8(node: gs.Node, target: Target, opset: int) -> Hit | None:
-    """int8 Clip whose `min` is written as an empty name (its default, the type's lowest value, is
-    made in float): TensorRT-RTX 1.7 refuses it; Clip(x) and Clip(x, min) build."""
-    if not target.int8_clip_mod_refused or len(node.inputs) < 2 or node.inputs[1].name:
+    """int8 Clip whose `min` is not a constant (written as an empty name, or a graph input):
+    TensorRT-RTX 1.7 refuses it; Clip(x) and Clip(x, constant min) build."""
+    if not target.int8_clip_mod_refused or len(node.inputs) < 2:
         return None
-    if _onnx_type(node.inputs[0]) != 3:
+    low = node.inputs[1]
+    if (low.name and _is_constant(low)) or _onnx_type(node.inputs[0]) != 3:
         return None
     return Hit(
-        f"{target.name} refuses int8 Clip with an empty `min` input; give min explicitly or drop "
-        "the empty names",
+        f"{target.name} refuses int8 Clip unless `min` is a constant (here "
+        f"{repr(low.name) if low.name else 'an empty name'})",
         None,
     )
 
@@ -720,7 +803,7 @@ def attention_limits(node: gs.Node, target: Target, opset: int) -> Hit | None:
     Builder (a machine without GPU, as here): only 3-D Q/K/V with equal head counts and neither a
     mask nor is_causal find a kernel ("Attention operation was not supported by a dedicated kernel").
     """
-    if not target.attention_rtx_limits:
+    if not target.rtx_node_limits:
         return None
     name = target.name
     if len(_used_outputs(node)) > 1:
@@ -761,6 +844,10 @@ def nms_builder(node: gs.Node, target: Target, opset: int) -> Hit | None:
 
 
 _RESIZE = ("Resize",)
+# Ops that broadcast their inputs (opset < 7 spelled it with a `broadcast` attribute).
+_BROADCAST_OPS = tuple(
+    "Add Sub Mul Div Pow PRelu Max Min Sum Mean And Or Xor Equal Greater Less Where Gemm".split()
+)
 
 RULES: tuple[Rule, ...] = (
     Rule("unsupported-op", (), unsupported_op),
@@ -776,6 +863,9 @@ RULES: tuple[Rule, ...] = (
     Rule("mod-integer-type", ("Mod",), mod_integer_type),
     Rule("batchnorm-training", ("BatchNormalization",), batchnorm_training),
     Rule("attention-limits", ("Attention",), attention_limits),
+    Rule("range-inputs", ("Range",), range_inputs),
+    Rule("tensor-scatter-limits", ("TensorScatter",), tensor_scatter_limits),
+    Rule("pre-opset7-broadcast", _BROADCAST_OPS, pre_opset7_broadcast),
     Rule("nms-builder", ("NonMaxSuppression",), nms_builder),
     Rule("gather-elements-unsupported", ("GatherElements",), gather_elements_unsupported),
     Rule("scatter-reduction-attr", ("ScatterND", "ScatterElements"), scatter_reduction_attr),

@@ -112,8 +112,9 @@ class Target:
     # Clip and integer Mod on int8 tensors refused (TensorRT-RTX 1.7: Clip takes float, half,
     # bf16, int32, int64; Mod with fmod=0 int32/int64).
     int8_clip_mod_refused: bool = False
-    # TensorRT-RTX 1.7 Attention limits (parser and builder, found by tools/conformance.py).
-    attention_rtx_limits: bool = False
+    # TensorRT-RTX 1.7 limits on Attention, Range and TensorScatter (parser and builder, found by
+    # tools/conformance.py on the ONNX node tests).
+    rtx_node_limits: bool = False
     # NonMaxSuppression parses but the builder fails (TensorRT-RTX 1.7: no NMS kernel).
     nms_builder_refused: bool = False
     # Lowest opset the parser imports (older models: "TensorRT supports ONNX graphs generated
@@ -460,7 +461,7 @@ def _build_table() -> dict[str, Target]:
             # Found by tools/conformance.py on the ONNX backend node tests (RTX 1.7 parser/builder).
             uint8_input_readers=frozenset({"Cast", "Identity", "Equal"}),
             int8_clip_mod_refused=True,
-            attention_rtx_limits=True,
+            rtx_node_limits=True,
             nms_builder_refused=True,
             sources=(
                 "tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
