@@ -282,12 +282,14 @@ def _attention(q=(2, 4, 24), kv=(2, 6, 24), heads=(3, 3), mask=False, **attrs) -
     return _net([node], inputs, [("y", F, None)], (), 23)
 
 
-def _int8_op(op: str, empty: bool = False, elem: int = TensorProto.INT8, **attrs):
-    """Clip(a) / Clip(a, "", "") / Mod(a, b) on 1-D tensors of type `elem`."""
+def _int8_op(op: str, empty=False, elem=TensorProto.INT8, min_input=False, **attrs):
+    """Clip(a) / Clip(a, "", "") / Clip(a, min input) / Mod(a, b) on 1-D tensors of `elem`."""
     i8 = elem
     ins = ["a", "b"] if op == "Mod" else ["a", "", ""] if empty else ["a"]
+    if min_input:
+        ins = ["a", "b"]
     node = helper.make_node(op, ins, ["y"], name="n", **attrs)
-    inputs = [("a", i8, [4])] + ([("b", i8, [4])] if op == "Mod" else [])
+    inputs = [("a", i8, [4])] + ([("b", i8, [4] if op == "Mod" else [])] if len(ins) == 2 else [])
     return _net([node], inputs, [("y", i8, [4])], (), 13)
 
 
@@ -298,6 +300,56 @@ def _batchnorm_training() -> onnx.ModelProto:
         "BatchNormalization", ["x", "sc", "b", "mean", "var"], ["y"], name="bn", training_mode=1
     )
     return _net([node], [("x", F, [2, 3, 4])], [("y", F, None)], inits, 15)
+
+
+def _opset6_add(shape_b=(2, 4)) -> onnx.ModelProto:
+    """Add at opset 6 (old broadcasting rules), equal or different ranks."""
+    node = helper.make_node("Add", ["a", "b"], ["y"], name="add")
+    return _net([node], [("a", F, [2, 4]), ("b", F, list(shape_b))], [("y", F, None)], (), 6)
+
+
+def _range(dtype: int = F, as_input: bool = True) -> onnx.ModelProto:
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    values = {"start": 0, "limit": 5, "delta": 1}
+    node = helper.make_node("Range", list(values), ["y"], name="range")
+    if as_input:
+        return _net([node], [(n, dtype, []) for n in values], [("y", dtype, None)], (), 13)
+    inits = {n: np.array(v, np_type) for n, v in values.items()}
+    return _net([node], [], [("y", dtype, None)], inits, 13)
+
+
+def _axes_from_shape() -> onnx.ModelProto:
+    """ReduceMean over Range(0, Size(Shape(x)), 1), as RMSNormalization's function body writes it."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Size", ["s"], ["rank"]),
+        helper.make_node("Range", ["zero", "rank", "one"], ["axes"]),
+        helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean"),
+    ]
+    inits = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+    return _net(nodes, [("x", F, [2, 4])], [("y", F, None)], inits, 18)
+
+
+def _qdq_int4(zero_point_as: str) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
+    inputs = [("x", F, [2, 4])]
+    if zero_point_as == "input":
+        inputs.append(("z", TensorProto.INT4, []))
+    model = _net(nodes, inputs, [("y", F, None)], {"s": np.array(0.5, np.float32)}, 21)
+    if zero_point_as != "input":
+        model.graph.initializer.append(helper.make_tensor("z", TensorProto.INT4, [], [0]))
+    return model
+
+
+def _tensor_scatter(cache_shape, mode="linear") -> onnx.ModelProto:
+    update = list(cache_shape)
+    update[-2] = 1
+    node = helper.make_node("TensorScatter", ["c", "u"], ["y"], name="ts", mode=mode)
+    inputs = [("c", F, list(cache_shape)), ("u", F, update)]
+    return _net([node], inputs, [("y", F, None)], (), 24)
 
 
 # Found by tools/conformance.py (the ONNX backend node tests against the RTX parser/builder).
@@ -360,6 +412,27 @@ NODE_TEST_CASES = [
     ("Mod int32", lambda: _int8_op("Mod", elem=TensorProto.INT32), []),
     ("BatchNormalization training_mode=1", _batchnorm_training, ["batchnorm-training"]),
     ("Equal on uint8 graph inputs", lambda: _uint8_equal(), []),
+    ("Add at opset 6, equal ranks", _opset6_add, ["pre-opset7-broadcast"]),
+    ("Add at opset 6, ranks 2 and 1", lambda: _opset6_add((4,)), ["pre-opset7-broadcast"]),
+    ("float Range from graph inputs", _range, ["range-inputs"]),
+    ("float Range from initializers", lambda: _range(as_input=False), []),
+    ("int64 Range from graph inputs", lambda: _range(I64), []),
+    ("float16 Range", lambda: _range(TensorProto.FLOAT16, as_input=False), ["range-inputs"]),
+    ("ReduceMean axes from Size(Shape(x))", _axes_from_shape, ["input-not-constant"]),
+    ("int4 Q/DQ, zero point initializer", lambda: _qdq_int4("init"), []),
+    (
+        "int4 Q/DQ, zero point graph input",
+        lambda: _qdq_int4("input"),
+        ["quantized-type-outside-qdq", "quantized-type-outside-qdq"],
+    ),
+    ("Clip int8 min graph input", lambda: _int8_op("Clip", min_input=True), ["clip-int8"]),
+    ("TensorScatter 4-D linear", lambda: _tensor_scatter((1, 2, 4, 8)), []),
+    ("TensorScatter 3-D", lambda: _tensor_scatter((2, 4, 8)), ["tensor-scatter-limits"]),
+    (
+        "TensorScatter circular",
+        lambda: _tensor_scatter((1, 2, 4, 8), "circular"),
+        ["tensor-scatter-limits"],
+    ),
 ]
 
 
