@@ -95,7 +95,6 @@ def sha256(path: Path) -> str:
 
 def test_inputs(path: Path) -> dict[str, object]:
     """The model's first test_data_set inputs by graph input name ({} when none)."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -104,19 +103,27 @@ def test_inputs(path: Path) -> dict[str, object]:
         return {}
     model = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
+    values = [i for i in model.graph.input if i.name not in inits]
     arrays: dict[str, object] = {}
-    for k, name in enumerate(names):
+    for k, value in enumerate(values):
         pb = data / f"input_{k}.pb"
         if not pb.is_file():
             continue
-        tensor = onnx.TensorProto()
+        kind = value.type.WhichOneof("value")
+        proto = {"sequence_type": onnx.SequenceProto, "optional_type": onnx.OptionalProto}.get(
+            kind, onnx.TensorProto
+        )()
         try:
-            tensor.ParseFromString(pb.read_bytes())
-            arrays[name] = numpy_helper.to_array(tensor)
-        except Exception:  # sequences/optionals are stored as other protos
+            proto.ParseFromString(pb.read_bytes())
+            if kind == "sequence_type":
+                arrays[value.name] = numpy_helper.to_list(proto)
+            elif kind == "optional_type":
+                arrays[value.name] = numpy_helper.to_optional(proto)
+            else:
+                arrays[value.name] = numpy_helper.to_array(proto)
+        except Exception:  # noqa: BLE001 - a test input we cannot read is left out
             continue
-    return {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    return arrays
 
 
 def _atomic_json(path: Path, data: object) -> None:
@@ -130,7 +137,8 @@ def _atomic_json(path: Path, data: object) -> None:
 
 def oracle_one(path: Path) -> dict:
     """Parse and build `path` with TensorRT-RTX; the verdict as a dict (run in a subprocess)."""
-    import tensorrt_rtx as trt  # onnx and numpy only when needed: importing onnx costs ~2 s
+    import numpy as np
+    import tensorrt_rtx as trt  # onnx only when needed: importing it costs ~2 s
 
     class Collect(trt.ILogger):
         def __init__(self) -> None:
@@ -169,7 +177,7 @@ def oracle_one(path: Path) -> dict:
             feeds = test_inputs(path) if feeds is None else feeds
             value = feeds.get(tensor.name)
             values = (
-                [int(v) for v in value.reshape(-1)]
+                [int(v) for v in np.asarray(value).reshape(-1)]
                 if value is not None
                 else [1] * max(0, tensor.shape[0] if len(tensor.shape) else 1)
             )
@@ -514,7 +522,6 @@ def fix_check(cache: Path, only: str | None, self_check: bool = False) -> None:
     that ONNX Runtime cannot run though the original runs), "refused" (fix raised; the
     one-line reason), or "original-unrunnable". Written to CACHE/fix.json.
     """
-    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -559,39 +566,44 @@ def fix_check(cache: Path, only: str | None, self_check: bool = False) -> None:
             except Exception as exc:  # noqa: BLE001
                 entry[target] = {"status": "unrunnable", "why": str(exc).splitlines()[0][:200]}
                 continue
-            status = "equal"
-            for w, g in zip(want, got, strict=False):
-                w, g = np.asarray(w), np.asarray(g)
-                if w.shape != g.shape or not np.allclose(
-                    w, g, rtol=1e-4, atol=1e-5, equal_nan=True
-                ):
-                    status = "mismatch"
-                    break
-            if len(want) != len(got):
-                status = "mismatch"
-            entry[target] = {"status": status}
+            entry[target] = {"status": "equal" if _same(want, got) else "mismatch"}
         results[name] = entry
-    _atomic_json(cache / "fix.json", results)
+        if len(results) % 100 == 0:
+            print(f"fix: {len(results)} models", flush=True)
+            _save_fix(cache, results)
+    _save_fix(cache, results)
     for target in TARGETS:
         c = Counter(e[target]["status"] for e in results.values() if target in e)
         print(target, dict(c))
 
 
-def _same(want: list, got: list) -> bool:
+def _save_fix(cache: Path, results: dict) -> None:
+    path = cache / "fix.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored.update(results)  # results depend on the code, not only the model: always recomputed
+    _atomic_json(path, stored)
+
+
+def _same(want, got) -> bool:
+    """Outputs equal: same structure (sequence outputs are lists, empty optionals None), shapes,
+    and values (floats within rtol 1e-4, atol 1e-5, NaN equal to NaN; others exactly)."""
     import numpy as np
 
-    if len(want) != len(got):
+    if isinstance(want, list | tuple) or isinstance(got, list | tuple):
+        return (
+            isinstance(want, list | tuple)
+            and isinstance(got, list | tuple)
+            and len(want) == len(got)
+            and all(_same(w, g) for w, g in zip(want, got, strict=True))
+        )
+    if want is None or got is None:
+        return want is None and got is None
+    w, g = np.asarray(want), np.asarray(got)
+    if w.shape != g.shape or w.dtype.kind != g.dtype.kind:
         return False
-    for w, g in zip(want, got, strict=True):
-        w, g = np.asarray(w), np.asarray(g)
-        if w.shape != g.shape:
-            return False
-        if w.dtype.kind in "fc":
-            if not np.allclose(w, g, rtol=1e-4, atol=1e-5, equal_nan=True):
-                return False
-        elif not np.array_equal(w, g):
-            return False
-    return True
+    if w.dtype.kind in "fc":
+        return bool(np.allclose(w, g, rtol=1e-4, atol=1e-5, equal_nan=True))
+    return bool(np.array_equal(w, g))
 
 
 def fix_section(cache: Path) -> list[str]:
