@@ -98,8 +98,8 @@ class Target:
     quantized_types: frozenset[int] = frozenset()
     # Inputs that must be build-time constants (Reduce*/Squeeze/Unsqueeze axes, Dropout
     # training_mode, ...): "initializer" = an initializer or Constant output (fold-constants
-    # helps when computed from constants); "foldable" = anything not read from a graph input's
-    # values (the parser folds constant subgraphs itself: TensorRT 10 and later).
+    # helps when computed from constants); "foldable" = also a subgraph of constants, which the
+    # parser folds itself (TensorRT 10 and later; not through Shape/Size).
     constant_inputs: str = "initializer"
     # Pooling with dilations other than 1 refused (from 8.0: "This version of TensorRT does not
     # support dilations other than 1."; 7.x ignores the attribute).
@@ -117,9 +117,6 @@ class Target:
     rtx_node_limits: bool = False
     # NonMaxSuppression parses but the builder fails (TensorRT-RTX 1.7: no NMS kernel).
     nms_builder_refused: bool = False
-    # Lowest opset the parser imports (older models: "TensorRT supports ONNX graphs generated
-    # with at least opset 7"; TensorRT-RTX refuses their nodes).
-    min_opset: int = 1
     # Where the facts come from (repo@branch:path), for docs and error messages.
     sources: tuple[str, ...] = ()
 
