@@ -194,10 +194,16 @@ def _axes_op(op: str, axes_as: str, opset: int = 18) -> onnx.ModelProto:
     return _net([node], inputs, [("y", F, None)], inits, opset)
 
 
-def _dropout_training_input() -> onnx.ModelProto:
+def _dropout_training_input(constant: bool | None = None) -> onnx.ModelProto:
+    """Dropout with training_mode from a graph input, or a constant True/False."""
     node = helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="n")
-    inputs = [("x", F, [2, 4]), ("t", TensorProto.BOOL, [])]
-    return _net([node], inputs, [("y", F, None)], {"r": np.array(0.5, np.float32)}, 13)
+    inputs = [("x", F, [2, 4])]
+    inits = {"r": np.array(0.5, np.float32)}
+    if constant is None:
+        inputs.append(("t", TensorProto.BOOL, []))
+    else:
+        inits["t"] = np.array(constant)
+    return _net([node], inputs, [("y", F, None)], inits, 13)
 
 
 def _onehot(depth_as: str, depth_type: int = I64) -> onnx.ModelProto:
@@ -360,6 +366,8 @@ NODE_TEST_CASES = [
     ("Unsqueeze axes graph input", lambda: _axes_op("Unsqueeze", "input"), ["input-not-constant"]),
     ("Squeeze axes initializer", lambda: _axes_op("Squeeze", "init"), []),
     ("Dropout training_mode graph input", _dropout_training_input, ["input-not-constant"]),
+    ("Dropout training_mode True", lambda: _dropout_training_input(True), ["input-not-constant"]),
+    ("Dropout training_mode False", lambda: _dropout_training_input(False), []),
     ("OneHot float depth graph input", lambda: _onehot("input", F), ["input-not-constant"]),
     ("OneHot int64 depth graph input", lambda: _onehot("input"), []),
     ("OneHot depth initializer", lambda: _onehot("init"), []),

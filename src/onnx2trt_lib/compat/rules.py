@@ -674,7 +674,16 @@ def pre_opset7_broadcast(node: gs.Node, target: Target, opset: int) -> Hit | Non
 def constant_input(node: gs.Node, target: Target, opset: int) -> Hit | None:
     index, name = CONSTANT_INPUTS[node.op]
     tensor = _input(node, index)
-    if tensor is None or _is_constant(tensor):
+    if tensor is None:
+        return None
+    if _is_constant(tensor):
+        values = constant_values(tensor) if node.op == "Dropout" else None
+        if values is not None and values.size and bool(values.reshape(-1)[0]):
+            return Hit(
+                f"{target.name} does not run Dropout in training mode (training_mode is true); "
+                "export in eval mode",
+                None,
+            )
         return None
     if target.constant_inputs == "foldable":
         if node.op in _SHAPE_TENSOR_OK:
@@ -696,7 +705,7 @@ def constant_input(node: gs.Node, target: Target, opset: int) -> Hit | None:
             )
         return Hit(
             f"{target.name} needs {node.op} {name} ({tensor.name!r}) at build time; it depends on "
-            "a graph input: make it a constant (an initializer) at export",
+            "run-time data (a graph input or a dynamic shape): make it a constant at export",
             None,
         )
     if _is_foldable(tensor):
