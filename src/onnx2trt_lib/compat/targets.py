@@ -108,7 +108,7 @@ class Target:
     # supported", docs/operators.md from 10.1).
     layernorm_one_output: bool = False
     # Ops that may read a uint8 graph input directly (besides Cast and Identity).
-    uint8_input_readers: frozenset[str] = frozenset({"Cast", "Identity"})
+    uint8_input_readers: tuple[str, ...] = ("Cast", "Identity")  # (a tuple: a stable repr)
     # Clip and integer Mod on int8 tensors refused (TensorRT-RTX 1.7: Clip takes float, half,
     # bf16, int32, int64; Mod with fmod=0 int32/int64).
     int8_clip_mod_refused: bool = False
@@ -456,7 +456,7 @@ def _build_table() -> dict[str, Target]:
             constant_inputs="foldable",
             layernorm_one_output=True,
             # Found by tools/conformance.py on the ONNX backend node tests (RTX 1.7 parser/builder).
-            uint8_input_readers=frozenset({"Cast", "Identity", "Equal"}),
+            uint8_input_readers=("Cast", "Identity", "Equal"),
             int8_clip_mod_refused=True,
             rtx_node_limits=True,
             nms_builder_refused=True,
