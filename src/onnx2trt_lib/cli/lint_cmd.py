@@ -13,22 +13,25 @@ from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_opti
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "--target",
-    default="tensorrt-7.1",
-    show_default=True,
-    help="TensorRT version whose ONNX parser to check against.",
+    default=None,
+    help="TensorRT version whose ONNX parser to check against (default: the installed TensorRT, "
+    "else the newest). Known: tensorrt-7.0 ... tensorrt-10, tensorrt-11, tensorrt-rtx.",
 )
 @json_option
 @quiet_option
-def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
+def command(model: Path, target: str | None, as_json: bool, quiet: bool) -> None:
     """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
     from .._io import load_model
     from ..api import lint
-    from ..compat import get_target, lint_notes
+    from ..compat import lint_notes
+    from ..compat.targets import resolve_target
 
-    get_target(target)  # an unknown target fails before the (possibly slow) load
+    target, why = resolve_target(target)
     proto = load_model(model)
     findings = lint(proto, target=target)
     notes = lint_notes(proto, target)
+    if not (quiet or as_json):  # after the model loaded: a bad input stays a one-line error
+        console.print(f"target: {target} ({why})", markup=False)
     if as_json:
         print_json(
             {
