@@ -66,6 +66,16 @@ class Onnx2TrtGroup(click.Group):
                 highlight=False,
             )
             ctx.exit(EXIT_ERROR)
+        except MemoryError as exc:  # a size no guard foresaw: still one line, not a traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+            err_console.print(
+                f"[bold red]error:[/] out of memory ({escape(detail)}); use smaller inputs or shapes",
+                markup=True,
+                highlight=False,
+            )
+            ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err_console.print(
                 "interrupted; no partial file was left (outputs finished before the interrupt stay)"
@@ -189,6 +199,20 @@ def parse_comma_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def publishes_outputs(func: Callable) -> Callable:
+    """Run a command inside `_io.output_set`: the files it writes are published together when it
+    succeeds (temps, then renames), and none of them when it fails or is interrupted."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .._io import output_set  # lazily: `onnx2trt --help` need not import onnx
+
+        with output_set():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def wraps_command(func: Callable) -> Callable:

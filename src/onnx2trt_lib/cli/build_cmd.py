@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import click
 
-from ._common import console, err_console, json_option, print_json, quiet_option
+from ._common import console, err_console, json_option, print_json, publishes_outputs, quiet_option
 
 _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 
@@ -103,6 +103,7 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: str,
     output: str,

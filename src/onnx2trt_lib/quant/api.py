@@ -347,8 +347,9 @@ def to_fp16(
     )
     res = pass_.run(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    from ..passes._infra import _carry_model_metadata
+    from ..passes._infra import _carry_model_metadata, export_graph
+
+    out = export_graph(graph)
 
     _carry_model_metadata(proto, out)
     if out_path is not None:
