@@ -664,3 +664,121 @@ def test_onnx_runtime_log_lines_stay_out_of_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ---------------------------------------------------------------- 12-13: what reaches the terminal
+
+TITLE = "\x1b]0;pwned\x07evil\x1b[2K\x9b31m"
+
+
+def test_names_are_escaped_before_printing(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y", "idx"], name=TITLE, kernel_shape=[2, 2])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 1, 3, 3]),
+        ],
+    )
+    model = _save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "e.onnx"
+    )
+    result = _invoke(["lint", str(model), "--target", "tensorrt-rtx"])
+    assert result.exit_code == 3, result.output
+    assert "evil" in result.output
+    assert (
+        "\x1b" not in result.output and "\x07" not in result.output and "\x9b" not in result.output
+    )
+    assert "\\x1b]0;pwned" in result.output
+    ranges = tmp_path / "r.json"
+    ranges.write_text(
+        '{"format": "onnx2trt-ranges/1", "tensors": {"'
+        + TITLE.encode("unicode_escape").decode().replace("\\x", "\\u00")
+        + '": {"amax": 1.0}}}'
+    )
+    shown = _invoke(["inspect", str(ranges)])
+    assert "evil" in shown.output and "\x1b" not in shown.output, shown.output
+
+
+def test_a_path_with_a_newline_stays_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "a\nb"
+    folder.mkdir()
+    result = _invoke(["lint", str(folder / "x.onnx")])
+    _one_line_error(result, "a\\nb")
+
+
+@pytest.mark.parametrize("amax", [1e-42, 127 * 3.4e38, float(np.finfo(np.float32).max) * 2])
+def test_quantize_refuses_scales_float32_cannot_hold(amax: float) -> None:
+    from onnx2trt_lib.errors import CalibrationError
+    from onnx2trt_lib.quant import quantize
+
+    with pytest.raises(CalibrationError, match="no usable ranges"):
+        quantize(conv_relu_model(), {"x": amax}, protect=False)
+
+
+def test_quantize_keeps_a_zero_range_and_usable_neighbours() -> None:
+    from onnx2trt_lib.quant import quantize
+
+    out = quantize(conv_relu_model(), {"x": 0.0}, protect=False).model
+    scales = [numpy_helper.to_array(t) for t in out.graph.initializer if "scale" in t.name.lower()]
+    assert scales and all(np.all(np.isfinite(s * 127)) and np.all(s > 0) for s in scales)
+
+
+@pytest.mark.parametrize("version", ["-1.-2.-3", "8.100.0", "\uff11\uff10.3"])
+def test_bad_trt_version_is_refused_before_writing(tmp_path: Path, version: str) -> None:
+    model = _one_input_model(tmp_path)
+    data = tmp_path / "d.npy"
+    np.save(data, np.zeros((2, 3, 8, 8), np.float32))
+    result = _invoke(
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "c"),
+            f"--trt-version={version}",
+        ]
+    )
+    _one_line_error(result, "not like 10.3.0")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("value", ['"3"', "[1]", "true", "-1", "1.5"])
+def test_saved_state_with_a_bad_count_is_one_line(tmp_path: Path, value: str) -> None:
+    import json
+
+    model = _one_input_model(tmp_path)
+    data = tmp_path / "d.npy"
+    np.save(data, np.random.default_rng(0).random((2, 3, 8, 8), np.float32))
+    state = tmp_path / "s.json"
+    ok = _invoke(
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "c"),
+            "--save-state",
+            str(state),
+        ]
+    )
+    assert ok.exit_code == 0, ok.output
+    document = json.loads(state.read_text())
+    document["num_batches"] = json.loads(value)
+    state.write_text(json.dumps(document))
+    result = _invoke(
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "c2"),
+            "--add-state",
+            str(state),
+        ]
+    )
+    _one_line_error(result, "num_batches")

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,26 @@ from ..errors import Onnx2TrtError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# C0 controls but tab, DEL, C1 controls (0x9b is a one-byte CSI), and bidi overrides: a node or
+# file name holding them would retitle the terminal, erase lines or reorder what is shown.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(text: str) -> str:
+    """`text` with terminal control characters shown as escapes (\\x1b, \\n, ...), never sent."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class _SafeConsole(Console):
+    """A rich Console that prints strings through `safe_text`: names from a model, a cache or a
+    path reach the terminal as text, not as escape sequences (rich passes ESC through)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 - rich's name
+        super().print(*(safe_text(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = _SafeConsole(stderr=False, highlight=False, soft_wrap=True)
+err_console = _SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Onnx2TrtGroup(click.Group):
@@ -35,7 +54,8 @@ class Onnx2TrtGroup(click.Group):
         except Onnx2TrtError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # whole, not its first line: a path holding a newline is shown escaped (safe_text)
+            message = str(exc).strip() or type(exc).__name__
             err_console.print(
                 f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
             )
