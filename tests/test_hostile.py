@@ -782,3 +782,48 @@ def test_saved_state_with_a_bad_count_is_one_line(tmp_path: Path, value: str) ->
         ]
     )
     _one_line_error(result, "num_batches")
+
+
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_an_engine_larger_than_memory_is_one_line(tmp_path: Path, monkeypatch, command) -> None:
+    from onnx2trt_lib.build import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "memory_limit", lambda: 2**20)
+    big = tmp_path / "big.engine"
+    with open(big, "wb") as handle:  # sparse: no disk used
+        handle.write(b"ftrt")
+        handle.truncate(64 * 2**20)
+    (tmp_path / "big.engine.json").write_text("{}")
+    result = _invoke([command, str(big)])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and "limit" in result.output, result.output
+
+
+def test_huge_shape_with_images_is_refused_before_decoding(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    model = _save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "d.onnx"
+    )
+    images = tmp_path / "images"
+    images.mkdir()
+    _png(images / "a.png", 10)
+    result = _invoke(
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(images),
+            "-o",
+            str(tmp_path / "c"),
+            "--shape",
+            "x:1x3x100000x100000",
+            "-p",
+            "imagenet",
+        ]
+    )
+    _one_line_error(result, "limit")

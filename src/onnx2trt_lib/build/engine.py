@@ -21,7 +21,9 @@ from .. import __version__
 from .._io import (
     OutputError,
     check_output_path,
+    check_regular_file,
     load_json_limited,
+    memory_limit,
     output_set,
     write_bytes_atomic,
     write_text_atomic,
@@ -605,7 +607,7 @@ def load_engine(
     engine_path = Path(path)
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
-    data = engine_path.read_bytes()
+    data = read_engine_bytes(engine_path)
     if not data:
         raise EngineFileError(f"{engine_path}: empty file, not an engine")
     sidecar = None
@@ -636,12 +638,25 @@ def load_engine(
     return loaded
 
 
+def read_engine_bytes(path: Path) -> bytes:
+    """An engine file's bytes: a regular file no larger than `memory_limit()` (an 8 GB file on a
+    machine that cannot hold it is a one-line error, not a MemoryError half-way through)."""
+    check_regular_file(path, what="engine file", error=EngineFileError)
+    size = path.stat().st_size
+    if size > memory_limit():
+        raise EngineFileError(
+            f"{path}: {size} bytes is over the {memory_limit()} byte limit for an engine here "
+            "(half the memory); is this the right file?"
+        )
+    return path.read_bytes()
+
+
 def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
     """What `onnx2trt inspect ENGINE` shows: the sidecar, its checks, and the engine inspector if loadable."""
     engine_path = Path(path)
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
-    data = engine_path.read_bytes()
+    data = read_engine_bytes(engine_path)
     report: dict[str, Any] = {
         "path": str(engine_path),
         "size": len(data),

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._io import load_arrays, read_bytes_limited, shorten
+from .._io import check_allocation, load_arrays, read_bytes_limited, shorten
 from ..errors import CalibrationError, UsageError
 from .preprocess import Preprocess
 
@@ -249,6 +249,13 @@ class ImageSource:
             raise CalibrationError(
                 f"input {name!r} is {format_shape(dims)} but preprocess size is {pre.size[0]}x{pre.size[1]}; "
                 "make --shape and the preprocess size agree"
+            )
+        # a batch as float32, plus a resized RGB float copy of each image: refused before decoding
+        check_allocation(dims, np.float32, what=f"input {name!r}", error=CalibrationError, copies=3)
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise CalibrationError(
+                f"input {name!r} ({format_shape(dims)}) asks for {size[0]}x{size[1]} images, over the "
+                f"{MAX_IMAGE_PIXELS} pixel limit for a calibration image; use smaller --shape sizes"
             )
         return name, dims[0], pre.with_size(size)
 
