@@ -263,6 +263,17 @@ def output_set() -> Iterator[None]:
         _sweep_stale_temps(target)
 
 
+@contextlib.contextmanager
+def published_now() -> Iterator[None]:
+    """Files written inside are renamed into place at once, outside any enclosing `output_set`:
+    for checkpoints, which a later run resumes from even when this one fails."""
+    token = _OUTPUT_SET.set(None)
+    try:
+        yield
+    finally:
+        _OUTPUT_SET.reset(token)
+
+
 def written_path(path: str | os.PathLike) -> Path:
     """Where the bytes this run wrote for `path` are now: its pending temp inside an
     `output_set`, else the path itself. Hash this, not the target, to record what *we* wrote

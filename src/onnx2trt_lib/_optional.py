@@ -25,6 +25,7 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "PIL": ("Pillow", None),
     "PIL.Image": ("Pillow", None),
     "numba": ("numba", None),
+    "ray": ("ray", "ray"),
 }
 
 
@@ -96,6 +97,10 @@ def quiet_onnxruntime(ort: ModuleType | None = None) -> None:
         ort = sys.modules.get("onnxruntime")
     if ort is not None and hasattr(ort, "set_default_logger_severity"):
         ort.set_default_logger_severity(4)  # fatal only: errors reach us as exceptions
+
+
+def ray() -> ModuleType:
+    return require("ray", purpose="calibration on several workers (--workers)")
 
 
 def pyplot() -> ModuleType:
