@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fp16": "fp16_cmd",
     "inspect": "inspect_cmd",
     "lint": "lint_cmd",
+    "ncnn": "ncnn_cmd",
     "passes": "passes_cmd",
     "quantize": "quantize_cmd",
     "quickstart": "quickstart_cmd",

@@ -1,0 +1,85 @@
+"""ONNX -> FP32 ncnn model with pnnx (the converter of the `pnnx` wheel), in a scratch folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import _optional
+from ..errors import Onnx2TrtError
+
+log = logging.getLogger(__name__)
+
+PNNX_TIMEOUT_S = 1800
+
+
+class ConversionError(Onnx2TrtError):
+    """pnnx could not turn the model into an ncnn model."""
+
+
+@dataclass(frozen=True)
+class NcnnFiles:
+    param: Path
+    bin: Path
+
+
+def _shape_arg(shapes: Sequence[Sequence[int]]) -> str:
+    return ",".join("[" + ",".join(str(int(d)) for d in dims) + "]" for dims in shapes)
+
+
+def pnnx_convert(
+    model: str | os.PathLike,
+    input_shapes: Mapping[str, Sequence[int]],
+    workdir: str | os.PathLike,
+) -> NcnnFiles:
+    """Run pnnx on `model` (a copy in `workdir`) with FP32 weights; return the .ncnn.param/.bin.
+
+    pnnx writes a dozen side files next to its input, so it runs on a copy in `workdir`; the
+    shapes are the ONNX inputs' in graph order, batch 1.
+    """
+    exe = _optional.pnnx_binary()
+    work = Path(workdir)
+    src = work / "model.onnx"
+    shutil.copyfile(model, src)
+    for extra in _external_files(Path(model)):
+        shutil.copyfile(extra, work / extra.name)
+    args = [
+        exe,
+        str(src),
+        f"inputshape={_shape_arg(list(input_shapes.values()))}",
+        "fp16=0",
+        f"ncnnparam={work / 'model.ncnn.param'}",
+        f"ncnnbin={work / 'model.ncnn.bin'}",
+        f"ncnnpy={work / 'model_ncnn.py'}",
+    ]
+    log.info("running %s", " ".join(args))
+    try:
+        done = subprocess.run(
+            args, cwd=work, capture_output=True, text=True, timeout=PNNX_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"pnnx did not finish within {PNNX_TIMEOUT_S} s") from None
+    files = NcnnFiles(work / "model.ncnn.param", work / "model.ncnn.bin")
+    if done.returncode != 0 or not files.param.is_file() or not files.bin.is_file():
+        tail = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+        why = tail[-1].strip() if tail else f"exit status {done.returncode}"
+        raise ConversionError(f"pnnx could not convert {model}: {why}")
+    log.debug("pnnx output:\n%s", done.stdout + done.stderr)
+    return files
+
+
+def _external_files(model: Path) -> list[Path]:
+    from .._io import external_data_files
+
+    return list(external_data_files(model))
+
+
+def scratch_dir(near: Path) -> tempfile.TemporaryDirectory:
+    """A temp folder for pnnx's files (system temp: the output folder only gets finished files)."""
+    return tempfile.TemporaryDirectory(prefix="onnx2trt-ncnn-")
