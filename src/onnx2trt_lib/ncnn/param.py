@@ -186,6 +186,35 @@ def _arrays(layer: Layer) -> list[tuple[int, bool]] | None:
         dims = [int(g(0)), int(g(1)), int(g(11)), int(g(2))]
         count = int(np.prod([d for d in dims if d])) if any(dims) else 0
         return [(count, int(g(21, 1)) == 0)] if count else []
+    if t == "Gemm":
+        if g(18):
+            return None
+        m, n, k = int(g(7)), int(g(8)), int(g(9))
+        out = [(m * k, True)] if g(4) else []
+        out += [(n * k, True)] if g(5) else []
+        broadcast = int(g(10))
+        if g(6) and broadcast != -1:
+            sizes = {0: 1, 1: m, 2: m, 3: n * m, 4: n}
+            if broadcast not in sizes:
+                return None
+            out.append((sizes[broadcast], True))
+        return out
+    if t == "MultiHeadAttention":
+        if g(18):
+            return None
+        embed = int(g(0))
+        qdim = int(g(2)) // embed if embed else 0
+        kdim, vdim = int(g(3, embed)), int(g(4, embed))
+        return [
+            (embed * qdim, True),
+            (embed, False),
+            (embed * kdim, True),
+            (embed, False),
+            (embed * vdim, True),
+            (embed, False),
+            (qdim * embed, True),
+            (qdim, False),
+        ]
     if t == "Embed":
         if g(18):
             return None
@@ -212,9 +241,7 @@ def walk_bin(param: Param, bin_bytes: bytes) -> dict[str, list[Segment]]:
     for layer in param.layers:
         arrays = _arrays(layer)
         if arrays is None:
-            if layer.type in _NO_WEIGHTS or (
-                layer.type == "Gemm" and not layer.get(4) and not layer.get(5)
-            ):
+            if layer.type in _NO_WEIGHTS:
                 arrays = []
             else:
                 raise NcnnFormatError(
