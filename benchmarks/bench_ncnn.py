@@ -192,7 +192,7 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared; load average "
         f"{load_before:.1f} before, {load_after:.1f} after), ncnn Python wheel, {args.threads} thread(s). "
-        f"Method {args.method}, protection on (top-1 agreement >= 0.99 with FP32 ncnn on the calibration samples). "
+        f"Method {args.method}, protection on (defaults: every output SQNR >= 25 dB and arg-max agreement >= 0.99 against FP32 ncnn on the first 64 calibration samples). "
         f"Command: `python benchmarks/bench_ncnn.py --models {args.models} --test {args.test} --method {args.method}`.",
         "",
         "| model | FP32 ncnn | INT8 ncnn | INT8 layers (written .param) | kept FP32 | ms/sample FP32 | ms/sample INT8 | INT8/FP32 time | convert+calibrate s |",

@@ -103,6 +103,9 @@ def test_weight_quantization_rules():
     fc = Layer("InnerProduct", "fc", ["a"], ["b"], [(0, "2"), (2, "6")])
     s = weight_scales(fc, w.ravel())
     assert s.tolist() == [127.0, 1.0]  # 127/absmax; a zero row gets 1
+    tiny = np.array([1e-39, -1e-40, 0.0], np.float32)  # denormals: 127/absmax overflows float32
+    s = weight_scales(Layer("InnerProduct", "t", ["a"], ["b"], [(0, "1"), (2, "3")]), tiny)
+    assert s.tolist() == [1.0] and quantize_weights(tiny, s).tolist() == [0, 0, 0]
     q = quantize_weights(
         np.array([0.5, -0.5, 1.5, -2.5, 300.0, -300.0], np.float32), np.ones(1, np.float32)
     )

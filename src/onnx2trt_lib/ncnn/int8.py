@@ -37,9 +37,11 @@ def weight_scales(layer: Layer, weights: np.ndarray) -> np.ndarray:
         and int(layer.get(13, layer.get(3, 1))) == 1
     ):
         levels = 31.0
-    with np.errstate(divide="ignore"):
-        scales = np.where(absmax > 0, np.float32(levels) / absmax.astype(np.float32), 1.0)
-    return scales.astype(np.float32)
+    with np.errstate(divide="ignore", over="ignore"):
+        scales = np.float32(levels) / absmax.astype(np.float32)
+    # a zero channel, or one so small (denormal) that the scale overflows float32: any scale
+    # gives all-zero int8 weights; 1 keeps the table finite (ncnn2table would write inf)
+    return np.where(np.isfinite(scales) & (absmax > 0), scales, 1.0).astype(np.float32)
 
 
 def quantize_weights(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
