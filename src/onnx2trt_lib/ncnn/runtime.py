@@ -37,12 +37,16 @@ def run(net, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[s
     ncnn = _optional.ncnn()
     with net.create_extractor() as ex:
         ex.set_light_mode(False)  # keep intermediate blobs: several are extracted
-        for name, arr in inputs.items():
-            ex.input(name, ncnn.Mat(np.ascontiguousarray(arr, dtype=np.float32)))
+        # ncnn.Mat(array) points into the array's memory (no copy): keep every array alive
+        # until the extraction is done
+        held = [np.ascontiguousarray(arr, dtype=np.float32) for arr in inputs.values()]
+        for name, arr in zip(inputs, held, strict=True):
+            ex.input(name, ncnn.Mat(arr))
         result = {}
         for name in outputs:
             ret, mat = ex.extract(name)
             if ret != 0:
                 raise RuntimeError(f"ncnn could not compute blob {name!r} (error {ret})")
             result[name] = np.array(mat, dtype=np.float32, copy=True)
+        del held
     return result
