@@ -74,3 +74,28 @@ def test_table_parse_and_print():
     assert table.text() == text  # %f for scales >= 1, 9 digits below 1 (a %f 0.000123 loses them)
     with pytest.raises(Exception, match="line 1"):
         parse_table("conv_0 abc\n")
+
+
+def test_ir_version_capped_for_pnnx(tmp_path):
+    """onnx >= 1.23 writes IR 14, which pnnx's embedded ONNX Runtime refuses; the copy pnnx
+    reads says 13 (the graph is unchanged)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnx2trt_lib.ncnn.convert import PNNX_MAX_IR_VERSION, _cap_ir_version
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    )
+    model.ir_version = 14
+    onnx.save(model, tmp_path / "m.onnx")
+    _cap_ir_version(tmp_path / "m.onnx")
+    capped = onnx.load(tmp_path / "m.onnx")
+    assert capped.ir_version == PNNX_MAX_IR_VERSION
+    assert capped.graph == model.graph
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "old.onnx")
+    _cap_ir_version(tmp_path / "old.onnx")
+    assert onnx.load(tmp_path / "old.onnx").ir_version == 9

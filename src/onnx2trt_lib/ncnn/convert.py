@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,9 @@ from ..errors import Onnx2TrtError
 log = logging.getLogger(__name__)
 
 PNNX_TIMEOUT_S = 1800
+# pnnx reads ONNX through the ONNX Runtime it embeds (1.30 in pnnx 20261020), which refuses
+# models of a newer IR version even when they use nothing new; onnx >= 1.23 writes IR 14
+PNNX_MAX_IR_VERSION = 13
 
 
 class ConversionError(Onnx2TrtError):
@@ -47,6 +49,7 @@ def pnnx_convert(
     work = Path(workdir)
     src = work / "model.onnx"
     shutil.copyfile(model, src)
+    _cap_ir_version(src)
     for extra in _external_files(Path(model)):
         shutil.copyfile(extra, work / extra.name)
     args = [
@@ -74,12 +77,19 @@ def pnnx_convert(
     return files
 
 
+def _cap_ir_version(path: Path) -> None:
+    """Lower the copy's IR version to what pnnx reads (the opsets stay: only the file format
+    version changes; a model that really needs the newer IR then fails in pnnx as before)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    if proto.ir_version > PNNX_MAX_IR_VERSION:
+        log.info("IR version %d written as %d for pnnx", proto.ir_version, PNNX_MAX_IR_VERSION)
+        proto.ir_version = PNNX_MAX_IR_VERSION
+        onnx.save(proto, str(path))
+
+
 def _external_files(model: Path) -> list[Path]:
     from .._io import external_data_files
 
     return list(external_data_files(model))
-
-
-def scratch_dir(near: Path) -> tempfile.TemporaryDirectory:
-    """A temp folder for pnnx's files (system temp: the output folder only gets finished files)."""
-    return tempfile.TemporaryDirectory(prefix="onnx2trt-ncnn-")
