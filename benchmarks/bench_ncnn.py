@@ -82,6 +82,7 @@ def bench_task(name, model_path, x_cal, x_test, score, args) -> dict:
             Path(tmp) / "out",
             method=args.method,
             name="m",
+            min_sqnr=args.min_sqnr,
         )
         seconds = time.perf_counter() - t
         out = read_param(r.param).layers[-1].tops[0]
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--method", default="entropy")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min-sqnr", type=float, default=25.0, help="protection bound (dB)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-samples", type=int, default=16)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ncnn.md"))
@@ -192,8 +194,8 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared; load average "
         f"{load_before:.1f} before, {load_after:.1f} after), ncnn Python wheel, {args.threads} thread(s). "
-        f"Method {args.method}, protection on (defaults: every output SQNR >= 25 dB and arg-max agreement >= 0.99 against FP32 ncnn on the first 64 calibration samples). "
-        f"Command: `python benchmarks/bench_ncnn.py --models {args.models} --test {args.test} --method {args.method}`.",
+        f"Method {args.method}, protection on (every output SQNR >= {args.min_sqnr:g} dB and arg-max agreement >= 0.99 against FP32 ncnn on the first 64 calibration samples). "
+        f"Command: `python benchmarks/bench_ncnn.py --models {args.models} --test {args.test} --method {args.method} --min-sqnr {args.min_sqnr:g}`.",
         "",
         "| model | FP32 ncnn | INT8 ncnn | INT8 layers (written .param) | kept FP32 | ms/sample FP32 | ms/sample INT8 | INT8/FP32 time | convert+calibrate s |",
         "|---|---|---|---|---|---|---|---|---|",
