@@ -53,6 +53,7 @@ def _agree(port, hist, absmax):
     assert t == t_port, (t, t_port, curve[t], curve[t_port])
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     kind=st.sampled_from(["normal", "laplace", "relu", "outliers", "sparse", "uniform"]),
