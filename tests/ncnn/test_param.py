@@ -82,7 +82,7 @@ def test_ir_version_capped_for_pnnx(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from onnx2trt_lib.ncnn.convert import PNNX_MAX_IR_VERSION, _cap_ir_version
+    from onnx2trt_lib.ncnn.convert import PNNX_MAX_IR_VERSION, pnnx_copy
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
@@ -91,11 +91,11 @@ def test_ir_version_capped_for_pnnx(tmp_path):
     )
     model.ir_version = 14
     onnx.save(model, tmp_path / "m.onnx")
-    _cap_ir_version(tmp_path / "m.onnx")
-    capped = onnx.load(tmp_path / "m.onnx")
+    pnnx_copy(tmp_path / "m.onnx", tmp_path / "c.onnx")
+    capped = onnx.load(tmp_path / "c.onnx")
     assert capped.ir_version == PNNX_MAX_IR_VERSION
     assert capped.graph == model.graph
     model.ir_version = 9
     onnx.save(model, tmp_path / "old.onnx")
-    _cap_ir_version(tmp_path / "old.onnx")
-    assert onnx.load(tmp_path / "old.onnx").ir_version == 9
+    pnnx_copy(tmp_path / "old.onnx", tmp_path / "c9.onnx")
+    assert onnx.load(tmp_path / "c9.onnx").ir_version == 9

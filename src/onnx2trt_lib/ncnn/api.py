@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import OutputError, load_model
+from .._io import OutputError, load_model, write_bytes_atomic, write_files_atomic, write_text_atomic
 from ..errors import UsageError
 from .convert import pnnx_convert
 from .int8 import weight_scales, write_int8
@@ -204,7 +204,11 @@ def ncnn_int8(
             "int8_param": int8_text.encode(),
             "int8_bin": int8_bin,
         }
-    _write_set(out_dir, {paths[k]: v for k, v in staged.items()})
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    write_files_atomic({paths[k]: v for k, v in staged.items()})
     return NcnnResult(
         **paths,
         layers=layers,
@@ -251,8 +255,8 @@ class _Agreement:
         self.count += 1
         p = self.scratch / f"check{self.count}.param"
         b = self.scratch / f"check{self.count}.bin"
-        p.write_text(param_text)
-        b.write_bytes(bin_bytes)
+        write_text_atomic(p, param_text)
+        write_bytes_atomic(b, bin_bytes)
         net = load_net(p, b, int8=True)
         agree = []
         signal = np.zeros(len(self.outputs))
@@ -325,30 +329,3 @@ def _protect(
         ", ".join(kept) or "none",
     )
     return kept, current
-
-
-def _write_set(out_dir: Path, files: Mapping[Path, bytes]) -> None:
-    """Write every file to a temp name in `out_dir`, then rename them all: an error before the
-    renames leaves nothing behind."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            temps.append((Path(tmp), path))
-        for _tmp, path in temps:
-            if path.exists() and not path.is_file():
-                raise OutputError(f"cannot write {path}: it exists and is not a regular file")
-        for tmp, path in temps:
-            os.replace(tmp, path)
-        temps = []
-    except OSError as exc:
-        raise OutputError(f"cannot write into {out_dir}: {exc.strerror or exc}") from exc
-    finally:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)

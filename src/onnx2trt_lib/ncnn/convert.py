@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,10 +47,7 @@ def pnnx_convert(
     exe = _optional.pnnx_binary()
     work = Path(workdir)
     src = work / "model.onnx"
-    shutil.copyfile(model, src)
-    _cap_ir_version(src)
-    for extra in _external_files(Path(model)):
-        shutil.copyfile(extra, work / extra.name)
+    pnnx_copy(model, src)
     args = [
         exe,
         str(src),
@@ -77,19 +73,14 @@ def pnnx_convert(
     return files
 
 
-def _cap_ir_version(path: Path) -> None:
-    """Lower the copy's IR version to what pnnx reads (the opsets stay: only the file format
-    version changes; a model that really needs the newer IR then fails in pnnx as before)."""
-    import onnx
+def pnnx_copy(model: str | os.PathLike, dest: Path) -> None:
+    """The model as pnnx reads it: weights inline (or in one data file past 2 GiB) and the IR
+    version capped at PNNX_MAX_IR_VERSION (the opsets stay: only the file format version
+    changes; a model that really needs the newer IR then fails in pnnx as before)."""
+    from .._io import load_model, save_model
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = load_model(model, check=False)
     if proto.ir_version > PNNX_MAX_IR_VERSION:
         log.info("IR version %d written as %d for pnnx", proto.ir_version, PNNX_MAX_IR_VERSION)
         proto.ir_version = PNNX_MAX_IR_VERSION
-        onnx.save(proto, str(path))
-
-
-def _external_files(model: Path) -> list[Path]:
-    from .._io import external_data_files
-
-    return list(external_data_files(model))
+    save_model(proto, dest)
