@@ -27,6 +27,7 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "numba": ("numba", None),
     "ncnn": ("ncnn", "ncnn"),
     "pnnx": ("pnnx", "ncnn"),
+    "ray": ("ray", "ray"),
 }
 
 
@@ -85,6 +86,10 @@ def cudart() -> ModuleType:
 
 def onnxruntime() -> ModuleType:
     return require("onnxruntime", purpose="running ONNX models on CPU")
+
+
+def ray() -> ModuleType:
+    return require("ray", purpose="calibration on several workers (--workers)")
 
 
 def pyplot() -> ModuleType:
