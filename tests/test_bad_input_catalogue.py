@@ -46,6 +46,7 @@ COMMAND_MODULES = {
     "quantize": "quantize_cmd",
     "fp16": "fp16_cmd",
     "quickstart": "quickstart_cmd",
+    "ncnn": "ncnn_cmd",
 }
 
 
@@ -817,6 +818,34 @@ CASES: list[Case] = [
     ),
     C("run-foreign-sidecar", "run {ws}/foreignside.engine", 1, r"foreignside\.engine"),
     C("run-torn-sidecar", "run {ws}/badside.engine", 1, r"badside\.engine"),
+    # ---- ncnn (each fails before pnnx runs: no ncnn/pnnx needed)
+    C(
+        "ncnn-missing-model",
+        "ncnn {ws}/absent.onnx --data {ws}/calib_ok.npy -o {ws}/nc",
+        1,
+        r"absent\.onnx",
+        outputs=("nc",),
+    ),
+    C(
+        "ncnn-garbage-model",
+        "ncnn {ws}/garbage.onnx --data {ws}/calib_ok.npy -o {ws}/nc",
+        1,
+        r"garbage\.onnx",
+        outputs=("nc",),
+    ),
+    C(
+        "ncnn-out-is-a-file",
+        "ncnn {ws}/good.onnx --data {ws}/calib_ok.npy -o {ws}/good.onnx",
+        1,
+        r"good\.onnx exists and is not a folder",
+    ),
+    C(
+        "ncnn-data-missing",
+        "ncnn {ws}/good.onnx --data {ws}/nowhere/ -o {ws}/nc",
+        1,
+        r"nowhere",
+        outputs=("nc",),
+    ),
     # ---- quantize
     C(
         "quantize-missing-model",

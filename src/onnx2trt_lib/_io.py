@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -394,6 +394,42 @@ def _fsync_folder(folder: Path) -> None:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as handle:
         handle.write(data)
+
+
+def write_files_atomic(files: Mapping[Path, bytes]) -> None:
+    """Write several files as a set: each to a temp name beside it first, then all renamed.
+
+    An error before the renames (a full disk, an interrupt) leaves every target as it was and
+    no temp file behind.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        with _sigint_deferred():
+            for path, data in files.items():
+                target = Path(path)
+                if target.exists() and not target.is_file():
+                    raise OutputError(f"cannot write {target}: it exists and is not a regular file")
+                parent = target.parent if str(target.parent) else Path(".")
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent
+                )
+                temps.append((Path(tmp), target))
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, 0o644)
+            for tmp, target in temps:
+                os.replace(tmp, target)
+            temps = []
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {exc.filename or 'the outputs'}: {exc.strerror or exc}"
+        ) from exc
+    finally:
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -25,6 +25,8 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "PIL": ("Pillow", None),
     "PIL.Image": ("Pillow", None),
     "numba": ("numba", None),
+    "ncnn": ("ncnn", "ncnn"),
+    "pnnx": ("pnnx", "ncnn"),
     "ray": ("ray", "ray"),
 }
 
@@ -107,3 +109,23 @@ def pyplot() -> ModuleType:
     mpl = require("matplotlib", purpose="plots")
     mpl.use("Agg")
     return require("matplotlib.pyplot", purpose="plots")
+
+
+def ncnn() -> ModuleType:
+    return require("ncnn", purpose="running ncnn models")
+
+
+def pnnx_binary() -> str:
+    """Path of the pnnx converter shipped in the `pnnx` wheel, found without importing the
+    package (its __init__ imports torch)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("pnnx")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        for name in ("pnnx", "pnnx.exe"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    raise _missing("pnnx", "converting ONNX to ncnn")

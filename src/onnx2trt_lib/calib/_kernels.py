@@ -474,3 +474,74 @@ def mse_curve_kernel(h, bin_width, levels, start, out):
                 d = c - q * scale
                 err += hk * d * d
         out[j - start] = err
+
+
+# ---------------------------------------------------------------------------------------------
+# ncnn2table's KL search (Tencent/ncnn tools/quantize/ncnn2table.cpp, QuantNet::quantize_KL)
+# ---------------------------------------------------------------------------------------------
+# Differs from TensorRT's search above: P and Q both get eps on every bin (no zero masks), Q
+# merges the normalised *unclipped* histogram into `target` groups with fractional edges
+# (a bin split between two groups contributes proportionally) and spreads each group's mean
+# over all its bins, candidates are t = target .. N-1 and strict `<` keeps the first minimum.
+# Arithmetic is float64 on float32-rounded normalised counts (ncnn's own is float32, so
+# candidates whose KL differ by float32 rounding can come out either way).
+
+
+@njit(**FLAGS)
+def _ncnn_group(j, t, target):
+    """(left_upper, left_scale, right_lower, right_scale) of group j of t bins in `target` groups."""
+    per = t / target  # exact: t and target are small integers, target a power of two in practice
+    start = j * per
+    end = (j + 1) * per if j < target - 1 else float(t)
+    left_upper = int(math.ceil(start))
+    left_scale = left_upper - start
+    right_lower = int(math.floor(end))
+    right_scale = end - right_lower
+    return left_upper, left_scale, right_lower, right_scale
+
+
+@njit(**FLAGS)
+def ncnn_kl_kernel(normed, target, eps, kl_out):
+    """Fill kl_out[t - target] with candidate t's KL for t in [target, N); return the first minimum."""
+    n = normed.shape[0]
+    clip = np.empty(n)
+    expand = np.empty(n)
+    quant = np.empty(target)
+    tail = np.empty(n + 1)  # tail[t] = sum normed[t:]
+    tail[n] = 0.0
+    for k in range(n - 1, -1, -1):
+        tail[k] = tail[k + 1] + normed[k]
+    best_kl = math.inf
+    best_t = target
+    for t in range(target, n):
+        for k in range(t):
+            clip[k] = eps + normed[k]
+        clip[t - 1] += tail[t]
+        for j in range(target):
+            lu, ls, rl, rs = _ncnn_group(j, t, target)
+            q = 0.0
+            if ls > 0.0:
+                q += ls * normed[lu - 1]
+            if rs > 0.0:
+                q += rs * normed[rl]
+            for k in range(lu, rl):
+                q += normed[k]
+            quant[j] = q / (rl - lu + ls + rs)
+        for k in range(t):
+            expand[k] = eps
+        for j in range(target):
+            lu, ls, rl, rs = _ncnn_group(j, t, target)
+            if ls > 0.0:
+                expand[lu - 1] += ls * quant[j]
+            if rs > 0.0:
+                expand[rl] += rs * quant[j]
+            for k in range(lu, rl):
+                expand[k] += quant[j]
+        kl = 0.0
+        for k in range(t):
+            kl += clip[k] * math.log(clip[k] / expand[k])
+        kl_out[t - target] = kl
+        if kl < best_kl:
+            best_kl = kl
+            best_t = t
+    return best_t

@@ -52,7 +52,7 @@ from .state import CalibrationState
 
 log = logging.getLogger(__name__)
 
-METHODS = ("entropy", "max", "percentile", "mse")
+METHODS = ("entropy", "max", "percentile", "mse", "ncnn-kl")
 
 
 @dataclass(frozen=True)
@@ -269,6 +269,7 @@ def calibrate(
         ort_optimization=ort_optimization,
         scope=scope,
         overlap=overlap,
+        count_zeros=method == "ncnn-kl",
         snapshot=0.8 if convergence and workers is None else None,
     )
     previous = [CalibrationState.load(p) for p in add_states]
@@ -377,7 +378,7 @@ def _check_method_options(method: str, options: Mapping[str, Any], num_bins: int
     """Bad method options fail now, in a second, not after every batch has been collected."""
     from .histogram import Histogram
 
-    probe = Histogram(num_bins)
+    probe = Histogram(num_bins, count_zeros=True)
     probe.update(np.linspace(0.0, 1.0, 4 * num_bins + 1))
     try:
         probe.compute_amax(method, **dict(options))

@@ -134,6 +134,8 @@ class CollectOptions:
     # run ONNX Runtime on the next batch while this one is histogrammed: two batches in memory, and
     # no faster on the machines measured (both sides already use every core; benchmarks/results/calibrate.md)
     overlap: bool = False
+    # count exact zeros per tensor (method ncnn-kl leaves them out, as ncnn2table does)
+    count_zeros: bool = False
     # keep a copy of the histograms once this fraction of the batches is binned (the convergence
     # report compares the thresholds of that copy with the final ones); None: no copy
     snapshot: float | None = None
@@ -470,7 +472,11 @@ class _Collector(_Feeder):
         phase = "histogram" if mode == "two-pass" else "collect"
         ranges = ranges or {}
         histograms = {
-            name: Histogram(self.options.num_bins, range_max=ranges.get(name) or None)
+            name: Histogram(
+                self.options.num_bins,
+                range_max=ranges.get(name) or None,
+                count_zeros=self.options.count_zeros,
+            )
             for name in self.binned
         }
         total = self._total()

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "onnx2trt_lib.calib.Histogram"
 STATE_VERSION = 1
-METHODS = ("entropy", "max", "percentile", "mse")
+METHODS = ("entropy", "max", "percentile", "mse", "ncnn-kl")
 
 
 # -- accumulation helpers: 1-D pieces of any array, per-thread count arrays ------------------
@@ -305,7 +305,9 @@ class Histogram:
     threads (big arrays are already split over threads inside `update`).
     """
 
-    def __init__(self, num_bins: int = 2048, *, range_max: float | None = None) -> None:
+    def __init__(
+        self, num_bins: int = 2048, *, range_max: float | None = None, count_zeros: bool = False
+    ) -> None:
         if int(num_bins) != num_bins or num_bins < 1:
             raise UsageError(f"num_bins must be a positive integer, got {num_bins!r}")
         self.num_bins = int(num_bins)
@@ -326,6 +328,9 @@ class Histogram:
         self.nonfinite = 0
         self.has_negatives = False
         self.amax_seen = 0.0
+        # exact zeros among the binned values (all in bin 0), counted only when asked: ncnn-kl
+        # leaves them out as ncnn2table does; None = not counted
+        self.zeros: int | None = 0 if count_zeros else None
 
     # -- geometry ----------------------------------------------------------------------------
     @property
@@ -411,6 +416,8 @@ class Histogram:
             amax = max(amax, amax2)
             vmin = min(vmin, vmin2)
         self.count += binned
+        if self.zeros is not None:
+            self.zeros += int(np.count_nonzero(a == 0))
         self.nonfinite += nonfinite
         self.has_negatives = self.has_negatives or vmin < 0
         self.amax_seen = max(self.amax_seen, amax)
@@ -457,6 +464,7 @@ class Histogram:
         out.nonfinite = a.nonfinite + b.nonfinite
         out.has_negatives = a.has_negatives or b.has_negatives
         out.amax_seen = max(a.amax_seen, b.amax_seen)
+        out.zeros = None if a.zeros is None or b.zeros is None else a.zeros + b.zeros
         return out
 
     # -- thresholds --------------------------------------------------------------------------
@@ -464,7 +472,8 @@ class Histogram:
         """amax (> 0, finite) by `method`: "entropy" | "max" | "percentile" | "mse".
 
         Options: entropy: num_quant_bins=128, start_bin=128, unsigned=False (256 levels);
-        percentile: percentile=99.99; mse: unsigned=False, start_bin=1.
+        percentile: percentile=99.99; mse: unsigned=False, start_bin=1; ncnn-kl (ncnn2table's
+        search, exact zeros left out: needs a histogram made with count_zeros=True): target_bins=128.
         Defined results: all values zero -> ZERO_AMAX (1.0); constant |x| = c -> entropy gives
         (N + 0.5) * c / N; fewer bins than num_quant_bins -> (N + 0.5) * w; percentile is clipped
         to amax_seen. No finite value at all raises CalibrationError.
@@ -498,6 +507,22 @@ class Histogram:
                 self.counts, self.bin_width, num_quant_bins=nq, start_bin=start
             )
             return float(amax)
+        if method == "ncnn-kl":
+            if unsigned:
+                raise UsageError(
+                    "method 'ncnn-kl' has no unsigned option (ncnn's INT8 is symmetric)"
+                )
+            target = int(options.pop("target_bins", methods.NCNN_TARGET_BINS))
+            _no_options(method, options)
+            if self.zeros is None:
+                raise CalibrationError(
+                    "method 'ncnn-kl' leaves exact zeros out, but this histogram did not count them; "
+                    "collect again with method ncnn-kl"
+                )
+            counts = self.counts.copy()
+            counts[0] -= self.zeros
+            amax, _, _ = methods.ncnn_kl_threshold(counts, self.bin_width, target_bins=target)
+            return float(amax)
         if method == "percentile":
             pct = float(options.pop("percentile", 99.99))
             _no_options(method, options)
@@ -524,6 +549,7 @@ class Histogram:
             "nonfinite": int(self.nonfinite),
             "has_negatives": bool(self.has_negatives),
             "amax_seen": float(self.amax_seen),
+            **({"zeros": int(self.zeros)} if self.zeros is not None else {}),
         }
 
     @classmethod
@@ -548,6 +574,7 @@ class Histogram:
             h.nonfinite = int(state["nonfinite"])
             h.has_negatives = bool(state["has_negatives"])
             h.amax_seen = float(state["amax_seen"])
+            h.zeros = int(state["zeros"]) if state.get("zeros") is not None else None
         except (
             KeyError,
             TypeError,
@@ -569,6 +596,10 @@ class Histogram:
         ):  # top values sit in the last bin
             raise CalibrationError(
                 f"Histogram state is inconsistent: top={h.top} but the last bin holds {int(counts[-1])}"
+            )
+        if h.zeros is not None and not 0 <= h.zeros <= (int(counts[0]) if counts.size else 0):
+            raise CalibrationError(
+                f"Histogram state is inconsistent: zeros={h.zeros} but bin 0 holds {int(counts[0])}"
             )
         h.counts = counts.copy()
         return h

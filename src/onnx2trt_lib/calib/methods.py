@@ -102,3 +102,37 @@ def percentile_amax(hist: np.ndarray, bin_width: float, percentile: float = 99.9
         return h.shape[0] * w
     k = int(np.searchsorted(cdf, cdf[-1] * (percentile / 100.0), side="left"))
     return (min(k, h.shape[0] - 1) + 1) * w
+
+
+# ncnn2table's constants: 128 target groups, eps = 0.0001f added to every bin of P and Q
+NCNN_TARGET_BINS = 128
+NCNN_KL_EPS = float(np.float32(0.0001))
+
+
+def ncnn_kl_threshold(
+    hist: np.ndarray, bin_width: float, *, target_bins: int = NCNN_TARGET_BINS
+) -> tuple[float, int, np.ndarray]:
+    """ncnn2table's KL threshold of a |x| histogram *without exact zeros*: (amax, t, kl_curve).
+
+    ncnn bins only non-zero values, so callers take the zeros out of bin 0 first
+    (`Histogram.compute_amax("ncnn-kl")` does). Candidates t = target_bins .. N-1;
+    `kl_curve[t]` is candidate t's KL (NaN elsewhere); t is the first minimum and
+    amax = (t + 0.5) * bin_width. An empty histogram (ncnn divides 0 by 0 and keeps the first
+    candidate) gives t = target_bins; fewer bins than target_bins + 1 give the whole range.
+    """
+    h = _check_hist(hist)
+    w = _check_width(bin_width)
+    nq = int(target_bins)
+    if nq < 1:
+        raise CalibrationError(f"target_bins must be >= 1, got {target_bins}")
+    n = h.shape[0]
+    curve = np.full(n + 1, np.nan)
+    if n <= nq:
+        return (n + 0.5) * w, n, curve
+    total = h.sum()
+    if total <= 0:
+        return (nq + 0.5) * w, nq, curve
+    # ncnn: histogram_normed[j] = (float)(histogram[j] / (double)sum)
+    normed = (h / total).astype(np.float32).astype(np.float64)
+    t = int(K.ncnn_kl_kernel(normed, nq, NCNN_KL_EPS, curve[nq:n]))
+    return (t + 0.5) * w, t, curve

@@ -50,7 +50,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 )
 @click.option(
     "--method",
-    type=click.Choice(["entropy", "max", "percentile", "mse"]),
+    type=click.Choice(["entropy", "max", "percentile", "mse", "ncnn-kl"]),
     default="entropy",
     show_default=True,
 )

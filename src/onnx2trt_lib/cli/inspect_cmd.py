@@ -27,6 +27,13 @@ def _is_ranges(path: Path, head: bytes) -> bool:
     return head.lstrip().startswith(b"{") and b"onnx2trt-ranges/" in head
 
 
+def _is_ncnn_table(path: Path, head: bytes) -> bool:
+    # imported here: the detector must not pull numpy into `onnx2trt --help`
+    from ..ncnn.table import looks_like_table
+
+    return looks_like_table(path)
+
+
 def _is_engine(path: Path, head: bytes) -> bool:
     from ..build.engine import is_engine_artifact
 
@@ -113,6 +120,46 @@ def inspect_ranges(path: Path, *, as_json: bool, limit: int | None) -> None:
     )
 
 
+def inspect_ncnn_table(path: Path, *, as_json: bool, limit: int | None) -> None:
+    from ..ncnn.table import read_table
+
+    table = read_table(path)
+    layers = list(table.weights) + [n for n in table.inputs if n not in table.weights]
+    rows = []
+    for layer in layers:
+        scale = table.inputs.get(layer)
+        weights = table.weights.get(layer)
+        rows.append(
+            {
+                "layer": layer,
+                "input_scale": scale,
+                "input_threshold": 127.0 / scale if scale else None,
+                "weight_scales": len(weights) if weights is not None else 0,
+                "weight_scale_min": float(weights.min()) if weights is not None else None,
+                "weight_scale_max": float(weights.max()) if weights is not None else None,
+            }
+        )
+    if as_json:
+        print_json({"kind": "ncnn-table", "path": str(path), "layers": rows})
+        return
+    _table(
+        f"{path}: ncnn calibration table, {len(rows)} layers",
+        ["layer", "input scale", "threshold", "weight scales", "min", "max"],
+        [
+            [
+                r["layer"],
+                _number(r["input_scale"]),
+                _number(r["input_threshold"]),
+                r["weight_scales"],
+                _number(r["weight_scale_min"]),
+                _number(r["weight_scale_max"]),
+            ]
+            for r in rows
+        ],
+        limit,
+    )
+
+
 def _table(title: str, columns: list[str], rows: list[list[Any]], limit: int | None) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -150,6 +197,7 @@ INSPECTORS: list[tuple[str, Callable[[Path, bytes], bool], Callable[..., None]]]
     ("ranges", _is_ranges, inspect_ranges),
     ("engine", _is_engine, inspect_engine_file),
     ("onnx", _is_onnx, inspect_onnx_model),
+    ("ncnn-table", _is_ncnn_table, inspect_ncnn_table),
 ]
 
 
@@ -163,7 +211,7 @@ INSPECTORS: list[tuple[str, Callable[[Path, bytes], bool], Callable[..., None]]]
 )
 @json_option
 def command(path: Path, show_all: bool, target: str | None, as_json: bool) -> None:
-    """Show what an ONNX model, calibration cache, ranges JSON or engine (with its .json sidecar) holds.
+    """Show what an ONNX model, calibration cache, ranges JSON, ncnn table or engine holds.
 
     An ONNX model: inputs and outputs with their dynamic dimensions, opset, IR, op counts,
     external data and what the target's parser refuses. An engine is described from its
@@ -179,5 +227,5 @@ def command(path: Path, show_all: bool, target: str | None, as_json: bool) -> No
             return
     raise UsageError(
         f"{path}: not a file onnx2trt can inspect (expected an .onnx model, a TensorRT calibration cache, "
-        "ranges JSON, or an engine with its .json sidecar)"
+        "ranges JSON, an ncnn calibration table, or an engine with its .json sidecar)"
     )

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fp16": "fp16_cmd",
     "inspect": "inspect_cmd",
     "lint": "lint_cmd",
+    "ncnn": "ncnn_cmd",
     "passes": "passes_cmd",
     "quantize": "quantize_cmd",
     "quickstart": "quickstart_cmd",
@@ -37,9 +38,9 @@ SUMMARIES: dict[str, str] = {
     "cosine, worst elements.",
     "fix": "Fix MODEL for a TensorRT version and write it to OUTPUT (MODEL is never touched).",
     "fp16": "Convert a float32 model to float16; Casts only where FP16 and FP32 regions meet.",
-    "inspect": "Show what an ONNX model, calibration cache, ranges JSON or engine (with its .json "
-    "sidecar) holds.",
+    "inspect": "Show what an ONNX model, calibration cache, ranges JSON, ncnn table or engine holds.",
     "lint": "List the nodes of MODEL that TARGET's parser refuses.",
+    "ncnn": "Convert MODEL to ncnn with pnnx and quantize it to INT8 from our calibration.",
     "passes": "List every registered pass (built-in and from plugins) with what it does.",
     "quantize": "Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a "
     "calibration cache.",

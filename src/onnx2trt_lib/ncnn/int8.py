@@ -1,0 +1,87 @@
+"""Weight scales and the INT8 ncnn model, as ncnn2table and ncnn2int8 make them.
+
+Weight scales (ncnn2table): 127 / max|w| per output channel (Convolution, InnerProduct), per
+group (ConvolutionDepthWise); 31 / max|w| for 3x3 stride-1 dilation-1 Convolution (ncnn's int8
+Winograd F(4,3) needs 6-bit weights). A channel of zeros gets 1 (ncnn2table would write inf).
+
+INT8 model (ncnn2int8): weights rounded half away from zero and clamped to [-127, 127], stored
+with the int8 tag; `8=` int8_scale_term = 2 (Convolution, InnerProduct) or 1
+(ConvolutionDepthWise, per-group scales); the weight scales and the input scale follow the bias
+as raw float32. Layers without a table entry are copied unchanged. Unlike ncnn2int8, the other
+layers keep FP32 weights (ncnn2int8 stores them as FP16) and no requantize fusion is done.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .param import TAG_INT8, Layer, Param, Segment, read_floats
+from .table import NcnnTable
+
+
+def weight_scales(layer: Layer, weights: np.ndarray) -> np.ndarray:
+    """ncnn2table's per-channel (per-group) weight scales of `layer`."""
+    if layer.type == "ConvolutionDepthWise":
+        rows = int(layer.get(7, 1))
+    else:
+        rows = int(layer.get(0))
+    absmax = np.abs(weights.reshape(rows, -1)).max(axis=1)
+    levels = 127.0
+    if (
+        layer.type == "Convolution"
+        and int(layer.get(1)) == 3
+        and int(layer.get(11, layer.get(1))) == 3
+        and int(layer.get(2, 1)) == 1
+        and int(layer.get(12, layer.get(2, 1))) == 1
+        and int(layer.get(3, 1)) == 1
+        and int(layer.get(13, layer.get(3, 1))) == 1
+    ):
+        levels = 31.0
+    with np.errstate(divide="ignore", over="ignore"):
+        scales = np.float32(levels) / absmax.astype(np.float32)
+    # a zero channel, or one so small (denormal) that the scale overflows float32: any scale
+    # gives all-zero int8 weights; 1 keeps the table finite (ncnn2table would write inf)
+    return np.where(np.isfinite(scales) & (absmax > 0), scales, 1.0).astype(np.float32)
+
+
+def quantize_weights(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """ncnn's float2int8 per row: round half away from zero, clamp to [-127, 127]."""
+    rows = scales.shape[0]
+    w = weights.reshape(rows, -1).astype(np.float32) * scales.astype(np.float32)[:, None]
+    q = np.trunc(w + np.copysign(np.float32(0.5), w))
+    return np.clip(q, -127, 127).astype(np.int8).reshape(-1)
+
+
+def _pad4(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 4)
+
+
+def write_int8(
+    param: Param, bin_bytes: bytes, segments: dict[str, list[Segment]], table: NcnnTable
+) -> tuple[str, bytes, list[str]]:
+    """(param text, bin bytes, quantized layer names) of the INT8 model for `table`."""
+    layers = []
+    chunks: list[bytes] = []
+    quantized = []
+    for layer in param.layers:
+        segs = segments[layer.name]
+        copy = Layer(
+            layer.type, layer.name, list(layer.bottoms), list(layer.tops), list(layer.params)
+        )
+        if layer.name in table.inputs and layer.name in table.weights and segs:
+            scales = np.asarray(table.weights[layer.name], dtype=np.float32)
+            weights = read_floats(bin_bytes, segs[0])
+            q = quantize_weights(weights, scales)
+            chunks.append(np.uint32(TAG_INT8).tobytes() + _pad4(q.tobytes()))
+            for seg in segs[1:]:  # the bias, unchanged
+                chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])
+            chunks.append(scales.astype("<f4").tobytes())
+            chunks.append(np.float32(table.inputs[layer.name]).astype("<f4").tobytes())
+            copy.set(8, 1 if layer.type == "ConvolutionDepthWise" else 2)
+            quantized.append(layer.name)
+        else:
+            for seg in segs:
+                chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])
+        layers.append(copy)
+    out = Param(layers, param.blob_count)
+    return out.text(), b"".join(chunks), quantized
