@@ -397,39 +397,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_files_atomic(files: Mapping[Path, bytes]) -> None:
-    """Write several files as a set: each to a temp name beside it first, then all renamed.
+    """Write several files as a set (`output_set`): all renamed into place together, or none.
 
     An error before the renames (a full disk, an interrupt) leaves every target as it was and
     no temp file behind.
     """
-    temps: list[tuple[Path, Path]] = []
-    try:
-        with _sigint_deferred():
-            for path, data in files.items():
-                target = Path(path)
-                if target.exists() and not target.is_file():
-                    raise OutputError(f"cannot write {target}: it exists and is not a regular file")
-                parent = target.parent if str(target.parent) else Path(".")
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent
-                )
-                temps.append((Path(tmp), target))
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(tmp, 0o644)
-            for tmp, target in temps:
-                os.replace(tmp, target)
-            temps = []
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {exc.filename or 'the outputs'}: {exc.strerror or exc}"
-        ) from exc
-    finally:
-        for tmp, _ in temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+    with output_set():
+        for path, data in files.items():
+            write_bytes_atomic(path, data)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
