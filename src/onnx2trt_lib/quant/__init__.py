@@ -8,8 +8,9 @@ package loads no onnxruntime; the functions load it when they run.
 from __future__ import annotations
 
 from .accuracy import AccuracyReport, OutputStats, TensorStats, compare
+from .agreement import Criterion
 from .api import Fp16Result, QuantizeResult, quantize, ranges_from, to_fp16
-from .protect import Criterion, ProtectionReport, protect
+from .protect import ProtectionReport, protect
 
 __all__ = [
     "AccuracyReport",
