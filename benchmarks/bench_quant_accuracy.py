@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "quant"))
 
 from onnx2trt_lib.calib.api import calibrate  # noqa: E402
-from onnx2trt_lib.quant import quantize, to_fp16  # noqa: E402
+from onnx2trt_lib.quant import Criterion, quantize, to_fp16  # noqa: E402
 from onnx2trt_lib.quant.accuracy import int8_mac_share, run, weighted_macs  # noqa: E402
+from onnx2trt_lib.quant.api import quantize_calibrated  # noqa: E402
 
 
 @dataclass
@@ -363,6 +364,21 @@ def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.Model
         return onnx.load(dst)
 
 
+def fp32_pass_seconds(model: onnx.ModelProto, batches: list[dict]) -> float:
+    """One warm ONNX Runtime pass of the FP32 model over `batches` (best of 3), the flow's unit."""
+    from onnx2trt_lib.quant.accuracy import session
+
+    sess = session(model)
+    sess.run(None, batches[0])
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for feed in batches:
+            sess.run(None, feed)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[dict]:
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
@@ -403,17 +419,41 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         )
 
     add("FP32", task.model, 0.0)
+    fp32_pass = fp32_pass_seconds(task.model, task.calib)
+    print(
+        f"  one FP32 ORT pass over the {sum(len(next(iter(b.values()))) for b in task.calib)} calibration samples: {fp32_pass:.2f} s",
+        flush=True,
+    )
     t = time.perf_counter()
-    ranges = calibrate(task.model, task.calib, method=method).amax
+    cal = calibrate(task.model, task.calib, method=method)
+    ranges = cal.amax
     t_cal = time.perf_counter() - t
     t = time.perf_counter()
     full = quantize(task.model, ranges, protect=False)
     add(f"ours INT8 ({method}), full (--no-protect)", full.model, t_cal + time.perf_counter() - t)
     t = time.perf_counter()
-    prot = quantize(task.model, ranges, data=task.held_out)
+    mse = cal.state.compute_amax("mse")
+    full_mse = quantize(task.model, mse, protect=False)
+    add("ours INT8 (mse), full (--no-protect)", full_mse.model, t_cal + time.perf_counter() - t)
+    for label, use in (("mse", None), (method, method)):
+        t = time.perf_counter()
+        flow = quantize_calibrated(task.model, cal, task.calib, method=use)
+        took = t_cal + time.perf_counter() - t
+        rep = flow.protection
+        add(
+            f"ours default flow: calibrate --qdq ({label} ranges, protected, label-free {rep.kind})",
+            flow.model,
+            took,
+            f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals, calib-data agreement "
+            f"{rep.fmt(rep.before)} -> {rep.fmt(rep.after)}; flow = {took / fp32_pass:.1f}x one FP32 pass",
+        )
+    if only_ours:
+        return rows
+    t = time.perf_counter()
+    prot = quantize(task.model, ranges, data=task.held_out, criterion=Criterion(agreement="sqnr"))
     rep = prot.protection
     add(
-        f"ours INT8 ({method}), protected (label-free, 20 dB)",
+        f"ours INT8 ({method}), protected (label-free, 20 dB, held-out)",
         prot.model,
         t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
@@ -433,8 +473,6 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
     )
-    if only_ours:
-        return rows
     t = time.perf_counter()
     try:
         ort_q = ort_quantize_static(task.model, task.calib)

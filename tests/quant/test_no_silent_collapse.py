@@ -107,3 +107,24 @@ def test_quantize_labels_protected_layers(tmp_path):
     assert res.exit_code == 0, res.output
     assert "excluded by name" not in res.output
     assert "kept in float (protected): mm2" in res.output
+
+
+def test_build_int8_from_data_on_a_strongly_typed_backend_protects(tmp_path, caplog):
+    from onnx2trt_lib.build.backends import Backend, prepare_onnx_for_precision
+    from onnx2trt_lib.build.config import BuildConfig
+
+    class Strong(Backend):  # TensorRT 11 / RTX: no precision flags, INT8 is Q/DQ in the ONNX
+        @property
+        def has_precision_flags(self) -> bool:
+            return False
+
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(2).standard_normal((32, 4)).astype(np.float32))
+    model = collapsing_model()
+    config = BuildConfig(int8=True, calibration_data=str(data))
+    with caplog.at_level("WARNING"):
+        out = prepare_onnx_for_precision(model, config, Strong("tensorrt", "tensorrt", "11.0.0"))
+    path = tmp_path / "prepared.onnx"
+    onnx.save(out, path)
+    assert int8_layers(path) == {"mm1"}
+    assert "-> written 100.00%" in caplog.text and "INT8 share" in caplog.text
