@@ -293,13 +293,68 @@ def orientation_task(test: int) -> Task:
 # --- methods -------------------------------------------------------------------------------
 
 
+def bundled_images() -> list[str]:
+    """Every photo-like image shipped in scikit-image, scikit-learn and matplotlib (29 here)."""
+    import glob
+
+    import matplotlib
+    import skimage
+    import sklearn
+
+    found = sorted(
+        glob.glob(os.path.join(os.path.dirname(skimage.__file__), "data", "*.[pj][np]g"))
+    )
+    found += sorted(
+        glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg"))
+    )
+    found.append(
+        os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data/sample_data/grace_hopper.jpg")
+    )
+    return [f for f in found if os.path.exists(f)]
+
+
+def yolo_task(test: int) -> Task:
+    """nudenet's YOLOv8n (320n.onnx, 18 classes incl. faces) on the bundled images; the score is
+    the share of FP32's boxes (score >= 0.25, NMS) matched with the same class at IoU >= 0.5."""
+    import importlib.util
+
+    from onnx2trt_lib.calib.collect import model_feeds
+    from onnx2trt_lib.quant.agreement import detections, matched_share
+
+    spec = importlib.util.find_spec("nudenet")
+    if spec is None:
+        raise SystemExit("yolo: pip install nudenet (its wheel ships 320n.onnx)")
+    model = onnx.load(Path(spec.origin).parent / "320n.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "images.txt"
+        listing.write_text("\n".join(bundled_images()))
+        feeds = model_feeds(model, str(listing), preprocess="yolo", shapes="images:1x3x320x320")
+    x = np.concatenate([f["images"] for f in feeds])
+    batch = [{"images": x}]
+    ref = detections(first_output(model, batch))
+    print(f"  {len(x)} images, {sum(len(b) for b, _ in ref)} FP32 boxes", flush=True)
+
+    def score(out: np.ndarray, which: slice | None) -> float:
+        return matched_share(ref, detections(out))
+
+    return Task(
+        "YOLOv8n (nudenet 320n), bundled images",
+        model,
+        batch,
+        batch,
+        batch,
+        score,
+        slice(0, len(x)),
+    )
+
+
 def first_output(model: onnx.ModelProto, batches: list[dict]) -> np.ndarray:
     name = model.graph.output[0].name
     out = run(model, batches)[name]
     return np.concatenate(out, axis=0)
 
 
-def rtx_verdict(model: onnx.ModelProto) -> str:
+def rtx_verdict(model: onnx.ModelProto, shapes: dict | None = None) -> str:
     try:
         import tensorrt_rtx as trt
     except ImportError:
@@ -323,14 +378,17 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
         t = network.get_input(i)
         dims = tuple(t.shape)
         if any(d < 0 for d in dims):
-            fixed = (
-                [1, 3, 48, 320]
-                if len(dims) == 4 and dims[1] == 3
-                else [d if d > 0 else 8 for d in dims]
-            )
-            fixed = [d if d > 0 else f for d, f in zip(dims, fixed, strict=True)]
+            if shapes and t.name in shapes:  # the data's shape (YOLO: dynamic height and width)
+                fixed = [d if d > 0 else f for d, f in zip(dims, shapes[t.name], strict=True)]
+            else:
+                fixed = (
+                    [1, 3, 48, 320]
+                    if len(dims) == 4 and dims[1] == 3
+                    else [d if d > 0 else 8 for d in dims]
+                )
+                fixed = [d if d > 0 else f for d, f in zip(dims, fixed, strict=True)]
             hi = [d if dims[k] > 0 or k != 0 else 32 for k, d in enumerate(fixed)]
-            profile.set_shape(t.name, fixed, fixed, hi)
+            profile.set_shape(t.name, [1, *fixed[1:]] if dims[0] < 0 else fixed, fixed, hi)
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     return "parses + builds" if plan is not None and plan.nbytes else "build fails"
@@ -408,7 +466,7 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
                 "method": method,
                 "acc": acc,
                 "int8_share": share,
-                "rtx": rtx_verdict(model),
+                "rtx": rtx_verdict(model, {k: v.shape for k, v in task.test[0].items()}),
                 "seconds": seconds,
                 "note": note,
             }
@@ -523,6 +581,7 @@ def main() -> None:
         "digits": lambda: digits_task(500),
         "ocr": lambda: ocr_task(args.test),
         "orientation": lambda: orientation_task(args.test),
+        "yolo": lambda: yolo_task(args.test),
     }
     sections = []
     for key in args.models.split(","):

@@ -134,6 +134,20 @@ class Judge:
     def ok(self, value: float) -> bool:
         return value >= self.target
 
+    def failing_rows(self, out: Mapping[str, np.ndarray], start: int) -> int:
+        """top1 only: rows start.. of `out` (one batch) that read differently from FP32 in any output.
+
+        Lets an evaluation stop at the batch where the failures exceed what the target allows."""
+        bad = None
+        for name, ref in self.ref.items():
+            test = out[name]
+            part = ref[start : start + len(test)]
+            rows = np.asarray(
+                [top1_agreement(part[i : i + 1], test[i : i + 1]) != 1.0 for i in range(len(test))]
+            )
+            bad = rows if bad is None else bad | rows
+        return int(bad.sum()) if bad is not None else 0
+
 
 def top1_agreement(ref: np.ndarray, test: np.ndarray) -> float:
     """Share of rows whose arg-max over the last axis reads as FP32's.

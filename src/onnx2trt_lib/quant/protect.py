@@ -267,10 +267,25 @@ def protect(
         if metric is not None:
             return float(metric(build(float_layers)))
         floats = set(float_layers)
-        return judge.score(switch.run([c for c in layers if c not in floats], batches))
+        int8 = [c for c in layers if c not in floats]
+        if judge.kind != "top1" or not early_exit:
+            return judge.score(switch.run(int8, batches))
+        # top1: stop at the batch where more rows disagree than the target allows
+        allowed = math.floor((1.0 - target) * rows_total + 1e-9)
+        bad = start = 0
+        for feed in batches:
+            out = switch.run_batch(int8, feed)
+            bad += judge.failing_rows(out, start)
+            start += len(next(iter(out.values())))
+            if bad > allowed:
+                return (rows_total - bad) / rows_total  # at most this: fails the target
+        return (rows_total - bad) / rows_total
 
-    # 1. everything INT8
+    # 1. everything INT8 (measured on all the data: the report's "before")
+    early_exit = False
     before = evaluate([])
+    early_exit = metric is None and all(len(v) == len(ref[names[0]]) for v in ref.values())
+    rows_total = len(ref[names[0]]) if metric is None else 0
     if ok(before):
         log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, target)
         return ProtectionReport(
