@@ -45,6 +45,7 @@ from .accuracy import (
     check_finite,
     int8_mac_share,
     node_key,
+    rows_per_batch,
     run,
     sqnr_db,
     weighted_macs,
@@ -59,7 +60,10 @@ __all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
 REFINE_LIMIT = 16  # refine only small exclusion sets: each try is one evaluation
-RANKING_SAMPLES = 8  # rows for the per-layer ranking: SQNR over whole outputs is stable on a few
+RANKING_SAMPLES = (
+    8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
+)
+RANKING_PASSES = 4  # and the ranking costs at most about this many passes over the data
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,16 @@ class ProtectionReport:
         )
 
 
-def _rows(batches: Sequence[Batch], want: int) -> list[Batch]:
-    """Leading batches holding at least `want` rows (whole batches: a fixed-batch model needs them)."""
+def _rows(batches: Sequence[Batch], want: int, fixed: bool) -> list[Batch]:
+    """The first `want` rows of the data; whole batches where the model's batch is `fixed`."""
     taken, rows = [], 0
     for feed in batches:
+        n = max((len(v) for v in feed.values() if np.ndim(v)), default=1)
+        if not fixed and rows + n > want:
+            feed = {k: v[: want - rows] if np.ndim(v) else v for k, v in feed.items()}
+            n = want - rows
         taken.append(feed)
-        rows += max((len(v) for v in feed.values() if np.ndim(v)), default=1)
+        rows += n
         if rows >= want:
             break
     return taken
@@ -182,13 +190,14 @@ def protect(
     metric: Callable[[onnx.ModelProto], float] | None = None,
     allowed_drop: float = 0.01,
     strategy: str = "bisect",
-    ranking_samples: int = RANKING_SAMPLES,
+    ranking_samples: int | None = None,
     search: bool = True,
 ) -> ProtectionReport:
     """Find the smallest set of layers to keep in float so the criterion holds (see module doc).
 
     `options` are InsertQdqPass options (ranges, op_types, ...); `exclude` names layers the user
-    keeps in float anyway. `ranking_samples` bounds the rows used for the per-layer ranking.
+    keeps in float anyway. `ranking_samples` is the rows of the per-layer ranking (default: up
+    to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes).
     `search=False` only measures the full INT8 model (what --no-protect reports).
     """
     if strategy not in STRATEGIES:
@@ -306,7 +315,9 @@ def protect(
         )
 
     # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
-    few = _rows(batches, ranking_samples)
+    if ranking_samples is None:
+        ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * samples // len(layers))))
+    few = _rows(batches, ranking_samples, rows_per_batch(model, batch_size=0) > 0)
     few_ref = switch.run([], few)
     float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
     alone = {}
