@@ -77,11 +77,13 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     help="Samples per batch (default: the --shape batch, else 1).",
 )
 @click.option(
+    "--shapes",
     "--shape",
     "shapes",
     multiple=True,
     metavar="NAME:DIMS",
-    help="Calibration shape of a dynamic input, trtexec style: x:1x3x640x640 (repeatable or comma-separated).",
+    help="Calibration shape of dynamic inputs: x:1x3x640x640 (trtexec) or x:[1,3,640,640] "
+    "(Polygraphy); repeatable or comma-separated. --shape is the old spelling.",
 )
 @click.option(
     "--preprocess",
