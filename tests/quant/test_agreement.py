@@ -94,3 +94,16 @@ def test_judge_uses_the_bound_of_its_kind():
     sq = Judge(ref, Criterion(agreement="sqnr", min_sqnr_db=9))
     assert sq.kind == "sqnr" and sq.ok(sq.score(noisy))  # 9.2 dB
     assert not Judge(ref, Criterion(agreement="sqnr", min_sqnr_db=9.5)).ok(sq.score(noisy))
+
+
+def test_box_ranking_sees_the_class_scores_under_the_coordinates():
+    rng = np.random.default_rng(0)
+    ref = np.zeros((2, 22, 100), np.float32)
+    ref[:, :4] = rng.uniform(0, 320, (2, 4, 100))
+    ref[:, 4:] = rng.uniform(0, 1, (2, 18, 100))
+    noisy = ref.copy()
+    noisy[:, 4:] += rng.normal(0, 0.3, (2, 18, 100)).astype(np.float32)
+    judge = Judge({"y": ref}, Criterion(agreement="boxes"))
+    whole = Judge({"y": ref}, Criterion(agreement="sqnr")).sensitivity_db({"y": ref}, {"y": noisy})
+    assert whole > 40  # the whole head's SQNR hides the scores' error
+    assert judge.sensitivity_db({"y": ref}, {"y": noisy}) < 10

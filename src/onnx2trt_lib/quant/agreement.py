@@ -134,6 +134,18 @@ class Judge:
     def ok(self, value: float) -> bool:
         return value >= self.target
 
+    def sensitivity_db(self, ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> float:
+        """SQNR for ranking layers: the worst output, and for boxes the worse of coordinates and
+        class scores (over the whole head the coordinates' power hides the scores' error)."""
+        values = []
+        for name in self.ref:
+            r, t = ref[name], out[name]
+            if self.kind == "boxes":
+                values += [sqnr_db(r[:, :4], t[:, :4]), sqnr_db(r[:, 4:], t[:, 4:])]
+            else:
+                values.append(sqnr_db(r, t))
+        return min(-math.inf if math.isnan(v) else v for v in values)
+
     def failing_rows(self, out: Mapping[str, np.ndarray], start: int) -> int:
         """top1 only: rows start.. of `out` (one batch) that read differently from FP32 in any output.
 

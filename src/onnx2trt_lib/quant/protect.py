@@ -323,8 +323,11 @@ def protect(
     alone = {}
     for node in layers:
         out = switch.run([node], few)
-        alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
-        alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
+        if metric is None:
+            alone[node] = judge.sensitivity_db(few_ref, out)
+        else:
+            alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
+            alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
     count += len(layers)
     ranking = sorted(layers, key=lambda n: (alone[n], n))
     log.info("protection: %d layers ranked; most sensitive: %s", len(ranking), ranking[:5])
