@@ -8,8 +8,8 @@ Steps (each one visible in `protect` below):
 3. Find the smallest k such that keeping the k most sensitive layers in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time).
-4. Refine: try giving each kept-float layer back to INT8, least sensitive first; keep the ones
-   that do not break the criterion.
+4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
+   group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Write the model and measure it once more as written (the number the report gives).
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
-REFINE_LIMIT = 16  # refine only small exclusion sets: each try is one evaluation
+REFINE_BUDGET = 24  # tries to give kept layers back to INT8: each is one evaluation
 RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
@@ -359,12 +359,28 @@ def protect(
         k = hi
     kept = ranking[:k]
 
-    # 4. refine: give layers back to INT8 when the criterion still holds without them
-    if ok(value(k)) and 1 < len(kept) <= REFINE_LIMIT:
-        for node in reversed(list(kept)):
-            trial = [c for c in kept if c != node]
-            if ok(evaluate(trial)):
-                kept = trial
+    # 4. refine: give layers back to INT8 when the criterion still holds without them, in
+    #    groups (least sensitive first) split in halves where a group fails: few tries when few
+    #    of the kept layers matter (failing tries of top1 stop early, so they are cheap)
+    tries = 0
+
+    def give_back(group: list[str]) -> None:
+        nonlocal kept, tries
+        if not group or tries >= REFINE_BUDGET:
+            return
+        trial = [c for c in kept if c not in group]
+        tries += 1
+        if ok(evaluate(trial)):
+            kept = trial
+        elif len(group) > 1:
+            half = len(group) // 2
+            give_back(group[:half])
+            give_back(group[half:])
+
+    if ok(value(k)) and len(kept) > 1:
+        order = list(reversed(kept))  # all of them at once is full INT8, which failed
+        give_back(order[: len(order) // 2])
+        give_back(order[len(order) // 2 :])
 
     # 5. the written model, measured as written
     final = build(kept)
