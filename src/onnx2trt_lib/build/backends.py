@@ -377,8 +377,10 @@ def _protected_qdq(model: onnx.ModelProto, config: BuildConfig) -> onnx.ModelPro
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    result = calibrate(model, config.calibration_data, shapes=shapes)
-    quantized = quantize_calibrated(model, result, config.calibration_data, shapes=shapes)
+    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    quantized = quantize_calibrated(
+        model, result, config.calibration_data, shapes=shapes, preprocess=config.preprocess
+    )
     report = quantized.protection
     lines = report.summary_lines() if report is not None else []
     for k, line in enumerate(lines):  # agreement and INT8 share always shown, details with -v
