@@ -14,6 +14,7 @@ from ._common import (
     json_option,
     print_json,
     profiles_from_options,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -100,6 +101,7 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: str,
     output: str,

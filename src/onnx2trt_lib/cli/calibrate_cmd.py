@@ -16,6 +16,7 @@ from ._common import (
     err_console,
     json_option,
     print_json,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -191,6 +192,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: Path,
     data: str,
@@ -239,6 +241,9 @@ def command(
         from .._optional import require
 
         require("matplotlib", purpose="--plots")
+        from .._io import check_output_folder
+
+        check_output_folder(plots_dir)
     if qdq_path is not None:
         from .._io import check_output_path
 

@@ -15,6 +15,7 @@ from ._common import (
     json_option,
     parse_comma_list,
     print_json,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -106,6 +107,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model,
     cache,
