@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT / "tests" / "quant"))
 
 from onnx2trt_lib.calib.api import calibrate  # noqa: E402
 from onnx2trt_lib.quant.accuracy import int8_mac_share, run, weighted_macs  # noqa: E402
-from onnx2trt_lib.quant.api import quantize, to_fp16  # noqa: E402
+from onnx2trt_lib.quant.agreement import Criterion  # noqa: E402
+from onnx2trt_lib.quant.api import quantize, quantize_calibrated, to_fp16  # noqa: E402
 
 
 @dataclass
@@ -292,13 +293,68 @@ def orientation_task(test: int) -> Task:
 # --- methods -------------------------------------------------------------------------------
 
 
+def bundled_images() -> list[str]:
+    """Every photo-like image shipped in scikit-image, scikit-learn and matplotlib (29 here)."""
+    import glob
+
+    import matplotlib
+    import skimage
+    import sklearn
+
+    found = sorted(
+        glob.glob(os.path.join(os.path.dirname(skimage.__file__), "data", "*.[pj][np]g"))
+    )
+    found += sorted(
+        glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg"))
+    )
+    found.append(
+        os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data/sample_data/grace_hopper.jpg")
+    )
+    return [f for f in found if os.path.exists(f)]
+
+
+def yolo_task(test: int) -> Task:
+    """nudenet's YOLOv8n (320n.onnx, 18 classes incl. faces) on the bundled images; the score is
+    the share of FP32's boxes (score >= 0.25, NMS) matched with the same class at IoU >= 0.5."""
+    import importlib.util
+
+    from onnx2trt_lib.calib.collect import model_feeds
+    from onnx2trt_lib.quant.agreement import detections, matched_share
+
+    spec = importlib.util.find_spec("nudenet")
+    if spec is None:
+        raise SystemExit("yolo: pip install nudenet (its wheel ships 320n.onnx)")
+    model = onnx.load(Path(spec.origin).parent / "320n.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "images.txt"
+        listing.write_text("\n".join(bundled_images()))
+        feeds = model_feeds(model, str(listing), preprocess="yolo", shapes="images:1x3x320x320")
+    x = np.concatenate([f["images"] for f in feeds])
+    batch = [{"images": x}]
+    ref = detections(first_output(model, batch))
+    print(f"  {len(x)} images, {sum(len(b) for b, _ in ref)} FP32 boxes", flush=True)
+
+    def score(out: np.ndarray, which: slice | None) -> float:
+        return matched_share(ref, detections(out))
+
+    return Task(
+        "YOLOv8n (nudenet 320n), bundled images",
+        model,
+        batch,
+        batch,
+        batch,
+        score,
+        slice(0, len(x)),
+    )
+
+
 def first_output(model: onnx.ModelProto, batches: list[dict]) -> np.ndarray:
     name = model.graph.output[0].name
     out = run(model, batches)[name]
     return np.concatenate(out, axis=0)
 
 
-def rtx_verdict(model: onnx.ModelProto) -> str:
+def rtx_verdict(model: onnx.ModelProto, shapes: dict | None = None) -> str:
     try:
         import tensorrt_rtx as trt
     except ImportError:
@@ -322,14 +378,17 @@ def rtx_verdict(model: onnx.ModelProto) -> str:
         t = network.get_input(i)
         dims = tuple(t.shape)
         if any(d < 0 for d in dims):
-            fixed = (
-                [1, 3, 48, 320]
-                if len(dims) == 4 and dims[1] == 3
-                else [d if d > 0 else 8 for d in dims]
-            )
-            fixed = [d if d > 0 else f for d, f in zip(dims, fixed, strict=True)]
+            if shapes and t.name in shapes:  # the data's shape (YOLO: dynamic height and width)
+                fixed = [d if d > 0 else f for d, f in zip(dims, shapes[t.name], strict=True)]
+            else:
+                fixed = (
+                    [1, 3, 48, 320]
+                    if len(dims) == 4 and dims[1] == 3
+                    else [d if d > 0 else 8 for d in dims]
+                )
+                fixed = [d if d > 0 else f for d, f in zip(dims, fixed, strict=True)]
             hi = [d if dims[k] > 0 or k != 0 else 32 for k, d in enumerate(fixed)]
-            profile.set_shape(t.name, fixed, fixed, hi)
+            profile.set_shape(t.name, [1, *fixed[1:]] if dims[0] < 0 else fixed, fixed, hi)
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     return "parses + builds" if plan is not None and plan.nbytes else "build fails"
@@ -363,6 +422,21 @@ def ort_quantize_static(model: onnx.ModelProto, calib: list[dict]) -> onnx.Model
         return onnx.load(dst)
 
 
+def fp32_pass_seconds(model: onnx.ModelProto, batches: list[dict]) -> float:
+    """One warm ONNX Runtime pass of the FP32 model over `batches` (best of 3), the flow's unit."""
+    from onnx2trt_lib.quant.accuracy import session
+
+    sess = session(model)
+    sess.run(None, batches[0])
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for feed in batches:
+            sess.run(None, feed)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[dict]:
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
@@ -392,7 +466,7 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
                 "method": method,
                 "acc": acc,
                 "int8_share": share,
-                "rtx": rtx_verdict(model),
+                "rtx": rtx_verdict(model, {k: v.shape for k, v in task.test[0].items()}),
                 "seconds": seconds,
                 "note": note,
             }
@@ -403,17 +477,41 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         )
 
     add("FP32", task.model, 0.0)
+    fp32_pass = fp32_pass_seconds(task.model, task.calib)
+    print(
+        f"  one FP32 ORT pass over the {sum(len(next(iter(b.values()))) for b in task.calib)} calibration samples: {fp32_pass:.2f} s",
+        flush=True,
+    )
     t = time.perf_counter()
-    ranges = calibrate(task.model, task.calib, method=method).amax
+    cal = calibrate(task.model, task.calib, method=method)
+    ranges = cal.amax
     t_cal = time.perf_counter() - t
     t = time.perf_counter()
     full = quantize(task.model, ranges, protect=False)
     add(f"ours INT8 ({method}), full (--no-protect)", full.model, t_cal + time.perf_counter() - t)
     t = time.perf_counter()
-    prot = quantize(task.model, ranges, data=task.held_out)
+    mse = cal.state.compute_amax("mse")
+    full_mse = quantize(task.model, mse, protect=False)
+    add("ours INT8 (mse), full (--no-protect)", full_mse.model, t_cal + time.perf_counter() - t)
+    for label, use in (("mse", None), (method, method)):
+        t = time.perf_counter()
+        flow = quantize_calibrated(task.model, cal, task.calib, method=use)
+        took = t_cal + time.perf_counter() - t
+        rep = flow.protection
+        add(
+            f"ours default flow: calibrate --qdq ({label} ranges, protected, label-free {rep.kind})",
+            flow.model,
+            took,
+            f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals, calib-data agreement "
+            f"{rep.fmt(rep.before)} -> {rep.fmt(rep.after)}; flow = {took / fp32_pass:.1f}x one FP32 pass",
+        )
+    if only_ours:
+        return rows
+    t = time.perf_counter()
+    prot = quantize(task.model, ranges, data=task.held_out, criterion=Criterion(agreement="sqnr"))
     rep = prot.protection
     add(
-        f"ours INT8 ({method}), protected (label-free, 20 dB)",
+        f"ours INT8 ({method}), protected (label-free, 20 dB, held-out)",
         prot.model,
         t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
@@ -433,8 +531,6 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
         t_cal + time.perf_counter() - t,
         f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals" if rep else "",
     )
-    if only_ours:
-        return rows
     t = time.perf_counter()
     try:
         ort_q = ort_quantize_static(task.model, task.calib)
@@ -485,6 +581,7 @@ def main() -> None:
         "digits": lambda: digits_task(500),
         "ocr": lambda: ocr_task(args.test),
         "orientation": lambda: orientation_task(args.test),
+        "yolo": lambda: yolo_task(args.test),
     }
     sections = []
     for key in args.models.split(","):

@@ -341,7 +341,9 @@ def prepare_onnx_for_precision(
     if not (config.fp16 or config.int8) or not backend.strongly_typed:
         return model
     passes = []
-    if config.int8:
+    if config.int8 and config.calibration_cache is None:
+        model = _protected_qdq(model, config)  # converts opset < 13 as `quantize` does
+    elif config.int8:
         from .._opset import at_least_opset
 
         # per-channel QuantizeLinear needs opset 13: convert as `quantize` does
@@ -349,15 +351,41 @@ def prepare_onnx_for_precision(
         if note:
             log.warning("--int8: %s", note)
         passes.append(_load_pass("insert_qdq", QDQ_PASS, ranges=calibration_amax(model, config)))
+        log.warning(
+            "int8: Q/DQ from %s is not checked against FP32 (no data); build with --data to "
+            "measure and protect it",
+            config.calibration_cache,
+        )
     if config.fp16:
         # float32 inputs and outputs unless asked (Polygraphy's --fp-to-fp16 keeps them too)
         passes.append(_load_pass("to_fp16", FP16_PASS, keep_io_types=not config.fp16_io))
+    if not passes:
+        return model
     from ..passes import PassManager
 
     out, report = PassManager(passes).run(model)
     for line in report.summary_lines():
         log.info("precision: %s", line)
     return out
+
+
+def _protected_qdq(model: onnx.ModelProto, config: BuildConfig) -> onnx.ModelProto:
+    """--int8 --data on a strongly typed backend: calibrate, MSE ranges, and the Q/DQ model
+    checked against FP32 on the same data and protected, as `calibrate --qdq` writes it."""
+    from ..calib.api import calibrate
+    from ..quant.api import quantize_calibrated
+
+    shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
+    log.info("calibrating on %s (no --cache given)", config.calibration_data)
+    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    quantized = quantize_calibrated(
+        model, result, config.calibration_data, shapes=shapes, preprocess=config.preprocess
+    )
+    report = quantized.protection
+    lines = report.summary_lines() if report is not None else []
+    for k, line in enumerate(lines):  # agreement and INT8 share always shown, details with -v
+        (log.warning if k < 2 or not report.met else log.info)("int8: %s", line)
+    return quantized.model
 
 
 def _load_pass(module: str, name: str, **options: Any) -> Any:

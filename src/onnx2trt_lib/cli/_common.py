@@ -412,3 +412,27 @@ def publishes_outputs(func: Callable) -> Callable:
 
 def wraps_command(func: Callable) -> Callable:
     return functools.wraps(func)(func)
+
+
+def agreement_options(func: Callable) -> Callable:
+    """--agreement, --min-agreement: the label-free check of an INT8 model against FP32."""
+    for option in reversed(
+        (
+            click.option(
+                "--agreement",
+                type=click.Choice(["auto", "top1", "boxes", "sqnr"]),
+                default="auto",
+                show_default=True,
+                help="How the INT8 model is compared with FP32: top1 (classifiers, CTC: arg-max per "
+                "position), boxes (YOLO heads: matched boxes), sqnr (output SQNR); auto picks from the outputs.",
+            ),
+            click.option(
+                "--min-agreement",
+                type=click.FloatRange(0.0, 1.0),
+                default=None,
+                help="Share of rows (top1) or F-score of boxes that must agree with FP32 (default 0.99).",
+            ),
+        )
+    ):
+        func = option(func)
+    return func

@@ -9,7 +9,16 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ._common import console, err_console, json_option, print_json, publishes_outputs, quiet_option
+from ._common import (
+    agreement_options,
+    console,
+    echo_lines,
+    err_console,
+    json_option,
+    print_json,
+    publishes_outputs,
+    quiet_option,
+)
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
@@ -51,8 +60,8 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 @click.option(
     "--method",
     type=click.Choice(["entropy", "max", "percentile", "mse", "ncnn-kl"]),
-    default="entropy",
-    show_default=True,
+    default=None,
+    help="Range method [default: entropy for the cache, mse for --qdq].",
 )
 @click.option(
     "--method-option",
@@ -149,9 +158,14 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     "qdq_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
-    "use `onnx2trt quantize --data` for that).",
+    help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11: MSE ranges from the same "
+    "histograms, checked against FP32 on the calibration data and protected (layers kept in float) "
+    "until it agrees.",
 )
+@click.option(
+    "--no-protect", is_flag=True, help="--qdq: plain full INT8, measured but not protected."
+)
+@agreement_options
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -199,6 +213,9 @@ def command(
     plots_dir: Path | None,
     plots_top: int,
     qdq_path: Path | None,
+    no_protect: bool,
+    agreement: str,
+    min_agreement: float | None,
     workers: int | None,
     ray_address: str | None,
     max_samples: int | None,
@@ -244,7 +261,7 @@ def command(
         result = calibrate(
             model,
             data,
-            method=method,
+            method=method or "entropy",
             method_options=options,
             batch_size=batch_size,
             shapes=list(shapes) or None,
@@ -275,9 +292,21 @@ def command(
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
-        from ..quant.api import quantize
+        from ..quant.api import quantize_calibrated
 
-        qdq = quantize(model, result.amax, protect=False, output=qdq_path)
+        qdq = quantize_calibrated(
+            model,
+            result,
+            data,
+            preprocess=preprocess,
+            shapes=list(shapes) or None,
+            batch_size=batch_size,
+            method=method,
+            protect=not no_protect,
+            agreement=agreement,
+            min_agreement=min_agreement,
+            output=qdq_path,
+        )
     if as_json:
         payload = result.to_dict()
         if qdq is not None:
@@ -297,6 +326,7 @@ def command(
             f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",
             markup=False,
         )
+        echo_lines([*(qdq.protection.summary_lines() if qdq.protection else []), *qdq.notes])
     if result.cache_hit:
         console.print(
             f"{output}: up to date ({len(result.amax)} tensors; model, data and settings unchanged; --force recomputes)",

@@ -9,6 +9,7 @@ import click
 
 from ..errors import UsageError
 from ._common import (
+    agreement_options,
     data_source_options,
     echo_lines,
     json_option,
@@ -98,8 +99,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     default=None,
     type=float,
     callback=_finite,
-    help="Protection bound: output SQNR vs FP32 in dB (default 20).",
+    help="Bound of --agreement sqnr: output SQNR vs FP32 in dB (default 20).",
 )
+@agreement_options
 @click.option(
     "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."
 )
@@ -119,18 +121,21 @@ def command(
     shapes,
     batch_size,
     min_sqnr,
+    agreement,
+    min_agreement,
     strict,
     as_json,
     quiet,
 ):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
-    With --data, layers are kept in float, most sensitive first, until every output's SQNR
-    against the FP32 model reaches the bound; without it, everything with a range is INT8.
+    With --data the INT8 model is measured against FP32 (top-1 / box agreement or output SQNR,
+    see --agreement) and layers are kept in float, most sensitive first, until it agrees
+    (--no-protect: measured only); without it, everything with a range is INT8.
     """
     from ..quant.accuracy import DataShapeError
+    from ..quant.agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB, Criterion
     from ..quant.api import quantize
-    from ..quant.protect import Criterion
 
     def names(values: tuple[str, ...]) -> list[str]:
         return [n for v in values for n in parse_comma_list(v) or []]
@@ -145,7 +150,11 @@ def command(
             op_types=parse_comma_list(ops),
             protect=not no_protect,
             data=data,
-            criterion=Criterion(min_sqnr) if min_sqnr is not None else None,
+            criterion=Criterion(
+                min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
+                agreement="sqnr" if min_sqnr is not None and agreement == "auto" else agreement,
+                min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+            ),
             strict=strict,
             output=output,
         )

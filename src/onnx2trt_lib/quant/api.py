@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -20,15 +20,15 @@ import onnx_graphsurgeon as gs
 
 from .._io import check_output_path, load_model, save_model
 from ..errors import CalibrationError, UsageError
-from ..passes._infra import PassManager, PassResult, PipelineReport, SkippedNode
+from ..passes._infra import PassResult, SkippedNode
 from ..passes.insert_qdq import (
     DEFAULT_OP_TYPES,
     MIN_OPSET,
-    InsertQdqPass,
     activations_to_quantize,
     constant_values,
 )
 from ..passes.to_fp16 import ConvertToFp16Pass
+from .qdq import insert_qdq
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,11 @@ class QuantizeResult:
     def summary_lines(self) -> list[str]:
         counts = ", ".join(f"{k}={v}" for k, v in self.pass_result.counts.items())
         lines = [f"insert-qdq: {counts}"]
+        protected = {e.node for e in self.protection.excluded} if self.protection else set()
         lines += [
-            f"  left in float: {s.node} ({s.op}): {s.reason}" for s in self.pass_result.skipped
+            f"  left in float: {s.node} ({s.op}): {s.reason}"
+            for s in self.pass_result.skipped
+            if s.node not in protected  # the protection lines below say why
         ]
         if self.protection is not None:
             lines += self.protection.summary_lines()
@@ -230,9 +233,10 @@ def quantize(
 
     `exclude` names nodes kept in float; `exclude_tensors` tensors never quantized. Tensors the
     ranges miss are left in float and listed in `missing_ranges` (`strict=True` refuses instead).
-    With `protect` (default) and `data` (held-out batches), layers are kept in float, most
-    sensitive first, until the label-free criterion (see quant.protect) or `metric` minus
-    `allowed_drop` holds; without data protection is skipped with a note.
+    With `data` (held-out batches) the INT8 model is measured against FP32 (label-free agreement,
+    see quant.agreement, or `metric`); with `protect` (default) layers are also kept in float,
+    most sensitive first, until the criterion or `metric` minus `allowed_drop` holds (see
+    quant.protect). Without data nothing is measured and a note says so.
     """
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
@@ -263,7 +267,7 @@ def quantize(
         )
     report = None
     excluded = list(exclude)
-    if protect and data is not None:
+    if data is not None:
         from .protect import name_weighted_nodes
         from .protect import protect as run_protect
 
@@ -282,6 +286,7 @@ def quantize(
             metric=metric,
             allowed_drop=allowed_drop,
             strategy=strategy,
+            search=protect,
         )
         excluded += [e.node for e in report.excluded]
     elif protect:
@@ -290,16 +295,94 @@ def quantize(
     qmodel, pipeline = insert_qdq(proto, exclude_nodes=excluded, **options)
     if out_path is not None:
         save_model(qmodel, out_path)
-    return QuantizeResult(qmodel, pipeline.records[0].result, missing, report, tuple(notes))
+    pass_result = pipeline.records[0].result
+    if report is not None and report.excluded:  # say why: protection, not the user's --exclude
+        protected = {e.node for e in report.excluded}
+        pass_result = replace(
+            pass_result,
+            skipped=tuple(
+                replace(s, reason="protected: kept in float for accuracy")
+                if s.node in protected
+                else s
+                for s in pass_result.skipped
+            ),
+        )
+    return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
 
 
-def insert_qdq(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, PipelineReport]:
-    """Run the insert-qdq pass (then cleanup and sort) on a copy of `model`."""
-    qmodel, pipeline = PassManager([InsertQdqPass(**options)]).run(model)
-    if qmodel is model:  # nothing quantized: still hand back a copy
-        qmodel = onnx.ModelProto()
-        qmodel.CopyFrom(model)
-    return qmodel, pipeline
+QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
+
+
+def quantize_calibrated(
+    model: ModelLike,
+    result,
+    data,
+    *,
+    preprocess=None,
+    shapes=None,
+    batch_size: int | None = None,
+    method: str | None = None,
+    protect: bool = True,
+    agreement: str = "auto",
+    min_agreement: float | None = None,
+    min_sqnr: float | None = None,
+    output: str | os.PathLike | None = None,
+) -> QuantizeResult:
+    """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
+
+    Ranges: `method` when named, else MSE from the same histograms (the clipping threshold with
+    the least quantization error; the cache keeps TensorRT's entropy). The first QDQ_SAMPLES
+    rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
+    in float (quant.protect).
+    """
+    from ..calib.collect import model_feeds
+    from .agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB, Criterion
+
+    notes = []
+    if method is None and result.state is not None:
+        ranges = result.state.compute_amax("mse")
+        ranges.update({k: v for k, v in result.amax.items() if k not in ranges})
+        notes.append("Q/DQ ranges: mse (least quantization error) from the calibration histograms")
+    else:
+        ranges = dict(result.amax)
+        why = "the cache was reused, no histograms" if result.state is None else "as asked"
+        notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
+    step = batch_size or 1
+    feeds = model_feeds(
+        model,
+        data,
+        preprocess=preprocess,
+        shapes=shapes,
+        batch_size=batch_size,
+        max_batches=max(1, -(-QDQ_SAMPLES // step)),
+    )
+    feeds = _rebatch(feeds, model)
+    criterion = Criterion(
+        min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
+        agreement=agreement,
+        min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+    )
+    res = quantize(model, ranges, data=feeds, protect=protect, criterion=criterion, output=output)
+    return replace(res, notes=(*notes, *res.notes))
+
+
+def _rebatch(feeds: list[dict], model: ModelLike, rows: int = 32) -> list[dict]:
+    """Batch-of-1 calibration feeds joined into feeds of `rows` (one ORT run each) where the model's
+    batch is dynamic and every feed has the same shapes; otherwise as they are."""
+    from .accuracy import _data_inputs, _fixed_batch
+
+    proto = load_model(model, check=False) if not isinstance(model, onnx.ModelProto) else model
+    first = feeds[0]
+    same = all(
+        f.keys() == first.keys()
+        and all(np.ndim(v) and np.shape(v)[1:] == np.shape(first[k])[1:] for k, v in f.items())
+        for f in feeds
+    )
+    if len(feeds) < 2 or not same or _fixed_batch(_data_inputs(proto)) is not None:
+        return feeds
+    joined = {k: np.concatenate([f[k] for f in feeds]) for k in first}
+    total = len(next(iter(joined.values())))
+    return [{k: v[i : i + rows] for k, v in joined.items()} for i in range(0, total, rows)]
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,28 @@
-"""Accuracy protection: keep the fewest layers in float until the INT8 model is close enough to FP32.
+"""Accuracy protection: keep the fewest layers in float until the INT8 model agrees with FP32.
 
 Steps (each one visible in `protect` below):
 
 1. Quantize everything; if the criterion already holds, stop (nothing excluded).
-2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: build a
-   model where only that layer is INT8 and measure the outputs' SQNR against FP32; the lower,
-   the more the layer alone hurts.
+2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: only that
+   layer INT8, output SQNR against FP32 on a few samples; the lower, the more it hurts alone.
 3. Find the smallest k such that keeping the k most sensitive layers in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time).
-4. Refine: try giving each kept-float layer back to INT8, least sensitive first; keep the ones
-   that do not break the criterion.
+4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
+   group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
+5. Write the model and measure it once more as written (the number the report gives).
 
-The criterion is label-free by default: on the held-out batches, every float output's SQNR
-against the FP32 model is at least `min_sqnr_db` (default 20 dB: quantization noise at most 1% of
-the output's power). Bool and integer outputs (Greater, ArgMax) are no signal and are left out,
-as the report's notes say; NaN or Inf in an FP32 output is refused, since no SQNR is defined. With a user `metric(model) -> score` (higher is better) it is instead
-`score >= fp32 score - allowed_drop`. The data should be held out from the batches that made the
-ranges, otherwise the criterion flatters the ranges it was tuned on.
+Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
+(quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
+inference, not a model export and a session. With a user `metric(model) -> score` (higher is
+better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
-What the bound means in practice (benchmarks/results/quant.md): on a digits CNN, 23.5 dB of
-logit SQNR cost 0.4 points of top-1; on PP-OCRv4 recognition (CTC over softmax), 20 dB cost
-3.5 points of exact-match and 25 dB 0.5 point. For sequence/detection models prefer a task
-metric, or raise the bound (`Criterion(min_sqnr_db=25)`, CLI `--min-sqnr 25`).
+The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
+top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads, SQNR otherwise
+(default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
+(Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
+FP32 output is refused. The data should be held out from the batches that made the ranges,
+otherwise the criterion flatters the ranges it was tuned on.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,30 +39,31 @@ import onnx
 from ..errors import UsageError
 from .accuracy import (
     WEIGHTED_OPS,
+    Batch,
+    _cat,
     as_batches,
     check_finite,
     int8_mac_share,
     node_key,
+    rows_per_batch,
     run,
     sqnr_db,
     weighted_macs,
 )
+from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge
+from .qdq import insert_qdq
+from .switch import SwitchSession, quantized_layers
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SQNR_DB = 20.0
+__all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
+
 STRATEGIES = ("bisect", "greedy")
-REFINE_LIMIT = 16  # refine only small exclusion sets: each try is one evaluation
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """Label-free: min over float outputs of SQNR(FP32, INT8) in dB must reach `min_sqnr_db`."""
-
-    min_sqnr_db: float = DEFAULT_MIN_SQNR_DB
-
-    def describe(self) -> str:
-        return f"every output's SQNR vs FP32 >= {self.min_sqnr_db:g} dB on the held-out data"
+REFINE_BUDGET = 24  # tries to give kept layers back to INT8: each is one evaluation
+RANKING_SAMPLES = (
+    8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
+)
+RANKING_PASSES = 4  # and the ranking costs at most about this many passes over the data
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,14 @@ class ExcludedLayer:
 
 @dataclass(frozen=True)
 class ProtectionReport:
-    """What protection measured and kept in float, and why."""
+    """What protection measured and kept in float, and why.
+
+    `before`/`after` are the criterion's value (agreement share, dB, or metric score) for full
+    INT8 and for the written model, measured on the data given; `kind` says which.
+    """
 
     criterion: str
-    before: float  # criterion value (dB or metric score) of the full INT8 model
+    before: float  # criterion value of the full INT8 model
     after: float  # of the written mixed-precision model
     target: float
     met: bool
@@ -89,6 +94,16 @@ class ProtectionReport:
     int8_mac_share_before: float = 1.0
     int8_mac_share_after: float = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = "sqnr"  # sqnr | top1 | boxes | metric
+    searched: bool = True  # False: measured only (--no-protect)
+    samples: int = 0
+
+    def fmt(self, value: float) -> str:
+        if self.kind == "sqnr":
+            return f"{value:.2f} dB"
+        if self.kind == "metric":
+            return f"{value:.4g}"
+        return f"{value:.2%}"
 
     def to_dict(self) -> dict:
         def fin(x: float) -> float | str:
@@ -96,6 +111,9 @@ class ProtectionReport:
 
         return {
             "criterion": self.criterion,
+            "kind": self.kind,
+            "searched": self.searched,
+            "samples": self.samples,
             "before": fin(self.before),
             "after": fin(self.after),
             "target": fin(self.target),
@@ -111,12 +129,24 @@ class ProtectionReport:
         }
 
     def summary_lines(self) -> list[str]:
-        lines = [
-            f"protection: {self.criterion}: full INT8 {self.before:.4g} -> mixed {self.after:.4g} "
-            f"(target {self.target:.4g}, {'met' if self.met else 'NOT met'}, {self.evaluations} evaluations)",
-            f"  INT8 share of Conv/Gemm/MatMul MACs: {self.int8_mac_share_before:.1%} -> {self.int8_mac_share_after:.1%}",
+        share = f"INT8 share of Conv/Gemm/MatMul MACs: {self.int8_mac_share_after:.1%}"
+        if not self.searched:
+            verdict = "meets" if self.met else "does NOT meet"
+            lines = [
+                f"agreement with FP32 ({self.criterion}; {self.samples} samples): "
+                f"{self.fmt(self.after)}, {verdict} the target {self.fmt(self.target)} (protection off)",
+                f"  {share}",
+            ]
+        else:
+            lines = [
+                f"protection: {self.criterion}: full INT8 {self.fmt(self.before)} -> written "
+                f"{self.fmt(self.after)} (target {self.fmt(self.target)}, "
+                f"{'met' if self.met else 'NOT met'}; {self.samples} samples, {self.evaluations} evaluations)",
+                f"  {share} (full INT8: {self.int8_mac_share_before:.1%})",
+            ]
+        lines += [
+            f"  kept in float (protected): {e.node} ({e.op}): {e.reason}" for e in self.excluded
         ]
-        lines += [f"  kept in float: {e.node} ({e.op}): {e.reason}" for e in self.excluded]
         lines += [f"  note: {n}" for n in self.notes]
         return lines
 
@@ -127,63 +157,27 @@ class ProtectionReport:
             for e in self.excluded
         )
         return (
-            f"<p>{html.escape(self.criterion)}: {self.before:.4g} &rarr; {self.after:.4g} "
-            f"(target {self.target:.4g}, {'met' if self.met else 'not met'}); INT8 MAC share "
+            f"<p>{html.escape(self.criterion)}: {self.fmt(self.before)} &rarr; {self.fmt(self.after)} "
+            f"(target {self.fmt(self.target)}, {'met' if self.met else 'not met'}); INT8 MAC share "
             f"{self.int8_mac_share_before:.1%} &rarr; {self.int8_mac_share_after:.1%}</p>"
             "<table><tr><th>kept in float</th><th>op</th><th>rank</th><th>SQNR alone dB</th><th>why</th></tr>"
             f"{rows}</table>"
         )
 
 
-class _Evaluator:
-    """Builds the Q/DQ model for a set of float layers and scores it; counts evaluations."""
-
-    def __init__(self, model, options, batches, criterion, metric, allowed_drop):
-        from .api import insert_qdq
-
-        self._insert = insert_qdq
-        self.model, self.options, self.batches = model, dict(options), batches
-        self.metric = metric
-        self.count = 0
-        self.skipped: list[str] = []  # outputs left out of the bound: not float
-        if metric is None:
-            ref = run(model, batches)
-            outputs = [o.name for o in model.graph.output]
-            self.names = [n for n in outputs if ref[n][0].dtype.kind == "f"]
-            self.skipped = [f"{n} ({ref[n][0].dtype})" for n in outputs if n not in self.names]
-            if not self.names:
-                raise UsageError(
-                    f"no float output to bound ({', '.join(self.skipped)}): SQNR needs float outputs; "
-                    "pass a metric, or quantize without protection"
-                )
-            check_finite(ref, self.names, "the FP32 model")
-            self.ref = {n: np.concatenate([a.reshape(-1) for a in ref[n]]) for n in self.names}
-            self.target = criterion.min_sqnr_db
-        else:
-            self.ref = {}
-            self.fp32_score = float(metric(model))
-            self.target = self.fp32_score - allowed_drop
-
-    def build(self, float_layers: Collection[str]) -> onnx.ModelProto:
-        return self._insert(self.model, exclude_nodes=list(float_layers), **self.options)[0]
-
-    def label_free(self, qmodel: onnx.ModelProto) -> float:
-        out = run(qmodel, self.batches)
-        values = [
-            sqnr_db(self.ref[n], np.concatenate([a.reshape(-1) for a in out[n]]))
-            for n in self.names
-        ]
-        return min(
-            -math.inf if math.isnan(v) else v for v in values
-        )  # NaN from INT8 fails, whatever the order
-
-    def score(self, float_layers: Collection[str]) -> float:
-        self.count += 1
-        qmodel = self.build(float_layers)
-        return float(self.metric(qmodel)) if self.metric is not None else self.label_free(qmodel)
-
-    def ok(self, value: float) -> bool:
-        return value >= self.target
+def _rows(batches: Sequence[Batch], want: int, fixed: bool) -> list[Batch]:
+    """The first `want` rows of the data; whole batches where the model's batch is `fixed`."""
+    taken, rows = [], 0
+    for feed in batches:
+        n = max((len(v) for v in feed.values() if np.ndim(v)), default=1)
+        if not fixed and rows + n > want:
+            feed = {k: v[: want - rows] if np.ndim(v) else v for k, v in feed.items()}
+            n = want - rows
+        taken.append(feed)
+        rows += n
+        if rows >= want:
+            break
+    return taken
 
 
 def protect(
@@ -196,63 +190,146 @@ def protect(
     metric: Callable[[onnx.ModelProto], float] | None = None,
     allowed_drop: float = 0.01,
     strategy: str = "bisect",
-    ranking_batches: int = 2,
+    ranking_samples: int | None = None,
+    search: bool = True,
 ) -> ProtectionReport:
     """Find the smallest set of layers to keep in float so the criterion holds (see module doc).
 
     `options` are InsertQdqPass options (ranges, op_types, ...); `exclude` names layers the user
-    keeps in float anyway. `ranking_batches` bounds the data used for the per-layer ranking.
+    keeps in float anyway. `ranking_samples` is the rows of the per-layer ranking (default: up
+    to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes).
+    `search=False` only measures the full INT8 model (what --no-protect reports).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     criterion = criterion or Criterion()
     model, named = name_weighted_nodes(model)
     batches = as_batches(data, model)
-    ev = _Evaluator(model, options, batches, criterion, metric, allowed_drop)
-    what = (
-        criterion.describe()
-        if metric is None
-        else f"metric >= FP32 metric {ev.fp32_score:.6g} - {allowed_drop:g}"
-    )
+    samples = sum(max((len(v) for v in b.values() if np.ndim(v)), default=1) for b in batches)
     user = list(exclude)
-    macs = weighted_macs(model, _one_sample(model, batches[0]))
     notes: list[str] = []
-    if ev.skipped:
-        notes.append(f"not in the SQNR bound (not float): {', '.join(ev.skipped)}")
     if named:
         notes.append(
             f"unnamed layers named after their op and output: {', '.join(named[:5])}"
             f"{' ...' if len(named) > 5 else ''}"
         )
 
-    # 1. everything INT8
-    full = ev.build(user)
-    before = ev.score(user)
+    def build(float_layers: Collection[str]) -> onnx.ModelProto:
+        return insert_qdq(model, exclude_nodes=list(float_layers) + user, **options)[0]
+
+    full = build([])
+    layers = quantized_layers(full)
+    macs = weighted_macs(model, _one_sample(model, batches[0]))
     share_before = int8_mac_share(full, macs)
-    if ev.ok(before):
-        log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, ev.target)
+    if metric is None:
+        ref_out = run(model, batches)
+        outputs = [o.name for o in model.graph.output]
+        names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
+        skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]
+        if skipped:
+            notes.append(f"not compared (not float): {', '.join(skipped)}")
+        if not names:
+            raise UsageError(
+                f"no float output to compare ({', '.join(skipped)}): agreement needs float outputs; "
+                "pass a metric, or quantize without protection"
+            )
+        check_finite(ref_out, names, "the FP32 model")
+        ref = {n: _cat(ref_out[n]) for n in names}
+        judge = Judge(ref, criterion)
+        what, kind, target = judge.describe(), judge.kind, judge.target
+        measure_model = lambda q: judge.score({n: _cat(v) for n, v in run(q, batches).items()})  # noqa: E731
+    else:
+        fp32_score = float(metric(model))
+        what = f"metric >= FP32 metric {fp32_score:.6g} - {allowed_drop:g}"
+        kind, target = "metric", fp32_score - allowed_drop
+        measure_model = lambda q: float(metric(q))  # noqa: E731
+
+    def ok(value: float) -> bool:
+        return value >= target
+
+    if not search or not layers:
+        before = measure_model(full)
         return ProtectionReport(
             what,
             before,
             before,
-            ev.target,
-            True,
+            target,
+            ok(before),
             (),
             (),
-            ev.count,
+            1,
             share_before,
             share_before,
             tuple(notes),
+            kind,
+            search,
+            samples,
         )
 
-    # 2. sensitivity ranking: only one layer INT8 at a time (label-free, on a few batches)
-    candidates = _quantized_layers(full)
-    rank_ev = _Evaluator(model, options, batches[:ranking_batches], Criterion(), None, 0.0)
+    # one session answers every question about label-free agreement
+    switch = SwitchSession(full, layers, options["ranges"], options.get("exclude_tensors", ()))
+    count = 0
+
+    def evaluate(float_layers: Collection[str]) -> float:
+        nonlocal count
+        count += 1
+        if metric is not None:
+            return float(metric(build(float_layers)))
+        floats = set(float_layers)
+        int8 = [c for c in layers if c not in floats]
+        if judge.kind != "top1" or not early_exit:
+            return judge.score(switch.run(int8, batches))
+        # top1: stop at the batch where more rows disagree than the target allows
+        allowed = math.floor((1.0 - target) * rows_total + 1e-9)
+        bad = start = 0
+        for feed in batches:
+            out = switch.run_batch(int8, feed)
+            bad += judge.failing_rows(out, start)
+            start += len(next(iter(out.values())))
+            if bad > allowed:
+                return (rows_total - bad) / rows_total  # at most this: fails the target
+        return (rows_total - bad) / rows_total
+
+    # 1. everything INT8 (measured on all the data: the report's "before")
+    early_exit = False
+    before = evaluate([])
+    early_exit = metric is None and all(len(v) == len(ref[names[0]]) for v in ref.values())
+    rows_total = len(ref[names[0]]) if metric is None else 0
+    if ok(before):
+        log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, target)
+        return ProtectionReport(
+            what,
+            before,
+            before,
+            target,
+            True,
+            (),
+            (),
+            count,
+            share_before,
+            share_before,
+            tuple(notes),
+            kind,
+            True,
+            samples,
+        )
+
+    # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
+    if ranking_samples is None:
+        ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * samples // len(layers))))
+    few = _rows(batches, ranking_samples, rows_per_batch(model, batch_size=0) > 0)
+    few_ref = switch.run([], few)
+    float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
     alone = {}
-    for node in candidates:
-        alone[node] = rank_ev.label_free(rank_ev.build([c for c in candidates if c != node] + user))
-    ev.count += len(candidates)
-    ranking = sorted(candidates, key=lambda n: (alone[n], n))
+    for node in layers:
+        out = switch.run([node], few)
+        if metric is None:
+            alone[node] = judge.sensitivity_db(few_ref, out)
+        else:
+            alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
+            alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
+    count += len(layers)
+    ranking = sorted(layers, key=lambda n: (alone[n], n))
     log.info("protection: %d layers ranked; most sensitive: %s", len(ranking), ranking[:5])
 
     # 3. smallest k with the top-k layers in float
@@ -260,37 +337,54 @@ def protect(
 
     def value(k: int) -> float:
         if k not in results:
-            results[k] = ev.score(ranking[:k] + user)
+            results[k] = evaluate(ranking[:k])
         return results[k]
 
     n = len(ranking)
     if strategy == "greedy":
-        k = next((k for k in range(1, n + 1) if ev.ok(value(k))), n)
+        k = next((k for k in range(1, n + 1) if ok(value(k))), n)
     else:
         lo, hi = 0, n  # value(lo) fails; find the smallest passing k in (lo, hi]
-        if not ev.ok(value(n)):
+        if not ok(value(n)):
             notes.append(
                 "criterion not met even with every layer in float (the rest of the error is elsewhere)"
             )
         else:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if ev.ok(value(mid)):
+                if ok(value(mid)):
                     hi = mid
                 else:
                     lo = mid
         k = hi
     kept = ranking[:k]
 
-    # 4. refine: give layers back to INT8 when the criterion still holds without them
-    after = value(k)
-    if ev.ok(after) and 1 < len(kept) <= REFINE_LIMIT:
-        for node in reversed(list(kept)):
-            trial = [c for c in kept if c != node]
-            v = ev.score(trial + user)
-            if ev.ok(v):
-                kept, after = trial, v
-    final = ev.build(kept + user)
+    # 4. refine: give layers back to INT8 when the criterion still holds without them, in
+    #    groups (least sensitive first) split in halves where a group fails: few tries when few
+    #    of the kept layers matter (failing tries of top1 stop early, so they are cheap)
+    tries = 0
+
+    def give_back(group: list[str]) -> None:
+        nonlocal kept, tries
+        if not group or tries >= REFINE_BUDGET:
+            return
+        trial = [c for c in kept if c not in group]
+        tries += 1
+        if ok(evaluate(trial)):
+            kept = trial
+        elif len(group) > 1:
+            half = len(group) // 2
+            give_back(group[:half])
+            give_back(group[half:])
+
+    if ok(value(k)) and len(kept) > 1:
+        order = list(reversed(kept))  # all of them at once is full INT8, which failed
+        give_back(order[: len(order) // 2])
+        give_back(order[len(order) // 2 :])
+
+    # 5. the written model, measured as written
+    final = build(kept)
+    after = measure_model(final)
     ops = {node_key(nd): nd.op_type for nd in model.graph.node}
     excluded = tuple(
         ExcludedLayer(
@@ -298,26 +392,27 @@ def protect(
             ops.get(node, "?"),
             ranking.index(node) + 1,
             alone[node],
-            f"sensitivity rank {ranking.index(node) + 1}/{n}: INT8 alone gives output SQNR {alone[node]:.1f} dB; "
-            f"needed to reach the criterion",
+            f"sensitivity rank {ranking.index(node) + 1}/{n}: INT8 alone gives output SQNR {alone[node]:.1f} dB",
         )
         for node in kept
     )
-    report = ProtectionReport(
+    log.info("protection: kept %d layer(s) in float: %s", len(kept), kept)
+    return ProtectionReport(
         what,
         before,
         after,
-        ev.target,
-        ev.ok(after),
+        target,
+        ok(after),
         excluded,
         tuple((r, alone[r]) for r in ranking),
-        ev.count,
+        count + 1,
         share_before,
         int8_mac_share(final, macs),
         tuple(notes),
+        kind,
+        True,
+        samples,
     )
-    log.info("protection: kept %d layer(s) in float: %s", len(kept), kept)
-    return report
 
 
 def name_weighted_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -349,14 +444,3 @@ def _one_sample(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[
     dims = {i.name: i.type.tensor_type.shape.dim for i in model.graph.input}
     fixed = {k for k, d in dims.items() if d and d[0].HasField("dim_value")}
     return {k: v if k in fixed or np.ndim(v) == 0 else v[:1] for k, v in feed.items()}
-
-
-def _quantized_layers(qmodel: onnx.ModelProto) -> list[str]:
-    """Names of weighted nodes whose data and weight inputs both come from DequantizeLinear."""
-    producers = {out: n.op_type for n in qmodel.graph.node for out in n.output}
-    found = []
-    for n in qmodel.graph.node:
-        if n.op_type in WEIGHTED_OPS and n.name:  # unnamed ones were named by name_weighted_nodes
-            if all(producers.get(t) == "DequantizeLinear" for t in n.input[:2]):
-                found.append(n.name)
-    return found

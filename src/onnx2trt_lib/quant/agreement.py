@@ -1,0 +1,251 @@
+"""Label-free agreement of a quantized model with FP32, on what the output is used for.
+
+Output SQNR is a poor proxy on its own: a CTC recognizer keeps 20 dB and loses words, a YOLO head
+mixes boxes (0-640) with class scores (0-1) so the scores' error hides under the boxes' power.
+So besides SQNR the agreement is measured the way the output is read:
+
+* ``top1``: classifiers (N, C) and CTC sequences (N, T, C): the share of rows whose arg-max
+  class, or greedy CTC reading (repeats merged, blank 0 dropped), is FP32's;
+* ``boxes``: YOLOv5/v8-style heads (N, 4 + classes, anchors): boxes above a score of 0.25 after
+  per-class NMS (IoU 0.45), matched to FP32's with the same class at IoU >= 0.5; the F-score of
+  the matches (1 when both find nothing);
+* ``sqnr``: 10 log10(signal / noise) in dB, the minimum over the float outputs.
+
+``auto`` picks from the FP32 outputs: (N, C) logits and rows that are probability distributions
+on the last axis -> top1; (N, 4 + C, A) with A > 4 + C and not a distribution -> boxes; anything
+else (maps, embeddings, several kinds at once) -> sqnr.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from .accuracy import sqnr_db
+
+KINDS = ("auto", "sqnr", "top1", "boxes")
+DEFAULT_MIN_SQNR_DB = 20.0
+DEFAULT_MIN_AGREEMENT = 0.99
+SCORE_THRESHOLD = 0.25
+NMS_IOU = 0.45
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """When a quantized model is close enough to FP32, label-free.
+
+    `agreement` is one of KINDS; SQNR must reach `min_sqnr_db`, top1 and boxes `min_agreement`
+    (a share in [0, 1]).
+    """
+
+    min_sqnr_db: float = DEFAULT_MIN_SQNR_DB
+    agreement: str = "auto"
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+
+    def __post_init__(self) -> None:
+        if self.agreement not in KINDS:
+            raise UsageError(f"agreement {self.agreement!r} is not one of {', '.join(KINDS)}")
+        if not math.isfinite(self.min_sqnr_db):
+            raise UsageError(
+                f"the SQNR bound must be a finite number of dB, got {self.min_sqnr_db}"
+            )
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise UsageError(f"the agreement bound must be in [0, 1], got {self.min_agreement}")
+
+    def describe(self) -> str:  # before the kind is resolved
+        return f"{self.agreement} agreement with FP32"
+
+
+def pick_kind(ref: Mapping[str, np.ndarray]) -> str:
+    """The agreement `auto` means for these FP32 outputs (name -> all rows, batch first)."""
+    kinds = {_kind_of(np.asarray(v)) for v in ref.values()}
+    return kinds.pop() if len(kinds) == 1 else "sqnr"
+
+
+def _kind_of(a: np.ndarray) -> str:
+    if a.ndim == 2 and a.shape[1] >= 2:
+        return "top1"
+    if a.ndim == 3 and a.shape[2] >= 2:
+        if np.all(a >= 0) and np.allclose(a.sum(axis=2, dtype=np.float64), 1.0, atol=1e-3):
+            return "top1"
+        if 5 <= a.shape[1] < a.shape[2]:
+            return "boxes"
+    return "sqnr"
+
+
+class Judge:
+    """Scores candidate outputs against the FP32 reference with one agreement kind."""
+
+    def __init__(self, ref: Mapping[str, np.ndarray], criterion: Criterion) -> None:
+        self.kind = pick_kind(ref) if criterion.agreement == "auto" else criterion.agreement
+        if self.kind == "boxes":
+            bad = [n for n, v in ref.items() if v.ndim != 3 or v.shape[1] < 5]
+            if bad:
+                raise UsageError(
+                    f"--agreement boxes needs (N, 4 + classes, anchors) outputs; {bad[0]!r} is "
+                    f"{'x'.join(map(str, ref[bad[0]].shape))}"
+                )
+        if self.kind == "top1":
+            bad = [n for n, v in ref.items() if v.ndim < 2]
+            if bad:
+                raise UsageError(
+                    f"--agreement top1 needs (N, C) or (N, T, C) outputs; {bad[0]!r} is not"
+                )
+        self.ref = dict(ref)
+        self.target = criterion.min_sqnr_db if self.kind == "sqnr" else criterion.min_agreement
+        self._ref_boxes = (
+            {n: detections(v) for n, v in self.ref.items()} if self.kind == "boxes" else {}
+        )
+
+    @property
+    def unit(self) -> str:
+        return "dB" if self.kind == "sqnr" else ""
+
+    def describe(self) -> str:
+        what = {
+            "sqnr": f"every output's SQNR vs FP32 >= {self.target:g} dB",
+            "top1": f"top-1 agreement with FP32 (class, or CTC reading) >= {self.target:.1%} of rows",
+            "boxes": f"box agreement with FP32 (F-score, same class, IoU >= {MATCH_IOU}) >= {self.target:.1%}",
+        }[self.kind]
+        return f"{what} on the held-out data"
+
+    def format(self, value: float) -> str:
+        return f"{value:.2f} dB" if self.kind == "sqnr" else f"{value:.2%}"
+
+    def score(self, out: Mapping[str, np.ndarray]) -> float:
+        """The worst output's agreement (NaN in a candidate counts as the worst possible)."""
+        values = []
+        for name, ref in self.ref.items():
+            test = out[name]
+            if self.kind == "sqnr":
+                v = sqnr_db(ref, test)
+            elif self.kind == "top1":
+                v = top1_agreement(ref, test)
+            else:
+                v = box_agreement(self._ref_boxes[name], detections(test))
+            values.append(-math.inf if math.isnan(v) else v)
+        return min(values)
+
+    def ok(self, value: float) -> bool:
+        return value >= self.target
+
+    def sensitivity_db(self, ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> float:
+        """SQNR for ranking layers: the worst output, and for boxes the worse of coordinates and
+        class scores (over the whole head the coordinates' power hides the scores' error)."""
+        values = []
+        for name in self.ref:
+            r, t = ref[name], out[name]
+            if self.kind == "boxes":
+                values += [sqnr_db(r[:, :4], t[:, :4]), sqnr_db(r[:, 4:], t[:, 4:])]
+            else:
+                values.append(sqnr_db(r, t))
+        return min(-math.inf if math.isnan(v) else v for v in values)
+
+    def failing_rows(self, out: Mapping[str, np.ndarray], start: int) -> int:
+        """top1 only: rows start.. of `out` (one batch) that read differently from FP32 in any output.
+
+        Lets an evaluation stop at the batch where the failures exceed what the target allows."""
+        bad = None
+        for name, ref in self.ref.items():
+            test = out[name]
+            part = ref[start : start + len(test)]
+            rows = np.asarray(
+                [top1_agreement(part[i : i + 1], test[i : i + 1]) != 1.0 for i in range(len(test))]
+            )
+            bad = rows if bad is None else bad | rows
+        return int(bad.sum()) if bad is not None else 0
+
+
+def top1_agreement(ref: np.ndarray, test: np.ndarray) -> float:
+    """Share of rows whose arg-max over the last axis reads as FP32's.
+
+    (N, C): the class. (N, T, C): the sequence as greedy CTC decoding reads it (repeats merged,
+    class 0 dropped: the blank of PaddleOCR and of torch's CTCLoss), so a blank that moves by one
+    position does not count; other (N, ..., C): every position.
+    """
+    if not np.isfinite(test).all():
+        return math.nan
+    a, b = ref.argmax(axis=-1), test.argmax(axis=-1)
+    if not len(a):
+        return 1.0
+    if a.ndim == 2:
+        return float(np.mean([_ctc(r) == _ctc(t) for r, t in zip(a, b, strict=True)]))
+    return float((a == b).reshape(len(a), -1).all(axis=1).mean())
+
+
+def _ctc(seq: np.ndarray) -> tuple[int, ...]:
+    keep = np.concatenate([[True], seq[1:] != seq[:-1]]) & (seq != 0)
+    return tuple(seq[keep].tolist())
+
+
+Boxes = list[tuple[np.ndarray, np.ndarray]]  # per row: (boxes x1y1x2y2 [K, 4], classes [K])
+
+
+def detections(out: np.ndarray) -> Boxes:
+    """YOLOv5/v8 head (N, 4 + C, A) -> per row the boxes above SCORE_THRESHOLD after per-class NMS."""
+    rows: Boxes = []
+    for pred in np.asarray(out, dtype=np.float64):
+        scores = pred[4:]
+        cls = scores.argmax(axis=0)
+        conf = scores[cls, np.arange(pred.shape[1])]
+        keep = np.flatnonzero(conf >= SCORE_THRESHOLD)
+        cx, cy, w, h = pred[:4, keep]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        kept = _nms(boxes, conf[keep], cls[keep])
+        rows.append((boxes[kept], cls[keep][kept]))
+    return rows
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes a [K, 4] and b [M, 4] (x1, y1, x2, y2)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(axis=1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _nms(boxes: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    order = np.argsort(-conf, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            same = np.asarray([cls[k] == cls[i] for k in kept])
+            if np.any(same & (_iou(boxes[[i]], boxes[kept])[0] > NMS_IOU)):
+                continue
+        kept.append(int(i))
+    return np.asarray(kept, dtype=np.int64)
+
+
+def box_agreement(ref: Sequence, test: Sequence) -> float:
+    """F-score of test boxes matched one-to-one to ref boxes (same class, IoU >= MATCH_IOU), all rows."""
+    matched = n_ref = n_test = 0
+    for (rb, rc), (tb, tc) in zip(ref, test, strict=True):
+        n_ref, n_test = n_ref + len(rb), n_test + len(tb)
+        if not len(rb) or not len(tb):
+            continue
+        iou = _iou(rb, tb) * (rc[:, None] == tc[None, :])
+        used = np.zeros(len(tb), dtype=bool)
+        for i in range(len(rb)):
+            cand = np.where(used, -1.0, iou[i])
+            j = int(cand.argmax())
+            if cand[j] >= MATCH_IOU:
+                used[j] = True
+                matched += 1
+    if n_ref + n_test == 0:
+        return 1.0
+    return 2.0 * matched / (n_ref + n_test)
+
+
+def matched_share(ref: Sequence, test: Sequence) -> float:
+    """Share of ref boxes matched (the recall of FP32's boxes), for reports."""
+    n = sum(len(b) for b, _ in ref)
+    f = box_agreement(ref, test)
+    m = f * (n + sum(len(b) for b, _ in test)) / 2
+    return m / n if n else 1.0

@@ -1,0 +1,176 @@
+"""One ONNX Runtime session for every mix of INT8 and float layers: Q/DQ behind per-layer switches.
+
+Protection asks "how close to FP32 is the model with these layers in float?" dozens of times.
+Writing and loading a Q/DQ model per question costs a new session each (seconds on a real
+model). Instead the full Q/DQ model is built once and every quantized input of a layer is read
+through `Where(switch, dequantized, float)`; a bool scalar graph input per layer picks INT8 or
+float, so one session answers every question and a question costs one inference.
+
+The switches reproduce what insert-qdq writes with those layers excluded, residual Adds
+included: the Add's identity input is quantized while the layer feeding its other input is
+INT8; when both inputs come from layers, insert-qdq quantizes input 1 if the layer on input 0
+is INT8, else input 0 if the layer on input 1 is (tests/quant/test_switch.py checks the outputs
+against the written models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import RuntimeExecutionError
+from ..passes.insert_qdq import activation_scale
+from ..runtime.base import in_float_type
+from ..runtime.ort_runner import ORT_TYPES
+from .accuracy import WEIGHTED_OPS, Batch, _cat, session
+
+FLAG_PREFIX = "onnx2trt_int8_switch_"
+
+
+def quantized_layers(qmodel: onnx.ModelProto) -> list[str]:
+    """Names of weighted nodes whose data and weight inputs both come from DequantizeLinear."""
+    producers = {out: n.op_type for n in qmodel.graph.node for out in n.output}
+    return [
+        n.name
+        for n in qmodel.graph.node
+        if n.op_type in WEIGHTED_OPS
+        and n.name
+        and all(producers.get(t) == "DequantizeLinear" for t in n.input[:2])
+    ]
+
+
+def switch_model(
+    qmodel: onnx.ModelProto,
+    layers: Sequence[str],
+    ranges: Mapping[str, float],
+    exclude_tensors: Collection[str] = (),
+) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """(model with a bool input per layer, layer -> its switch input name); `qmodel` is not changed."""
+    graph = qmodel.graph
+    producers = {out: n for n in graph.node for out in n.output}
+    flags = {layer: f"{FLAG_PREFIX}{i}" for i, layer in enumerate(layers)}
+    scale_type = next(
+        (
+            i.data_type
+            for n in graph.node
+            if n.op_type == "DequantizeLinear"
+            for i in graph.initializer
+            if i.name == n.input[1]
+        ),
+        TensorProto.FLOAT,
+    )
+    nodes: list[onnx.NodeProto] = []
+    extra_inits: list[onnx.TensorProto] = []
+    fresh = iter(range(1 << 30))
+
+    def float_source(tensor: str) -> str | None:
+        dq = producers.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = producers.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def layer_of(tensor: str) -> str | None:
+        node = producers.get(tensor)
+        return node.name if node is not None and node.name in flags else None
+
+    def switched(tensor: str, src: str, cond: str) -> str:
+        out = f"{tensor}__switch{next(fresh)}"
+        nodes.append(helper.make_node("Where", [cond, tensor, src], [out], name=out))
+        return out
+
+    def qdq(tensor: str) -> str | None:
+        """Q/DQ of an activation the full model does not quantize (the second residual case)."""
+        if tensor not in ranges or tensor in exclude_tensors:
+            return None
+        k = next(fresh)
+        scale = numpy_helper.from_array(
+            activation_scale(ranges[tensor]).astype(helper.tensor_dtype_to_np_dtype(scale_type)),
+            f"{tensor}__sw_scale{k}",
+        )
+        zero = numpy_helper.from_array(np.zeros((), np.int8), f"{tensor}__sw_zp{k}")
+        extra_inits.extend([scale, zero])
+        q, dq = f"{tensor}__sw_q{k}", f"{tensor}__sw_dq{k}"
+        nodes.append(helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q]))
+        nodes.append(helper.make_node("DequantizeLinear", [q, scale.name, zero.name], [dq]))
+        return dq
+
+    def both(a: str, b: str) -> str:
+        out = f"switch_and{next(fresh)}"
+        nodes.append(helper.make_node("And", [a, b], [out]))
+        return out
+
+    def negate(a: str) -> str:
+        out = f"switch_not{next(fresh)}"
+        nodes.append(helper.make_node("Not", [a], [out]))
+        return out
+
+    for node in graph.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        if node.name in flags:
+            for slot in (0, 1):
+                src = float_source(node.input[slot])
+                if src is not None:
+                    new.input[slot] = switched(node.input[slot], src, flags[node.name])
+        elif node.op_type == "Add" and len(node.input) == 2:
+            srcs = [float_source(t) for t in node.input]
+            if srcs[1] is not None and srcs[0] is None:
+                a, b = layer_of(node.input[0]), layer_of(srcs[1])
+                if a is not None:  # input 1 quantized because the layer on input 0 is INT8
+                    new.input[1] = switched(node.input[1], srcs[1], flags[a])
+                    dq0 = qdq(node.input[0]) if b is not None else None
+                    if dq0 is not None:  # layer 0 float, layer 1 INT8: insert-qdq takes input 0
+                        cond = both(negate(flags[a]), flags[b])
+                        new.input[0] = switched(dq0, node.input[0], cond)
+            elif srcs[0] is not None and srcs[1] is None:
+                b = layer_of(node.input[1])
+                if b is not None:
+                    new.input[0] = switched(node.input[0], srcs[0], flags[b])
+        nodes.append(new)
+    model = onnx.ModelProto()
+    model.CopyFrom(qmodel)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(extra_inits)
+    for name in flags.values():
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.BOOL, []))
+    return model, flags
+
+
+class SwitchSession:
+    """The switch model of `qmodel` in one ONNX Runtime session; `run(int8_layers, batches)`."""
+
+    def __init__(
+        self,
+        qmodel: onnx.ModelProto,
+        layers: Sequence[str],
+        ranges: Mapping[str, float],
+        exclude_tensors: Collection[str] = (),
+    ) -> None:
+        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors)
+        self.layers = list(layers)
+        self.session = session(model)
+        self.outputs = [o.name for o in qmodel.graph.output]
+        self.types = {i.name: ORT_TYPES.get(i.type) for i in self.session.get_inputs()}
+        self.runs = 0
+
+    def run_batch(self, int8_layers: Collection[str], feed: Batch) -> dict[str, np.ndarray]:
+        on = set(int8_layers)
+        flags = {f: np.array(layer in on) for layer, f in self.flags.items()}
+        data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
+        try:
+            values = self.session.run(self.outputs, {**data, **flags})
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeExecutionError(f"ONNX Runtime failed: {first}") from None
+        self.runs += 1
+        return dict(zip(self.outputs, values, strict=True))
+
+    def run(self, int8_layers: Collection[str], batches: Sequence[Batch]) -> dict[str, np.ndarray]:
+        """Outputs by name, the batches joined along axis 0."""
+        parts = [self.run_batch(int8_layers, feed) for feed in batches]
+        return {n: _cat([p[n] for p in parts]) for n in self.outputs}
