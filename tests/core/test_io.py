@@ -127,3 +127,18 @@ def test_temps_of_killed_writers_are_swept_but_live_or_recent_ones_kept(tmp_path
         for p in tmp_path.iterdir()
         if p.name.startswith(".model.v2.onnx.") and p not in files.values()
     ]
+
+
+def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; a model or engine written for a server must be 0644 like `cp`'s."""
+    from onnx2trt_lib._io import write_bytes_atomic, write_text_atomic
+
+    old = os.umask(0o077)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+        write_text_atomic(tmp_path / "b.txt", "y")
+        save_model(conv_relu_model(), tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    for name in ("a.bin", "b.txt", "m.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
