@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import onnx
 
 from ._io import load_model
-from .passes import PassManager, PipelineReport, get_pass
+from .passes import Pass, PassManager, PipelineReport, get_pass
 
 
-def _resolve_passes(target, passes: Sequence[str | object] | None) -> list[object]:
+def _resolve_passes(target, passes: Sequence[str | Pass] | None) -> list[Pass]:
     from .compat import get_target, passes_for_target
 
     if passes is None:
@@ -23,7 +23,7 @@ def fix(
     model: str | os.PathLike | onnx.ModelProto,
     *,
     target: str = "tensorrt-7.1",
-    passes: Sequence[str | object] | None = None,
+    passes: Sequence[str | Pass] | None = None,
 ) -> tuple[onnx.ModelProto, PipelineReport]:
     """Rewrite `model` so the `target` TensorRT parser accepts it.
 

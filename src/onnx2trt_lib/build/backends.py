@@ -150,9 +150,11 @@ def make_logger(backend: Backend) -> Any:
     }
     trt_log = logging.getLogger("onnx2trt_lib.build.trt")
 
-    class _Logger(trt.ILogger):
+    base: Any = trt.ILogger  # a class of the module loaded at run time
+
+    class _Logger(base):
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
+            base.__init__(self)
             self.errors: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +144,7 @@ class _Run:
         self.pairs, self.owner = [], None
 
 
-def _with_last(items: Iterable[Any]) -> Iterable[tuple[Any, bool]]:
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     """(item, is_last) pairs: each item is yielded once the next one has been read."""
     it = iter(items)
     try:

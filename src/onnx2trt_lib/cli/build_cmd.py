@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from ._common import console, err_console, json_option, print_json, quiet_option
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
+    from rich.progress import TaskID
 
 _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 
@@ -172,7 +176,7 @@ def command(
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[object]:
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """A rich progress display fed by TensorRT's build phases (None when disabled)."""
     if not enabled:
         yield None
@@ -187,7 +191,7 @@ def _progress(enabled: bool) -> Iterator[object]:
         console=err_console,
         transient=True,
     ) as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(phase: str, step: int, total: int) -> None:
             if phase not in tasks:

@@ -426,7 +426,7 @@ def _element_type(tensor: gs.Tensor) -> np.dtype | None:
 def tensor_type_unsupported(node: gs.Node, target: Target, opset: int) -> Hit | None:
     for tensor in (*node.inputs, *node.outputs):
         dtype = _element_type(tensor)
-        if dtype not in _NO_TENSORRT_TYPE:
+        if dtype is None or dtype not in _NO_TENSORRT_TYPE:
             continue
         return Hit(
             f"{target.name} has no {dtype.name} tensors ({tensor.name!r}); "

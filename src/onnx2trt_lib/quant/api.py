@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -29,6 +30,9 @@ from ..passes.insert_qdq import (
     constant_values,
 )
 from ..passes.to_fp16 import ConvertToFp16Pass
+
+if TYPE_CHECKING:  # quant.protect imports this module at run time
+    from .protect import Criterion, ProtectionReport
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class QuantizeResult:
     model: onnx.ModelProto
     pass_result: PassResult
     missing_ranges: tuple[str, ...] = ()
-    protection: object | None = None  # protect.ProtectionReport when protection ran
+    protection: ProtectionReport | None = None  # when protection ran
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -202,7 +206,7 @@ def quantize(
     residual_add: bool = True,
     protect: bool = True,
     data=None,
-    criterion: object | None = None,
+    criterion: Criterion | None = None,
     metric: Callable[[onnx.ModelProto], float] | None = None,
     allowed_drop: float = 0.01,
     strategy: str = "bisect",

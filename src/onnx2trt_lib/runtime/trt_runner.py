@@ -508,7 +508,7 @@ def load_trt_engine(source: Any, *, backend: str | None = None) -> tuple[Any, An
     """(ICudaEngine, objects to keep alive) from an engine object, engine bytes or an engine file.
 
     Files go through `onnx2trt_lib.build.engine.load_engine` (which checks the JSON sidecar
-    against the installed backend) when that module exists; bytes are deserialized here.
+    against the installed backend); bytes are deserialized here.
     """
     if hasattr(source, "create_execution_context"):
         return source, None
@@ -517,14 +517,10 @@ def load_trt_engine(source: Any, *, backend: str | None = None) -> tuple[Any, An
     path = Path(source)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such engine file")
-    try:
-        from ..build.engine import load_engine  # written alongside; optional until it lands
-    except ImportError:
-        load_engine = None
-    if load_engine is not None:  # returns LoadedEngine(engine, runtime, backend, sidecar)
-        loaded = load_engine(path) if backend in (None, "auto") else load_engine(path, backend)
-        return _unwrap_engine(loaded, path), loaded
-    return engine_from_bytes(path.read_bytes(), backend=backend, where=str(path))
+    from ..build.engine import load_engine  # LoadedEngine(engine, runtime, backend, sidecar)
+
+    loaded = load_engine(path) if backend in (None, "auto") else load_engine(path, backend)
+    return _unwrap_engine(loaded, path), loaded
 
 
 def _unwrap_engine(loaded: Any, path: Path) -> Any:
