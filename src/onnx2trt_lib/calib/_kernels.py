@@ -359,7 +359,7 @@ def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row):
 
 @njit(**FLAGS)
 def kl_search_kernel(h, num_quant_bins, start, kl_out):
-    """Fill kl_out[i - start] = KL_i for i in [start, N]; return the chosen m (see the notes above).
+    """Fill kl_out[i - start] = KL_i for i in [start, N]; return the chosen m (see the comments above).
 
     `h` is float64 (counts), `kl_out` has N - start + 1 slots. Requires start >= num_quant_bins,
     N >= start and sum(h) > 0 (the Python wrapper handles the other cases).
