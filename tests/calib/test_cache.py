@@ -161,3 +161,17 @@ def test_crlf_cache_reads_like_its_lf_twin(tmp_path):
     )
     assert dict(got.bits) == dict(want.bits) and list(got.bits) == list(amax)
     assert got.to_bytes() == lf  # written back with LF, as TensorRT writes it
+
+
+def test_header_version_without_tensorrt_is_the_default():
+    """No `tensorrt` importable (TensorRT-RTX reads no INT8 caches): the documented default."""
+    import importlib.util
+
+    from onnx2trt_lib.calib.cache import DEFAULT_TRT_VERSION, installed_trt_version
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("full TensorRT is installed: the header follows it")
+    assert installed_trt_version() is None
+    cache = CalibrationCache.from_amax({"x": 1.27})
+    assert cache.version == trt_version_number(DEFAULT_TRT_VERSION) == "100300"
+    assert cache.to_bytes() == b"TRT-100300-EntropyCalibration2\nx: 3c23d70a\n"

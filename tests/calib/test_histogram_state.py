@@ -297,16 +297,18 @@ def test_no_finite_data_is_an_error():
 def test_bad_arguments():
     with pytest.raises(UsageError):
         Histogram(0)
-    with pytest.raises(UsageError):
-        Histogram(range_max=float("nan"))
+    for bad in (float("nan"), float("inf"), -1.0):  # a range is finite and >= 0
+        with pytest.raises(UsageError, match="range_max"):
+            Histogram(range_max=bad)
     with pytest.raises(CalibrationError, match="dtype"):
         Histogram().update(np.array([1j]))
     h = Histogram()
     h.update(np.array([-1.0, 2.0]))
     with pytest.raises(UsageError, match="unknown calibration method"):
         h.compute_amax("kl")
-    with pytest.raises(UsageError, match="option"):
-        h.compute_amax("max", percentile=3)
+    for method in ("max", "entropy", "percentile", "mse"):  # a misspelt option is never ignored
+        with pytest.raises(UsageError, match="option"):
+            h.compute_amax(method, num_bins=3)
     with pytest.raises(CalibrationError, match="negative"):
         h.compute_amax("entropy", unsigned=True)
 
