@@ -363,6 +363,7 @@ def test_resize_with_sizes_is_untouched():
         ({"opset": 13, "ctm": "tf_half_pixel_for_nn", "mode": "nearest"}, "tf_half_pixel_for_nn"),
         ({"opset": 19, "ctm": "half_pixel_symmetric", "in_shape": [1, 2, 7, 7]}, "out/in"),
         ({"opset": 13, "ctm": "asymmetric", "in_shape": [1, 2, "h", "w"]}, "dynamic"),
+        ({"opset": 13, "scales": [1, 1, 0, 1]}, "not all positive"),
     ],
     ids=[
         "antialias",
@@ -373,6 +374,7 @@ def test_resize_with_sizes_is_untouched():
         "tf_half_pixel_for_nn",
         "symmetric_inexact",
         "dynamic_fractional",
+        "zero_scale",
     ],
 )
 def test_skips_what_it_cannot_keep_exact(kwargs, reason):
