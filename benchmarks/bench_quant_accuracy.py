@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "quant"))
 
 from onnx2trt_lib.calib.api import calibrate  # noqa: E402
-from onnx2trt_lib.quant import quantize, to_fp16  # noqa: E402
 from onnx2trt_lib.quant.accuracy import int8_mac_share, run, weighted_macs  # noqa: E402
+from onnx2trt_lib.quant.api import quantize, to_fp16  # noqa: E402
 
 
 @dataclass

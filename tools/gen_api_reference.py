@@ -26,7 +26,8 @@ OUTPUT = ROOT / "docs" / "api.md"
 MODULES: tuple[tuple[str, str], ...] = (
     (
         "onnx2trt_lib",
-        "the top-level calls: fix a model for a TensorRT version, lint it; the errors",
+        "the flat API, one call per step (lint, fix, calibrate, quantize, to_fp16, build, "
+        "compare, inspect, run); the errors",
     ),
     ("onnx2trt_lib.compat", "which nodes a TensorRT version's ONNX parser refuses"),
     ("onnx2trt_lib.passes", "the pass protocol, PassManager and registry"),
@@ -155,7 +156,11 @@ def render() -> str:
             parts.append(f"> {summary}\n")
         for name in public_names(module):
             obj = getattr(module, name)
-            if inspect.ismodule(obj) or name == "__version__":
+            if inspect.ismodule(obj) and callable(obj):  # onnx2trt_lib.build: package and call
+                from onnx2trt_lib.api import build
+
+                obj = build
+            elif inspect.ismodule(obj) or name == "__version__":
                 continue
             parts.append(describe(f"{module_name}.{name}", obj))
     return "\n".join(parts).rstrip() + "\n"

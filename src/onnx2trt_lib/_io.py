@@ -18,12 +18,18 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-import onnx
-
+from ._lazy import lazy_module
 from .errors import ModelLoadError, Onnx2TrtError
+
+# imported on first use: inspect CACHE and an engine-cache hit need neither (see _lazy)
+if TYPE_CHECKING:  # type checkers see the modules; at run time they load on first use
+    import numpy as np
+    import onnx
+else:
+    np = lazy_module("numpy")
+    onnx = lazy_module("onnx")
 
 # protobuf cannot serialise a single message over 2 GiB: beyond this, weights go to external data.
 _PROTOBUF_LIMIT = 2**31 - 1

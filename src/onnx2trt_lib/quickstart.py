@@ -10,12 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ._io import OutputError, load_arrays, save_model, write_bytes_atomic
+from ._sample import sample_dir
 from .errors import MissingDependencyError, Onnx2TrtError, UsageError
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,6 @@ log = logging.getLogger(__name__)
 TARGET = "tensorrt-7.1"
 PROTECT_SAMPLES = 64  # held-out test images used by accuracy protection, not for scoring
 BATCH_PROFILE = "image:1x1x8x8/8x1x8x8/32x1x8x8"
-
-
-def sample_dir() -> Path:
-    """Folder of the bundled sample (digits.onnx, calib images, test set, preprocessing)."""
-    return Path(str(resources.files("onnx2trt_lib") / "data" / "sample"))
 
 
 @dataclass
@@ -77,7 +72,7 @@ def run_quickstart(
     """Run every stage on the bundled sample, writing artifacts under `out_dir`."""
     from .api import fix, lint
     from .calib.api import calibrate
-    from .quant import quantize, to_fp16
+    from .quant.api import quantize, to_fp16
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -69,8 +69,9 @@ def _fake_pass_module(monkeypatch, module: str, pass_name: str, seen: list, *, t
                 seen.append(("init", ranges))
         else:
 
-            def __init__(self):
+            def __init__(self, *, keep_io_types=None):
                 seen.append(("init", None))
+                seen.append(("keep_io_types", keep_io_types))
 
         def run(self, graph):
             seen.append(("run", graph.name))
@@ -125,6 +126,7 @@ def test_precision_hook_runs_passes_on_strongly_typed(monkeypatch, tmp_path):
     init = next(arg for kind, arg in seen if kind == "init" and arg is not None)
     assert init == pytest.approx({"x": 2.54, "y": 12.7}, rel=1e-6)  # amax read back from the cache
     assert model.SerializeToString() == before  # the input model is never modified
+    assert ("keep_io_types", True) in seen  # float32 inputs/outputs unless fp16_io
 
     weak = _WeakBackend("tensorrt", "tensorrt", "10.3.0")
     assert prepare_onnx_for_precision(model, BuildConfig(fp16=True), weak) is model
@@ -160,13 +162,20 @@ def test_weak_backend_flags_are_skipped_on_strong(monkeypatch):
 
 @pytest.mark.trt
 def test_real_fp16_and_int8_builds_on_rtx(tmp_path, rtx, models):
-    """The real passes: FP16 makes the I/O float16; INT8 from a cache and from --data both build."""
+    """The real passes: FP16 keeps float32 I/O (float16 with fp16_io); INT8 from a cache and
+    from --data both build."""
     from onnx2trt_lib.build import Builder
     from onnx2trt_lib.calib.cache import CalibrationCache, write_cache
 
     model = models["conv_relu"](1)
     fp16 = Builder(BuildConfig(fp16=True, backend="tensorrt-rtx"), cache_dir=False).build(model)
+    io = BuildConfig(fp16=True, fp16_io=True, backend="tensorrt-rtx")
+    fp16_io = Builder(io, cache_dir=False).build(model)
     assert [t["dtype"] for t in fp16.sidecar["inputs"] + fp16.sidecar["outputs"]] == [
+        "float32",
+        "float32",
+    ]
+    assert [t["dtype"] for t in fp16_io.sidecar["inputs"] + fp16_io.sidecar["outputs"]] == [
         "float16",
         "float16",
     ]

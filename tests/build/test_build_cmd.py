@@ -128,7 +128,7 @@ def test_build_text_output_and_quiet(tmp_path):
         "x:1x3x8x8",
     )
     assert res.exit_code == 0, res.output
-    assert "built:" in res.output and "input  x  float16  1x3x8x8" in res.output
+    assert "built:" in res.output and "input  x  float32  1x3x8x8" in res.output  # float32 I/O
     quiet = _invoke("build", str(model), "-o", str(tmp_path / "q.engine"), "--quiet")
     assert quiet.exit_code == 0 and quiet.output.strip() == ""
     assert (tmp_path / "q.engine").stat().st_size > 0

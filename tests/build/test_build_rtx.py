@@ -405,7 +405,7 @@ def test_inspect_engine(built, rtx):
     assert report["sidecar"]["backend"]["version"] == rtx.__version__
     assert report["problems"] == []
     assert report["size"] == built.stat().st_size
-    assert report["engine"]["loaded"] is False and "CUDA" in report["engine"]["reason"]
+    assert report["engine"]["loaded"] is False and "GPU" in report["engine"]["reason"]
     built.with_suffix(".engine.json").unlink()
     bare = inspect_engine(built)
     assert bare["sidecar"] is None and "no sidecar" in bare["sidecar_error"]

@@ -30,14 +30,16 @@ def sample(tmp_path: Path) -> Path:
 
 
 def test_lint_fix_lint_cycle_on_sample(sample: Path, tmp_path: Path) -> None:
-    before = invoke("lint", str(sample), "--json")
+    before = invoke("lint", str(sample), "--target", "tensorrt-7.1", "--json")
     assert before.exit_code == 3
     rules = {f["rule"] for f in json.loads(before.output)["findings"]}
     assert rules == {"resize-scales-coordinate-mode", "gather-elements-unsupported"}
 
     out, report = tmp_path / "fixed.onnx", tmp_path / "report.json"
     original = sample.read_bytes()
-    res = invoke("fix", str(sample), "-o", str(out), "--report", str(report))
+    res = invoke(
+        "fix", str(sample), "-o", str(out), "--target", "tensorrt-7.1", "--report", str(report)
+    )
     assert res.exit_code == 0, res.output
     assert sample.read_bytes() == original  # input untouched
     data = json.loads(report.read_text())
@@ -45,7 +47,7 @@ def test_lint_fix_lint_cycle_on_sample(sample: Path, tmp_path: Path) -> None:
     assert counts["fix-resize"]["scales_to_sizes"] == 1
     assert counts["decompose-gather-elements"]["decomposed"] == 1
 
-    after = invoke("lint", str(out))
+    after = invoke("lint", str(out), "--target", "tensorrt-7.1")
     assert after.exit_code == 0, after.output
 
     images = np.load(str(SAMPLE.parent / "digits_test.npz"))["image"][:16]
@@ -55,7 +57,7 @@ def test_lint_fix_lint_cycle_on_sample(sample: Path, tmp_path: Path) -> None:
 
     # a second fix changes nothing and writes the same bytes
     out2 = tmp_path / "fixed2.onnx"
-    res2 = invoke("fix", str(out), "-o", str(out2), "--json")
+    res2 = invoke("fix", str(out), "-o", str(out2), "--target", "tensorrt-7.1", "--json")
     assert res2.exit_code == 0 and json.loads(res2.output)["modified"] is False
     assert out2.read_bytes() == out.read_bytes()
 

@@ -6,6 +6,8 @@ bundled sample as ./sample/):
 - ```bash / ```console / ```sh blocks run their lines that start with `onnx2trt ` (a leading
   `$ ` is dropped; a trailing backslash continues the line) with the venv's `onnx2trt`,
   and must exit 0 unless the block is preceded by `<!-- expect-exit: N -->`.
+README.md runs in an empty folder instead: its example must work as pasted anywhere (it finds
+the sample through `onnx2trt_lib.sample_dir()`), the repository root included.
 A block preceded by `<!-- docs-test: skip -->` is not run (for install commands and
 GPU-only code only). Blocks of other languages (text, json, ...) are never run.
 """
@@ -185,6 +187,8 @@ def test_markdown_examples_run(path: Path, docs_workdir: Path) -> None:
     blocks = [b for b in parse_blocks(path.read_text(encoding="utf-8")) if b.runnable]
     if not blocks:
         pytest.skip(f"{_relative(path)} has no runnable examples")
+    if path.name == "README.md":  # as pasted by a new user: no ./sample beside it
+        shutil.rmtree(docs_workdir / "sample")
     namespace: dict = {"__name__": "__docs__"}
     try:
         for block in blocks:

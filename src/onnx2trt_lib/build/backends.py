@@ -18,14 +18,17 @@ import inspect
 import logging
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from .. import _optional
+from .._lazy import lazy_module
 from ..errors import BuildError, MissingDependencyError, UsageError
 from .config import BACKEND_CHOICES, BuildConfig
 
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 # CLI/config name -> importable module, in the order `auto` tries them: full TensorRT first,
@@ -130,6 +133,56 @@ def detect_backend(name: str = "auto") -> Backend:
     )
 
 
+# package names that carry each module, for `peek_backend` (first found wins)
+_DISTRIBUTIONS = {
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    "tensorrt-rtx": ("tensorrt-rtx", "tensorrt_rtx"),
+}
+
+
+def peek_backend(name: str = "auto") -> Backend | None:
+    """The backend `detect_backend` would most likely pick, from package metadata alone.
+
+    Imports no TensorRT (about 0.1 s and numpy): enough to name an engine-cache entry. None
+    when unsure; a wrong guess only costs a cache miss, after which the build detects properly.
+    """
+    import importlib.util
+
+    if name not in BACKEND_CHOICES:
+        return None
+    for candidate in list(_MODULES) if name == "auto" else [name]:
+        try:
+            spec = importlib.util.find_spec(_MODULES[candidate])
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            continue
+        version = _installed_version(spec, _DISTRIBUTIONS[candidate])
+        return Backend(candidate, _MODULES[candidate], version) if version else None
+    return None
+
+
+def _installed_version(spec: Any, distributions: tuple[str, ...]) -> str | None:
+    """The version in the `<dist>-<version>.dist-info` folder beside the module (a directory
+    listing, not importlib.metadata: that one costs as much as the rest of a cache hit)."""
+    import re
+    from pathlib import Path
+
+    if not spec.origin:
+        return None
+    site = Path(spec.origin).parent.parent
+    names = {re.sub(r"[-_.]+", "_", d).lower() for d in distributions}
+    try:
+        entries = [p.name for p in site.iterdir() if p.name.endswith(".dist-info")]
+    except OSError:
+        return None
+    for entry in sorted(entries):
+        dist, _, version = entry[: -len(".dist-info")].partition("-")
+        if dist.lower() in names and version:
+            return version
+    return None
+
+
 # ---------------------------------------------------------------- logger
 
 
@@ -211,7 +264,8 @@ def calibration_amax(model: onnx.ModelProto, config: BuildConfig) -> dict[str, f
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    return dict(calibrate(model, config.calibration_data, shapes=shapes).amax)
+    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    return dict(result.amax)
 
 
 def apply_hardware_compatibility(backend: Backend, trt_config: Any, config: BuildConfig) -> None:
@@ -282,16 +336,24 @@ def prepare_onnx_for_precision(
     TensorRT 11 and TensorRT-RTX build every tensor in the type the network gives it
     (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/work-quantized-types.html),
     so INT8 means explicit Q/DQ nodes with scales from calibration (pass "insert-qdq") and
-    FP16 means casting the rest of the graph (pass "to-fp16"). On TensorRT 10 the model is
+    FP16 means casting the rest of the graph (pass "to-fp16", float32 I/O unless `fp16_io`); a
+    model below opset 13 is converted first for INT8. On TensorRT 10 the model is
     returned unchanged (builder flags do the work). The input model is never modified.
     """
     if not (config.fp16 or config.int8) or not backend.strongly_typed:
         return model
     passes = []
     if config.int8:
+        from .._opset import at_least_opset
+
+        # per-channel QuantizeLinear needs opset 13: convert as `quantize` does
+        model, note = at_least_opset(model, 13, "per-channel QuantizeLinear needs it")
+        if note:
+            log.warning("--int8: %s", note)
         passes.append(_load_pass("insert_qdq", QDQ_PASS, ranges=calibration_amax(model, config)))
     if config.fp16:
-        passes.append(_load_pass("to_fp16", FP16_PASS))
+        # float32 inputs and outputs unless asked (Polygraphy's --fp-to-fp16 keeps them too)
+        passes.append(_load_pass("to_fp16", FP16_PASS, keep_io_types=not config.fp16_io))
     from ..passes import PassManager
 
     out, report = PassManager(passes).run(model)

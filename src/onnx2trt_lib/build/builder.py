@@ -10,14 +10,13 @@ make_sidecar, save_engine and EngineCache; use those directly for anything unusu
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from .._io import (
     check_output_path,
@@ -27,8 +26,9 @@ from .._io import (
     sha256_model,
     sha256_model_file,
 )
+from .._lazy import lazy_module
 from ..errors import UsageError
-from .backends import Backend, detect_backend
+from .backends import Backend, detect_backend, peek_backend
 from .cache import EngineCache, cache_key
 from .config import BuildConfig
 from .engine import (
@@ -41,6 +41,10 @@ from .engine import (
 )
 from .network import network_from_onnx
 
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +103,9 @@ class Builder:
         """Build (or fetch from the cache) the engine for `model`; save it to `output` if given."""
         start = time.perf_counter()
         config = self.config
-        backend = detect_backend(config.backend)
+        # a cache hit needs only the backend's name and version: read them without importing it
+        peeked = peek_backend(config.backend) if self.cache is not None else None
+        backend = peeked or detect_backend(config.backend)
         _check_inputs_exist(config)
         out_path = None
         read = (model, config.calibration_cache, config.calibration_data)
@@ -119,6 +125,11 @@ class Builder:
         onnx_sha256, source = _fingerprint(model)
         key = cache_key(onnx_sha256, config, backend) if self.cache is not None else None
         cached = self.cache.get(key) if self.cache is not None and key is not None else None
+        if cached is None and peeked is not None:
+            backend = detect_backend(config.backend)  # a miss: detect properly before building
+            if backend != peeked and self.cache is not None:
+                key = cache_key(onnx_sha256, config, backend)
+                cached = self.cache.get(key)
         if cached is not None:
             engine, sidecar = cached
             sidecar = {**sidecar, "onnx_source": source}
@@ -155,7 +166,7 @@ def _fingerprint(model: str | os.PathLike | onnx.ModelProto) -> tuple[str, str |
 
     A path is hashed without loading the weights, so a cache hit never pays for loading the model.
     """
-    if isinstance(model, onnx.ModelProto):
+    if not isinstance(model, (str, os.PathLike)):  # a ModelProto (onnx is not imported for a path)
         return sha256_model(model), None
     path = Path(model)
     if not path.is_file():
@@ -189,5 +200,12 @@ def _check_inputs_exist(config: BuildConfig) -> None:
         ("calibration cache", config.calibration_cache),
         ("calibration data", config.calibration_data),
     ):
-        if value is not None and not Path(value).exists():
-            raise UsageError(f"{label} {value} does not exist")
+        if value is None or Path(value).exists():
+            continue
+        if (
+            label == "calibration data"
+            and glob.has_magic(value)
+            and glob.glob(value, recursive=True)
+        ):
+            continue  # a quoted glob of images, as calibrate takes it
+        raise UsageError(f"{label} {value} does not exist")

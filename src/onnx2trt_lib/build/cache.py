@@ -11,6 +11,7 @@ Layout: `<root>/<key>.engine` and `<root>/<key>.engine.json` (the usual sidecar)
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -46,6 +47,8 @@ def cache_key(onnx_sha256: str, config: BuildConfig, backend: Backend) -> str:
         settings["calibration_cache"] = _content_digest(config.calibration_cache)
     if config.calibration_data is not None:
         settings["calibration_data"] = _content_digest(config.calibration_data)
+    if config.preprocess is not None and Path(config.preprocess).is_file():
+        settings["preprocess"] = _content_digest(config.preprocess)
     payload = {
         "onnx": onnx_sha256,
         "config": settings,
@@ -70,6 +73,14 @@ def _content_digest(path: str) -> str:
                     f"{item.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
                 )
         return "dir:" + digest.hexdigest()
+    matches = sorted(glob.glob(path, recursive=True)) if glob.has_magic(path) else []
+    if matches:  # a quoted glob of images, as calibrate takes it
+        digest = hashlib.sha256()
+        for item in map(Path, matches):
+            if item.is_file():
+                st = item.stat()
+                digest.update(f"{item.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return "glob:" + digest.hexdigest()
     raise UsageError(f"calibration input {path} does not exist")
 
 

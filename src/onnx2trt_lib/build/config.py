@@ -1,9 +1,13 @@
 """`BuildConfig`: everything that decides what engine a build produces, frozen and hashable.
 
-Shapes use trtexec's spelling so users can paste their trtexec lines:
-`name:1x3x224x224` (one shape), `name:1x3x224x224/8x3x224x224/32x3x224x224` (MIN/OPT/MAX),
-several inputs separated by commas. Each profile is one `--shapes` (or one
-`--min-shapes/--opt-shapes/--max-shapes` triple); a build may have several profiles.
+Shapes: the one place every command parses them, in the spellings users paste:
+- trtexec: `name:1x3x224x224` (one shape), several inputs separated by commas, and
+  `--minShapes/--optShapes/--maxShapes` (also spelled `--min-shapes/...`);
+- Polygraphy: `name:[1,3,224,224]`, several entries separated by spaces or commas, and
+  `--trt-min-shapes/--trt-opt-shapes/--trt-max-shapes`;
+- ours: `name:MIN/OPT/MAX` in one `--shapes` (`x:1x3x224x224/8x3x224x224/32x3x224x224`).
+Each profile is one `--shapes` (or one min/opt/max triple); a build may have several profiles.
+A name with colons (TensorFlow's `input:0`) may be quoted: `'input:0':1x3`.
 """
 
 from __future__ import annotations
@@ -113,12 +117,16 @@ class BuildConfig:
     flags (INT8 calibrated from `calibration_cache` or `calibration_data`); on strongly typed
     backends (TensorRT 11, TensorRT-RTX) the ONNX is rewritten by graph passes first.
     `timing_cache` only makes builds faster, so it is not part of the cache key.
+    `preprocess` (a preset or config file) turns `calibration_data` images into inputs, as in
+    `calibrate`; `fp16_io` makes a strongly typed FP16 engine's inputs/outputs float16 too.
     """
 
     fp16: bool = False
     int8: bool = False
     calibration_cache: str | None = None
     calibration_data: str | None = None
+    preprocess: str | None = None
+    fp16_io: bool = False
     profiles: tuple[Profile, ...] = ()
     workspace: int | None = None
     timing_cache: str | None = None
@@ -141,6 +149,10 @@ class BuildConfig:
             raise UsageError("give either --cache or --data for INT8 calibration, not both")
         if (self.calibration_cache or self.calibration_data) and not self.int8:
             raise UsageError("--cache/--data are INT8 calibration inputs; add --int8 or drop them")
+        if self.preprocess is not None and not self.calibration_data:
+            raise UsageError("--preprocess is for --data images (INT8 calibration); add --data")
+        if self.fp16_io and not self.fp16:
+            raise UsageError("--fp16-io makes FP16 engine inputs/outputs float16; add --fp16")
         if self.workspace is not None and not 0 < self.workspace <= MAX_MEMORY_SIZE:
             raise UsageError(
                 f"workspace must be a positive number of bytes up to {MAX_MEMORY_SIZE} (1 PiB), "
@@ -182,24 +194,28 @@ class BuildConfig:
 # ---------------------------------------------------------------- parsing trtexec spellings
 
 _DIMS = re.compile(r"^\d+(x\d+)*$")
+_BRACKETS = re.compile(r"^\[\s*(\d+(\s*,\s*\d+)*)?\s*\]$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_dims(text: str, *, where: str = "shape") -> Shape:
     """`1x3x224x224` -> (1, 3, 224, 224); a scalar input is written as an empty string."""
-    text = text.strip()
-    if text == "":
+    given = text.strip()
+    text = given.lower()  # 2x4X5 was accepted by calibrate's --shape
+    if text == "" or text.replace(" ", "") == "[]":
         return ()
+    if _BRACKETS.match(text):  # Polygraphy's [1,3,224,224]
+        text = "x".join(p.strip() for p in text[1:-1].split(","))
     if not _DIMS.match(text):
         raise UsageError(
-            f"{where}: {text!r} is not a shape like 1x3x224x224 (positive integers joined by 'x')"
+            f"{where}: {given!r} is not a shape like 1x3x224x224 or [1,3,224,224] (non-negative integers)"
         )
     # int() refuses strings of over 4300 digits (ValueError): drop leading zeros, test the length first
     parts = [p.lstrip("0") or "0" for p in text.split("x")]
     if any(len(p) > len(str(MAX_DIM)) or int(p) > MAX_DIM for p in parts):
         raise UsageError(
-            f"{where}: {text!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes"
+            f"{where}: {given!r} has a dimension above {MAX_DIM}, the int64 limit of TensorRT shapes"
         )
     return tuple(int(p) for p in parts)
 
@@ -210,7 +226,7 @@ def _split_entries(spec: str) -> list[tuple[str, str]]:
     A name with colons (TensorFlow's `input:0`) works, and may be quoted: `'input:0':1x3`.
     """
     entries = []
-    for raw in spec.split(","):
+    for raw in _split_outside_brackets(spec):
         raw = raw.strip()
         if not raw:
             continue
@@ -222,6 +238,31 @@ def _split_entries(spec: str) -> list[tuple[str, str]]:
     if not entries:
         raise UsageError(f"empty shape spec {spec!r}; use name:1x3x224x224")
     return entries
+
+
+def _split_outside_brackets(spec: str) -> list[str]:
+    """Entries separated by commas (trtexec) or spaces (Polygraphy), never inside [...] or quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for char in spec:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(depth - 1, 0)
+        elif depth == 0 and (char == "," or char.isspace()):
+            if "".join(current).strip():
+                parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if "".join(current).strip():
+        parts.append("".join(current))
+    return parts
 
 
 def parse_shapes(spec: str) -> dict[str, Shape]:

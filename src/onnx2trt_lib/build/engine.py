@@ -553,6 +553,11 @@ def engine_from_bytes(
     _check_engine_header(runtime, backend, data)
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
+        from ..runtime.gpu import gpu_message
+
+        no_gpu = gpu_message(f"loading a {backend.label} engine")
+        if no_gpu is not None:  # TensorRT would say "CUDA driver version is insufficient"
+            raise EngineFileError(no_gpu)
         detail = " ".join(logger.errors[0].split()) if logger.errors else "no error message"
         raise EngineFileError(f"{backend.label} cannot deserialize the engine: {detail[:400]}")
     return LoadedEngine(engine, runtime, backend, None)

@@ -10,15 +10,18 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from .._io import load_model
+from .._lazy import lazy_module
 from ..errors import BuildError
 from .backends import Backend, detect_backend, make_logger, prepare_onnx_for_precision
 from .config import BuildConfig, format_shape
 
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")  # imported on first use (see _lazy)
 log = logging.getLogger(__name__)
 
 _MAX_ERRORS_SHOWN = 3

@@ -30,6 +30,7 @@ from ..errors import CalibrationError, UsageError
 from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
+_NOTED_EXTRAS: dict[str, list[list[str]]] = {}  # origin -> extra arrays already noted (once each)
 
 IMAGE_SUFFIXES = frozenset(
     {
@@ -57,36 +58,30 @@ Batch = dict[str, np.ndarray]
 def parse_shapes(
     spec: str | Iterable[str] | Mapping[str, Sequence[int]] | None,
 ) -> dict[str, tuple[int, ...]]:
-    """trtexec-style shapes: 'x:1x3x640x640,mask:1x640' (or several such strings) -> {name: dims}.
+    """Shapes as trtexec ('x:1x3x640x640,mask:1x640') or Polygraphy ('x:[1,3,640,640]') write
+    them, or several such strings -> {name: dims}; parsed by build.config, as every command does.
 
     A name may itself contain ':'; the dims are after the last one. As in trtexec, a name may be
-    wrapped in single quotes ('input:0':1x3x224x224); they are not part of it.
+    wrapped in quotes ('input:0':1x3x224x224); they are not part of it.
     """
     if spec is None:
         return {}
     if isinstance(spec, Mapping):
         return {str(k): tuple(int(d) for d in v) for k, v in spec.items()}
+    from ..build.config import parse_shapes as parse_entries  # the one shape parser
+
     items = [spec] if isinstance(spec, str) else list(spec)
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items:
-        for part in (p.strip() for p in item.split(",")):
-            if not part:
-                continue
-            name, sep, dims = part.rpartition(":")
-            if len(name) > 2 and name[0] == name[-1] == "'":
-                name = name[1:-1]
-            if not sep or not name:
-                raise UsageError(f"--shape {part!r}: expected NAME:DIMS like x:1x3x640x640")
-            try:
-                values = tuple(int(d) for d in dims.lower().split("x"))
-            except ValueError:
-                raise UsageError(
-                    f"--shape {part!r}: dims {dims!r} must be integers joined by 'x' (1x3x640x640)"
-                ) from None
+        if not item.strip():
+            continue
+        for name, values in parse_entries(item).items():
             if not values or min(values) <= 0:
-                raise UsageError(f"--shape {part!r}: every dim must be a positive integer")
+                raise UsageError(
+                    f"--shapes {item!r}: every dim of {name!r} must be a positive integer"
+                )
             if name in shapes and shapes[name] != values:
-                raise UsageError(f"--shape gives input {name!r} twice with different dims")
+                raise UsageError(f"--shapes gives input {name!r} twice with different dims")
             shapes[name] = values
     return shapes
 
@@ -314,10 +309,18 @@ class ArraySource:
                 f"{self.origin} has no array for model input(s) {', '.join(missing)}; it has {', '.join(sorted(arrays))}"
             )
         extra = sorted(set(arrays) - set(shapes))
-        if extra:
-            raise CalibrationError(
-                f"{self.origin} has array(s) {', '.join(extra)} that are not model inputs ({', '.join(shapes)})"
-            )
+        if (
+            extra
+        ):  # labels beside the inputs (as quantize takes them): inputs by name, note the rest
+            if extra not in _NOTED_EXTRAS.setdefault(str(self.origin), []):
+                _NOTED_EXTRAS[str(self.origin)].append(extra)
+                log.warning(
+                    "%s: array(s) %s are not model inputs (%s) and are ignored",
+                    self.origin,
+                    ", ".join(extra),
+                    ", ".join(shapes),
+                )
+            arrays = {name: arrays[name] for name in shapes}
         counts = {len(a) for a in arrays.values()}
         if len(counts) != 1:
             raise CalibrationError(

@@ -10,20 +10,41 @@ import functools
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from ..errors import Onnx2TrtError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_CONSOLES: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """`console` (stdout) and `err_console` (stderr): rich Consoles made on first use, so that
+    `onnx2trt --help` never imports rich."""
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _CONSOLES:
+        from rich.console import Console
+
+        _CONSOLES[name] = Console(stderr=name == "err_console", highlight=False, soft_wrap=True)
+    return _CONSOLES[name]
+
+
+def _err_console() -> Any:
+    return __getattr__("err_console")
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as _escape
+
+    return _escape(text)
 
 
 class Onnx2TrtGroup(click.Group):
@@ -36,7 +57,7 @@ class Onnx2TrtGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(
+            _err_console().print(
                 f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
             )
             ctx.exit(exc.exit_code)
@@ -48,7 +69,7 @@ class Onnx2TrtGroup(click.Group):
             missing = from_import_error(exc)
             if missing is None or (ctx.obj and ctx.obj.get("debug")):
                 raise
-            err_console.print(
+            _err_console().print(
                 f"[bold red]error:[/] {escape(str(missing))}", markup=True, highlight=False
             )
             ctx.exit(missing.exit_code)
@@ -60,14 +81,14 @@ class Onnx2TrtGroup(click.Group):
             )
 
             where = f": {shorten(str(exc.filename))}" if exc.filename else ""
-            err_console.print(
+            _err_console().print(
                 f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
                 markup=True,
                 highlight=False,
             )
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            err_console.print(
+            _err_console().print(
                 "interrupted; no partial file was left (outputs finished before the interrupt stay)"
             )
             ctx.exit(130)
@@ -127,11 +148,46 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         trt_log.removeFilter(old)
     if level >= logging.WARNING:
         trt_log.addFilter(_BelowError())
-    # onnx-graphsurgeon prints its warnings to stdout, which would break --json there
-    with contextlib.suppress(Exception):
-        from onnx_graphsurgeon.logger import G_LOGGER
+    # onnx-graphsurgeon prints its warnings to stdout, which would break --json there; set its
+    # level when it loads (importing it here would load onnx for every command)
+    _GraphSurgeonLevel.install(errors_only=level >= logging.WARNING)
 
-        G_LOGGER.severity = G_LOGGER.ERROR if level >= logging.WARNING else G_LOGGER.WARNING
+
+class _GraphSurgeonLevel:
+    """Sets onnx-graphsurgeon's logger severity right after `onnx_graphsurgeon.logger` imports."""
+
+    errors_only = True
+
+    @classmethod
+    def install(cls, *, errors_only: bool) -> None:
+        cls.errors_only = errors_only
+        if "onnx_graphsurgeon.logger" in sys.modules:
+            cls.apply(sys.modules["onnx_graphsurgeon.logger"])
+        elif not any(isinstance(f, cls) for f in sys.meta_path):
+            sys.meta_path.insert(0, cls())
+
+    @classmethod
+    def apply(cls, module: Any) -> None:
+        with contextlib.suppress(Exception):
+            g_logger = module.G_LOGGER
+            g_logger.severity = g_logger.ERROR if cls.errors_only else g_logger.WARNING
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "onnx_graphsurgeon.logger":
+            return None
+        others = [f for f in sys.meta_path if not isinstance(f, _GraphSurgeonLevel)]
+        for finder in others:
+            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None and spec.loader is not None:
+                original = spec.loader.exec_module
+
+                def exec_module(module: Any, original: Any = original) -> None:
+                    original(module)
+                    _GraphSurgeonLevel.apply(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
 
 
 class _BelowError(logging.Filter):
@@ -141,7 +197,7 @@ class _BelowError(logging.Filter):
 
 def echo_lines(lines: list[str]) -> None:
     for line in lines:
-        console.print(line, markup=False)
+        __getattr__("console").print(line, markup=False)
 
 
 def quiet_option(func: Callable) -> Callable:
@@ -160,11 +216,13 @@ def data_source_options(func: Callable) -> Callable:
                 help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.",
             ),
             click.option(
+                "--shapes",
                 "--shape",
                 "shapes",
                 multiple=True,
                 metavar="NAME:DIMS",
-                help="Shape of a dynamic input for --data, trtexec style: x:1x3x640x640.",
+                help="Shape of dynamic inputs for --data: x:1x3x640x640 (trtexec) or "
+                "x:[1,3,640,640] (Polygraphy). --shape is the old spelling.",
             ),
             click.option(
                 "--batch-size",
@@ -177,6 +235,123 @@ def data_source_options(func: Callable) -> Callable:
     ):
         func = option(func)
     return func
+
+
+class _ShapeEntriesOption(click.Option):
+    """Polygraphy's `--trt-opt-shapes x:[1,3,224,224] y:[1,10]`: one flag, several entries.
+
+    click gives an option one value; the entries after it that look like `name:[...]` are
+    taken too (a model path or another option is never eaten).
+    """
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name)
+            if option is None:
+                continue
+            original = option.process
+
+            def process(value: Any, state: Any, original: Any = original) -> None:
+                values = [value]
+                while state.rargs and _SHAPE_ENTRY.match(state.rargs[0]):
+                    values.append(state.rargs.pop(0))
+                original(" ".join(values), state)
+
+            option.process = process
+
+
+_SHAPE_ENTRY = re.compile(r"^[^-].*:\s*\[[\d,\s]*\]$")
+
+
+def build_shape_options(func: Callable) -> Callable:
+    """Profiles for `build`, in every spelling users paste (parsed in build/config.py).
+
+    Ours and trtexec's `--shapes` (MIN/OPT/MAX or one fixed shape), trtexec's
+    `--minShapes/--optShapes/--maxShapes`, Polygraphy's `--trt-min-shapes/...` with
+    `name:[1,3,224,224]` entries. Each min/opt/max triple is one more profile.
+    """
+    for option in reversed(
+        (
+            click.option(
+                "--shapes",
+                "--shape",
+                "shapes",
+                multiple=True,
+                metavar="NAME:MIN/OPT/MAX,...",
+                help="One optimization profile per use: x:1x3x224x224/8x3x224x224/32x3x224x224, or "
+                "x:1x3x224x224 for a fixed shape (trtexec's --shapes); for a shape-tensor input, "
+                "its values. Polygraphy's x:[1,3,224,224] works too.",
+            ),
+            click.option(
+                "--min-shapes",
+                "--minShapes",
+                "min_shapes",
+                multiple=True,
+                metavar="NAME:DIMS,...",
+                help="trtexec's --minShapes (one per profile).",
+            ),
+            click.option(
+                "--opt-shapes",
+                "--optShapes",
+                "opt_shapes",
+                multiple=True,
+                metavar="NAME:DIMS,...",
+                help="trtexec's --optShapes (one per profile).",
+            ),
+            click.option(
+                "--max-shapes",
+                "--maxShapes",
+                "max_shapes",
+                multiple=True,
+                metavar="NAME:DIMS,...",
+                help="trtexec's --maxShapes (one per profile).",
+            ),
+            click.option(
+                "--trt-min-shapes",
+                "trt_min_shapes",
+                cls=_ShapeEntriesOption,
+                multiple=True,
+                metavar="NAME:[DIMS] ...",
+                help="Polygraphy's --trt-min-shapes, e.g. x:[1,3,224,224] (one per profile).",
+            ),
+            click.option(
+                "--trt-opt-shapes",
+                "trt_opt_shapes",
+                cls=_ShapeEntriesOption,
+                multiple=True,
+                metavar="NAME:[DIMS] ...",
+                help="Polygraphy's --trt-opt-shapes (one per profile).",
+            ),
+            click.option(
+                "--trt-max-shapes",
+                "trt_max_shapes",
+                cls=_ShapeEntriesOption,
+                multiple=True,
+                metavar="NAME:[DIMS] ...",
+                help="Polygraphy's --trt-max-shapes (one per profile).",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def profiles_from_options(
+    shapes: tuple[str, ...],
+    min_shapes: tuple[str, ...],
+    opt_shapes: tuple[str, ...],
+    max_shapes: tuple[str, ...],
+    trt_min_shapes: tuple[str, ...],
+    trt_opt_shapes: tuple[str, ...],
+    trt_max_shapes: tuple[str, ...],
+) -> tuple:
+    """The profiles of `build_shape_options`: --shapes, then trtexec triples, then Polygraphy's."""
+    from ..build.config import profiles_from_specs
+
+    return profiles_from_specs(shapes, min_shapes, opt_shapes, max_shapes) + profiles_from_specs(
+        (), trt_min_shapes, trt_opt_shapes, trt_max_shapes
+    )
 
 
 def json_option(func: Callable) -> Callable:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
 
-from ._common import console, err_console, json_option, print_json, quiet_option
+from . import _common
+from ._common import (
+    build_shape_options,
+    json_option,
+    print_json,
+    profiles_from_options,
+    quiet_option,
+)
 
 if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     from rich.progress import TaskID
@@ -44,30 +52,19 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
     help="INT8 calibration data when no --cache is given: calibrated by onnx2trt_lib before the build (every backend).",
 )
 @click.option(
-    "--shapes",
-    multiple=True,
-    metavar="NAME:MIN/OPT/MAX,...",
-    help="One optimization profile per use, e.g. x:1x3x224x224/8x3x224x224/32x3x224x224; "
-    "for a shape-tensor input, its values (as in trtexec).",
+    "--preprocess",
+    "-p",
+    default=None,
+    metavar="PRESET|CONFIG",
+    help="Image preprocessing for --data: imagenet, yolo, paddleocr, paddleocr-rec, or a "
+    ".json/.toml config (as in calibrate).",
 )
 @click.option(
-    "--min-shapes",
-    multiple=True,
-    metavar="NAME:DIMS,...",
-    help="trtexec-style MIN shapes (one per profile).",
+    "--fp16-io",
+    is_flag=True,
+    help="With --fp16 on TensorRT 11/RTX: make inputs and outputs float16 too (default: float32).",
 )
-@click.option(
-    "--opt-shapes",
-    multiple=True,
-    metavar="NAME:DIMS,...",
-    help="trtexec-style OPT shapes (one per profile).",
-)
-@click.option(
-    "--max-shapes",
-    multiple=True,
-    metavar="NAME:DIMS,...",
-    help="trtexec-style MAX shapes (one per profile).",
-)
+@build_shape_options
 @click.option("--workspace", metavar="SIZE", help="Workspace memory pool limit, e.g. 1G or 512M.")
 @click.option(
     "--timing-cache",
@@ -114,10 +111,15 @@ def command(
     int8: bool,
     calibration_cache: str | None,
     calibration_data: str | None,
+    preprocess: str | None,
+    fp16_io: bool,
     shapes: tuple[str, ...],
     min_shapes: tuple[str, ...],
     opt_shapes: tuple[str, ...],
     max_shapes: tuple[str, ...],
+    trt_min_shapes: tuple[str, ...],
+    trt_opt_shapes: tuple[str, ...],
+    trt_max_shapes: tuple[str, ...],
     workspace: str | None,
     timing_cache: str | None,
     builder_optimization_level: int | None,
@@ -133,14 +135,19 @@ def command(
 
     A second identical build (same ONNX, options and TensorRT) is served from the engine cache.
     """
-    from ..build import BuildConfig, Builder, parse_memory_size, profiles_from_specs
+    from ..build import BuildConfig, Builder, parse_memory_size
 
+    profiles = profiles_from_options(
+        shapes, min_shapes, opt_shapes, max_shapes, trt_min_shapes, trt_opt_shapes, trt_max_shapes
+    )
     config = BuildConfig(
         fp16=fp16,
         int8=int8,
         calibration_cache=calibration_cache,
         calibration_data=calibration_data,
-        profiles=profiles_from_specs(shapes, min_shapes, opt_shapes, max_shapes),
+        preprocess=preprocess,
+        fp16_io=fp16_io,
+        profiles=profiles,
         workspace=parse_memory_size(workspace) if workspace is not None else None,
         timing_cache=timing_cache,
         builder_optimization_level=builder_optimization_level,
@@ -148,9 +155,7 @@ def command(
         hardware_compatibility=hardware_compatibility,
         backend=backend,
     )
-    show_progress = (
-        not (quiet or as_json) and err_console.is_terminal
-    )  # no progress residue in logs
+    show_progress = not (quiet or as_json) and _stderr_is_terminal()  # no progress residue in logs
     with _progress(show_progress) as progress:
         builder = Builder(
             config, cache_dir=False if no_engine_cache else engine_cache_dir, progress=progress
@@ -162,17 +167,30 @@ def command(
     if quiet:
         return
     how = "from the engine cache" if result.cache_hit else "built"
-    console.print(
+    click.echo(
         f"{how}: {result.path} ({len(result.engine) / 1024:.0f} KiB, {result.backend.label}, "
         f"target {result.sidecar.get('target')}) in {result.seconds:.2f} s",
-        markup=False,
     )
     for kind in ("inputs", "outputs"):
         for tensor in result.sidecar.get(kind) or []:
             shape = "x".join("?" if d < 0 else str(d) for d in tensor["shape"]) or "scalar"
-            console.print(
-                f"  {kind[:-1]:<6} {tensor['name']}  {tensor['dtype']}  {shape}", markup=False
-            )
+            click.echo(f"  {kind[:-1]:<6} {tensor['name']}  {tensor['dtype']}  {shape}")
+
+
+def _stderr_is_terminal() -> bool:
+    """rich's answer (FORCE_TERMINAL, TTY_COMPATIBLE...), asked only when stderr is a TTY: an
+    engine-cache hit in a script or log never loads rich."""
+    import sys
+
+    if (
+        not sys.stderr.isatty()
+        and not os.environ.get("FORCE_COLOR")
+        and not os.environ.get("TTY_COMPATIBLE")
+    ):
+        return False
+    from ._common import err_console
+
+    return bool(err_console.is_terminal)
 
 
 @contextmanager
@@ -188,7 +206,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=err_console,
+        console=_common.err_console,
         transient=True,
     ) as bar:
         tasks: dict[str, TaskID] = {}

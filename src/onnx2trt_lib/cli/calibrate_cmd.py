@@ -73,11 +73,13 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     help="Samples per batch (default: the --shape batch, else 1).",
 )
 @click.option(
+    "--shapes",
     "--shape",
     "shapes",
     multiple=True,
     metavar="NAME:DIMS",
-    help="Calibration shape of a dynamic input, trtexec style: x:1x3x640x640 (repeatable or comma-separated).",
+    help="Calibration shape of dynamic inputs: x:1x3x640x640 (trtexec) or x:[1,3,640,640] "
+    "(Polygraphy); repeatable or comma-separated. --shape is the old spelling.",
 )
 @click.option(
     "--preprocess",
@@ -235,7 +237,7 @@ def command(
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
-        from ..quant import quantize
+        from ..quant.api import quantize
 
         qdq = quantize(model, result.amax, protect=False, output=qdq_path)
     if as_json:

@@ -32,9 +32,9 @@ from ._common import (
 )
 @click.option(
     "--target",
-    default="tensorrt-7.1",
-    show_default=True,
-    help="TensorRT version to fix for (see `onnx2trt lint --help`).",
+    default=None,
+    help="TensorRT version to fix for (default: the installed TensorRT, else the newest; "
+    "see `onnx2trt lint --help`).",
 )
 @click.option(
     "--passes",
@@ -49,42 +49,71 @@ from ._common import (
     default=None,
     help="Also write the per-pass report as JSON here.",
 )
+@click.option(
+    "--set-dim",
+    "set_dims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fix a symbolic dimension to a number, by name (batch=1) or INPUT:AXIS (x:0=1); repeatable.",
+)
+@click.option(
+    "--rename-dim",
+    "rename_dims",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Rename a symbolic dimension, by name or INPUT:AXIS (x:2=height); repeatable.",
+)
 @json_option
 @quiet_option
 def command(
     model: Path,
     output: Path,
-    target: str,
+    target: str | None,
     pass_names: str | None,
     report_path: Path | None,
+    set_dims: tuple[str, ...],
+    rename_dims: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Fix MODEL for a TensorRT version and write it to OUTPUT (MODEL is never touched)."""
     from ..api import _resolve_passes
+    from ..compat.targets import resolve_target
 
+    target, why = resolve_target(target)
     pipeline = _resolve_passes(target, parse_comma_list(pass_names))
     check_output_path(output, inputs=(model,))
     if report_path is not None:
         check_output_path(report_path, inputs=(model, output))
     with _Status(enabled=not (quiet or as_json) and err_console.is_terminal) as status:
         status(f"loading {model.name}")
-        source = load_model(model)
+        source = loaded = load_model(model)
+        dim_changes: list[str] = []
+        if set_dims or rename_dims:
+            from ..dims import rewrite_dims
+
+            source, dim_changes = rewrite_dims(loaded, set_dims=set_dims, rename_dims=rename_dims)
         fixed, report = PassManager(pipeline, progress=status.step).run(source)
         status(f"writing {output.name}")
-        stored = model.read_bytes() if fixed is source else None
+        stored = model.read_bytes() if fixed is loaded else None
         if stored is not None and _is_self_contained(stored):
             # nothing changed: keep the file byte-identical
             write_bytes_atomic(output, stored)
         else:
             save_model(fixed, output)
-    payload = {"input": str(model), "output": str(output), "target": target, **report.to_dict()}
+    payload = {
+        "input": str(model),
+        "output": str(output),
+        "target": target,
+        "dims": dim_changes,
+        **report.to_dict(),
+    }
     if report_path is not None:
         write_text_atomic(report_path, json.dumps(payload, indent=2) + "\n")
     if as_json:
         print_json(payload)
     elif not quiet:
-        echo_lines(report.summary_lines())
+        echo_lines([f"target: {target} ({why})", *dim_changes, *report.summary_lines()])
         state = "modified" if report.modified else "unchanged"
         echo_lines(
             [f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"]

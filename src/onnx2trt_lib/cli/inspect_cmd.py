@@ -127,31 +127,57 @@ def _table(title: str, columns: list[str], rows: list[list[Any]], limit: int | N
         console.print(f"... {len(rows) - len(shown)} more (use --all)", markup=False)
 
 
+def _is_onnx(path: Path, head: bytes) -> bool:
+    return path.suffix.lower() == ".onnx"
+
+
+def inspect_onnx_model(
+    path: Path, *, as_json: bool, limit: int | None, target: str | None = None
+) -> None:
+    """Inputs/outputs with dynamic dims, opset, IR, op counts, external data, a lint summary."""
+    from ..inspection import describe_model, model_lines
+
+    report = describe_model(path, target=target)
+    if as_json:
+        print_json(report)
+        return
+    echo_lines(model_lines(report, limit=limit))
+
+
 # (name, detector on the path and its first 4 KiB, printer): first match wins
 INSPECTORS: list[tuple[str, Callable[[Path, bytes], bool], Callable[..., None]]] = [
     ("calibration-cache", _is_calibration_cache, inspect_calibration_cache),
     ("ranges", _is_ranges, inspect_ranges),
     ("engine", _is_engine, inspect_engine_file),
+    ("onnx", _is_onnx, inspect_onnx_model),
 ]
 
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--all", "show_all", is_flag=True, help="Show every row (default: the first 200).")
+@click.option(
+    "--target",
+    default=None,
+    help="ONNX models: TensorRT version for the lint summary (default: installed, else newest).",
+)
 @json_option
-def command(path: Path, show_all: bool, as_json: bool) -> None:
-    """Show what a calibration cache, ranges JSON or engine (with its .json sidecar) holds.
+def command(path: Path, show_all: bool, target: str | None, as_json: bool) -> None:
+    """Show what an ONNX model, calibration cache, ranges JSON or engine (with its .json sidecar) holds.
 
-    An engine is described from its sidecar (backend, version, target, precision, I/O,
-    profiles) without TensorRT; where the engine also loads here, its layers are counted.
+    An ONNX model: inputs and outputs with their dynamic dimensions, opset, IR, op counts,
+    external data and what the target's parser refuses. An engine is described from its
+    sidecar (backend, version, target, precision, I/O, profiles) without TensorRT; where the
+    engine also loads here, its layers are counted.
     """
     with open(path, "rb") as handle:
         head = handle.read(4096)
     for _, detect, show in INSPECTORS:
         if detect(path, head):
-            show(path, as_json=as_json, limit=None if show_all else 200)
+            extra = {"target": target} if show is inspect_onnx_model else {}
+            show(path, as_json=as_json, limit=None if show_all else 200, **extra)
             return
     raise UsageError(
-        f"{path}: not a file onnx2trt can inspect (expected a TensorRT calibration cache, ranges JSON, "
-        "or an engine with its .json sidecar)"
+        f"{path}: not a file onnx2trt can inspect (expected an .onnx model, a TensorRT calibration cache, "
+        "ranges JSON, or an engine with its .json sidecar)"
     )

@@ -13,17 +13,21 @@ from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_opti
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "--target",
-    default="tensorrt-7.1",
-    show_default=True,
-    help="TensorRT version whose ONNX parser to check against.",
+    default=None,
+    help="TensorRT version whose ONNX parser to check against (default: the installed TensorRT, "
+    "else the newest). Known: tensorrt-7.0 ... tensorrt-10, tensorrt-11, tensorrt-rtx.",
 )
 @json_option
 @quiet_option
-def command(model: Path, target: str, as_json: bool, quiet: bool) -> None:
+def command(model: Path, target: str | None, as_json: bool, quiet: bool) -> None:
     """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
     from ..api import lint
+    from ..compat.targets import resolve_target
 
+    target, why = resolve_target(target)
     findings = lint(model, target=target)
+    if not (quiet or as_json):  # after the model loaded: a bad input stays a one-line error
+        console.print(f"target: {target} ({why})", markup=False)
     if as_json:
         print_json(
             {"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]}

@@ -28,6 +28,27 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "run_cmd",
 }
 
+# `onnx2trt --help` lists these instead of importing every subcommand (and with them onnx and
+# numpy); tests/cli/test_instant_cli.py checks they equal each command's own short help.
+SUMMARIES: dict[str, str] = {
+    "build": "Build a TensorRT engine from MODEL (ONNX) and write it to ENGINE with a JSON sidecar.",
+    "calibrate": "Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.",
+    "compare": "Compare outputs of MODEL_A against MODEL_B (the reference): max abs/rel error, "
+    "cosine, worst elements.",
+    "fix": "Fix MODEL for a TensorRT version and write it to OUTPUT (MODEL is never touched).",
+    "fp16": "Convert a float32 model to float16; Casts only where FP16 and FP32 regions meet.",
+    "inspect": "Show what an ONNX model, calibration cache, ranges JSON or engine (with its .json "
+    "sidecar) holds.",
+    "lint": "List the nodes of MODEL that TARGET's parser refuses.",
+    "passes": "List every registered pass (built-in and from plugins) with what it does.",
+    "quantize": "Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a "
+    "calibration cache.",
+    "quickstart": "Lint, fix, calibrate, quantize (INT8 Q/DQ + FP16), compare accuracy and build "
+    "an engine for the bundled sample.",
+    "run": "Run ENGINE or MODEL (.onnx) and report latency percentiles and throughput, like "
+    "trtexec.",
+}
+
 
 class _LazyGroup(Onnx2TrtGroup):
     """Imports a subcommand's module only when it runs (keeps `onnx2trt --help` fast)."""
@@ -41,6 +62,24 @@ class _LazyGroup(Onnx2TrtGroup):
             return None
         with _sigint_deferred():
             return importlib.import_module(f"{__package__}.{module}").command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from SUMMARIES: no subcommand module is imported for --help."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, _shorten(SUMMARIES.get(n, ""), limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _shorten(text: str, limit: int) -> str:
+    """As click shortens a command's help in a list: whole words, then "..."."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 1)].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "..."
 
 
 @contextlib.contextmanager

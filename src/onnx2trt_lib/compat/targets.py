@@ -18,6 +18,7 @@ Sources (repository, branch, path):
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -369,7 +370,57 @@ def _build_table() -> dict[str, Target]:
 
 
 TARGETS: dict[str, Target] = _build_table()
+NEWEST_TARGET = "tensorrt-11"
+# Kept for old imports: the target of the first releases. Commands now use `default_target()`.
 DEFAULT_TARGET = "tensorrt-7.1"
+_TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
+
+
+def default_target() -> tuple[str, str]:
+    """(target name, why) for lint/fix without --target: the installed TensorRT, else the newest.
+
+    Full TensorRT wins over TensorRT-RTX when both are installed (it is what `build` uses). Only
+    package metadata is read: neither library is imported.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        for dist in _TRT_DISTRIBUTIONS:
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            return target_for_version(version), f"installed TensorRT {version}"
+        return "tensorrt-10", "installed TensorRT (version unknown)"
+    if importlib.util.find_spec("tensorrt_rtx") is not None:
+        return "tensorrt-rtx", "installed TensorRT-RTX"
+    return NEWEST_TARGET, "newest TensorRT; no TensorRT installed"
+
+
+def target_for_version(version: str) -> str:
+    """The table row that describes an installed TensorRT version ("10.13.0.35" -> tensorrt-10)."""
+    numbers = tuple(int(p) for p in re.findall(r"\d+", version)[:2]) or (0,)
+    if numbers[0] >= 11:
+        return NEWEST_TARGET
+    rows = [
+        (key, tuple(int(p) for p in name.removeprefix("tensorrt-").split(".")))
+        for name in TARGETS
+        if re.fullmatch(r"tensorrt-\d+(\.\d+)?", name)
+        for key in (name,)
+    ]
+    # "tensorrt-10" stands for 10.2 and later 10.x
+    rows = [(k, (10, 2) if v == (10,) else v) for k, v in rows]
+    fitting = [(v, k) for k, v in rows if v <= numbers + (99,) * (2 - len(numbers))]
+    return max(fitting)[1] if fitting else min((v, k) for k, v in rows)[1]
+
+
+def resolve_target(name: str | None) -> tuple[str, str]:
+    """(target name, why): `name` as given (checked), or the default when None."""
+    if name is None:
+        return default_target()
+    return get_target(name).name, "--target"
+
 
 # Spellings users type for the same row.
 _ALIASES: dict[str, str] = {

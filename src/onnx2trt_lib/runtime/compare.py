@@ -3,8 +3,18 @@
 Runner B is the reference (usually OrtRunner on the FP32 model). An element passes when
 `|a - b| <= atol + rtol * |b|` (numpy.isclose's rule), NaNs must sit in the same places,
 and an output passes when every element does. Besides pass/fail the report keeps what a
-person needs to judge an INT8/FP16 engine: max abs/rel error, cosine similarity and the
-worst elements with their indices.
+person needs to judge an INT8/FP16 engine, over all feeds together (finite elements):
+
+- `max_abs`: max |a - b|;
+- `max_rel`: max |a - b| / max |b|, relative to the reference output's largest magnitude, so
+  elements near zero do not blow it up (each worst element also carries its own |a - b| / |b|);
+- `mean_abs`: mean |a - b|;
+- `cosine`: cosine similarity of a and b as flat vectors;
+- `sqnr_db`: 10 log10(sum b^2 / sum (a - b)^2), inf when identical;
+- the worst elements with their feed and index.
+
+These are the metrics of `onnx2trt_lib.compare` and `onnx2trt compare`; the per-tensor view of
+a quantized model (`per_tensor=True`) adds the SQNR of each quantized tensor.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ class OutputComparison:
     mismatches: int
     total: int
     worst: tuple[WorstElement, ...]
+    sqnr_db: float = float("nan")
     reason: str = (
         ""  # non-empty when the output could not be compared (shape, NaN pattern, missing)
     )
@@ -59,6 +70,7 @@ class OutputComparison:
             "max_rel": self.max_rel,
             "mean_abs": self.mean_abs,
             "cosine": self.cosine,
+            "sqnr_db": self.sqnr_db,
             "mismatches": self.mismatches,
             "total": self.total,
             "reason": self.reason,
@@ -84,6 +96,8 @@ class CompareReport:
     rtol: float
     feeds: int
     outputs: tuple[OutputComparison, ...] = field(default_factory=tuple)
+    tensors: tuple[Any, ...] = ()  # per-tensor SQNR of a quantized model (quant.TensorStats)
+    metric: Mapping[str, float] = field(default_factory=dict)  # reference/candidate/drop
 
     @property
     def passed(self) -> bool:
@@ -104,6 +118,16 @@ class CompareReport:
             "feeds": self.feeds,
             "passed": self.passed,
             "outputs": [o.to_dict() for o in self.outputs],
+            "tensors": [
+                {
+                    "name": t.name,
+                    "consumer_ops": list(t.consumer_ops),
+                    "sqnr_db": t.sqnr_db,
+                    "cosine": t.cosine,
+                }
+                for t in self.tensors
+            ],
+            "metric": dict(self.metric),
         }
 
     def summary(self) -> list[str]:
@@ -118,13 +142,22 @@ class CompareReport:
                 continue
             lines.append(
                 f"  {verdict} {o.name} {list(o.shape)}: max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g} "
-                f"mean_abs={o.mean_abs:.3g} cosine={o.cosine:.6f} mismatches={o.mismatches}/{o.total}"
+                f"mean_abs={o.mean_abs:.3g} cosine={o.cosine:.6f} sqnr={o.sqnr_db:.1f}dB "
+                f"mismatches={o.mismatches}/{o.total}"
             )
             for w in o.worst[:3]:
                 if w.abs_err > 0:
                     lines.append(
                         f"      worst at feed {w.feed} {list(w.index)}: a={w.a:.6g} b={w.b:.6g} |a-b|={w.abs_err:.3g}"
                     )
+        if self.tensors:
+            lines.append(
+                f"quantized tensors, worst {min(10, len(self.tensors))} of {len(self.tensors)}:"
+            )
+            for t in self.tensors[:10]:
+                lines.append(f"  {t.name:<40} {t.sqnr_db:7.2f} dB  -> {','.join(t.consumer_ops)}")
+        for key, value in self.metric.items():
+            lines.append(f"metric {key}: {value:.6g}")
         lines.append("PASSED" if self.passed else "FAILED")
         return lines
 
@@ -156,6 +189,23 @@ class CompareReport:
             "<table><tr><th>output</th><th>result</th><th>shape</th><th>max abs</th><th>max rel</th>"
             "<th>cosine</th><th>mismatches</th><th>worst</th></tr>" + "".join(rows) + "</table>"
         )
+        if self.tensors:
+            table += (
+                "<table><tr><th>quantized tensor (worst first)</th><th>feeds</th><th>SQNR dB</th>"
+                "<th>cosine</th></tr>"
+                + "".join(
+                    f"<tr><td>{esc(t.name)}</td><td>{esc(','.join(t.consumer_ops))}</td>"
+                    f"<td>{t.sqnr_db:.2f}</td><td>{t.cosine:.6f}</td></tr>"
+                    for t in self.tensors
+                )
+                + "</table>"
+            )
+        if self.metric:
+            table += (
+                "<p>"
+                + ", ".join(f"metric {esc(k)}: {v:.6g}" for k, v in self.metric.items())
+                + "</p>"
+            )
         return head + table
 
 
@@ -248,9 +298,8 @@ def compare(
 
 
 def _missing(name: str, reason: str) -> OutputComparison:
-    return OutputComparison(
-        name, (), False, float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, (), reason
-    )
+    nan = float("nan")
+    return OutputComparison(name, (), False, nan, nan, nan, nan, 0, 0, (), reason=reason)
 
 
 class _Accumulator:
@@ -259,8 +308,8 @@ class _Accumulator:
     def __init__(self, name: str, atol: float, rtol: float, top_k: int) -> None:
         self.name, self.atol, self.rtol, self.top_k = name, atol, rtol, top_k
         self.shape: tuple[int, ...] = ()
-        self.max_abs = self.max_rel = 0.0
-        self.sum_abs = 0.0
+        self.max_abs = self.max_ref = 0.0
+        self.sum_abs = self.signal = self.noise = 0.0
         self.dot = self.norm_a = self.norm_b = 0.0
         self.mismatches = self.total = 0
         self.worst: list[WorstElement] = []
@@ -304,9 +353,11 @@ class _Accumulator:
         self.total += a64.size
         if a64.size:
             self.max_abs = max(self.max_abs, float(diff.max()))
-            self.max_rel = max(self.max_rel, float(rel.max()))
             self.sum_abs += float(diff[np.isfinite(diff)].sum())
             finite = np.isfinite(a64) & np.isfinite(b64)
+            self.max_ref = max(self.max_ref, float(np.abs(b64[finite]).max(initial=0.0)))
+            self.signal += float(b64[finite] @ b64[finite])
+            self.noise += float(diff[finite] @ diff[finite])
             self.dot += float(a64[finite] @ b64[finite])
             self.norm_a += float(a64[finite] @ a64[finite])
             self.norm_b += float(b64[finite] @ b64[finite])
@@ -334,16 +385,27 @@ class _Accumulator:
         else:
             cosine = self.dot / (np.sqrt(self.norm_a) * np.sqrt(self.norm_b))
         passed = not self.reason and self.mismatches == 0 and self.total > 0
+        if self.max_ref > 0:
+            max_rel = self.max_abs / self.max_ref
+        else:
+            max_rel = 0.0 if self.max_abs == 0 else float("inf")
+        if self.noise == 0:
+            sqnr = float("inf") if self.total else float("nan")
+        elif self.signal == 0:
+            sqnr = float("-inf")
+        else:
+            sqnr = 10.0 * float(np.log10(self.signal / self.noise))
         return OutputComparison(
             name=self.name,
             shape=self.shape,
             passed=passed,
             max_abs=self.max_abs,
-            max_rel=self.max_rel,
+            max_rel=max_rel,
             mean_abs=self.sum_abs / self.total if self.total else float("nan"),
             cosine=float(cosine),
             mismatches=self.mismatches,
             total=self.total,
             worst=tuple(self.worst),
+            sqnr_db=sqnr,
             reason=self.reason if self.total or self.reason else "no elements",
         )
