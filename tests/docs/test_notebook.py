@@ -67,7 +67,7 @@ def test_notebook_executes_and_shows_tables_and_plot(
         and "decompose-gather-elements" in report_html
     )
 
-    calib_html = _data(by_source["from onnx2trt_lib.calib.api import calibrate"], "text/html")
+    calib_html = _data(by_source["from onnx2trt_lib import calibrate"], "text/html")
     assert "<b>Calibration</b>" in calib_html and "/Relu_1_output_0" in calib_html
 
     plot_cell = by_source["%matplotlib inline"]
@@ -80,21 +80,17 @@ def test_notebook_executes_and_shows_tables_and_plot(
     metric = _text(compare_cell)
     assert "'candidate':" in metric and "'reference':" in metric
 
-    fp16_cell = by_source["from onnx2trt_lib.quant import to_fp16"]
+    fp16_cell = by_source["from onnx2trt_lib import to_fp16"]
     assert "to-fp16: converted_nodes=" in _text(fp16_cell)
     fp16_metric = ast.literal_eval(_text(fp16_cell).splitlines()[-1])  # the printed accuracies
     assert fp16_metric["reference"] > 0.95 and abs(fp16_metric["drop"]) <= 0.005
 
-    build_cell = by_source[
-        "from onnx2trt_lib.build import BuildConfig, Builder, profiles_from_specs"
-    ]
+    build_cell = by_source["from onnx2trt_lib import build"]
     build_text = _text(build_cell)
     assert "digits_int8.engine: " in build_text and "tensorrt-rtx" in build_text
     assert "served from the engine cache: True" in build_text
 
-    inspect_cell = by_source[
-        "from onnx2trt_lib.build.engine import inspect_engine, inspection_lines"
-    ]
+    inspect_cell = by_source["from onnx2trt_lib import inspect"]
     shown = _text(inspect_cell)
     assert "input  image  float32  ?x1x8x8" in shown and "output logits  float32  ?x10" in shown
     assert "profile 0: image:1x1x8x8/8x1x8x8/32x1x8x8" in shown
