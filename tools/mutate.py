@@ -11,7 +11,7 @@ time-out counts as killed, a passing run is a survivor.
     python tools/mutate.py                       # the sampled set, table to stdout
     python tools/mutate.py --per-module 30 --out benchmarks/results/mutation.md
     python tools/mutate.py --list                # every candidate, nothing run
-    python tools/mutate.py --only calib/cache.py:164   # mutants on one line
+    python tools/mutate.py --only calib/cache.py:164   # mutants on one line (:KIND for one)
 
 The six "named" mutants (bugs that once passed the whole suite) are always run.
 """
@@ -339,8 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules:
         every = mutants_of(module)
         if args.only is not None:
-            wanted = {int(w.split(":")[1]) for w in args.only if w.split(":")[0] == module}
-            chosen += [m for m in every if m.line in wanted]
+            wanted = [w.split(":") for w in args.only if w.split(":")[0] == module]
+            chosen += [
+                m
+                for m in every
+                if any(m.line == int(w[1]) and (len(w) == 2 or m.kind == w[2]) for w in wanted)
+            ]
             continue
         if args.list:
             for m in every:
