@@ -356,3 +356,14 @@ def test_all_zero_weight_channel_parses_and_builds_on_rtx(rtx_parse_and_build, r
     out, _ = _quantize(model, ranges=_ranges(model, x, run_ort_outputs))
     ok, errors = rtx_parse_and_build(out)
     assert ok, errors
+
+
+def test_per_channel_axis_only_where_the_weight_has_output_channels():
+    """A batched MatMul weight [B, K, N] or a 2-D input of another op gets one per-tensor scale."""
+    from onnx2trt_lib.passes.insert_qdq import weight_axis
+
+    matmul, add = gs.Node("MatMul"), gs.Node("Add")
+    assert weight_axis(matmul, 1, (4, 5)) == 1  # [K, N]: N output channels
+    assert weight_axis(matmul, 1, (2, 4, 5)) is None
+    assert weight_axis(add, 1, (4, 5)) is None
+    assert weight_axis(matmul, 0, (4, 5)) is None  # the activation side
