@@ -165,6 +165,291 @@ def _scatter_elements(data_shape, indices_shape) -> onnx.ModelProto:
     return _model([node], [_x(indices_shape)], [data, indices])
 
 
+def _net(nodes, inputs, outputs, inits=(), opset=13) -> onnx.ModelProto:
+    """A model from (name, elem type, shape) inputs/outputs; initializers as numpy arrays."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(a, n) for n, a in dict(inits).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10 if opset > 21 else 8
+    return model
+
+
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+
+
+def _axes_op(op: str, axes_as: str, opset: int = 18) -> onnx.ModelProto:
+    """op(x, axes) with axes = [1] from an initializer or a graph input (as the node tests do)."""
+    inputs = [("x", F, [2, 1, 4])]
+    inits = {}
+    if axes_as == "input":
+        inputs.append(("axes", I64, [1]))
+    else:
+        inits["axes"] = np.array([1], np.int64)
+    node = helper.make_node(op, ["x", "axes"], ["y"], name="n")
+    return _net([node], inputs, [("y", F, None)], inits, opset)
+
+
+def _dropout_training_input(constant: bool | None = None) -> onnx.ModelProto:
+    """Dropout with training_mode from a graph input, or a constant True/False."""
+    node = helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="n")
+    inputs = [("x", F, [2, 4])]
+    inits = {"r": np.array(0.5, np.float32)}
+    if constant is None:
+        inputs.append(("t", TensorProto.BOOL, []))
+    else:
+        inits["t"] = np.array(constant)
+    return _net([node], inputs, [("y", F, None)], inits, 13)
+
+
+def _onehot(depth_as: str, depth_type: int = I64) -> onnx.ModelProto:
+    inputs = [("i", I64, [3])]
+    inits = {"v": np.array([0, 1], np.float32)}
+    if depth_as == "input":
+        inputs.append(("d", depth_type, []))
+    else:
+        inits["d"] = np.array(5, np.int64)
+    node = helper.make_node("OneHot", ["i", "d", "v"], ["y"], name="n")
+    return _net([node], inputs, [("y", F, None)], inits, 13)
+
+
+def _cast_to(to: int, opset: int = 25) -> onnx.ModelProto:
+    node = helper.make_node("Cast", ["x"], ["y"], name="cast", to=to)
+    return _net([node], [("x", F, [2, 4])], [("y", to, [2, 4])], (), opset)
+
+
+def _qdq_fp8() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
+    z = numpy_helper.from_array(np.zeros(1, np.float32), "z")
+    z.data_type, z.ClearField("float_data")
+    z = helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0.0])
+    model = _net(nodes, [("x", F, [2, 4])], [("y", F, None)], {"s": np.array(0.5, np.float32)})
+    model.graph.initializer.append(z)
+    return model
+
+
+def _string_equal() -> onnx.ModelProto:
+    node = helper.make_node("Equal", ["a", "b"], ["y"], name="eq")
+    s = TensorProto.STRING
+    return _net([node], [("a", s, [2]), ("b", s, [2])], [("y", TensorProto.BOOL, [2])])
+
+
+def _sequence_io() -> onnx.ModelProto:
+    seq = helper.make_tensor_sequence_value_info("s", F, None)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"], name="id")],
+        "g",
+        [seq],
+        [helper.make_tensor_sequence_value_info("t", F, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    model.ir_version = 8
+    return model
+
+
+def _layernorm(outputs) -> onnx.ModelProto:
+    node = helper.make_node("LayerNormalization", ["x", "sc", "b"], outputs, name="ln", axis=-1)
+    inits = {"sc": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
+    return _net([node], [("x", F, [2, 4])], [(o, F, None) for o in outputs], inits, 17)
+
+
+def _pool(op: str, **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], name="pool", kernel_shape=[2, 2], **attrs)
+    return _net([node], [("x", F, [1, 1, 8, 8])], [("y", F, None)], (), 18)
+
+
+def _nms() -> onnx.ModelProto:
+    inits = {
+        "m": np.array([2], np.int64),
+        "iou": np.array([0.5], np.float32),
+        "sc": np.array([0.0], np.float32),
+    }
+    node = helper.make_node("NonMaxSuppression", ["b", "s", "m", "iou", "sc"], ["y"], name="nms")
+    inputs = [("b", F, [1, 6, 4]), ("s", F, [1, 1, 6])]
+    return _net([node], inputs, [("y", I64, None)], inits, 13)
+
+
+def _attention(q=(2, 4, 24), kv=(2, 6, 24), heads=(3, 3), mask=False, **attrs) -> onnx.ModelProto:
+    """Attention-23 with static Q/K/V; 3-D inputs carry head counts as attributes."""
+    if len(q) == 3:
+        attrs.update(q_num_heads=heads[0], kv_num_heads=heads[1])
+    ins = ["q", "k", "v"] + (["m"] if mask else [])
+    node = helper.make_node("Attention", ins, ["y"], name="attn", **attrs)
+    inputs = [("q", F, list(q)), ("k", F, list(kv)), ("v", F, list(kv))]
+    if mask:
+        inputs.append(("m", F, [q[-2], kv[-2]]))
+    return _net([node], inputs, [("y", F, None)], (), 23)
+
+
+def _int8_op(op: str, empty=False, elem=TensorProto.INT8, min_input=False, **attrs):
+    """Clip(a) / Clip(a, "", "") / Clip(a, min input) / Mod(a, b) on 1-D tensors of `elem`."""
+    i8 = elem
+    ins = ["a", "b"] if op == "Mod" else ["a", "", ""] if empty else ["a"]
+    if min_input:
+        ins = ["a", "b"]
+    node = helper.make_node(op, ins, ["y"], name="n", **attrs)
+    inputs = [("a", i8, [4])] + ([("b", i8, [4] if op == "Mod" else [])] if len(ins) == 2 else [])
+    return _net([node], inputs, [("y", i8, [4])], (), 13)
+
+
+def _batchnorm_training() -> onnx.ModelProto:
+    c = np.ones(3, np.float32)
+    inits = {"sc": c, "b": c * 0, "mean": c * 0, "var": c}
+    node = helper.make_node(
+        "BatchNormalization", ["x", "sc", "b", "mean", "var"], ["y"], name="bn", training_mode=1
+    )
+    return _net([node], [("x", F, [2, 3, 4])], [("y", F, None)], inits, 15)
+
+
+def _opset6_add(shape_b=(2, 4)) -> onnx.ModelProto:
+    """Add at opset 6 (old broadcasting rules), equal or different ranks."""
+    node = helper.make_node("Add", ["a", "b"], ["y"], name="add")
+    return _net([node], [("a", F, [2, 4]), ("b", F, list(shape_b))], [("y", F, None)], (), 6)
+
+
+def _range(dtype: int = F, as_input: bool = True) -> onnx.ModelProto:
+    np_type = helper.tensor_dtype_to_np_dtype(dtype)
+    values = {"start": 0, "limit": 5, "delta": 1}
+    node = helper.make_node("Range", list(values), ["y"], name="range")
+    if as_input:
+        return _net([node], [(n, dtype, []) for n in values], [("y", dtype, None)], (), 13)
+    inits = {n: np.array(v, np_type) for n, v in values.items()}
+    return _net([node], [], [("y", dtype, None)], inits, 13)
+
+
+def _axes_from_shape() -> onnx.ModelProto:
+    """ReduceMean over Range(0, Size(Shape(x)), 1), as RMSNormalization's function body writes it."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Size", ["s"], ["rank"]),
+        helper.make_node("Range", ["zero", "rank", "one"], ["axes"]),
+        helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean"),
+    ]
+    inits = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+    return _net(nodes, [("x", F, [2, 4])], [("y", F, None)], inits, 18)
+
+
+def _qdq_int4(zero_point_as: str) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
+    inputs = [("x", F, [2, 4])]
+    if zero_point_as == "input":
+        inputs.append(("z", TensorProto.INT4, []))
+    model = _net(nodes, inputs, [("y", F, None)], {"s": np.array(0.5, np.float32)}, 21)
+    if zero_point_as != "input":
+        model.graph.initializer.append(helper.make_tensor("z", TensorProto.INT4, [], [0]))
+    return model
+
+
+def _tensor_scatter(cache_shape, mode="linear") -> onnx.ModelProto:
+    update = list(cache_shape)
+    update[-2] = 1
+    node = helper.make_node("TensorScatter", ["c", "u"], ["y"], name="ts", mode=mode)
+    inputs = [("c", F, list(cache_shape)), ("u", F, update)]
+    return _net([node], inputs, [("y", F, None)], (), 24)
+
+
+# Found by tools/conformance.py (the ONNX backend node tests against the RTX parser/builder).
+NODE_TEST_CASES = [
+    ("ReduceSum axes graph input", lambda: _axes_op("ReduceSum", "input"), ["input-not-constant"]),
+    ("ReduceMax axes graph input", lambda: _axes_op("ReduceMax", "input"), ["input-not-constant"]),
+    ("ReduceSum axes initializer", lambda: _axes_op("ReduceSum", "init"), []),
+    ("Unsqueeze axes graph input", lambda: _axes_op("Unsqueeze", "input"), ["input-not-constant"]),
+    ("Squeeze axes initializer", lambda: _axes_op("Squeeze", "init"), []),
+    ("Dropout training_mode graph input", _dropout_training_input, ["input-not-constant"]),
+    ("Dropout training_mode True", lambda: _dropout_training_input(True), ["input-not-constant"]),
+    ("Dropout training_mode False", lambda: _dropout_training_input(False), []),
+    ("OneHot float depth graph input", lambda: _onehot("input", F), ["input-not-constant"]),
+    ("OneHot int64 depth graph input", lambda: _onehot("input"), []),
+    ("OneHot depth initializer", lambda: _onehot("init"), []),
+    *[
+        (
+            f"Cast to {TensorProto.DataType.Name(t)}",
+            lambda t=t: _cast_to(t),
+            ["tensor-type-unsupported"],
+        )
+        for t in (
+            TensorProto.FLOAT8E5M2,
+            TensorProto.FLOAT8E4M3FNUZ,
+            TensorProto.FLOAT8E8M0,
+            TensorProto.UINT4,
+            TensorProto.INT2,
+        )
+    ],
+    *[
+        (
+            f"Cast to {TensorProto.DataType.Name(t)} (outside Q/DQ)",
+            lambda t=t: _cast_to(t),
+            ["quantized-type-outside-qdq"],
+        )
+        for t in (TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1)
+    ],
+    ("FP8 Q/DQ", _qdq_fp8, []),
+    ("Equal on strings", _string_equal, ["tensor-type-unsupported"]),
+    ("sequence input and output", _sequence_io, ["io-type-unsupported", "io-type-unsupported"]),
+    ("LayerNormalization Y only", lambda: _layernorm(["y"]), []),
+    (
+        "LayerNormalization Y, Mean, InvStdDev",
+        lambda: _layernorm(["y", "m", "r"]),
+        ["layernorm-outputs"],
+    ),
+    ("MaxPool dilations 2", lambda: _pool("MaxPool", dilations=[2, 2]), ["pool-dilations"]),
+    ("AveragePool dilations 1", lambda: _pool("AveragePool", dilations=[1, 1]), []),
+    ("LpPool p=3", lambda: _pool("LpPool", p=3), ["lp-order"]),
+    ("LpPool p=1", lambda: _pool("LpPool", p=1), []),
+    ("NonMaxSuppression", _nms, ["nms-builder"]),
+    ("Attention 3-D", _attention, []),
+    ("Attention 3-D causal", lambda: _attention(is_causal=1), ["attention-limits"]),
+    ("Attention 3-D softcap", lambda: _attention(softcap=2.0), ["attention-limits"]),
+    ("Attention 3-D mask", lambda: _attention(mask=True), ["attention-limits"]),
+    ("Attention 3-D GQA", lambda: _attention(q=(2, 4, 72), heads=(9, 3)), ["attention-limits"]),
+    ("Attention 4-D", lambda: _attention(q=(2, 3, 4, 8), kv=(2, 3, 6, 8)), ["attention-limits"]),
+    ("Clip int8 empty min", lambda: _int8_op("Clip", empty=True), ["clip-int8"]),
+    ("Clip int8", lambda: _int8_op("Clip"), []),
+    ("Mod int8", lambda: _int8_op("Mod"), ["mod-integer-type"]),
+    ("Mod int8 fmod=1", lambda: _int8_op("Mod", fmod=1), ["mod-integer-type"]),
+    ("Mod int32", lambda: _int8_op("Mod", elem=TensorProto.INT32), []),
+    ("BatchNormalization training_mode=1", _batchnorm_training, ["batchnorm-training"]),
+    ("Equal on uint8 graph inputs", lambda: _uint8_equal(), []),
+    ("Add at opset 6, equal ranks", _opset6_add, ["pre-opset7-broadcast"]),
+    ("Add at opset 6, ranks 2 and 1", lambda: _opset6_add((4,)), ["pre-opset7-broadcast"]),
+    ("float Range from graph inputs", _range, ["range-inputs"]),
+    ("float Range from initializers", lambda: _range(as_input=False), []),
+    ("int64 Range from graph inputs", lambda: _range(I64), []),
+    ("float16 Range", lambda: _range(TensorProto.FLOAT16, as_input=False), ["range-inputs"]),
+    ("ReduceMean axes from Size(Shape(x))", _axes_from_shape, ["input-not-constant"]),
+    ("int4 Q/DQ, zero point initializer", lambda: _qdq_int4("init"), []),
+    (
+        "int4 Q/DQ, zero point graph input",
+        lambda: _qdq_int4("input"),
+        ["quantized-type-outside-qdq", "quantized-type-outside-qdq"],
+    ),
+    ("Clip int8 min graph input", lambda: _int8_op("Clip", min_input=True), ["clip-int8"]),
+    ("TensorScatter 4-D linear", lambda: _tensor_scatter((1, 2, 4, 8)), []),
+    ("TensorScatter 3-D", lambda: _tensor_scatter((2, 4, 8)), ["tensor-scatter-limits"]),
+    (
+        "TensorScatter circular",
+        lambda: _tensor_scatter((1, 2, 4, 8), "circular"),
+        ["tensor-scatter-limits"],
+    ),
+]
+
+
+def _uint8_equal() -> onnx.ModelProto:
+    u8 = TensorProto.UINT8
+    node = helper.make_node("Equal", ["a", "b"], ["y"], name="eq")
+    return _net([node], [("a", u8, [4]), ("b", u8, [4])], [("y", TensorProto.BOOL, [4])])
+
+
 TFNN = "tf_half_pixel_for_nn"
 X2 = [1, 1, 2, 2]
 
@@ -327,7 +612,8 @@ CASES = [
         ["scatter-elements-indices-shape"],
     ),
     ("ScatterElements indices 1x2 into 1x4", lambda: _scatter_elements((1, 4), (1, 2)), []),
-    # inside an If branch
+    *NODE_TEST_CASES,
+    # inside an If branch (last: test_tensorrt_10_unchanged_by_rtx_facts leaves it out)
     (
         "If with tfnn floor Resize",
         lambda: _if_with(
@@ -374,7 +660,7 @@ def _rtx_accepts(model: onnx.ModelProto) -> tuple[bool, str]:
         tensor = network.get_input(i)
         if tensor.is_shape_tensor:
             profile = profile or builder.create_optimization_profile()
-            values = [1] * tensor.shape[0]
+            values = [1] * (tensor.shape[0] if len(tensor.shape) else 1)
             profile.set_shape_input(tensor.name, values, values, values)
     if profile is not None:
         config.add_optimization_profile(profile)

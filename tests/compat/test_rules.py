@@ -475,3 +475,106 @@ def test_uint8_rules_follow_the_documented_versions():
         ], target
         assert "'i'" in findings[0].message and "'s'" in findings[1].message
     assert lint_model(model, "tensorrt-8.5") == []  # not judged before the documented versions
+
+
+# --- the model's opset: attribute vs input forms, notes on newer opsets -----------------
+
+
+def _unsqueeze(opset: int, axes_as: str = "initializer"):
+    """Unsqueeze of a 2x3 input at axis 0: `axes` an attribute (< 13) or an input (>= 13)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = []
+    if opset < 13:
+        node = helper.make_node("Unsqueeze", ["x"], ["y"], name="u", axes=[0])
+    else:
+        node = helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="u")
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
+    graph = helper.make_graph([node], "g", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("target", ["tensorrt-7.0", "tensorrt-7.1"])
+def test_input_forms_newer_than_the_parser_are_noted(target):
+    # The YOLOv8n/dynamo case: Unsqueeze-13 gives axes as an input; the 7.1 parser (opsets <= 11)
+    # looks for the attribute ("Attribute not found: axes"). Reported as a note (NOTE_RULES).
+    from onnx2trt_lib.compat import lint_notes
+
+    opset_note, node_note = lint_notes(_unsqueeze(17), target)
+    assert "opset 17" in opset_note and "up to 11" in opset_note
+    assert "[input-form-too-new]" in node_note and "opset-17" in node_note
+    assert lint_notes(_unsqueeze(11), target) == []
+    assert lint_model(_unsqueeze(17), target) == []
+
+
+@pytest.mark.parametrize("target", ["tensorrt-7.2", "tensorrt-8.2", "tensorrt-10", "tensorrt-rtx"])
+def test_input_forms_read_by_newer_parsers(target):
+    from onnx2trt_lib.compat import lint_notes
+
+    assert lint_model(_unsqueeze(17), target) == []
+    assert not any("input-form-too-new" in n for n in lint_notes(_unsqueeze(17), target))
+
+
+def test_lint_notes_say_when_the_opset_is_beyond_the_parser():
+    from onnx2trt_lib.compat import lint_notes
+
+    (note,) = lint_notes(_unsqueeze(11), "tensorrt-7.0") or ["none"]
+    assert note == "none"
+    assert lint_notes(_unsqueeze(13), "tensorrt-7.2") == []  # 7.2 reads opset 13
+    assert lint_notes(_unsqueeze(17), "tensorrt-rtx") == []
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("tensorrt-7.1", []),  # the 7.x parsers ignore pooling dilations
+        ("tensorrt-8.0", ["pool-dilations"]),
+        ("tensorrt-10", ["pool-dilations"]),
+    ],
+)
+def test_pool_dilations_by_version(target, expected):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 11)]
+    )
+    assert [f.rule for f in lint_model(model, target)] == expected
+
+
+def test_quantized_types_need_tensorrt_10():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [4])
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 19)]
+    )
+    assert [f.rule for f in lint_model(model, "tensorrt-8.6")] == ["tensor-type-unsupported"]
+    assert [f.rule for f in lint_model(model, "tensorrt-10")] == ["quantized-type-outside-qdq"]
+
+
+def test_constant_inputs_computed_from_constants_fold_on_old_parsers():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["axes"]),
+        helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="r"),
+    ]
+    inits = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("a", 0), ("b", 1))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    assert rules(model, "tensorrt-8.6") == [("input-not-constant", "fold-constants")]
+    assert rules(model, "tensorrt-10") == []  # the 10.x parser folds constant subgraphs itself

@@ -21,16 +21,25 @@ from ._common import EXIT_FINDINGS, console, json_option, print_json, quiet_opti
 @quiet_option
 def command(model: Path, target: str | None, as_json: bool, quiet: bool) -> None:
     """List the nodes of MODEL that TARGET's parser refuses. Exit 0 clean, 3 findings."""
+    from .._io import load_model
     from ..api import lint
+    from ..compat import lint_notes
     from ..compat.targets import resolve_target
 
     target, why = resolve_target(target)
-    findings = lint(model, target=target)
+    proto = load_model(model)
+    findings = lint(proto, target=target)
+    notes = lint_notes(proto, target)
     if not (quiet or as_json):  # after the model loaded: a bad input stays a one-line error
         console.print(f"target: {target} ({why})", markup=False)
     if as_json:
         print_json(
-            {"model": str(model), "target": target, "findings": [f.to_dict() for f in findings]}
+            {
+                "model": str(model),
+                "target": target,
+                "findings": [f.to_dict() for f in findings],
+                "notes": notes,
+            }
         )
     elif quiet:
         pass  # the exit code says it: 0 clean, 3 findings
@@ -47,5 +56,8 @@ def command(model: Path, target: str | None, as_json: bool, quiet: bool) -> None
         )
     else:
         console.print(f"{model}: nothing {target} refuses", markup=False)
+    if not as_json and not quiet:
+        for note in notes:
+            console.print(f"note: {note}", markup=False)
     if findings:
         click.get_current_context().exit(EXIT_FINDINGS)

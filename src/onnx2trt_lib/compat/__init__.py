@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import onnx
 import onnx_graphsurgeon as gs
 
-from .rules import RULE_NAMES, RULES
+from .rules import NOTE_RULES, RULE_NAMES, RULES
 from .targets import DEFAULT_TARGET, TARGETS, Target, get_target
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "get_target",
     "lint_graph",
     "lint_model",
+    "lint_notes",
     "pass_names_for_target",
     "passes_for_target",
 ]
@@ -107,10 +108,61 @@ def lint_graph(graph: gs.Graph, target: Target | str) -> list[Finding]:
     return findings
 
 
+_NON_TENSOR_VALUES = ("sequence_type", "optional_type", "map_type", "sparse_tensor_type")
+
+
+def _io_findings(model: onnx.ModelProto, tgt: Target) -> list[Finding]:
+    """Graph inputs/outputs that are not tensors (sequence, optional, map): the parser takes only
+    tensors ("Failed to convert ONNX date type to TensorRT data type")."""
+    findings = []
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            which = value.type.WhichOneof("value")
+            if which in _NON_TENSOR_VALUES:
+                findings.append(
+                    Finding(
+                        f"<graph {kind} {value.name}>",
+                        "",
+                        "io-type-unsupported",
+                        f"{tgt.name} takes only tensors as graph inputs and outputs; "
+                        f"{value.name!r} is a {which.removesuffix('_type')}",
+                        None,
+                    )
+                )
+    return findings
+
+
 def lint_model(model: onnx.ModelProto, target: Target | str) -> list[Finding]:
     """Findings for `model` against `target`; the model is not modified."""
     tgt = _resolve(target)  # unknown target: fail before the (possibly slow) import
-    return lint_graph(gs.import_onnx(model), tgt)
+    return _io_findings(model, tgt) + lint_graph(gs.import_onnx(model), tgt)
+
+
+def lint_notes(model: onnx.ModelProto, target: Target | str) -> list[str]:
+    """A model opset beyond what the target's parser reads, and the nodes that makes unreadable.
+
+    Parsers do not refuse a newer opset as such (onnx-tensorrt's ModelImporter only warns below
+    opset 7), but an op whose attribute became an input after the parser's last opset is read
+    wrongly: TensorRT 7.1 aborts on Unsqueeze-13 ("Attribute not found: axes"). Those nodes are
+    listed here (rule input-form-too-new) rather than as findings; see rules.NOTE_RULES.
+    """
+    tgt = _resolve(target)
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset <= tgt.max_opset:
+        return []
+    notes = [
+        f"the model declares ONNX opset {opset}; {tgt.name}'s parser reads opsets up to "
+        f"{tgt.max_opset}"
+    ]
+    for index, node in enumerate(_walk(gs.import_onnx(model))):
+        for rule in NOTE_RULES:
+            if node.op not in rule.op_types or node.domain not in (None, "", "ai.onnx"):
+                continue
+            hit = rule.check(node, tgt, opset)
+            if hit is not None:
+                name = node.name or f"<{node.op} #{index}>"
+                notes.append(f"{name} ({node.op}) [{rule.name}] {hit.message}")
+    return notes
 
 
 def pass_names_for_target(

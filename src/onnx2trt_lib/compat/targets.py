@@ -91,6 +91,33 @@ class Target:
     # axis included (onnx-tensorrt@main importScatterElements: "Indices dimensions must be less than
     # data dimensions!"), though ONNX allows it on the axis (many updates into few slots).
     scatter_elements_indices_within_data: bool = False
+    # ONNX element types (TensorProto enums) the parser converts to a TensorRT DataType; any other
+    # tensor type is refused ("Failed to convert ONNX date type to TensorRT data type.").
+    tensor_types: frozenset[int] = frozenset()
+    # Of those, the quantized types TensorRT accepts only as the data of Q/DQ (and weights): FP8,
+    # INT4, FP4 ("Tensor input has datatype FP8 but is not consumed by IPluginLayer ...").
+    quantized_types: frozenset[int] = frozenset()
+    # Inputs that must be build-time constants (Reduce*/Squeeze/Unsqueeze axes, Dropout
+    # training_mode, ...): "initializer" = an initializer or Constant output (fold-constants
+    # helps when computed from constants); "foldable" = also a subgraph of constants, which the
+    # parser folds itself (TensorRT 10 and later; not through Shape/Size).
+    constant_inputs: str = "initializer"
+    # Pooling with dilations other than 1 refused (from 8.0: "This version of TensorRT does not
+    # support dilations other than 1."; 7.x ignores the attribute).
+    pool_dilations_refused: bool = True
+    # LayerNormalization with its Mean/InvStdDev outputs refused ("Only the first output `Y` is
+    # supported", docs/operators.md from 10.1).
+    layernorm_one_output: bool = False
+    # Ops that may read a uint8 graph input directly (besides Cast and Identity).
+    uint8_input_readers: tuple[str, ...] = ("Cast", "Identity")  # (a tuple: a stable repr)
+    # Clip and integer Mod on int8 tensors refused (TensorRT-RTX 1.7: Clip takes float, half,
+    # bf16, int32, int64; Mod with fmod=0 int32/int64).
+    int8_clip_mod_refused: bool = False
+    # TensorRT-RTX 1.7 limits on Attention, Range and TensorScatter (parser and builder, found by
+    # tools/conformance.py on the ONNX node tests).
+    rtx_node_limits: bool = False
+    # NonMaxSuppression parses but the builder fails (TensorRT-RTX 1.7: no NMS kernel).
+    nms_builder_refused: bool = False
     # Where the facts come from (repo@branch:path), for docs and error messages.
     sources: tuple[str, ...] = ()
 
@@ -164,6 +191,60 @@ _RTX_PARSER_UNSUPPORTED: frozenset[str] = _NEVER | frozenset(
 # found in plugin registry"). Found by the cross-check test; TensorRT proper has these plugins.
 _RTX_NEEDS_PLUGIN: frozenset[str] = frozenset({"NonZero", "RoiAlign"})
 _RTX_UNSUPPORTED: frozenset[str] = _RTX_PARSER_UNSUPPORTED | _RTX_NEEDS_PLUGIN
+_RTX_MAX_OPSET = 24
+
+
+def _newer_than(max_opset: int) -> frozenset[str]:
+    """Default-domain ops first defined after `max_opset`: a parser of that opset has no importer
+    (TensorRT-RTX 1.7's supports_operator() says yes to LinearAttention and CausalConvWithState,
+    opset 27, and parsing fails: "failed to load CausalConvWithState plugin")."""
+    return frozenset(op for op, opset in onnx_op_first_opsets().items() if opset > max_opset)
+
+
+# ONNX element types (TensorProto enums) per TensorRT release. The parser converts these to a
+# DataType (onnx-tensorrt `convertDtype`, docs/operators.md "TensorRT supports the following ONNX
+# data types"): DOUBLE is cast down, INT64 too before 10.0. BF16 from 9.0, FP8 and INT4 from
+# 10.0 (10.0-GA operators.md), FP4 from 10.8 (DataType.FP4). Never: int16, uint16, uint32,
+# uint64, string, complex, the FNUZ/E5M2 FP8 variants, FLOAT8E8M0, UINT4, (U)INT2, FLOAT6.
+_FLOAT, _UINT8, _INT8, _INT32, _INT64, _BOOL, _FLOAT16, _DOUBLE = 1, 2, 3, 6, 7, 9, 10, 11
+_BFLOAT16, _FLOAT8E4M3FN, _INT4, _FLOAT4E2M1 = 16, 17, 22, 23
+_BASE_TYPES = frozenset({_FLOAT, _UINT8, _INT8, _INT32, _INT64, _BOOL, _FLOAT16, _DOUBLE})
+QUANTIZED_TYPES = frozenset({_FLOAT8E4M3FN, _INT4, _FLOAT4E2M1})
+
+
+def _tensor_types(key: tuple[int, ...]) -> frozenset[int]:
+    types = set(_BASE_TYPES)
+    if key >= (9, 0):
+        types.add(_BFLOAT16)
+    if key >= (10, 0):
+        types |= {_FLOAT8E4M3FN, _INT4}
+    if key >= (10, 8):
+        types.add(_FLOAT4E2M1)
+    return frozenset(types)
+
+
+# The opset at which an op's input takes over from an attribute (or an op's signature changes
+# so an importer written for older opsets misreads it): a parser that reads only opsets below
+# `since` looks for the attribute ("Attribute not found: axes", TensorRT 7.1.3 on Unsqueeze-13)
+# or silently ignores the input. ONNX Changelog.md: Squeeze/Unsqueeze/ReduceSum/Split-13,
+# the other Reduce* ops 18, Pad-11 (pads), Clip-11 (min/max), TopK-10 (K), Slice-10, Dropout-12
+# (ratio, training_mode), Upsample-9 (scales), Resize-11 (roi, scales, sizes).
+INPUT_FORM_SINCE: dict[str, tuple[int, int, str]] = {
+    **dict.fromkeys(("Squeeze", "Unsqueeze", "ReduceSum"), (13, 1, "axes")),
+    "Split": (13, 1, "split"),
+    **{
+        op: (18, 1, "axes")
+        for op in (
+            "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin "
+            "ReduceProd ReduceSumSquare"
+        ).split()
+    },
+    "Pad": (11, 1, "pads"),
+    "Clip": (11, 1, "min"),
+    "TopK": (10, 1, "K"),
+    "Slice": (10, 1, "starts"),
+    "Dropout": (12, 1, "ratio"),
+}
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -231,6 +312,12 @@ def _trt(
         # Changelog 10.0 EA: "Added support for the `reduction` attribute in `ScatterElements`"
         "scatter_elements_reductions": _ALL_REDUCTIONS if key >= (10, 0) else frozenset(),
         "uint8_io_only": key >= (8, 6),
+        "tensor_types": _tensor_types(key),
+        "quantized_types": QUANTIZED_TYPES & _tensor_types(key),
+        "constant_inputs": "foldable" if key >= (10, 0) else "initializer",
+        "pool_dilations_refused": key >= (8, 0),
+        # docs/operators.md, release/10.1-GA: "Only the first output `Y` is supported."
+        "layernorm_one_output": key >= (10, 1),
     }
     defaults.update(facts)
     ref = branch if branch == "main" else f"release/{branch}"
@@ -332,14 +419,19 @@ def _build_table() -> dict[str, Target]:
             name="tensorrt-11",
             description="TensorRT 11: same parser code line as TensorRT-RTX 1.7; row copied from the "
             "newest parser checked here",
-            unsupported_ops=_RTX_PARSER_UNSUPPORTED,
+            unsupported_ops=_RTX_PARSER_UNSUPPORTED | _newer_than(_RTX_MAX_OPSET),
             resize_linear_scale_modes=None,
             resize_cubic=True,
-            max_opset=24,
+            max_opset=_RTX_MAX_OPSET,
             resize_scales_must_be_constant=False,
             scatter_elements_reductions=_ALL_REDUCTIONS,
             uint8_io_only=True,
             scatter_elements_indices_within_data=True,
+            tensor_types=newest.tensor_types,
+            quantized_types=newest.quantized_types,
+            constant_inputs="foldable",
+            layernorm_one_output=True,
+            int8_clip_mod_refused=True,
             sources=newest.sources
             + ("tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",),
         )
@@ -348,10 +440,10 @@ def _build_table() -> dict[str, Target]:
         Target(
             name="tensorrt-rtx",
             description="TensorRT-RTX 1.7 (pip tensorrt-rtx): checked against its OnnxParser on this machine",
-            unsupported_ops=_RTX_UNSUPPORTED,
+            unsupported_ops=_RTX_UNSUPPORTED | _newer_than(_RTX_MAX_OPSET),
             resize_linear_scale_modes=None,
             resize_cubic=True,
-            max_opset=24,
+            max_opset=_RTX_MAX_OPSET,
             resize_scales_must_be_constant=False,
             # Found by tests/compat/test_rtx_oracle.py against the tensorrt_rtx 1.7 parser.
             resize_tf_half_pixel_for_nn_strict=True,
@@ -360,6 +452,15 @@ def _build_table() -> dict[str, Target]:
             uint8_io_only=True,
             maxpool_indices=False,
             scatter_elements_indices_within_data=True,
+            tensor_types=newest.tensor_types,
+            quantized_types=newest.quantized_types,
+            constant_inputs="foldable",
+            layernorm_one_output=True,
+            # Found by tools/conformance.py on the ONNX backend node tests (RTX 1.7 parser/builder).
+            uint8_input_readers=("Cast", "Identity", "Equal"),
+            int8_clip_mod_refused=True,
+            rtx_node_limits=True,
+            nms_builder_refused=True,
             sources=(
                 "tensorrt_rtx 1.7 OnnxParser (run by tests/compat/test_targets.py)",
                 "onnx/onnx-tensorrt@main:docs/operators.md",
