@@ -189,9 +189,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--overlap",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="off",
-        help="calibrate(overlap=True): ORT runs the next batch while this one is binned",
+        help="calibrate(overlap=True): ORT runs the next batch while this one is binned (both: "
+        "every calibrate row twice, off and on, in the same run)",
     )
     parser.add_argument(
         "--repeats",
@@ -213,22 +214,26 @@ def main() -> None:
             for kind in ("floor", "onnx2trt-single-pass", "onnx2trt-two-pass")
         ]
         kinds = ["fp32", *ours] + ([] if args.skip_ort_quant else ["ort-entropy"])
+        settings = ("off", "on") if args.overlap == "both" else (args.overlap,)
         rows = []
         for kind in kinds:
             out = folder / ("q.onnx" if kind == "ort-entropy" else f"{kind}.cache")
-            rows.append(
-                measure(
-                    kind,
-                    model,
-                    data,
-                    args.batch_size,
-                    out,
-                    args.ort_timeout if kind == "ort-entropy" else 600,
-                    args.overlap,
-                    args.repeats,
+            for overlap in settings if kind.startswith("onnx2trt") else (args.overlap,):
+                rows.append(
+                    measure(
+                        kind,
+                        model,
+                        data,
+                        args.batch_size,
+                        out,
+                        args.ort_timeout if kind == "ort-entropy" else 600,
+                        overlap,
+                        args.repeats,
+                    )
                 )
-            )
-            print(json.dumps(rows[-1]), file=sys.stderr)
+                if kind.startswith("onnx2trt") and overlap == "on":
+                    rows[-1]["kind"] += " (overlap)"
+                print(json.dumps(rows[-1]), file=sys.stderr)
         load_after = os.getloadavg()
     fp32 = next((r for r in rows if r["kind"] == "fp32" and "seconds" in r), {})
     base, cold = fp32.get("seconds"), fp32.get("cold_seconds")
@@ -244,17 +249,28 @@ def main() -> None:
         if cold
         else "",
         "",
-        "| run | seconds | x warm FP32 inference | x cold FP32 inference | peak RSS MB | RSS at start MB |",
-        "|---|---|---|---|---|---|",
+        "| run | seconds | x warm FP32 inference | x cold FP32 inference | x floor (same scope) | peak RSS MB | RSS at start MB |",
+        "|---|---|---|---|---|---|---|",
     ]
+    floors = {
+        r["kind"].split("-", 1)[1]: r["seconds"]
+        for r in rows
+        if r["kind"].startswith("floor-") and "seconds" in r
+    }
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['kind']} | {r['error']} | | | | |")
             continue
         warm = f"{r['seconds'] / base:.2f}" if base else "?"
         fresh = f"{r['seconds'] / cold:.2f}" if cold else "?"
+        scope = r["kind"].split(" ")[0].rsplit("-", 1)[-1]
+        floor = (
+            f"{r['seconds'] / floors[scope]:.2f}"
+            if scope in floors and r["kind"].startswith(("onnx2trt", "floor"))
+            else ""
+        )
         lines.append(
-            f"| {r['kind']} | {r['seconds']:.2f} | {warm} | {fresh} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |"
+            f"| {r['kind']} | {r['seconds']:.2f} | {warm} | {fresh} | {floor} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |"
         )
     table = "\n".join(lines)
     print(table)

@@ -5,7 +5,8 @@
 The activation is collected with ONNX Runtime directly (the tensor is exposed as an extra
 graph output) on the 64 bundled calibration images, decoded with Pillow and scaled to
 [0, 1] as the sample's preprocess.json says. The |x| histogram is onnx2trt_lib's
-`Histogram` (2048 bins over [0, max|x|]), the threshold `entropy_threshold`'s. For
+`Histogram` (2048 bins over [0, R], R the power of two at or above max|x|, as `calibrate`'s
+exact mode bins), the threshold `entropy_threshold`'s. For
 docs/calibration.md it also prints the KL search of the common misreading of the steps
 (Q built from P after the outliers were folded in), which always picks candidate 128.
 """
@@ -22,6 +23,7 @@ import onnx
 from onnx2trt_lib import _optional
 from onnx2trt_lib._io import write_bytes_atomic
 from onnx2trt_lib.calib import Histogram, entropy_threshold
+from onnx2trt_lib.calib.histogram import pow2_ceil
 from onnx2trt_lib.plots import plot_histogram, plot_kl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     values = activation(args.tensor, sample_images())
-    hist = Histogram(2048)
+    hist = Histogram(2048, range_max=pow2_ceil(float(np.abs(values).max())))
     hist.update(values)
     amax, m, curve = entropy_threshold(hist.counts, hist.bin_width)
     literal = np.array([misread_kl(hist.counts, i) for i in range(128, hist.num_bins + 1)])

@@ -25,6 +25,7 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "PIL": ("Pillow", None),
     "PIL.Image": ("Pillow", None),
     "numba": ("numba", None),
+    "ray": ("ray", "ray"),
 }
 
 
@@ -83,6 +84,10 @@ def cudart() -> ModuleType:
 
 def onnxruntime() -> ModuleType:
     return require("onnxruntime", purpose="running ONNX models on CPU")
+
+
+def ray() -> ModuleType:
+    return require("ray", purpose="calibration on several workers (--workers)")
 
 
 def pyplot() -> ModuleType:

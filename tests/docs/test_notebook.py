@@ -73,7 +73,7 @@ def test_notebook_executes_and_shows_tables_and_plot(
     plot_cell = by_source["%matplotlib inline"]
     pngs = [o["data"]["image/png"] for o in _outputs(plot_cell) if "image/png" in o.get("data", {})]
     assert len(pngs) == 1 and len(pngs[0]) > 10_000  # one figure, drawn (base64 PNG)
-    assert "amax = 2.972" in _text(plot_cell)  # the tensor docs/calibration.md shows
+    assert "amax = 2.998" in _text(plot_cell)  # the tensor docs/calibration.md shows
 
     compare_cell = by_source["def accuracy(outputs):"]
     assert "quantized tensor (worst first)" in _data(compare_cell, "text/html")

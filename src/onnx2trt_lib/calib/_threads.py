@@ -12,8 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-_TENSOR_POOL: ThreadPoolExecutor | None = None
-_TENSOR_POOL_SIZE = 0
+_TENSOR_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def usable_cpus() -> int:
@@ -64,13 +63,27 @@ def num_threads() -> int:
     return _override() or usable_cpus()
 
 
-def tensor_pool() -> tuple[ThreadPoolExecutor | None, int]:
-    """(workers for whole tensors, their number); no pool when there is one thread."""
-    global _TENSOR_POOL, _TENSOR_POOL_SIZE
-    threads = num_threads()
+def overlap_threads() -> tuple[int, int]:
+    """(ONNX Runtime threads, binning threads) when ORT runs batch k+1 while batch k is binned.
+
+    The two run at the same time, so they share the usable CPUs instead of each taking all of
+    them: ORT keeps the larger half of the physical cores (its work is the larger part, the
+    floor), binning gets the rest of the usable CPUs, at least one each.
+    """
+    cpus = num_threads()
+    ort = max(1, min(ort_threads(), cpus - cpus // 2))
+    return ort, max(1, cpus - ort)
+
+
+def tensor_pool(threads: int | None = None) -> tuple[ThreadPoolExecutor | None, int]:
+    """(workers for whole tensors, their number); no pool when there is one thread.
+
+    `threads`: a pool of that size (overlap_threads' share) instead of num_threads()."""
+    threads = threads or num_threads()
     if threads <= 1:
         return None, 1
-    if _TENSOR_POOL is None or _TENSOR_POOL_SIZE != threads:
-        _TENSOR_POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="calib-tensors")
-        _TENSOR_POOL_SIZE = threads
-    return _TENSOR_POOL, threads
+    if threads not in _TENSOR_POOLS:  # one per size, kept: sizes alternate between runs
+        _TENSOR_POOLS[threads] = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="calib-tensors"
+        )
+    return _TENSOR_POOLS[threads], threads

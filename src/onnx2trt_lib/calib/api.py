@@ -71,6 +71,7 @@ class CalibrationResult:
     seconds: float = 0.0
     zero_range: tuple[str, ...] = ()
     header: str = ""
+    convergence: dict[str, Any] | None = None
     state: CalibrationState | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -85,12 +86,16 @@ class CalibrationResult:
             "cache_hit": self.cache_hit,
             "method": self.method,
             "mode": self.mode,
+            # two-pass: the same bytes for any batch size, order or split of the same samples;
+            # single-pass: the first batch sets the histogram range, so the order matters
+            "order_independent": self.mode == "two-pass",
             "header": self.header,
             "num_tensors": len(self.amax),
             "num_batches": self.num_batches,
             "num_samples": self.num_samples,
             "seconds": round(self.seconds, 3),
             "zero_range": list(self.zero_range),
+            "convergence": self.convergence,
             "tensors": {
                 name: {"amax": value, "scale": value / INT8_MAX}
                 for name, value in self.amax.items()
@@ -141,6 +146,11 @@ def calibrate(
     scope: str = "all",
     overlap: bool = False,
     progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    max_samples: int | None = None,
+    sample_seed: int = 0,
+    convergence: bool = False,
 ) -> CalibrationResult:
     """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
 
@@ -148,12 +158,20 @@ def calibrate(
     {input: batch} dicts (see calib.dataset). With `output`, a matching sidecar makes the
     call a cache hit unless `force`. `scope="qdq"` calibrates only the activations a Q/DQ model
     (TensorRT 11) needs, several times faster than every tensor (`"all"`, what TensorRT <= 10 reads).
+    `workers`: run the exact mode in shards on that many Ray workers (a local Ray for the run, or
+    the cluster at `ray_address`); the result is the same bytes as one process (calib.distributed).
+    `max_samples`: a seeded (`sample_seed`) subset of that many samples. `convergence`: also report
+    how far each threshold moved over the last fifth of the data (`CalibrationResult.convergence`).
     """
     started = time.perf_counter()
     if method not in METHODS:
         raise UsageError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"batch size {batch_size} must be positive")
+    if workers is not None and (
+        isinstance(workers, bool) or int(workers) != workers or workers < 1
+    ):
+        raise UsageError(f"workers {workers!r} must be a positive integer")
     # every file read (model and its external data, data, states) is an input that an output must
     # never overwrite; the image files of a list/folder are checked once the source is open
     inputs = tuple(p for p in (model, data, *add_states) if isinstance(p, (str, os.PathLike)))
@@ -181,11 +199,15 @@ def calibrate(
         else sha256_model(model_proto)
     )
     source = open_source(data, preprocess=pre)
-    images = {image.resolve(): image for image in getattr(source, "paths", ())}
-    for path in outputs:
-        if path.resolve() in images:
+    if max_samples is not None:
+        from .dataset import subsample
+
+        source = subsample(source, max_samples, seed=sample_seed)
+    targets = {path.resolve(): path for path in outputs}  # not a dict per image: lists run to 100k+
+    for image in getattr(source, "paths", ()) if targets else ():
+        if image.resolve() in targets:
             raise OutputError(
-                f"output {path} is the calibration image {images[path.resolve()]}; inputs are never overwritten"
+                f"output {targets[image.resolve()]} is the calibration image {image}; inputs are never overwritten"
             )
     resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
     version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
@@ -245,21 +267,43 @@ def calibrate(
         ort_optimization=ort_optimization,
         scope=scope,
         overlap=overlap,
+        snapshot=0.8 if convergence and workers is None else None,
     )
     previous = [CalibrationState.load(p) for p in add_states]
-    initial = (
-        previous[0].ranges() if previous else None
-    )  # start at the saved ranges: the merge is exact
-    state = collect(
-        model_proto,
-        source,
-        shapes=shape_map,
-        batch_size=batch_size,
-        method=method,
-        options=options,
-        progress=progress,
-        initial_ranges=initial,
-    )
+    # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)
+    exact = resolved_mode == "two-pass" and all(saved.exact for saved in previous)
+    initial = previous[0].ranges() if previous and not exact else None
+    if workers is not None:
+        from .distributed import checkpoint_folder, collect_on_ray
+
+        if initial is not None:
+            raise UsageError("--workers merges only exact (two-pass) states from --add-state")
+        state = collect_on_ray(
+            model_proto,
+            source,
+            preprocess=pre,
+            shapes=shape_map,
+            batch_size=batch_size,
+            method=method,
+            options=options,
+            workers=int(workers),
+            key=key,
+            checkpoints=checkpoint_folder(output) if output is not None else None,
+            address=ray_address,
+            progress=progress,
+        )
+    else:
+        state = collect(
+            model_proto,
+            source,
+            shapes=shape_map,
+            batch_size=batch_size,
+            method=method,
+            options=options,
+            progress=progress,
+            initial_ranges=initial,
+        )
+    partial = state.partial
     for state_file, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
@@ -268,11 +312,17 @@ def calibrate(
                 "it was collected for another model or with other tensor options"
             )
         state = state.merge(saved)
+        partial = partial.merge(saved) if partial is not None else None
     try:
         computed = state.compute_amax(method, **method_options)
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"method {method!r} options {method_options}: {exc}") from None
     amax, zero = _finalize(computed, state)
+    report = None
+    if convergence and partial is not None:
+        from .convergence import convergence_report
+
+        report = convergence_report(amax, partial, state.num_samples, method, method_options)
     cache = CalibrationCache.from_amax(amax, version=version, algorithm=algorithm)
 
     written_sidecar = None
@@ -297,6 +347,10 @@ def calibrate(
             extra={"header": cache.header, "num_tensors": len(amax)},
             side_outputs=side_outputs,
         )
+        if workers is not None:  # the cache holds every shard now
+            from .distributed import checkpoint_folder, remove_checkpoints
+
+            remove_checkpoints(checkpoint_folder(output))
     return CalibrationResult(
         amax=amax,
         method=method,
@@ -312,6 +366,7 @@ def calibrate(
         zero_range=tuple(zero),
         header=cache.header,
         state=state,
+        convergence=report,
     )
 
 

@@ -6,8 +6,10 @@ values go straight into that tensor's `Histogram` and are dropped, so memory is 
 one batch's activations whatever the data set size.
 
 Range modes:
-- two-pass (exact): pass 1 finds each tensor's |max|, pass 2 histograms over [0, |max|];
-  needs a source that can be read twice.
+- two-pass (exact): pass 1 finds each tensor's |max|, pass 2 histograms over [0, R] with R the
+  smallest power of two >= |max|; needs a source that can be read twice. The state is a function
+  of the multiset of samples alone: batch size, order and any split into shards merged later give
+  the same bytes (histogram.pow2_ceil says why).
 - single-pass: one read, histograms grow their range as larger values arrive.
 
 Which tensors: calib.tensors; the result: calib.state.CalibrationState (saves and merges).
@@ -28,7 +30,7 @@ import onnx
 
 from .._io import load_model
 from ..errors import CalibrationError, UsageError
-from ._threads import ort_threads, tensor_pool
+from ._threads import ort_threads, overlap_threads, tensor_pool
 from .dataset import (
     ArraySource,
     ImageSource,
@@ -57,7 +59,9 @@ _BIG_TENSOR = 1 << 20
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
-def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) -> Any:
+def _session(
+    model: onnx.ModelProto, outputs: Sequence[str], optimization: str, threads: int | None = None
+) -> Any:
     """An ORT session whose graph outputs include `outputs` (CUDA provider when present)."""
     from .._optional import onnxruntime
 
@@ -83,7 +87,7 @@ def _session(model: onnx.ModelProto, outputs: Sequence[str], optimization: str) 
     # left at 0, ORT pins one thread per core, escaping taskset, and a pinned worker that finds its
     # core just used by a histogram thread made runs 1.5x slower (median 52-62 ms -> 35-39 ms a batch,
     # PP-OCRv4 rec on 16 cores; benchmarks/results/calibrate.md).
-    options.intra_op_num_threads = ort_threads()
+    options.intra_op_num_threads = threads or ort_threads()
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -127,6 +131,9 @@ class CollectOptions:
     # run ONNX Runtime on the next batch while this one is histogrammed: two batches in memory, and
     # no faster on the machines measured (both sides already use every core; benchmarks/results/calibrate.md)
     overlap: bool = False
+    # keep a copy of the histograms once this fraction of the batches is binned (the convergence
+    # report compares the thresholds of that copy with the final ones); None: no copy
+    snapshot: float | None = None
 
 
 @dataclass
@@ -176,6 +183,12 @@ class _Feeder:
             v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")
         }
         self.shapes = self._shapes(shapes, batch_size)
+        # a dynamic batch dim: the samples that do not fill a batch run as a short last batch, so
+        # every sample is calibrated whatever the batch size (exact mode's results depend on it)
+        self.tail = isinstance(source, (ImageSource, ArraySource)) and all(
+            (spec.dims and spec.dims[0] is None) or spec.name in self.unranked
+            for spec in self.inputs
+        )
 
     def _shapes(
         self, shapes: Mapping[str, Sequence[int]], batch_size: int | None
@@ -224,6 +237,8 @@ class _Feeder:
                 )
             arr = np.asarray(batch[spec.name])
             want = self.shapes[spec.name] if self.shapes else spec.dims
+            if self.tail and want:
+                want = (None, *want[1:])
             checked = self.shapes or spec.name not in self.unranked
             if checked and (
                 len(arr.shape) != len(want)
@@ -242,7 +257,12 @@ class _Feeder:
         return feeds
 
     def _batches(self) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
-        for index, batch in enumerate(self.source.batches(self.shapes)):
+        batches = (
+            self.source.batches(self.shapes, tail=True)
+            if self.tail
+            else self.source.batches(self.shapes)
+        )
+        for index, batch in enumerate(batches):
             yield index, self._feeds(batch, index)
 
 
@@ -282,7 +302,10 @@ class _Collector(_Feeder):
         from .._optional import onnxruntime
 
         self._ort = onnxruntime()
-        self.session = _session(model, outputs, options.ort_optimization)
+        self.ort_threads: int | None
+        self.bin_threads: int | None
+        self.ort_threads, self.bin_threads = overlap_threads() if options.overlap else (None, None)
+        self.session = _session(model, outputs, options.ort_optimization, self.ort_threads)
         float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}
         self.fetch = [n for n in outputs if n in float_outputs]
         self.fed = [n for n in candidates if n in input_names]
@@ -368,7 +391,7 @@ class _Collector(_Feeder):
         Tensors run whole, one per worker, biggest first (no per-piece count arrays, no hand-offs);
         only a tensor bigger than its fair share of the batch is split over every thread.
         """
-        pool, workers = tensor_pool()
+        pool, workers = tensor_pool(self.bin_threads)
         errors: list[tuple[int, BaseException]] = []
 
         def run(index: int, threads: int | None) -> None:
@@ -386,7 +409,7 @@ class _Collector(_Feeder):
             pending = [pool.submit(run, i, 1) for i in order if pairs[i][1].size < share]
             for index in order:
                 if pairs[index][1].size >= share:
-                    run(index, None)
+                    run(index, self.bin_threads)
             for future in pending:
                 future.result()
         if errors:
@@ -400,6 +423,8 @@ class _Collector(_Feeder):
 
     def _total(self) -> int | None:
         try:
+            if self.tail:
+                return self.source.num_batches(self.shapes, tail=True)
             return (
                 self.source.num_batches(self.shapes)
                 if self.shapes is not None
@@ -449,6 +474,13 @@ class _Collector(_Feeder):
         }
         total = self._total()
         batches = samples = 0
+        fraction = self.options.snapshot
+        snap_at = (
+            max(1, min(total - 1, int(np.ceil(fraction * total))))
+            if fraction is not None and total is not None and total >= 2
+            else None
+        )
+        partial = None
 
         def work(name: str, arr: np.ndarray, threads: int | None) -> None:
             hist = histograms[name]
@@ -470,17 +502,31 @@ class _Collector(_Feeder):
             first = next(iter(run.feeds.values()), None)
             samples += int(first.shape[0]) if first is not None and first.ndim else 1
             self._tick(phase, batches, total)
+            if batches == snap_at:
+                partial = CalibrationState(
+                    self._ordered({n: h.copy() for n, h in histograms.items()}),
+                    mode,
+                    batches,
+                    samples,
+                )
             run.release()  # every array is read: the outputs go back to ORT's arena
             del run
         if not batches:
             raise CalibrationError(
                 f"{self.source.describe()}: gave no batches; nothing to calibrate"
             )
-        ordered = {
+        state = CalibrationState(
+            self._ordered(histograms), mode, batches, samples, [self.source.describe()]
+        )
+        state.partial = partial
+        return state
+
+    def _ordered(self, histograms: Mapping[str, Any]) -> dict[str, Any]:
+        """Every collected name in graph order; an alias gets a copy of its root's histogram."""
+        return {
             name: histograms[name] if name in histograms else histograms[self.aliases[name]].copy()
             for name in self.names
         }
-        return CalibrationState(ordered, mode, batches, samples, [self.source.describe()])
 
     def _tick(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:
@@ -557,5 +603,9 @@ def collect(
         return collector.histogram_pass(initial_ranges, mode="single-pass")
     if mode == "two-pass":
         ranges, held = collector.range_pass()
-        return collector.histogram_pass(ranges, mode="two-pass", held=held)
+        from .histogram import pow2_ceil
+
+        # powers of two: the histograms of any split of the data merge into exactly these
+        exact = {name: pow2_ceil(value) for name, value in ranges.items()}
+        return collector.histogram_pass(exact, mode="two-pass", held=held)
     return collector.histogram_pass(None, mode="single-pass")

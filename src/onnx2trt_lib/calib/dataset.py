@@ -236,17 +236,21 @@ class ImageSource:
             )
         return name, dims[0], pre.with_size(size)
 
-    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]], *, tail: bool = False) -> int:
         _, batch, _ = self._target(shapes)
-        return len(self.paths) // batch
+        return -(-len(self.paths) // batch) if tail else len(self.paths) // batch
 
-    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
+    def batches(
+        self, shapes: Mapping[str, tuple[int, ...]], *, tail: bool = False
+    ) -> Iterator[Batch]:
+        """Batches of the shape's batch size; `tail` (a dynamic batch dim): a short last batch
+        instead of dropping the images that do not fill one."""
         name, batch, pre = self._target(shapes)
-        if len(self.paths) < batch:
+        if len(self.paths) < batch and not tail:
             raise CalibrationError(
                 f"{self.origin}: {len(self.paths)} images are fewer than one batch of {batch}"
             )
-        dropped = len(self.paths) % batch
+        dropped = 0 if tail else len(self.paths) % batch
         if dropped:
             log.warning(
                 "%s: the last %d image(s) do not fill a batch of %d and are not used",
@@ -328,16 +332,20 @@ class ArraySource:
             )
         return arrays
 
-    def num_batches(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    def num_batches(self, shapes: Mapping[str, tuple[int, ...]], *, tail: bool = False) -> int:
         arrays = self._named(shapes)
         batch = next(iter(shapes.values()))[0]
-        return len(next(iter(arrays.values()))) // batch
+        total = len(next(iter(arrays.values())))
+        return -(-total // batch) if tail else total // batch
 
-    def batches(self, shapes: Mapping[str, tuple[int, ...]]) -> Iterator[Batch]:
+    def batches(
+        self, shapes: Mapping[str, tuple[int, ...]], *, tail: bool = False
+    ) -> Iterator[Batch]:
+        """Slices of the shape's batch size; `tail`: a short last one instead of dropping it."""
         arrays = self._named(shapes)
         total = len(next(iter(arrays.values())))
         batch = next(iter(shapes.values()))[0]
-        if total < batch:
+        if total == 0 or (total < batch and not tail):
             raise CalibrationError(
                 f"{self.origin}: {total} samples are fewer than one batch of {batch}"
             )
@@ -347,14 +355,15 @@ class ArraySource:
                     f"{self.origin}: samples for input {name!r} are {format_shape(arr.shape[1:])} but the input "
                     f"wants {format_shape(shapes[name][1:])} per sample"
                 )
-        if total % batch:
+        dropped = 0 if tail else total % batch
+        if dropped:
             log.warning(
                 "%s: the last %d sample(s) do not fill a batch of %d and are not used",
                 self.origin,
-                total % batch,
+                dropped,
                 batch,
             )
-        for start in range(0, total - total % batch, batch):
+        for start in range(0, total - dropped, batch):
             yield {name: np.asarray(arr[start : start + batch]) for name, arr in arrays.items()}
 
 
@@ -395,6 +404,36 @@ class IterableSource:
         for index, batch in enumerate(self.iterable):
             _check_batch(batch, index, self.origin)
             yield {str(k): np.asarray(v) for k, v in batch.items()}
+
+
+def subsample(source: Any, count: int, *, seed: int = 0) -> Any:
+    """`count` samples of an image or array source, drawn without replacement by a seeded
+    generator: the same subset on every run and machine (kept in data order)."""
+    if isinstance(count, bool) or int(count) != count or count < 1:
+        raise UsageError(f"max samples {count!r} must be a positive integer")
+    if isinstance(source, ImageSource):
+        total = len(source.paths)
+    elif isinstance(source, ArraySource):
+        arrays = source.arrays if isinstance(source.arrays, Mapping) else {"": source.arrays}
+        total = min(len(a) for a in arrays.values())
+    else:
+        raise UsageError(
+            f"--max-samples needs an image list, folder or glob, or arrays; {source.describe()} is not"
+        )
+    if count >= total:
+        return source
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=int(count), replace=False))
+    origin = f"{source.origin} ({count} of {total} samples, seed {seed})"
+    if isinstance(source, ImageSource):
+        picked = ImageSource.__new__(ImageSource)  # the full list was checked when it was opened
+        picked.paths = [source.paths[i] for i in keep]
+        picked.origin, picked.preprocess, picked._fingerprint = origin, source.preprocess, None
+        return picked
+    if isinstance(source.arrays, Mapping):
+        return ArraySource(
+            {k: np.asarray(v)[keep] for k, v in source.arrays.items()}, origin=origin
+        )
+    return ArraySource(np.asarray(source.arrays)[keep], origin=origin)
 
 
 def _check_batch(batch: Any, index: int, origin: str) -> None:

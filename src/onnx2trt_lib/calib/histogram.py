@@ -55,6 +55,28 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def pow2_ceil(value: float) -> float:
+    """The smallest power of two >= value (0 for 0): the range of an exact (two-pass) histogram.
+
+    Ranges that are powers of two are a function of the data's max alone and any two of them are
+    a power of two apart, so histograms of any parts of the data merge exactly into the histogram
+    of all of it (calib/histogram module notes): the result does not depend on how the data was
+    split, ordered or batched. The price is resolution: the data's max falls in bins N/2..N.
+    """
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"a range must be a finite number >= 0, got {value!r}")
+    if value == 0.0:
+        return 0.0
+    mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    result = math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
+    if not math.isfinite(result):
+        raise CalibrationError(
+            f"range {value!r} has no power of two above it in float64; the values are too large"
+        )
+    return result
+
+
 def split(n: int, parts: int) -> list[tuple[int, int]]:
     """`parts` contiguous (start, stop) ranges covering [0, n), none empty."""
     parts = max(1, min(parts, n))
@@ -394,7 +416,12 @@ class Histogram:
         self.amax_seen = max(self.amax_seen, amax)
 
     def copy(self) -> Histogram:
-        return Histogram.from_state(self.state_dict())
+        # attribute copy, not a state_dict round trip (2048 Python ints a tensor): merges of many
+        # shards' states (calib.distributed) copy every histogram
+        out = Histogram.__new__(Histogram)
+        out.__dict__.update(self.__dict__)
+        out.counts = self.counts.copy()
+        return out
 
     def merge(self, other: Histogram) -> Histogram:
         """A new state equal to the histogram of both inputs' data (see module notes on widths)."""
@@ -420,7 +447,10 @@ class Histogram:
                 lo_h._double()
         out = Histogram(self.num_bins)
         out.range_max = max(a.range_max, b.range_max)
-        out.fixed = a.fixed and b.fixed
+        # an empty or all-zero side (range 0) says nothing about how the range was set: the result
+        # must not depend on which part of the data held only zeros
+        ranged = [h.fixed for h in (a, b) if h.range_max > 0]
+        out.fixed = bool(ranged) and all(ranged)
         out.counts = a.counts + b.counts
         out.top = a.top + b.top  # a doubled one has top = 0 (its edge values moved inside)
         out.count = a.count + b.count

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ class CalibrationState:
     num_batches: int = 0
     num_samples: int = 0
     sources: list[str] = field(default_factory=list)
+    # the histograms after part of the data (CollectOptions.snapshot), for the convergence report
+    partial: CalibrationState | None = field(default=None, repr=False, compare=False)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         names = list(self.histograms) + [n for n in other.histograms if n not in self.histograms]
@@ -74,18 +78,26 @@ class CalibrationState:
         )
         return {name: value for (name, _), value in zip(items, values, strict=True)}
 
+    @property
+    def exact(self) -> bool:
+        """Two-pass with power-of-two ranges: merges with any other exact state into exactly the
+        state of all their data together (no need to start other runs at these ranges)."""
+        return self.mode == "two-pass" and all(
+            h.range_max == 0 or math.frexp(h.range_max)[0] == 0.5 for h in self.histograms.values()
+        )
+
     def ranges(self) -> dict[str, float]:
         """Each histogram's current top edge: start other collections here so their states merge exactly."""
         return {name: float(h.range_max) for name, h in self.histograms.items()}
 
     # -- persistence: state_dict arrays go into .npz as arrays, everything else into one JSON header
     def _header(self) -> dict[str, Any]:
+        # only what the data decides: no batch count, source names or times, so that the same
+        # samples give the same bytes however they were batched, split and merged
         return {
             "format": STATE_FORMAT,
             "mode": self.mode,
-            "num_batches": self.num_batches,
             "num_samples": self.num_samples,
-            "sources": self.sources,
             "tensors": list(self.histograms),
         }
 
@@ -113,7 +125,7 @@ class CalibrationState:
         header["scalars"] = scalars
         arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
+            _savez_stable(handle, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationState:
@@ -150,7 +162,7 @@ class CalibrationState:
             return cls(
                 histograms,
                 payload["mode"],
-                payload["num_batches"],
+                int(payload.get("num_batches", 0)),
                 payload["num_samples"],
                 list(payload.get("sources", [])),
             )
@@ -168,6 +180,17 @@ class CalibrationState:
             raise CalibrationError(
                 f"calibration state {path}: not a saved onnx2trt state ({reason})"
             ) from None
+
+
+def _savez_stable(handle: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez without its one varying byte source: the zip entries' time stamps (fixed here)."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3  # the same bytes on every platform
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
 def _jsonable(value: Any) -> Any:

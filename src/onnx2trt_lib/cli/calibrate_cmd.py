@@ -156,6 +156,30 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11 (no accuracy protection: "
     "use `onnx2trt quantize --data` for that).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calibrate in shards on N Ray workers (pip install 'onnx2trt_lib[ray]'); the same bytes "
+    "as one process. Finished shards are kept in CACHE.shards/ until the cache is written.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="Ray cluster to run --workers on (default: a local Ray started for the run).",
+)
+@click.option(
+    "--max-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calibrate on this many samples drawn from the data (seeded: the same ones every run).",
+)
+@click.option(
+    "--convergence",
+    is_flag=True,
+    help="Report how far the thresholds moved over the last 20%% of the data.",
+)
 @json_option
 @quiet_option
 def command(
@@ -178,6 +202,10 @@ def command(
     plots_dir: Path | None,
     plots_top: int,
     qdq_path: Path | None,
+    workers: int | None,
+    ray_address: str | None,
+    max_samples: int | None,
+    convergence: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -189,6 +217,12 @@ def command(
     from ..calib.api import calibrate
 
     options = _parse_options(method_options)
+    if ray_address is not None and workers is None:
+        raise UsageError("--ray-address needs --workers N")
+    if workers is not None:  # before reading any data
+        from .._optional import require
+
+        require("ray", purpose="--workers")
     if plots_dir is not None:  # before calibrating, not after minutes of it
         from .._optional import require
 
@@ -225,6 +259,10 @@ def command(
             save_state=save_state,
             add_states=list(add_states),
             progress=progress.update if show_progress else None,
+            workers=workers,
+            ray_address=ray_address,
+            max_samples=max_samples,
+            convergence=convergence,
         )
     plots: list[Path] = []
     if plots_dir is not None:
@@ -271,8 +309,25 @@ def command(
         f"in {result.num_batches} batches, {result.seconds:.1f} s [{result.header}]",
         markup=False,
     )
+    if result.mode != "two-pass":
+        console.print(
+            f"{result.mode}: the ranges depend on the order of the data (two-pass is exact and "
+            "order-independent)",
+            markup=False,
+        )
     if result.ranges_path:
         console.print(f"{result.ranges_path}: per-tensor ranges", markup=False)
+    if result.convergence:
+        c = result.convergence
+        worst = next(iter(c["moved_most"]))
+        console.print(
+            f"convergence: from {c['samples_before']} to {c['samples_after']} samples the thresholds "
+            f"moved {c['median_relative_move']:.2%} (median), {c['max_relative_move']:.2%} at most "
+            f"({worst})",
+            markup=False,
+        )
+    elif convergence:
+        console.print("convergence: not measured (needs 2+ batches in one process)", markup=False)
 
 
 class _Progress:
@@ -312,6 +367,7 @@ class _Progress:
                 "range": "pass 1/2: ranges",
                 "histogram": "pass 2/2: histograms",
                 "collect": "collecting",
+                "shards": "shards (exact, on Ray)",
             }.get(phase, phase)
             self._tasks[phase] = self._bar.add_task(label, total=total)
         self._bar.update(self._tasks[phase], completed=done, total=total)
