@@ -1,8 +1,11 @@
 """`onnx2trt fix` vs onnxsim vs onnxslim on a large generated model: wall time and peak memory.
 
 Each tool runs in its own fresh process (load, simplify/fix, save), so peak RSS is its own.
+`fix` checks its result in ONNX Runtime by default (as onnxsim does); "--no-check" is fix
+without it.
 
     python benchmarks/bench_fix.py [--blocks 6000] [--repeats 3]
+    python benchmarks/bench_fix.py --models a.onnx b.onnx [--tools "onnx2trt fix,onnxsim"]
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ CHILD = {
         "m, r = onnx2trt_lib.fix(IN, target='tensorrt-7.1')\n"
         "onnx.save(m, OUT)\n"
     ),
+    "onnx2trt fix --no-check": (
+        "import onnx2trt_lib, onnx\n"
+        "m, r = onnx2trt_lib.fix(IN, target='tensorrt-7.1', check=False)\n"
+        "onnx.save(m, OUT)\n"
+    ),
     "onnxsim": "import onnx, onnxsim\nm, ok = onnxsim.simplify(onnx.load(IN))\nonnx.save(m, OUT)\n",
     "onnxslim": "import onnx, onnxslim\nm = onnxslim.slim(onnx.load(IN))\nonnx.save(m, OUT)\n",
 }
@@ -107,11 +115,32 @@ def run_tool(name: str, model: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def real_models(paths: list[str], tools: list[str]) -> None:
+    """One run of each tool on each model file (a table row per model)."""
+    print(f"load average {os.getloadavg()[0]:.2f}; cpus {os.cpu_count()}; one run each (seconds)")
+    print("| model | nodes | " + " | ".join(tools) + " |")
+    print("|---|---:|" + "---:|" * len(tools))
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            nodes = len(onnx.load(path, load_external_data=False).graph.node)
+            cells = []
+            for name in tools:
+                r = run_tool(name, Path(path), Path(tmp) / "out.onnx")
+                cells.append(r["error"][:60] if "error" in r else f"{r['seconds']:.2f}")
+            print(f"| {Path(path).name} | {nodes} | " + " | ".join(cells) + " |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--blocks", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="*", help="real model files instead of the generated one")
+    parser.add_argument("--tools", default=",".join(CHILD), help="comma-separated tool names")
     args = parser.parse_args()
+    if args.models:
+        real_models(args.models, args.tools.split(","))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "large.onnx"
         n = build_large_model(args.blocks, model)

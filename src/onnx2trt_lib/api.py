@@ -10,6 +10,7 @@ hold the building blocks for finer control.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,8 @@ def fix(
     passes: Sequence[str | Pass] | None = None,
     set_dims: Sequence[str] | Mapping[str, int] = (),
     rename_dims: Sequence[str] | Mapping[str, str] = (),
+    check: bool = True,
+    check_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, PipelineReport]:
     """Rewrite `model` so the `target` TensorRT parser accepts it.
 
@@ -66,6 +69,12 @@ def fix(
     a copy; the input model or file is never modified. `set_dims` ({"batch": 1} or
     ["batch=1", "x:0=1"]) fixes symbolic dimensions, `rename_dims` (["x:2=height"]) renames
     them, before the passes run. Returns (fixed model, report). `target` defaults as in `lint`.
+
+    With `check` (the default), the model the passes start from and the fixed model run in
+    ONNX Runtime on generated inputs (or `check_inputs`) and every output must match; a
+    mismatch raises `errors.EquivalenceError` (a PassError) naming the pass that caused it.
+    `report.check` says what was checked, or why it was skipped (ONNX Runtime cannot run
+    the original).
     """
     from ._io import load_model
     from .passes import PassManager
@@ -76,7 +85,14 @@ def fix(
 
         source, _ = rewrite_dims(source, set_dims=set_dims, rename_dims=rename_dims)
     pipeline = _resolve_passes(target, passes)
-    return PassManager(pipeline).run(source)
+    fixed, report = PassManager(pipeline).run(source)
+    if check or check_inputs is not None:
+        from .verify import check_fix
+
+        report = dataclasses.replace(
+            report, check=check_fix(source, fixed, pipeline, inputs=check_inputs)
+        )
+    return fixed, report
 
 
 def calibrate(

@@ -27,6 +27,10 @@ class PassError(Onnx2TrtError):
     """A graph pass failed; the message names the pass and the passes before it."""
 
 
+class EquivalenceError(PassError):
+    """`fix`'s check found the fixed model computing something else; the message names the pass."""
+
+
 class CalibrationError(Onnx2TrtError):
     """Calibration data or activations that cannot give valid ranges."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -63,6 +64,19 @@ from ._common import (
     metavar="OLD=NEW",
     help="Rename a symbolic dimension, by name or INPUT:AXIS (x:2=height); repeatable.",
 )
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Run the original and the fixed model in ONNX Runtime on generated inputs and "
+    "compare every output; on a difference, name the pass and write nothing.",
+)
+@click.option(
+    "--check-inputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Check on these inputs (.npz, one array per input name) instead of generated ones.",
+)
 @json_option
 @quiet_option
 def command(
@@ -73,6 +87,8 @@ def command(
     report_path: Path | None,
     set_dims: tuple[str, ...],
     rename_dims: tuple[str, ...],
+    check: bool,
+    check_inputs: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -85,6 +101,7 @@ def command(
     check_output_path(output, inputs=(model,))
     if report_path is not None:
         check_output_path(report_path, inputs=(model, output))
+    feed = _check_feed(check_inputs) if check_inputs is not None else None
     with _Status(enabled=not (quiet or as_json) and err_console.is_terminal) as status:
         status(f"loading {model.name}")
         source = loaded = load_model(model)
@@ -94,6 +111,12 @@ def command(
 
             source, dim_changes = rewrite_dims(loaded, set_dims=set_dims, rename_dims=rename_dims)
         fixed, report = PassManager(pipeline, progress=status.step).run(source)
+        if check or feed is not None:
+            from ..verify import check_fix
+
+            status("checking the fixed model in ONNX Runtime")
+            result = check_fix(source, fixed, pipeline, inputs=feed)
+            report = dataclasses.replace(report, check=result)
         status(f"writing {output.name}")
         stored = model.read_bytes() if fixed is loaded else None
         if stored is not None and _is_self_contained(stored):
@@ -118,6 +141,16 @@ def command(
         echo_lines(
             [f"{model} -> {output}: {state}, {report.nodes_before} -> {report.nodes_after} nodes"]
         )
+
+
+def _check_feed(path: Path) -> dict:
+    from .._io import load_arrays
+    from ..errors import UsageError
+
+    arrays = load_arrays(path, what="--check-inputs", error=UsageError)
+    if not isinstance(arrays, dict):
+        raise UsageError(f"--check-inputs {path}: give a .npz with one array per input name")
+    return arrays
 
 
 def _is_self_contained(stored: bytes) -> bool:

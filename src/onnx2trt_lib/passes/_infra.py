@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -85,6 +85,8 @@ class PipelineReport:
     records: tuple[PassRecord, ...]
     nodes_before: int
     nodes_after: int
+    # what `fix`'s check of the result found (verify.CheckResult); None when not checked
+    check: Any = None
 
     @property
     def modified(self) -> bool:
@@ -100,6 +102,7 @@ class PipelineReport:
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
             "passes": [r.to_dict() for r in self.records],
+            **({"check": self.check.to_dict()} if self.check is not None else {}),
         }
 
     def summary_lines(self) -> list[str]:
@@ -109,6 +112,8 @@ class PipelineReport:
             what = ", ".join(f"{k}={v}" for k, v in res.counts.items() if v) or "no change"
             lines.append(f"{res.name:<28} {what}  ({rec.seconds * 1000:.1f} ms)")
             lines.extend(f"    skipped {s.node} ({s.op}): {s.reason}" for s in res.skipped)
+        if self.check is not None:
+            lines.append(self.check.summary_line())
         return lines
 
     def _repr_html_(self) -> str:
@@ -186,9 +191,7 @@ class PassManager:
         """
         # graph-surgeon's export writes names back into the protos it imported from: work on a copy
         self._step("import", 0)
-        working = onnx.ModelProto()
-        working.CopyFrom(model)
-        graph = gs.import_onnx(working)
+        graph = _import(model)
         report = self.run_graph(graph)
         if not report.modified:
             return model, report
@@ -201,9 +204,7 @@ class PassManager:
         return out, report
 
     def _blame(self, model: onnx.ModelProto, problem: Exception) -> None:
-        working = onnx.ModelProto()
-        working.CopyFrom(model)
-        graph = gs.import_onnx(working)
+        graph = _import(model)
         for index, p in enumerate(self.passes):
             try:
                 res = p.run(graph)
@@ -236,10 +237,39 @@ def _check_result(p: Pass, res: object) -> None:
         raise PassError(f"run() returned the result of pass {res.name!r}")
 
 
+def _import(model: onnx.ModelProto) -> gs.Graph:
+    """graph-surgeon's graph of a copy of `model` (its export writes names back into the protos).
+
+    A value_info entry for a graph input or output is dropped from the copy: graph-surgeon lets it
+    override the declared type, so an output declared [1, seqlen] whose value_info has no shape
+    (ddddocr's common_old.onnx) was exported without one, which the ONNX checker refuses.
+    """
+    working = onnx.ModelProto()
+    working.CopyFrom(model)
+    io_names = {v.name for v in (*working.graph.input, *working.graph.output)}
+    if any(v.name in io_names for v in working.graph.value_info):
+        kept = [v for v in working.graph.value_info if v.name not in io_names]
+        del working.graph.value_info[:]
+        working.graph.value_info.extend(kept)
+    return gs.import_onnx(working)
+
+
 def _export(graph: gs.Graph, source: onnx.ModelProto) -> onnx.ModelProto:
     out = gs.export_onnx(graph, do_type_check=False)
     _carry_model_metadata(source, out)
+    if out.ir_version < 4:
+        _list_initializers_as_inputs(out.graph)
     return out
+
+
+def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:
+    """IR < 4 requires every initializer to be a graph input too (graph-surgeon lists none)."""
+    listed = {v.name for v in graph.input}
+    graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in graph.initializer
+        if t.name not in listed
+    )
 
 
 # the checker serialises the model; beyond protobuf's 2 GiB it can only check a file

@@ -31,10 +31,27 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ._infra import PassResult, result
+from ._infra import PassResult, SkippedNode, result
 from ._names import FreshNames
 
 _MAX_ROUNDS = 10
+# ops that make or read sequence/optional values; graph-surgeon's folding handles tensors only
+_SEQUENCE_OPS = frozenset(
+    {
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceInsert",
+        "SequenceErase",
+        "SequenceAt",
+        "SequenceLength",
+        "SequenceMap",
+        "SplitToSequence",
+        "ConcatFromSequence",
+        "Optional",
+        "OptionalGetElement",
+        "OptionalHasElement",
+    }
+)
 _SHAPE_OPS = ("Shape", "Size")
 _ONNX_DOMAINS = ("", "ai.onnx", None)
 # ops whose output changes from run to run; lint (compat.rules) reads this list too
@@ -63,10 +80,21 @@ class FoldConstantsPass:
 
     def run(self, graph: gs.Graph) -> PassResult:
         folded = elided = flattened = 0
+        optional = _optional_value(graph)
+        if optional is not None:
+            reason = "optional-typed values: graph-surgeon cannot write the model back; not folded"
+            return result(self.name, {}, (SkippedNode(optional.name, "", reason),))
         fresh = FreshNames(graph)
+        skipped: dict[int, SkippedNode] = {}
         for _ in range(_MAX_ROUNDS):
+            newly_flattened = _flatten_constant_ifs(graph, fresh)
+            flattened += newly_flattened
+            if newly_flattened:
+                graph.cleanup(remove_unused_graph_inputs=False)
             if not _may_fold(graph, self.fold_shapes):
-                break
+                if not newly_flattened:
+                    break
+                continue
             # a body's tensors() lists the outer tensors it reads too: count each tensor once
             variables = list(
                 {
@@ -80,8 +108,9 @@ class FoldConstantsPass:
             inputs_before = {
                 id(n): (n, [id(t) for t in n.inputs]) for g in _graphs(graph) for n in g.nodes
             }
-            ifs_before = {id(n) for g in _graphs(graph) for n in g.nodes if n.op == "If"}
+            skipped.update(_report_never_folded(graph))
             guards = _guard_inexact_cast_elisions(graph, fresh) if self.fold_shapes else []
+            shape_slices = _split_shape_slices(graph, fresh) if self.fold_shapes else []
             try:
                 # bodies one by one, parents first (as graph-surgeon recurses), but with our exclusions:
                 # graph-surgeon does not hand should_exclude_node down to If/Loop/Scan bodies
@@ -94,19 +123,18 @@ class FoldConstantsPass:
                         size_threshold=self.size_threshold,
                         recurse_subgraphs=False,
                         recurse_functions=g is graph,
+                        flatten_subgraphs=False,  # _flatten_constant_ifs: graph-surgeon's drops outputs
                         should_exclude_node=_never_folded,
                     )
                     pending.extend(g.subgraphs())
             finally:
+                _join_shape_slices(graph, shape_slices)
                 _remove_guards(graph, guards)
             # folding turns Variables into Constants in place (Constant nodes' outputs too)
             newly = sum(1 for t in variables if isinstance(t, gs.Constant))
             elided += sum(
                 1 for n, ids in inputs_before.values() if [id(t) for t in n.inputs] != ids
             )
-            # an If whose condition is constant is replaced by its branch (no tensor is folded for that)
-            newly_flattened = len(ifs_before - {id(n) for g in _graphs(graph) for n in g.nodes})
-            flattened += newly_flattened
             if not newly and not newly_flattened:
                 break
             folded += newly
@@ -114,6 +142,7 @@ class FoldConstantsPass:
         return result(
             self.name,
             {"folded_tensors": folded, "elided_casts": elided, "flattened_ifs": flattened},
+            tuple(skipped.values()),
         )
 
 
@@ -122,16 +151,53 @@ def _is_random(node: gs.Node) -> bool:
 
 
 def _never_folded(node: gs.Node) -> bool:
-    """Random generators, custom-domain ops ONNX Runtime cannot evaluate (a plugin's op), and
-    If/Loop/Scan nodes whose bodies hold either."""
-    if _is_random(node) or node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml"):
-        return True
-    return any(
-        _never_folded(inner)
-        for value in node.attrs.values()
-        if isinstance(value, gs.Graph)
-        for inner in value.nodes
-    )
+    """Random generators, custom-domain ops ONNX Runtime cannot evaluate (a plugin's op), sequence
+    and optional values (graph-surgeon stores only tensors), and If/Loop/Scan nodes whose bodies
+    hold any of them."""
+    return _why_never_folded(node) is not None
+
+
+def _why_never_folded(node: gs.Node) -> str | None:
+    if _is_random(node):
+        return "random op: a new value on every run"
+    if node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml"):
+        return f"custom domain {node.domain!r}: ONNX Runtime cannot evaluate it"
+    if node.op in _SEQUENCE_OPS or any(
+        isinstance(t, gs.Variable) and t.type not in ("tensor_type", None) for t in node.outputs
+    ):
+        return "sequence/optional value: graph-surgeon folds tensors only"
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            for inner in value.nodes:
+                if (why := _why_never_folded(inner)) is not None:
+                    return f"its body holds {inner.op}: {why}"
+    return None
+
+
+def _optional_value(graph: gs.Graph) -> gs.Tensor | None:
+    """A tensor of optional type anywhere in the model (graph-surgeon's export fails on them)."""
+    for g in _graphs(graph):
+        for t in g.tensors().values():
+            if isinstance(t, gs.Variable) and t.type == "optional_type":
+                return t
+    return None
+
+
+def _report_never_folded(graph: gs.Graph) -> dict[int, SkippedNode]:
+    """Nodes that would fold (all inputs constant) but are left alone, and why."""
+    skipped = {}
+    for g in _graphs(graph):
+        for node in g.nodes:
+            if node.op == "Constant" or not all(
+                isinstance(t, gs.Constant) or not t.name for t in node.inputs
+            ):
+                continue
+            if node.op in RANDOM_OPS:
+                continue  # never a fold: a random op is meant to stay
+            why = _why_never_folded(node)
+            if why is not None and node.domain in (*_ONNX_DOMAINS, "ai.onnx.ml"):
+                skipped[id(node)] = SkippedNode(node.name, node.op, f"not folded: {why}")
+    return skipped
 
 
 def _may_fold(graph: gs.Graph, fold_shapes: bool) -> bool:
@@ -238,3 +304,130 @@ def _remove_guards(graph: gs.Graph, guards: list[gs.Node]) -> None:
     ):  # a flattened If moved its branch's nodes (and guards) to the outer graph
         if any(id(n) in removed for n in g.nodes):
             g.nodes = [n for n in g.nodes if id(n) not in removed]
+
+
+def _split_shape_slices(graph: gs.Graph, fresh: FreshNames) -> list[tuple]:
+    """Write each `Shape(x, start, end)` of a non-constant x as `Shape(x) -> Slice` while folding.
+
+    graph-surgeon's shape folding reads `x.shape` and ignores `start`/`end` (opset 15+): it folds
+    `Shape(x, start=1)` of a 3x4x5 x to [3, 4, 5], and a Gather/Slice of it by the wrong dims. Its
+    `Shape -> Slice` rule is exact, and ONNX's Slice clamps negative and out-of-range bounds as
+    Shape does. `_join_shape_slices` puts back every Shape whose slice did not fold.
+    """
+    split = []
+    for g in _graphs(graph):
+        added: dict[int, gs.Node] = {}
+        for node in g.nodes:
+            if node.op != "Shape" or node.domain not in _ONNX_DOMAINS or not node.inputs:
+                continue
+            if isinstance(node.inputs[0], gs.Constant) or len(node.outputs) != 1:
+                continue  # ONNX Runtime evaluates it, start/end included
+            attrs = {k: node.attrs[k] for k in ("start", "end") if k in node.attrs}
+            if not attrs or attrs == {"start": 0}:
+                continue
+            out = node.outputs[0]
+            inner = gs.Variable(fresh(f"{out.name}_full_shape"), dtype=np.int64, shape=None)
+            bounds = [
+                gs.Constant(fresh(f"{out.name}_{what}"), np.array([value], dtype=np.int64))
+                for what, value in (
+                    ("start", int(attrs.get("start", 0))),
+                    ("end", int(attrs.get("end", np.iinfo(np.int64).max))),
+                    ("axis", 0),
+                )
+            ]
+            for k in attrs:
+                del node.attrs[k]
+            node.outputs[0] = inner
+            slice_node = gs.Node(
+                "Slice",
+                fresh(f"{node.name or out.name}_slice"),
+                inputs=[inner, *bounds],
+                outputs=[out],
+            )
+            added[id(node)] = slice_node
+            split.append((node, slice_node, attrs))
+        if added:  # right after their Shape: folding wants a sorted graph
+            g.nodes = [
+                m for n in g.nodes for m in (n, *((added[id(n)],) if id(n) in added else ()))
+            ]
+    return split
+
+
+def _join_shape_slices(graph: gs.Graph, split: list[tuple]) -> None:
+    """Undo _split_shape_slices: a Shape whose slice did not fold gets its output and attributes back."""
+    removed = set()
+    for shape_node, slice_node, attrs in split:
+        inner = slice_node.inputs[0] if slice_node.inputs else None
+        out = slice_node.outputs[0] if slice_node.outputs else None
+        slice_node.inputs.clear()
+        slice_node.outputs.clear()
+        removed.add(id(slice_node))
+        if out is None:  # folded: the slice's output is a constant now
+            shape_node.inputs.clear()
+            shape_node.outputs.clear()
+            removed.add(id(shape_node))
+            continue
+        if isinstance(inner, gs.Constant):  # the full shape folded, its slice did not
+            rank = len(inner.values)
+            start, end = attrs.get("start", 0), attrs.get("end", rank)
+            out.to_constant(np.asarray(inner.values, dtype=np.int64)[start:end])
+            removed.add(id(shape_node))
+            continue
+        shape_node.attrs.update(attrs)
+        shape_node.outputs[0] = out
+    for g in _graphs(graph):  # a flattened If moved its branch's nodes to the outer graph
+        if any(id(n) in removed for n in g.nodes):
+            g.nodes = [n for n in g.nodes if id(n) not in removed]
+
+
+def _flatten_constant_ifs(graph: gs.Graph, fresh: FreshNames) -> int:
+    """Replace each If whose condition is a constant by the nodes of the branch it takes.
+
+    Done here, not by graph-surgeon: its flattening iterates over the If's outputs while
+    unhooking them, so an If with two or more outputs loses every second one. Branch outputs that
+    no branch node produces (an outer tensor, a constant) are passed on by an Identity.
+    """
+    count = 0
+    for g in _graphs(graph):
+        index = 0
+        while index < len(g.nodes):
+            node = g.nodes[index]
+            cond = node.inputs[0] if node.op == "If" and node.inputs else None
+            if not isinstance(cond, gs.Constant) or np.asarray(cond.values).size != 1:
+                index += 1
+                continue
+            branch = node.attrs[
+                "then_branch" if bool(np.asarray(cond.values).reshape(-1)[0]) else "else_branch"
+            ]
+            local = branch._local_tensors()
+            for tensor in local.values():
+                tensor.name = fresh(f"{tensor.name}_{branch.name or 'branch'}")
+            for inner in branch.nodes:
+                if inner.name:
+                    inner.name = fresh(inner.name)
+            nodes, branch_outputs = list(branch.nodes), list(branch.outputs)
+            branch.nodes, branch.outputs = [], []  # moved out: not to be flattened twice
+            own = {id(n) for n in nodes}
+            outer_outputs = list(node.outputs)
+            node.inputs.clear()
+            node.outputs.clear()
+            moved: dict[int, gs.Tensor] = {}  # branch tensor -> the If output that took its place
+            for out, branch_out in zip(outer_outputs, branch_outputs, strict=True):
+                producer = branch_out.inputs[0] if branch_out.inputs else None
+                if producer is not None and id(producer) in own:
+                    for reader in list(branch_out.outputs):  # the branch's own readers follow
+                        for k, t in enumerate(reader.inputs):
+                            if t is branch_out:
+                                reader.inputs[k] = out
+                    producer.outputs[producer.outputs.index(branch_out)] = out
+                    moved[id(branch_out)] = out
+                    continue
+                # an outer tensor, a constant, or a tensor the branch returns twice
+                source = moved.get(id(branch_out), branch_out)
+                nodes.append(
+                    gs.Node("Identity", fresh(f"{out.name}_branch"), inputs=[source], outputs=[out])
+                )
+            g.nodes[index : index + 1] = nodes
+            index += len(nodes)
+            count += 1
+    return count
