@@ -130,6 +130,31 @@ def ws(tmp_path_factory) -> Path:
     (ext / "link.bin").symlink_to(root / "secret.bin")
     onnx.save(_external("link.bin"), ext / "ext_symlink.onnx")
     onnx.save(_external("missing.bin"), ext / "ext_missing.onnx")
+    # issue 17: weights beside the model that an output must never replace, strings, a FIFO
+    weights = root / "weights"
+    weights.mkdir()
+    onnx.save(
+        conv_relu_model(),
+        str(weights / "w.onnx"),
+        save_as_external_data=True,
+        location="w.weights",
+        size_threshold=0,
+    )
+    strings = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Identity", ["s"], ["t"])],
+        "strings",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("t", TensorProto.STRING, [2]),
+        ],
+        initializer=[helper.make_tensor("s", TensorProto.STRING, [2], [b"a", b"b"])],
+    )
+    strings_model = helper.make_model(strings, opset_imports=[helper.make_opsetid("", 17)])
+    strings_model.ir_version = 8
+    onnx.save(strings_model, root / "strings.onnx")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "fifo.onnx")
     # feeds for run/compare (good.onnx: x float32[1,3,8,8] -> y)
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.savez(root / "feed.npz", x=x)
@@ -913,6 +938,65 @@ CASES: list[Case] = [
     C("inspect-ranges-torn", "inspect {ws}/ranges_torn.json", (1, 2), r"ranges_torn\.json"),
     C("inspect-ranges-missing-field", "inspect {ws}/ranges_odd.json", (1, 2), r"ranges_odd\.json"),
     C("inspect-missing", "inspect {ws}/absent.cache", 2, r"absent\.cache", library_error=False),
+    # ---- issue 17: hostile inputs and bad luck
+    C(
+        "fix-o-is-external-weights",
+        "fix {ws}/weights/w.onnx -o {ws}/weights/w.weights",
+        1,
+        r"w\.weights",
+        "external data",
+    ),
+    C(
+        "fix-report-is-external-weights",
+        "fix {ws}/weights/w.onnx -o {ws}/o.onnx --report {ws}/weights/w.weights",
+        1,
+        r"w\.weights",
+        "external data",
+        outputs=("o.onnx",),
+    ),
+    C(
+        "fp16-o-is-external-weights",
+        "fp16 {ws}/weights/w.onnx -o {ws}/weights/w.weights",
+        1,
+        r"w\.weights",
+        "external data",
+    ),
+    C(
+        "run-o-is-external-weights",
+        "run {ws}/weights/w.onnx -n 1 -o {ws}/weights/w.weights",
+        1,
+        r"w\.weights",
+        "external data",
+    ),
+    C(
+        "fix-string-initializer",
+        "fix {ws}/strings.onnx -o {ws}/o.onnx",
+        1,
+        "strings",
+        outputs=("o.onnx",),
+    ),
+    C(
+        "fp16-string-initializer",
+        "fp16 {ws}/strings.onnx -o {ws}/o.onnx",
+        1,
+        "strings",
+        outputs=("o.onnx",),
+    ),
+    C("lint-fifo", "lint {ws}/fifo.onnx", 1, r"fifo\.onnx", "not a regular file"),
+    C(
+        "fix-fifo",
+        "fix {ws}/fifo.onnx -o {ws}/o.onnx",
+        1,
+        "not a regular file",
+        outputs=("o.onnx",),
+    ),
+    C(
+        "calibrate-trt-version-negative",
+        "calibrate {ws}/good.onnx --data {ws}/calib_ok.npy -o {ws}/c.cache --trt-version=-1.-2.-3",
+        1,
+        "not like 10.3.0",
+        outputs=("c.cache",),
+    ),
 ]
 
 

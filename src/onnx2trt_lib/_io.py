@@ -7,11 +7,14 @@ folder, fsync, rename), so an interrupted run never leaves a half-written artifa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import hashlib
 import json
 import os
 import signal
+import socket
+import stat
 import tempfile
 import threading
 import time
@@ -33,6 +36,7 @@ else:
 
 # protobuf cannot serialise a single message over 2 GiB: beyond this, weights go to external data.
 _PROTOBUF_LIMIT = 2**31 - 1
+PROTOBUF_LIMIT = _PROTOBUF_LIMIT
 _EXTERNAL_DATA_THRESHOLD = 1024  # bytes; tensors smaller than this stay inline
 
 
@@ -41,9 +45,18 @@ class OutputError(Onnx2TrtError):
 
 
 def check_output_path(
-    out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()
+    out: str | os.PathLike,
+    *,
+    inputs: tuple[str | os.PathLike, ...] = (),
+    outputs: tuple[str | os.PathLike | None, ...] = (),
 ) -> Path:
-    """Validate an output path before doing slow work, so a bad path fails in a second."""
+    """The output gate every command passes before slow work, so a bad path fails in a second.
+
+    Refused: a folder, a device/FIFO, a missing or read-only folder, any of `inputs` (also
+    through a symlink or hard link), an external-data file of an input model (writing it would
+    replace the model's weights), and any of `outputs` (the command's other outputs). The
+    `.data` file `save_model` may write beside `out` is held to the same rule.
+    """
     out_path = Path(out)
     if out_path.is_dir():
         raise OutputError(f"output {out_path} is a directory; give a file path")
@@ -56,38 +69,229 @@ def check_output_path(
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {parent} is not writable")
+    _sweep_stale_temps(out_path)  # temps of killed runs go now, even if this run is a cache hit
+    written = (out_path, out_path.with_name(out_path.name + ".data"))
     for inp in inputs:
-        with contextlib.suppress(OSError):
-            if Path(inp).resolve() == out_path.resolve():
+        for read, role in _read_files(Path(inp)):
+            for target in written:
+                if not _same_file(target, read):
+                    continue
+                what = f"input {inp}" + ("" if role is None else f"'s external data ({read})")
+                if target == out_path:
+                    raise OutputError(
+                        f"output {out_path} is the same file as {what}; inputs are never overwritten"
+                    )
                 raise OutputError(
-                    f"output {out_path} is the same file as input {inp}; inputs are never overwritten"
+                    f"output {out_path} would write its external data to {target}, the same file "
+                    f"as {what}; inputs are never overwritten"
                 )
+    for other in outputs:
+        if other is not None and _same_file(out_path, Path(other)):
+            raise OutputError(
+                f"output {out_path} and output {other} are the same file; give different paths"
+            )
     return out_path
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C while a temp file is created and recorded for cleanup.
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """A folder outputs go into (e.g. --plots): writable if it exists, else creatable; checked
+    before slow work so a read-only folder fails in a second, not after calibrating."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent if str(probe.parent) else Path(".")
+        if probe == probe.parent and not probe.exists():
+            break
+    if not probe.is_dir():
+        raise OutputError(f"output folder {path} cannot be made: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {path} is not writable ({probe})")
+    return path
 
-    Without this a SIGINT landing between mkstemp() and the cleanup handler leaks the temp
-    file. The Python-level handler is swapped (not the thread's signal mask: another
-    thread, e.g. a BLAS pool, may receive the signal); a held Ctrl-C is re-raised when the
-    block ends, as the usual KeyboardInterrupt.
+
+def _read_files(inp: Path) -> list[tuple[Path, str | None]]:
+    """An input and, for a model file, the external-data files it reads (role "external")."""
+    files: list[tuple[Path, str | None]] = [(inp, None)]
+    with contextlib.suppress(OSError):
+        if inp.is_file() and inp.stat().st_size <= _PROTOBUF_LIMIT:
+            files += [(ext, "external") for ext in external_data_files(inp)]
+    return files
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same path after resolving symlinks, or the same inode (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a temp file is created and recorded for cleanup, and while
+    an output set is renamed into place (so an interrupt never publishes half a set).
+
+    The Python-level handlers are swapped (not the thread's signal mask: another thread, e.g.
+    a BLAS pool, may receive the signal); a held signal is re-delivered to the previous handler
+    when the block ends (KeyboardInterrupt for the default SIGINT handler).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda number, _frame: held.append(number))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:
-            if callable(previous):
-                previous(signal.SIGINT, None)
-            elif previous == signal.SIG_DFL:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in dict.fromkeys(held):
+            signum = signal.Signals(number)
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif signum == signal.SIGINT and handler == signal.SIG_DFL:
                 raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """flock on the folder itself (no lock file left behind): publishers take it exclusive while
+    they rename a set, readers of a set (a cache hit) shared, so neither sees half of another's
+    set. Best effort where flock is missing (Windows) or refused (some network file systems)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def folder_lock(path: str | os.PathLike, *, shared: bool = True) -> Any:
+    """The lock `output_set` publishes under, for the folder holding `path` (readers: shared)."""
+    parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    return _folder_lock(parent, shared=shared)
+
+
+class _OutputSet:
+    """Temp files waiting to be renamed over their targets together (see `output_set`)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Path, Path] = {}  # target -> temp
+
+    def add(self, target: Path, tmp: Path) -> None:
+        old = self.pending.pop(target, None)
+        if old is not None:  # written twice in one set: the last one counts
+            with contextlib.suppress(OSError):
+                old.unlink()
+        self.pending[target] = tmp
+
+    def discard(self) -> None:
+        for tmp in self.pending.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.pending.clear()
+
+    def commit(self) -> list[Path]:
+        targets = list(self.pending)
+        folders = sorted({t.parent if str(t.parent) else Path(".") for t in targets})
+        with contextlib.ExitStack() as stack:
+            for folder in folders:  # sorted: two publishers never wait on each other in a cycle
+                stack.enter_context(_folder_lock(folder))
+            stack.enter_context(_signals_deferred())
+            for target in targets:
+                os.replace(self.pending[target], target)
+                del self.pending[target]
+        for folder in folders:
+            _fsync_folder(folder)
+        return targets
+
+
+_OUTPUT_SET: contextvars.ContextVar[_OutputSet | None] = contextvars.ContextVar(
+    "onnx2trt_output_set", default=None
+)
+
+
+@contextlib.contextmanager
+def output_set() -> Iterator[None]:
+    """Publish every file written inside the block as one set: all or none.
+
+    Each `atomic_write` (and so `save_model`, caches, sidecars, plots) writes its temp file and
+    waits; when the block ends without an exception the temps are renamed over their targets
+    under an exclusive lock of their folders, with Ctrl-C/SIGTERM held, so a reader that takes
+    the shared lock (`folder_lock`) sees the previous set or the new one, never a mixture. On
+    any exception (an interrupt included) every temp is removed and the previous outputs stay.
+    Sets nest: an inner block joins the outer one.
+    """
+    if _OUTPUT_SET.get() is not None:
+        yield
+        return
+    pending = _OutputSet()
+    token = _OUTPUT_SET.set(pending)
+    try:
+        yield
+    except BaseException:
+        pending.discard()
+        raise
+    finally:
+        _OUTPUT_SET.reset(token)
+    try:
+        targets = pending.commit()
+    except BaseException as exc:
+        pending.discard()
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot publish outputs: {exc.strerror or exc}") from None
+        raise
+    for target in targets:
+        _sweep_stale_temps(target)
+
+
+@contextlib.contextmanager
+def published_now() -> Iterator[None]:
+    """Files written inside are renamed into place at once, outside any enclosing `output_set`:
+    for checkpoints, which a later run resumes from even when this one fails."""
+    token = _OUTPUT_SET.set(None)
+    try:
+        yield
+    finally:
+        _OUTPUT_SET.reset(token)
+
+
+def written_path(path: str | os.PathLike) -> Path:
+    """Where the bytes this run wrote for `path` are now: its pending temp inside an
+    `output_set`, else the path itself. Hash this, not the target, to record what *we* wrote
+    (another run may replace the target before our set is published)."""
+    pending = _OUTPUT_SET.get()
+    if pending is not None and Path(path) in pending.pending:
+        return pending.pending[Path(path)]
+    return Path(path)
+
+
+def _temp_prefix(target: Path) -> str:
+    """`.<name>.<host>~<pid>.`: the next run on this host can tell a dead writer's temp at once."""
+    return f".{target.name}.{_host_tag()}~{os.getpid()}."
+
+
+def _host_tag() -> str:
+    return "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:32] or "host"
 
 
 @contextlib.contextmanager
@@ -101,22 +305,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     parent = target.parent if str(target.parent) else Path(".")
     if target.exists() and not target.is_file() and not target.is_symlink():
         raise OutputError(f"cannot write {target}: it exists and is not a regular file")
+    pending = _OUTPUT_SET.get()
     tmp: Path | None = None
     try:
-        with _sigint_deferred():
+        with _signals_deferred():
             try:
                 fd, tmp_name = tempfile.mkstemp(
-                    prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent
+                    prefix=_temp_prefix(target), suffix=".tmp", dir=parent
                 )
             except OSError as exc:
-                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
             tmp = Path(tmp_name)
+            if pending is not None:  # the set removes it if anything fails before the commit
+                pending.add(target, tmp)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        if pending is not None:
+            tmp = None  # renamed (or removed) with the whole set
+            return
+        with _folder_lock(parent), _signals_deferred():
+            os.replace(tmp, target)
         tmp = None
         _fsync_folder(parent)
         _sweep_stale_temps(target)
@@ -135,21 +346,24 @@ STALE_TEMP_SECONDS = 600
 def _sweep_stale_temps(target: Path) -> None:
     """Remove temp files of `target` left by writers that were killed (SIGKILL skips cleanup).
 
-    Only files named by our pattern whose writer process is gone here and that have not changed
-    for STALE_TEMP_SECONDS: a live writer (this host, or another one on a shared disk, which
-    keeps touching its file) is never disturbed.
+    A temp named by this host (`.<name>.<host>~<pid>.*.tmp`) whose process is gone goes at
+    once, so the next run (any command writing `target`, a cache hit included) cleans up.
+    Temps of other hosts on a shared disk (and the older `.<name>.<pid>.*.tmp` names) go only
+    when unchanged for STALE_TEMP_SECONDS and their pid is not alive here.
     """
     prefix = f".{target.name}."
     now = time.time()
+    here = _host_tag()
     with contextlib.suppress(OSError):
         for candidate in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-            pid_text = candidate.name[len(prefix) :].split(".", 1)[0]
+            writer = candidate.name[len(prefix) :].split(".", 1)[0]
+            host, _, pid_text = writer.rpartition("~")
             if not pid_text.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if now - candidate.stat().st_mtime < STALE_TEMP_SECONDS or _process_alive(
-                    int(pid_text)
-                ):
+                if _process_alive(int(pid_text)):
+                    continue
+                if host != here and now - candidate.stat().st_mtime < STALE_TEMP_SECONDS:
                     continue
                 candidate.unlink()
 
@@ -188,6 +402,68 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+# ---------------------------------------------------------------- the resource guard for reads
+
+
+def check_regular_file(
+    path: str | os.PathLike, *, what: str = "file", error: type[Onnx2TrtError] = Onnx2TrtError
+) -> Path:
+    """Refuse anything but a regular file (after symlinks) before opening it: a FIFO would block
+    forever and a device (/dev/zero) never ends. A missing path passes (the caller says so)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return path
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        raise error(
+            f"{path}: is not a regular file (a FIFO, socket or device); give a regular file"
+        )
+    return path
+
+
+def memory_limit() -> int:
+    """The most bytes one array or read may take: half the physical memory (the documented
+    resource limit; the other half is left for the model, ONNX Runtime and the system)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        total = 16 * 2**30
+    return max(total // 2, 2**30)
+
+
+def check_allocation(
+    shape: Any,
+    dtype: Any,
+    *,
+    what: str,
+    error: type[Onnx2TrtError] = Onnx2TrtError,
+    copies: int = 1,
+) -> int:
+    """Bytes `copies` arrays of `shape` and `dtype` take, refused over `memory_limit()` before
+    anything is allocated (a declared shape of 1e5 x 1e5 x 100 is 7 TiB)."""
+    count = 1
+    for dim in shape:
+        count *= max(int(dim), 0)
+    nbytes = count * np.dtype(dtype).itemsize * copies
+    limit = memory_limit()
+    if nbytes > limit:
+        dims = "x".join(str(int(d)) for d in shape) or "scalar"
+        raise error(
+            f"{what} of shape {dims} ({np.dtype(dtype).name}) needs {_gib(nbytes)}, over the "
+            f"{_gib(limit)} limit (half the memory here); use smaller shapes"
+        )
+    return nbytes
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def read_bytes_limited(
     path: str | os.PathLike,
     *,
@@ -200,6 +476,7 @@ def read_bytes_limited(
     Caches and sidecars are a few KiB to a few MiB; a huge or endless one (a FIFO, /dev/zero,
     a hostile file) must fail with a one-line `error`, not exhaust memory.
     """
+    check_regular_file(path, what=what, error=error)
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
@@ -255,6 +532,7 @@ def load_arrays(
     caller gets one `error` line naming the file.
     """
     path = Path(path)
+    check_regular_file(path, what=what, error=error)
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
@@ -266,6 +544,8 @@ def load_arrays(
         raise error(
             f"{what} {path}: not a readable .npz (or .npy) file: no zip or numpy header; save with np.savez/np.save"
         )
+    if magic.startswith(_ZIP_MAGIC):
+        _check_npz_sizes(path, what=what, error=error)
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
@@ -281,7 +561,26 @@ def load_arrays(
         raise error(f"{what} {path}: not a readable .npz (or .npy) file: {reason}") from None
 
 
+def _check_npz_sizes(path: Path, *, what: str, error: type[Onnx2TrtError]) -> None:
+    """A zip bomb (31 MB of .npz declaring 32 GB) is refused from the sizes its directory
+    declares, before any member is inflated; zipfile never inflates past a declared size."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise error(
+            f"{what} {path}: not a readable .npz (or .npy) file: {_first_line(exc)}"
+        ) from None
+    limit = memory_limit()
+    if declared > limit:
+        raise error(
+            f"{what} {path}: its arrays declare {_gib(declared)}, over the {_gib(limit)} limit "
+            "(half the memory here); is this the right file?"
+        )
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    check_regular_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -326,19 +625,65 @@ def external_data_files(path: str | os.PathLike) -> list[Path]:
     except Exception:  # noqa: BLE001 - loading reports an unreadable model properly
         return []
     names = set()
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location" and isinstance(entry.value, str):
-                    names.add(entry.value)
+    for tensor in external_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location" and isinstance(entry.value, str):
+                names.add(entry.value)
     files = [path.parent / name for name in sorted(names)]
     return [f for f in files if f.is_file()]
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto a model holds: initializers, sparse initializers (values and indices),
+    node attributes (dense and sparse), in the main graph, every If/Loop/Scan body and every
+    model-local function, at any depth.
+
+    onnx's own walker (`external_data_helper._get_all_tensors`) skips sparse tensors, so their
+    external locations were neither checked nor loaded, and ONNX Runtime, given the model as
+    bytes, resolved them against the current directory.
+    """
+    graphs: list[Any] = [model.graph]
+    bodies: list[Any] = list(model.functions)  # functions: nodes only
+    while graphs or bodies:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes = graph.node
+        else:
+            nodes = bodies.pop().node
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                sparse_attrs = (
+                    [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+                ) + list(attr.sparse_tensors)
+                for sparse in sparse_attrs:
+                    yield sparse.values
+                    yield sparse.indices
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+
+
+def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The tensors of `all_tensors` whose data lives in an external file."""
+    return [
+        t
+        for t in all_tensors(model)
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        or any(e.key == "location" for e in t.external_data)
+    ]
 
 
 def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> None:
     """Refuse external-data locations that escape the model's folder (CVE-2024-27318/27319 class)."""
     base = base_dir.resolve()
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
+    for tensor in external_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         if not isinstance(tensor.name, str):  # proto2 hands back bytes for invalid UTF-8
@@ -366,6 +711,20 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
             )
 
 
+def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> None:
+    """Read every external tensor of `all_tensors` into the proto (checked first: no escapes).
+
+    Afterwards nothing in `model` points at a file, so ONNX Runtime or TensorRT given its bytes
+    resolve nothing against the current directory.
+    """
+    _check_external_data_locations(model, Path(base_dir))
+    for tensor in external_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base_dir))
+        else:  # stray external_data entries on an inline tensor: nothing may read them
+            del tensor.external_data[:]
+
+
 def load_model(
     path_or_model: str | os.PathLike | onnx.ModelProto, *, check: bool = True
 ) -> onnx.ModelProto:
@@ -377,6 +736,11 @@ def load_model(
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
         source = "model"
+        if external_tensors(model):
+            raise ModelLoadError(
+                "model: an in-memory ModelProto still references external data files, which would "
+                "be looked up in the current directory; pass the model's path (or onnx.load it from its folder)"
+            )
     else:
         path = Path(path_or_model)
         source = str(path)
@@ -384,6 +748,7 @@ def load_model(
             raise ModelLoadError(f"{path}: no such file")
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+        check_regular_file(path, what="ONNX file", error=ModelLoadError)
         size = path.stat().st_size
         if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
             raise ModelLoadError(
@@ -403,7 +768,7 @@ def load_model(
         except ModelLoadError as exc:
             raise ModelLoadError(f"{path}: {exc}") from None
         try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+            load_external_data(model, path.parent)
         except Exception as exc:
             raise ModelLoadError(
                 f"{path}: cannot load external data ({_first_line(exc)})"
@@ -422,8 +787,31 @@ def load_model(
     return model
 
 
+@contextlib.contextmanager
+def ort_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
+    """What to hand `onnxruntime.InferenceSession` for a loaded model: its bytes, or beyond
+    protobuf's 2 GiB a path in a private temp folder holding the model with its weights external.
+
+    Never a model with relative external locations given as bytes: ONNX Runtime would resolve
+    them against the current directory.
+    """
+    if external_tensors(model):
+        raise ModelLoadError(
+            "model still references external data files; load it with load_model(path) first"
+        )
+    if model.ByteSize() < _PROTOBUF_LIMIT:
+        yield model.SerializeToString()
+        return
+    with tempfile.TemporaryDirectory(prefix="onnx2trt-ort-") as folder:
+        path = Path(folder) / "model.onnx"
+        save_model(model, path, external_data=True)
+        yield str(path)
+
+
 def _mentions(path: Path, needle: bytes, chunk: int = 1 << 20) -> bool:
     """Whether the file's bytes contain `needle` (read in chunks, not all at once)."""
+    if not path.is_file():  # a FIFO or device: never read
+        return False
     tail = b""
     try:
         with open(path, "rb") as handle:

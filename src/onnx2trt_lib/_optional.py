@@ -83,7 +83,20 @@ def cudart() -> ModuleType:
 
 
 def onnxruntime() -> ModuleType:
-    return require("onnxruntime", purpose="running ONNX models on CPU")
+    ort = require("onnxruntime", purpose="running ONNX models on CPU")
+    quiet_onnxruntime(ort)
+    return ort
+
+
+def quiet_onnxruntime(ort: ModuleType | None = None) -> None:
+    """Errors only from ONNX Runtime's default logger (sessions graph-surgeon makes too): its
+    warning/error lines on stderr would otherwise surround our one-line error."""
+    if ort is None:
+        import sys
+
+        ort = sys.modules.get("onnxruntime")
+    if ort is not None and hasattr(ort, "set_default_logger_severity"):
+        ort.set_default_logger_severity(4)  # fatal only: errors reach us as exceptions
 
 
 def ray() -> ModuleType:

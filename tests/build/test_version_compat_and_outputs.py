@@ -16,7 +16,12 @@ from onnx2trt_lib.build import BuildConfig, Builder, load_engine
 from onnx2trt_lib.build import builder as builder_module
 from onnx2trt_lib.build import engine as engine_module
 from onnx2trt_lib.build.backends import Backend
-from onnx2trt_lib.build.engine import check_sidecar, engine_from_bytes, inspect_engine
+from onnx2trt_lib.build.engine import (
+    EngineFileError,
+    check_sidecar,
+    engine_from_bytes,
+    inspect_engine,
+)
 
 TRT_10_13 = Backend("tensorrt", "tensorrt", "10.13.0.35")
 
@@ -109,11 +114,19 @@ def test_load_engine_accepts_an_older_version_compatible_engine_with_host_code(
     tmp_path, fake_trt_backend
 ) -> None:
     path = _write_engine(tmp_path, version="10.8.0.43", version_compatible=True)
-    loaded = load_engine(path, fake_trt_backend)
+    loaded = load_engine(path, fake_trt_backend, allow_host_code=True)
     assert loaded.sidecar["config"]["version_compatible"] is True and _FakeRuntime.seen == [True]
     plain = _write_engine(tmp_path, version="10.13.0.35", version_compatible=False)
     load_engine(plain, fake_trt_backend)
     assert _FakeRuntime.seen == [True, False]
+
+
+def test_the_sidecar_alone_never_enables_host_code(tmp_path, fake_trt_backend) -> None:
+    """`version_compatible: true` in a JSON file beside the engine is no opt-in (issue 17, #7)."""
+    path = _write_engine(tmp_path, version="10.13.0.35", version_compatible=True)
+    with pytest.raises(EngineFileError, match="--allow-host-code"):
+        load_engine(path, fake_trt_backend)
+    assert _FakeRuntime.seen == []
 
 
 def test_inspect_does_not_run_an_engines_embedded_host_code(

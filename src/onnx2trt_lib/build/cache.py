@@ -46,7 +46,9 @@ def cache_key(onnx_sha256: str, config: BuildConfig, backend: Backend) -> str:
     if config.calibration_cache is not None:
         settings["calibration_cache"] = _content_digest(config.calibration_cache)
     if config.calibration_data is not None:
-        settings["calibration_data"] = _content_digest(config.calibration_data)
+        from ..calib.dataset import data_fingerprint  # the images' bytes, not the list file's
+
+        settings["calibration_data"] = data_fingerprint(config.calibration_data)
     if config.preprocess is not None and Path(config.preprocess).is_file():
         settings["preprocess"] = _content_digest(config.preprocess)
     payload = {

@@ -21,7 +21,10 @@ from .. import __version__
 from .._io import (
     OutputError,
     check_output_path,
+    check_regular_file,
     load_json_limited,
+    memory_limit,
+    output_set,
     write_bytes_atomic,
     write_text_atomic,
 )
@@ -440,22 +443,15 @@ def _sidecar_structure_problem(data: dict[str, Any]) -> str | None:
 
 
 def save_engine(path: str | os.PathLike, engine: bytes, sidecar: dict[str, Any]) -> Path:
-    """Write the engine, then its sidecar, each atomically (temp file + rename).
-
-    If the sidecar write fails, the new engine is removed again so no engine is left
-    without a matching record.
-    """
+    """Write the engine and its sidecar as one set (`output_set`): both temps first, then both
+    renames under the folder lock, so an interrupt or a concurrent build never leaves an engine
+    beside another engine's sidecar; the previous pair stays until the new one is complete."""
     target = check_output_path(path)
     side = sidecar_path(target)
     text = json.dumps(sidecar, indent=2, sort_keys=False) + "\n"
-    existed = target.exists()
-    write_bytes_atomic(target, engine)
-    try:
+    with output_set():
+        write_bytes_atomic(target, engine)
         write_text_atomic(side, text)
-    except BaseException:
-        if not existed:
-            target.unlink(missing_ok=True)
-        raise
     log.info("saved %s (%d bytes) and %s", target, len(engine), side.name)
     return target
 
@@ -598,17 +594,22 @@ def _check_engine_header(runtime: Any, backend: Backend, data: bytes) -> None:
 
 
 def load_engine(
-    path: str | os.PathLike, backend: Backend | str = "auto", *, check_sidecar_first: bool = True
+    path: str | os.PathLike,
+    backend: Backend | str = "auto",
+    *,
+    check_sidecar_first: bool = True,
+    allow_host_code: bool = False,
 ) -> LoadedEngine:
     """Read an engine file, check its sidecar against the installed backend, deserialize it.
 
-    An engine whose sidecar says version-compatible is deserialized with engine host code
-    allowed (see `engine_from_bytes`): load only engine files you trust.
+    A version-compatible engine embeds host code (the lean runtime) that runs when it loads; it
+    is deserialized only with `allow_host_code=True` (CLI: --allow-host-code), an explicit
+    trust decision: the sidecar is a file beside the engine and decides nothing by itself.
     """
     engine_path = Path(path)
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
-    data = engine_path.read_bytes()
+    data = read_engine_bytes(engine_path)
     if not data:
         raise EngineFileError(f"{engine_path}: empty file, not an engine")
     sidecar = None
@@ -626,12 +627,30 @@ def load_engine(
             raise EngineFileError(
                 f"{engine_path}: will not load here: {'; '.join(problems)}; rebuild it here"
             )
+    if is_version_compatible(sidecar) and not allow_host_code:
+        raise EngineFileError(
+            f"{engine_path}: is a version-compatible engine, which embeds host code (the lean runtime) "
+            "that runs when it loads; pass --allow-host-code (allow_host_code=True) only for engines you trust"
+        )
     try:
-        loaded = engine_from_bytes(data, backend, host_code=is_version_compatible(sidecar))
+        loaded = engine_from_bytes(data, backend, host_code=allow_host_code)
     except EngineFileError as exc:
         raise EngineFileError(f"{engine_path}: {exc}") from None
     loaded.sidecar = sidecar
     return loaded
+
+
+def read_engine_bytes(path: Path) -> bytes:
+    """An engine file's bytes: a regular file no larger than `memory_limit()` (an 8 GB file on a
+    machine that cannot hold it is a one-line error, not a MemoryError half-way through)."""
+    check_regular_file(path, what="engine file", error=EngineFileError)
+    size = path.stat().st_size
+    if size > memory_limit():
+        raise EngineFileError(
+            f"{path}: {size} bytes is over the {memory_limit()} byte limit for an engine here "
+            "(half the memory); is this the right file?"
+        )
+    return path.read_bytes()
 
 
 def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
@@ -639,7 +658,7 @@ def inspect_engine(path: str | os.PathLike) -> dict[str, Any]:
     engine_path = Path(path)
     if not engine_path.is_file():
         raise EngineFileError(f"{engine_path}: no such engine file")
-    data = engine_path.read_bytes()
+    data = read_engine_bytes(engine_path)
     report: dict[str, Any] = {
         "path": str(engine_path),
         "size": len(data),

@@ -26,6 +26,7 @@ from .._io import (
     check_output_path,
     external_data_files,
     load_model,
+    output_set,
     sha256_file,
     sha256_model,
     sha256_model_file,
@@ -37,7 +38,7 @@ from .cache import (
     INT8_MAX,
     CalibrationCache,
     installed_trt_version,
-    read_cache,
+    parse_cache,
     trt_version_number,
     write_cache,
 )
@@ -46,7 +47,7 @@ from .dataset import open_source, parse_shapes
 from .methods import ZERO_AMAX
 from .preprocess import Preprocess, load_preprocess
 from .ranges import ranges_document, write_ranges
-from .sidecar import cache_hit, make_key, sidecar_path, write_sidecar
+from .sidecar import cached_bytes, make_key, sidecar_path, write_sidecar
 from .state import CalibrationState
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,9 @@ def calibrate(
         role: p for role, p in (("ranges", ranges_path), ("state", save_state)) if p is not None
     }
     if output is not None and not force:
-        if cache_hit(output, key, side_outputs=side_outputs):
-            cache = read_cache(output)
+        hit = cached_bytes(output, key, side_outputs=side_outputs)
+        if hit is not None:
+            cache = parse_cache(hit, source=str(output))  # the very bytes the sidecar matched
             log.info(
                 "%s matches the model, data and settings: reused (use --force to recompute)", output
             )
@@ -326,31 +328,32 @@ def calibrate(
     cache = CalibrationCache.from_amax(amax, version=version, algorithm=algorithm)
 
     written_sidecar = None
-    if save_state is not None:
-        state.save(save_state)
-    if ranges_path is not None:
-        write_ranges(
-            ranges_path,
-            ranges_document(
-                amax,
-                method=method,
-                method_options=method_options,
-                histograms=state.histograms,
-                mode=state.mode,
-            ),
-        )
-    if output is not None:
-        write_cache(output, cache)
-        written_sidecar = write_sidecar(
-            output,
-            key,
-            extra={"header": cache.header, "num_tensors": len(amax)},
-            side_outputs=side_outputs,
-        )
-        if workers is not None:  # the cache holds every shard now
-            from .distributed import checkpoint_folder, remove_checkpoints
+    with output_set():  # state, ranges, cache and sidecar: all published, or none
+        if save_state is not None:
+            state.save(save_state)
+        if ranges_path is not None:
+            write_ranges(
+                ranges_path,
+                ranges_document(
+                    amax,
+                    method=method,
+                    method_options=method_options,
+                    histograms=state.histograms,
+                    mode=state.mode,
+                ),
+            )
+        if output is not None:
+            write_cache(output, cache)
+            written_sidecar = write_sidecar(
+                output,
+                key,
+                extra={"header": cache.header, "num_tensors": len(amax)},
+                side_outputs=side_outputs,
+            )
+    if output is not None and workers is not None:  # the cache holds every shard now
+        from .distributed import checkpoint_folder, remove_checkpoints
 
-            remove_checkpoints(checkpoint_folder(output))
+        remove_checkpoints(checkpoint_folder(output))
     return CalibrationResult(
         amax=amax,
         method=method,

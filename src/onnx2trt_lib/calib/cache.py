@@ -46,15 +46,15 @@ def trt_version_number(version: str | int) -> str:
     major*10000 + minor*100 + patch. A string of digits is taken as already encoded.
     """
     text = str(version).strip()
-    if text.isdigit():
-        return text
-    parts = text.split(".")
-    try:
-        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
-    except ValueError:
+    if re.fullmatch(r"[0-9]{1,9}", text):  # ASCII only: str.isdigit takes any script's digits
+        return str(int(text))
+    match = re.fullmatch(r"([0-9]{1,2})(?:\.([0-9]{1,2})(?:\.([0-9]{1,2}))?)?(?:\.[0-9]+)?", text)
+    if match is None:
         raise CacheFormatError(
-            f"TensorRT version {version!r} is not like 10.3.0; pass major.minor.patch"
-        ) from None
+            f"TensorRT version {version!r} is not like 10.3.0; pass major.minor.patch "
+            "(each 0-99, as TensorRT numbers its releases)"
+        )
+    major, minor, patch = (int(g or 0) for g in match.groups())
     if major >= 10:
         return str(major * 10000 + minor * 100 + patch)
     return str(major * 1000 + minor * 100 + patch)

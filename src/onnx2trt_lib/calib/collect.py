@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from .._io import load_model
-from ..errors import CalibrationError, UsageError
+from ..errors import CalibrationError, ModelLoadError, UsageError
 from ._threads import ort_threads, overlap_threads, tensor_pool
 from .dataset import (
     ArraySource,
@@ -102,10 +102,13 @@ def _session(
         for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
         if p in ort.get_available_providers()
     ]
+    from .._io import ort_source
+
     try:
-        return ort.InferenceSession(
-            exposed.SerializeToString(), sess_options=options, providers=providers
-        )
+        with ort_source(exposed) as source:
+            return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CalibrationError(

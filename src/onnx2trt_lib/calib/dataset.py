@@ -13,8 +13,10 @@ known without reading the data twice, a content fingerprint for the cache sideca
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import hashlib
+import importlib
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._io import load_arrays, shorten
+from .._io import check_allocation, load_arrays, read_bytes_limited, shorten
 from ..errors import CalibrationError, UsageError
 from .preprocess import Preprocess
 
@@ -47,6 +49,23 @@ IMAGE_SUFFIXES = frozenset(
         ".pbm",
         ".pnm",
     }
+)
+# Pillow formats a calibration image may be, whatever its name says. Pillow's open() tries every
+# registered plugin otherwise: an EPS named cat.png would run Ghostscript on its PostScript
+# (https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.open, `formats`).
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "PPM", "GIF")
+# Decoded size refused before decoding: a few hundred KiB of PNG can declare gigapixels.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_LIST_BYTES = 64 * 2**20  # an image list of ~1 million paths
+_IMAGE_PLUGINS = (
+    "PngImagePlugin",
+    "JpegImagePlugin",
+    "MpoImagePlugin",
+    "BmpImagePlugin",
+    "TiffImagePlugin",
+    "WebPImagePlugin",
+    "PpmImagePlugin",
+    "GifImagePlugin",
 )
 _GLOB_CHARS = re.compile(r"[*?\[]")
 Batch = dict[str, np.ndarray]
@@ -233,6 +252,13 @@ class ImageSource:
             raise CalibrationError(
                 f"input {name!r} is {format_shape(dims)} but preprocess size is {pre.size[0]}x{pre.size[1]}; "
                 "make --shape and the preprocess size agree"
+            )
+        # a batch as float32, plus a resized RGB float copy of each image: refused before decoding
+        check_allocation(dims, np.float32, what=f"input {name!r}", error=CalibrationError, copies=3)
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise CalibrationError(
+                f"input {name!r} ({format_shape(dims)}) asks for {size[0]}x{size[1]} images, over the "
+                f"{MAX_IMAGE_PIXELS} pixel limit for a calibration image; use smaller --shape sizes"
             )
         return name, dims[0], pre.with_size(size)
 
@@ -523,7 +549,7 @@ def _open_arrays(path: Path) -> ArraySource:
 
 def read_image_list(path: Path) -> list[Path]:
     """Lines of a text file -> paths; blank lines and '#' comments skipped; relative to the list's folder."""
-    raw = path.read_bytes()
+    raw = read_bytes_limited(path, limit=MAX_LIST_BYTES, what="image list", error=CalibrationError)
     if b"\0" in raw:
         raise CalibrationError(
             f"{path}: not a text list of image paths (and not .npy/.npz or an image by its suffix)"
@@ -548,15 +574,17 @@ def check_images(paths: Sequence[Path], *, origin: str) -> None:
     """Open every image's header (cheap) and report ALL missing or unreadable ones in one error."""
     from .._optional import require
 
-    image_module = require("PIL.Image", purpose="reading calibration images")
+    require("PIL.Image", purpose="reading calibration images")
     bad: list[str] = []
     for path in paths:
         if not path.is_file():
             bad.append(f"{path} (missing)")
             continue
         try:
-            with image_module.open(path) as img:
-                img.size  # noqa: B018  (the header parse is the check)
+            with open_image(path):
+                pass  # the header parse and the format/size checks are the check
+        except CalibrationError as exc:
+            bad.append(f"{path} ({str(exc).split(': ', 1)[-1]})")
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
             bad.append(f"{path} ({type(exc).__name__})")
     if bad:
@@ -566,12 +594,44 @@ def check_images(paths: Sequence[Path], *, origin: str) -> None:
         )
 
 
+def open_image(path: Path) -> Any:
+    """Pillow's open() limited to IMAGE_FORMATS and MAX_IMAGE_PIXELS (header only, nothing decoded).
+
+    Only regular files: a FIFO or device named like an image would block or never end.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise CalibrationError(f"{path}: not a regular file")
+    for plugin in _IMAGE_PLUGINS:  # registers only the allowed formats' openers
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"PIL.{plugin}")
+    formats = [f for f in IMAGE_FORMATS if f in Image.OPEN]
+    try:
+        img = Image.open(path, formats=formats)
+    except UnidentifiedImageError:
+        raise CalibrationError(
+            f"{path}: not an image in an allowed format ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except Image.DecompressionBombError:
+        raise CalibrationError(
+            f"{path}: declares more pixels than the {MAX_IMAGE_PIXELS} pixel limit for a calibration image"
+        ) from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise CalibrationError(
+            f"{path}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS} pixel limit for a calibration image"
+        )
+    return img
+
+
 def load_image(path: Path) -> Any:
     """Decode fully (so truncated files fail here, naming the path)."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             # upright as a viewer (and OpenCV's imread) shows it: cameras store rotation in EXIF
             img = ImageOps.exif_transpose(img)
@@ -580,10 +640,38 @@ def load_image(path: Path) -> Any:
                 if img.mode != "P"
                 else img.convert("RGBA" if "transparency" in img.info else "RGB")
             )
+    except CalibrationError:
+        raise
     except Exception as exc:
         raise CalibrationError(
             f"{path}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it"
         ) from None
+
+
+def data_fingerprint(data: str | os.PathLike) -> str:
+    """sha256 of calibration data by content, as `calibrate` reads it: an image list, folder or
+    glob hashes every image's bytes (not the list's or the folder's listing), so changing an
+    image changes the key of the engine built from it."""
+    text = os.fspath(data)
+    path = Path(text)
+    if path.is_file() and (
+        path.suffix.lower() in (".npy", ".npz") or path.suffix.lower() in IMAGE_SUFFIXES
+    ):
+        return _sha256_path(path)
+    if path.is_dir():
+        files = _images_below(path)
+    elif path.is_file():
+        files = read_image_list(path)
+    elif _GLOB_CHARS.search(text):
+        files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
+    else:
+        raise CalibrationError(f"calibration data {path}: no such file, folder or glob match")
+    digest = hashlib.sha256(b"images\n")
+    for file in files:
+        if not file.is_file():
+            raise CalibrationError(f"calibration data {path}: image {file} is missing")
+        digest.update(_sha256_path(file).encode() + b"\n")
+    return "images:" + digest.hexdigest()
 
 
 def _sha256_path(path: Path) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 
 import onnx
 
+from .._io import published_now
 from ..errors import CalibrationError, UsageError
 from .collect import CollectOptions, collect
 from .dataset import ArraySource, ImageSource
@@ -259,7 +260,8 @@ def collect_on_ray(
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     shard = pending.pop(ready[0])
                     state = _get(ray, ready[0], shard)
-                    state.save(folder / shard.name)
+                    with published_now():  # a checkpoint outlives a failed run
+                        state.save(folder / shard.name)
                     add(state)
                     submit()
             except BaseException:

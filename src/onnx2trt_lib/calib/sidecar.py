@@ -16,8 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import load_json_limited, write_text_atomic
+from .._io import (
+    check_regular_file,
+    folder_lock,
+    load_json_limited,
+    read_bytes_limited,
+    write_text_atomic,
+    written_path,
+)
 from ..errors import Onnx2TrtError
+from .cache import MAX_CACHE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ def sidecar_path(cache_path: str | os.PathLike) -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    check_regular_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -73,16 +82,21 @@ def write_sidecar(
     extra: Mapping[str, Any] | None = None,
     side_outputs: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Record `key` and the sha256 of the cache and of each side output (ranges, state) written with it."""
+    """Record `key` and the sha256 of the cache and of each side output (ranges, state) written with it.
+
+    Call inside the `output_set` that wrote them, so the hashes are of this run's bytes."""
     path = sidecar_path(cache_path)
+    # written_path: inside an output_set the bytes this run wrote, not whatever is on disk now
     document = {
         "format": SIDECAR_FORMAT,
         "key": dict(key),
-        "cache_sha256": file_sha256(cache_path),
+        "cache_sha256": file_sha256(written_path(cache_path)),
         **dict(extra or {}),
     }
     if side_outputs:
-        document["side_outputs"] = {role: file_sha256(p) for role, p in side_outputs.items()}
+        document["side_outputs"] = {
+            role: file_sha256(written_path(p)) for role, p in side_outputs.items()
+        }
     write_text_atomic(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
     return path
 
@@ -109,36 +123,53 @@ def cache_hit(
     *,
     side_outputs: Mapping[str, str | os.PathLike] | None = None,
 ) -> bool:
-    """True when the cache exists, is the one the sidecar describes, and was made from `key`.
+    """True when the cache exists, is the one the sidecar describes, and was made from `key`."""
+    return cached_bytes(cache_path, key, side_outputs=side_outputs) is not None
 
-    Each requested side output (role -> path) must also be the very file written with this cache,
-    or a hit would hand back a ranges/state file from another run. A key with no data fingerprint
-    (a one-shot generator) never hits: its data is unknown.
+
+def cached_bytes(
+    cache_path: str | os.PathLike,
+    key: Mapping[str, Any],
+    *,
+    side_outputs: Mapping[str, str | os.PathLike] | None = None,
+) -> bytes | None:
+    """The cache's bytes on a hit, else None: the bytes returned are the very bytes hashed.
+
+    A hit needs the cache to be the one the sidecar describes and made from `key`; each
+    requested side output (role -> path) must also be the very file written with this cache,
+    or a hit would hand back a ranges/state file from another run. Everything is read under
+    the folder's shared lock, so a concurrent run publishing its set is seen whole or not at
+    all. A key with no data fingerprint (a one-shot generator) never hits: its data is unknown.
     """
     cache_path = Path(cache_path)
     if key.get("data_fingerprint") is None or not cache_path.is_file():
-        return False
-    document = read_sidecar(cache_path)
-    if document is None:
-        log.info("no usable sidecar beside %s: recomputing", cache_path)
-        return False
-    if document.get("cache_sha256") != file_sha256(cache_path):
-        log.info("%s changed since it was written: recomputing", cache_path)
-        return False
-    recorded = document["key"]
-    changed = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
-    if changed:
-        log.info("calibration inputs changed (%s): recomputing", ", ".join(changed))
-        return False
-    sides = document.get("side_outputs")
-    recorded_sides = sides if isinstance(sides, dict) else {}
-    for role, side in (side_outputs or {}).items():
-        if not Path(side).is_file() or recorded_sides.get(role) != file_sha256(side):
-            log.info(
-                "%s is missing or not the %s file written with %s: recomputing",
-                side,
-                role,
-                cache_path,
-            )
-            return False
-    return True
+        return None
+    with folder_lock(cache_path):
+        document = read_sidecar(cache_path)
+        if document is None:
+            log.info("no usable sidecar beside %s: recomputing", cache_path)
+            return None
+        try:
+            data = read_bytes_limited(cache_path, limit=MAX_CACHE_BYTES, what="calibration cache")
+        except (OSError, Onnx2TrtError):
+            return None
+        if document.get("cache_sha256") != hashlib.sha256(data).hexdigest():
+            log.info("%s changed since it was written: recomputing", cache_path)
+            return None
+        recorded = document["key"]
+        changed = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
+        if changed:
+            log.info("calibration inputs changed (%s): recomputing", ", ".join(changed))
+            return None
+        sides = document.get("side_outputs")
+        recorded_sides = sides if isinstance(sides, dict) else {}
+        for role, side in (side_outputs or {}).items():
+            if not Path(side).is_file() or recorded_sides.get(role) != file_sha256(side):
+                log.info(
+                    "%s is missing or not the %s file written with %s: recomputing",
+                    side,
+                    role,
+                    cache_path,
+                )
+                return None
+    return data

@@ -159,11 +159,13 @@ class CalibrationState:
             if payload.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {payload.get('format')!r} is not {STATE_FORMAT}")
             histograms = {name: Histogram.from_state(state) for name, state in tensors.items()}
+            if not isinstance(payload["mode"], str):
+                raise TypeError(f"mode {payload['mode']!r} is not a string")
             return cls(
                 histograms,
                 payload["mode"],
-                int(payload.get("num_batches", 0)),
-                payload["num_samples"],
+                _count(payload, "num_batches", default=0),
+                _count(payload, "num_samples"),
                 list(payload.get("sources", [])),
             )
         except (
@@ -180,6 +182,14 @@ class CalibrationState:
             raise CalibrationError(
                 f"calibration state {path}: not a saved onnx2trt state ({reason})"
             ) from None
+
+
+def _count(payload: dict, key: str, default: int | None = None) -> int:
+    """A non-negative integer field (merging adds them: a string or list would fail later)."""
+    value = payload[key] if default is None else payload.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise TypeError(f"{key} {value!r} is not a count")
+    return int(value)
 
 
 def _savez_stable(handle: Any, arrays: Mapping[str, np.ndarray]) -> None:

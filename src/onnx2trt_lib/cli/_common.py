@@ -21,19 +21,38 @@ from ..errors import Onnx2TrtError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 
+# C0 controls but tab, DEL, C1 controls (0x9b is a one-byte CSI), and bidi overrides: a node or
+# file name holding them would retitle the terminal, erase lines or reorder what is shown.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(text: str) -> str:
+    """`text` with terminal control characters shown as escapes (\\x1b, \\n, ...), never sent."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
 
 _CONSOLES: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
     """`console` (stdout) and `err_console` (stderr): rich Consoles made on first use, so that
-    `onnx2trt --help` never imports rich."""
+    `onnx2trt --help` never imports rich. They print strings through `safe_text`: names from a
+    model, a cache or a path reach the terminal as text, not as escape sequences (rich passes
+    ESC through)."""
     if name not in ("console", "err_console"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name not in _CONSOLES:
         from rich.console import Console
 
-        _CONSOLES[name] = Console(stderr=name == "err_console", highlight=False, soft_wrap=True)
+        class _SafeConsole(Console):
+            def print(self, *objects: Any, **kwargs: Any) -> None:
+                super().print(
+                    *(safe_text(o) if isinstance(o, str) else o for o in objects), **kwargs
+                )
+
+        _CONSOLES[name] = _SafeConsole(
+            stderr=name == "err_console", highlight=False, soft_wrap=True
+        )
     return _CONSOLES[name]
 
 
@@ -56,7 +75,8 @@ class Onnx2TrtGroup(click.Group):
         except Onnx2TrtError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # whole, not its first line: a path holding a newline is shown escaped (safe_text)
+            message = str(exc).strip() or type(exc).__name__
             _err_console().print(
                 f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False
             )
@@ -83,6 +103,16 @@ class Onnx2TrtGroup(click.Group):
             where = f": {shorten(str(exc.filename))}" if exc.filename else ""
             _err_console().print(
                 f"[bold red]error:[/] {escape((exc.strerror or type(exc).__name__) + where)}",
+                markup=True,
+                highlight=False,
+            )
+            ctx.exit(EXIT_ERROR)
+        except MemoryError as exc:  # a size no guard foresaw: still one line, not a traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+            _err_console().print(
+                f"[bold red]error:[/] out of memory ({escape(detail)}); use smaller inputs or shapes",
                 markup=True,
                 highlight=False,
             )
@@ -364,6 +394,20 @@ def parse_comma_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def publishes_outputs(func: Callable) -> Callable:
+    """Run a command inside `_io.output_set`: the files it writes are published together when it
+    succeeds (temps, then renames), and none of them when it fails or is interrupted."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .._io import output_set  # lazily: `onnx2trt --help` need not import onnx
+
+        with output_set():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def wraps_command(func: Callable) -> Callable:

@@ -15,6 +15,7 @@ from ._common import (
     json_option,
     print_json,
     profiles_from_options,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -104,6 +105,7 @@ _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: str,
     output: str,

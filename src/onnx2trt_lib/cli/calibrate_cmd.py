@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from ._common import console, err_console, json_option, print_json, quiet_option
+from ._common import console, err_console, json_option, print_json, publishes_outputs, quiet_option
 
 if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     from rich.progress import Progress, TaskID
@@ -182,6 +182,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: Path,
     data: str,
@@ -227,6 +228,9 @@ def command(
         from .._optional import require
 
         require("matplotlib", purpose="--plots")
+        from .._io import check_output_folder
+
+        check_output_folder(plots_dir)
     if qdq_path is not None:
         from .._io import check_output_path
 

@@ -20,7 +20,7 @@ from ._common import (
     print_json,
     quiet_option,
 )
-from .run_cmd import feeds_for, runner_options
+from .run_cmd import allow_host_code_option, feeds_for, runner_options
 
 
 def collect_feeds(
@@ -100,6 +100,7 @@ def collect_feeds(
     is_flag=True,
     help="Also the SQNR of every quantized tensor of MODEL_A vs MODEL_B, worst first (both .onnx).",
 )
+@allow_host_code_option
 @json_option
 @quiet_option
 @click.pass_context
@@ -117,6 +118,7 @@ def command(
     rtol: float,
     provider: str,
     cuda_graph: bool,
+    allow_host_code: bool,
     per_tensor: bool,
     as_json: bool,
     quiet: bool,
@@ -128,8 +130,12 @@ def command(
     from ..runtime import compare, open_runner
 
     with (
-        open_runner(model_a, **runner_options(model_a, provider, cuda_graph)) as runner_a,
-        open_runner(model_b, **runner_options(model_b, provider, cuda_graph)) as runner_b,
+        open_runner(
+            model_a, **runner_options(model_a, provider, cuda_graph, allow_host_code)
+        ) as runner_a,
+        open_runner(
+            model_b, **runner_options(model_b, provider, cuda_graph, allow_host_code)
+        ) as runner_b,
     ):
         onnx_model = next((m for m in (model_b, model_a) if m.suffix.lower() == ".onnx"), None)
         feeds = collect_feeds(

@@ -17,6 +17,7 @@ from ._common import (
     json_option,
     parse_comma_list,
     print_json,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -79,6 +80,7 @@ from ._common import (
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model: Path,
     output: Path,
@@ -100,7 +102,7 @@ def command(
     pipeline = _resolve_passes(target, parse_comma_list(pass_names))
     check_output_path(output, inputs=(model,))
     if report_path is not None:
-        check_output_path(report_path, inputs=(model, output))
+        check_output_path(report_path, inputs=(model,), outputs=(output,))
     feed = _check_feed(check_inputs) if check_inputs is not None else None
     with _Status(enabled=not (quiet or as_json) and err_console.is_terminal) as status:
         status(f"loading {model.name}")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_lines, json_option, parse_comma_list, print_json, quiet_option
+from ._common import (
+    echo_lines,
+    json_option,
+    parse_comma_list,
+    print_json,
+    publishes_outputs,
+    quiet_option,
+)
 
 
 @click.command("fp16")
@@ -41,6 +48,7 @@ from ._common import echo_lines, json_option, parse_comma_list, print_json, quie
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model,
     output,

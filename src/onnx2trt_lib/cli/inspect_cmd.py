@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ._common import console, echo_lines, json_option, print_json
+from ._common import console, echo_lines, json_option, print_json, safe_text
 
 
 def _is_calibration_cache(path: Path, head: bytes) -> bool:
@@ -118,10 +118,10 @@ def _table(title: str, columns: list[str], rows: list[list[Any]], limit: int | N
     from rich.text import Text
 
     # Text, not str: rich would read `block[i]/out` or a file named `o[red]ut.cache` as markup
-    grid = Table(*columns, title=Text(title), title_justify="left", box=None)
+    grid = Table(*columns, title=Text(safe_text(title)), title_justify="left", box=None)
     shown = rows if limit is None else rows[:limit]
     for row in shown:
-        grid.add_row(*[Text(str(v)) for v in row])
+        grid.add_row(*[Text(safe_text(str(v))) for v in row])
     console.print(grid)
     if len(shown) < len(rows):
         console.print(f"... {len(rows) - len(shown)} more (use --all)", markup=False)

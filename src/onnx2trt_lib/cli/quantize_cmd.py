@@ -14,6 +14,7 @@ from ._common import (
     json_option,
     parse_comma_list,
     print_json,
+    publishes_outputs,
     quiet_option,
 )
 
@@ -104,6 +105,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     model,
     cache,

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._io import atomic_write, check_output_path, load_arrays
 from ..errors import UsageError
-from ._common import echo_lines, json_option, print_json, quiet_option
+from ._common import echo_lines, json_option, print_json, publishes_outputs, quiet_option
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -37,12 +37,22 @@ def feeds_for(
     return [random_feed(runner.inputs, seed=seed)]
 
 
-def runner_options(source: Path, provider: str, cuda_graph: bool) -> dict[str, Any]:
+def runner_options(
+    source: Path, provider: str, cuda_graph: bool, allow_host_code: bool = False
+) -> dict[str, Any]:
     from ..runtime import ONNX_SUFFIXES
 
     if source.suffix.lower() in ONNX_SUFFIXES:
         return {"providers": provider}
-    return {"cuda_graph": cuda_graph}
+    return {"cuda_graph": cuda_graph, "allow_host_code": allow_host_code}
+
+
+def allow_host_code_option(func: Any) -> Any:
+    return click.option(
+        "--allow-host-code",
+        is_flag=True,
+        help="Load version-compatible engines, which run the host code they embed (trusted engines only).",
+    )(func)
 
 
 def latency_stats(latencies_ms: list[float]) -> dict[str, float]:
@@ -95,8 +105,10 @@ def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
 @click.option(
     "--cuda-graph", is_flag=True, help="Replay a CUDA graph for engines with static shapes."
 )
+@allow_host_code_option
 @json_option
 @quiet_option
+@publishes_outputs
 def command(
     source: Path,
     inputs: tuple[Path, ...],
@@ -105,6 +117,7 @@ def command(
     warmup: int,
     provider: str,
     cuda_graph: bool,
+    allow_host_code: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -116,7 +129,9 @@ def command(
 
     if output is not None:
         check_output_path(output, inputs=(source, *inputs))
-    with open_runner(source, **runner_options(source, provider, cuda_graph)) as runner:
+    with open_runner(
+        source, **runner_options(source, provider, cuda_graph, allow_host_code)
+    ) as runner:
         feed = feeds_for(runner, inputs)[0]
         for _ in range(warmup):
             runner.infer(feed)

@@ -255,11 +255,32 @@ def _import(model: onnx.ModelProto) -> gs.Graph:
 
 
 def _export(graph: gs.Graph, source: onnx.ModelProto) -> onnx.ModelProto:
-    out = gs.export_onnx(graph, do_type_check=False)
+    out = export_graph(graph)
     _carry_model_metadata(source, out)
     if out.ir_version < 4:
         _list_initializers_as_inputs(out.graph)
     return out
+
+
+def export_graph(graph: gs.Graph) -> onnx.ModelProto:
+    """gs.export_onnx with its failures as one PassError line (a string constant, for one,
+    makes graph-surgeon's exporter raise a TypeError; TensorRT has no string type either)."""
+    try:
+        return gs.export_onnx(graph, do_type_check=False)
+    except (TypeError, ValueError) as exc:
+        strings = [
+            name
+            for name, t in graph.tensors().items()
+            if isinstance(t, gs.Constant)
+            and getattr(t.values, "dtype", None) is not None
+            and t.values.dtype.kind in "OSU"
+        ]
+        if strings:
+            raise PassError(
+                f"tensor {strings[0]!r} holds strings, which graph-surgeon cannot write back "
+                "(and TensorRT has no string type); remove it from the model first"
+            ) from None
+        raise PassError(f"cannot write the model back: {_first_line(exc)}") from None
 
 
 def _list_initializers_as_inputs(graph: onnx.GraphProto) -> None:

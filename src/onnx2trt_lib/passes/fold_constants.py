@@ -27,6 +27,8 @@ replaced by their branch (`flattened_ifs`) count as changes.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -79,6 +81,10 @@ class FoldConstantsPass:
         self.fold_shapes = True if fold_shapes is None else fold_shapes
 
     def run(self, graph: gs.Graph) -> PassResult:
+        from .._optional import available, onnxruntime
+
+        if available("onnxruntime"):
+            onnxruntime()  # its log lines off stderr: graph-surgeon's sessions use the default logger
         folded = elided = flattened = 0
         optional = _optional_value(graph)
         if optional is not None:
@@ -150,10 +156,34 @@ def _is_random(node: gs.Node) -> bool:
     return node.op in RANDOM_OPS and node.domain in _ONNX_DOMAINS
 
 
+# No node whose output would be larger is evaluated, even when only a small tensor after it is
+# kept: a 198-byte model's ConstantOfShape(100000x100000) made ONNX Runtime allocate 40 GB.
+MAX_FOLD_BYTES = 256 * 2**20
+
+
+def _output_bytes(node: gs.Node) -> int:
+    """The largest output of `node` in bytes, as far as shapes (or a constant shape input) tell."""
+    largest = 0
+    for index, out in enumerate(node.outputs):
+        shape = out.shape
+        if node.op in ("ConstantOfShape", "Expand") and index == 0:
+            source = node.inputs[0] if node.op == "ConstantOfShape" else node.inputs[-1]
+            if isinstance(source, gs.Constant):
+                shape = [int(d) for d in np.asarray(source.values).reshape(-1)]
+        if shape is None or any(not isinstance(d, (int, np.integer)) for d in shape):
+            continue
+        count = 1
+        for dim in shape:
+            count *= max(int(dim), 1)
+        itemsize = np.dtype(out.dtype).itemsize if out.dtype is not None else 4
+        largest = max(largest, count * itemsize)
+    return largest
+
+
 def _never_folded(node: gs.Node) -> bool:
     """Random generators, custom-domain ops ONNX Runtime cannot evaluate (a plugin's op), sequence
-    and optional values (graph-surgeon stores only tensors), and If/Loop/Scan nodes whose bodies
-    hold any of them."""
+    and optional values (graph-surgeon stores only tensors), nodes whose output is over
+    MAX_FOLD_BYTES, and If/Loop/Scan nodes whose bodies hold any of them."""
     return _why_never_folded(node) is not None
 
 
@@ -162,6 +192,9 @@ def _why_never_folded(node: gs.Node) -> str | None:
         return "random op: a new value on every run"
     if node.domain not in (*_ONNX_DOMAINS, "ai.onnx.ml"):
         return f"custom domain {node.domain!r}: ONNX Runtime cannot evaluate it"
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
+        if _output_bytes(node) > MAX_FOLD_BYTES:
+            return f"output over {MAX_FOLD_BYTES} bytes: never evaluated (memory)"
     if node.op in _SEQUENCE_OPS or any(
         isinstance(t, gs.Variable) and t.type not in ("tensor_type", None) for t in node.outputs
     ):

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from .._optional import onnxruntime
-from ..errors import CalibrationError, RuntimeExecutionError, UsageError
+from ..errors import CalibrationError, ModelLoadError, RuntimeExecutionError, UsageError
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
 
@@ -152,10 +152,13 @@ def session(model: onnx.ModelProto, *, extra_outputs: Sequence[str] = ()):
     options.log_severity_level = 3
     # basic optimisations only: the extended ones fuse away the Q/DQ nodes we want to observe
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    from .._io import ort_source
+
     try:
-        return ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        with ort_source(model) as source:
+            return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except ModelLoadError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeExecutionError(f"ONNX Runtime cannot load the model: {first}") from None

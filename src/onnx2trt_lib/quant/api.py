@@ -106,21 +106,38 @@ def _check_float_unquantized(model: onnx.ModelProto, source: str) -> None:
         )
 
 
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _usable_amax(amax: float) -> bool:
+    """0 (an all-zero tensor) or a range whose scale amax/127 is a normal float32 and whose
+    dequantized extreme 127*scale stays finite: a subnormal scale rounds to 0 on some devices,
+    an FLT_MAX one turns every dequantized value but 0 into inf."""
+    if not math.isfinite(amax) or amax < 0:
+        return False
+    return amax == 0 or (float(_FLOAT32.tiny) * 127 <= amax <= float(_FLOAT32.max))
+
+
 def _check_ranges(
     graph: gs.Graph, ranges: dict[str, float], source: str
 ) -> tuple[dict[str, float], list[str]]:
     """Drop unusable entries; refuse a cache made for another model."""
-    bad = sorted(k for k, v in ranges.items() if not math.isfinite(v) or v < 0)
+    bad = sorted(k for k, v in ranges.items() if not _usable_amax(v))
     if bad:
         log.warning(
-            "%s: %d range(s) are infinite, NaN or negative and are ignored: %s",
+            "%s: %d range(s) are infinite, NaN, negative, or give a subnormal or overflowing "
+            "float32 scale, and are ignored: %s",
             source,
             len(bad),
             bad[:5],
         )
     usable = {k: v for k, v in ranges.items() if k not in bad}
     if not usable:
-        why = f"all {len(ranges)} are NaN, infinite or negative" if ranges else "it has no entries"
+        why = (
+            f"all {len(ranges)} are NaN, infinite, negative or give unusable float32 scales"
+            if ranges
+            else "it has no entries"
+        )
         raise CalibrationError(
             f"no usable ranges in {source} ({why}); nothing would be quantized: recalibrate"
         )
@@ -351,8 +368,9 @@ def to_fp16(
     )
     res = pass_.run(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    from ..passes._infra import _carry_model_metadata
+    from ..passes._infra import _carry_model_metadata, export_graph
+
+    out = export_graph(graph)
 
     _carry_model_metadata(proto, out)
     if out_path is not None:

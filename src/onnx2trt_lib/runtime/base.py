@@ -189,6 +189,8 @@ def check_dtype_shape(
 
 def random_feed(specs: tuple[TensorSpec, ...], *, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs for fully static specs (what trtexec does without --loadInputs)."""
+    from .._io import check_allocation
+
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -204,6 +206,13 @@ def random_feed(specs: tuple[TensorSpec, ...], *, seed: int = 0) -> dict[str, np
                 )
         else:
             shape = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
+        check_allocation(  # numpy draws float64 first: 8 bytes an element, then the cast
+            shape,
+            np.float64,
+            what=f"random input {spec.name!r}",
+            error=RuntimeExecutionError,
+            copies=2,
+        )
         if spec.dtype.kind == "f":
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":

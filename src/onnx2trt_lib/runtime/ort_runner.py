@@ -6,16 +6,17 @@ execution provider is used only when asked for (`providers="auto"` picks it when
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from .._io import load_model
+from .._io import PROTOBUF_LIMIT, load_model, ort_source
 from .._optional import onnxruntime
 from ..errors import ModelLoadError, RuntimeExecutionError
 from .base import Runner, TensorSpec, check_array, check_feed_names
@@ -66,9 +67,16 @@ class OrtRunner(Runner):
         if session_options is None:
             options.log_severity_level = 3  # errors only; warnings go through our logging
         try:
-            self._session = ort.InferenceSession(
-                source, sess_options=options, providers=self.providers
-            )
+            with (
+                ort_source(source)
+                if isinstance(source, onnx.ModelProto)
+                else _given(source) as resolved
+            ):
+                self._session = ort.InferenceSession(
+                    resolved, sess_options=options, providers=self.providers
+                )
+        except ModelLoadError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(
@@ -126,14 +134,25 @@ def _resolve_providers(ort: Any, providers: str | Sequence[str]) -> list[str]:
     return list(providers)
 
 
+@contextlib.contextmanager
+def _given(source: Any) -> Iterator[Any]:
+    yield source
+
+
 def _model_source(model: Any, name: str | None) -> tuple[Any, str]:
+    """The model ONNX Runtime gets: always a proto with every external tensor already read
+    (load_model checks each location), so nothing is resolved against the current directory."""
     if isinstance(model, onnx.ModelProto):
-        return model.SerializeToString(), name or (model.graph.name or "model")
+        return model, name or (model.graph.name or "model")
     if isinstance(model, (bytes, bytearray)):
-        return bytes(model), name or "model"
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except Exception:  # noqa: BLE001 - ONNX Runtime names what is wrong with it
+            return bytes(model), name or "model"
+        return proto, name or "model"
     path = Path(model)
-    # load_model checks existence, format and external-data safety with one-line errors
-    load_model(path, check=False)
-    if not path.is_file():  # pragma: no cover - load_model raised already
-        raise ModelLoadError(f"{path}: no such file")
-    return str(path), name or path.name
+    # load_model checks existence, format and every external location with one-line errors
+    proto = load_model(path, check=False)
+    if proto.ByteSize() >= PROTOBUF_LIMIT:  # checked above; ORT reads the weights beside it
+        return str(path), name or path.name
+    return proto, name or path.name

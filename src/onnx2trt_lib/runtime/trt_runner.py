@@ -305,11 +305,14 @@ class TrtRunner(Runner):
         stream: cuda.Stream | int | None = None,
         backend: str | None = None,
         name: str | None = None,
+        allow_host_code: bool = False,
     ) -> None:
         self.name = name or (
             Path(engine).name if isinstance(engine, (str, os.PathLike)) else "engine"
         )
-        self._engine, self._keepalive = load_trt_engine(engine, backend=backend)
+        self._engine, self._keepalive = load_trt_engine(
+            engine, backend=backend, allow_host_code=allow_host_code
+        )
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise RuntimeExecutionError(
@@ -504,11 +507,14 @@ class _Waiter:
 # ------------------------------------------------------------------------------ loading
 
 
-def load_trt_engine(source: Any, *, backend: str | None = None) -> tuple[Any, Any]:
+def load_trt_engine(
+    source: Any, *, backend: str | None = None, allow_host_code: bool = False
+) -> tuple[Any, Any]:
     """(ICudaEngine, objects to keep alive) from an engine object, engine bytes or an engine file.
 
     Files go through `onnx2trt_lib.build.engine.load_engine` (which checks the JSON sidecar
     against the installed backend); bytes are deserialized here.
+    Engine host code (version-compatible engines) runs only with `allow_host_code=True`.
     """
     if hasattr(source, "create_execution_context"):
         return source, None
@@ -519,7 +525,11 @@ def load_trt_engine(source: Any, *, backend: str | None = None) -> tuple[Any, An
         raise ModelLoadError(f"{path}: no such engine file")
     from ..build.engine import load_engine  # LoadedEngine(engine, runtime, backend, sidecar)
 
-    loaded = load_engine(path) if backend in (None, "auto") else load_engine(path, backend)
+    chosen = backend or "auto"
+    if allow_host_code:
+        loaded = load_engine(path, chosen, allow_host_code=True)
+    else:  # the plain call (test doubles of load_engine take only the path)
+        loaded = load_engine(path) if chosen == "auto" else load_engine(path, chosen)
     return _unwrap_engine(loaded, path), loaded
 
 
