@@ -7,7 +7,7 @@ graph output) on the 64 bundled calibration images, decoded with Pillow and scal
 [0, 1] as the sample's preprocess.json says. The |x| histogram is onnx2trt_lib's
 `Histogram` (2048 bins over [0, R], R the power of two at or above max|x|, as `calibrate`'s
 exact mode bins), the threshold `entropy_threshold`'s. For
-docs/calibration.md it also prints the KL search of the literal reading of the seed notes
+docs/calibration.md it also prints the KL search of the common misreading of the steps
 (Q built from P after the outliers were folded in), which always picks candidate 128.
 """
 
@@ -54,7 +54,7 @@ def activation(tensor: str, images: np.ndarray) -> np.ndarray:
     )
 
 
-def literal_notes_kl(counts: np.ndarray, i: int, nq: int = 128) -> float:
+def misread_kl(counts: np.ndarray, i: int, nq: int = 128) -> float:
     """KL at candidate i when Q is built from P *after* the outliers were added to P[i-1]."""
     h = counts.astype(np.float64)
     p = h[:i].copy()
@@ -80,7 +80,7 @@ def main() -> None:
     hist = Histogram(2048, range_max=pow2_ceil(float(np.abs(values).max())))
     hist.update(values)
     amax, m, curve = entropy_threshold(hist.counts, hist.bin_width)
-    literal = np.array([literal_notes_kl(hist.counts, i) for i in range(128, hist.num_bins + 1)])
+    literal = np.array([misread_kl(hist.counts, i) for i in range(128, hist.num_bins + 1)])
     m_literal = 128 + int(np.flatnonzero(literal <= literal.min() + 1e-12)[-1])
 
     plt = _optional.pyplot()
@@ -95,11 +95,11 @@ def main() -> None:
         literal,
         color="tab:gray",
         linewidth=1.0,
-        label="literal reading of the notes (Q from clipped P)",
+        label="misreading: Q from the clipped P",
     )
     ax.legend(loc="upper right", fontsize="small")
     ax.set_title(
-        f"KL per candidate threshold: minimum at m = {m} bins; the literal reading picks m = {m_literal}"
+        f"KL per candidate threshold: minimum at m = {m} bins; the misreading picks m = {m_literal}"
     )
     _save(fig, args.out / "calibration_kl.png")
     plt.close("all")
@@ -111,7 +111,7 @@ def main() -> None:
         f"entropy: m = {m}, amax = (m + 0.5) * w = {amax:.6g}, scale = amax / 127 = {amax / 127:.6g}"
     )
     print(
-        f"literal reading of the notes: m = {m_literal}, amax = {(m_literal + 0.5) * hist.bin_width:.6g}"
+        f"misreading (Q from the clipped P): m = {m_literal}, amax = {(m_literal + 0.5) * hist.bin_width:.6g}"
     )
     print(f"wrote {args.out / 'calibration_histogram.png'} and {args.out / 'calibration_kl.png'}")
 

@@ -2,9 +2,9 @@
 
 A small CNN on scikit-learn's bundled 8x8 digits, built to show the TensorRT fixes:
 - `F.interpolate(scale_factor=2, mode="bilinear", align_corners=True)` exports as a Resize
-  with scales + align_corners, which TensorRT 7.x parsers refuse (seed notes 1.1.1);
+  with scales + align_corners, which TensorRT 7.x parsers refuse (docs/targets.md);
 - `torch.gather` (a class-order permutation) exports as GatherElements, absent before
-  TensorRT 7.2 (seed notes 1.1.2).
+  TensorRT 7.2 (docs/targets.md).
 
     pip install torch==2.13.0 scikit-learn && python tools/make_sample_model.py
 """

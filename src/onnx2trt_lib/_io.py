@@ -151,7 +151,8 @@ def _signals_deferred() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        for signum in dict.fromkeys(held):
+        for number in dict.fromkeys(held):
+            signum = signal.Signals(number)
             handler = previous[signum]
             if callable(handler):
                 handler(signum, None)

@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # only for the annotations: nothing heavy at import time
 
     from .build import BuildResult, Profile
     from .calib.api import CalibrationResult
-    from .passes import PipelineReport
+    from .passes import Pass, PipelineReport
     from .quant.api import Fp16Result, QuantizeResult
     from .runtime import CompareReport
 
 
-def _resolve_passes(target: Any, passes: Sequence[str | object] | None) -> list[Any]:
+def _resolve_passes(target: Any, passes: Sequence[str | Pass] | None) -> list[Pass]:
     from .compat import get_target, passes_for_target
     from .passes import get_pass
 
@@ -57,7 +57,7 @@ def fix(
     model: str | os.PathLike | onnx.ModelProto,
     *,
     target: str | None = None,
-    passes: Sequence[str | object] | None = None,
+    passes: Sequence[str | Pass] | None = None,
     set_dims: Sequence[str] | Mapping[str, int] = (),
     rename_dims: Sequence[str] | Mapping[str, str] = (),
     check: bool = True,

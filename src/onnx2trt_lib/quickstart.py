@@ -38,6 +38,7 @@ class QuickstartSummary:
     engine_note: str = ""
     artifacts: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    next_steps: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +54,7 @@ class QuickstartSummary:
             "engine_note": self.engine_note,
             "artifacts": {k: str(v) for k, v in self.artifacts.items()},
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "next_steps": self.next_steps,
         }
 
 
@@ -166,4 +168,23 @@ def run_quickstart(
     except Onnx2TrtError as exc:
         summary.engine_note = f"engine build failed: {str(exc).splitlines()[0]}"
     done(name)
+    summary.next_steps = next_steps(summary)
     return summary
+
+
+def next_steps(summary: QuickstartSummary) -> list[str]:
+    """Commands to try next: look at what was written, then the same steps on your own model."""
+    steps = []
+    if summary.engine is not None:
+        steps.append(f"onnx2trt inspect {summary.engine}   # the engine's inputs, outputs, profile")
+    else:
+        steps.append("pip install tensorrt-rtx   # then run quickstart again to build an engine")
+    steps += [
+        f"onnx2trt inspect {summary.artifacts['calibration cache']}   # the per-tensor INT8 scales",
+        "onnx2trt lint model.onnx   # your model: what the TensorRT parser would refuse",
+        "onnx2trt fix model.onnx -o model_fixed.onnx",
+        "onnx2trt calibrate model_fixed.onnx --data images/ --preprocess imagenet -o model.cache",
+        "onnx2trt quantize model_fixed.onnx --cache model.cache -o model_int8.onnx",
+        "onnx2trt build model_int8.onnx -o model.engine",
+    ]
+    return steps

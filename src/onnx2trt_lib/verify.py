@@ -18,12 +18,15 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from .errors import EquivalenceError, Onnx2TrtError, UsageError
+
+if TYPE_CHECKING:
+    from .passes import Pass
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class CheckResult:
 def check_fix(
     original: onnx.ModelProto,
     fixed: onnx.ModelProto,
-    passes: Sequence[object],
+    passes: Sequence[Pass],
     *,
     inputs: Mapping[str, np.ndarray] | None = None,
 ) -> CheckResult:
@@ -274,7 +277,11 @@ def _difference(got: Any, want: Any) -> str | None:
     if got.dtype != want.dtype:
         return f"dtype {got.dtype} instead of {want.dtype}"
     if want.dtype.kind not in "fc":
-        bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1)) if got.size else []
+        bad = (
+            np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+            if got.size
+            else np.empty(0, np.intp)
+        )
         if len(bad):
             i = int(bad[0])
             return f"{len(bad)} of {got.size} values, first at {_index(i, want.shape)}: {got.reshape(-1)[i]} instead of {want.reshape(-1)[i]}"
@@ -302,7 +309,7 @@ def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
 
 def _culprit(
     original: onnx.ModelProto,
-    passes: Sequence[object],
+    passes: Sequence[Pass],
     feed: Mapping[str, np.ndarray],
     expected: Mapping[str, np.ndarray],
     compared: Sequence[str],

@@ -273,15 +273,55 @@ def test_composable_functions(rtx, models):
     assert isinstance(data, bytes) and len(data) > 1000
 
 
+class _RecordingConfig:
+    """A real IBuilderConfig that records what the timing-cache helper hands TensorRT."""
+
+    def __init__(self, config, *, unreadable=False, accept=None):
+        self.config, self.created, self.set_calls = config, [], []
+        self._unreadable, self._accept = unreadable, accept
+
+    def create_timing_cache(self, data):
+        self.created.append(bytes(data))
+        return None if self._unreadable else self.config.create_timing_cache(data)
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.set_calls.append((cache, ignore_mismatch))
+        if self._accept is not None:
+            return self._accept
+        return self.config.set_timing_cache(cache, ignore_mismatch)
+
+
 def test_timing_cache_helper_reads_and_sets(tmp_path, rtx):
-    """The shared load path (RTX accepts the calls as no-ops; full TensorRT uses them)."""
+    """A missing file is an empty cache; an existing one is read whole; mismatches are not ignored."""
     builder = rtx.Builder(rtx.Logger(rtx.Logger.ERROR))
-    config = builder.create_builder_config()
-    missing = tmp_path / "none.cache"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        assert _load_timing_cache(config, str(missing)) is not None
+        config = builder.create_builder_config()
+        assert config.get_timing_cache() is None
+        missing = tmp_path / "none.cache"
+        recorder = _RecordingConfig(config)
+        cache = _load_timing_cache(recorder, str(missing))
+        assert recorder.created == [b""] and recorder.set_calls == [(cache, False)]
+        assert config.get_timing_cache() is not None
         assert not missing.exists()  # only written after a build
+        saved = tmp_path / "saved.cache"
+        saved.write_bytes(bytes(cache.serialize()))
+        again = _RecordingConfig(builder.create_builder_config())
+        loaded = _load_timing_cache(again, str(saved))
+        assert again.created == [saved.read_bytes()] and again.set_calls == [(loaded, False)]
+        assert bytes(again.config.get_timing_cache().serialize()) == saved.read_bytes()
+
+
+def test_timing_cache_refusals_are_build_errors(tmp_path, rtx):
+    config = rtx.Builder(rtx.Logger(rtx.Logger.ERROR)).create_builder_config()
+    path = tmp_path / "t.cache"
+    path.write_bytes(b"x" * 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(BuildError, match="not readable by this TensorRT"):
+            _load_timing_cache(_RecordingConfig(config, unreadable=True), str(path))
+        with pytest.raises(BuildError, match="does not match this TensorRT/GPU"):
+            _load_timing_cache(_RecordingConfig(config, accept=False), str(path))
 
 
 # ---------------------------------------------------------------- load / inspect
@@ -421,15 +461,19 @@ def test_timing_cache_is_ignored_on_rtx_with_a_warning(tmp_path, rtx, models, ca
 
 
 def test_timing_cache_helper_with_an_existing_file(tmp_path, rtx):
-    builder = rtx.Builder(rtx.Logger(rtx.Logger.ERROR))
-    config = builder.create_builder_config()
+    """A stale file is handed to TensorRT as it is; TensorRT falls back to an empty cache."""
+    builder = rtx.Builder(rtx.Logger(rtx.Logger.INTERNAL_ERROR))
     stale = tmp_path / "stale.cache"
     stale.write_bytes(b"not a timing cache" * 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        assert (
-            _load_timing_cache(config, str(stale)) is not None
-        )  # TensorRT falls back to an empty cache
+        empty = bytes(builder.create_builder_config().create_timing_cache(b"").serialize())
+        recorder = _RecordingConfig(builder.create_builder_config())
+        cache = _load_timing_cache(recorder, str(stale))
+        assert recorder.created == [b"not a timing cache" * 4]
+        assert recorder.config.get_timing_cache() is not None
+        assert bytes(cache.serialize()) == empty
+    assert stale.read_bytes() == b"not a timing cache" * 4  # the input is not rewritten on load
 
 
 def test_failing_progress_callback_does_not_abort_the_build(rtx, models):

@@ -144,3 +144,34 @@ def test_missing_cache_and_unwritable_target(tmp_path):
 def test_name_with_newline_is_refused():
     with pytest.raises(CacheFormatError):
         CalibrationCache.from_amax({"a\nb": 1.0}, version="8001")
+
+
+def test_crlf_cache_reads_like_its_lf_twin(tmp_path):
+    """A cache that went through a Windows checkout (CRLF) is the same cache, not a format error."""
+    amax = {"input": 2.5, "conv1: out": 0.75, "relu/1": 1e-3}
+    lf = CalibrationCache.from_amax(amax, version="8.6.1").to_bytes()
+    crlf = tmp_path / "crlf.cache"
+    crlf.write_bytes(lf.replace(b"\n", b"\r\n"))
+    want = parse_cache(lf)
+    got = read_cache(crlf)
+    assert (
+        (got.version, got.algorithm)
+        == (want.version, want.algorithm)
+        == ("8601", "EntropyCalibration2")
+    )
+    assert dict(got.bits) == dict(want.bits) and list(got.bits) == list(amax)
+    assert got.to_bytes() == lf  # written back with LF, as TensorRT writes it
+
+
+def test_header_version_without_tensorrt_is_the_default():
+    """No `tensorrt` importable (TensorRT-RTX reads no INT8 caches): the documented default."""
+    import importlib.util
+
+    from onnx2trt_lib.calib.cache import DEFAULT_TRT_VERSION, installed_trt_version
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("full TensorRT is installed: the header follows it")
+    assert installed_trt_version() is None
+    cache = CalibrationCache.from_amax({"x": 1.27})
+    assert cache.version == trt_version_number(DEFAULT_TRT_VERSION) == "100300"
+    assert cache.to_bytes() == b"TRT-100300-EntropyCalibration2\nx: 3c23d70a\n"

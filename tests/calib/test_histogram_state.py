@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -296,16 +297,18 @@ def test_no_finite_data_is_an_error():
 def test_bad_arguments():
     with pytest.raises(UsageError):
         Histogram(0)
-    with pytest.raises(UsageError):
-        Histogram(range_max=float("nan"))
+    for bad in (float("nan"), float("inf"), -1.0):  # a range is finite and >= 0
+        with pytest.raises(UsageError, match="range_max"):
+            Histogram(range_max=bad)
     with pytest.raises(CalibrationError, match="dtype"):
         Histogram().update(np.array([1j]))
     h = Histogram()
     h.update(np.array([-1.0, 2.0]))
     with pytest.raises(UsageError, match="unknown calibration method"):
         h.compute_amax("kl")
-    with pytest.raises(UsageError, match="option"):
-        h.compute_amax("max", percentile=3)
+    for method in ("max", "entropy", "percentile", "mse"):  # a misspelt option is never ignored
+        with pytest.raises(UsageError, match="option"):
+            h.compute_amax(method, num_bins=3)
     with pytest.raises(CalibrationError, match="negative"):
         h.compute_amax("entropy", unsigned=True)
 
@@ -405,3 +408,31 @@ def test_blocked_kernel_with_nonfinite_and_overflow_blocks(dtype, seed):
     h.update(second[::1])
     h.update(second.reshape(90, 100).T)  # a strided view of the same data
     assert_counts_equal_reference(h, [first, second, second.reshape(90, 100).T])
+
+
+def test_growth_stops_at_the_first_range_that_covers_the_data():
+    """A value exactly on a doubled edge needs no further doubling (R grows while R < max)."""
+    h = Histogram(8)
+    h.update(np.array([1.0]))
+    h.update(np.array([2.0]))  # exactly 2R: one doubling, 2.0 is the new top edge
+    assert h.range_max == 2.0 and h.top == 1 and h.counts.tolist() == [0, 0, 0, 0, 1, 0, 0, 1]
+    h.update(np.array([8.0]))  # exactly 4R: two doublings, not three
+    assert h.range_max == 8.0 and h.counts.tolist() == [0, 1, 1, 0, 0, 0, 0, 1]
+
+
+@FAST
+@given(st.lists(arrays(max_size=200), min_size=1, max_size=5))
+def test_grown_range_is_the_smallest_power_of_two_that_covers(batches):
+    """R = R0 * 2^k with the least k such that R >= max |x|: a larger R halves the resolution."""
+    h = Histogram(64)
+    first = None
+    for b in batches:
+        h.update(b)
+        if first is None and h.range_max > 0:
+            first = h.range_max
+    if first is None:
+        return
+    k = math.log2(h.range_max / first)
+    assert k == int(k)
+    assert h.range_max >= h.amax_seen
+    assert k == 0 or h.range_max / 2 < h.amax_seen

@@ -52,12 +52,32 @@ def test_key_fields_decide_hit_or_miss(tmp_path):
         {"settings": {"mode": "single-pass"}},
     ):
         assert not cache_hit(cache, _key(**change)), change
-    assert not cache_hit(
-        cache, _key(data_fingerprint=None)
-    )  # unknown data (a generator) never hits
     assert not cache_hit(cache, _key(), side_outputs={"ranges": tmp_path / "ranges.json"})
     cache.write_text("TRT-8001-EntropyCalibration2\nx: 3c010205\n")  # edited by hand
     assert not cache_hit(cache, _key())
+
+
+def test_unknown_data_never_hits_even_with_an_identical_key(tmp_path):
+    """A one-shot generator has no fingerprint: a sidecar written from one must not match the next."""
+    cache = tmp_path / "c.cache"
+    cache.write_text("TRT-8001-EntropyCalibration2\nx: 3c010204\n")
+    write_sidecar(cache, _key(data_fingerprint=None))
+    assert read_sidecar(cache)["key"] == _key(data_fingerprint=None)  # every other field matches
+    assert not cache_hit(cache, _key(data_fingerprint=None))
+    write_sidecar(cache, _key())
+    assert cache_hit(cache, _key())  # the same file with a known fingerprint is a hit
+
+
+def test_second_generator_with_other_data_recomputes(tmp_path):
+    onnx.save(_model(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(7)
+    small = [{"x": rng.standard_normal((4, 2)).astype(np.float32)} for _ in range(2)]
+    large = [{"x": 100 * b["x"]} for b in small]
+    out = tmp_path / "g.cache"
+    first = calibrate(tmp_path / "m.onnx", (b for b in small), output=out, method="max")
+    second = calibrate(tmp_path / "m.onnx", (b for b in large), output=out, method="max")
+    assert not first.cache_hit and not second.cache_hit
+    assert second.amax["x"] == pytest.approx(100 * first.amax["x"], rel=1e-5)
 
 
 def test_missing_or_corrupt_sidecar_is_a_miss(tmp_path):

@@ -41,6 +41,18 @@ def test_quickstart_writes_every_artifact(tmp_path: Path) -> None:
         assert summary["engine"] is None and "tensorrt-rtx" in summary["engine_note"]
     else:
         assert Path(summary["engine"]).is_file() and (out / "digits_int8.engine.json").is_file()
+        assert summary["next_steps"][0].startswith(f"onnx2trt inspect {summary['engine']}")
+    # what a person reads: a title first, then what was written where, then what to do next
+    text = CliRunner().invoke(cli, ["quickstart", "--out", str(out)])
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[0].startswith("onnx2trt quickstart: ") and str(out) in lines[0]
+    wrote = lines.index("wrote")
+    for path in artifacts.values():
+        assert any(str(path) in line for line in lines[wrote:])
+    after = lines[lines.index("next:") + 1 :]
+    assert [line.strip() for line in after[: len(summary["next_steps"])]] == summary["next_steps"]
+    assert any("onnx2trt calibrate model_fixed.onnx --data" in line for line in after)
 
 
 def test_quickstart_refuses_a_file_as_folder(tmp_path: Path) -> None:

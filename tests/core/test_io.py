@@ -127,3 +127,66 @@ def test_temps_of_killed_writers_are_swept_but_live_or_recent_ones_kept(tmp_path
         for p in tmp_path.iterdir()
         if p.name.startswith(".model.v2.onnx.") and p not in files.values()
     ]
+
+
+def test_outputs_are_readable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; a model or engine written for a server must be 0644 like `cp`'s."""
+    from onnx2trt_lib._io import write_bytes_atomic, write_text_atomic
+
+    old = os.umask(0o077)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+        write_text_atomic(tmp_path / "b.txt", "y")
+        save_model(conv_relu_model(), tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    for name in ("a.bin", "b.txt", "m.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_sha256_model_is_the_digest_of_the_deterministic_bytes() -> None:
+    """The engine and calibration caches key in-memory models by this digest."""
+    import hashlib
+
+    from onnx2trt_lib._io import sha256_model
+
+    model = conv_relu_model()
+    want = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    assert sha256_model(model) == want
+    other = conv_relu_model(channels=8)
+    assert sha256_model(other) != want
+
+
+def test_checker_failure_message_is_the_checkers_first_line(tmp_path: Path) -> None:
+    model = conv_relu_model()
+    model.graph.node[1].input[0] = "does_not_exist"
+    with pytest.raises(onnx.checker.ValidationError) as direct:
+        onnx.checker.check_model(model)
+    first = str(direct.value).strip().splitlines()[0]
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelLoadError) as info:
+        load_model(path)
+    assert str(info.value) == f"{path}: fails the ONNX checker: {first}"
+
+
+def test_external_data_files_are_found_in_any_chunk(tmp_path: Path) -> None:
+    from onnx2trt_lib._io import _mentions, external_data_files
+
+    save_model(conv_relu_model(channels=64), tmp_path / "ext.onnx", external_data=True)
+    assert external_data_files(tmp_path / "ext.onnx") == [tmp_path / "ext.onnx.data"]
+    save_model(conv_relu_model(), tmp_path / "inline.onnx")
+    assert external_data_files(tmp_path / "inline.onnx") == []
+    text = tmp_path / "t.bin"
+    text.write_bytes(b"0123location4567")
+    for chunk in (8, 9, 10, 11, 12, 13, 1 << 20):  # split at each place (chunk >= needle), or whole
+        assert _mentions(text, b"location", chunk=chunk), chunk
+        assert not _mentions(text, b"locations", chunk=chunk), chunk
+
+
+def test_shorten_keeps_short_text_and_cuts_long_text() -> None:
+    from onnx2trt_lib._io import shorten
+
+    assert shorten("a/b.onnx") == "a/b.onnx"
+    assert shorten("x" * 80) == "x" * 80
+    assert shorten("x" * 81) == "x" * 77 + "..." and len(shorten("y" * 500, 20)) == 20

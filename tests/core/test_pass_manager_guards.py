@@ -118,9 +118,8 @@ def test_already_invalid_input_is_not_blamed_on_a_pass() -> None:
     model.graph.output[
         0
     ].type.tensor_type.elem_type = TensorProto.INT64  # checker (full) refuses the input
-    with pytest.raises(
-        onnx.shape_inference.InferenceError
-    ):  # full check: type inference refuses it
+    # full check: type inference refuses it
+    with pytest.raises(onnx.shape_inference.InferenceError):
         onnx.checker.check_model(model, full_check=True)
     fixed, report = PassManager([_RenameRelu()]).run(model)
     assert report.modified and [n.name for n in fixed.graph.node if n.op_type == "Relu"] == [

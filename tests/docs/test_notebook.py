@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ nbclient = pytest.importorskip(
 )
 pytest.importorskip("ipykernel", reason="needs nbformat, nbclient, ipykernel (test dependencies)")
 pytest.importorskip("matplotlib", reason="the notebook draws a histogram")
+pytest.importorskip("tensorrt_rtx", reason="the notebook builds an engine with TensorRT-RTX")
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "docs" / "notebook.ipynb"
 
@@ -35,9 +37,11 @@ def test_notebook_executes_and_shows_tables_and_plot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
-        "commit the notebook without outputs (the test produces them)"
+    committed = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.get("outputs") for cell in committed), (
+        "commit the notebook with its outputs: python tools/run_notebook.py"
     )
+    assert not [o for c in committed for o in _outputs(c) if o.get("output_type") == "error"]
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's scratch folder lands here
     monkeypatch.setenv("ONNX2TRT_CACHE_DIR", str(tmp_path / "engine-cache"))
     client = nbclient.NotebookClient(
@@ -63,7 +67,7 @@ def test_notebook_executes_and_shows_tables_and_plot(
         and "decompose-gather-elements" in report_html
     )
 
-    calib_html = _data(by_source["from onnx2trt_lib.calib.api import calibrate"], "text/html")
+    calib_html = _data(by_source["from onnx2trt_lib import calibrate"], "text/html")
     assert "<b>Calibration</b>" in calib_html and "/Relu_1_output_0" in calib_html
 
     plot_cell = by_source["%matplotlib inline"]
@@ -76,10 +80,27 @@ def test_notebook_executes_and_shows_tables_and_plot(
     metric = _text(compare_cell)
     assert "'candidate':" in metric and "'reference':" in metric
 
+    fp16_cell = by_source["from onnx2trt_lib import to_fp16"]
+    assert "to-fp16: converted_nodes=" in _text(fp16_cell)
+    fp16_metric = ast.literal_eval(_text(fp16_cell).splitlines()[-1])  # the printed accuracies
+    assert fp16_metric["reference"] > 0.95 and abs(fp16_metric["drop"]) <= 0.005
+
+    build_cell = by_source["from onnx2trt_lib import build"]
+    build_text = _text(build_cell)
+    assert "digits_int8.engine: " in build_text and "tensorrt-rtx" in build_text
+    assert "served from the engine cache: True" in build_text
+
+    inspect_cell = by_source["from onnx2trt_lib import inspect"]
+    shown = _text(inspect_cell)
+    assert "input  image  float32  ?x1x8x8" in shown and "output logits  float32  ?x10" in shown
+    assert "profile 0: image:1x1x8x8/8x1x8x8/32x1x8x8" in shown
+
     scratch = [p for p in tmp_path.iterdir() if p.name.startswith("onnx2trt-notebook-")]
     assert (
         len(scratch) == 1
         and (scratch[0] / "digits.cache").is_file()
         and (scratch[0] / "digits_int8.onnx").is_file()
+        and (scratch[0] / "digits_fp16.onnx").is_file()
+        and (scratch[0] / "digits_int8.engine").is_file()
     )
     assert not (NOTEBOOK.parent / "digits.cache").exists()

@@ -214,3 +214,20 @@ def test_infer_shapes_works_past_the_protobuf_limit(monkeypatch) -> None:
     ] == ["w"]
     x = np.ones((3, 8), np.float32)
     np.testing.assert_array_equal(run_ort(model, {"x": x})[0], run_ort(fixed, {"x": x})[0])
+
+
+def test_cleanup_reports_a_pure_reorder_and_not_a_removal_as_one() -> None:
+    """`reordered` counts a toposort that moved nodes when nothing was removed (a removal
+    changes the order anyway and is reported as removed_nodes)."""
+    a = helper.make_node("Relu", ["x"], ["a"], name="a")
+    b = helper.make_node("Neg", ["a"], ["y"], name="b")
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("x", "y")]
+    unsorted = helper.make_model(helper.make_graph([b, a], "g", vi[:1], vi[1:]))
+    graph = gs.import_onnx(unsorted)
+    res = get_pass("cleanup").run(graph)
+    assert res.modified and res.counts["reordered"] == 1 and res.counts["removed_nodes"] == 0
+    assert [n.name for n in graph.nodes] == ["a", "b"]
+    assert not get_pass("cleanup").run(graph).modified
+    dead = gs.import_onnx(conv_relu_model())
+    res = get_pass("cleanup").run(dead)
+    assert res.counts["removed_nodes"] == 1 and res.counts["reordered"] == 0

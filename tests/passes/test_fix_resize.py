@@ -363,6 +363,7 @@ def test_resize_with_sizes_is_untouched():
         ({"opset": 13, "ctm": "tf_half_pixel_for_nn", "mode": "nearest"}, "tf_half_pixel_for_nn"),
         ({"opset": 19, "ctm": "half_pixel_symmetric", "in_shape": [1, 2, 7, 7]}, "out/in"),
         ({"opset": 13, "ctm": "asymmetric", "in_shape": [1, 2, "h", "w"]}, "dynamic"),
+        ({"opset": 13, "scales": [1, 1, 0, 1]}, "not all positive"),
     ],
     ids=[
         "antialias",
@@ -373,6 +374,7 @@ def test_resize_with_sizes_is_untouched():
         "tf_half_pixel_for_nn",
         "symmetric_inexact",
         "dynamic_fractional",
+        "zero_scale",
     ],
 )
 def test_skips_what_it_cannot_keep_exact(kwargs, reason):
@@ -671,3 +673,17 @@ def test_new_names_are_unique_across_main_graph_and_branches(names, assert_same_
             model, fixed, {**feeds_for((1, 2, 4, 6)), "cond": np.array(cond)}, atol=1e-5
         )
     assert not fix(fixed)[1].modified
+
+
+@pytest.mark.parametrize("ctm", ["align_corners", "asymmetric"])
+def test_scale_to_an_empty_axis_is_left_as_scales(ctm):
+    """floor(1 * 0.5) = 0: ONNX Runtime runs the scales form (an empty output) but refuses sizes 0."""
+    ort = pytest.importorskip("onnxruntime")
+    model = resize_model(opset=13, in_shape=[1, 2, 1, 3], scales=[1, 1, 0.5, 1], ctm=ctm)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(["y"], feeds_for((1, 2, 1, 3)))[0].shape == (1, 2, 0, 3)
+    fixed, res = fix(
+        model, accepted_modes=frozenset({"pytorch_half_pixel"}), interp_modes=ALL_INTERP
+    )
+    assert fixed is model and not res.modified
+    assert [s.node for s in res.skipped] == ["resize"] and "empty output" in res.skipped[0].reason

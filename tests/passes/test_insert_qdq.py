@@ -320,3 +320,50 @@ def test_weight_shared_by_matmul_and_gemm_gets_each_consumers_axis(run_ort_outpu
     np.testing.assert_allclose(got["y"], _fake_quant(feeds["x"], 3.0 / 127) @ w_cols, atol=1e-5)
     np.testing.assert_allclose(got["y2"], _fake_quant(feeds["x2"], 3.0 / 127) @ w_rows.T, atol=1e-5)
     assert not _quantize(out, ranges={"x": 3.0, "x2": 3.0})[1].modified
+
+
+def _zero_channel_model() -> tuple[onnx.ModelProto, np.ndarray]:
+    """_mixed_model with conv1's output channel 1 all zero (a pruned filter) and its input."""
+    model = _mixed_model(seed=3)
+    w1 = next(i for i in model.graph.initializer if i.name == "w1")
+    values = numpy_helper.to_array(w1).copy()
+    values[1] = 0.0
+    w1.CopyFrom(numpy_helper.from_array(values, "w1"))
+    return model, np.random.default_rng(3).standard_normal((2, 2, 4, 4)).astype(np.float32)
+
+
+def test_all_zero_weight_channel_and_zero_range_get_scale_one(run_ort_outputs):
+    """A scale of 0 is invalid ONNX (TensorRT refuses it); an all-zero channel quantizes to 0 at any scale."""
+    model, x = _zero_channel_model()
+    ranges = _ranges(model, x, run_ort_outputs)
+    ranges["r1"] = 0.0  # an activation that was all zero during calibration
+    out, res = _quantize(model, ranges=ranges)
+    assert res.modified and not res.skipped
+    q, _ = _qdq_of(out, "conv1", 1)
+    scale = _init(out, q.input[1])
+    assert scale[1] == 1.0 and np.all(scale > 0)
+    qa, _ = _qdq_of(out, "deconv", 0)
+    assert qa.input[0] == "r1" and _init(out, qa.input[1]) == 1.0
+    for node in out.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert np.all(_init(out, node.input[1]) > 0), node.name
+    assert np.all(np.isfinite(run_ort_outputs(out, {"x": x})["y"]))
+
+
+@pytest.mark.trt
+def test_all_zero_weight_channel_parses_and_builds_on_rtx(rtx_parse_and_build, run_ort_outputs):
+    model, x = _zero_channel_model()
+    out, _ = _quantize(model, ranges=_ranges(model, x, run_ort_outputs))
+    ok, errors = rtx_parse_and_build(out)
+    assert ok, errors
+
+
+def test_per_channel_axis_only_where_the_weight_has_output_channels():
+    """A batched MatMul weight [B, K, N] or a 2-D input of another op gets one per-tensor scale."""
+    from onnx2trt_lib.passes.insert_qdq import weight_axis
+
+    matmul, add = gs.Node("MatMul"), gs.Node("Add")
+    assert weight_axis(matmul, 1, (4, 5)) == 1  # [K, N]: N output channels
+    assert weight_axis(matmul, 1, (2, 4, 5)) is None
+    assert weight_axis(add, 1, (4, 5)) is None
+    assert weight_axis(matmul, 0, (4, 5)) is None  # the activation side

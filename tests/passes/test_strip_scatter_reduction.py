@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import apply_pass, conv_relu_model
 from onnx import TensorProto, helper, numpy_helper
@@ -201,3 +202,14 @@ def test_inside_local_function(assert_same_outputs) -> None:
     x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
     assert_same_outputs(model, fixed, {"x": x}, atol=0.0)
     assert not PassManager([StripScatterReductionPass()]).run(fixed)[1].modified
+
+
+def test_same_op_name_in_another_domain_is_not_touched() -> None:
+    """A custom-domain 'ScatterND' is some other op: its reduction='none' means whatever it means."""
+    model = _scatter_model("ScatterND", ["none"])
+    model.graph.node[0].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    graph = gs.import_onnx(model)
+    res = StripScatterReductionPass().run(graph)
+    assert not res.modified and res.counts == {"stripped": 0}
+    assert graph.nodes[0].op == "ScatterND" and graph.nodes[0].attrs["reduction"] == "none"

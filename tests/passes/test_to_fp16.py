@@ -421,3 +421,28 @@ def test_constant_of_shape_without_value_gets_an_fp16_zero(assert_same_outputs):
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     assert_same_outputs(model, out, {"x": x}, atol=1e-2)
     assert not _convert(out, keep_io_types=True)[1].modified
+
+
+def test_node_with_a_subgraph_attribute_stays_float32():
+    """Any node carrying a graph (a custom-domain loop here, not only If/Loop/Scan) keeps float32:
+    its body's types are not rewritten, so converting the node alone would break the model."""
+    body = helper.make_graph(
+        [helper.make_node("Relu", ["b_in"], ["b_out"])],
+        "body",
+        [_vi("b_in", TensorProto.FLOAT, [2, 3])],
+        [_vi("b_out", TensorProto.FLOAT, [2, 3])],
+    )
+    model = _small(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("MyLoop", ["r"], ["y"], domain="com.example", body=body),
+        ],
+        [_vi("x", TensorProto.FLOAT, [2, 3])],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    out, res = _convert(model, keep_io_types=True)
+    assert [(s.op, s.reason) for s in res.skipped] == [("MyLoop", "has subgraphs; kept in float32")]
+    loop = next(n for n in out.graph.node if n.op_type == "MyLoop")
+    producer = {o: n for n in out.graph.node for o in n.output}[loop.input[0]]
+    assert producer.op_type == "Cast"  # float32 again before the node with a body

@@ -203,9 +203,11 @@ def make_logger(backend: Backend) -> Any:
     }
     trt_log = logging.getLogger("onnx2trt_lib.build.trt")
 
-    class _Logger(trt.ILogger):
+    base: Any = trt.ILogger  # a class of the module loaded at run time
+
+    class _Logger(base):
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
+            base.__init__(self)
             self.errors: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
@@ -382,8 +384,9 @@ def _protected_qdq(model: onnx.ModelProto, config: BuildConfig) -> onnx.ModelPro
         model, result, config.calibration_data, shapes=shapes, preprocess=config.preprocess
     )
     report = quantized.protection
-    lines = report.summary_lines() if report is not None else []
-    for k, line in enumerate(lines):  # agreement and INT8 share always shown, details with -v
+    if report is None:
+        return quantized.model
+    for k, line in enumerate(report.summary_lines()):  # agreement and INT8 share always shown
         (log.warning if k < 2 or not report.met else log.info)("int8: %s", line)
     return quantized.model
 

@@ -83,15 +83,16 @@ def engine_bytes_from_network(
     apply_hardware_compatibility(backend, trt_config, config)
     keep_alive = apply_precision_flags(backend, trt_config, config, parsed.model)
     timing_cache = None
-    if config.timing_cache is not None and not backend.has_timing_cache:
+    timing_cache_path = config.timing_cache
+    if timing_cache_path is not None and not backend.has_timing_cache:
         log.warning(
             "%s ignores timing caches; --timing-cache %s not used",
             backend.label,
-            config.timing_cache,
+            timing_cache_path,
         )
-    elif config.timing_cache is not None:
-        check_output_path(config.timing_cache)  # a bad path fails now, not after the slow build
-        timing_cache = _load_timing_cache(trt_config, config.timing_cache)
+    elif timing_cache_path is not None:
+        check_output_path(timing_cache_path)  # a bad path fails now, not after the slow build
+        timing_cache = _load_timing_cache(trt_config, timing_cache_path)
     monitor = _progress_monitor(backend, progress) if progress is not None else None
     if monitor is not None and hasattr(trt_config, "progress_monitor"):
         trt_config.progress_monitor = monitor
@@ -107,8 +108,8 @@ def engine_bytes_from_network(
             "; ".join(" ".join(e.split()) for e in parsed.logger.errors[-3:]) or "no error message"
         )
         raise BuildError(f"{parsed.source}: {backend.label} failed to build the engine: {detail}")
-    if timing_cache is not None:
-        _save_timing_cache(trt_config, config.timing_cache)
+    if timing_cache is not None and timing_cache_path is not None:
+        _save_timing_cache(trt_config, timing_cache_path)
     return bytes(serialized)
 
 
@@ -300,12 +301,13 @@ def _progress_monitor(backend: Backend, progress: ProgressCallback) -> Any:
     if not hasattr(trt, "IProgressMonitor"):
         return None
     totals: dict[str, int] = {}
+    base: Any = trt.IProgressMonitor  # a class of the module loaded at run time
 
-    class _Monitor(trt.IProgressMonitor):
+    class _Monitor(base):
         """Forwards progress; a Ctrl-C delivered in a callback cancels the build (step_complete -> False)."""
 
         def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
+            base.__init__(self)
             self.interrupted = False
 
         def _report(self, phase: str, step: int, total: int) -> None:

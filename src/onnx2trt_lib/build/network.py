@@ -84,8 +84,11 @@ def network_from_onnx(
     """
     if isinstance(backend, str):
         backend = detect_backend(backend)
-    path = None if isinstance(model, onnx.ModelProto) else Path(model)
-    source = str(path) if path is not None else (model.graph.name or "model")
+    if isinstance(model, onnx.ModelProto):
+        path, source = None, model.graph.name or "model"
+    else:
+        path = Path(model)
+        source = str(path)
     proto = load_model(model if path is None else path)
     prepared = prepare_onnx_for_precision(proto, config, backend) if config is not None else proto
 

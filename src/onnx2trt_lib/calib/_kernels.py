@@ -11,13 +11,22 @@ The plain numpy twin of every kernel is `reference.py`; the tests compare the tw
 from __future__ import annotations
 
 import math
+from typing import Literal, TypedDict
 
 import numpy as np
 from numba import njit, uintp
 
+
+class _Flags(TypedDict):
+    cache: bool
+    nogil: bool
+    fastmath: bool
+    error_model: Literal["python", "numpy"]
+
+
 # One place for the flags. fastmath stays off: the KL search must match the reference
 # (and IEEE NaN/Inf checks must keep working).
-FLAGS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+FLAGS: _Flags = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 # Absolute tolerance below which two KL values count as a tie (the largest candidate wins).
 # The KL evaluation itself is accurate to ~1e-14 absolute, so exact float equality would make
@@ -350,7 +359,7 @@ def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row):
 
 @njit(**FLAGS)
 def kl_search_kernel(h, num_quant_bins, start, kl_out):
-    """Fill kl_out[i - start] = KL_i for i in [start, N]; return the chosen m (see the notes above).
+    """Fill kl_out[i - start] = KL_i for i in [start, N]; return the chosen m (see the comments above).
 
     `h` is float64 (counts), `kl_out` has N - start + 1 slots. Requires start >= num_quant_bins,
     N >= start and sum(h) > 0 (the Python wrapper handles the other cases).

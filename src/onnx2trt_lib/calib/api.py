@@ -307,11 +307,11 @@ def calibrate(
             initial_ranges=initial,
         )
     partial = state.partial
-    for path, saved in zip(add_states, previous, strict=True):
+    for state_file, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
             raise CalibrationError(
-                f"saved state {path} has different tensors than this model (e.g. {differ[0]!r}); "
+                f"saved state {state_file} has different tensors than this model (e.g. {differ[0]!r}); "
                 "it was collected for another model or with other tensor options"
             )
         state = state.merge(saved)

@@ -151,9 +151,9 @@ def parse_cache(data: bytes | str, *, source: str = "<cache>") -> CalibrationCac
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
+            line_no = data[: exc.start].count(b"\n") + 1
             raise CacheFormatError(
-                f"{source}:{line}: not text (byte {exc.start}); is this a calibration cache?"
+                f"{source}:{line_no}: not text (byte {exc.start}); is this a calibration cache?"
             ) from None
     else:
         text = data

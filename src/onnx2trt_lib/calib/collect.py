@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +156,7 @@ class _Run:
         self.pairs, self.owner = [], None
 
 
-def _with_last(items: Iterable[Any]) -> Iterable[tuple[Any, bool]]:
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     """(item, is_last) pairs: each item is yielded once the next one has been read."""
     it = iter(items)
     try:
@@ -307,6 +307,8 @@ class _Collector(_Feeder):
         from .._optional import onnxruntime
 
         self._ort = onnxruntime()
+        self.ort_threads: int | None
+        self.bin_threads: int | None
         self.ort_threads, self.bin_threads = overlap_threads() if options.overlap else (None, None)
         self.session = _session(model, outputs, options.ort_optimization, self.ort_threads)
         float_outputs = {o.name for o in self.session.get_outputs() if o.type in _FLOAT_ORT_TYPES}

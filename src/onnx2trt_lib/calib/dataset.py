@@ -139,6 +139,7 @@ def resolve_calibration_shapes(
     resolved: dict[str, tuple[int, ...]] = {}
     for spec in inputs:
         given = shapes.get(spec.name)
+        dims: tuple[int | None, ...]
         if given is not None:
             dims = tuple(int(d) for d in given)
             if len(dims) != len(spec.dims):
@@ -174,7 +175,9 @@ def resolve_calibration_shapes(
                     f"input {spec.name!r}: calibration shape {format_shape(dims)} differs from the model's "
                     f"{format_shape(spec.dims)} at axis {axis}"
                 )
-        resolved[spec.name] = dims  # type: ignore[assignment]
+        fixed = tuple(d for d in dims if d is not None)
+        assert len(fixed) == len(dims)  # dynamic dims were filled or refused above
+        resolved[spec.name] = fixed
     return resolved
 
 

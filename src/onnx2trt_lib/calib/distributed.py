@@ -212,7 +212,11 @@ def collect_on_ray(
     unit = int(fixed[0]) if fixed else 1  # a fixed batch: shards of whole batches
     shards = plan_shards(_num_samples(source), workers, key, unit)
     temporary = checkpoints is None
-    folder = Path(tempfile.mkdtemp(prefix="onnx2trt-shards-")) if temporary else checkpoints
+    folder = (
+        checkpoints
+        if checkpoints is not None
+        else Path(tempfile.mkdtemp(prefix="onnx2trt-shards-"))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     merged: CalibrationState | None = None
     done = 0

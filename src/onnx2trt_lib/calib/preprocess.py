@@ -16,6 +16,7 @@ import dataclasses
 import math
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,7 @@ class Preprocess:
             pixels = pixels[:, :, None]
         elif self.color == "BGR":
             pixels = pixels[:, :, ::-1]
+        out: np.ndarray
         if self.dtype == "uint8":
             out = pixels.astype(np.uint8)
         else:
@@ -290,7 +292,10 @@ def load_preprocess(
     if path.suffix.lower() == ".json":
         data = load_json_limited(path, limit=MAX_CONFIG_BYTES, what=what, error=UsageError)
     else:
-        import tomllib  # Python >= 3.11
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # Python 3.10 has no tomllib; tomli is the same parser (a dependency there)
+            import tomli as tomllib
 
         raw = read_bytes_limited(path, limit=MAX_CONFIG_BYTES, what=what, error=UsageError)
         try:

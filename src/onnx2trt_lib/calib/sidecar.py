@@ -161,9 +161,8 @@ def cached_bytes(
         if changed:
             log.info("calibration inputs changed (%s): recomputing", ", ".join(changed))
             return None
-        recorded_sides = (
-            document.get("side_outputs") if isinstance(document.get("side_outputs"), dict) else {}
-        )
+        sides = document.get("side_outputs")
+        recorded_sides = sides if isinstance(sides, dict) else {}
         for role, side in (side_outputs or {}).items():
             if not Path(side).is_file() or recorded_sides.get(role) != file_sha256(side):
                 log.info(

@@ -110,7 +110,7 @@ class CalibrationState:
             with atomic_write(path, "w") as handle:
                 json.dump(payload, handle)
             return
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}  # Any: np.savez(**arrays) would be checked against allow_pickle
         scalars: dict[str, dict[str, Any]] = {}
         for index, (name, state) in enumerate(states.items()):
             scalars[name] = {}

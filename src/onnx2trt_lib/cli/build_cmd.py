@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from ._common import (
     publishes_outputs,
     quiet_option,
 )
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
+    from rich.progress import TaskID
 
 _BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 
@@ -192,7 +196,7 @@ def _stderr_is_terminal() -> bool:
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[object]:
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """A rich progress display fed by TensorRT's build phases (None when disabled)."""
     if not enabled:
         yield None
@@ -207,7 +211,7 @@ def _progress(enabled: bool) -> Iterator[object]:
         console=_common.err_console,
         transient=True,
     ) as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(phase: str, step: int, total: int) -> None:
             if phase not in tasks:

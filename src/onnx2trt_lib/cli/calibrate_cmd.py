@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from ._common import (
     publishes_outputs,
     quiet_option,
 )
+
+if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
+    from rich.progress import Progress, TaskID
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
@@ -247,7 +251,7 @@ def command(
     if qdq_path is not None:
         from .._io import check_output_path
 
-        read = (model, data, *add_states)
+        read: list[str | Path] = [model, data, *add_states]
         check_output_path(qdq_path, inputs=tuple(p for p in read if p))
         written = [p for p in (output, ranges_path, save_state) if p is not None]
         if any(qdq_path.resolve() == Path(p).resolve() for p in written) or qdq_path.name.endswith(
@@ -365,8 +369,8 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._bar = None
-        self._tasks: dict[str, int] = {}
+        self._bar: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _Progress:
         if self.enabled:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..passes import registered_passes
@@ -14,7 +16,7 @@ from ._common import console, json_option, print_json
 def command(as_json: bool) -> None:
     """List every registered pass (built-in and from plugins) with what it does."""
     table = registered_passes()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "class": f"{cls.__module__}.{cls.__qualname__}",

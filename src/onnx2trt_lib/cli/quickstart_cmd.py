@@ -25,6 +25,14 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
     from ..quickstart import TARGET, run_quickstart
 
     show = not (as_json or quiet)
+    if show:
+        console.print(
+            f"onnx2trt quickstart: the bundled digits CNN from ONNX to INT8/FP16 models and a "
+            f"TensorRT engine, written to {out_dir}/",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     with console.status("starting", spinner="dots") if show else _nullcontext() as status:
 
         def step(message: str) -> None:
@@ -60,12 +68,18 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
             markup=False,
         )
     console.print(f"engine: {summary.engine or 'not built'} ({summary.engine_note})", markup=False)
-    files = Table("artifact", "path", box=None)
-    for name, path in summary.artifacts.items():
-        files.add_row(name, str(path))
-    console.print(files)
+    console.print("wrote", markup=False)
+    width = max(map(len, summary.artifacts), default=0)
+    for name, path in summary.artifacts.items():  # plain lines: paths are never wrapped
+        console.print(f"  {name:<{width}}  {path}", markup=False, highlight=False, soft_wrap=True)
     total = sum(summary.seconds.values())
     console.print(f"done in {total:.1f} s", markup=False)
+    console.print("\nnext:", markup=False)
+    for line in summary.next_steps:
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        "  guides: docs/getting-started.md, docs/calibration.md (in the repository)", markup=False
+    )
 
 
 class _nullcontext:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from .rules import NOTE_RULES, RULE_NAMES, RULES
 from .targets import DEFAULT_TARGET, TARGETS, Target, get_target
+
+if TYPE_CHECKING:
+    from ..passes import Pass
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ def pass_names_for_target(
     return [(n, dict(options.get(n, {}))) for n in names]
 
 
-def passes_for_target(target: Target | str, findings: list[Finding] | None = None) -> list[object]:
+def passes_for_target(target: Target | str, findings: list[Finding] | None = None) -> list[Pass]:
     """Instances of the passes `onnx2trt fix` runs for `target` (see pass_names_for_target).
 
     Instantiated through the pass registry, so a plugin registered under a built-in name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -399,7 +400,7 @@ _TYPE_NAMES = {v: k for k, v in onnx.TensorProto.DataType.items()}
 
 
 @functools.cache
-def _onnx_type_of_dtype(dtype: object) -> int | None:
+def _onnx_type_of_dtype(dtype: Any) -> int | None:  # whatever a graph-surgeon tensor's dtype holds
     if isinstance(dtype, int):
         return dtype
     try:
@@ -483,7 +484,7 @@ def quantized_type_outside_qdq(node: gs.Node, target: Target, opset: int) -> Hit
             )
         data = node.inputs[0] if node.op == "DequantizeLinear" and node.inputs else None
         code = _onnx_type(data) if data is not None else None
-        if code in (22, 23, 21):  # INT4, FLOAT4E2M1, UINT4
+        if data is not None and code in (22, 23, 21):  # INT4, FLOAT4E2M1, UINT4
             dims = _static_dims(data)
             if dims and all(isinstance(d, int) for d in dims) and int(np.prod(dims)) % 2:
                 return Hit(

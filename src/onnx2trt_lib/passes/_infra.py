@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -51,8 +51,10 @@ class PassResult:
 
 @runtime_checkable
 class Pass(Protocol):
-    name: ClassVar[str]
-    op_types: ClassVar[tuple[str, ...]]  # empty: the pass looks at the whole graph
+    # class attributes of every pass (not ClassVar here: mypy cannot match a class object,
+    # type[Pass], against ClassVar protocol members, and the registry holds classes)
+    name: str
+    op_types: tuple[str, ...]  # empty: the pass looks at the whole graph
 
     def run(self, graph: gs.Graph) -> PassResult: ...
 

@@ -14,6 +14,7 @@ import functools
 from importlib.metadata import entry_points
 
 from ..errors import UsageError
+from ._infra import Pass
 from .cleanup import CleanupPass
 from .decompose_gather_elements import DecomposeGatherElementsPass
 from .fix_resize import FixResizePass
@@ -25,7 +26,7 @@ from .to_fp16 import ConvertToFp16Pass
 
 ENTRY_POINT_GROUP = "onnx2trt_lib.passes"
 
-BUILTIN_PASSES: tuple[type, ...] = (
+BUILTIN_PASSES: tuple[type[Pass], ...] = (
     InferShapesPass,
     FoldConstantsPass,
     CleanupPass,
@@ -51,8 +52,8 @@ def _check_pass_class(cls: type, origin: str) -> None:
 
 
 @functools.cache
-def _entry_point_passes() -> tuple[type, ...]:
-    found = []
+def _entry_point_passes() -> tuple[type[Pass], ...]:
+    found: list[type[Pass]] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
         _check_pass_class(cls, f"entry point {ep.name!r}")
@@ -64,9 +65,9 @@ def _entry_point_passes() -> tuple[type, ...]:
     return tuple(found)
 
 
-def registered_passes(*, include_plugins: bool = True) -> dict[str, type]:
+def registered_passes(*, include_plugins: bool = True) -> dict[str, type[Pass]]:
     """All known passes by name, built-ins first. Raises UsageError on a duplicate name."""
-    table: dict[str, type] = {}
+    table: dict[str, type[Pass]] = {}
     candidates = BUILTIN_PASSES + (_entry_point_passes() if include_plugins else ())
     for cls in candidates:
         _check_pass_class(cls, "pass registry")
@@ -78,7 +79,7 @@ def registered_passes(*, include_plugins: bool = True) -> dict[str, type]:
     return table
 
 
-def get_pass(name: str, **options) -> object:
+def get_pass(name: str, **options) -> Pass:
     """Instantiate the pass called `name` with keyword options."""
     table = registered_passes()
     if name not in table:

@@ -84,6 +84,7 @@ class DecomposeGatherElementsPass:
             if reason:
                 skipped.append(SkippedNode(node.name, node.op, reason))
                 continue
+            assert new_nodes is not None  # no reason: _decompose gave nodes
             replacements[id(node)] = new_nodes
             new_tensors.extend(t for n in new_nodes[:-1] for t in n.outputs)
             count += 1
@@ -263,14 +264,15 @@ def _decompose(node: gs.Node, info: _TensorInfo, fresh: FreshNames) -> list[gs.N
     data, indices = node.inputs
     out = node.outputs[0]
     rank = _rank(node, info)
-    axis = int(node.attrs.get("axis", 0)) % rank
     dtype = info.dtype(indices)
+    assert rank is not None and dtype is not None  # _why_not checked both
+    axis = int(node.attrs.get("axis", 0)) % rank
     data_dims = info.dims(data) or [None] * rank
     index_dims = info.dims(indices) or info.dims(out) or [None] * rank
-    if isinstance(indices, gs.Constant) and data_dims[axis] is not None and indices.values.size:
+    n = data_dims[axis]
+    if isinstance(indices, gs.Constant) and n is not None and indices.values.size:
         low, high = int(indices.values.min()), int(indices.values.max())
-        if low < -data_dims[axis] or high >= data_dims[axis]:
-            n = data_dims[axis]
+        if low < -n or high >= n:
             return f"constant indices span [{low}, {high}], outside [-{n}, {n}) on axis {axis}; fix the model"
     # new names start with the node's name (or its output's name) and are unique in the whole
     # model: node names need not be unique, and a branch's node may share the main graph's name
@@ -306,9 +308,10 @@ def _decompose(node: gs.Node, info: _TensorInfo, fresh: FreshNames) -> list[gs.N
         if d == axis or index_dims[d] == 1:
             continue
         grid_shape = [1] * rank
-        if index_dims[d] is not None:
-            grid_shape[d] = index_dims[d]
-            coord = np.arange(index_dims[d], dtype=dtype).reshape(grid_shape)
+        size = index_dims[d]
+        if size is not None:
+            grid_shape[d] = size
+            coord = np.arange(size, dtype=dtype).reshape(grid_shape)
         else:
             grid_shape[d] = -1
             n_d = b.dim(indices, d, None)

@@ -1,6 +1,6 @@
 """`fix-resize`: rewrite Resize/Upsample nodes a TensorRT parser refuses into an exact equivalent it accepts.
 
-The case of the seed notes: the TensorRT 7.1/7.2 ONNX parser refuses a linear (or cubic)
+Why: the TensorRT 7.1/7.2 ONNX parser refuses a linear (or cubic)
 Resize given `scales` unless coordinate_transformation_mode is half_pixel,
 pytorch_half_pixel or asymmetric (7.0: asymmetric only); `F.interpolate(...,
 align_corners=True, scale_factor=2)` exports exactly that. Giving the same Resize `sizes`

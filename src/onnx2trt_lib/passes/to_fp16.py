@@ -331,7 +331,8 @@ class ConvertToFp16Pass:
             cast = t.inputs[0] if t.inputs and t.inputs[0].op == "Cast" else None
             src = cast.inputs[0] if cast is not None else None
             if (
-                src is not None
+                cast is not None
+                and src is not None
                 and _dtype(src) == want_out
                 and src.inputs
                 and src not in graph.outputs
@@ -348,7 +349,9 @@ class ConvertToFp16Pass:
                 counts["io"] += 1
                 counts["casts_removed"] += 1
                 continue
-            inner = gs.Variable(fresh(f"{t.name}_{_dtype(t).name}"), dtype=_dtype(t), shape=t.shape)
+            t_dtype = _dtype(t)
+            assert t_dtype is not None  # a tensor in fp32 has a known float type
+            inner = gs.Variable(fresh(f"{t.name}_{t_dtype.name}"), dtype=t_dtype, shape=t.shape)
             producer = t.inputs[0]
             producer.outputs[producer.outputs.index(t)] = inner
             _redirect_consumers(t, inner)

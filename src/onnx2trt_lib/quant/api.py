@@ -28,6 +28,8 @@ from ..passes.insert_qdq import (
     constant_values,
 )
 from ..passes.to_fp16 import ConvertToFp16Pass
+from .agreement import Criterion
+from .protect import ProtectionReport
 from .qdq import insert_qdq
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class QuantizeResult:
     model: onnx.ModelProto
     pass_result: PassResult
     missing_ranges: tuple[str, ...] = ()
-    protection: object | None = None  # protect.ProtectionReport when protection ran
+    protection: ProtectionReport | None = None  # when protection ran
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -222,7 +224,7 @@ def quantize(
     residual_add: bool = True,
     protect: bool = True,
     data=None,
-    criterion: object | None = None,
+    criterion: Criterion | None = None,
     metric: Callable[[onnx.ModelProto], float] | None = None,
     allowed_drop: float = 0.01,
     strategy: str = "bisect",

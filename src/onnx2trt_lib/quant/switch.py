@@ -123,7 +123,9 @@ def switch_model(
                 if a is not None:  # input 1 quantized because the layer on input 0 is INT8
                     new.input[1] = switched(node.input[1], srcs[1], flags[a])
                     dq0 = qdq(node.input[0]) if b is not None else None
-                    if dq0 is not None:  # layer 0 float, layer 1 INT8: insert-qdq takes input 0
+                    if (
+                        dq0 is not None and b is not None
+                    ):  # layer 0 float, layer 1 INT8: insert-qdq takes input 0
                         cond = both(negate(flags[a]), flags[b])
                         new.input[0] = switched(dq0, node.input[0], cond)
             elif srcs[0] is not None and srcs[1] is None:

@@ -513,7 +513,7 @@ def load_trt_engine(
     """(ICudaEngine, objects to keep alive) from an engine object, engine bytes or an engine file.
 
     Files go through `onnx2trt_lib.build.engine.load_engine` (which checks the JSON sidecar
-    against the installed backend) when that module exists; bytes are deserialized here.
+    against the installed backend); bytes are deserialized here.
     Engine host code (version-compatible engines) runs only with `allow_host_code=True`.
     """
     if hasattr(source, "create_execution_context"):
@@ -523,19 +523,14 @@ def load_trt_engine(
     path = Path(source)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such engine file")
-    try:
-        from ..build.engine import load_engine  # written alongside; optional until it lands
-    except ImportError:
-        load_engine = None
-    if load_engine is not None:  # returns LoadedEngine(engine, runtime, backend, sidecar)
-        trust = {"allow_host_code": True} if allow_host_code else {}
-        loaded = (
-            load_engine(path, **trust)
-            if backend in (None, "auto")
-            else load_engine(path, backend, **trust)
-        )
-        return _unwrap_engine(loaded, path), loaded
-    return engine_from_bytes(path.read_bytes(), backend=backend, where=str(path))
+    from ..build.engine import load_engine  # LoadedEngine(engine, runtime, backend, sidecar)
+
+    chosen = backend or "auto"
+    if allow_host_code:
+        loaded = load_engine(path, chosen, allow_host_code=True)
+    else:  # the plain call (test doubles of load_engine take only the path)
+        loaded = load_engine(path) if chosen == "auto" else load_engine(path, chosen)
+    return _unwrap_engine(loaded, path), loaded
 
 
 def _unwrap_engine(loaded: Any, path: Path) -> Any:
