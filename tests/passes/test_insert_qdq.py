@@ -367,3 +367,57 @@ def test_per_channel_axis_only_where_the_weight_has_output_channels():
     assert weight_axis(matmul, 1, (2, 4, 5)) is None
     assert weight_axis(add, 1, (4, 5)) is None
     assert weight_axis(matmul, 0, (4, 5)) is None  # the activation side
+
+
+def _conv_plus_computed_bias(bias_from_input: bool) -> onnx.ModelProto:
+    """Conv -> Add(conv, Reshape(bias, shape)): the converter's form of Paddle's broadcast bias.
+
+    With `bias_from_input`, the Reshape reads a graph input instead: a real second branch.
+    """
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["bias", "shape"], ["bias_4d"], name="reshape"),
+        helper.make_node("Add", ["c", "bias_4d"], ["y"], name="add"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])]
+    inits = [w, shape]
+    if bias_from_input:
+        inputs.append(helper.make_tensor_value_info("bias", TensorProto.FLOAT, [4]))
+    else:
+        nodes.insert(
+            0,
+            helper.make_node(
+                "Constant",
+                [],
+                ["bias"],
+                value=numpy_helper.from_array(rng.standard_normal(4).astype(np.float32)),
+            ),
+        )
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_add_of_a_bias_computed_from_constants_is_not_a_residual_branch(run_ort_outputs):
+    model = _conv_plus_computed_bias(bias_from_input=False)
+    x = np.random.default_rng(1).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    fixed, result = _quantize(model, ranges={"x": float(np.abs(x).max())})
+    assert result.modified and not [s for s in result.skipped if "residual" in s.reason]
+    got = run_ort_outputs(fixed, {"x": x})["y"]
+    want = run_ort_outputs(model, {"x": x})["y"]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()  # INT8 conv, float bias
+
+
+def test_add_of_a_branch_fed_by_data_still_needs_its_range():
+    model = _conv_plus_computed_bias(bias_from_input=True)
+    _, result = _quantize(model, ranges={"x": 1.0})
+    reasons = [s.reason for s in result.skipped]
+    assert any("residual input: no range for input 'bias_4d'" in r for r in reasons), reasons

@@ -33,6 +33,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import PassError
 from ._infra import PassResult, SkippedNode, result
+from .fold_constants import RANDOM_OPS
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,13 @@ class InsertQdqPass:
     ) -> list[tuple[gs.Node, list[int]]]:
         """Adds with one input from a quantized weighted op: Q/DQ the other (identity) input."""
         plan = []
+        memo: dict[int, bool] = {}
         for node in graph.nodes:
             if node.op != "Add" or len(node.inputs) != 2 or node.name in self.exclude_nodes:
                 continue
             a, b = node.inputs
-            if constant_values(a) is not None or constant_values(b) is not None:
-                continue
+            if computed_from_constants(a, memo) or computed_from_constants(b, memo):
+                continue  # a bias, not a residual branch
             from_conv = [_producer_is(t, quantized) for t in (a, b)]
             if not any(from_conv) or any(_fed_by_dq(t) for t in (a, b)):
                 continue
@@ -278,6 +280,42 @@ def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
         if isinstance(value, gs.Constant):
             return value.values
     return None
+
+
+def computed_from_constants(tensor: gs.Tensor, memo: dict[int, bool] | None = None) -> bool:
+    """True for a constant, or a tensor that only constants feed: no data flows into it.
+
+    onnx's version converter writes Paddle's broadcast biases as Reshape(Constant, Constant);
+    such an Add input is a bias, not a residual branch that needs a calibrated range.
+    """
+    memo = {} if memo is None else memo
+    stack = [tensor]
+    while stack:
+        current = stack[-1]
+        key = id(current)
+        if key in memo:
+            stack.pop()
+            continue
+        if constant_values(current) is not None:
+            memo[key] = True
+            stack.pop()
+            continue
+        producer = current.inputs[0] if current.inputs else None
+        if (
+            producer is None
+            or producer.op in RANDOM_OPS
+            or any(isinstance(v, gs.Graph) for v in producer.attrs.values())
+        ):
+            memo[key] = False
+            stack.pop()
+            continue
+        pending = [t for t in producer.inputs if t.name and id(t) not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        memo[key] = all(memo[id(t)] for t in producer.inputs if t.name)
+        stack.pop()
+    return memo[id(tensor)]
 
 
 def _data_dtype(tensor: gs.Tensor) -> np.dtype:
