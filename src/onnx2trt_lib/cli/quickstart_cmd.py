@@ -48,8 +48,9 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
         return
     from rich.table import Table
 
+    console.print()
     console.print(
-        f"\nlint {TARGET} before fix: {len(summary.findings_before)} finding(s); after: {len(summary.findings_after)}",
+        f"lint {TARGET} before fix: {len(summary.findings_before)} finding(s); after: {len(summary.findings_after)}",
         markup=False,
     )
     for line in summary.fix_changes:
@@ -74,7 +75,8 @@ def command(out_dir: Path, as_json: bool, quiet: bool) -> None:
         console.print(f"  {name:<{width}}  {path}", markup=False, highlight=False, soft_wrap=True)
     total = sum(summary.seconds.values())
     console.print(f"done in {total:.1f} s", markup=False)
-    console.print("\nnext:", markup=False)
+    console.print()
+    console.print("next:", markup=False)
     for line in summary.next_steps:
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(
