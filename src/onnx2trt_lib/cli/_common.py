@@ -13,11 +13,12 @@ import math
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import Onnx2TrtError
+from ..errors import Onnx2TrtError, UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FINDINGS = 0, 1, 2, 3
 
@@ -265,6 +266,44 @@ def data_source_options(func: Callable) -> Callable:
     ):
         func = option(func)
     return func
+
+
+def parse_method_options(values: tuple[str, ...]) -> dict[str, float]:
+    """--method-option KEY=VALUE pairs as numbers (one-line UsageError otherwise)."""
+    options: dict[str, float] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--method-option {item!r}: expected KEY=VALUE, e.g. percentile=99.99")
+        try:
+            number = json.loads(value)
+        except ValueError:
+            number = None
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+        ):
+            raise UsageError(f"--method-option {item!r}: value {value!r} is not a finite number")
+        options[key] = number
+    return options
+
+
+method_options_option = click.option(
+    "--method-option",
+    "method_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option of the method, e.g. percentile=99.99 (repeatable).",
+)
+
+add_state_option = click.option(
+    "--add-state",
+    "add_states",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Merge a saved state (from another part of the data) before computing ranges (repeatable).",
+)
 
 
 class _ShapeEntriesOption(click.Option):

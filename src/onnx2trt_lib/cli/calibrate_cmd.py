@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,11 +9,15 @@ import click
 
 from ..errors import UsageError
 from ._common import (
+    add_state_option,
     agreement_options,
     console,
+    data_source_options,
     echo_lines,
     err_console,
     json_option,
+    method_options_option,
+    parse_method_options,
     print_json,
     publishes_outputs,
     quiet_option,
@@ -23,26 +25,6 @@ from ._common import (
 
 if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     from rich.progress import Progress, TaskID
-
-
-def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
-    options: dict[str, float] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--method-option {item!r}: expected KEY=VALUE, e.g. percentile=99.99")
-        try:
-            number = json.loads(value)
-        except ValueError:
-            number = None
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, (int, float))
-            or not math.isfinite(number)
-        ):
-            raise UsageError(f"--method-option {item!r}: value {value!r} is not a finite number")
-        options[key] = number
-    return options
 
 
 @click.command("calibrate")
@@ -67,36 +49,8 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     default=None,
     help="Range method [default: entropy for the cache, mse for --qdq].",
 )
-@click.option(
-    "--method-option",
-    "method_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Option of the method, e.g. percentile=99.99 (repeatable).",
-)
-@click.option(
-    "--batch-size",
-    "-b",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Samples per batch (default: the --shape batch, else 1).",
-)
-@click.option(
-    "--shapes",
-    "--shape",
-    "shapes",
-    multiple=True,
-    metavar="NAME:DIMS",
-    help="Calibration shape of dynamic inputs: x:1x3x640x640 (trtexec) or x:[1,3,640,640] "
-    "(Polygraphy); repeatable or comma-separated. --shape is the old spelling.",
-)
-@click.option(
-    "--preprocess",
-    "-p",
-    default=None,
-    metavar="PRESET|CONFIG",
-    help="imagenet, yolo, paddleocr, paddleocr-rec, or a .json/.toml config.",
-)
+@method_options_option
+@data_source_options
 @click.option(
     "--ranges",
     "ranges_path",
@@ -130,13 +84,7 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, float]:
     default=None,
     help="Save the histograms (.npz or .json) to merge with other runs.",
 )
-@click.option(
-    "--add-state",
-    "add_states",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Merge a saved state (from another part of the data) before computing ranges (repeatable).",
-)
+@add_state_option
 @click.option(
     "--force", is_flag=True, help="Recompute even when the sidecar says the cache matches."
 )
@@ -234,7 +182,7 @@ def command(
     """
     from ..calib.api import calibrate
 
-    options = _parse_options(method_options)
+    options = parse_method_options(method_options)
     if ray_address is not None and workers is None:
         raise UsageError("--ray-address needs --workers N")
     if workers is not None:  # before reading any data

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from ._common import data_source_options, echo_lines, json_option, print_json, quiet_option
+from ._common import (
+    add_state_option,
+    data_source_options,
+    echo_lines,
+    json_option,
+    method_options_option,
+    parse_method_options,
+    print_json,
+    quiet_option,
+)
 
 
 @click.command("ncnn")
@@ -34,13 +43,7 @@ from ._common import data_source_options, echo_lines, json_option, print_json, q
     show_default=True,
     help="Range method; ncnn-kl is ncnn2table's own KL search.",
 )
-@click.option(
-    "--method-option",
-    "method_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Option of the method, e.g. percentile=99.99 (repeatable).",
-)
+@method_options_option
 @data_source_options
 @click.option(
     "--cache",
@@ -48,13 +51,7 @@ from ._common import data_source_options, echo_lines, json_option, print_json, q
     default=None,
     help="TensorRT cache to reuse when it matches (as `calibrate` wrote it), else to write.",
 )
-@click.option(
-    "--add-state",
-    "add_states",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Merge a saved calibration state before computing ranges (repeatable).",
-)
+@add_state_option
 @click.option("--force", is_flag=True, help="Recompute even when --cache matches.")
 @click.option("--no-protect", is_flag=True, help="Every mapped layer INT8, whatever the agreement.")
 @click.option(
@@ -100,14 +97,13 @@ def command(
     model are kept in FP32 (--no-protect turns this off). Needs pip install 'onnx2trt_lib[ncnn]'.
     """
     from ..ncnn import ncnn_int8
-    from .calibrate_cmd import _parse_options
 
     result = ncnn_int8(
         model,
         data,
         output_dir,
         method=method,
-        method_options=_parse_options(method_options),
+        method_options=parse_method_options(method_options),
         shapes=list(shapes) or None,
         preprocess=preprocess,
         batch_size=batch_size,
