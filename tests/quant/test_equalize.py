@@ -58,7 +58,9 @@ def _chain(rng, channels, kernels, groups, acts, opset=13):
                     numpy_helper.from_array(np.array(0, np.float32), f"lo{i}"),
                     numpy_helper.from_array(np.array(6, np.float32), f"hi{i}"),
                 ]
-                nodes.append(helper.make_node("Clip", [x, f"lo{i}", f"hi{i}"], [out], name=f"clip{i}"))
+                nodes.append(
+                    helper.make_node("Clip", [x, f"lo{i}", f"hi{i}"], [out], name=f"clip{i}")
+                )
             x = out
     graph = helper.make_graph(
         nodes,

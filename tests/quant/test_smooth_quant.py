@@ -63,7 +63,10 @@ def _block(rng, k, n, ln_op: bool, gemm: bool):
         nodes,
         "block",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, rows)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, rows[:-1] + [n]) for o in ("q", "kk", "y2")],
+        [
+            helper.make_tensor_value_info(o, TensorProto.FLOAT, rows[:-1] + [n])
+            for o in ("q", "kk", "y2")
+        ],
         inits,
     )
     opset = 17 if ln_op else 13

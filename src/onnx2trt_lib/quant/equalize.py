@@ -106,7 +106,9 @@ class EqualizeCrossLayerPass:
                 continue
             w2 = _const(nxt, 1)
             if w2 is None or len(conv1.inputs) > 2 and _const(conv1, 2) is None:
-                skipped.append(SkippedNode(nxt.name, "Conv", "weight or bias shared or not constant"))
+                skipped.append(
+                    SkippedNode(nxt.name, "Conv", "weight or bias shared or not constant")
+                )
                 continue
             if w2.values.shape[1] * int(nxt.attrs.get("group", 1)) != w1.values.shape[0]:
                 continue
