@@ -131,10 +131,12 @@ class SmoothQuant:
 
 
 def smoothing_scales(xmax: np.ndarray, wmax: np.ndarray, alpha: float) -> np.ndarray:
-    """s_j = xmax_j^alpha / wmax_j^(1-alpha); 1 where a channel has no activation or weight."""
-    ok = (xmax > 0) & (wmax > 0)
-    s = np.where(ok, np.where(ok, xmax, 1.0) ** alpha / np.where(ok, wmax, 1.0) ** (1 - alpha), 1.0)
-    return np.clip(s, *SCALE_LIMITS)
+    """s_j = xmax_j^alpha / wmax_j^(1-alpha), within SCALE_LIMITS; 1 for a channel that is always
+    0, the upper limit for one no weight reads (its values only cost the others INT8 levels)."""
+    x = np.where(xmax > 0, xmax, 1.0)
+    w = np.where(wmax > 0, wmax, 1.0)
+    s = np.where(wmax > 0, x**alpha / w ** (1 - alpha), SCALE_LIMITS[1])
+    return np.clip(np.where(xmax > 0, s, 1.0), *SCALE_LIMITS)
 
 
 def _fold_into_layernorm(

@@ -1,0 +1,88 @@
+"""The techniques through `calibrate --qdq` and `quant.prepare_int8`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from test_no_silent_collapse import collapsing_model
+
+from onnx2trt_lib.cli.main import cli
+from onnx2trt_lib.quant import prepare_int8
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _argmax(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(-1)
+
+
+def test_smooth_quant_rescues_a_collapsing_model_at_full_int8(tmp_path):
+    """mm2 reads an Add output with a 1000 outlier channel: plain full INT8 collapses, with
+    --smooth-quant the same full INT8 model (nothing kept float) agrees with FP32."""
+    model = tmp_path / "m.onnx"
+    onnx.save(collapsing_model(), model)
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ref = _argmax(collapsing_model(), x)
+    agree = {}
+    for name, extra in (("plain", []), ("smooth", ["--smooth-quant"])):
+        out = tmp_path / f"{name}.onnx"
+        args = ["calibrate", str(model), "--data", str(tmp_path / "x.npy"), "--qdq", str(out)]
+        args += ["-o", str(tmp_path / f"{name}.cache"), "--no-protect", "--json", *extra]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        payload = json.loads(res.output)
+        agree[name] = float((_argmax(onnx.load(out), x) == ref).mean())
+        if name == "smooth":
+            counts = payload["prepare"]["techniques"][0]["counts"]
+            assert counts == {"smoothed": 1, "folded_into_layernorm": 0}
+            q = onnx.load(out)
+            assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) >= 4
+    assert agree["plain"] < 0.6 and agree["smooth"] == 1.0, agree
+
+
+def test_techniques_need_qdq_one_line_error_nothing_written(tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(collapsing_model(), model)
+    np.save(tmp_path / "x.npy", np.ones((4, 4), np.float32))
+    cache = tmp_path / "c.cache"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            str(model),
+            "--data",
+            str(tmp_path / "x.npy"),
+            "-o",
+            str(cache),
+            "--equalize",
+        ],
+    )
+    assert res.exit_code != 0 and "--qdq" in res.output and "Traceback" not in res.output
+    assert not cache.exists()
+
+
+def test_prepare_int8_on_digits_keeps_fp32_and_reports(digits):
+    model, data = digits
+    before = model.SerializeToString()
+    x = data["x_test"][:200]
+    prepared = prepare_int8(model, [{"x": data["x_calib"]}], equalize=True, bias_correction=True)
+    assert model.SerializeToString() == before  # the input is not modified
+    names = [r.name for r in prepared.results]
+    assert names == ["equalize", "bias-correction"]
+    assert prepared.results[0].counts["pairs"] == 1  # conv1 -> relu1 -> conv2
+    assert prepared.results[1].counts["corrected"] == 4
+    eq = prepare_int8(model, equalize=True).model
+    sess = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for m in (model, eq)
+    ]
+    a, b = (s.run(None, {"x": x})[0] for s in sess)
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
+    with pytest.raises(Exception, match="need data"):
+        prepare_int8(model, bias_correction=True)
