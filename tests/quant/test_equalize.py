@@ -66,7 +66,7 @@ def _chain(rng, channels, kernels, groups, acts, opset=13):
         nodes,
         "chain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, channels[0], 6, 6])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [2, channels[-1], 6, 6])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

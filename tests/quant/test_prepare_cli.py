@@ -86,3 +86,46 @@ def test_prepare_int8_on_digits_keeps_fp32_and_reports(digits):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
     with pytest.raises(Exception, match="need data"):
         prepare_int8(model, bias_correction=True)
+
+
+def _rtx_builds(model: onnx.ModelProto) -> bool:
+    trt = pytest.importorskip("tensorrt_rtx")
+    logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(model.SerializeToString()) and not parser.num_errors
+    config = builder.create_builder_config()
+    return builder.build_serialized_network(network, config) is not None
+
+
+def test_prepared_qdq_models_parse_and_build_in_tensorrt_rtx():
+    """What the techniques write (Relu + per-channel Min for Relu6, a Mul by 1/s before a
+    smoothed MatMul, a bias Add after a corrected MatMul) quantizes to Q/DQ that TensorRT-RTX takes."""
+    from test_equalize import _chain
+    from test_smooth_quant import _block
+
+    from onnx2trt_lib.quant.api import quantize
+
+    rng = np.random.default_rng(0)
+    conv = _chain(rng, [3, 4, 4], [3, 3], [False, True], ["relu6"])
+    block, _w, rows = _block(rng, 8, 4, True, False)
+    cases = [
+        (conv, {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)}, {"equalize": True}),
+        (
+            block,
+            {"x": rng.standard_normal(rows).astype(np.float32)},
+            {"smooth_quant": True, "bias_correction": True},
+        ),
+    ]
+    for model, feed, options in cases:
+        prepared = prepare_int8(model, [feed], **options)
+        assert prepared.modified
+        tensors = (
+            {v.name for v in prepared.model.graph.value_info}
+            | {o for n in prepared.model.graph.node for o in n.output}
+            | {i.name for i in prepared.model.graph.input}
+        )
+        q = quantize(prepared.model, dict.fromkeys(tensors, 4.0), protect=False).model
+        assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+        assert _rtx_builds(q)
