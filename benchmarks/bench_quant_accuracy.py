@@ -695,7 +695,7 @@ def bench_techniques(task: Task) -> list[dict]:
         full = quantize(model, cal.state.compute_amax("mse"), protect=False).model
         acc_full = task.score(first_output(full, task.test).astype(np.float32), None)
         t = time.perf_counter()
-        flow = quantize_calibrated(model, cal, task.calib)
+        flow = quantize_calibrated(model, cal, task.calib, reference=task.model)
         took = t_prep + cal.seconds + time.perf_counter() - t
         acc_flow = task.score(first_output(flow.model, task.test).astype(np.float32), None)
         rep = flow.protection

@@ -129,3 +129,20 @@ def test_prepared_qdq_models_parse_and_build_in_tensorrt_rtx():
         q = quantize(prepared.model, dict.fromkeys(tensors, 4.0), protect=False).model
         assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
         assert _rtx_builds(q)
+
+
+def test_agreement_is_measured_against_the_reference_model():
+    """quantize(reference=...) compares with that FP32 model, not with the (rewritten) one quantized:
+    a reference whose logits are negated reads the opposite class on every row."""
+    from onnx2trt_lib.quant.api import quantize
+
+    model = collapsing_model()
+    flipped = onnx.ModelProto()
+    flipped.CopyFrom(model)
+    w2 = next(i for i in flipped.graph.initializer if i.name == "w2")
+    w2.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(w2), "w2"))
+    x = np.random.default_rng(1).standard_normal((64, 4)).astype(np.float32)
+    ranges = {"x": 4.0, "h": 1.0}  # h clipped at 1: the 1000 column is never read
+    own = quantize(model, ranges, data=[{"x": x}], protect=False).protection
+    other = quantize(model, ranges, data=[{"x": x}], protect=False, reference=flipped).protection
+    assert own.before > 0.9 and other.before < 0.1

@@ -303,6 +303,7 @@ def command(
             protect=not no_protect,
             agreement=agreement,
             min_agreement=min_agreement,
+            reference=model if prepared is not None else None,
             output=qdq_path,
         )
     if as_json:
