@@ -152,3 +152,29 @@ def test_nothing_to_correct_on_a_model_without_weighted_layers():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     out, res = CorrectBias().run(model, [{"x": np.ones((1, 2), np.float32)}])
     assert not res.modified and out is model
+
+
+def test_a_bias_from_a_constant_node_is_replaced_not_duplicated():
+    """Paddle exports write biases as Constant nodes: the corrected bias takes that name once
+    (an initializer and a Constant output of one name would be two tensors of one name)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "bv")
+    nodes = [
+        helper.make_node("Constant", [], ["b"], name="const_b", value=bias),
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = [{"x": (rng.standard_normal((2, 2, 4, 4)) + 1).astype(np.float32)}]
+    out, res = CorrectBias().run(model, feeds)
+    assert res.counts["corrected"] == 1
+    names = [o for n in out.graph.node for o in n.output] + [i.name for i in out.graph.initializer]
+    assert names.count("b") == 1
+    onnx.checker.check_model(out, full_check=True)

@@ -141,7 +141,7 @@ def _subtract_from_bias(graph: gs.Graph, node: gs.Node, shift: np.ndarray) -> bo
             ):
                 return False
             new = np.broadcast_to(bias.reshape(-1).astype(np.float64), (channels,)) - shift
-            node.inputs[slot] = gs.Constant(node.inputs[slot].name, new.astype(np.float32))
+            _replace_constant(node, slot, new.astype(np.float32))
             return True
         bias = gs.Constant(
             f"{node.name or node.outputs[0].name}_corrected_bias", (-shift).astype(np.float32)
@@ -162,7 +162,7 @@ def _subtract_from_bias(graph: gs.Graph, node: gs.Node, shift: np.ndarray) -> bo
             and len(add.inputs[other].outputs) == 1
         ):
             new = bias.astype(np.float64) - shift.reshape(bias.shape)
-            add.inputs[other] = gs.Constant(add.inputs[other].name, new.astype(np.float32))
+            _replace_constant(add, other, new.astype(np.float32))
             return True
     # a MatMul without a bias Add: add one after it
     out = gs.Variable(f"{y.name}_uncorrected", dtype=y.dtype, shape=y.shape)
@@ -176,3 +176,14 @@ def _subtract_from_bias(graph: gs.Graph, node: gs.Node, shift: np.ndarray) -> bo
         )
     )
     return True
+
+
+def _replace_constant(node: gs.Node, slot: int, values: np.ndarray) -> None:
+    """The node's (single-consumer) constant input at `slot` becomes an initializer of the same
+    name holding `values`; a Constant node that produced it is detached (one tensor per name)."""
+    old = node.inputs[slot]
+    if old.inputs:
+        producer = old.inputs[0]
+        old.inputs.clear()
+        producer.outputs.clear()
+    node.inputs[slot] = gs.Constant(old.name, values)
