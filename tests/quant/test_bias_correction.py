@@ -154,9 +154,10 @@ def test_nothing_to_correct_on_a_model_without_weighted_layers():
     assert not res.modified and out is model
 
 
-def test_a_bias_from_a_constant_node_is_replaced_not_duplicated():
+def test_a_bias_from_a_constant_node_is_replaced_not_duplicated(capfd):
     """Paddle exports write biases as Constant nodes: the corrected bias takes that name once
-    (an initializer and a Constant output of one name would be two tensors of one name)."""
+    (an initializer beside a Constant output of one name: graph-surgeon warns of two tensors of
+    one name on every cleanup, 62 times on PP-OCRv4 det)."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w")
     bias = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "bv")
@@ -178,3 +179,4 @@ def test_a_bias_from_a_constant_node_is_replaced_not_duplicated():
     names = [o for n in out.graph.node for o in n.output] + [i.name for i in out.graph.initializer]
     assert names.count("b") == 1
     onnx.checker.check_model(out, full_check=True)
+    assert "share the same name" not in "".join(capfd.readouterr())
