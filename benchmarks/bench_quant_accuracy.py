@@ -661,7 +661,7 @@ TECHNIQUES = (
 )
 
 
-def bench_techniques(task: Task) -> list[dict]:
+def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
     """Each technique of quant.prepare_int8 alone vs none: full INT8 (mse ranges, --no-protect)
     and the default flow (mse ranges, protected label-free), scored against the original model."""
     from onnx2trt_lib.quant import prepare_int8
@@ -694,6 +694,20 @@ def bench_techniques(task: Task) -> list[dict]:
         cal = calibrate(model, task.calib, method="entropy")
         full = quantize(model, cal.state.compute_amax("mse"), protect=False).model
         acc_full = task.score(first_output(full, task.test).astype(np.float32), None)
+        if not flow_rows:
+            rows.append(
+                {
+                    "technique": label,
+                    "fp32": fp32,
+                    "full": acc_full,
+                    "flow": None,
+                    "share": None,
+                    "x": None,
+                    "note": changed,
+                }
+            )
+            print(f"  {label:<18} full INT8 {acc_full:.4f}  {changed}", flush=True)
+            continue
         t = time.perf_counter()
         flow = quantize_calibrated(model, cal, task.calib, reference=task.model)
         took = t_prep + cal.seconds + time.perf_counter() - t
@@ -756,6 +770,9 @@ def main() -> None:
         action="store_true",
         help="rows for each of --equalize/--smooth-quant/--bias-correction alone vs none instead",
     )
+    parser.add_argument(
+        "--no-flow", action="store_true", help="--techniques: full INT8 rows only (no protection)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
     tasks = {
@@ -770,7 +787,7 @@ def main() -> None:
         task = tasks[key]()
         print(task.name, flush=True)
         if args.techniques:
-            sections.append(technique_table(task.name, bench_techniques(task)))
+            sections.append(technique_table(task.name, bench_techniques(task, not args.no_flow)))
             continue
         rows = bench(task, args.method, args.only_ours)
         lines = [
