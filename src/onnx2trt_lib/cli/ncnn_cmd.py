@@ -68,6 +68,16 @@ from ._common import (
     show_default=True,
     help="Protection bound: share of arg-max labels (last axis) equal to the FP32 ncnn model's.",
 )
+@click.option(
+    "--no-int8-depthwise",
+    is_flag=True,
+    help="Keep ConvolutionDepthWise in FP32: ncnn's x86 INT8 depthwise kernel is slower than its FP32 one.",
+)
+@click.option(
+    "--no-requantize",
+    is_flag=True,
+    help="No requantize fusion (INT8 convolution output straight into the next INT8 convolution).",
+)
 @json_option
 @quiet_option
 def command(
@@ -86,6 +96,8 @@ def command(
     no_protect,
     min_sqnr,
     min_agreement,
+    no_int8_depthwise,
+    no_requantize,
     as_json,
     quiet,
 ):
@@ -114,6 +126,8 @@ def command(
         min_sqnr=min_sqnr,
         min_agreement=min_agreement,
         name=name,
+        depthwise=not no_int8_depthwise,
+        requantize=not no_requantize,
     )
     if as_json:
         print_json(result.to_dict())
@@ -124,6 +138,8 @@ def command(
     lines = [f"{len(result.quantized)} of {total} Convolution/InnerProduct layers INT8"]
     if result.kept_fp32:
         lines.append(f"kept in FP32 for agreement: {', '.join(result.kept_fp32)}")
+    if result.requantized:
+        lines.append(f"{len(result.requantized)} INT8 layers write INT8 (requantize fusion)")
     if result.agreement is not None:
         lines.append(
             f"against FP32 ncnn: SQNR {result.sqnr_db:.1f} dB, arg-max agreement {result.agreement:.4f}"

@@ -7,14 +7,17 @@ Winograd F(4,3) needs 6-bit weights). A channel of zeros gets 1 (ncnn2table woul
 INT8 model (ncnn2int8): weights rounded half away from zero and clamped to [-127, 127], stored
 with the int8 tag; `8=` int8_scale_term = 2 (Convolution, InnerProduct) or 1
 (ConvolutionDepthWise, per-group scales); the weight scales and the input scale follow the bias
-as raw float32. Layers without a table entry are copied unchanged. Unlike ncnn2int8, the other
-layers keep FP32 weights (ncnn2int8 stores them as FP16) and no requantize fusion is done.
+as raw float32. Layers without a table entry are copied unchanged. With `requantize` (the
+default, as ncnn2int8 does), an INT8 convolution feeding INT8 convolutions writes INT8 itself
+(`8=` 101/102 and the next layer's input scale after its own: fuse.requantize_targets). Unlike
+ncnn2int8, the other layers keep FP32 weights (ncnn2int8 stores them as FP16).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .fuse import requantize_targets
 from .param import TAG_INT8, Layer, Param, Segment, read_floats
 from .table import NcnnTable
 
@@ -57,9 +60,20 @@ def _pad4(data: bytes) -> bytes:
 
 
 def write_int8(
-    param: Param, bin_bytes: bytes, segments: dict[str, list[Segment]], table: NcnnTable
+    param: Param,
+    bin_bytes: bytes,
+    segments: dict[str, list[Segment]],
+    table: NcnnTable,
+    *,
+    requantize: bool = True,
 ) -> tuple[str, bytes, list[str]]:
     """(param text, bin bytes, quantized layer names) of the INT8 model for `table`."""
+    int8 = {
+        layer.name: float(table.inputs[layer.name])
+        for layer in param.layers
+        if layer.name in table.inputs and layer.name in table.weights and segments[layer.name]
+    }
+    top_scales = requantize_targets(param, int8) if requantize else {}
     layers = []
     chunks: list[bytes] = []
     quantized = []
@@ -68,7 +82,7 @@ def write_int8(
         copy = Layer(
             layer.type, layer.name, list(layer.bottoms), list(layer.tops), list(layer.params)
         )
-        if layer.name in table.inputs and layer.name in table.weights and segs:
+        if layer.name in int8:
             scales = np.asarray(table.weights[layer.name], dtype=np.float32)
             weights = read_floats(bin_bytes, segs[0])
             q = quantize_weights(weights, scales)
@@ -77,7 +91,11 @@ def write_int8(
                 chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])
             chunks.append(scales.astype("<f4").tobytes())
             chunks.append(np.float32(table.inputs[layer.name]).astype("<f4").tobytes())
-            copy.set(8, 1 if layer.type == "ConvolutionDepthWise" else 2)
+            term = 1 if layer.type == "ConvolutionDepthWise" else 2
+            if layer.name in top_scales:
+                chunks.append(np.float32(top_scales[layer.name]).astype("<f4").tobytes())
+                term += 100
+            copy.set(8, term)
             quantized.append(layer.name)
         else:
             for seg in segs:
