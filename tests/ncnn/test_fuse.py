@@ -163,3 +163,79 @@ def test_split_consumers_with_different_scales_are_not_fused(tmp_path):
     del scales["d0"]  # d0 kept in FP32: c0 writes FP32 for it
     targets = requantize_targets(fused, scales)
     assert "c0" not in targets and "d0" not in targets
+
+
+def _mobile_block_onnx(path):
+    """Conv -> HardSwish -> depthwise Conv -> HardSwish -> 1x1 Conv: what pnnx writes with
+    HardSwish as layers of their own."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def w(name, shape):
+        return numpy_helper.from_array(
+            rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape).astype(np.float32), name
+        )
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c0"], ["h0"]),
+        helper.make_node("Conv", ["h0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], group=C),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2", "b2"], ["y"]),
+    ]
+    inits = [
+        w("w0", (C, 3, 3, 3)),
+        w("b0", (C,)),
+        w("w1", (C, 1, 3, 3)),
+        w("b1", (C,)),
+        w("w2", (C, C, 1, 1)),
+        w("b2", (C,)),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, 16, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn):
+    from onnx2trt_lib import _optional
+    from onnx2trt_lib.ncnn import ncnn_int8
+    from onnx2trt_lib.ncnn.table import read_table
+
+    try:
+        _optional.pnnx_binary()
+    except Exception:
+        pytest.skip("pnnx is not installed (pip install 'onnx2trt_lib[ncnn]')")
+    _mobile_block_onnx(tmp_path / "block.onnx")
+    x = np.random.default_rng(4).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x.reshape(16, 3, 16, 16))
+    full = ncnn_int8(
+        tmp_path / "block.onnx", str(tmp_path / "calib.npy"), tmp_path / "a", protect=False
+    )
+    fp32 = read_param(full.param)
+    assert not any(x.type == "HardSwish" for x in fp32.layers)  # fused into the convolutions
+    terms = [(x.type, int(x.get(8))) for x in read_param(full.int8_param).layers if x.get(8)]
+    # conv -> dw -> conv: the first two write INT8 for the next one
+    assert terms == [("Convolution", 102), ("ConvolutionDepthWise", 101), ("Convolution", 2)]
+    assert len(full.requantized) == 2 and len(full.quantized) == 3
+    nodw = ncnn_int8(
+        tmp_path / "block.onnx",
+        str(tmp_path / "calib.npy"),
+        tmp_path / "b",
+        protect=False,
+        depthwise=False,
+    )
+    int8 = read_param(nodw.int8_param)
+    dw = [x for x in int8.layers if x.type == "ConvolutionDepthWise"]
+    assert len(dw) == 1 and not dw[0].get(8)
+    assert dw[0].name not in read_table(nodw.table).inputs
+    assert len(nodw.quantized) == 2 and nodw.requantized == []  # nothing INT8 meets directly
+    assert len(nodw.layers) == 3  # still mapped, only not quantized

@@ -39,9 +39,9 @@ from ._common import (
 @click.option(
     "--method",
     type=click.Choice(["entropy", "ncnn-kl", "max", "percentile", "mse"]),
-    default="entropy",
+    default="mse",
     show_default=True,
-    help="Range method; ncnn-kl is ncnn2table's own KL search.",
+    help="Range method (mse, as for Q/DQ: ncnn's INT8 is per-tensor on each layer's input); ncnn-kl is ncnn2table's own KL search.",
 )
 @method_options_option
 @data_source_options

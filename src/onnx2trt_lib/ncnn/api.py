@@ -95,7 +95,7 @@ def ncnn_int8(
     data: Any,
     output_dir: str | os.PathLike,
     *,
-    method: str = "entropy",
+    method: str = "mse",
     method_options: Mapping[str, Any] | None = None,
     shapes: str | Sequence[str] | Mapping[str, Sequence[int]] | None = None,
     preprocess: Any = None,
