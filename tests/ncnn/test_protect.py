@@ -54,7 +54,7 @@ def test_protect_keeps_the_label_flipping_layer_and_gives_the_rest_back():
     kept, (sqnr, agreement) = _protect(fake, fake.int8_model, list(effects), (20.0, 0.99))
     assert kept == ["flips"]
     assert sqnr >= 20.0 and agreement >= 0.99
-    # alone-scores (4), the start the added-up harms predict, one give-back trial
+    # alone-scores (4), all INT8, with the first-ranked layer kept, one give-back trial
     assert fake.calls <= len(effects) + 3
 
 

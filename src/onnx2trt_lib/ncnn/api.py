@@ -339,8 +339,9 @@ def _protect(
     INT8), until both bounds of `target` hold; then give back to INT8, least harmful first, the
     kept layers that are not needed.
 
-    The search starts where the alone-harms, added up (noise powers and lost agreements add
-    roughly), first fit the target: that saves one evaluation per layer it skips."""
+    (Starting where the alone-harms, added up, first fit the target saves evaluations on paper;
+    on PP-OCRv4 rec it overshot, and the give-back pass then ended at 8 kept layers after 26
+    evaluations instead of 7 after 15.)"""
 
     def score(kept: Sequence[str]) -> tuple[float, float]:
         text, data, _ = int8_model(kept)
@@ -351,12 +352,9 @@ def _protect(
 
     alone = {layer: _harm(score([o for o in order if o != layer]), target) for layer in order}
     ranked = sorted(order, key=lambda name: -alone[name])
-    start = 0
-    while start < len(ranked) and sum(alone[n] for n in ranked[start:]) > 1.0:
-        start += 1
-    kept = list(ranked[:start])
+    kept: list[str] = []
     current = score(kept)
-    for layer in ranked[start:]:
+    for layer in ranked:
         if ok(current):
             break
         kept.append(layer)
