@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--method", default="mse")
     parser.add_argument("--depthwise", choices=["both", "on", "off"], default="both")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min-sqnr", type=float, default=25.0, help="protection bound (dB)")
+    parser.add_argument("--min-sqnr", type=float, default=20.0, help="protection bound (dB)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--latency-samples", type=int, default=16)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ncnn.md"))

@@ -65,3 +65,17 @@ def test_protect_adds_layers_until_the_bounds_hold():
     fake = FakeModel(effects)
     kept, (sqnr, _) = _protect(fake, fake.int8_model, list(effects), (20.0, 0.99))
     assert len(kept) == 7 and sqnr >= 20.0
+
+
+def test_default_bounds_are_the_qdq_protections():
+    import inspect
+
+    from onnx2trt_lib.cli.ncnn_cmd import command
+    from onnx2trt_lib.ncnn import ncnn_int8
+    from onnx2trt_lib.quant.agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB
+
+    params = inspect.signature(ncnn_int8).parameters
+    assert params["min_sqnr"].default == DEFAULT_MIN_SQNR_DB
+    assert params["min_agreement"].default == DEFAULT_MIN_AGREEMENT
+    cli = {p.name: p.default for p in command.params}
+    assert cli["min_sqnr"] == DEFAULT_MIN_SQNR_DB and cli["min_agreement"] == DEFAULT_MIN_AGREEMENT

@@ -57,7 +57,7 @@ from ._common import (
 @click.option(
     "--min-sqnr",
     type=float,
-    default=25.0,
+    default=20.0,  # quant.agreement.DEFAULT_MIN_SQNR_DB (not imported: the quant package is slow to load)
     show_default=True,
     help="Protection bound: every output's SQNR against the FP32 ncnn model, in dB.",
 )

@@ -104,7 +104,7 @@ def ncnn_int8(
     add_states: Sequence[str | os.PathLike] = (),
     force: bool = False,
     protect: bool = True,
-    min_sqnr: float = 25.0,
+    min_sqnr: float = 20.0,  # the Q/DQ protection's default (quant.agreement)
     min_agreement: float = 0.99,
     name: str | None = None,
     depthwise: bool = True,
