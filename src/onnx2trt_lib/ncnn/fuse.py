@@ -62,7 +62,7 @@ def _consumers(param: Param) -> dict[str, list[Layer]]:
 @dataclass(frozen=True)
 class Fused:
     layer: str
-    into: str  # the activation layer removed, or the layer(s) fed INT8
+    into: str  # the activation layer removed
 
 
 def fuse_activations(param: Param) -> tuple[Param, list[Fused]]:
