@@ -78,6 +78,11 @@ from ._common import (
     is_flag=True,
     help="No requantize fusion (INT8 convolution output straight into the next INT8 convolution).",
 )
+@click.option(
+    "--int8-gemm",
+    is_flag=True,
+    help="Also Gemm layers with constant weights in ncnn's table-free INT8 (activations quantized per row at run time).",
+)
 @json_option
 @quiet_option
 def command(
@@ -98,6 +103,7 @@ def command(
     min_agreement,
     no_int8_depthwise,
     no_requantize,
+    int8_gemm,
     as_json,
     quiet,
 ):
@@ -128,6 +134,7 @@ def command(
         name=name,
         depthwise=not no_int8_depthwise,
         requantize=not no_requantize,
+        gemm=int8_gemm,
     )
     if as_json:
         print_json(result.to_dict())
@@ -138,6 +145,10 @@ def command(
     lines = [f"{len(result.quantized)} of {total} Convolution/InnerProduct layers INT8"]
     if result.kept_fp32:
         lines.append(f"kept in FP32 for agreement: {', '.join(result.kept_fp32)}")
+    if result.int8_gemm:
+        lines.append(
+            f"{len(result.int8_gemm)} Gemm layers INT8 (int8 weights, per-row activations)"
+        )
     if result.requantized:
         lines.append(f"{len(result.requantized)} INT8 layers write INT8 (requantize fusion)")
     if result.agreement is not None:

@@ -26,7 +26,7 @@ from .._io import OutputError, load_model, write_bytes_atomic, write_files_atomi
 from ..errors import UsageError
 from .convert import NcnnFiles, pnnx_convert
 from .fuse import fuse_activations, requantize_targets
-from .int8 import weight_scales, write_int8
+from .int8 import gemm_int8_layers, weight_scales, write_int8
 from .mapping import LayerInput, map_layers, ncnn_inputs
 from .param import read_floats, read_param, walk_bin
 from .table import NcnnTable, table_from
@@ -50,6 +50,7 @@ class NcnnResult:
     quantized: list[str]
     kept_fp32: list[str] = field(default_factory=list)
     requantized: list[str] = field(default_factory=list)
+    int8_gemm: list[str] = field(default_factory=list)
     agreement: float | None = None
     sqnr_db: float | None = None
     calibration: Any = None
@@ -74,6 +75,7 @@ class NcnnResult:
             "quantized": self.quantized,
             "kept_fp32": self.kept_fp32,
             "requantized": self.requantized,
+            "int8_gemm": self.int8_gemm,
             "agreement": self.agreement,
             "sqnr_db": self.sqnr_db,
             "cache_hit": bool(getattr(self.calibration, "cache_hit", False)),
@@ -109,6 +111,7 @@ def ncnn_int8(
     name: str | None = None,
     depthwise: bool = True,
     requantize: bool = True,
+    gemm: bool = False,
 ) -> NcnnResult:
     """Write `<name>.param/.bin` (FP32 ncnn), `<name>.table` (ncnn2table format) and
     `<name>-int8.param/.bin` into `output_dir`.
@@ -123,6 +126,8 @@ def ncnn_int8(
     `depthwise=False` keeps every ConvolutionDepthWise in FP32 (no table lines): ncnn's x86 INT8
     depthwise kernel is SSE-only and slower than its FP32 one (docs/ncnn.md has the numbers).
     `requantize=False` writes no requantize fusion (every INT8 layer dequantizes its output).
+    `gemm=True` also writes Gemm layers with constant weights in ncnn's table-free INT8 (int8
+    weights, activations quantized per row at run time); the protection leaves them INT8.
     """
     from ..calib.api import calibrate
     from ..calib.collect import model_feeds
@@ -205,7 +210,7 @@ def ncnn_int8(
 
         def int8_model(keep: Sequence[str]) -> tuple[str, bytes, list[str]]:
             return write_int8(
-                param, bin_bytes, segments, _without(table, keep), requantize=requantize
+                param, bin_bytes, segments, _without(table, keep), requantize=requantize, gemm=gemm
             )
 
         int8_text, int8_bin, quantized = int8_model(kept)
@@ -242,6 +247,7 @@ def ncnn_int8(
         quantized=quantized,
         kept_fp32=kept,
         requantized=requantized,
+        int8_gemm=sorted(gemm_int8_layers(param)) if gemm else [],
         agreement=agreement,
         sqnr_db=sqnr,
         calibration=calibration,
