@@ -600,7 +600,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def sha256_model(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    """sha256 of the serialised model; past 2 GiB (which protobuf cannot serialise) of the
+    skeleton followed by each large tensor's bytes."""
+    from ._weights import copy_without_weights, is_large, stub
+
+    if not is_large(model):
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    weights = hashlib.sha256()
+
+    def hashed(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        weights.update(tensor.SerializeToString(deterministic=True))
+        return stub(tensor)
+
+    skeleton = copy_without_weights(model, replace=hashed)
+    digest = hashlib.sha256(skeleton.SerializeToString(deterministic=True))
+    digest.update(weights.digest())
+    return digest.hexdigest()
 
 
 def sha256_model_file(path: str | os.PathLike) -> str:
@@ -736,13 +751,61 @@ def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> N
             del tensor.external_data[:]
 
 
+def load_model_without_weights(path: str | os.PathLike) -> onnx.ModelProto:
+    """The gate of `load_model` without reading external data: the proto as stored, every
+    external location checked (inside the model's folder, an existing file). For deciding
+    how to hand a large model on (its path to ONNX Runtime or TensorRT) without 2 GiB in memory."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    check_regular_file(path, what="ONNX file", error=ModelLoadError)
+    size = path.stat().st_size
+    if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
+        raise ModelLoadError(
+            f"{path}: {size} bytes is over protobuf's 2 GiB limit, so not an ONNX file; "
+            "large models keep their weights in external data files"
+        )
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.input and not model.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
+    try:
+        _check_external_data_locations(model, path.parent)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    return model
+
+
+def external_bytes(model: onnx.ModelProto) -> int:
+    """Bytes a model's external tensors declare (their `length`, else dims x element size)."""
+    total = 0
+    for tensor in external_tensors(model):
+        length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+        if isinstance(length, str) and length.isdigit():
+            total += int(length)
+            continue
+        count = 1
+        for dim in tensor.dims:
+            count *= max(int(dim), 0)
+        try:
+            total += count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            total += count
+    return total
+
+
 def load_model(
     path_or_model: str | os.PathLike | onnx.ModelProto, *, check: bool = True
 ) -> onnx.ModelProto:
     """Load an ONNX model (external data included) or pass a ModelProto through.
 
     Raises ModelLoadError with a one-line reason for a missing, non-ONNX, truncated,
-    unsafe or checker-failing model.
+    unsafe or checker-failing model. A model past protobuf's 2 GiB (external weights) is
+    checked from its file, as onnx's checker requires.
     """
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -755,29 +818,11 @@ def load_model(
     else:
         path = Path(path_or_model)
         source = str(path)
-        if not path.exists():
-            raise ModelLoadError(f"{path}: no such file")
-        if path.is_dir():
-            raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
-        check_regular_file(path, what="ONNX file", error=ModelLoadError)
-        size = path.stat().st_size
-        if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
-            raise ModelLoadError(
-                f"{path}: {size} bytes is over protobuf's 2 GiB limit, so not an ONNX file; "
-                "large models keep their weights in external data files"
-            )
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
-            raise ModelLoadError(
-                f"{path}: not a readable ONNX model ({type(exc).__name__})"
-            ) from None
-        if not model.graph.node and not model.graph.input and not model.graph.output:
-            raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
-        try:
-            _check_external_data_locations(model, path.parent)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{path}: {exc}") from None
+        model = load_model_without_weights(path)
+        large = external_bytes(model) + model.ByteSize() >= _PROTOBUF_LIMIT - (1 << 24)
+        if check and large:  # onnx's checker serialises a proto: past 2 GiB only a file works
+            _check(str(path), source)
+            check = False
         try:
             load_external_data(model, path.parent)
         except Exception as exc:
@@ -785,17 +830,27 @@ def load_model(
                 f"{path}: cannot load external data ({_first_line(exc)})"
             ) from None
     if check:
-        try:
-            onnx.checker.check_model(model, full_check=False)
-        except onnx.checker.ValidationError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-            raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
-        except ValueError as exc:  # >2GB models: checker wants a path
-            if "2GB" not in str(exc) and "2 GB" not in str(exc):
-                raise ModelLoadError(
-                    f"{source}: fails the ONNX checker: {_first_line(exc)}"
-                ) from None
+        from ._weights import is_large
+
+        if not is_large(model):  # an in-memory model past 2 GiB cannot be checked: no file
+            _check(model, source)
     return model
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """onnx's checker on a model file (any size: onnx reads the file itself), as a one-line
+    ModelLoadError; the file should have passed `load_model_without_weights`."""
+    _check(str(path), str(path))
+
+
+def _check(model: onnx.ModelProto | str, source: str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -810,7 +865,9 @@ def ort_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
         raise ModelLoadError(
             "model still references external data files; load it with load_model(path) first"
         )
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    from ._weights import is_large
+
+    if not is_large(model):
         yield model.SerializeToString()
         return
     with tempfile.TemporaryDirectory(prefix="onnx2trt-ort-") as folder:
@@ -846,7 +903,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def model_byte_size(model: onnx.ModelProto) -> int:
-    return model.ByteSize()
+    """Size of `model`'s tensors (ByteSize() of the whole would serialise it: fails past 2 GiB)."""
+    from ._weights import tensor_bytes
+
+    return tensor_bytes(model)
 
 
 def save_model(
@@ -855,57 +915,48 @@ def save_model(
     """Write `model` atomically; models over protobuf's 2 GiB limit get one external-data file.
 
     `external_data=None` decides by size. The data file is written first (atomically), the
-    .onnx last, so a reader never sees a model pointing at missing data.
+    .onnx last, so a reader never sees a model pointing at missing data; inside an
+    `output_set` both are published together. The caller's model keeps its inline weights,
+    and they are not copied: each is written straight from the caller's proto.
     """
+    from ._weights import copy_without_weights, is_large
+
     target = Path(path)
     if external_data is None:
-        external_data = model.ByteSize() >= _PROTOBUF_LIMIT
+        external_data = is_large(model)
     if not external_data:
         write_bytes_atomic(target, model.SerializeToString(deterministic=True))
         return
-    model = _copy(model)  # the caller's model keeps its inline weights
+    if external_tensors(model):
+        raise OutputError("model still references unloaded external data; load it first")
     data_name = target.name + ".data"
     data_path = target.parent / data_name
     with atomic_write(data_path, "wb") as data_handle:
         offset = 0
-        for tensor in onnx.external_data_helper._get_all_tensors(model):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                raise OutputError("model still references unloaded external data; load it first")
-            if not tensor.HasField("raw_data"):
-                arr = onnx.numpy_helper.to_array(tensor)
-                tensor.ClearField(_value_field(tensor))
-                tensor.raw_data = arr.tobytes()
-            raw = tensor.raw_data
-            if len(raw) < _EXTERNAL_DATA_THRESHOLD:
-                continue
+
+        def external(tensor: onnx.TensorProto) -> onnx.TensorProto:
+            nonlocal offset
+            out = onnx.TensorProto()
+            out.name = tensor.name
+            out.dims.extend(tensor.dims)
+            out.data_type = tensor.data_type
+            if tensor.doc_string:
+                out.doc_string = tensor.doc_string
+            raw = (
+                tensor.raw_data
+                if tensor.HasField("raw_data")
+                else onnx.numpy_helper.to_array(tensor).tobytes()
+            )
             pad = (-offset) % 4096
             data_handle.write(b"\0" * pad)
             offset += pad
             data_handle.write(raw)
-            onnx.external_data_helper.set_external_data(
-                tensor, location=data_name, offset=offset, length=len(raw)
-            )
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", offset), ("length", len(raw))):
+                entry = out.external_data.add()
+                entry.key, entry.value = key, str(value)
+            out.data_location = onnx.TensorProto.EXTERNAL
             offset += len(raw)
-    write_bytes_atomic(target, model.SerializeToString(deterministic=True))
+            return out
 
-
-def _value_field(tensor: onnx.TensorProto) -> str:
-    for field in (
-        "float_data",
-        "int32_data",
-        "int64_data",
-        "double_data",
-        "uint64_data",
-        "string_data",
-    ):
-        if len(getattr(tensor, field)):
-            return field
-    return "raw_data"
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
+        skeleton = copy_without_weights(model, _EXTERNAL_DATA_THRESHOLD, external)
+    write_bytes_atomic(target, skeleton.SerializeToString(deterministic=True))

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import infer_graph_shapes
 from ..errors import PassError
 from ._infra import PassResult, SkippedNode, result
 from ._names import FreshNames
@@ -73,9 +74,14 @@ FLOAT16_SINCE = {"IsInf": 20, "CumSum": 14}
 PINNED_FLOAT32_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
 
 
+def _values(constant: gs.Constant) -> np.ndarray:
+    """A constant's values, without keeping a lazily-held tensor's array in the graph (reading
+    `.values` would: the weights of a 2 GiB model would then sit in memory twice)."""
+    lazy = constant._values
+    return lazy.load() if isinstance(lazy, gs.ir.tensor.LazyValues) else constant.values
+
+
 def _dtype(tensor: gs.Tensor) -> np.dtype | None:
-    if isinstance(tensor, gs.Constant):
-        return np.dtype(tensor.values.dtype)
     try:
         return np.dtype(tensor.dtype) if tensor.dtype is not None else None
     except TypeError:  # bfloat16 and other onnx-only types
@@ -86,7 +92,7 @@ def _float32_peak(tensor: gs.Tensor) -> float | None:
     """max |value| of a float32 initializer or of a Constant/ConstantOfShape node's float32 value; None otherwise."""
     values = None
     if isinstance(tensor, gs.Constant):
-        values = tensor.values
+        values = _values(tensor)
     elif tensor.inputs and tensor.inputs[0].op in ("Constant", "ConstantOfShape"):
         attrs = tensor.inputs[0].attrs
         value = attrs.get("value")
@@ -193,9 +199,7 @@ class ConvertToFp16Pass:
         if not unknown:
             return
         try:
-            inferred = onnx.shape_inference.infer_shapes(
-                gs.export_onnx(graph, do_type_check=False), strict_mode=False
-            )
+            inferred = infer_graph_shapes(graph, strict_mode=False)
         except Exception as exc:
             raise PassError(
                 f"to-fp16: tensor types are unknown and ONNX type inference failed: {exc}"
@@ -273,7 +277,7 @@ class ConvertToFp16Pass:
                 ):
                     if id(t) not in f16_constants:
                         f16_constants[id(t)] = gs.Constant(
-                            fresh(f"{t.name}_fp16"), t.values.astype(np.float16)
+                            fresh(f"{t.name}_fp16"), _values(t).astype(np.float16)
                         )
                         counts["initializers"] += 1
                     node.inputs[i] = f16_constants[id(t)]
