@@ -204,6 +204,18 @@ def ws(tmp_path_factory) -> Path:
         np.random.default_rng(3).standard_normal((4, 3, 8, 8)).astype(np.float32),
     )
     np.save(root / "calib_wrong_shape.npy", np.zeros((4, 5, 7), np.float32))
+    np.save(root / "calib_wrong_dim.npy", np.zeros((4, 3, 8, 9), np.float32))
+    np.save(root / "calib_one_per_sample.npy", np.zeros((5, 1), np.float32))
+    batch_only = helper.make_graph(  # x[1] -> Relu: its one dimension is the batch
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "batch_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(
+        helper.make_model(batch_only, opset_imports=[helper.make_opsetid("", 17)]),
+        root / "batch_only.onnx",
+    )
     np.save(root / "calib_pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (root / "pp_bad.json").write_text('{"size": [8, 8], "color": "PURPLE"}')
     (root / "state_garbage.npz").write_bytes(b"PK\x03\x04 not a zip really")
@@ -655,7 +667,23 @@ CASES: list[Case] = [
         "calibrate-wrong-shape",
         "calibrate {ws}/good.onnx --data {ws}/calib_wrong_shape.npy -o {ws}/c.cache",
         (1, 2),
-        r"samples for input '\w+' are 5x7 but the model's input is",
+        r"samples for input '\w+' do not fit: the array is 4x5x7, so 5x7 per sample .* the "
+        r"model's input is 1x3x8x8, so 3x8x8 per sample .*: 2 dimension\(s\) per sample where "
+        "the model takes 3",
+    ),
+    C(  # same rank: the message names the dimension that differs
+        "calibrate-wrong-dim",
+        "calibrate {ws}/good.onnx --data {ws}/calib_wrong_dim.npy -o {ws}/c.cache",
+        (1, 2),
+        r"so 3x8x9 per sample .*so 3x8x8 per sample .*dimension 3 is 9 where the model's is "
+        "fixed at 8",
+    ),
+    C(  # issue 17: was "samples ... are 1 but the model's input is 1"
+        "calibrate-batch-only-input",
+        "calibrate {ws}/batch_only.onnx --data {ws}/calib_one_per_sample.npy -o {ws}/c.cache",
+        (1, 2),
+        r"the array is 5x1, so 1 per sample .* the model's input is 1, so a scalar per sample "
+        r".*1 dimension\(s\) per sample where the model takes 0",
     ),
     C(
         "calibrate-pickled-npy",
