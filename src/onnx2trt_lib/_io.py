@@ -11,6 +11,7 @@ import contextvars
 import glob
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # type checkers see the modules; at run time they load on fir
 else:
     np = lazy_module("numpy")
     onnx = lazy_module("onnx")
+
+log = logging.getLogger(__name__)
 
 # protobuf cannot serialise a single message over 2 GiB: beyond this, weights go to external data.
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -188,6 +191,7 @@ def _folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
 def folder_lock(path: str | os.PathLike, *, shared: bool = True) -> Any:
     """The lock `output_set` publishes under, for the folder holding `path` (readers: shared)."""
     parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    recover_output_sets(parent)
     return _folder_lock(parent, shared=shared)
 
 
@@ -211,18 +215,130 @@ class _OutputSet:
         self.pending.clear()
 
     def commit(self) -> list[Path]:
+        """Rename every temp over its target. With two or more targets a journal listing the
+        renames is written first (in each folder of the set) and removed after them: a
+        SIGKILL between two renames leaves the journal, and the next process that touches
+        the folder (`recover_output_sets`) finishes the renames, so the set is whole."""
         targets = list(self.pending)
         folders = sorted({t.parent if str(t.parent) else Path(".") for t in targets})
+        journals: list[Path] = []
         with contextlib.ExitStack() as stack:
             for folder in folders:  # sorted: two publishers never wait on each other in a cycle
                 stack.enter_context(_folder_lock(folder))
             stack.enter_context(_signals_deferred())
+            for folder in folders:  # a killed publisher's set first, so ours lands on a whole one
+                _recover_sets(folder)
+            if len(targets) > 1:
+                journals = _write_journals(folders, [(self.pending[t], t) for t in targets])
             for target in targets:
                 os.replace(self.pending[target], target)
                 del self.pending[target]
-        for folder in folders:
-            _fsync_folder(folder)
+            for folder in folders:
+                _fsync_folder(folder)
+            for journal in journals:
+                with contextlib.suppress(OSError):
+                    journal.unlink()
         return targets
+
+
+_JOURNAL = ".onnx2trt-set."  # + <host>~<pid>.<random>.journal (".part" while it is written)
+
+
+def _write_journals(folders: list[Path], renames: list[tuple[Path, Path]]) -> list[Path]:
+    """One journal per folder of the set, each listing every rename (temp -> target, absolute)
+    and every journal: complete on disk (fsync, rename, folder fsync) before the first rename."""
+    token = os.urandom(6).hex()
+    journals = [
+        folder / f"{_JOURNAL}{_host_tag()}~{os.getpid()}.{token}.journal" for folder in folders
+    ]
+    document = json.dumps(
+        {
+            "renames": [[str(tmp.absolute()), str(target.absolute())] for tmp, target in renames],
+            "journals": [str(j.absolute()) for j in journals],
+        }
+    ).encode()
+    for journal in journals:
+        part = journal.with_name(journal.name + ".part")
+        with open(part, "wb") as handle:
+            handle.write(document)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, journal)
+        _fsync_folder(journal.parent)
+    return journals
+
+
+def _journal_writer(name: str) -> tuple[str, int] | None:
+    """(host, pid) from a journal's name, or None when the name is not a journal's."""
+    writer = name[len(_JOURNAL) :].split(".", 1)[0]
+    host, _, pid_text = writer.rpartition("~")
+    return (host, int(pid_text)) if pid_text.isdigit() else None
+
+
+def _writer_gone(host: str, pid: int, path: Path) -> bool:
+    """Whether the process that wrote `path` is dead (this host), or long gone (another host)."""
+    if host == _host_tag():
+        return not _process_alive(pid)
+    try:
+        return time.time() - path.stat().st_mtime >= STALE_TEMP_SECONDS
+    except OSError:
+        return False
+
+
+def _recover_sets(folder: Path) -> int:
+    """Finish the output sets that publishers killed mid-rename left in `folder` (the caller
+    holds the folder's lock); returns how many. A journal is complete before its first
+    rename, and each temp it names was complete (fsynced) before the journal was written,
+    so finishing the renames always yields the whole new set. Only temps named as this
+    library names them, beside their own target, are renamed: a planted journal can do no
+    more than the folder's writer already could."""
+    recovered = 0
+    with contextlib.suppress(OSError):
+        for journal in sorted(folder.glob(f"{glob.escape(_JOURNAL)}*.journal*")):
+            writer = _journal_writer(journal.name)
+            if writer is None or not _writer_gone(*writer, journal):
+                continue
+            if journal.name.endswith(".part"):  # killed before the journal was whole: no rename ran
+                with contextlib.suppress(OSError):
+                    journal.unlink()
+                continue
+            host, pid = writer
+            try:
+                document = json.loads(journal.read_bytes()[: 1 << 20])
+                renames = [(Path(a), Path(b)) for a, b in document["renames"]]
+                copies = [Path(j) for j in document["journals"]]
+            except (OSError, ValueError, TypeError, KeyError):
+                renames, copies = [], [journal]
+            for tmp, target in renames:
+                prefix = f".{target.name}.{host}~{pid}."
+                if tmp.parent != target.parent or not (
+                    tmp.name.startswith(prefix) and tmp.name.endswith(".tmp")
+                ):
+                    continue
+                with contextlib.suppress(OSError):
+                    if tmp.is_file() and not tmp.is_symlink():
+                        os.replace(tmp, target)
+            for parent in {t.parent for _, t in renames}:
+                _fsync_folder(parent)
+            for copy in {journal, *copies}:
+                if copy.name.startswith(_JOURNAL) and copy.name.endswith(".journal"):
+                    with contextlib.suppress(OSError):
+                        copy.unlink()
+            recovered += 1
+            log.info("finished the output set a killed run left in %s", folder)
+    return recovered
+
+
+def recover_output_sets(path: str | os.PathLike) -> int:
+    """Finish any output set a killed run left half-renamed in `path`'s folder (or `path`,
+    a folder): every reader and writer of outputs calls this first, so each sees the
+    previous set or the new one. Returns how many sets were finished."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    folder = folder if str(folder) else Path(".")
+    if not any(folder.glob(f"{glob.escape(_JOURNAL)}*")):
+        return 0
+    with _folder_lock(folder), _signals_deferred():
+        return _recover_sets(folder)
 
 
 _OUTPUT_SET: contextvars.ContextVar[_OutputSet | None] = contextvars.ContextVar(
@@ -351,6 +467,7 @@ def _sweep_stale_temps(target: Path) -> None:
     Temps of other hosts on a shared disk (and the older `.<name>.<pid>.*.tmp` names) go only
     when unchanged for STALE_TEMP_SECONDS and their pid is not alive here.
     """
+    recover_output_sets(target.parent)  # a journal's temps are the new set: rename, not remove
     prefix = f".{target.name}."
     now = time.time()
     here = _host_tag()
@@ -819,7 +936,9 @@ def load_model(
         path = Path(path_or_model)
         source = str(path)
         model = load_model_without_weights(path)
-        large = external_bytes(model) + model.ByteSize() >= _PROTOBUF_LIMIT - (1 << 24)
+        from ._weights import LARGE_MODEL, tensor_bytes
+
+        large = external_bytes(model) + tensor_bytes(model) >= LARGE_MODEL
         if check and large:  # onnx's checker serialises a proto: past 2 GiB only a file works
             _check(str(path), source)
             check = False
@@ -931,32 +1050,37 @@ def save_model(
         raise OutputError("model still references unloaded external data; load it first")
     data_name = target.name + ".data"
     data_path = target.parent / data_name
-    with atomic_write(data_path, "wb") as data_handle:
-        offset = 0
+    with output_set():  # model and data file: published together
+        with atomic_write(data_path, "wb") as data_handle:
+            offset = 0
 
-        def external(tensor: onnx.TensorProto) -> onnx.TensorProto:
-            nonlocal offset
-            out = onnx.TensorProto()
-            out.name = tensor.name
-            out.dims.extend(tensor.dims)
-            out.data_type = tensor.data_type
-            if tensor.doc_string:
-                out.doc_string = tensor.doc_string
-            raw = (
-                tensor.raw_data
-                if tensor.HasField("raw_data")
-                else onnx.numpy_helper.to_array(tensor).tobytes()
-            )
-            pad = (-offset) % 4096
-            data_handle.write(b"\0" * pad)
-            offset += pad
-            data_handle.write(raw)
-            for key, value in (("location", data_name), ("offset", offset), ("length", len(raw))):
-                entry = out.external_data.add()
-                entry.key, entry.value = key, str(value)
-            out.data_location = onnx.TensorProto.EXTERNAL
-            offset += len(raw)
-            return out
+            def external(tensor: onnx.TensorProto) -> onnx.TensorProto:
+                nonlocal offset
+                out = onnx.TensorProto()
+                out.name = tensor.name
+                out.dims.extend(tensor.dims)
+                out.data_type = tensor.data_type
+                if tensor.doc_string:
+                    out.doc_string = tensor.doc_string
+                raw = (
+                    tensor.raw_data
+                    if tensor.HasField("raw_data")
+                    else onnx.numpy_helper.to_array(tensor).tobytes()
+                )
+                pad = (-offset) % 4096
+                data_handle.write(b"\0" * pad)
+                offset += pad
+                data_handle.write(raw)
+                for key, value in (
+                    ("location", data_name),
+                    ("offset", offset),
+                    ("length", len(raw)),
+                ):
+                    entry = out.external_data.add()
+                    entry.key, entry.value = key, str(value)
+                out.data_location = onnx.TensorProto.EXTERNAL
+                offset += len(raw)
+                return out
 
-        skeleton = copy_without_weights(model, _EXTERNAL_DATA_THRESHOLD, external)
-    write_bytes_atomic(target, skeleton.SerializeToString(deterministic=True))
+            skeleton = copy_without_weights(model, _EXTERNAL_DATA_THRESHOLD, external)
+        write_bytes_atomic(target, skeleton.SerializeToString(deterministic=True))

@@ -157,6 +157,14 @@ class ConvertToFp16Pass:
                     return self.ranges[consumer.outputs[0].name]
         return value
 
+    def _peak(self, tensor: gs.Tensor) -> float | None:
+        """`_float32_peak`, once per tensor and run: a weight is read from its proto each time
+        (the graph keeps no float32 copy), and a 2 GiB model's weights are slow to scan."""
+        key = id(tensor)
+        if key not in self._peaks:
+            self._peaks[key] = _float32_peak(tensor)
+        return self._peaks[key]
+
     def _keep_reason(self, node: gs.Node, opset: int) -> str | None:
         if node.op in ALWAYS_FLOAT32:
             return f"{node.op} has no FP16 form in ONNX"
@@ -169,13 +177,13 @@ class ConvertToFp16Pass:
         if node.name and node.name in self.keep_nodes:
             return "kept by request"
         for t in node.inputs:
-            peak = _float32_peak(t)
+            peak = self._peak(t)
             if peak is not None and not peak <= self.max_initializer:
                 return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
         if (
             node.op in ("Constant", "ConstantOfShape") and node.outputs
         ):  # its value would turn inf in FP16
-            peak = _float32_peak(node.outputs[0])
+            peak = self._peak(node.outputs[0])
             if peak is not None and not peak <= self.max_initializer:
                 return (
                     f"constant {node.outputs[0].name!r} holds {peak:.6g} > {self.max_initializer:g}"
@@ -222,6 +230,7 @@ class ConvertToFp16Pass:
     # --- rewriting ----------------------------------------------------------------------------
 
     def run(self, graph: gs.Graph) -> PassResult:
+        self._peaks: dict[int, float | None] = {}  # this run's; the tensors die with the graph
         self._fill_types(graph)
         tensors = graph.tensors()
         fresh = FreshNames(graph)
@@ -382,6 +391,7 @@ class ConvertToFp16Pass:
                 counts["casts_removed"] += 1
         if any(counts.values()):
             log.info("to-fp16: %s; %d node(s) kept in float32", counts, len(skipped))
+        self._peaks = {}
         return result(self.name, counts, skipped)
 
 
