@@ -96,6 +96,35 @@ def _huge_header() -> bytes:
     return b"\x08\x08" + b"\x3a" + bytes(varint) + b"\x0a\x02ab"
 
 
+def _large_truncated(path: Path) -> None:
+    """Nine 8192x8192 float32 weights (2.25 GiB, past protobuf's limit) declared in external
+    data whose file holds 4 KiB: every reader must say so in one line (TensorRT and ONNX
+    Runtime read the file themselves, so the loading gate checks each tensor's bounds)."""
+    n, weights, nodes, previous = 8192, [], [], "x"
+    for i in range(9):
+        tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[n, n])
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", path.name + ".data"), ("offset", i * n * n * 4)):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "length", str(n * n * 4)
+        weights.append(tensor)
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"y{i}"]))
+        previous = f"y{i}"
+    graph = helper.make_graph(
+        nodes,
+        "large",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, n])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    path.with_name(path.name + ".data").write_bytes(bytes(4096))
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
     """A folder of good and bad inputs, made once for the module."""
@@ -205,6 +234,7 @@ def ws(tmp_path_factory) -> Path:
     )
     np.save(root / "calib_wrong_shape.npy", np.zeros((4, 5, 7), np.float32))
     np.save(root / "calib_wrong_dim.npy", np.zeros((4, 3, 8, 9), np.float32))
+    _large_truncated(root / "large_truncated.onnx")
     np.save(root / "calib_one_per_sample.npy", np.zeros((5, 1), np.float32))
     batch_only = helper.make_graph(  # x[1] -> Relu: its one dimension is the batch
         [helper.make_node("Relu", ["x"], ["y"])],
@@ -324,6 +354,26 @@ CASES: list[Case] = [
         "2 GiB",
     ),
     C("lint-huge-file", "lint {ws}/huge_file.onnx", 1, r"huge_file\.onnx", "2 GiB"),
+    # issue 17: a model past 2 GiB of external data whose data file is truncated
+    *(
+        C(
+            f"{command.split()[0]}-large-truncated-data",
+            command,
+            1,
+            r"large_truncated\.onnx: tensor 'w0': external data \(offset 0, 268435456 bytes\) "
+            r"runs past the end of 'large_truncated\.onnx\.data' \(4096 bytes\)",
+            outputs=("o.onnx", "e.engine"),
+            needs=RTX if command.startswith("build") else (),
+        )
+        for command in (
+            "lint {ws}/large_truncated.onnx",
+            "fix {ws}/large_truncated.onnx -o {ws}/o.onnx",
+            "fp16 {ws}/large_truncated.onnx -o {ws}/o.onnx",
+            "build {ws}/large_truncated.onnx --backend tensorrt-rtx -o {ws}/e.engine",
+            "run {ws}/large_truncated.onnx",
+            "inspect {ws}/large_truncated.onnx",
+        )
+    ),
     C(
         "fix-image-as-onnx",
         "fix {ws}/image.onnx -o {ws}/o.onnx --target tensorrt-8.6",

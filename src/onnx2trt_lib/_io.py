@@ -852,6 +852,23 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
             raise ModelLoadError(
                 f"tensor {tensor.name!r}: external data file {location!r} not found beside the model"
             )
+        entries = {e.key: e.value for e in tensor.external_data}
+        offset, length = entries.get("offset", "0"), entries.get("length")
+        if not (isinstance(offset, str) and offset.isdigit()) or not (
+            length is None or (isinstance(length, str) and length.isdigit())
+        ):
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data offset {offset!r} or length {length!r} "
+                "is not a byte count"
+            )
+        size = resolved.stat().st_size
+        if length is not None and int(offset) + int(length) > size:
+            # checked here for every reader: TensorRT and ONNX Runtime read files themselves
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data (offset {offset}, {length} bytes) runs "
+                f"past the end of {location!r} ({size} bytes); the data file is truncated or not "
+                "this model's"
+            )
 
 
 def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> None:
