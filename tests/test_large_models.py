@@ -164,3 +164,120 @@ def test_a_model_past_2_gib_goes_through_lint_fix_fp16_and_build(tmp_path: Path)
     # the input is untouched and no temp file is left
     assert (model.read_bytes(), data.stat().st_size, data.stat().st_mtime_ns) == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- the same code paths on small models, the 2 GiB threshold lowered (fast, every run)
+
+
+def _matmul_model(n: int = 64, layers: int = 3) -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32) / 8, f"w{i}")
+        for i in range(layers)
+    ]
+    nodes, previous = [], "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"y{i}"]))
+        previous = f"y{i}"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, n])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture
+def small_limit(monkeypatch):
+    """Models over 20 KB count as past protobuf's limit; tensors over 1 KB are left out of
+    inference copies."""
+    from onnx2trt_lib import _weights
+
+    monkeypatch.setattr(_weights, "LARGE_MODEL", 20_000)
+    monkeypatch.setattr(_weights, "BIG_TENSOR", 1024)
+    return _weights
+
+
+def test_fp16_output_past_the_limit_is_written_with_external_data(tmp_path, small_limit) -> None:
+    """An FP16 copy still past 2 GiB (a model over 4 GiB) is saved as OUT.onnx + OUT.onnx.data,
+    published as one set, with the same values as a plain float16 conversion."""
+    from onnx2trt_lib.quant.api import to_fp16
+
+    model = _matmul_model(n=128)  # 3 x 64 KiB float32: 96 KiB of float16, over the 20 KB limit
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    to_fp16(tmp_path / "m.onnx", output=tmp_path / "h.onnx")
+    data = tmp_path / "h.onnx.data"
+    assert data.is_file() and (tmp_path / "h.onnx").stat().st_size < 4096
+    stored = onnx.load(str(tmp_path / "h.onnx"), load_external_data=False)
+    assert all(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
+    loaded = onnx.load(str(tmp_path / "h.onnx"))
+    values = {t.name: numpy_helper.to_array(t) for t in loaded.graph.initializer}
+    for tensor in model.graph.initializer:
+        half = next(v for k, v in values.items() if k.startswith(tensor.name))
+        np.testing.assert_array_equal(half, numpy_helper.to_array(tensor).astype(np.float16))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_skeleton_holds_no_weight_and_leaves_the_model_alone(small_limit) -> None:
+    model = _matmul_model()
+    before = model.SerializeToString()
+    skeleton = small_limit.skeleton(model)
+    assert model.SerializeToString() == before
+    assert all(
+        t.data_location == TensorProto.EXTERNAL and not t.raw_data
+        for t in skeleton.graph.initializer
+    )
+    assert [list(t.dims) for t in skeleton.graph.initializer] == [[64, 64]] * 3
+    inferred = small_limit.infer_shapes(model, strict_mode=True)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in inferred.graph.value_info
+    }
+    assert shapes == {"y0": [1, 64], "y1": [1, 64]}
+
+
+def test_sha256_of_a_large_model_covers_its_weights(small_limit) -> None:
+    from onnx2trt_lib._io import sha256_model
+
+    model = _matmul_model()
+    first = sha256_model(model)
+    assert first == sha256_model(_matmul_model())
+    changed = _matmul_model()
+    raw = bytearray(changed.graph.initializer[1].raw_data)
+    raw[100] ^= 1
+    changed.graph.initializer[1].raw_data = bytes(raw)
+    assert sha256_model(changed) != first
+
+
+def test_a_rewritten_model_past_the_limit_is_parsed_from_a_file(tmp_path, small_limit) -> None:
+    """build --fp16 on a strongly typed backend rewrites the model; past 2 GiB there are no
+    bytes to hand the parser, so it is saved with external data and parsed from that file."""
+    pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX's parser (runs on CPU)")
+    from onnx2trt_lib.build import network as network_module
+    from onnx2trt_lib.build.config import BuildConfig
+    from onnx2trt_lib.build.network import network_from_onnx
+
+    onnx.save(_matmul_model(n=128), str(tmp_path / "m.onnx"))
+    saved = []
+    real = network_module.save_model
+
+    def recording(model, path, **kwargs):
+        saved.append((Path(path), kwargs))
+        real(model, path, **kwargs)
+        assert Path(path).with_name(Path(path).name + ".data").is_file()
+
+    network_module.save_model = recording
+    try:
+        parsed = network_from_onnx(
+            tmp_path / "m.onnx", "tensorrt-rtx", config=BuildConfig(fp16=True)
+        )
+    finally:
+        network_module.save_model = real
+    assert saved and saved[0][1] == {"external_data": True}
+    assert not saved[0][0].parent.exists()  # the private folder is gone after parsing
+    assert parsed.network.num_layers >= 3
+    assert [t.dtype for t in parsed.inputs] == ["float32"]

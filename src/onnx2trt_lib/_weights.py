@@ -97,13 +97,14 @@ _HOLDERS = (
 
 def copy_without_weights(
     message: Any,
-    min_bytes: int = BIG_TENSOR,
+    min_bytes: int | None = None,
     replace: Callable[[onnx.TensorProto], onnx.TensorProto] = stub,
 ) -> Any:
     """A copy of an ONNX message in which every inline tensor of at least `min_bytes` is
     `replace(tensor)` (default: a stub), built field by field so that the large tensors are
     never copied; the source is only read (protobuf's arenas would keep any bytes a
     temporary edit moved, so nothing is moved)."""
+    min_bytes = BIG_TENSOR if min_bytes is None else min_bytes
     name = message.DESCRIPTOR.name
     if name == "TensorProto":
         if message.data_location != onnx.TensorProto.EXTERNAL and size_of(message) >= min_bytes:
@@ -130,7 +131,7 @@ def copy_without_weights(
     return out
 
 
-def skeleton(model: onnx.ModelProto, min_bytes: int = BIG_TENSOR) -> onnx.ModelProto:
+def skeleton(model: onnx.ModelProto, min_bytes: int | None = None) -> onnx.ModelProto:
     """A copy of `model` whose large tensors are stub external references (see module doc):
     small enough to serialise, infer or print whatever the weights weigh."""
     return copy_without_weights(model, min_bytes)
