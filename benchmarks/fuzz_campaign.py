@@ -385,12 +385,13 @@ def main() -> None:
             )
             assert done.returncode == 0, done.stderr
         started = time.time()
-        print(
-            "| command | kills | signal | finished before it | old set | new set | mixed/torn | "
-            "temps after kill | temps after next run | next run not the new set |"
-        )
-        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-        for command in args.commands.split(","):
+        if args.kills:
+            print(
+                "| command | kills | signal | finished before it | old set | new set | mixed/torn | "
+                "temps after kill | temps after next run | next run not the new set |"
+            )
+            print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for command in args.commands.split(",") if args.kills else ():
             c = kill_campaign(base, command, args.kills, rng)
             sigs = ", ".join(f"{k} {v}" for k, v in sorted(c["by_signal"].items()))
             print(

@@ -257,6 +257,7 @@ def test_a_rewritten_model_past_the_limit_is_parsed_from_a_file(tmp_path, small_
     """build --fp16 on a strongly typed backend rewrites the model; past 2 GiB there are no
     bytes to hand the parser, so it is saved with external data and parsed from that file."""
     pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX's parser (runs on CPU)")
+    from onnx2trt_lib._io import output_set
     from onnx2trt_lib.build import network as network_module
     from onnx2trt_lib.build.config import BuildConfig
     from onnx2trt_lib.build.network import network_from_onnx
@@ -272,12 +273,30 @@ def test_a_rewritten_model_past_the_limit_is_parsed_from_a_file(tmp_path, small_
 
     network_module.save_model = recording
     try:
-        parsed = network_from_onnx(
-            tmp_path / "m.onnx", "tensorrt-rtx", config=BuildConfig(fp16=True)
-        )
+        with output_set():  # as in `build`: the scratch copy must not wait for the set
+            parsed = network_from_onnx(
+                tmp_path / "m.onnx", "tensorrt-rtx", config=BuildConfig(fp16=True)
+            )
     finally:
         network_module.save_model = real
     assert saved and saved[0][1] == {"external_data": True}
     assert not saved[0][0].parent.exists()  # the private folder is gone after parsing
     assert parsed.network.num_layers >= 3
     assert [t.dtype for t in parsed.inputs] == ["float32"]
+
+
+def test_onnx_runtime_gets_a_large_in_memory_model_as_a_file(tmp_path, small_limit) -> None:
+    """A loaded model past 2 GiB cannot go to ONNX Runtime as bytes: it is saved to a private
+    folder with external data, at once, even inside a command's output set."""
+    from onnx2trt_lib._io import output_set
+    from onnx2trt_lib.runtime.ort_runner import OrtRunner
+
+    model = _matmul_model()
+    x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+    expected = x
+    for tensor in model.graph.initializer:
+        expected = expected @ numpy_helper.to_array(tensor)
+    with output_set():
+        runner = OrtRunner(model)
+        (out,) = runner.infer({"x": x}).values()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

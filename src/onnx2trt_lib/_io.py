@@ -1008,7 +1008,8 @@ def ort_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
         return
     with tempfile.TemporaryDirectory(prefix="onnx2trt-ort-") as folder:
         path = Path(folder) / "model.onnx"
-        save_model(model, path, external_data=True)
+        with published_now():  # a scratch file ORT reads now, never part of a command's outputs
+            save_model(model, path, external_data=True)
         yield str(path)
 
 

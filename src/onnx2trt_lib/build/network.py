@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import check_model_file, load_model, load_model_without_weights, save_model
+from .._io import (
+    check_model_file,
+    load_model,
+    load_model_without_weights,
+    published_now,
+    save_model,
+)
 from .._lazy import lazy_module
 from .._weights import is_large
 from ..errors import BuildError
@@ -113,7 +119,8 @@ def network_from_onnx(
     elif is_large(prepared):  # past 2 GiB: no bytes to hand over; a file with external data
         with tempfile.TemporaryDirectory(prefix="onnx2trt-parse-") as folder:
             saved = Path(folder) / "model.onnx"
-            save_model(prepared, saved, external_data=True)
+            with published_now():  # scratch, read now: not part of the command's output set
+                save_model(prepared, saved, external_data=True)
             ok = parser.parse_from_file(str(saved))  # the parser holds the weights from here
     else:
         model_dir = str(path.parent) if path is not None else None
