@@ -939,7 +939,15 @@ def test_a_planted_journal_renames_nothing_but_its_writers_temps(tmp_path: Path)
             }
         )
     )
+    live = tmp_path / f".onnx2trt-set.{_host_tag()}~{os.getpid()}.y.journal"  # this process's
+    live.write_text("{}")
+    document = json.loads(journal.read_text())
+    document["journals"].append(str(live))
+    journal.write_text(json.dumps(document))
+    fifo = tmp_path / f".onnx2trt-set.{_host_tag()}~{pid}.z.journal"
+    os.mkfifo(fifo)  # reading it would hang every later run in this folder
     assert recover_output_sets(tmp_path) == 1
+    assert live.exists()  # another writer's journal is never removed
     assert (tmp_path / "secret").read_bytes() == b"secret"
     assert (tmp_path / "out.bin").read_bytes() == b"old"
     assert (other / "victim").read_bytes() == b"victim"

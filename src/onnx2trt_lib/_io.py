@@ -242,6 +242,7 @@ class _OutputSet:
 
 
 _JOURNAL = ".onnx2trt-set."  # + <host>~<pid>.<random>.journal (".part" while it is written)
+_JOURNAL_LIMIT = 1 << 20  # bytes; a set's journal lists a few paths
 
 
 def _write_journals(folders: list[Path], renames: list[tuple[Path, Path]]) -> list[Path]:
@@ -303,8 +304,12 @@ def _recover_sets(folder: Path) -> int:
                     journal.unlink()
                 continue
             host, pid = writer
+            if journal.is_symlink() or not journal.is_file():  # a FIFO would hang the read
+                continue
             try:
-                document = json.loads(journal.read_bytes()[: 1 << 20])
+                if journal.stat().st_size > _JOURNAL_LIMIT:
+                    raise ValueError("not a journal this library wrote")
+                document = json.loads(journal.read_bytes())
                 renames = [(Path(a), Path(b)) for a, b in document["renames"]]
                 copies = [Path(j) for j in document["journals"]]
             except (OSError, ValueError, TypeError, KeyError):
@@ -320,8 +325,8 @@ def _recover_sets(folder: Path) -> int:
                         os.replace(tmp, target)
             for parent in {t.parent for _, t in renames}:
                 _fsync_folder(parent)
-            for copy in {journal, *copies}:
-                if copy.name.startswith(_JOURNAL) and copy.name.endswith(".journal"):
+            for copy in {journal, *copies}:  # only this writer's journals
+                if copy.name.endswith(".journal") and _journal_writer(copy.name) == writer:
                     with contextlib.suppress(OSError):
                         copy.unlink()
             recovered += 1
