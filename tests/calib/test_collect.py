@@ -148,7 +148,8 @@ def test_generator_runs_single_pass_and_progress_is_reported():
     assert seen == [("collect", 1, None), ("collect", 2, None), ("collect", 3, None)]
     seen.clear()
     collect(small_model(), batches(2), progress=lambda *a: seen.append(a))
-    assert seen == [("range", 1, 2), ("range", 2, 2), ("histogram", 1, 2), ("histogram", 2, 2)]
+    # exact (two-pass) mode reads the data once too: one ONNX Runtime run per batch
+    assert seen == [("collect", 1, 2), ("collect", 2, 2)]
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".json"])
@@ -195,7 +196,7 @@ class _CountingBatches:
 
 
 @pytest.mark.parametrize(("num_batches", "overlap"), [(1, False), (3, False), (3, True), (4, True)])
-def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(
+def test_two_pass_runs_each_batch_once_and_bins_into_the_pow2_range_of_all_data(
     monkeypatch, num_batches, overlap
 ):
     from onnx2trt_lib.calib import collect as collect_module
@@ -215,9 +216,9 @@ def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(
         source,
         options=CollectOptions(mode="two-pass", num_bins=256, overlap=overlap),
     )
-    assert len(runs) == 2 * num_batches - 1 and source.reads == 2 * num_batches - 1
-    # pass 2 runs every batch but the last, in order; the last is binned from pass 1's outputs
-    assert runs[num_batches:] == runs[: num_batches - 1]
+    # one read: every batch runs once, in order (ranges grow by exact doubling instead of a pass 1)
+    assert len(runs) == num_batches and source.reads == num_batches
+    assert runs == [float(b["x"].sum()) for b in data]
     assert state.num_batches == num_batches and state.num_samples == 2 * num_batches
     monkeypatch.setattr(collect_module._Collector, "_activations", real)
     values = activations_by_ort(small_model(), data, list(state.histograms))
