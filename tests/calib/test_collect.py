@@ -137,8 +137,16 @@ def test_bad_batches_are_reported():
         collect(small_model(), [{"z": np.zeros((2, 2, 6, 6), np.float32)}])
     with pytest.raises(CalibrationError, match="gave no batches"):
         collect(small_model(), [])
-    with pytest.raises(UsageError, match="one-pass"):
-        collect(small_model(), (b for b in batches(1)), options=CollectOptions(mode="two-pass"))
+
+
+def test_a_generator_can_run_exact_mode_in_its_one_read():
+    exact = CollectOptions(mode="two-pass")
+    streamed = collect(small_model(), (b for b in batches(3, seed=5)), options=exact)
+    listed = collect(small_model(), batches(3, seed=5)[::-1], options=exact)
+    assert streamed.mode == "two-pass" and streamed.exact
+    assert streamed.histograms == listed.histograms  # and the order does not matter
+    auto = collect(small_model(), (b for b in batches(3, seed=5)))
+    assert auto.mode == "single-pass"  # 'auto' keeps one-pass sources on single-pass
 
 
 def test_generator_runs_single_pass_and_progress_is_reported():

@@ -443,10 +443,12 @@ class _Collector(_Feeder):
             return None
 
     def range_pass(self) -> tuple[dict[str, float], _Run | None]:
-        """Pass 1: max |x| over finite values (NaN/Inf are caught by pass 2's histogram counts).
+        """max |x| over finite values of every tensor: the first pass of the two-pass route.
 
-        Also returns the last batch's run, still holding its activations: pass 2 bins it first
-        instead of running ONNX Runtime on it again (one batch in memory, as during the pass).
+        Not used by `collect` (exact mode grows power-of-two ranges in one read, the same bytes);
+        kept as that route's reference in the tests and as the benchmark's floor (ONNX Runtime
+        with the tensors exposed, every value read once). Also returns the last batch's run,
+        still holding its activations, which `histogram_pass(held=...)` bins first.
         """
         from . import abs_max
 
@@ -586,15 +588,15 @@ def model_feeds(
 
 
 def resolve_mode(mode: str, *, rereadable: bool, method: str = "entropy") -> str:
-    """'auto' -> two-pass when the source can be read twice (and the method needs a histogram)."""
+    """'auto' -> two-pass when the source can be read twice (and the method needs a histogram).
+
+    Two-pass (exact) reads the data once, so a one-pass source (a generator) may ask for it;
+    'auto' keeps such sources on single-pass, as before.
+    """
     if mode not in MODES:
         raise UsageError(f"range mode {mode!r} is not one of {', '.join(MODES)}")
     if mode == "auto":
         return "two-pass" if rereadable and method != "max" else "single-pass"
-    if mode == "two-pass" and not rereadable:
-        raise UsageError(
-            "two-pass calibration reads the data twice, but this source is one-pass (a generator); use single-pass"
-        )
     return mode
 
 

@@ -1,11 +1,10 @@
 """Exact calibration over shards of the data on Ray, with per-shard checkpoints.
 
-Each shard is one Ray task: its own ONNX Runtime session runs the exact two-pass collection
-over the shard (pass 1: max |x|, pass 2: integer histograms over the power-of-two range), so
-memory is bounded by one batch per worker. Exact states of any parts of the data merge into
+Each shard is one Ray task: its own ONNX Runtime session runs the exact (two-pass) collection
+over the shard (integer histograms over the power-of-two range of the shard's max, in one read),
+so memory is bounded by one batch per worker. Exact states of any parts of the data merge into
 exactly the state of all of it (calib/histogram.pow2_ceil), so the merged result is the same
-bytes as one process, whatever the number of workers or shards, and no worker waits for another
-between the passes.
+bytes as one process, whatever the number of workers or shards, and no worker waits for another.
 
 Each finished shard's state is written by the driver into a folder beside the output
 (`CACHE.shards/`), named after the run's settings and the shard, so:
