@@ -6,6 +6,14 @@ memory (VmHWM) is its own. Run by hand:
 
     python benchmarks/bench_calibrate.py --words 64 --batch-size 8 [--write benchmarks/results/calibrate.md]
 
+The goal table in one command (each (words, cores) group is one run with its own FP32 and floor
+rows; a core count N pins every child to the first N CPUs of this process's affinity mask, like
+`taskset`; `--baseline-src` adds the same rows for another checkout's code, e.g. main's, so
+before/after ratios come from the same run):
+
+    python benchmarks/bench_calibrate.py --words 64,256 --cores 2,16 --ort-words 64 \
+        [--baseline-src ../main/src] --summary benchmarks/results/calibrate_goals.md
+
 Runs: `onnx2trt-<mode>-<scope>`, scope all = every activation (TensorRT <= 10 cache), qdq = the
 inputs insert-qdq quantizes (TensorRT 11). `floor-<scope>` is what any exact collection of those
 tensors pays at least, on a warm session like the fp32 row: ONNX Runtime with them exposed and every
@@ -135,6 +143,14 @@ print(json.dumps({'kind': kind, 'seconds': seconds, 'peak_mb': peak_mb(), 'rss_b
 """
 
 
+def _pinned(cores: int | None):
+    """preexec_fn pinning a child to the first `cores` CPUs of ours (None: no pinning)."""
+    if cores is None:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))[:cores]
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def measure(
     kind: str,
     model: Path,
@@ -144,8 +160,13 @@ def measure(
     timeout: int,
     overlap: str = "off",
     repeats: int = 3,
+    cores: int | None = None,
+    src: str | None = None,
 ) -> dict:
     started = time.perf_counter()
+    env = dict(os.environ)
+    if src:  # another checkout's library (the baseline rows)
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
         proc = subprocess.run(
             [
@@ -163,6 +184,8 @@ def measure(
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
+            preexec_fn=_pinned(cores),
         )
     except subprocess.TimeoutExpired:
         return {"kind": kind, "error": f"timed out after {timeout} s"}
@@ -174,72 +197,55 @@ def measure(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime"
-    )
-    parser.add_argument("--words", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--height", type=int, default=48)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--skip-ort-quant", action="store_true")
-    parser.add_argument(
-        "--scopes", default="all,qdq", help="tensor scopes of our runs (calibrate(scope=...))"
-    )
-    parser.add_argument(
-        "--overlap",
-        choices=("on", "off", "both"),
-        default="off",
-        help="calibrate(overlap=True): ORT runs the next batch while this one is binned (both: "
-        "every calibrate row twice, off and on, in the same run)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="FP32 inference and our runs: best of this many (onnxruntime's quantize_static runs once)",
-    )
-    parser.add_argument("--ort-timeout", type=int, default=1800)
-    parser.add_argument("--write", type=Path, default=None, help="write the markdown table here")
-    args = parser.parse_args()
-    model = args.model or rec_model()
+def run_group(args, model: Path, words: int, cores: int | None) -> tuple[list[dict], str]:
+    """Every row of one (words, cores) run, and its markdown table."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = make_data(folder, args.words, args.height, args.width)
+        data = make_data(folder, words, args.height, args.width)
         load_before = os.getloadavg()
         ours = [
             f"{kind}-{scope}"
             for scope in args.scopes.split(",")
             for kind in ("floor", "onnx2trt-single-pass", "onnx2trt-two-pass")
         ]
-        kinds = ["fp32", *ours] + ([] if args.skip_ort_quant else ["ort-entropy"])
+        entropy = not args.skip_ort_quant and (
+            args.ort_words is None or words in _ints(args.ort_words)
+        )
+        kinds = ["fp32", *ours] + (["ort-entropy"] if entropy else [])
         settings = ("off", "on") if args.overlap == "both" else (args.overlap,)
+        sources = [(None, "")] + ([(args.baseline_src, " (baseline)")] if args.baseline_src else [])
         rows = []
         for kind in kinds:
             out = folder / ("q.onnx" if kind == "ort-entropy" else f"{kind}.cache")
-            for overlap in settings if kind.startswith("onnx2trt") else (args.overlap,):
-                rows.append(
-                    measure(
-                        kind,
-                        model,
-                        data,
-                        args.batch_size,
-                        out,
-                        args.ort_timeout if kind == "ort-entropy" else 600,
-                        overlap,
-                        args.repeats,
+            for src, label in sources if kind.startswith("onnx2trt") else sources[:1]:
+                for overlap in settings if kind.startswith("onnx2trt") else (args.overlap,):
+                    rows.append(
+                        measure(
+                            kind,
+                            model,
+                            data,
+                            args.batch_size,
+                            out,
+                            args.ort_timeout if kind == "ort-entropy" else 600,
+                            overlap,
+                            args.repeats,
+                            cores,
+                            src,
+                        )
                     )
-                )
-                if kind.startswith("onnx2trt") and overlap == "on":
-                    rows[-1]["kind"] += " (overlap)"
-                print(json.dumps(rows[-1]), file=sys.stderr)
+                    if kind.startswith("onnx2trt") and overlap == "on":
+                        rows[-1]["kind"] += " (overlap)"
+                    rows[-1]["kind"] += label
+                    print(json.dumps(rows[-1]), file=sys.stderr)
         load_after = os.getloadavg()
     fp32 = next((r for r in rows if r["kind"] == "fp32" and "seconds" in r), {})
     base, cold = fp32.get("seconds"), fp32.get("cold_seconds")
+    usable = (
+        len(os.sched_getaffinity(0)) if cores is None else min(cores, len(os.sched_getaffinity(0)))
+    )
     lines = [
-        f"PP-OCRv4 rec ({model.name}), {args.words} rendered words, input {args.batch_size}x3x{args.height}x{args.width}, "
-        f"batch {args.batch_size}; {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable cores of {os.cpu_count()}, "
+        f"PP-OCRv4 rec ({model.name}), {words} rendered words, input {args.batch_size}x3x{args.height}x{args.width}, "
+        f"batch {args.batch_size}; {platform.processor() or platform.machine()}, {usable} usable cores of {os.cpu_count()}, "
         f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after (shared machine); overlap {args.overlap}; "
         f"best of {args.repeats} (onnxruntime Entropy: one run).",
         "",
@@ -269,13 +275,138 @@ def main() -> None:
             if scope in floors and r["kind"].startswith(("onnx2trt", "floor"))
             else ""
         )
+        r["x_floor"] = r["seconds"] / floors[scope] if floor else None
         lines.append(
             f"| {r['kind']} | {r['seconds']:.2f} | {warm} | {fresh} | {floor} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} |"
         )
-    table = "\n".join(lines)
-    print(table)
+    for r in rows:
+        r["load"] = (load_before[0], load_after[0])
+    return rows, "\n".join(lines)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
+GOALS = {"single-pass": 1.25, "two-pass": 2.25}
+
+
+def summary(groups: list[tuple[int, int | None, list[dict]]], scopes: list[str]) -> str:
+    """One line per (words, cores): x floor of every calibrate row against the goals, and Entropy."""
+    header = ["words", "cores", "load before/after", "fp32 s"]
+    for scope in scopes:
+        header += [f"floor-{scope} s"] + [f"{m} {scope} x floor" for m in GOALS]
+    header += ["ORT Entropy s", "Entropy / our slowest"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for words, cores, rows in groups:
+        by = {r["kind"]: r for r in rows if "seconds" in r}
+        load = rows[0]["load"] if rows else (0, 0)
+        cells = [str(words), str(cores or "all"), f"{load[0]:.1f} / {load[1]:.1f}"]
+        cells.append(f"{by['fp32']['seconds']:.2f}" if "fp32" in by else "?")
+        for scope in scopes:
+            floor = by.get(f"floor-{scope}")
+            cells.append(f"{floor['seconds']:.2f}" if floor else "?")
+            for mode, goal in GOALS.items():
+                found = [
+                    (kind, r)
+                    for kind, r in by.items()
+                    if kind.startswith(f"onnx2trt-{mode}-{scope}") and r.get("x_floor")
+                ]
+                text = []
+                for kind, r in found:
+                    tag = kind[len(f"onnx2trt-{mode}-{scope}") :].strip()
+                    ok = "met" if r["x_floor"] <= goal else "not met"
+                    text.append(f"{r['x_floor']:.2f} ({ok}){' ' + tag if tag else ''}")
+                cells.append("; ".join(text) or "?")
+        ent = by.get("ort-entropy")
+        ours = [
+            r["seconds"]
+            for kind, r in by.items()
+            if kind.startswith("onnx2trt") and "baseline" not in kind
+        ]
+        cells.append(f"{ent['seconds']:.2f}" if ent else "not run")
+        cells.append(f"{ent['seconds'] / max(ours):.1f}x" if ent and ours else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, default=None, help="default: PP-OCRv4 rec from rapidocr-onnxruntime"
+    )
+    parser.add_argument(
+        "--words", default="64", help="rendered words; a comma list runs each (e.g. 64,256)"
+    )
+    parser.add_argument(
+        "--cores",
+        default=None,
+        help="comma list of core counts: each group pins its runs to the first N usable CPUs "
+        "(like taskset); default: no pinning",
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--height", type=int, default=48)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--skip-ort-quant", action="store_true")
+    parser.add_argument(
+        "--ort-words",
+        default=None,
+        help="run onnxruntime's Entropy only at these word counts (its memory grows with the "
+        "data: 13 GB at 64 words)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="also run our rows with this source folder first on PYTHONPATH (e.g. main's src), "
+        "labelled (baseline)",
+    )
+    parser.add_argument(
+        "--scopes", default="all,qdq", help="tensor scopes of our runs (calibrate(scope=...))"
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=("on", "off", "both"),
+        default="off",
+        help="calibrate(overlap=True): ORT runs the next batch while this one is binned (both: "
+        "every calibrate row twice, off and on, in the same run)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="FP32 inference and our runs: best of this many (onnxruntime's quantize_static runs once)",
+    )
+    parser.add_argument("--ort-timeout", type=int, default=1800)
+    parser.add_argument("--write", type=Path, default=None, help="write the markdown tables here")
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="write the goal summary and every group's table here (markdown)",
+    )
+    args = parser.parse_args()
+    model = args.model or rec_model()
+    core_counts: list[int | None] = [*_ints(args.cores)] if args.cores else [None]
+    groups, tables = [], []
+    for cores in core_counts:
+        for words in _ints(args.words):
+            if cores is not None and cores > len(os.sched_getaffinity(0)):
+                print(
+                    f"skipping {cores} cores: only {len(os.sched_getaffinity(0))} usable",
+                    file=sys.stderr,
+                )
+                continue
+            rows, table = run_group(args, model, words, cores)
+            groups.append((words, cores, rows))
+            tables.append(f"{words} words, {cores or 'all'} cores:\n\n{table}")
+            print(tables[-1] + "\n")
+    scopes = args.scopes.split(",")
+    text = summary(groups, scopes)
+    print(text)
     if args.write:
-        args.write.write_text(table + "\n")
+        args.write.write_text("\n\n".join(tables) + "\n")
+    if args.summary:
+        args.summary.write_text(text + "\n\n" + "\n\n".join(tables) + "\n")
 
 
 if __name__ == "__main__":

@@ -137,8 +137,16 @@ def test_bad_batches_are_reported():
         collect(small_model(), [{"z": np.zeros((2, 2, 6, 6), np.float32)}])
     with pytest.raises(CalibrationError, match="gave no batches"):
         collect(small_model(), [])
-    with pytest.raises(UsageError, match="one-pass"):
-        collect(small_model(), (b for b in batches(1)), options=CollectOptions(mode="two-pass"))
+
+
+def test_a_generator_can_run_exact_mode_in_its_one_read():
+    exact = CollectOptions(mode="two-pass")
+    streamed = collect(small_model(), (b for b in batches(3, seed=5)), options=exact)
+    listed = collect(small_model(), batches(3, seed=5)[::-1], options=exact)
+    assert streamed.mode == "two-pass" and streamed.exact
+    assert streamed.histograms == listed.histograms  # and the order does not matter
+    auto = collect(small_model(), (b for b in batches(3, seed=5)))
+    assert auto.mode == "single-pass"  # 'auto' keeps one-pass sources on single-pass
 
 
 def test_generator_runs_single_pass_and_progress_is_reported():
@@ -148,7 +156,8 @@ def test_generator_runs_single_pass_and_progress_is_reported():
     assert seen == [("collect", 1, None), ("collect", 2, None), ("collect", 3, None)]
     seen.clear()
     collect(small_model(), batches(2), progress=lambda *a: seen.append(a))
-    assert seen == [("range", 1, 2), ("range", 2, 2), ("histogram", 1, 2), ("histogram", 2, 2)]
+    # exact (two-pass) mode reads the data once too: one ONNX Runtime run per batch
+    assert seen == [("collect", 1, 2), ("collect", 2, 2)]
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".json"])
@@ -195,7 +204,7 @@ class _CountingBatches:
 
 
 @pytest.mark.parametrize(("num_batches", "overlap"), [(1, False), (3, False), (3, True), (4, True)])
-def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(
+def test_two_pass_runs_each_batch_once_and_bins_into_the_pow2_range_of_all_data(
     monkeypatch, num_batches, overlap
 ):
     from onnx2trt_lib.calib import collect as collect_module
@@ -215,9 +224,9 @@ def test_two_pass_bins_the_last_batch_of_pass_one_instead_of_running_it_again(
         source,
         options=CollectOptions(mode="two-pass", num_bins=256, overlap=overlap),
     )
-    assert len(runs) == 2 * num_batches - 1 and source.reads == 2 * num_batches - 1
-    # pass 2 runs every batch but the last, in order; the last is binned from pass 1's outputs
-    assert runs[num_batches:] == runs[: num_batches - 1]
+    # one read: every batch runs once, in order (ranges grow by exact doubling instead of a pass 1)
+    assert len(runs) == num_batches and source.reads == num_batches
+    assert runs == [float(b["x"].sum()) for b in data]
     assert state.num_batches == num_batches and state.num_samples == 2 * num_batches
     monkeypatch.setattr(collect_module._Collector, "_activations", real)
     values = activations_by_ort(small_model(), data, list(state.histograms))

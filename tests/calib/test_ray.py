@@ -147,3 +147,35 @@ def test_errors_are_one_line(local_ray, tmp_path):
         )
     with pytest.raises(UsageError, match="cannot"):
         calibrate(SAMPLE / "digits.onnx", (b for b in []), workers=2)
+
+
+def test_workers_report_convergence_like_one_process(local_ray, small_shards, tmp_path):
+    from click.testing import CliRunner
+
+    from onnx2trt_lib.calib.convergence import convergence_report
+    from onnx2trt_lib.cli.main import cli
+
+    result = calibrate(
+        SAMPLE / "digits.onnx",
+        str(SAMPLE / "calib_list.txt"),
+        preprocess=SAMPLE / "preprocess.json",
+        workers=2,
+        convergence=True,
+    )
+    # 8 shards of 8 samples: the 6 leading shards (48 samples) come nearest 80% of 64
+    first = (SAMPLE / "calib_list.txt").read_text().splitlines()[:48]
+    listing = tmp_path / "first.txt"
+    listing.write_text("".join(f"{SAMPLE / line}\n" for line in first))
+    early = calibrate(
+        SAMPLE / "digits.onnx", str(listing), preprocess=SAMPLE / "preprocess.json"
+    ).state
+    for name, hist in early.histograms.items():  # one process's snapshot: at the final ranges
+        hist.grow_to(result.state.histograms[name].range_max)
+    expected = convergence_report(result.amax, early, 64, "entropy", {})
+    assert expected is not None and expected["samples_before"] == 48
+    assert result.convergence == expected
+    args = ["calibrate", str(SAMPLE / "digits.onnx"), "-d", str(SAMPLE / "calib_list.txt")]
+    args += ["-p", str(SAMPLE / "preprocess.json"), "-o", str(tmp_path / "cli.cache")]
+    run = CliRunner().invoke(cli, [*args, "--workers", "2", "--convergence"])
+    assert run.exit_code == 0, run.output
+    assert "convergence: from 48 to 64 samples" in run.output

@@ -270,7 +270,7 @@ def calibrate(
         scope=scope,
         overlap=overlap,
         count_zeros=method == "ncnn-kl",
-        snapshot=0.8 if convergence and workers is None else None,
+        snapshot=0.8 if convergence else None,
     )
     previous = [CalibrationState.load(p) for p in add_states]
     # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)

@@ -6,10 +6,14 @@ values go straight into that tensor's `Histogram` and are dropped, so memory is 
 one batch's activations whatever the data set size.
 
 Range modes:
-- two-pass (exact): pass 1 finds each tensor's |max|, pass 2 histograms over [0, R] with R the
-  smallest power of two >= |max|; needs a source that can be read twice. The state is a function
-  of the multiset of samples alone: batch size, order and any split into shards merged later give
-  the same bytes (histogram.pow2_ceil says why).
+- two-pass (exact): the histogram of each tensor over [0, R] with R the smallest power of two
+  >= |max| over all the data. The state is a function of the multiset of samples alone: batch
+  size, order and any split into shards merged later give the same bytes (histogram.pow2_ceil
+  says why). The name is historical: it reads the data once. A histogram starts at the power of
+  two above its first batch's max and doubles by pair-merging bins when larger values arrive;
+  doubling a power-of-two range is exact, so the result is the same bytes a first pass for the
+  max followed by a second pass into [0, R] gives (`range_pass` is that first pass; the
+  benchmark's floor uses it), at the cost of one ONNX Runtime run per batch instead of two.
 - single-pass: one read, histograms grow their range as larger values arrive.
 
 Which tensors: calib.tensors; the result: calib.state.CalibrationState (saves and merges).
@@ -156,6 +160,24 @@ class _Run:
         self.pairs, self.owner = [], None
 
 
+def _dims(shape: Sequence[int | None]) -> str:
+    """(5, None, 3) -> `5x?x3`; () -> `a scalar`: shapes as calibration messages show them."""
+    return "x".join("?" if d is None or d < 0 else str(d) for d in shape) or "a scalar"
+
+
+def _mismatch(sample: Sequence[int], wanted: Sequence[int | None]) -> str:
+    """What differs between a sample's shape and the model's per-sample dims, in words."""
+    if len(sample) != len(wanted):
+        return (
+            f"{len(sample)} dimension(s) per sample where the model takes {len(wanted)} "
+            "(add or drop an axis, or give --shape)"
+        )
+    for axis, (got, want) in enumerate(zip(sample, wanted, strict=True), start=1):
+        if want is not None and want != got:
+            return f"dimension {axis} is {got} where the model's is fixed at {want}"
+    return "the shapes differ"
+
+
 def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     """(item, is_last) pairs: each item is yielded once the next one has been read."""
     it = iter(items)
@@ -222,8 +244,11 @@ class _Feeder:
                         or any(w not in (None, g) for w, g in zip(wanted, sample, strict=True))
                     ):
                         raise CalibrationError(
-                            f"{self.source.describe()}: samples for input {spec.name!r} are {format_shape(sample)} but "
-                            f"the model's input is {format_shape(spec.dims)} (batch first)"
+                            f"{self.source.describe()}: samples for input {spec.name!r} do not "
+                            f"fit: the array is {_dims(arr.shape)}, so {_dims(sample)} per sample "
+                            f"(samples along its first axis), but the model's input is "
+                            f"{_dims(spec.dims)}, so {_dims(wanted)} per sample (its first "
+                            f"dimension is the batch): {_mismatch(sample, wanted)}"
                         )
                     given[spec.name] = (
                         (batch_size or spec.dims[0] or shaped_batch or 1, *arr.shape[1:])
@@ -439,10 +464,12 @@ class _Collector(_Feeder):
             return None
 
     def range_pass(self) -> tuple[dict[str, float], _Run | None]:
-        """Pass 1: max |x| over finite values (NaN/Inf are caught by pass 2's histogram counts).
+        """max |x| over finite values of every tensor: the first pass of the two-pass route.
 
-        Also returns the last batch's run, still holding its activations: pass 2 bins it first
-        instead of running ONNX Runtime on it again (one batch in memory, as during the pass).
+        Not used by `collect` (exact mode grows power-of-two ranges in one read, the same bytes);
+        kept as that route's reference in the tests and as the benchmark's floor (ONNX Runtime
+        with the tensors exposed, every value read once). Also returns the last batch's run,
+        still holding its activations, which `histogram_pass(held=...)` bins first.
         """
         from . import abs_max
 
@@ -471,13 +498,16 @@ class _Collector(_Feeder):
         """Histograms of every batch; `held` (range_pass's last batch) is binned first and not run again."""
         from . import Histogram
 
-        phase = "histogram" if mode == "two-pass" else "collect"
+        # exact mode without ranges: power-of-two ranges grown in this one read (module notes)
+        one_read = mode == "two-pass" and ranges is None
+        phase = "histogram" if mode == "two-pass" and not one_read else "collect"
         ranges = ranges or {}
         histograms = {
             name: Histogram(
                 self.options.num_bins,
                 range_max=ranges.get(name) or None,
                 count_zeros=self.options.count_zeros,
+                pow2=one_read,
             )
             for name in self.binned
         }
@@ -524,9 +554,16 @@ class _Collector(_Feeder):
             raise CalibrationError(
                 f"{self.source.describe()}: gave no batches; nothing to calibrate"
             )
+        if one_read:  # what a fixed range from a first pass gives: the final range, marked fixed
+            for hist in histograms.values():
+                hist.fixed = hist.range_max > 0
         state = CalibrationState(
             self._ordered(histograms), mode, batches, samples, [self.source.describe()]
         )
+        if one_read and partial is not None:  # the early histograms at the final ranges, exactly
+            for name, early in partial.histograms.items():
+                early.grow_to(state.histograms[name].range_max)
+                early.fixed = state.histograms[name].fixed
         state.partial = partial
         return state
 
@@ -572,15 +609,15 @@ def model_feeds(
 
 
 def resolve_mode(mode: str, *, rereadable: bool, method: str = "entropy") -> str:
-    """'auto' -> two-pass when the source can be read twice (and the method needs a histogram)."""
+    """'auto' -> two-pass when the source can be read twice (and the method needs a histogram).
+
+    Two-pass (exact) reads the data once, so a one-pass source (a generator) may ask for it;
+    'auto' keeps such sources on single-pass, as before.
+    """
     if mode not in MODES:
         raise UsageError(f"range mode {mode!r} is not one of {', '.join(MODES)}")
     if mode == "auto":
         return "two-pass" if rereadable and method != "max" else "single-pass"
-    if mode == "two-pass" and not rereadable:
-        raise UsageError(
-            "two-pass calibration reads the data twice, but this source is one-pass (a generator); use single-pass"
-        )
     return mode
 
 
@@ -610,11 +647,6 @@ def collect(
     log.info("collecting %d tensors, %s, from %s", len(collector.names), mode, source.describe())
     if initial_ranges:
         return collector.histogram_pass(initial_ranges, mode="single-pass")
-    if mode == "two-pass":
-        ranges, held = collector.range_pass()
-        from .histogram import pow2_ceil
-
-        # powers of two: the histograms of any split of the data merge into exactly these
-        exact = {name: pow2_ceil(value) for name, value in ranges.items()}
-        return collector.histogram_pass(exact, mode="two-pass", held=held)
-    return collector.histogram_pass(None, mode="single-pass")
+    # two-pass: powers of two, grown in one read (the histograms of any split of the data merge
+    # into exactly these); single-pass: the first batch's max
+    return collector.histogram_pass(None, mode=mode)

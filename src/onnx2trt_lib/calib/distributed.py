@@ -1,11 +1,10 @@
 """Exact calibration over shards of the data on Ray, with per-shard checkpoints.
 
-Each shard is one Ray task: its own ONNX Runtime session runs the exact two-pass collection
-over the shard (pass 1: max |x|, pass 2: integer histograms over the power-of-two range), so
-memory is bounded by one batch per worker. Exact states of any parts of the data merge into
+Each shard is one Ray task: its own ONNX Runtime session runs the exact (two-pass) collection
+over the shard (integer histograms over the power-of-two range of the shard's max, in one read),
+so memory is bounded by one batch per worker. Exact states of any parts of the data merge into
 exactly the state of all of it (calib/histogram.pow2_ceil), so the merged result is the same
-bytes as one process, whatever the number of workers or shards, and no worker waits for another
-between the passes.
+bytes as one process, whatever the number of workers or shards, and no worker waits for another.
 
 Each finished shard's state is written by the driver into a folder beside the output
 (`CACHE.shards/`), named after the run's settings and the shard, so:
@@ -18,6 +17,7 @@ The cache is written only after every shard is merged: never from part of the da
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -220,10 +220,17 @@ def collect_on_ray(
     folder.mkdir(parents=True, exist_ok=True)
     merged: CalibrationState | None = None
     done = 0
+    # the convergence report's early state: the shards that hold the first `snapshot` of the data
+    # (whole shards, at least one, never all), merged as they arrive; the workers keep no copies
+    cut = _snapshot_shards(shards, options.snapshot)
+    early: CalibrationState | None = None
+    options = dataclasses.replace(options, snapshot=None)
 
-    def add(state: CalibrationState) -> None:
-        nonlocal merged, done
+    def add(state: CalibrationState, shard: _Shard) -> None:
+        nonlocal merged, done, early
         merged = state if merged is None else merged.merge(state)
+        if shard.index < cut:
+            early = state if early is None else early.merge(state)
         done += 1
         if progress is not None:
             progress("shards", done, len(shards))
@@ -234,7 +241,7 @@ def collect_on_ray(
         if state is None:
             todo.append(shard)
         else:
-            add(state)
+            add(state, shard)
     if done:
         log.info("resumed %d of %d shards from %s", done, len(shards), folder)
     if todo:
@@ -262,7 +269,7 @@ def collect_on_ray(
                     state = _get(ray, ready[0], shard)
                     with published_now():  # a checkpoint outlives a failed run
                         state.save(folder / shard.name)
-                    add(state)
+                    add(state, shard)
                     submit()
             except BaseException:
                 for ref in pending:
@@ -273,7 +280,27 @@ def collect_on_ray(
     assert merged is not None
     if temporary:
         shutil.rmtree(folder, ignore_errors=True)
+    if early is not None:  # at the final ranges, as one process's snapshot (collect module notes)
+        grown = {}
+        for name, hist in early.histograms.items():
+            grown[name] = hist.copy()  # a shard's own state may be this object: leave it be
+            grown[name].grow_to(merged.histograms[name].range_max)
+            grown[name].fixed = merged.histograms[name].fixed
+        merged.partial = CalibrationState(
+            grown, early.mode, early.num_batches, early.num_samples, early.sources
+        )
     return merged
+
+
+def _snapshot_shards(shards: Sequence[_Shard], fraction: float | None) -> int:
+    """How many leading shards make the convergence report's early state (0: no report).
+
+    The count whose samples come nearest `fraction` of the data, at least one shard and never
+    all of them: a single shard gives no report."""
+    if fraction is None or len(shards) < 2:
+        return 0
+    target = fraction * shards[-1].stop
+    return min(range(1, len(shards)), key=lambda k: (abs(shards[k - 1].stop - target), -k))
 
 
 def _get(ray: Any, ref: Any, shard: _Shard) -> CalibrationState:

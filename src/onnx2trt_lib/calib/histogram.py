@@ -306,7 +306,12 @@ class Histogram:
     """
 
     def __init__(
-        self, num_bins: int = 2048, *, range_max: float | None = None, count_zeros: bool = False
+        self,
+        num_bins: int = 2048,
+        *,
+        range_max: float | None = None,
+        count_zeros: bool = False,
+        pow2: bool = False,
     ) -> None:
         if int(num_bins) != num_bins or num_bins < 1:
             raise UsageError(f"num_bins must be a positive integer, got {num_bins!r}")
@@ -331,6 +336,10 @@ class Histogram:
         # exact zeros among the binned values (all in bin 0), counted only when asked: ncnn-kl
         # leaves them out as ncnn2table does; None = not counted
         self.zeros: int | None = 0 if count_zeros else None
+        # without a range_max: start at pow2_ceil(first batch's max) instead of the max itself, so
+        # the range only ever takes powers of two and ends at pow2_ceil(max of all data): the exact
+        # (two-pass) histogram, in one read (doubling is exact; see the module notes)
+        self.pow2 = bool(pow2)
 
     # -- geometry ----------------------------------------------------------------------------
     @property
@@ -384,7 +393,7 @@ class Histogram:
         if self.range_max == 0.0:
             first_max, _ = abs_max_and_nonfinite(a, threads=threads)
             if first_max > 0:
-                self.range_max = first_max
+                self.range_max = pow2_ceil(first_max) if self.pow2 else first_max
         hi = self.range_max
         binned, top, nonfinite, over, max_over, amax, vmin = hist_pass(
             a, self.counts, self._inv_width(), hi, threads
@@ -421,6 +430,21 @@ class Histogram:
         self.nonfinite += nonfinite
         self.has_negatives = self.has_negatives or vmin < 0
         self.amax_seen = max(self.amax_seen, amax)
+
+    def grow_to(self, range_max: float) -> None:
+        """Double the range until it is `range_max` (a power-of-two multiple of it; exact).
+
+        A histogram with no range yet (only zeros binned, all in bin 0) takes `range_max` as it is.
+        """
+        if self.range_max == 0.0:
+            self.range_max = float(range_max)
+            return
+        while self.range_max < range_max:
+            self._double()
+        if self.range_max != range_max:
+            raise CalibrationError(
+                f"internal: range {self.range_max!r} is not a power-of-two multiple of {range_max!r}"
+            )
 
     def copy(self) -> Histogram:
         # attribute copy, not a state_dict round trip (2048 Python ints a tensor): merges of many

@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     type=click.Choice(["auto", "two-pass", "single-pass"]),
     default="auto",
     show_default=True,
-    help="two-pass: exact ranges, reads the data twice; single-pass: one read.",
+    help="two-pass: exact power-of-two ranges, the same bytes for any batch size, order or split; single-pass: ranges from the first batch.",
 )
 @click.option(
     "--scope",
@@ -360,7 +360,10 @@ def command(
             markup=False,
         )
     elif convergence:
-        console.print("convergence: not measured (needs 2+ batches in one process)", markup=False)
+        console.print(
+            "convergence: not measured (needs 2+ batches, or 2+ shards with --workers)",
+            markup=False,
+        )
 
 
 class _Progress:
