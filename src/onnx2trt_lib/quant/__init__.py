@@ -14,6 +14,7 @@ from typing import Any
 
 from .accuracy import AccuracyReport, OutputStats, TensorStats
 from .api import Fp16Result, QuantizeResult, ranges_from
+from .prepare import PrepareResult, prepare_int8
 from .protect import Criterion, ProtectionReport, protect
 
 __all__ = [
@@ -21,9 +22,11 @@ __all__ = [
     "Criterion",
     "Fp16Result",
     "OutputStats",
+    "PrepareResult",
     "ProtectionReport",
     "QuantizeResult",
     "TensorStats",
+    "prepare_int8",
     "protect",
     "ranges_from",
 ]

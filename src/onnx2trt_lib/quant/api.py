@@ -230,6 +230,7 @@ def quantize(
     allowed_drop: float = 0.01,
     strategy: str = "bisect",
     strict: bool = False,
+    reference: ModelLike | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
@@ -239,7 +240,8 @@ def quantize(
     With `data` (held-out batches) the INT8 model is measured against FP32 (label-free agreement,
     see quant.agreement, or `metric`); with `protect` (default) layers are also kept in float,
     most sensitive first, until the criterion or `metric` minus `allowed_drop` holds (see
-    quant.protect). Without data nothing is measured and a note says so.
+    quant.protect). Without data nothing is measured and a note says so. `reference`: the FP32
+    model the agreement is measured against when `model` was rewritten (quant.prepare_int8).
     """
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
@@ -290,6 +292,7 @@ def quantize(
             allowed_drop=allowed_drop,
             strategy=strategy,
             search=protect,
+            reference=load_model(reference) if reference is not None else None,
         )
         excluded += [e.node for e in report.excluded]
     elif protect:
@@ -329,6 +332,7 @@ def quantize_calibrated(
     agreement: str = "auto",
     min_agreement: float | None = None,
     min_sqnr: float | None = None,
+    reference: ModelLike | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
@@ -336,7 +340,8 @@ def quantize_calibrated(
     Ranges: `method` when named, else MSE from the same histograms (the clipping threshold with
     the least quantization error; the cache keeps TensorRT's entropy). The first QDQ_SAMPLES
     rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
-    in float (quant.protect).
+    in float (quant.protect), measured against `reference` when given (the model before
+    quant.prepare_int8 rewrote it), else against `model`.
     """
     from ..calib.collect import model_feeds
     from .agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB, Criterion
@@ -365,7 +370,15 @@ def quantize_calibrated(
         agreement=agreement,
         min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
     )
-    res = quantize(model, ranges, data=feeds, protect=protect, criterion=criterion, output=output)
+    res = quantize(
+        model,
+        ranges,
+        data=feeds,
+        protect=protect,
+        criterion=criterion,
+        reference=reference,
+        output=output,
+    )
     return replace(res, notes=(*notes, *res.notes))
 
 

@@ -192,13 +192,15 @@ def protect(
     strategy: str = "bisect",
     ranking_samples: int | None = None,
     search: bool = True,
+    reference: onnx.ModelProto | None = None,
 ) -> ProtectionReport:
     """Find the smallest set of layers to keep in float so the criterion holds (see module doc).
 
     `options` are InsertQdqPass options (ranges, op_types, ...); `exclude` names layers the user
     keeps in float anyway. `ranking_samples` is the rows of the per-layer ranking (default: up
     to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes).
-    `search=False` only measures the full INT8 model (what --no-protect reports).
+    `search=False` only measures the full INT8 model (what --no-protect reports). `reference`:
+    the FP32 model to agree with when `model` is a rewritten one (bias correction changes it).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -222,7 +224,7 @@ def protect(
     macs = weighted_macs(model, _one_sample(model, batches[0]))
     share_before = int8_mac_share(full, macs)
     if metric is None:
-        ref_out = run(model, batches)
+        ref_out = run(reference if reference is not None else model, batches)
         outputs = [o.name for o in model.graph.output]
         names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
         skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]
