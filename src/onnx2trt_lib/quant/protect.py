@@ -71,7 +71,7 @@ RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
-MIN_HELD_OUT = 8  # rows: with fewer than twice this, search and report use the same rows
+MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 MIN_MAC_SHARE = 1e-4  # floor of a layer's MAC share in the ranking (layers of ~0 MACs)
 
