@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
-REFINE_BUDGET = 12  # tries to give kept layers back to INT8: each is one evaluation
+REFINE_BUDGET = 8  # tries to give kept layers back to INT8: each is one evaluation
 RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
@@ -388,6 +388,8 @@ def protect(
 
     # 3. smallest k with the first k layers in float
     results: dict[int, float] = {0: before_search}
+    if metric is None:  # every layer float is the FP32 model: it agrees, no need to ask
+        results[len(ranking)] = math.inf if search_judge.kind == "sqnr" else 1.0
 
     def value(k: int) -> float:
         if k not in results:
