@@ -296,8 +296,9 @@ def protect(
         held_judge = (
             Judge({n: v[n_search:] for n, v in ref.items()}, fixed_kind) if held_b else search_judge
         )
-        search_runs = _chunks(search_b, fixed)
-        held_runs = _chunks(held_b, fixed) if held_b else search_runs
+        cut = fixed or kind != "top1"  # short runs only help where a failing evaluation stops early
+        search_runs = _chunks(search_b, cut)
+        held_runs = _chunks(held_b, cut) if held_b else search_runs
     else:  # a user metric measures its own data; outputs of varying rows: all rows for both
         search_b = held_b = batches
         n_search = samples
@@ -362,7 +363,7 @@ def protect(
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
         search_b = held_b = batches
         search_judge = held_judge = judge
-        search_runs = held_runs = _chunks(batches, fixed)
+        search_runs = held_runs = _chunks(batches, fixed or kind != "top1")
         n_search = samples
 
     # 2. ranking: only one layer INT8 at a time, output noise on a few rows, per MAC given up
