@@ -5,16 +5,15 @@ Steps (each one visible in `protect` below):
 0. Split the rows: the search decides on the first part, the report measures the rest (held
    out from every decision; with fewer than 2 * MIN_HELD_OUT rows both use all of them).
 1. Quantize everything; if the criterion already holds, stop (nothing excluded).
-2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by what keeping them in
-   float buys per MAC given up: only that layer INT8, the output noise power against FP32 on a
-   few rows, divided by the layer's share of the MACs. A depthwise conv that adds as much noise
-   as a 1x1 conv with 50x its MACs goes first; the INT8 share is what the search spends.
+2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: only
+   that layer INT8, output SQNR against FP32 on a few rows; the lower, the more it hurts alone.
+   (Noise power per MAC share was tried: on PP-OCRv4 rec it kept more MACs in float, 31.6% vs
+   43.1% INT8 at the same ranges, benchmarks/results/quant.md.)
 3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time).
-4. Refine: give kept-float layers back to INT8 in groups, the last-ranked (most MACs per unit of
-   noise) first, splitting a group in halves where returning it breaks the criterion (at most
-   REFINE_BUDGET tries).
+4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
+   group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
    computes exactly what insert-qdq writes (tests/quant/test_switch.py), so it is not rebuilt.
 
@@ -66,14 +65,13 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
-REFINE_BUDGET = 8  # tries to give kept layers back to INT8: each is one evaluation
+REFINE_BUDGET = 16  # tries to give kept layers back to INT8: each is one evaluation
 RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
 MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
-MIN_MAC_SHARE = 1e-4  # floor of a layer's MAC share in the ranking (layers of ~0 MACs)
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ def protect(
     ranking_samples: int | None = None,
     search: bool = True,
 ) -> ProtectionReport:
-    """Find the fewest float layers (fewest MACs first) so the criterion holds (see module doc).
+    """Find the fewest float layers so the criterion holds (see module doc).
 
     `options` are InsertQdqPass options (ranges, op_types, ...); `exclude` names layers the user
     keeps in float anyway. `ranking_samples` is the rows of the per-layer ranking (default: up
@@ -366,7 +364,7 @@ def protect(
         search_runs = held_runs = _chunks(batches, fixed or kind != "top1")
         n_search = samples
 
-    # 2. ranking: only one layer INT8 at a time, output noise on a few rows, per MAC given up
+    # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
     if ranking_samples is None:
         ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers))))
     few = _rows(search_b, ranking_samples, fixed)
@@ -381,10 +379,8 @@ def protect(
             alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
             alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
     count += len(layers)
-    mac_share = {
-        c: max(macs.get(c, 0) / total_macs if total_macs else 0.0, MIN_MAC_SHARE) for c in layers
-    }
-    ranking = sorted(layers, key=lambda c: (-ranking_key(alone[c], mac_share[c]), c))
+    mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
+    ranking = sorted(layers, key=lambda c: (alone[c], c))
     log.info("protection: %d layers ranked; first: %s", len(ranking), ranking[:5])
 
     # 3. smallest k with the first k layers in float
@@ -418,7 +414,7 @@ def protect(
     found = value(k)  # the criterion of `kept` on the search rows
 
     # 4. refine: give layers back to INT8 when the criterion still holds without them, in
-    #    groups (last-ranked first: the most MACs for their noise) split in halves where a group
+    #    groups (least sensitive first) split in halves where a group
     #    fails: few tries when few of the kept layers matter (failing top1 tries stop early)
     tries = 0
 
@@ -489,14 +485,6 @@ def protect(
         samples,
         held_out=_held_rows(held_b, search_b),
     )
-
-
-def ranking_key(sqnr_alone_db: float, mac_share: float) -> float:
-    """Output noise power (relative to the signal) that INT8 of the layer adds alone, per share of
-    the model's MACs: what keeping it in float buys for the INT8 share it costs."""
-    if math.isnan(sqnr_alone_db) or sqnr_alone_db == -math.inf:
-        return math.inf
-    return 10.0 ** (-sqnr_alone_db / 10.0) / mac_share
 
 
 def _count(feed: Batch) -> int:
