@@ -224,6 +224,98 @@ def kill_campaign(base: Path, command: str, kills: int, rng: random.Random) -> d
     return counts
 
 
+def _journals(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".onnx2trt-set.")]
+
+
+HOOK = ROOT / "benchmarks" / "_publish_hook.py"
+# what a process that comes next does first (check_output_path, a cache hit, `run`): finish a
+# set that a killed publisher left half-renamed
+# (a library without journals, e.g. main's before them, has nothing to finish: the disk as is)
+RECOVER = (
+    "import sys\n"
+    "try:\n    from onnx2trt_lib._io import recover_output_sets\n"
+    "except ImportError:\n    sys.exit(0)\n"
+    "recover_output_sets(sys.argv[1])"
+)
+
+
+def publish_campaign(base: Path, command: str, kills: int, rng: random.Random) -> dict:
+    """Signals sent at marks of the publish (see _publish_hook.py): while the last output's temp
+    is written, before the first rename, and after each rename (between two renames of one
+    set). Classified twice: on disk right after the kill, and as the next process sees it."""
+    refs = Generations(base, command, 2)
+    make, outputs = COMMANDS[command]
+    marks = [f"write-{len(outputs) - 1}", "before-0"] + [f"after-{i}" for i in range(len(outputs))]
+    counts = {
+        "kills": 0,
+        "finished_first": 0,
+        "mixed_on_disk": 0,
+        "old": 0,
+        "new": 0,
+        "bad": 0,
+        "temps_after_next": 0,
+        "journals_after_next": 0,
+        "next_not_new": 0,
+        "by_mark": {},
+        "by_signal": {},
+    }
+    for trial in range(kills):
+        folder = base / f"pub-{command}-{trial}"
+        shutil.copytree(base / "inputs", folder)
+        for name in outputs:  # the previous complete set
+            shutil.copy2(base / f"ref-{command}-0" / name, folder / name)
+        mark = rng.choice(marks)
+        sig = signal.SIGKILL if rng.random() < 0.8 else rng.choice(SIGNALS[1:])
+        with tempfile.TemporaryDirectory(prefix="o2t-marks-") as marks_dir:
+            env = {
+                **ENV,
+                "O2T_HOOK_OUTPUTS": ",".join(outputs),
+                "O2T_HOOK_MARKS": marks_dir,
+            }
+            proc = subprocess.Popen(
+                [sys.executable, str(HOOK), *make(1)],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.time() + 300
+            while not (Path(marks_dir) / mark).exists() and proc.poll() is None:
+                if time.time() > deadline:
+                    break
+                time.sleep(0.005)
+            finished = proc.poll() is not None
+            if not finished:
+                proc.send_signal(sig)
+            proc.communicate(timeout=300)
+        counts["kills"] += 1
+        counts["finished_first"] += finished
+        key = f"{mark} {signal.Signals(sig).name}"
+        counts["by_mark"][mark] = counts["by_mark"].get(mark, 0) + 1
+        counts["by_signal"][signal.Signals(sig).name] = (
+            counts["by_signal"].get(signal.Signals(sig).name, 0) + 1
+        )
+        counts["mixed_on_disk"] += refs.classify(folder) not in ("0", "1")
+        subprocess.run(
+            [sys.executable, "-c", RECOVER, str(folder)], env=ENV, check=True, timeout=60
+        )
+        state = refs.classify(folder)
+        label = {"0": "old", "1": "new"}.get(state)
+        counts[label or "bad"] += 1
+        if label is None:
+            print(f"  {command} trial {trial}: {state} after {key}", flush=True)
+        done = _run(folder, make(1))
+        if done.returncode != 0 or refs.classify(folder) != "1":
+            counts["next_not_new"] += 1
+            print(f"  {command} trial {trial}: next run left {refs.classify(folder)}")
+        counts["temps_after_next"] += bool(_temps(folder))
+        counts["journals_after_next"] += bool(_journals(folder))
+        shutil.rmtree(folder)
+    return counts
+
+
 def concurrency_campaign(base: Path, command: str, rounds: int, rng: random.Random) -> dict:
     refs = Generations(base, command, 4)
     make, _ = COMMANDS[command]
@@ -279,6 +371,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=26, help="kills per command")
     parser.add_argument("--rounds", type=int, default=10, help="concurrency rounds per command")
+    parser.add_argument(
+        "--publish-kills", type=int, default=0, help="kills per command at publish marks"
+    )
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--commands", default="fix,calibrate,quantize,build")
     parser.add_argument("--src", default=str(ROOT / "src"), help="library to test (e.g. main's)")
@@ -296,12 +391,13 @@ def main() -> None:
             )
             assert done.returncode == 0, done.stderr
         started = time.time()
-        print(
-            "| command | kills | signal | finished before it | old set | new set | mixed/torn | "
-            "temps after kill | temps after next run | next run not the new set |"
-        )
-        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-        for command in args.commands.split(","):
+        if args.kills:
+            print(
+                "| command | kills | signal | finished before it | old set | new set | mixed/torn | "
+                "temps after kill | temps after next run | next run not the new set |"
+            )
+            print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for command in args.commands.split(",") if args.kills else ():
             c = kill_campaign(base, command, args.kills, rng)
             sigs = ", ".join(f"{k} {v}" for k, v in sorted(c["by_signal"].items()))
             print(
@@ -310,6 +406,27 @@ def main() -> None:
                 f"{c['next_not_new']} |",
                 flush=True,
             )
+        if args.publish_kills:
+            print()
+            print(
+                "| command | kills | where (mark) | signal | finished before it | mixed on disk "
+                "(journal pending) | old set | new set | mixed/torn as the next process sees it "
+                "| temps after next run | journals after next run | next run not the new set |"
+            )
+            print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for command in args.commands.split(",") if args.publish_kills else ():
+            c = publish_campaign(base, command, args.publish_kills, rng)
+            where = ", ".join(f"{k} {v}" for k, v in sorted(c["by_mark"].items()))
+            sigs = ", ".join(f"{k} {v}" for k, v in sorted(c["by_signal"].items()))
+            print(
+                f"| {command} | {c['kills']} | {where} | {sigs} | {c['finished_first']} | "
+                f"{c['mixed_on_disk']} | {c['old']} | {c['new']} | {c['bad']} | "
+                f"{c['temps_after_next']} | {c['journals_after_next']} | {c['next_not_new']} |",
+                flush=True,
+            )
+        if not args.rounds:
+            print(f"\n{time.time() - started:.0f} s, load average {os.getloadavg()[0]:.1f}")
+            return
         print()
         print(
             "| command | rounds | runs | one run's whole set | mixed/torn | temps left | "

@@ -504,12 +504,23 @@ def _one_line_error(result, *says: str) -> None:
         assert word in lines[0], result.output
 
 
-@pytest.mark.parametrize("command", ["fix", "fp16"])
-def test_string_initializer_is_one_line(tmp_path: Path, command: str) -> None:
+def test_string_initializer_is_one_line(tmp_path: Path) -> None:
     model = _string_model(tmp_path / "s.onnx")
-    result = _invoke([command, str(model), "-o", str(tmp_path / "o.onnx")])
+    result = _invoke(["fix", str(model), "-o", str(tmp_path / "o.onnx")])
     _one_line_error(result, "strings")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_fp16_keeps_a_string_initializer_as_it_is(tmp_path: Path) -> None:
+    """fp16 leaves non-float weights in their TensorProto (it no longer loads every weight
+    into numpy, which a 2 GiB model cannot afford), so strings pass through unchanged."""
+    model = _string_model(tmp_path / "s.onnx")
+    result = _invoke(["fp16", str(model), "-o", str(tmp_path / "o.onnx")])
+    assert result.exit_code == 0, result.output
+    out = onnx.load(str(tmp_path / "o.onnx"))
+    onnx.checker.check_model(out, full_check=True)
+    strings = [t for t in out.graph.initializer if t.data_type == TensorProto.STRING]
+    assert [(t.name, list(t.string_data)) for t in strings] == [("s", [b"a", b"b"])]
 
 
 def test_huge_static_input_is_refused_before_allocating(tmp_path: Path) -> None:
@@ -827,3 +838,117 @@ def test_huge_shape_with_images_is_refused_before_decoding(tmp_path: Path) -> No
         ]
     )
     _one_line_error(result, "limit")
+
+
+_KILLED_MID_PUBLISH = """
+import os, signal, sys
+from pathlib import Path
+from onnx2trt_lib import _io
+
+folder = Path(sys.argv[1])
+real = os.replace
+renamed = []
+
+def replace(src, dst):
+    real(src, dst)
+    if Path(dst).name in ("a.bin", "b.bin", "c.bin"):
+        renamed.append(dst)
+        if len(renamed) == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)  # between two renames of the set
+
+os.replace = replace
+with _io.output_set():
+    for name in ("a.bin", "b.bin", "c.bin"):
+        _io.write_bytes_atomic(folder / name, b"new " + name.encode())
+"""
+
+
+def _killed_mid_publish(folder: Path, after: int) -> None:
+    """Old set a/b/c.bin, then a process that publishes the new set and is SIGKILLed after
+    `after` of its three renames."""
+    import subprocess
+
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (folder / name).write_bytes(b"old " + name.encode())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_PUBLISH, str(folder), str(after)], env=env
+    )
+    assert done.returncode == -9
+
+
+def _generation(folder: Path) -> set[str]:
+    return {(folder / n).read_bytes().split()[0].decode() for n in ("a.bin", "b.bin", "c.bin")}
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_set_killed_between_two_renames_is_finished_by_the_next_run(
+    tmp_path: Path, after: int
+) -> None:
+    """SIGKILL between two renames of one output set used to leave new a.bin beside old b.bin
+    for good; the journal written before the renames lets the next run finish the set."""
+    from onnx2trt_lib._io import check_output_path
+
+    _killed_mid_publish(tmp_path, after)
+    assert _generation(tmp_path) == {"old", "new"}  # on disk right after the kill: mixed
+    assert list(tmp_path.glob(".onnx2trt-set.*.journal"))
+    check_output_path(tmp_path / "b.bin")  # the start of the next run writing there
+    assert _generation(tmp_path) == {"new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.bin"]
+
+
+def test_a_reader_finishes_a_killed_set_before_reading(tmp_path: Path) -> None:
+    from onnx2trt_lib._io import folder_lock
+
+    _killed_mid_publish(tmp_path, 1)
+    with folder_lock(tmp_path / "a.bin"):  # what a calibration-cache hit takes to read its set
+        assert _generation(tmp_path) == {"new"}
+    assert not list(tmp_path.glob(".onnx2trt-set.*"))
+
+
+def test_a_planted_journal_renames_nothing_but_its_writers_temps(tmp_path: Path) -> None:
+    """A journal names the temps to rename; only temps named as the library names them, beside
+    their own target and from the journal's (dead) writer, are renamed."""
+    import json
+    import subprocess
+
+    from onnx2trt_lib._io import _host_tag, recover_output_sets
+
+    pid = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    (tmp_path / "secret").write_bytes(b"secret")
+    (tmp_path / "out.bin").write_bytes(b"old")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "victim").write_bytes(b"victim")
+    journal = tmp_path / f".onnx2trt-set.{_host_tag()}~{pid}.x.journal"
+    journal.write_text(
+        json.dumps(
+            {
+                "renames": [
+                    [str(tmp_path / "secret"), str(tmp_path / "out.bin")],
+                    [str(tmp_path / f".x.{_host_tag()}~{pid}.1.tmp"), str(other / "victim")],
+                ],
+                "journals": [str(tmp_path / "secret")],
+            }
+        )
+    )
+    live = tmp_path / f".onnx2trt-set.{_host_tag()}~{os.getpid()}.y.journal"  # this process's
+    live.write_text("{}")
+    document = json.loads(journal.read_text())
+    document["journals"].append(str(live))
+    journal.write_text(json.dumps(document))
+    fifo = tmp_path / f".onnx2trt-set.{_host_tag()}~{pid}.z.journal"
+    os.mkfifo(fifo)  # reading it would hang every later run in this folder
+    assert recover_output_sets(tmp_path) == 1
+    assert live.exists()  # another writer's journal is never removed
+    assert (tmp_path / "secret").read_bytes() == b"secret"
+    assert (tmp_path / "out.bin").read_bytes() == b"old"
+    assert (other / "victim").read_bytes() == b"victim"
+    assert not journal.exists()

@@ -11,6 +11,7 @@ import contextvars
 import glob
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # type checkers see the modules; at run time they load on fir
 else:
     np = lazy_module("numpy")
     onnx = lazy_module("onnx")
+
+log = logging.getLogger(__name__)
 
 # protobuf cannot serialise a single message over 2 GiB: beyond this, weights go to external data.
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -188,6 +191,7 @@ def _folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
 def folder_lock(path: str | os.PathLike, *, shared: bool = True) -> Any:
     """The lock `output_set` publishes under, for the folder holding `path` (readers: shared)."""
     parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    recover_output_sets(parent)
     return _folder_lock(parent, shared=shared)
 
 
@@ -211,18 +215,135 @@ class _OutputSet:
         self.pending.clear()
 
     def commit(self) -> list[Path]:
+        """Rename every temp over its target. With two or more targets a journal listing the
+        renames is written first (in each folder of the set) and removed after them: a
+        SIGKILL between two renames leaves the journal, and the next process that touches
+        the folder (`recover_output_sets`) finishes the renames, so the set is whole."""
         targets = list(self.pending)
         folders = sorted({t.parent if str(t.parent) else Path(".") for t in targets})
+        journals: list[Path] = []
         with contextlib.ExitStack() as stack:
             for folder in folders:  # sorted: two publishers never wait on each other in a cycle
                 stack.enter_context(_folder_lock(folder))
             stack.enter_context(_signals_deferred())
+            for folder in folders:  # a killed publisher's set first, so ours lands on a whole one
+                _recover_sets(folder)
+            if len(targets) > 1:
+                journals = _write_journals(folders, [(self.pending[t], t) for t in targets])
             for target in targets:
                 os.replace(self.pending[target], target)
                 del self.pending[target]
-        for folder in folders:
-            _fsync_folder(folder)
+            for folder in folders:
+                _fsync_folder(folder)
+            for journal in journals:
+                with contextlib.suppress(OSError):
+                    journal.unlink()
         return targets
+
+
+_JOURNAL = ".onnx2trt-set."  # + <host>~<pid>.<random>.journal (".part" while it is written)
+_JOURNAL_LIMIT = 1 << 20  # bytes; a set's journal lists a few paths
+
+
+def _write_journals(folders: list[Path], renames: list[tuple[Path, Path]]) -> list[Path]:
+    """One journal per folder of the set, each listing every rename (temp -> target, absolute)
+    and every journal: complete on disk (fsync, rename, folder fsync) before the first rename."""
+    token = os.urandom(6).hex()
+    journals = [
+        folder / f"{_JOURNAL}{_host_tag()}~{os.getpid()}.{token}.journal" for folder in folders
+    ]
+    document = json.dumps(
+        {
+            "renames": [[str(tmp.absolute()), str(target.absolute())] for tmp, target in renames],
+            "journals": [str(j.absolute()) for j in journals],
+        }
+    ).encode()
+    for journal in journals:
+        part = journal.with_name(journal.name + ".part")
+        with open(part, "wb") as handle:
+            handle.write(document)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, journal)
+        _fsync_folder(journal.parent)
+    return journals
+
+
+def _journal_writer(name: str) -> tuple[str, int] | None:
+    """(host, pid) from a journal's name, or None when the name is not a journal's."""
+    writer = name[len(_JOURNAL) :].split(".", 1)[0]
+    host, _, pid_text = writer.rpartition("~")
+    return (host, int(pid_text)) if pid_text.isdigit() else None
+
+
+def _writer_gone(host: str, pid: int, path: Path) -> bool:
+    """Whether the process that wrote `path` is dead (this host), or long gone (another host)."""
+    if host == _host_tag():
+        return not _process_alive(pid)
+    try:
+        return time.time() - path.stat().st_mtime >= STALE_TEMP_SECONDS
+    except OSError:
+        return False
+
+
+def _recover_sets(folder: Path) -> int:
+    """Finish the output sets that publishers killed mid-rename left in `folder` (the caller
+    holds the folder's lock); returns how many. A journal is complete before its first
+    rename, and each temp it names was complete (fsynced) before the journal was written,
+    so finishing the renames always yields the whole new set. Only temps named as this
+    library names them, beside their own target, are renamed: a planted journal can do no
+    more than the folder's writer already could."""
+    recovered = 0
+    with contextlib.suppress(OSError):
+        for journal in sorted(folder.glob(f"{glob.escape(_JOURNAL)}*.journal*")):
+            writer = _journal_writer(journal.name)
+            if writer is None or not _writer_gone(*writer, journal):
+                continue
+            if journal.name.endswith(".part"):  # killed before the journal was whole: no rename ran
+                with contextlib.suppress(OSError):
+                    journal.unlink()
+                continue
+            host, pid = writer
+            if journal.is_symlink() or not journal.is_file():  # a FIFO would hang the read
+                continue
+            try:
+                if journal.stat().st_size > _JOURNAL_LIMIT:
+                    raise ValueError("not a journal this library wrote")
+                document = json.loads(journal.read_bytes())
+                renames = [(Path(a), Path(b)) for a, b in document["renames"]]
+                copies = [Path(j) for j in document["journals"]]
+            except (OSError, ValueError, TypeError, KeyError):
+                renames, copies = [], [journal]
+            for tmp, target in renames:
+                prefix = f".{target.name}.{host}~{pid}."
+                if tmp.parent != target.parent or not (
+                    tmp.name.startswith(prefix) and tmp.name.endswith(".tmp")
+                ):
+                    continue
+                with contextlib.suppress(OSError):
+                    if tmp.is_file() and not tmp.is_symlink():
+                        os.replace(tmp, target)
+            for parent in {t.parent for _, t in renames}:
+                _fsync_folder(parent)
+            for copy in {journal, *copies}:  # only this writer's journals
+                if copy.name.endswith(".journal") and _journal_writer(copy.name) == writer:
+                    with contextlib.suppress(OSError):
+                        copy.unlink()
+            recovered += 1
+            log.info("finished the output set a killed run left in %s", folder)
+    return recovered
+
+
+def recover_output_sets(path: str | os.PathLike) -> int:
+    """Finish any output set a killed run left half-renamed in `path`'s folder (or `path`,
+    a folder): every reader and writer of outputs calls this first, so each sees the
+    previous set or the new one. Returns how many sets were finished."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    folder = folder if str(folder) else Path(".")
+    if not any(folder.glob(f"{glob.escape(_JOURNAL)}*")):
+        return 0
+    with _folder_lock(folder), _signals_deferred():
+        return _recover_sets(folder)
 
 
 _OUTPUT_SET: contextvars.ContextVar[_OutputSet | None] = contextvars.ContextVar(
@@ -351,6 +472,7 @@ def _sweep_stale_temps(target: Path) -> None:
     Temps of other hosts on a shared disk (and the older `.<name>.<pid>.*.tmp` names) go only
     when unchanged for STALE_TEMP_SECONDS and their pid is not alive here.
     """
+    recover_output_sets(target.parent)  # a journal's temps are the new set: rename, not remove
     prefix = f".{target.name}."
     now = time.time()
     here = _host_tag()
@@ -600,7 +722,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def sha256_model(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    """sha256 of the serialised model; past 2 GiB (which protobuf cannot serialise) of the
+    skeleton followed by each large tensor's bytes."""
+    from ._weights import copy_without_weights, is_large, stub
+
+    if not is_large(model):
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    weights = hashlib.sha256()
+
+    def hashed(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        weights.update(tensor.SerializeToString(deterministic=True))
+        return stub(tensor)
+
+    skeleton = copy_without_weights(model, replace=hashed)
+    digest = hashlib.sha256(skeleton.SerializeToString(deterministic=True))
+    digest.update(weights.digest())
+    return digest.hexdigest()
 
 
 def sha256_model_file(path: str | os.PathLike) -> str:
@@ -720,6 +857,23 @@ def _check_external_data_locations(model: onnx.ModelProto, base_dir: Path) -> No
             raise ModelLoadError(
                 f"tensor {tensor.name!r}: external data file {location!r} not found beside the model"
             )
+        entries = {e.key: e.value for e in tensor.external_data}
+        offset, length = entries.get("offset", "0"), entries.get("length")
+        if not (isinstance(offset, str) and offset.isdigit()) or not (
+            length is None or (isinstance(length, str) and length.isdigit())
+        ):
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data offset {offset!r} or length {length!r} "
+                "is not a byte count"
+            )
+        size = resolved.stat().st_size
+        if length is not None and int(offset) + int(length) > size:
+            # checked here for every reader: TensorRT and ONNX Runtime read files themselves
+            raise ModelLoadError(
+                f"tensor {tensor.name!r}: external data (offset {offset}, {length} bytes) runs "
+                f"past the end of {location!r} ({size} bytes); the data file is truncated or not "
+                "this model's"
+            )
 
 
 def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> None:
@@ -736,13 +890,61 @@ def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> N
             del tensor.external_data[:]
 
 
+def load_model_without_weights(path: str | os.PathLike) -> onnx.ModelProto:
+    """The gate of `load_model` without reading external data: the proto as stored, every
+    external location checked (inside the model's folder, an existing file). For deciding
+    how to hand a large model on (its path to ONNX Runtime or TensorRT) without 2 GiB in memory."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    check_regular_file(path, what="ONNX file", error=ModelLoadError)
+    size = path.stat().st_size
+    if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
+        raise ModelLoadError(
+            f"{path}: {size} bytes is over protobuf's 2 GiB limit, so not an ONNX file; "
+            "large models keep their weights in external data files"
+        )
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.input and not model.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
+    try:
+        _check_external_data_locations(model, path.parent)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    return model
+
+
+def external_bytes(model: onnx.ModelProto) -> int:
+    """Bytes a model's external tensors declare (their `length`, else dims x element size)."""
+    total = 0
+    for tensor in external_tensors(model):
+        length = next((e.value for e in tensor.external_data if e.key == "length"), None)
+        if isinstance(length, str) and length.isdigit():
+            total += int(length)
+            continue
+        count = 1
+        for dim in tensor.dims:
+            count *= max(int(dim), 0)
+        try:
+            total += count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            total += count
+    return total
+
+
 def load_model(
     path_or_model: str | os.PathLike | onnx.ModelProto, *, check: bool = True
 ) -> onnx.ModelProto:
     """Load an ONNX model (external data included) or pass a ModelProto through.
 
     Raises ModelLoadError with a one-line reason for a missing, non-ONNX, truncated,
-    unsafe or checker-failing model.
+    unsafe or checker-failing model. A model past protobuf's 2 GiB (external weights) is
+    checked from its file, as onnx's checker requires.
     """
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -755,29 +957,13 @@ def load_model(
     else:
         path = Path(path_or_model)
         source = str(path)
-        if not path.exists():
-            raise ModelLoadError(f"{path}: no such file")
-        if path.is_dir():
-            raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
-        check_regular_file(path, what="ONNX file", error=ModelLoadError)
-        size = path.stat().st_size
-        if size > _PROTOBUF_LIMIT:  # protobuf cannot parse it; do not read gigabytes to find out
-            raise ModelLoadError(
-                f"{path}: {size} bytes is over protobuf's 2 GiB limit, so not an ONNX file; "
-                "large models keep their weights in external data files"
-            )
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf DecodeError, RuntimeError, etc.
-            raise ModelLoadError(
-                f"{path}: not a readable ONNX model ({type(exc).__name__})"
-            ) from None
-        if not model.graph.node and not model.graph.input and not model.graph.output:
-            raise ModelLoadError(f"{path}: not an ONNX model (empty graph after parsing)")
-        try:
-            _check_external_data_locations(model, path.parent)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{path}: {exc}") from None
+        model = load_model_without_weights(path)
+        from ._weights import LARGE_MODEL, tensor_bytes
+
+        large = external_bytes(model) + tensor_bytes(model) >= LARGE_MODEL
+        if check and large:  # onnx's checker serialises a proto: past 2 GiB only a file works
+            _check(str(path), source)
+            check = False
         try:
             load_external_data(model, path.parent)
         except Exception as exc:
@@ -785,17 +971,27 @@ def load_model(
                 f"{path}: cannot load external data ({_first_line(exc)})"
             ) from None
     if check:
-        try:
-            onnx.checker.check_model(model, full_check=False)
-        except onnx.checker.ValidationError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-            raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
-        except ValueError as exc:  # >2GB models: checker wants a path
-            if "2GB" not in str(exc) and "2 GB" not in str(exc):
-                raise ModelLoadError(
-                    f"{source}: fails the ONNX checker: {_first_line(exc)}"
-                ) from None
+        from ._weights import is_large
+
+        if not is_large(model):  # an in-memory model past 2 GiB cannot be checked: no file
+            _check(model, source)
     return model
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """onnx's checker on a model file (any size: onnx reads the file itself), as a one-line
+    ModelLoadError; the file should have passed `load_model_without_weights`."""
+    _check(str(path), str(path))
+
+
+def _check(model: onnx.ModelProto | str, source: str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise ModelLoadError(f"{source}: fails the ONNX checker: {first}") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -810,12 +1006,15 @@ def ort_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
         raise ModelLoadError(
             "model still references external data files; load it with load_model(path) first"
         )
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    from ._weights import is_large
+
+    if not is_large(model):
         yield model.SerializeToString()
         return
     with tempfile.TemporaryDirectory(prefix="onnx2trt-ort-") as folder:
         path = Path(folder) / "model.onnx"
-        save_model(model, path, external_data=True)
+        with published_now():  # a scratch file ORT reads now, never part of a command's outputs
+            save_model(model, path, external_data=True)
         yield str(path)
 
 
@@ -846,7 +1045,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def model_byte_size(model: onnx.ModelProto) -> int:
-    return model.ByteSize()
+    """Size of `model`'s tensors (ByteSize() of the whole would serialise it: fails past 2 GiB)."""
+    from ._weights import tensor_bytes
+
+    return tensor_bytes(model)
 
 
 def save_model(
@@ -855,57 +1057,53 @@ def save_model(
     """Write `model` atomically; models over protobuf's 2 GiB limit get one external-data file.
 
     `external_data=None` decides by size. The data file is written first (atomically), the
-    .onnx last, so a reader never sees a model pointing at missing data.
+    .onnx last, so a reader never sees a model pointing at missing data; inside an
+    `output_set` both are published together. The caller's model keeps its inline weights,
+    and they are not copied: each is written straight from the caller's proto.
     """
+    from ._weights import copy_without_weights, is_large
+
     target = Path(path)
     if external_data is None:
-        external_data = model.ByteSize() >= _PROTOBUF_LIMIT
+        external_data = is_large(model)
     if not external_data:
         write_bytes_atomic(target, model.SerializeToString(deterministic=True))
         return
-    model = _copy(model)  # the caller's model keeps its inline weights
+    if external_tensors(model):
+        raise OutputError("model still references unloaded external data; load it first")
     data_name = target.name + ".data"
     data_path = target.parent / data_name
-    with atomic_write(data_path, "wb") as data_handle:
-        offset = 0
-        for tensor in onnx.external_data_helper._get_all_tensors(model):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                raise OutputError("model still references unloaded external data; load it first")
-            if not tensor.HasField("raw_data"):
-                arr = onnx.numpy_helper.to_array(tensor)
-                tensor.ClearField(_value_field(tensor))
-                tensor.raw_data = arr.tobytes()
-            raw = tensor.raw_data
-            if len(raw) < _EXTERNAL_DATA_THRESHOLD:
-                continue
-            pad = (-offset) % 4096
-            data_handle.write(b"\0" * pad)
-            offset += pad
-            data_handle.write(raw)
-            onnx.external_data_helper.set_external_data(
-                tensor, location=data_name, offset=offset, length=len(raw)
-            )
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            offset += len(raw)
-    write_bytes_atomic(target, model.SerializeToString(deterministic=True))
+    with output_set():  # model and data file: published together
+        with atomic_write(data_path, "wb") as data_handle:
+            offset = 0
 
+            def external(tensor: onnx.TensorProto) -> onnx.TensorProto:
+                nonlocal offset
+                out = onnx.TensorProto()
+                out.name = tensor.name
+                out.dims.extend(tensor.dims)
+                out.data_type = tensor.data_type
+                if tensor.doc_string:
+                    out.doc_string = tensor.doc_string
+                raw = (
+                    tensor.raw_data
+                    if tensor.HasField("raw_data")
+                    else onnx.numpy_helper.to_array(tensor).tobytes()
+                )
+                pad = (-offset) % 4096
+                data_handle.write(b"\0" * pad)
+                offset += pad
+                data_handle.write(raw)
+                for key, value in (
+                    ("location", data_name),
+                    ("offset", offset),
+                    ("length", len(raw)),
+                ):
+                    entry = out.external_data.add()
+                    entry.key, entry.value = key, str(value)
+                out.data_location = onnx.TensorProto.EXTERNAL
+                offset += len(raw)
+                return out
 
-def _value_field(tensor: onnx.TensorProto) -> str:
-    for field in (
-        "float_data",
-        "int32_data",
-        "int64_data",
-        "double_data",
-        "uint64_data",
-        "string_data",
-    ):
-        if len(getattr(tensor, field)):
-            return field
-    return "raw_data"
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
+            skeleton = copy_without_weights(model, _EXTERNAL_DATA_THRESHOLD, external)
+        write_bytes_atomic(target, skeleton.SerializeToString(deterministic=True))

@@ -136,7 +136,9 @@ class _CannotRun(Exception):
 
 
 def _too_large(model: onnx.ModelProto) -> bool:
-    return sum(t.ByteSize() for t in model.graph.initializer) > _LARGE
+    from ._weights import tensor_bytes
+
+    return tensor_bytes(model) > _LARGE
 
 
 def _first_line(exc: BaseException) -> str:

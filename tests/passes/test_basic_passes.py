@@ -179,10 +179,9 @@ def test_cleanup_counts_tensors_of_removed_nodes() -> None:
 def test_infer_shapes_works_past_the_protobuf_limit(monkeypatch) -> None:
     """onnx serialises the model for inference: past 2 GiB that fails. Shrunk here: a 4 KiB
     weight against a 1 KiB "limit", with inference refusing larger models as onnx does."""
-    from onnx2trt_lib.passes import infer_shapes as module
+    from onnx2trt_lib import _weights
 
-    monkeypatch.setattr(module, "_PROTO_LIMIT", 1024, raising=False)
-    monkeypatch.setattr(module, "_BIG_WEIGHT", 256, raising=False)
+    monkeypatch.setattr(_weights, "BIG_TENSOR", 256)
     real = onnx.shape_inference.infer_shapes
 
     def limited(model, *args, **kwargs):

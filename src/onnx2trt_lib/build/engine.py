@@ -25,6 +25,7 @@ from .._io import (
     load_json_limited,
     memory_limit,
     output_set,
+    recover_output_sets,
     write_bytes_atomic,
     write_text_atomic,
 )
@@ -374,6 +375,7 @@ def make_sidecar(
 
 def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
     """Parse `<engine>.json`; EngineFileError when missing, not JSON, or not ours."""
+    recover_output_sets(engine_path)  # a build killed mid-publish: finish its set first
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise EngineFileError(

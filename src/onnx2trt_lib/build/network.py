@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import load_model
+from .._io import (
+    check_model_file,
+    load_model,
+    load_model_without_weights,
+    published_now,
+    save_model,
+)
 from .._lazy import lazy_module
+from .._weights import is_large
 from ..errors import BuildError
 from .backends import Backend, detect_backend, make_logger, prepare_onnx_for_precision
 from .config import BuildConfig, format_shape
@@ -89,7 +97,14 @@ def network_from_onnx(
     else:
         path = Path(model)
         source = str(path)
-    proto = load_model(model if path is None else path)
+    rewrites = config is not None and (config.fp16 or config.int8)
+    if path is not None and not rewrites:
+        # TensorRT reads the file and its weights itself: the proto here needs no weights
+        # (a model past 2 GiB would otherwise sit in memory twice)
+        proto = load_model_without_weights(path)
+        check_model_file(path)
+    else:
+        proto = load_model(model if path is None else path)
     prepared = prepare_onnx_for_precision(proto, config, backend) if config is not None else proto
 
     trt = backend.trt
@@ -101,6 +116,12 @@ def network_from_onnx(
     parser = trt.OnnxParser(network, logger)
     if path is not None and prepared is proto:
         ok = parser.parse_from_file(str(path))  # lets TensorRT read external data itself
+    elif is_large(prepared):  # past 2 GiB: no bytes to hand over; a file with external data
+        with tempfile.TemporaryDirectory(prefix="onnx2trt-parse-") as folder:
+            saved = Path(folder) / "model.onnx"
+            with published_now():  # scratch, read now: not part of the command's output set
+                save_model(prepared, saved, external_data=True)
+            ok = parser.parse_from_file(str(saved))  # the parser holds the weights from here
     else:
         model_dir = str(path.parent) if path is not None else None
         data = prepared.SerializeToString()

@@ -156,6 +156,24 @@ class _Run:
         self.pairs, self.owner = [], None
 
 
+def _dims(shape: Sequence[int | None]) -> str:
+    """(5, None, 3) -> `5x?x3`; () -> `a scalar`: shapes as calibration messages show them."""
+    return "x".join("?" if d is None or d < 0 else str(d) for d in shape) or "a scalar"
+
+
+def _mismatch(sample: Sequence[int], wanted: Sequence[int | None]) -> str:
+    """What differs between a sample's shape and the model's per-sample dims, in words."""
+    if len(sample) != len(wanted):
+        return (
+            f"{len(sample)} dimension(s) per sample where the model takes {len(wanted)} "
+            "(add or drop an axis, or give --shape)"
+        )
+    for axis, (got, want) in enumerate(zip(sample, wanted, strict=True), start=1):
+        if want is not None and want != got:
+            return f"dimension {axis} is {got} where the model's is fixed at {want}"
+    return "the shapes differ"
+
+
 def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     """(item, is_last) pairs: each item is yielded once the next one has been read."""
     it = iter(items)
@@ -222,8 +240,11 @@ class _Feeder:
                         or any(w not in (None, g) for w, g in zip(wanted, sample, strict=True))
                     ):
                         raise CalibrationError(
-                            f"{self.source.describe()}: samples for input {spec.name!r} are {format_shape(sample)} but "
-                            f"the model's input is {format_shape(spec.dims)} (batch first)"
+                            f"{self.source.describe()}: samples for input {spec.name!r} do not "
+                            f"fit: the array is {_dims(arr.shape)}, so {_dims(sample)} per sample "
+                            f"(samples along its first axis), but the model's input is "
+                            f"{_dims(spec.dims)}, so {_dims(wanted)} per sample (its first "
+                            f"dimension is the batch): {_mismatch(sample, wanted)}"
                         )
                     given[spec.name] = (
                         (batch_size or spec.dims[0] or shaped_batch or 1, *arr.shape[1:])

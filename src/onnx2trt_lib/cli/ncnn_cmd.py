@@ -39,9 +39,9 @@ from ._common import (
 @click.option(
     "--method",
     type=click.Choice(["entropy", "ncnn-kl", "max", "percentile", "mse"]),
-    default="entropy",
+    default="mse",
     show_default=True,
-    help="Range method; ncnn-kl is ncnn2table's own KL search.",
+    help="Range method (mse, as for Q/DQ: ncnn's INT8 is per-tensor on each layer's input); ncnn-kl is ncnn2table's own KL search.",
 )
 @method_options_option
 @data_source_options
@@ -57,7 +57,7 @@ from ._common import (
 @click.option(
     "--min-sqnr",
     type=float,
-    default=25.0,
+    default=20.0,  # quant.agreement.DEFAULT_MIN_SQNR_DB (not imported: the quant package is slow to load)
     show_default=True,
     help="Protection bound: every output's SQNR against the FP32 ncnn model, in dB.",
 )
@@ -67,6 +67,21 @@ from ._common import (
     default=0.99,
     show_default=True,
     help="Protection bound: share of arg-max labels (last axis) equal to the FP32 ncnn model's.",
+)
+@click.option(
+    "--no-int8-depthwise",
+    is_flag=True,
+    help="Keep ConvolutionDepthWise in FP32: ncnn's x86 INT8 depthwise kernel is slower than its FP32 one.",
+)
+@click.option(
+    "--no-requantize",
+    is_flag=True,
+    help="No requantize fusion (INT8 convolution output straight into the next INT8 convolution).",
+)
+@click.option(
+    "--int8-gemm",
+    is_flag=True,
+    help="Also Gemm layers with constant weights in ncnn's table-free INT8 (activations quantized per row at run time).",
 )
 @json_option
 @quiet_option
@@ -86,6 +101,9 @@ def command(
     no_protect,
     min_sqnr,
     min_agreement,
+    no_int8_depthwise,
+    no_requantize,
+    int8_gemm,
     as_json,
     quiet,
 ):
@@ -114,6 +132,9 @@ def command(
         min_sqnr=min_sqnr,
         min_agreement=min_agreement,
         name=name,
+        depthwise=not no_int8_depthwise,
+        requantize=not no_requantize,
+        gemm=int8_gemm,
     )
     if as_json:
         print_json(result.to_dict())
@@ -124,6 +145,12 @@ def command(
     lines = [f"{len(result.quantized)} of {total} Convolution/InnerProduct layers INT8"]
     if result.kept_fp32:
         lines.append(f"kept in FP32 for agreement: {', '.join(result.kept_fp32)}")
+    if result.int8_gemm:
+        lines.append(
+            f"{len(result.int8_gemm)} Gemm layers INT8 (int8 weights, per-row activations)"
+        )
+    if result.requantized:
+        lines.append(f"{len(result.requantized)} INT8 layers write INT8 (requantize fusion)")
     if result.agreement is not None:
         lines.append(
             f"against FP32 ncnn: SQNR {result.sqnr_db:.1f} dB, arg-max agreement {result.agreement:.4f}"

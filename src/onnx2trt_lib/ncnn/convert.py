@@ -77,10 +77,11 @@ def pnnx_copy(model: str | os.PathLike, dest: Path) -> None:
     """The model as pnnx reads it: weights inline (or in one data file past 2 GiB) and the IR
     version capped at PNNX_MAX_IR_VERSION (the opsets stay: only the file format version
     changes; a model that really needs the newer IR then fails in pnnx as before)."""
-    from .._io import load_model, save_model
+    from .._io import load_model, published_now, save_model
 
     proto = load_model(model, check=False)
     if proto.ir_version > PNNX_MAX_IR_VERSION:
         log.info("IR version %d written as %d for pnnx", proto.ir_version, PNNX_MAX_IR_VERSION)
         proto.ir_version = PNNX_MAX_IR_VERSION
-    save_model(proto, dest)
+    with published_now():  # pnnx reads it now, whatever output set the caller publishes
+        save_model(proto, dest)

@@ -7,14 +7,19 @@ Winograd F(4,3) needs 6-bit weights). A channel of zeros gets 1 (ncnn2table woul
 INT8 model (ncnn2int8): weights rounded half away from zero and clamped to [-127, 127], stored
 with the int8 tag; `8=` int8_scale_term = 2 (Convolution, InnerProduct) or 1
 (ConvolutionDepthWise, per-group scales); the weight scales and the input scale follow the bias
-as raw float32. Layers without a table entry are copied unchanged. Unlike ncnn2int8, the other
-layers keep FP32 weights (ncnn2int8 stores them as FP16) and no requantize fusion is done.
+as raw float32. Layers without a table entry are copied unchanged. With `requantize` (the
+default, as ncnn2int8 does), an INT8 convolution feeding INT8 convolutions writes INT8 itself
+(`8=` 101/102 and the next layer's input scale after its own: fuse.requantize_targets). Unlike
+ncnn2int8, the other layers keep FP32 weights (ncnn2int8 stores them as FP16). With `gemm`,
+Gemm layers with constant transposed weights get ncnn2int8's table-free INT8 (`18=2`: int8
+weights with one scale for the matrix, appended after C; ncnn quantizes A per row at run time).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .fuse import requantize_targets
 from .param import TAG_INT8, Layer, Param, Segment, read_floats
 from .table import NcnnTable
 
@@ -52,14 +57,43 @@ def quantize_weights(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(q, -127, 127).astype(np.int8).reshape(-1)
 
 
+def gemm_int8_layers(param: Param) -> set[str]:
+    """Gemm layers ncnn runs in INT8 without a table (ncnn2int8's `quantize_gemm`): constant
+    weights B stored transposed (`3=1`), A the activation, which ncnn quantizes per row at run
+    time. Other Gemm forms are left FP32."""
+    return {
+        layer.name
+        for layer in param.layers
+        if layer.type == "Gemm"
+        and int(layer.get(5)) == 1
+        and int(layer.get(4)) == 0
+        and int(layer.get(3)) == 1
+        and int(layer.get(18)) == 0
+        and len(layer.bottoms) == 1
+    }
+
+
 def _pad4(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
 
 def write_int8(
-    param: Param, bin_bytes: bytes, segments: dict[str, list[Segment]], table: NcnnTable
+    param: Param,
+    bin_bytes: bytes,
+    segments: dict[str, list[Segment]],
+    table: NcnnTable,
+    *,
+    requantize: bool = True,
+    gemm: bool = False,
 ) -> tuple[str, bytes, list[str]]:
     """(param text, bin bytes, quantized layer names) of the INT8 model for `table`."""
+    gemms = gemm_int8_layers(param) if gemm else set()
+    int8 = {
+        layer.name: float(table.inputs[layer.name])
+        for layer in param.layers
+        if layer.name in table.inputs and layer.name in table.weights and segments[layer.name]
+    }
+    top_scales = requantize_targets(param, int8) if requantize else {}
     layers = []
     chunks: list[bytes] = []
     quantized = []
@@ -68,7 +102,7 @@ def write_int8(
         copy = Layer(
             layer.type, layer.name, list(layer.bottoms), list(layer.tops), list(layer.params)
         )
-        if layer.name in table.inputs and layer.name in table.weights and segs:
+        if layer.name in int8:
             scales = np.asarray(table.weights[layer.name], dtype=np.float32)
             weights = read_floats(bin_bytes, segs[0])
             q = quantize_weights(weights, scales)
@@ -77,8 +111,22 @@ def write_int8(
                 chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])
             chunks.append(scales.astype("<f4").tobytes())
             chunks.append(np.float32(table.inputs[layer.name]).astype("<f4").tobytes())
-            copy.set(8, 1 if layer.type == "ConvolutionDepthWise" else 2)
+            term = 1 if layer.type == "ConvolutionDepthWise" else 2
+            if layer.name in top_scales:
+                chunks.append(np.float32(top_scales[layer.name]).astype("<f4").tobytes())
+                term += 100
+            copy.set(8, term)
             quantized.append(layer.name)
+        elif layer.name in gemms:
+            weights = read_floats(bin_bytes, segs[0])
+            absmax = float(np.abs(weights).max(initial=0.0))
+            scale = np.float32(127.0 / absmax if absmax > 0 else 1.0)
+            q = quantize_weights(weights, np.array([scale], np.float32))
+            chunks.append(np.uint32(TAG_INT8).tobytes() + _pad4(q.tobytes()))
+            for seg in segs[1:]:  # C, unchanged
+                chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])
+            chunks.append(scale.astype("<f4").tobytes())
+            copy.set(18, 2)
         else:
             for seg in segs:
                 chunks.append(bin_bytes[seg.offset : seg.offset + seg.nbytes])

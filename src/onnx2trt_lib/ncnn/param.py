@@ -187,7 +187,8 @@ def _arrays(layer: Layer) -> list[tuple[int, bool]] | None:
         count = int(np.prod([d for d in dims if d])) if any(dims) else 0
         return [(count, int(g(21, 1)) == 0)] if count else []
     if t == "Gemm":
-        if g(18):
+        quantize = int(g(18))
+        if quantize not in (0, 2):  # 2: ncnn2int8's int8 weights; others are block formats
             return None
         m, n, k = int(g(7)), int(g(8)), int(g(9))
         out = [(m * k, True)] if g(4) else []
@@ -198,6 +199,9 @@ def _arrays(layer: Layer) -> list[tuple[int, bool]] | None:
             if broadcast not in sizes:
                 return None
             out.append((sizes[broadcast], True))
+        if quantize:  # Gemm::load_model: A's per-row scales, then B's one scale
+            out += [(m, False)] if g(4) else []
+            out += [(1, False)] if g(5) else []
         return out
     if t == "MultiHeadAttention":
         if g(18):

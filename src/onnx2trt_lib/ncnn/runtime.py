@@ -36,7 +36,9 @@ def run(net, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[s
     """Extract `outputs` for one sample (`inputs`: ncnn blob -> array without the batch axis)."""
     ncnn = _optional.ncnn()
     with net.create_extractor() as ex:
-        ex.set_light_mode(False)  # keep intermediate blobs: several are extracted
+        # light mode (ncnn's default) frees each blob once its consumers ran; with several
+        # blobs to extract, keep them so the later ones are not computed again
+        ex.set_light_mode(len(outputs) == 1)
         # ncnn.Mat(array) points into the array's memory (no copy): keep every array alive
         # until the extraction is done
         held = [np.ascontiguousarray(arr, dtype=np.float32) for arr in inputs.values()]

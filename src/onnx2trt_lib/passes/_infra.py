@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import tensor_bytes
 from ..errors import PassError
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ _CHECK_SIZE_LIMIT = 2**31 - 2**20
 def _validation_error(model: onnx.ModelProto) -> Exception | None:
     """Why the ONNX checker (with strict shape inference) refuses `model`, or None."""
     # summed per tensor: ByteSize() of the whole model would serialise it once more
-    if sum(t.ByteSize() for t in model.graph.initializer) > _CHECK_SIZE_LIMIT:
+    if tensor_bytes(model) > _CHECK_SIZE_LIMIT:
         log.info("model over 2 GiB: output of the pass pipeline not checked")
         return None
     try:

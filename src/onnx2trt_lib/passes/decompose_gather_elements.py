@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import infer_graph_shapes
 from ._infra import PassResult, SkippedNode, result
 from ._names import FreshNames
 
@@ -110,9 +111,7 @@ class _TensorInfo:
         if self._inferred is None:
             self._inferred = {}
             try:
-                model = onnx.shape_inference.infer_shapes(
-                    gs.export_onnx(self.graph, do_type_check=False)
-                )
+                model = infer_graph_shapes(self.graph)
             except (
                 Exception
             ) as exc:  # inference is a best effort: the node is skipped with a reason
@@ -154,9 +153,7 @@ def _annotate(graph: gs.Graph, tensors: list[gs.Variable]) -> None:
     find new tensors to annotate, and a second `fix` would not be a no-op.
     """
     try:
-        model = onnx.shape_inference.infer_shapes(
-            gs.export_onnx(graph, do_type_check=False), strict_mode=False, data_prop=True
-        )
+        model = infer_graph_shapes(graph, strict_mode=False, data_prop=True)
     except Exception as exc:  # annotation is a nicety; the rewrite is already complete
         log.debug("shape inference after decompose-gather-elements failed: %s", exc)
         return

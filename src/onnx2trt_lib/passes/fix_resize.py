@@ -63,6 +63,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import infer_graph_shapes
 from ._infra import PassResult, SkippedNode, result
 from ._names import FreshNames
 
@@ -452,8 +453,7 @@ class _ShapeOracle:
 
     def _infer(self) -> dict[str, list]:
         try:
-            model = _export_leaving_sources_alone(self._graph)
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            inferred = infer_graph_shapes(self._graph, strict_mode=False, data_prop=True)
         except Exception as exc:  # no inference is not fatal: shapes stay unknown (dynamic path)
             log.info(
                 "fix-resize: shape inference failed (%s); unknown dims are treated as dynamic", exc
@@ -472,29 +472,3 @@ class _ShapeOracle:
                     for d in tensor_type.shape.dim
                 ]
         return shapes
-
-
-def _export_leaving_sources_alone(graph: gs.Graph) -> onnx.ModelProto:
-    """gs.export_onnx, then undo its one side effect on the imported model.
-
-    graph-surgeon exports lazily-loaded constants by writing the tensor's name into the
-    *source* TensorProto; for an unnamed Constant-node value that adds an empty `name`
-    field, so the caller's model would no longer serialise byte-identically.
-    """
-    saved = []
-    candidates = list(graph.tensors().values())
-    for g in [graph, *graph.subgraphs(recursive=True)]:
-        candidates += [v for n in g.nodes for v in n.attrs.values() if isinstance(v, gs.Constant)]
-    for tensor in candidates:
-        values = getattr(tensor, "_values", None)
-        proto = getattr(values, "tensor", None)
-        if isinstance(proto, onnx.TensorProto):
-            saved.append((proto, proto.HasField("name"), proto.name))
-    try:
-        return gs.export_onnx(graph, do_type_check=False)
-    finally:
-        for proto, had_name, name in saved:
-            if had_name:
-                proto.name = name
-            else:
-                proto.ClearField("name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import infer_graph_shapes
 from ._infra import PassResult, SkippedNode, result
 
 
@@ -20,11 +21,8 @@ class InferShapesPass:
         self.data_prop = True if data_prop is None else data_prop
 
     def run(self, graph: gs.Graph) -> PassResult:
-        model = _without_big_weights(gs.export_onnx(graph, do_type_check=False))
-        try:
-            inferred = onnx.shape_inference.infer_shapes(
-                model, strict_mode=False, data_prop=self.data_prop
-            )
+        try:  # on a copy without the large weights: past 2 GiB onnx could not serialise it
+            inferred = infer_graph_shapes(graph, strict_mode=False, data_prop=self.data_prop)
         except Exception as exc:  # inference failure is not fatal: report it as a skip
             return result(
                 self.name, {}, [SkippedNode("<graph>", "", f"shape inference failed: {exc}")]
@@ -46,34 +44,6 @@ class InferShapesPass:
                 changed = True
             updated += changed
         return result(self.name, {"tensors_annotated": updated})
-
-
-# onnx's inference serialises the model: beyond protobuf's 2 GiB it fails ("Failed to serialize proto")
-_PROTO_LIMIT = 2**31 - 2**24
-_BIG_WEIGHT = 2**20
-
-
-def _without_big_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model`, or when its weights pass protobuf's limit, the same model with every large
-    initializer turned into a typed graph input: inference needs their types and shapes, not
-    their values (shape-like data it propagates is small and stays)."""
-    sizes = [t.ByteSize() for t in model.graph.initializer]
-    if sum(sizes) <= _PROTO_LIMIT:
-        return model
-    declared = {i.name for i in model.graph.input}
-    kept = []
-    for tensor, size in zip(model.graph.initializer, sizes, strict=True):
-        if size < _BIG_WEIGHT:
-            kept.append(tensor)
-        elif tensor.name not in declared:
-            model.graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-            )
-    # dropping the rest first frees the big tensors without copying them
-    kept = [onnx.TensorProto.FromString(t.SerializeToString()) for t in kept]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return model
 
 
 def _dtype_and_shape(value_info: onnx.ValueInfoProto):

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .._weights import infer_graph_shapes
 from ..errors import PassError
 from ._infra import PassResult, SkippedNode, result
 from ._names import FreshNames
@@ -73,9 +74,14 @@ FLOAT16_SINCE = {"IsInf": 20, "CumSum": 14}
 PINNED_FLOAT32_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
 
 
+def _values(constant: gs.Constant) -> np.ndarray:
+    """A constant's values, without keeping a lazily-held tensor's array in the graph (reading
+    `.values` would: the weights of a 2 GiB model would then sit in memory twice)."""
+    lazy = constant._values
+    return lazy.load() if isinstance(lazy, gs.ir.tensor.LazyValues) else constant.values
+
+
 def _dtype(tensor: gs.Tensor) -> np.dtype | None:
-    if isinstance(tensor, gs.Constant):
-        return np.dtype(tensor.values.dtype)
     try:
         return np.dtype(tensor.dtype) if tensor.dtype is not None else None
     except TypeError:  # bfloat16 and other onnx-only types
@@ -86,7 +92,7 @@ def _float32_peak(tensor: gs.Tensor) -> float | None:
     """max |value| of a float32 initializer or of a Constant/ConstantOfShape node's float32 value; None otherwise."""
     values = None
     if isinstance(tensor, gs.Constant):
-        values = tensor.values
+        values = _values(tensor)
     elif tensor.inputs and tensor.inputs[0].op in ("Constant", "ConstantOfShape"):
         attrs = tensor.inputs[0].attrs
         value = attrs.get("value")
@@ -151,6 +157,14 @@ class ConvertToFp16Pass:
                     return self.ranges[consumer.outputs[0].name]
         return value
 
+    def _peak(self, tensor: gs.Tensor) -> float | None:
+        """`_float32_peak`, once per tensor and run: a weight is read from its proto each time
+        (the graph keeps no float32 copy), and a 2 GiB model's weights are slow to scan."""
+        key = id(tensor)
+        if key not in self._peaks:
+            self._peaks[key] = _float32_peak(tensor)
+        return self._peaks[key]
+
     def _keep_reason(self, node: gs.Node, opset: int) -> str | None:
         if node.op in ALWAYS_FLOAT32:
             return f"{node.op} has no FP16 form in ONNX"
@@ -163,13 +177,13 @@ class ConvertToFp16Pass:
         if node.name and node.name in self.keep_nodes:
             return "kept by request"
         for t in node.inputs:
-            peak = _float32_peak(t)
+            peak = self._peak(t)
             if peak is not None and not peak <= self.max_initializer:
                 return f"initializer {t.name!r} holds {peak:.6g} > {self.max_initializer:g}"
         if (
             node.op in ("Constant", "ConstantOfShape") and node.outputs
         ):  # its value would turn inf in FP16
-            peak = _float32_peak(node.outputs[0])
+            peak = self._peak(node.outputs[0])
             if peak is not None and not peak <= self.max_initializer:
                 return (
                     f"constant {node.outputs[0].name!r} holds {peak:.6g} > {self.max_initializer:g}"
@@ -193,9 +207,7 @@ class ConvertToFp16Pass:
         if not unknown:
             return
         try:
-            inferred = onnx.shape_inference.infer_shapes(
-                gs.export_onnx(graph, do_type_check=False), strict_mode=False
-            )
+            inferred = infer_graph_shapes(graph, strict_mode=False)
         except Exception as exc:
             raise PassError(
                 f"to-fp16: tensor types are unknown and ONNX type inference failed: {exc}"
@@ -218,6 +230,7 @@ class ConvertToFp16Pass:
     # --- rewriting ----------------------------------------------------------------------------
 
     def run(self, graph: gs.Graph) -> PassResult:
+        self._peaks: dict[int, float | None] = {}  # this run's; the tensors die with the graph
         self._fill_types(graph)
         tensors = graph.tensors()
         fresh = FreshNames(graph)
@@ -273,7 +286,7 @@ class ConvertToFp16Pass:
                 ):
                     if id(t) not in f16_constants:
                         f16_constants[id(t)] = gs.Constant(
-                            fresh(f"{t.name}_fp16"), t.values.astype(np.float16)
+                            fresh(f"{t.name}_fp16"), _values(t).astype(np.float16)
                         )
                         counts["initializers"] += 1
                     node.inputs[i] = f16_constants[id(t)]
@@ -378,6 +391,7 @@ class ConvertToFp16Pass:
                 counts["casts_removed"] += 1
         if any(counts.values()):
             log.info("to-fp16: %s; %d node(s) kept in float32", counts, len(skipped))
+        self._peaks = {}
         return result(self.name, counts, skipped)
 
 

@@ -165,10 +165,12 @@ def session(model: onnx.ModelProto, *, extra_outputs: Sequence[str] = ()):
 
 
 def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    from .._weights import infer_shapes
+
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(copy)
+    try:  # on a copy without the large weights (past 2 GiB onnx could not serialise it)
+        inferred = infer_shapes(model)
     except Exception:  # inference is only for types; ORT can still infer them itself
         inferred = copy
     types = {

@@ -19,6 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .._io import check_output_path, load_model, save_model
+from .._weights import annotate_shapes
 from ..errors import CalibrationError, UsageError
 from ..passes._infra import PassResult, SkippedNode
 from ..passes.insert_qdq import (
@@ -428,7 +429,7 @@ def to_fp16(
     proto = load_model(model)
     _check_float_unquantized(proto, source)
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        inferred = annotate_shapes(proto, strict_mode=False)  # any size: see _weights
     except Exception as exc:
         raise UsageError(
             f"{source}: ONNX type inference failed ({str(exc).splitlines()[0]}); fix the model first"

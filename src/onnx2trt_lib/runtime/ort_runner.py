@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .._io import PROTOBUF_LIMIT, load_model, ort_source
+from .._io import (
+    PROTOBUF_LIMIT,
+    external_bytes,
+    load_model,
+    load_model_without_weights,
+    ort_source,
+)
 from .._optional import onnxruntime
 from ..errors import ModelLoadError, RuntimeExecutionError
 from .base import Runner, TensorSpec, check_array, check_feed_names
@@ -151,8 +157,9 @@ def _model_source(model: Any, name: str | None) -> tuple[Any, str]:
             return bytes(model), name or "model"
         return proto, name or "model"
     path = Path(model)
-    # load_model checks existence, format and every external location with one-line errors
-    proto = load_model(path, check=False)
-    if proto.ByteSize() >= PROTOBUF_LIMIT:  # checked above; ORT reads the weights beside it
+    # the gate checks existence, format and every external location with one-line errors
+    stored = load_model_without_weights(path)
+    if external_bytes(stored) >= PROTOBUF_LIMIT - (1 << 24):
+        # past 2 GiB no proto can hold it: ORT reads the (checked) weights beside the file
         return str(path), name or path.name
-    return proto, name or path.name
+    return load_model(path, check=False), name or path.name
