@@ -2,15 +2,20 @@
 
 Steps (each one visible in `protect` below):
 
+0. Split the rows: the search decides on the first part, the report measures the rest (held
+   out from every decision; with fewer than 2 * MIN_HELD_OUT rows both use all of them).
 1. Quantize everything; if the criterion already holds, stop (nothing excluded).
-2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: only that
-   layer INT8, output SQNR against FP32 on a few samples; the lower, the more it hurts alone.
-3. Find the smallest k such that keeping the k most sensitive layers in float meets the
+2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: only
+   that layer INT8, output SQNR against FP32 on a few rows; the lower, the more it hurts alone.
+   (Noise power per MAC share was tried: on PP-OCRv4 rec it kept more MACs in float, 31.6% vs
+   43.1% INT8 at the same ranges, benchmarks/results/quant.md.)
+3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time).
 4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
    group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
-5. Write the model and measure it once more as written (the number the report gives).
+5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
+   computes exactly what insert-qdq writes (tests/quant/test_switch.py), so it is not rebuilt.
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
 (quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
@@ -22,7 +27,8 @@ top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads,
 (default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
 (Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
 FP32 output is refused. The data should be held out from the batches that made the ranges,
-otherwise the criterion flatters the ranges it was tuned on.
+otherwise the criterion flatters the ranges it was tuned on; step 0 at least keeps the search's
+own decisions from flattering the reported number.
 """
 
 from __future__ import annotations
@@ -59,11 +65,13 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
-REFINE_BUDGET = 24  # tries to give kept layers back to INT8: each is one evaluation
+REFINE_BUDGET = 16  # tries to give kept layers back to INT8: each is one evaluation
 RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
-RANKING_PASSES = 4  # and the ranking costs at most about this many passes over the data
+RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
+MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
+EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class ProtectionReport:
     kind: str = "sqnr"  # sqnr | top1 | boxes | metric
     searched: bool = True  # False: measured only (--no-protect)
     samples: int = 0
+    held_out: int = 0  # rows of `samples` that no search decision saw (`after` is on them)
 
     def fmt(self, value: float) -> str:
         if self.kind == "sqnr":
@@ -114,6 +123,7 @@ class ProtectionReport:
             "kind": self.kind,
             "searched": self.searched,
             "samples": self.samples,
+            "held_out": self.held_out,
             "before": fin(self.before),
             "after": fin(self.after),
             "target": fin(self.target),
@@ -138,10 +148,11 @@ class ProtectionReport:
                 f"  {share}",
             ]
         else:
+            held = f", measured on the {self.held_out} the search left out" if self.held_out else ""
             lines = [
                 f"protection: {self.criterion}: full INT8 {self.fmt(self.before)} -> written "
                 f"{self.fmt(self.after)} (target {self.fmt(self.target)}, "
-                f"{'met' if self.met else 'NOT met'}; {self.samples} samples, {self.evaluations} evaluations)",
+                f"{'met' if self.met else 'NOT met'}; {self.samples} samples{held}, {self.evaluations} evaluations)",
                 f"  {share} (full INT8: {self.int8_mac_share_before:.1%})",
             ]
         lines += [
@@ -194,20 +205,22 @@ def protect(
     search: bool = True,
     reference: onnx.ModelProto | None = None,
 ) -> ProtectionReport:
-    """Find the smallest set of layers to keep in float so the criterion holds (see module doc).
+    """Find the fewest float layers so the criterion holds (see module doc).
 
     `options` are InsertQdqPass options (ranges, op_types, ...); `exclude` names layers the user
     keeps in float anyway. `ranking_samples` is the rows of the per-layer ranking (default: up
-    to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes).
-    `search=False` only measures the full INT8 model (what --no-protect reports). `reference`:
-    the FP32 model to agree with when `model` is a rewritten one (bias correction changes it).
+    to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes
+    over the search rows). `search=False` only measures the full INT8 model (what --no-protect
+    reports). `reference`: the FP32 model to agree with when `model` is a rewritten one (bias
+    correction changes it).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     criterion = criterion or Criterion()
     model, named = name_weighted_nodes(model)
     batches = as_batches(data, model)
-    samples = sum(max((len(v) for v in b.values() if np.ndim(v)), default=1) for b in batches)
+    samples = sum(_count(b) for b in batches)
+    fixed = rows_per_batch(model, batch_size=0) > 0
     user = list(exclude)
     notes: list[str] = []
     if named:
@@ -223,6 +236,7 @@ def protect(
     layers = quantized_layers(full)
     macs = weighted_macs(model, _one_sample(model, batches[0]))
     share_before = int8_mac_share(full, macs)
+    total_macs = sum(macs.values())
     if metric is None:
         ref_out = run(reference if reference is not None else model, batches)
         outputs = [o.name for o in model.graph.output]
@@ -272,32 +286,61 @@ def protect(
     switch = SwitchSession(full, layers, options["ranges"], options.get("exclude_tensors", ()))
     count = 0
 
-    def evaluate(float_layers: Collection[str]) -> float:
+    # 0. search rows and held-out rows, each with its own judge (rows joined along axis 0)
+    per_row = metric is None and all(len(v) == samples for v in ref.values())
+    if per_row:
+        search_b, held_b = _split(batches, fixed)
+        fixed_kind = Criterion(criterion.min_sqnr_db, kind, criterion.min_agreement)
+        n_search = sum(_count(b) for b in search_b)
+        search_judge = Judge({n: v[:n_search] for n, v in ref.items()}, fixed_kind)
+        held_judge = (
+            Judge({n: v[n_search:] for n, v in ref.items()}, fixed_kind) if held_b else search_judge
+        )
+        cut = fixed or kind != "top1"  # short runs only help where a failing evaluation stops early
+        search_runs = _chunks(search_b, cut)
+        held_runs = _chunks(held_b, cut) if held_b else search_runs
+    else:  # a user metric measures its own data; outputs of varying rows: all rows for both
+        search_b = held_b = batches
+        n_search = samples
+        if metric is None:
+            search_judge = held_judge = judge
+            search_runs = held_runs = list(batches)
+
+    def evaluate(
+        float_layers: Collection[str], *, held: bool = False, exact: bool = False
+    ) -> float:
+        """The criterion with these layers in float: on the search rows, or on the held-out
+        rows; top1 on the search rows stops at the run where the failures exceed the target."""
         nonlocal count
         count += 1
         if metric is not None:
             return float(metric(build(float_layers)))
         floats = set(float_layers)
         int8 = [c for c in layers if c not in floats]
-        if judge.kind != "top1" or not early_exit:
-            return judge.score(switch.run(int8, batches))
-        # top1: stop at the batch where more rows disagree than the target allows
-        allowed = math.floor((1.0 - target) * rows_total + 1e-9)
+        judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
+        if judge_.kind != "top1" or exact or not per_row:
+            return judge_.score(switch.run(int8, runs))
+        rows = len(next(iter(judge_.ref.values())))
+        allowed = math.floor((1.0 - target) * rows + 1e-9)
         bad = start = 0
-        for feed in batches:
+        for feed in runs:
             out = switch.run_batch(int8, feed)
-            bad += judge.failing_rows(out, start)
+            bad += judge_.failing_rows(out, start)
             start += len(next(iter(out.values())))
             if bad > allowed:
-                return (rows_total - bad) / rows_total  # at most this: fails the target
-        return (rows_total - bad) / rows_total
+                return (rows - bad) / rows  # at most this: fails the target
+        return (rows - bad) / rows
 
-    # 1. everything INT8 (measured on all the data: the report's "before")
-    early_exit = False
-    before = evaluate([])
-    early_exit = metric is None and all(len(v) == len(ref[names[0]]) for v in ref.values())
-    rows_total = len(ref[names[0]]) if metric is None else 0
-    if ok(before):
+    # 1. everything INT8, on both parts (the held-out value is the report's "before")
+    if metric is not None:
+        before = before_search = evaluate([])
+    else:
+        before_search = evaluate([], exact=True)
+        before = before_search
+        if held_b is not search_b:
+            before = evaluate([], held=True, exact=True)
+            count -= 1  # one question, asked of both parts
+    if ok(before_search) and ok(before):
         log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, target)
         return ProtectionReport(
             what,
@@ -314,12 +357,19 @@ def protect(
             kind,
             True,
             samples,
+            held_out=_held_rows(held_b, search_b),
         )
+    if ok(before_search):  # only the held-out rows fail: decide on all of them
+        notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
+        search_b = held_b = batches
+        search_judge = held_judge = judge
+        search_runs = held_runs = _chunks(batches, fixed or kind != "top1")
+        n_search = samples
 
     # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
     if ranking_samples is None:
-        ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * samples // len(layers))))
-    few = _rows(batches, ranking_samples, rows_per_batch(model, batch_size=0) > 0)
+        ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers))))
+    few = _rows(search_b, ranking_samples, fixed)
     few_ref = switch.run([], few)
     float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
     alone = {}
@@ -331,11 +381,14 @@ def protect(
             alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
             alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
     count += len(layers)
-    ranking = sorted(layers, key=lambda n: (alone[n], n))
-    log.info("protection: %d layers ranked; most sensitive: %s", len(ranking), ranking[:5])
+    mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
+    ranking = sorted(layers, key=lambda c: (alone[c], c))
+    log.info("protection: %d layers ranked; first: %s", len(ranking), ranking[:5])
 
-    # 3. smallest k with the top-k layers in float
-    results: dict[int, float] = {0: before}
+    # 3. smallest k with the first k layers in float
+    results: dict[int, float] = {0: before_search}
+    if metric is None:  # every layer float is the FP32 model: it agrees, no need to ask
+        results[len(ranking)] = math.inf if search_judge.kind == "sqnr" else 1.0
 
     def value(k: int) -> float:
         if k not in results:
@@ -360,20 +413,22 @@ def protect(
                     lo = mid
         k = hi
     kept = ranking[:k]
+    found = value(k)  # the criterion of `kept` on the search rows
 
     # 4. refine: give layers back to INT8 when the criterion still holds without them, in
-    #    groups (least sensitive first) split in halves where a group fails: few tries when few
-    #    of the kept layers matter (failing tries of top1 stop early, so they are cheap)
+    #    groups (least sensitive first) split in halves where a group
+    #    fails: few tries when few of the kept layers matter (failing top1 tries stop early)
     tries = 0
 
     def give_back(group: list[str]) -> None:
-        nonlocal kept, tries
+        nonlocal kept, tries, found
         if not group or tries >= REFINE_BUDGET:
             return
         trial = [c for c in kept if c not in group]
         tries += 1
-        if ok(evaluate(trial)):
-            kept = trial
+        got = evaluate(trial)
+        if ok(got):
+            kept, found = trial, got
         elif len(group) > 1:
             half = len(group) // 2
             give_back(group[:half])
@@ -384,9 +439,17 @@ def protect(
         give_back(order[: len(order) // 2])
         give_back(order[len(order) // 2 :])
 
-    # 5. the written model, measured as written
-    final = build(kept)
-    after = measure_model(final)
+    # 5. the chosen mix on the held-out rows (the switch model computes what insert-qdq writes)
+    if metric is not None:
+        after = measure_model(build(kept))
+        count += 1
+    else:
+        after = evaluate(kept, held=True, exact=True)
+        if held_b is not search_b:
+            notes.append(
+                f"chosen on {n_search} of the {samples} rows ({search_judge.format(found)} there); "
+                f"the agreement reported is on the other {samples - n_search}"
+            )
     ops = {node_key(nd): nd.op_type for nd in model.graph.node}
     excluded = tuple(
         ExcludedLayer(
@@ -394,9 +457,17 @@ def protect(
             ops.get(node, "?"),
             ranking.index(node) + 1,
             alone[node],
-            f"sensitivity rank {ranking.index(node) + 1}/{n}: INT8 alone gives output SQNR {alone[node]:.1f} dB",
+            f"rank {ranking.index(node) + 1}/{n}: INT8 alone gives output SQNR {alone[node]:.1f} dB "
+            f"for {mac_share[node]:.1%} of the MACs",
         )
         for node in kept
+    )
+    floats = set(kept)
+    layer_macs = sum(macs.get(c, 0) for c in layers)
+    share_after = (
+        share_before * sum(macs.get(c, 0) for c in layers if c not in floats) / layer_macs
+        if layer_macs
+        else share_before
     )
     log.info("protection: kept %d layer(s) in float: %s", len(kept), kept)
     return ProtectionReport(
@@ -407,14 +478,60 @@ def protect(
         ok(after),
         excluded,
         tuple((r, alone[r]) for r in ranking),
-        count + 1,
+        count,
         share_before,
-        int8_mac_share(final, macs),
+        share_after,
         tuple(notes),
         kind,
         True,
         samples,
+        held_out=_held_rows(held_b, search_b),
     )
+
+
+def _count(feed: Batch) -> int:
+    return max((len(v) for v in feed.values() if np.ndim(v)), default=1)
+
+
+def _held_rows(held: Sequence[Batch], search: Sequence[Batch]) -> int:
+    return 0 if held is search else sum(_count(b) for b in held)
+
+
+def _split(batches: Sequence[Batch], fixed: bool) -> tuple[list[Batch], list[Batch]]:
+    """(search rows, held-out rows): the first half and the rest; whole batches where the batch
+    is `fixed`. Too few rows (or one fixed batch): ([all], [])."""
+    total = sum(_count(b) for b in batches)
+    if total < 2 * MIN_HELD_OUT or (fixed and len(batches) < 2):
+        return list(batches), []
+    if fixed:
+        half = len(batches) // 2
+        return list(batches[:half]), list(batches[half:])
+    want = total // 2
+    search, held, rows = [], [], 0
+    for feed in batches:
+        n = _count(feed)
+        if rows >= want:
+            held.append(feed)
+        elif rows + n <= want:
+            search.append(feed)
+        else:
+            cut = want - rows
+            search.append({k: v[:cut] if np.ndim(v) else v for k, v in feed.items()})
+            held.append({k: v[cut:] if np.ndim(v) else v for k, v in feed.items()})
+        rows += n
+    return search, held
+
+
+def _chunks(batches: Sequence[Batch], fixed: bool, rows: int = EXIT_ROWS) -> list[Batch]:
+    """Batches cut into runs of at most `rows` where the batch is dynamic (as they are if fixed)."""
+    if fixed:
+        return list(batches)
+    out = []
+    for feed in batches:
+        n = _count(feed)
+        for i in range(0, n, rows):
+            out.append({k: v[i : i + rows] if np.ndim(v) else v for k, v in feed.items()})
+    return out
 
 
 def name_weighted_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:

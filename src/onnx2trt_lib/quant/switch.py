@@ -3,8 +3,9 @@
 Protection asks "how close to FP32 is the model with these layers in float?" dozens of times.
 Writing and loading a Q/DQ model per question costs a new session each (seconds on a real
 model). Instead the full Q/DQ model is built once and every quantized input of a layer is read
-through `Where(switch, dequantized, float)`; a bool scalar graph input per layer picks INT8 or
-float, so one session answers every question and a question costs one inference.
+through `If(switch) {Q/DQ of the float input} else {the float input}`; a bool scalar graph input
+per layer picks INT8 or float, so one session answers every question and a question costs one
+inference (layers switched to float skip their Q/DQ work, which a `Where` would still do).
 
 The switches reproduce what insert-qdq writes with those layers excluded, residual Adds
 included: the Add's identity input is quantized while the layer feeding its other input is
@@ -77,9 +78,36 @@ def switch_model(
         node = producers.get(tensor)
         return node.name if node is not None and node.name in flags else None
 
+    made: dict[str, onnx.NodeProto] = {}  # Q/DQ nodes of the second residual case, by output
+
     def switched(tensor: str, src: str, cond: str) -> str:
+        """If(cond): the Q/DQ chain that makes `tensor` from `src`, else `src` itself. Inside the
+        branch, so a layer switched to float skips its QuantizeLinear/DequantizeLinear work (a
+        Where computed both sides: the ranking runs with all but one switch off)."""
         out = f"{tensor}__switch{next(fresh)}"
-        nodes.append(helper.make_node("Where", [cond, tensor, src], [out], name=out))
+        dq = made.get(tensor) or producers[tensor]
+        q = made.get(dq.input[0]) or producers[dq.input[0]]
+        q_out, dq_out, same = f"{out}__q", f"{out}__dq", f"{out}__float"
+        then = helper.make_graph(
+            [
+                helper.make_node(q.op_type, [src, *q.input[1:]], [q_out], name=q_out),
+                helper.make_node(dq.op_type, [q_out, *dq.input[1:]], [dq_out], name=dq_out),
+            ],
+            f"{out}_int8",
+            [],
+            [helper.make_tensor_value_info(dq_out, scale_type, None)],
+        )
+        for node, copy in zip((q, dq), then.node, strict=True):
+            copy.attribute.extend(node.attribute)
+        orig = helper.make_graph(
+            [helper.make_node("Identity", [src], [same], name=same)],
+            f"{out}_float",
+            [],
+            [helper.make_tensor_value_info(same, scale_type, None)],
+        )
+        nodes.append(
+            helper.make_node("If", [cond], [out], name=out, then_branch=then, else_branch=orig)
+        )
         return out
 
     def qdq(tensor: str) -> str | None:
@@ -94,8 +122,8 @@ def switch_model(
         zero = numpy_helper.from_array(np.zeros((), np.int8), f"{tensor}__sw_zp{k}")
         extra_inits.extend([scale, zero])
         q, dq = f"{tensor}__sw_q{k}", f"{tensor}__sw_dq{k}"
-        nodes.append(helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q]))
-        nodes.append(helper.make_node("DequantizeLinear", [q, scale.name, zero.name], [dq]))
+        made[q] = helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q])
+        made[dq] = helper.make_node("DequantizeLinear", [q, scale.name, zero.name], [dq])
         return dq
 
     def both(a: str, b: str) -> str:
@@ -136,11 +164,27 @@ def switch_model(
     model = onnx.ModelProto()
     model.CopyFrom(qmodel)
     del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model.graph.node.extend(_live(nodes, [o.name for o in graph.output]))
     model.graph.initializer.extend(extra_inits)
     for name in flags.values():
         model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.BOOL, []))
     return model, flags
+
+
+def _live(nodes: Sequence[onnx.NodeProto], outputs: Sequence[str]) -> list[onnx.NodeProto]:
+    """`nodes` without those whose outputs nothing reads (the Q/DQ pairs that moved into the
+    switches' branches): a session would otherwise still compute them on every run."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(nodes):
+        if not any(o in needed for o in node.output):
+            continue
+        kept.append(node)
+        needed.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                needed.update(i for n in attr.g.node for i in n.input)
+    return kept[::-1]
 
 
 class SwitchSession:

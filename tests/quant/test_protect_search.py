@@ -1,0 +1,136 @@
+"""Protection's search: the ranking against a plain reference, held-out measurement, row splits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnx2trt_lib.passes.insert_qdq import DEFAULT_OP_TYPES
+from onnx2trt_lib.quant.accuracy import run, sqnr_db
+from onnx2trt_lib.quant.agreement import Criterion
+from onnx2trt_lib.quant.protect import MIN_HELD_OUT, _chunks, _split, protect
+from onnx2trt_lib.quant.qdq import insert_qdq
+
+ROWS = 256
+
+
+def chain(widths: list[int], seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
+    """x -> mm0 -> t1 -> mm1 -> ... : MatMuls of the given widths (K = widths[i], N = widths[i+1])."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    for i in range(len(widths) - 1):
+        w = (rng.standard_normal((widths[i], widths[i + 1])) / math.sqrt(widths[i])).astype(
+            np.float32
+        )
+        inits.append(nh.from_array(w, f"w{i}"))
+        src = "x" if i == 0 else f"t{i}"
+        dst = "y" if i == len(widths) - 2 else f"t{i + 1}"
+        nodes.append(h.make_node("MatMul", [src, f"w{i}"], [dst], name=f"mm{i}"))
+    graph = h.make_graph(
+        nodes,
+        "chain",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", widths[0]])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", widths[-1]])],
+        inits,
+    )
+    x = rng.standard_normal((ROWS, widths[0])).astype(np.float32)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), x
+
+
+def clipped_ranges(model: onnx.ModelProto, x: np.ndarray, factors: dict[str, float]) -> dict:
+    inputs = [n.input[0] for n in model.graph.node]
+    values = run(model, [{"x": x}], extra_outputs=[t for t in inputs if t != "x"])
+    values["x"] = [x]
+    return {t: float(np.abs(values[t][0]).max()) * factors.get(t, 1.0) for t in inputs}
+
+
+def options(ranges: dict) -> dict:
+    return dict(ranges=ranges, op_types=DEFAULT_OP_TYPES, exclude_tensors=(), residual_add=True)
+
+
+def written_sqnr(model, ranges, x, float_layers) -> float:
+    q = insert_qdq(model, exclude_nodes=list(float_layers), **options(ranges))[0]
+    return sqnr_db(run(model, [{"x": x}])["y"][0], run(q, [{"x": x}])["y"][0])
+
+
+def test_ranking_matches_a_plain_reference():
+    # reference: each layer alone INT8 in the model insert-qdq writes, output SQNR on the ranking
+    # rows by ONNX Runtime; the ranking is lowest SQNR first, and the report's kept-float
+    # reasons carry the MAC share counted by hand
+    widths = [16, 48, 8, 32, 4]
+    model, x = chain(widths, seed=3)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.3, "t2": 0.6, "t3": 0.35})
+    layers = [f"mm{i}" for i in range(len(widths) - 1)]
+    macs = {f"mm{i}": widths[i] * widths[i + 1] for i in range(len(widths) - 1)}
+    few = x[:6]
+    ref = {c: written_sqnr(model, ranges, few, [o for o in layers if o != c]) for c in layers}
+    expected = sorted(layers, key=lambda c: ref[c])
+    report = protect(
+        model,
+        options(ranges),
+        x,
+        criterion=Criterion(min_sqnr_db=60.0, agreement="sqnr"),
+        ranking_samples=6,
+    )
+    assert [c for c, _ in report.ranking] == expected
+    for c, db in report.ranking:
+        assert db == pytest.approx(ref[c], abs=1e-3)
+    for e in report.excluded:
+        assert f"for {macs[e.node] / sum(macs.values()):.1%} of the MACs" in e.reason
+
+
+def test_agreement_is_reported_on_the_rows_the_search_did_not_use():
+    model, x = chain([32, 32, 32, 4], seed=5)
+    ranges = clipped_ranges(model, x, {"x": 0.3, "t1": 0.4, "t2": 0.35})
+    report = protect(
+        model, options(ranges), x, criterion=Criterion(min_sqnr_db=25.0, agreement="sqnr")
+    )
+    assert report.held_out == ROWS // 2 and report.samples == ROWS
+    kept = [e.node for e in report.excluded]
+    assert kept  # full INT8 fails the bound, so the search ran
+    held = x[ROWS // 2 :]
+    assert report.after == pytest.approx(written_sqnr(model, ranges, held, kept), abs=1e-4)
+    assert report.before == pytest.approx(written_sqnr(model, ranges, held, []), abs=1e-4)
+    assert "the search left out" in report.summary_lines()[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    fixed=st.booleans(),
+)
+def test_split_and_chunks_keep_every_row_once(sizes, fixed):
+    if fixed:
+        sizes = [sizes[0]] * len(sizes)
+    rows = np.arange(sum(sizes))
+    bounds = np.cumsum([0, *sizes])
+    batches = [
+        {"x": rows[a:b], "s": np.float32(1)} for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    search, held = _split(batches, fixed)
+    got = np.concatenate([b["x"] for b in search + held])
+    np.testing.assert_array_equal(got, rows)
+    total = len(rows)
+    if total < 2 * MIN_HELD_OUT or (fixed and len(batches) < 2):
+        assert held == []
+    elif fixed:
+        assert all(len(b["x"]) == sizes[0] for b in search + held) and search and held
+    else:
+        assert sum(len(b["x"]) for b in search) == total // 2
+    for part in (search, held):
+        chunks = _chunks(part, fixed)
+        if part:
+            np.testing.assert_array_equal(
+                np.concatenate([b["x"] for b in chunks]), np.concatenate([b["x"] for b in part])
+            )
+        assert all(b["s"] == 1 for b in chunks)
+        if not fixed:
+            assert all(0 < len(b["x"]) <= 8 for b in chunks)
