@@ -94,9 +94,10 @@ class EqualizeCrossLayerPass:
                 if nxt is None:
                     continue
             act = None
-            if nxt.op == "Relu" or (nxt.op == "Clip" and _clip_bounds(nxt) is not None):
+            bounds = _clip_bounds(nxt) if nxt.op == "Clip" else None
+            if nxt.op == "Relu" or bounds is not None:
                 act = nxt
-                if act.op == "Clip" and _clip_bounds(act)[0] != 0.0:
+                if bounds is not None and bounds[0] != 0.0:
                     skipped.append(SkippedNode(act.name, act.op, "Clip with a non-zero minimum"))
                     continue
                 if act.outputs[0].name in outputs:
@@ -184,7 +185,10 @@ def _apply(conv1: gs.Node, conv2: gs.Node, s: np.ndarray) -> None:
 
 def _per_channel_clip(graph: gs.Graph, clip: gs.Node, s: np.ndarray) -> None:
     """Clip(x, 0, hi) on channels divided by s -> Min(Relu(x), hi / s) with a [C, 1, ...] bound."""
-    hi = _clip_bounds(clip)[1]
+    bounds = _clip_bounds(clip)
+    if bounds is None:  # pairs are only formed with a constant-bound Clip
+        raise ValueError(f"Clip {clip.name!r} has no constant bounds")
+    hi = bounds[1]
     x, y = clip.inputs[0], clip.outputs[0]
     rank = len(x.shape) if x.shape is not None else 4
     bound = (hi / s).astype(np.float32).reshape((-1,) + (1,) * max(rank - 2, 0))
@@ -215,10 +219,18 @@ def _foldable_bn(bn: gs.Node, outputs: set[str]) -> bool:
     )
 
 
+def _required_values(tensor: gs.Tensor) -> np.ndarray:
+    """The constant value of a tensor that _foldable_bn already found constant."""
+    values = constant_values(tensor)
+    if values is None:
+        raise ValueError(f"{tensor.name!r} is not a constant")
+    return values
+
+
 def _fold_bn(graph: gs.Graph, conv: gs.Node, bn: gs.Node) -> None:
     """Conv -> BN becomes one Conv: w * g / sqrt(v + eps) per output channel, b folded likewise
     (what TensorRT does at build time; needed here because the BN sits between the pair)."""
-    gamma, beta, mean, var = (constant_values(t).astype(np.float64) for t in bn.inputs[1:5])
+    gamma, beta, mean, var = (_required_values(t).astype(np.float64) for t in bn.inputs[1:5])
     eps = float(bn.attrs.get("epsilon", 1e-5))
     k = gamma / np.sqrt(var + eps)
     w = conv.inputs[1]

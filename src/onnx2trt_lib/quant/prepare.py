@@ -114,9 +114,9 @@ def prepare_int8(
 
 def _feeds(
     model: onnx.ModelProto, data: Any, preprocess: Any, shapes: Any, batch_size: int | None
-) -> list[Mapping[str, np.ndarray]]:
+) -> list[dict[str, np.ndarray]]:
     if isinstance(data, Sequence) and data and all(isinstance(d, Mapping) for d in data):
-        feeds: list[Mapping[str, np.ndarray]] = []
+        feeds: list[dict[str, np.ndarray]] = []
         rows = 0
         for feed in data:
             feeds.append({k: np.asarray(v) for k, v in feed.items()})

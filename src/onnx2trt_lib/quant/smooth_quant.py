@@ -104,7 +104,9 @@ class SmoothQuant:
         for name, nodes in groups.items():
             if name not in xmax:
                 continue
-            weights = [_weight(n) for n in nodes]
+            weights = [w for w in map(_weight, nodes) if w is not None]
+            if len(weights) != len(nodes):  # grouping admitted only nodes with a weight
+                continue
             wmax = np.max(
                 [np.abs(w.astype(np.float64)).max(axis=1 - axis) for w, axis in weights], axis=0
             )
@@ -149,8 +151,8 @@ def _fold_into_layernorm(
         return False
     if int(ln.attrs.get("axis", -1)) not in (-1, len(x.shape or ()) - 1):
         return False
-    params = [constant_values(t) for t in ln.inputs[1:3]]
-    if any(p is None or len(t.outputs) != 1 for p, t in zip(params, ln.inputs[1:3], strict=False)):
+    params = [p for p in map(constant_values, ln.inputs[1:3]) if p is not None]
+    if len(params) != len(ln.inputs[1:3]) or any(len(t.outputs) != 1 for t in ln.inputs[1:3]):
         return False
     for slot, p in zip((1, 2), params, strict=False):
         scaled = (np.broadcast_to(p.astype(np.float64), s.shape) / s).astype(p.dtype)
