@@ -1,0 +1,204 @@
+"""Bias correction of the Q/DQ model: take out each INT8 layer's mean output shift against FP32.
+
+Nagel et al. 2019 ("Data-Free Quantization Through Weight Equalization and Bias Correction",
+arXiv:1906.04721, section 4.2) correct the mean shift E[W_q x] - E[W x] that weight rounding
+adds to every output channel. Here the shift is measured on the model as it will run: the
+layer's output in the Q/DQ model (quantized input, quantized weight, the corrected layers
+upstream) minus its output in FP32, averaged per output channel over calibration rows, and
+subtracted from the layer's bias. That covers activation quantization too, which on PP-OCRv4
+rec (inputs mostly background) is a systematic per-channel shift of the same order.
+
+Sequential in the Jacobi sense: pass 1 corrects every layer from one run of the full Q/DQ
+model; each further pass measures what is left with the corrections of pass 1 in place (so a
+layer sees its corrected upstream) and corrects that; `passes` runs, each one ONNX Runtime run
+over BIAS_SAMPLES rows. The FP32 side is one run.
+
+The correction belongs to a layer only while it is INT8: a layer kept in float keeps its
+original bias (`with_biases` writes the corrected ones for the INT8 layers only, and the
+switch model of quant.switch picks corrected or original bias with the layer's switch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ._stats import reduce_tensors
+
+BIAS_SAMPLES = 64  # rows the shifts are measured on (taken from the protection's search rows)
+BIAS_PASSES = 2  # measurement passes over them (1 = one-pass, no upstream correction seen)
+
+
+@dataclass(frozen=True)
+class BiasFix:
+    """A layer's bias: where it lives (node, input slot, initializer), original and corrected."""
+
+    layer: str
+    node: str  # the node reading the bias: the layer itself (Conv/Gemm) or the Add after a MatMul
+    slot: int
+    tensor: str  # the initializer
+    output: str  # the layer's output tensor the shift is measured on
+    axis: int  # its channel axis
+    original: np.ndarray
+    corrected: np.ndarray
+
+
+def bias_slots(
+    model: onnx.ModelProto, layers: Collection[str]
+) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, str, str, int]]]:
+    """(model with a zero bias given to Conv/Gemm layers without one, layer -> (node, slot,
+    initializer, output, channel axis)) for the layers whose bias is a single-consumer
+    initializer; others are left out. The FP32 function is unchanged."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, int] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers[t] = consumers.get(t, 0) + 1
+            readers.setdefault(t, []).append(n)
+    want = set(layers)
+    slots = {}
+    for node in graph.node:
+        if node.name not in want or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        w = inits[node.input[1]]
+        if node.op_type == "Conv":
+            channels, axis = w.dims[0], 1
+        elif node.op_type == "Gemm":
+            attrs = {a.name: a.i for a in node.attribute}
+            if attrs.get("transA", 0):
+                continue
+            channels = w.dims[0] if attrs.get("transB", 0) else w.dims[-1]
+            axis = -1
+        elif node.op_type == "MatMul" and len(w.dims) == 2:
+            channels, axis = w.dims[-1], -1
+        else:
+            continue
+        y = node.output[0]
+        if node.op_type in ("Conv", "Gemm"):
+            if len(node.input) > 2 and node.input[2]:
+                b = node.input[2]
+                if b not in inits or consumers.get(b, 0) != 1:
+                    continue
+                if numpy_helper.to_array(inits[b]).size != channels:
+                    continue
+            else:
+                b = f"{node.name}__bias"
+                while len(node.input) < 2:
+                    node.input.append("")
+                node.input.append(b)
+                graph.initializer.append(numpy_helper.from_array(np.zeros(channels, np.float32), b))
+                inits[b] = graph.initializer[-1]
+                consumers[b] = 1
+            slots[node.name] = (node.name, 2, b, y, axis)
+            continue
+        adds = readers.get(y, [])
+        if len(adds) != 1 or adds[0].op_type != "Add" or not adds[0].name:
+            continue
+        add = adds[0]
+        slot = 1 if add.input[0] == y else 0
+        b = add.input[slot]
+        if b not in inits or consumers.get(b, 0) != 1:
+            continue
+        if tuple(inits[b].dims) not in ((channels,),):
+            continue
+        slots[node.name] = (add.name, slot, b, y, axis)
+    return out, slots
+
+
+def channel_means(
+    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Per tensor of `axes`: the mean over every other axis and every row (float64)."""
+    counts: dict[str, int] = {}
+
+    def add(name: str, value: np.ndarray, acc: np.ndarray | None) -> np.ndarray:
+        moved = np.moveaxis(value.astype(np.float64), axes[name], -1)
+        flat = moved.reshape(-1, moved.shape[-1])
+        counts[name] = counts.get(name, 0) + len(flat)
+        total = flat.sum(axis=0)
+        return total if acc is None else acc + total
+
+    sums = reduce_tensors(model, feeds, list(axes), add)
+    return {n: s / counts[n] for n, s in sums.items()}
+
+
+def with_biases(
+    model: onnx.ModelProto, fixes: Mapping[str, BiasFix], int8_layers: Collection[str]
+) -> onnx.ModelProto:
+    """A copy whose INT8 layers carry their corrected bias (the others their original one)."""
+    values = {
+        f.tensor: (f.corrected if f.layer in int8_layers else f.original) for f in fixes.values()
+    }
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, init in enumerate(out.graph.initializer):
+        if init.name in values:
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+    return out
+
+
+def correct_biases(
+    model: onnx.ModelProto,
+    reference: onnx.ModelProto,
+    build,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    slots: Mapping[str, tuple[str, int, str, str, int]],
+    passes: int = BIAS_PASSES,
+) -> dict[str, BiasFix]:
+    """layer -> BiasFix, from `passes` runs of `build(model with biases)` (the full Q/DQ model)
+    against one run of `reference` (FP32) on `feeds`. `model` is bias_slots' output."""
+    inits = {i.name: i for i in model.graph.initializer}
+    axes = {s[3]: s[4] for s in slots.values()}
+    ref_names = {o for n in reference.graph.node for o in n.output}
+    ref_model = reference if all(a in ref_names for a in axes) else model
+    ref = channel_means(ref_model, feeds, axes)
+    fixes = {
+        layer: BiasFix(
+            layer,
+            node,
+            slot,
+            b,
+            y,
+            axis,
+            numpy_helper.to_array(inits[b]).astype(np.float32),
+            numpy_helper.to_array(inits[b]).astype(np.float32),
+        )
+        for layer, (node, slot, b, y, axis) in slots.items()
+    }
+    for _ in range(passes):
+        current = with_biases(model, fixes, fixes)
+        got = channel_means(build(current), feeds, axes)
+        new = {}
+        for layer, fix in fixes.items():
+            if fix.output not in got or fix.output not in ref:
+                new[layer] = fix
+                continue
+            shift = (got[fix.output] - ref[fix.output]).reshape(fix.corrected.shape)
+            corrected = (fix.corrected.astype(np.float64) - shift).astype(np.float32)
+            new[layer] = BiasFix(**{**fix.__dict__, "corrected": corrected})
+        fixes = new
+    return fixes
+
+
+def first_rows(
+    batches: Sequence[Mapping[str, np.ndarray]], rows: int, whole: bool = False
+) -> list[dict]:
+    """The first `rows` rows of the batches (at least one batch; `whole`: batches never cut,
+    for a model whose batch size is fixed)."""
+    out, n = [], 0
+    for feed in batches:
+        if n >= rows:
+            break
+        count = max((len(v) for v in feed.values() if np.ndim(v)), default=1)
+        take = count if whole else min(count, rows - n)
+        out.append({k: v[:take] if np.ndim(v) else v for k, v in feed.items()})
+        n += take
+    return out
