@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -286,3 +287,23 @@ def test_protection_with_bias_correction_keeps_float_layers_exact(digits):
         elif name_ in int8:
             changed += not np.array_equal(new[b], orig.get(b, np.zeros_like(new[b])))
     assert floats and changed == len(int8) > 0
+
+
+def test_biases_held_in_constant_nodes_are_found_and_the_function_kept():
+    """paddle2onnx writes weights and biases as Constant nodes: bias_slots turns them into
+    initializers (same FP32 outputs) and finds every layer."""
+    model, a, feeds, x, orig, fp, ranges = setup(5, 2, 3, 1.0)
+    as_nodes = onnx.ModelProto()
+    as_nodes.CopyFrom(model)
+    consts = [
+        helper.make_node("Constant", [], [i.name], value=i) for i in as_nodes.graph.initializer
+    ]
+    del as_nodes.graph.initializer[:]
+    nodes = consts + list(as_nodes.graph.node)
+    del as_nodes.graph.node[:]
+    as_nodes.graph.node.extend(nodes)
+    slotted, slots = bias_slots(as_nodes, LAYERS)
+    assert set(slots) == set(LAYERS)
+    np.testing.assert_allclose(
+        np.concatenate(run(slotted, feeds)["y"]), np.concatenate(run(model, feeds)["y"]), 1e-6
+    )

@@ -56,6 +56,7 @@ def bias_slots(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
+    _constants_to_initializers(graph)
     inits = {i.name: i for i in graph.initializer}
     consumers: dict[str, int] = {}
     readers: dict[str, list[onnx.NodeProto]] = {}
@@ -113,6 +114,24 @@ def bias_slots(
     return out, slots
 
 
+def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    """Constant nodes holding a tensor (`value`) become initializers of the same name (exporters
+    such as paddle2onnx write every weight that way), so a bias can be rewritten in place."""
+    kept = []
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and not node.domain and set(attrs) == {"value"}:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attrs["value"].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
 def channel_means(
     model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int]
 ) -> dict[str, np.ndarray]:
@@ -155,6 +174,8 @@ def correct_biases(
 ) -> dict[str, BiasFix]:
     """layer -> BiasFix, from `passes` runs of `build(model with biases)` (the full Q/DQ model)
     against one run of `reference` (FP32) on `feeds`. `model` is bias_slots' output."""
+    if not slots:
+        return {}
     inits = {i.name: i for i in model.graph.initializer}
     axes = {s[3]: s[4] for s in slots.values()}
     ref_names = {o for n in reference.graph.node for o in n.output}
