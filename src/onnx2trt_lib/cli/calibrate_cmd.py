@@ -138,8 +138,8 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
 @click.option(
     "--bias-correction/--no-bias-correction",
     default=None,
-    help="--qdq: subtract each INT8 layer's mean output shift against FP32 (activation and weight "
-    "quantization, measured on the data through the Q/DQ model) from its bias; layers kept in "
+    help="--qdq: subtract each INT8 layer's own mean output shift (activation and weight "
+    "quantization, measured on the data) from its bias; layers kept in "
     "float keep theirs. Default: off.",
 )
 @click.option(

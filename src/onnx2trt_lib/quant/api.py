@@ -243,9 +243,9 @@ def quantize(
     most sensitive first, until the criterion or `metric` minus `allowed_drop` holds (see
     quant.protect). Without data nothing is measured and a note says so. `reference`: the FP32
     model the agreement is measured against when `model` was rewritten (quant.prepare_int8).
-    `bias_correction` (needs `data`): each INT8 layer's mean output shift against FP32 is
-    subtracted from its bias, measured on the Q/DQ model (quant.qdq_bias); layers kept in
-    float keep their original bias.
+    `bias_correction` (needs `data`): each INT8 layer's own mean output shift (activation and
+    weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
+    kept in float keep their original bias.
     """
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
@@ -288,10 +288,10 @@ def quantize(
             )
         fixes = None
         if bias_correction:
-            proto, fixes = _bias_fixes(proto, options, data, excluded, reference)
+            proto, fixes = _bias_fixes(proto, options, data, excluded)
             notes.append(
-                f"bias correction: {len(fixes)} layer(s) corrected for their INT8 output shift "
-                "(activation and weight), float layers keep their bias"
+                f"bias correction: {len(fixes)} layer(s) corrected for their own INT8 output "
+                "shift (activation and weight), float layers keep their bias"
             )
         report = run_protect(
             proto,
@@ -332,12 +332,12 @@ def quantize(
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
 
 
-def _bias_fixes(proto, options, data, excluded, reference):
+def _bias_fixes(proto, options, data, excluded):
     """(model with bias slots, layer -> BiasFix) for the layers INT8 in the full Q/DQ model,
     measured on the first rows of the protection's search half."""
     from .accuracy import as_batches, rows_per_batch
     from .protect import MIN_HELD_OUT, _count
-    from .qdq_bias import BIAS_SAMPLES, bias_slots, correct_biases, first_rows
+    from .qdq_bias import BIAS_SAMPLES, bias_slots, first_rows, local_biases
     from .switch import quantized_layers
 
     def build(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -346,11 +346,10 @@ def _bias_fixes(proto, options, data, excluded, reference):
     batches = as_batches(data, proto)
     total = sum(_count(b) for b in batches)
     rows = min(BIAS_SAMPLES, total // 2 if total >= 2 * MIN_HELD_OUT else total)
-    ref = load_model(reference) if reference is not None else proto
     slotted, slots = bias_slots(proto, quantized_layers(build(proto)))
     fixed = rows_per_batch(proto, batch_size=0) > 0
     feeds = first_rows(batches, rows, whole=fixed)
-    return slotted, correct_biases(slotted, ref, build, feeds, slots)
+    return slotted, local_biases(slotted, options["ranges"], feeds, slots)
 
 
 DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md

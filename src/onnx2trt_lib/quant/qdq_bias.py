@@ -2,16 +2,16 @@
 
 Nagel et al. 2019 ("Data-Free Quantization Through Weight Equalization and Bias Correction",
 arXiv:1906.04721, section 4.2) correct the mean shift E[W_q x] - E[W x] that weight rounding
-adds to every output channel. Here the shift is measured on the model as it will run: the
-layer's output in the Q/DQ model (quantized input, quantized weight, the corrected layers
-upstream) minus its output in FP32, averaged per output channel over calibration rows, and
-subtracted from the layer's bias. That covers activation quantization too, which on PP-OCRv4
-rec (inputs mostly background) is a systematic per-channel shift of the same order.
+adds to every output channel. Here activation quantization is included: per output channel,
+the mean over calibration rows of op(Q(x), Q(W)) - op(x, W), with Q exactly as insert-qdq
+writes it, is subtracted from the layer's bias (`local_biases`: x is the layer's FP32 input,
+one run of the FP32 model with two twins of every layer beside it).
 
-Sequential in the Jacobi sense: pass 1 corrects every layer from one run of the full Q/DQ
-model; each further pass measures what is left with the corrections of pass 1 in place (so a
-layer sees its corrected upstream) and corrects that; `passes` runs, each one ONNX Runtime run
-over BIAS_SAMPLES rows. The FP32 side is one run.
+`correct_biases` is the sequential variant (Jacobi passes): the layer's output in the full
+Q/DQ model minus FP32, each pass with the previous corrections in place. On PP-OCRv4 rec it
+diverges (the SVTR neck's Conv after the average pool carries a mean shift of ~20 that the
+rest of the network tolerates; correcting it and its upstream both, pass after pass, took
+exact match from 0.90 to 0.00), so quantize uses the local one.
 
 The correction belongs to a layer only while it is INT8: a layer kept in float keeps its
 original bias (`with_biases` writes the corrected ones for the INT8 layers only, and the
@@ -223,3 +223,65 @@ def first_rows(
         out.append({k: v[:take] if np.ndim(v) else v for k, v in feed.items()})
         n += take
     return out
+
+
+def local_biases(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, float],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    slots: Mapping[str, tuple[str, int, str, str, int]],
+) -> dict[str, BiasFix]:
+    """layer -> BiasFix from each layer's own error: mean of op(Q(x), Q(W)) - op(x, W) per output
+    channel, x the layer's FP32 input (Q as insert-qdq writes it: per-tensor activation scale,
+    per-channel weights), from one run of the FP32 model with both twins of every layer beside
+    it. `model` is bias_slots' output. An upstream layer's correction is not seen downstream,
+    so corrections never add up along the network (the `correct_biases` passes can)."""
+    import onnx_graphsurgeon as gs
+
+    from ..passes._infra import export_graph
+    from ..passes.insert_qdq import activation_scale, constant_values, weight_axis
+    from .bias_correction import fake_quant_weight
+
+    if not slots:
+        return {}
+    side = gs.import_onnx(model)
+    nodes = {n.name: n for n in side.nodes}
+    axes: dict[str, int] = {}
+    pairs: dict[str, tuple[str, str]] = {}
+    for i, (layer, slot) in enumerate(slots.items()):
+        node = nodes[layer]
+        x = node.inputs[0]
+        w = constant_values(node.inputs[1])
+        if w is None or x.name not in ranges:
+            continue
+        wq = fake_quant_weight(w, weight_axis(node, 1, tuple(w.shape))).astype(np.float32)
+        scale = gs.Constant(f"__bc_scale_{i}", activation_scale(ranges[x.name]))
+        zero = gs.Constant(f"__bc_zero_{i}", np.zeros((), np.int8))
+        q = gs.Variable(f"__bc_q_{i}", dtype=np.int8)
+        dq = gs.Variable(f"__bc_dq_{i}", dtype=np.float32)
+        yq = gs.Variable(f"__bc_int8_{i}", dtype=np.float32)
+        yf = gs.Variable(f"__bc_float_{i}", dtype=np.float32)
+        side.nodes += [
+            gs.Node("QuantizeLinear", inputs=[x, scale, zero], outputs=[q]),
+            gs.Node("DequantizeLinear", inputs=[q, scale, zero], outputs=[dq]),
+            gs.Node(
+                node.op,
+                inputs=[dq, gs.Constant(f"__bc_w_{i}", wq)],
+                outputs=[yq],
+                attrs=dict(node.attrs),
+            ),
+            gs.Node(node.op, inputs=[x, node.inputs[1]], outputs=[yf], attrs=dict(node.attrs)),
+        ]
+        side.outputs += [yq, yf]
+        axes[yq.name] = axes[yf.name] = slot[4]
+        pairs[layer] = (yq.name, yf.name)
+    means = channel_means(export_graph(side), feeds, axes)
+    inits = {i.name: i for i in model.graph.initializer}
+    fixes = {}
+    for layer, (yq, yf) in pairs.items():
+        node_, slot_, b, y, axis = slots[layer]
+        original = numpy_helper.to_array(inits[b]).astype(np.float32)
+        shift = (means[yq] - means[yf]).reshape(original.shape)
+        corrected = (original.astype(np.float64) - shift).astype(np.float32)
+        fixes[layer] = BiasFix(layer, node_, slot_, b, y, axis, original, corrected)
+    return fixes
