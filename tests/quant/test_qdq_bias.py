@@ -336,3 +336,31 @@ def test_biases_held_in_constant_nodes_are_found_and_the_function_kept():
     np.testing.assert_allclose(
         np.concatenate(run(slotted, feeds)["y"]), np.concatenate(run(model, feeds)["y"]), 1e-6
     )
+
+
+def test_cli_bias_correction_needs_qdq_and_reports(tmp_path):
+    """calibrate --bias-correction without --qdq: one-line error, nothing written; with --qdq
+    the JSON notes say how many layers were corrected and the written biases moved."""
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx2trt_lib.cli.main import cli
+
+    model, a, feeds, x, orig, fp, ranges = setup(7, 2, 3, 1.0)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    cache, out = tmp_path / "c.cache", tmp_path / "q.onnx"
+    base = ["calibrate", str(path), "--data", str(tmp_path / "x.npy"), "-o", str(cache)]
+    res = CliRunner().invoke(cli, [*base, "--bias-correction"])
+    assert res.exit_code != 0 and "--qdq" in res.output and "Traceback" not in res.output
+    assert not cache.exists()
+    res = CliRunner().invoke(
+        cli, [*base, "--qdq", str(out), "--bias-correction", "--no-protect", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    notes = json.loads(res.output)["qdq"]["notes"]
+    assert any("bias correction: 4 layer(s)" in n for n in notes), notes
+    got = written_biases(onnx.load(out))
+    assert all(not np.array_equal(got[k], orig[k].astype(np.float32)) for k in LAYERS)
