@@ -364,3 +364,8 @@ def test_cli_bias_correction_needs_qdq_and_reports(tmp_path):
     assert any("bias correction: 4 layer(s)" in n for n in notes), notes
     got = written_biases(onnx.load(out))
     assert all(not np.array_equal(got[k], orig[k].astype(np.float32)) for k in LAYERS)
+    from test_prepare_cli import _rtx_builds
+
+    fixed = onnx.load(out)  # TensorRT-RTX takes the added Conv bias and the moved ones
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # no profile needed
+    assert _rtx_builds(fixed)
