@@ -9,11 +9,20 @@ So besides SQNR the agreement is measured the way the output is read:
 * ``boxes``: YOLOv5/v8-style heads (N, 4 + classes, anchors): boxes above a score of 0.25 after
   per-class NMS (IoU 0.45), matched to FP32's with the same class at IoU >= 0.5; the F-score of
   the matches (1 when both find nothing);
+* ``mask``: probability maps (N, 1, H, W) or (N, H, W) read as a DB text detector reads them
+  (PP-OCR det, DBNet): pixels above MASK_THRESHOLD (0.3, PaddleOCR's and rapidocr's ``thresh``),
+  8-connected components, kept when their mean probability reaches MASK_BOX_SCORE (0.5,
+  ``box_thresh``) and their box is at least MASK_MIN_SIDE (3, ``min_size``) pixels a side;
+  the F-score of those boxes matched one-to-one to FP32's at IoU >= 0.5, over all rows. Boxes
+  rather than pixel IoU: a one-pixel bridge that merges two text lines, or a faint line that
+  drops under the box score, barely moves the IoU of the map but changes what the reader gets;
 * ``sqnr``: 10 log10(signal / noise) in dB, the minimum over the float outputs.
 
 ``auto`` picks from the FP32 outputs: (N, C) logits and rows that are probability distributions
-on the last axis -> top1; (N, 4 + C, A) with A > 4 + C and not a distribution -> boxes; anything
-else (maps, embeddings, several kinds at once) -> sqnr.
+on the last axis -> top1; (N, 4 + C, A) with A > 4 + C and not a distribution -> boxes; a
+single-channel map (N, 1, H, W), or (N, H, W) that is not box-shaped, with every value in
+[0, 1] and H, W >= 8 -> mask; anything else (embeddings, multi-channel maps, several kinds at
+once) -> sqnr.
 """
 
 from __future__ import annotations
@@ -27,20 +36,24 @@ import numpy as np
 from ..errors import UsageError
 from .accuracy import sqnr_db
 
-KINDS = ("auto", "sqnr", "top1", "boxes")
+KINDS = ("auto", "sqnr", "top1", "boxes", "mask")
 DEFAULT_MIN_SQNR_DB = 20.0
 DEFAULT_MIN_AGREEMENT = 0.99
 SCORE_THRESHOLD = 0.25
 NMS_IOU = 0.45
 MATCH_IOU = 0.5
+MASK_THRESHOLD = 0.3  # DB's binarisation threshold (PaddleOCR / rapidocr det ``thresh``)
+MASK_BOX_SCORE = 0.5  # mean probability a component needs to be a box (``box_thresh``)
+MASK_MIN_SIDE = 3  # smaller boxes are dropped (``min_size``)
+MASK_MIN_HW = 8  # auto: smaller maps are not read as images
 
 
 @dataclass(frozen=True)
 class Criterion:
     """When a quantized model is close enough to FP32, label-free.
 
-    `agreement` is one of KINDS; SQNR must reach `min_sqnr_db`, top1 and boxes `min_agreement`
-    (a share in [0, 1]).
+    `agreement` is one of KINDS; SQNR must reach `min_sqnr_db`, top1, boxes and mask
+    `min_agreement` (a share in [0, 1]).
     """
 
     min_sqnr_db: float = DEFAULT_MIN_SQNR_DB
@@ -75,7 +88,18 @@ def _kind_of(a: np.ndarray) -> str:
             return "top1"
         if 5 <= a.shape[1] < a.shape[2]:
             return "boxes"
+    if _is_map(a):
+        return "mask"
     return "sqnr"
+
+
+def _is_map(a: np.ndarray) -> bool:
+    """A single-channel probability map: (N, 1, H, W) or (N, H, W), values in [0, 1]."""
+    if not (a.ndim == 4 and a.shape[1] == 1) and a.ndim != 3:
+        return False
+    if min(a.shape[-2:]) < MASK_MIN_HW or not a.size:
+        return False
+    return bool(np.all((a >= 0) & (a <= 1)))
 
 
 class Judge:
@@ -90,6 +114,15 @@ class Judge:
                     f"--agreement boxes needs (N, 4 + classes, anchors) outputs; {bad[0]!r} is "
                     f"{'x'.join(map(str, ref[bad[0]].shape))}"
                 )
+        if self.kind == "mask":
+            bad = [
+                n for n, v in ref.items() if not (v.ndim == 3 or (v.ndim == 4 and v.shape[1] == 1))
+            ]
+            if bad:
+                raise UsageError(
+                    f"--agreement mask needs (N, 1, H, W) or (N, H, W) probability maps; {bad[0]!r} is "
+                    f"{'x'.join(map(str, ref[bad[0]].shape))}"
+                )
         if self.kind == "top1":
             bad = [n for n, v in ref.items() if v.ndim < 2]
             if bad:
@@ -98,9 +131,9 @@ class Judge:
                 )
         self.ref = dict(ref)
         self.target = criterion.min_sqnr_db if self.kind == "sqnr" else criterion.min_agreement
-        self._ref_boxes = (
-            {n: detections(v) for n, v in self.ref.items()} if self.kind == "boxes" else {}
-        )
+        read = {"boxes": detections, "mask": mask_boxes}.get(self.kind)
+        self._read = read
+        self._ref_boxes = {n: read(v) for n, v in self.ref.items()} if read else {}
 
     @property
     def unit(self) -> str:
@@ -111,6 +144,7 @@ class Judge:
             "sqnr": f"every output's SQNR vs FP32 >= {self.target:g} dB",
             "top1": f"top-1 agreement with FP32 (class, or CTC reading) >= {self.target:.1%} of rows",
             "boxes": f"box agreement with FP32 (F-score, same class, IoU >= {MATCH_IOU}) >= {self.target:.1%}",
+            "mask": f"map agreement with FP32 (F-score of boxes of the map > {MASK_THRESHOLD:g}, IoU >= {MATCH_IOU}) >= {self.target:.1%}",
         }[self.kind]
         return f"{what} on the held-out data"
 
@@ -126,8 +160,10 @@ class Judge:
                 v = sqnr_db(ref, test)
             elif self.kind == "top1":
                 v = top1_agreement(ref, test)
+            elif not np.isfinite(test).all():
+                v = math.nan
             else:
-                v = box_agreement(self._ref_boxes[name], detections(test))
+                v = box_agreement(self._ref_boxes[name], self._read(test))
             values.append(-math.inf if math.isnan(v) else v)
         return min(values)
 
@@ -249,3 +285,33 @@ def matched_share(ref: Sequence, test: Sequence) -> float:
     f = box_agreement(ref, test)
     m = f * (n + sum(len(b) for b, _ in test)) / 2
     return m / n if n else 1.0
+
+
+def mask_boxes(out: np.ndarray) -> Boxes:
+    """Probability maps (N, 1, H, W) or (N, H, W) -> per row the boxes of a DB post-process.
+
+    Pixels above MASK_THRESHOLD, 8-connected components (scipy.ndimage.label), each one's
+    bounding box (x1, y1, x2, y2, pixel edges) kept when its mean probability reaches
+    MASK_BOX_SCORE and both sides reach MASK_MIN_SIDE; all of class 0. PaddleOCR fits a rotated
+    rectangle and unclips it; with the same rule on both sides the upright box is enough to tell
+    whether the INT8 model finds FP32's text.
+    """
+    from scipy import ndimage
+
+    maps = np.asarray(out, dtype=np.float64)
+    rows: Boxes = []
+    for p in maps.reshape(len(maps), *maps.shape[-2:]):
+        labels, count = ndimage.label(p > MASK_THRESHOLD, structure=np.ones((3, 3)))
+        boxes = []
+        if count:
+            means = ndimage.mean(p, labels, index=np.arange(1, count + 1))
+            for k, sl in enumerate(ndimage.find_objects(labels)):
+                if sl is None or means[k] < MASK_BOX_SCORE:
+                    continue
+                y, x = sl
+                if min(y.stop - y.start, x.stop - x.start) < MASK_MIN_SIDE:
+                    continue
+                boxes.append([x.start, y.start, x.stop, y.stop])
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        rows.append((b, np.zeros(len(b), dtype=np.int64)))
+    return rows
