@@ -9,13 +9,14 @@ So besides SQNR the agreement is measured the way the output is read:
 * ``boxes``: YOLOv5/v8-style heads (N, 4 + classes, anchors): boxes above a score of 0.25 after
   per-class NMS (IoU 0.45), matched to FP32's with the same class at IoU >= 0.5; the F-score of
   the matches (1 when both find nothing);
-* ``mask``: probability maps (N, 1, H, W) or (N, H, W) read as a DB text detector reads them
-  (PP-OCR det, DBNet): pixels above MASK_THRESHOLD (0.3, PaddleOCR's and rapidocr's ``thresh``),
-  8-connected components, kept when their mean probability reaches MASK_BOX_SCORE (0.5,
-  ``box_thresh``) and their box is at least MASK_MIN_SIDE (3, ``min_size``) pixels a side;
-  the F-score of those boxes matched one-to-one to FP32's at IoU >= 0.5, over all rows. Boxes
-  rather than pixel IoU: a one-pixel bridge that merges two text lines, or a faint line that
-  drops under the box score, barely moves the IoU of the map but changes what the reader gets;
+* ``mask``: probability maps (N, 1, H, W) or (N, H, W), e.g. DB text detectors (PP-OCR det,
+  DBNet): each row's map is binarised at MASK_THRESHOLD (0.3, PaddleOCR's and rapidocr's
+  ``thresh``, where their post-process cuts it) and compared with FP32's by intersection over
+  union (1 when both are empty); the mean over rows. Pixel IoU rather than the F-score of the
+  text boxes the map yields: on PP-OCRv4 det the calibration scenes hold a few dozen boxes, so a
+  box F-score moves in steps of 1-2 points and the search fits them (box F >= 0.98 on the
+  calibration scenes gave 0.964 on test scenes, IoU >= 0.98 gave 0.986; at 0.99 0.988 vs 0.992:
+  benchmarks/results/quant.md);
 * ``sqnr``: 10 log10(signal / noise) in dB, the minimum over the float outputs.
 
 ``auto`` picks from the FP32 outputs: (N, C) logits and rows that are probability distributions
@@ -43,8 +44,6 @@ SCORE_THRESHOLD = 0.25
 NMS_IOU = 0.45
 MATCH_IOU = 0.5
 MASK_THRESHOLD = 0.3  # DB's binarisation threshold (PaddleOCR / rapidocr det ``thresh``)
-MASK_BOX_SCORE = 0.5  # mean probability a component needs to be a box (``box_thresh``)
-MASK_MIN_SIDE = 3  # smaller boxes are dropped (``min_size``)
 MASK_MIN_HW = 8  # auto: smaller maps are not read as images
 
 
@@ -131,9 +130,9 @@ class Judge:
                 )
         self.ref = dict(ref)
         self.target = criterion.min_sqnr_db if self.kind == "sqnr" else criterion.min_agreement
-        read = {"boxes": detections, "mask": mask_boxes}.get(self.kind)
-        self._read = read
-        self._ref_boxes = {n: read(v) for n, v in self.ref.items()} if read else {}
+        self._ref_boxes = (
+            {n: detections(v) for n, v in self.ref.items()} if self.kind == "boxes" else {}
+        )
 
     @property
     def unit(self) -> str:
@@ -144,7 +143,7 @@ class Judge:
             "sqnr": f"every output's SQNR vs FP32 >= {self.target:g} dB",
             "top1": f"top-1 agreement with FP32 (class, or CTC reading) >= {self.target:.1%} of rows",
             "boxes": f"box agreement with FP32 (F-score, same class, IoU >= {MATCH_IOU}) >= {self.target:.1%}",
-            "mask": f"map agreement with FP32 (F-score of boxes of the map > {MASK_THRESHOLD:g}, IoU >= {MATCH_IOU}) >= {self.target:.1%}",
+            "mask": f"map agreement with FP32 (mean IoU of the map > {MASK_THRESHOLD:g}) >= {self.target:.1%}",
         }[self.kind]
         return f"{what} on the held-out data"
 
@@ -160,10 +159,10 @@ class Judge:
                 v = sqnr_db(ref, test)
             elif self.kind == "top1":
                 v = top1_agreement(ref, test)
-            elif not np.isfinite(test).all():
-                v = math.nan
+            elif self.kind == "mask":
+                v = mask_agreement(ref, test)
             else:
-                v = box_agreement(self._ref_boxes[name], self._read(test))
+                v = box_agreement(self._ref_boxes[name], detections(test))
             values.append(-math.inf if math.isnan(v) else v)
         return min(values)
 
@@ -287,31 +286,15 @@ def matched_share(ref: Sequence, test: Sequence) -> float:
     return m / n if n else 1.0
 
 
-def mask_boxes(out: np.ndarray) -> Boxes:
-    """Probability maps (N, 1, H, W) or (N, H, W) -> per row the boxes of a DB post-process.
-
-    Pixels above MASK_THRESHOLD, 8-connected components (scipy.ndimage.label), each one's
-    bounding box (x1, y1, x2, y2, pixel edges) kept when its mean probability reaches
-    MASK_BOX_SCORE and both sides reach MASK_MIN_SIDE; all of class 0. PaddleOCR fits a rotated
-    rectangle and unclips it; with the same rule on both sides the upright box is enough to tell
-    whether the INT8 model finds FP32's text.
-    """
-    from scipy import ndimage
-
-    maps = np.asarray(out, dtype=np.float64)
-    rows: Boxes = []
-    for p in maps.reshape(len(maps), *maps.shape[-2:]):
-        labels, count = ndimage.label(p > MASK_THRESHOLD, structure=np.ones((3, 3)))
-        boxes = []
-        if count:
-            means = ndimage.mean(p, labels, index=np.arange(1, count + 1))
-            for k, sl in enumerate(ndimage.find_objects(labels)):
-                if sl is None or means[k] < MASK_BOX_SCORE:
-                    continue
-                y, x = sl
-                if min(y.stop - y.start, x.stop - x.start) < MASK_MIN_SIDE:
-                    continue
-                boxes.append([x.start, y.start, x.stop, y.stop])
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        rows.append((b, np.zeros(len(b), dtype=np.int64)))
-    return rows
+def mask_agreement(ref: np.ndarray, test: np.ndarray, threshold: float = MASK_THRESHOLD) -> float:
+    """Mean over rows of the IoU of the maps binarised at `threshold` (1 for a row where both
+    are empty); NaN when `test` is not finite."""
+    if not np.isfinite(test).all():
+        return math.nan
+    if not len(ref):
+        return 1.0
+    r = np.asarray(ref).reshape(len(ref), -1) > threshold
+    t = np.asarray(test).reshape(len(test), -1) > threshold
+    inter = np.count_nonzero(r & t, axis=1)
+    union = np.count_nonzero(r | t, axis=1)
+    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
