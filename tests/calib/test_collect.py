@@ -146,13 +146,13 @@ def test_a_generator_can_run_exact_mode_in_its_one_read():
     assert streamed.mode == "two-pass" and streamed.exact
     assert streamed.histograms == listed.histograms  # and the order does not matter
     auto = collect(small_model(), (b for b in batches(3, seed=5)))
-    assert auto.mode == "single-pass"  # 'auto' keeps one-pass sources on single-pass
+    assert auto.mode == "two-pass" and auto.histograms == listed.histograms  # 'auto' is exact
 
 
-def test_generator_runs_single_pass_and_progress_is_reported():
+def test_generator_runs_exact_mode_and_progress_is_reported():
     seen = []
     state = collect(small_model(), (b for b in batches(3)), progress=lambda *a: seen.append(a))
-    assert state.mode == "single-pass" and state.num_batches == 3 and state.num_samples == 6
+    assert state.mode == "two-pass" and state.num_batches == 3 and state.num_samples == 6
     assert seen == [("collect", 1, None), ("collect", 2, None), ("collect", 3, None)]
     seen.clear()
     collect(small_model(), batches(2), progress=lambda *a: seen.append(a))

@@ -367,7 +367,12 @@ def test_bad_states_are_refused():
     hnp.arrays(
         st.sampled_from([np.float16, np.float32, np.float64]),
         st.integers(0, 500),
-        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+        # NaN/inf as plain values: hypothesis' own NaNs carry payloads that it filters out when
+        # they do not survive the cast to the array's dtype (a flaky filter_too_much health check)
+        elements=st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False, width=16),
+            st.sampled_from([np.nan, np.inf, -np.inf]),
+        ),
     )
 )
 def test_abs_max_ignores_nonfinite(x):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.quant.agreement import (
     Criterion,
     Judge,
@@ -107,3 +109,60 @@ def test_box_ranking_sees_the_class_scores_under_the_coordinates():
     whole = Judge({"y": ref}, Criterion(agreement="sqnr")).sensitivity_db({"y": ref}, {"y": noisy})
     assert whole > 40  # the whole head's SQNR hides the scores' error
     assert judge.sensitivity_db({"y": ref}, {"y": noisy}) < 10
+
+
+# --- mask: probability maps read as a DB text detector reads them ------------------------------
+
+
+def plain_mask_agreement(ref, test, thr=0.3):
+    """Pixel by pixel in plain Python: per row |both above thr| / |either above thr|, the mean."""
+    ious = []
+    for r, t in zip(ref.reshape(len(ref), -1), test.reshape(len(test), -1), strict=True):
+        both = either = 0
+        for a, b in zip(r.tolist(), t.tolist(), strict=True):
+            both += a > thr and b > thr
+            either += a > thr or b > thr
+        ious.append(both / either if either else 1.0)
+    return sum(ious) / len(ious)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    noise=st.sampled_from([0.0, 0.05, 0.2, 0.6]),
+    four=st.booleans(),
+    empty=st.booleans(),
+)
+def test_mask_agreement_equals_a_plain_reference_on_random_maps(seed, noise, four, empty):
+    rng = np.random.default_rng(seed)
+    ref = 1 / (1 + np.exp(-(rng.standard_normal((3, 12, 16)) * 3 - 1)))
+    if empty:  # a row with no text in FP32
+        ref[1] = 0.1
+    test = np.clip(ref + rng.normal(0, noise, ref.shape), 0, 1)
+    if four:  # (N, 1, H, W), float32 as a model writes it
+        ref, test = ref[:, None].astype(np.float32), test[:, None].astype(np.float32)
+    judge = Judge({"y": ref}, Criterion(agreement="mask"))
+    assert judge.kind == "mask"
+    assert abs(judge.score({"y": test}) - plain_mask_agreement(ref, test)) < 1e-12
+    assert judge.score({"y": ref}) == 1.0
+    assert judge.score({"y": test * np.nan}) == -np.inf  # NaN is the worst
+
+
+def test_mask_judge_refuses_other_shapes():
+    with pytest.raises(UsageError, match="--agreement mask needs"):
+        Judge({"y": np.zeros((4, 10))}, Criterion(agreement="mask"))
+
+
+def test_auto_picks_mask_for_probability_maps_only():
+    rng = np.random.default_rng(0)
+    prob = 1 / (1 + np.exp(-rng.standard_normal((2, 1, 40, 40))))
+    assert pick_kind({"y": prob}) == "mask"
+    assert pick_kind({"y": prob[:, 0]}) == "mask"  # (N, H, W)
+    assert pick_kind({"y": prob * 1.5}) == "sqnr"  # not a probability
+    assert pick_kind({"y": np.repeat(prob, 3, axis=1)}) == "sqnr"  # several channels
+    assert pick_kind({"y": prob[:, :, :4, :4]}) == "sqnr"  # too small to be an image
+    # the other kinds stay theirs, also when their values happen to lie in [0, 1]
+    assert pick_kind({"y": rng.uniform(0, 1, (2, 84, 2100))}) == "boxes"  # normalised YOLO head
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "top1"  # CTC
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 4)))}) == "top1"  # classifier
+    assert pick_kind({"y": rng.uniform(0, 1, (8, 40, 6))}) == "sqnr"  # sigmoid per position

@@ -210,7 +210,7 @@ def calibrate(
             raise OutputError(
                 f"output {targets[image.resolve()]} is the calibration image {image}; inputs are never overwritten"
             )
-    resolved_mode = resolve_mode(mode, rereadable=source.rereadable, method=method)
+    resolved_mode = resolve_mode(mode, method=method)
     version = trt_version_number(trt_version or installed_trt_version() or DEFAULT_TRT_VERSION)
     state_hashes = [sha256_file(p) for p in add_states]
 

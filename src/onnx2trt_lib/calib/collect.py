@@ -608,16 +608,16 @@ def model_feeds(
     return feeds
 
 
-def resolve_mode(mode: str, *, rereadable: bool, method: str = "entropy") -> str:
-    """'auto' -> two-pass when the source can be read twice (and the method needs a histogram).
+def resolve_mode(mode: str, *, method: str = "entropy") -> str:
+    """'auto' -> two-pass (exact) whenever the method needs a histogram, whatever the source.
 
-    Two-pass (exact) reads the data once, so a one-pass source (a generator) may ask for it;
-    'auto' keeps such sources on single-pass, as before.
+    Exact mode reads the data once, like single-pass, and costs the same, so a one-pass source
+    (a generator) gets order-independent results too; single-pass stays for who asks for it.
     """
     if mode not in MODES:
         raise UsageError(f"range mode {mode!r} is not one of {', '.join(MODES)}")
     if mode == "auto":
-        return "two-pass" if rereadable and method != "max" else "single-pass"
+        return "single-pass" if method == "max" else "two-pass"
     return mode
 
 
@@ -643,7 +643,7 @@ def collect(
     model_proto = load_model(model, check=False)
     source = open_source(source)
     collector = _Collector(model_proto, source, shapes or {}, batch_size, options, progress)
-    mode = resolve_mode(options.mode, rereadable=source.rereadable, method=method)
+    mode = resolve_mode(options.mode, method=method)
     log.info("collecting %d tensors, %s, from %s", len(collector.names), mode, source.describe())
     if initial_ranges:
         return collector.histogram_pass(initial_ranges, mode="single-pass")

@@ -1,7 +1,7 @@
 """Calibration data sources: image lists, folders, globs, .npy/.npz tensors, Python iterables.
 
 Every source yields batches as `{input_name: ndarray}` and says whether it can be read
-twice (`rereadable`: the exact two-pass range mode needs that) and, where it can be
+twice (`rereadable`: a generator cannot, so it is not hashed) and, where it can be
 known without reading the data twice, a content fingerprint for the cache sidecar.
 
     list.txt      one image path a line; relative paths are resolved against the list's folder

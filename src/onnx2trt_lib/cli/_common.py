@@ -459,17 +459,18 @@ def agreement_options(func: Callable) -> Callable:
         (
             click.option(
                 "--agreement",
-                type=click.Choice(["auto", "top1", "boxes", "sqnr"]),
+                type=click.Choice(["auto", "top1", "boxes", "mask", "sqnr"]),
                 default="auto",
                 show_default=True,
                 help="How the INT8 model is compared with FP32: top1 (classifiers, CTC: arg-max per "
-                "position), boxes (YOLO heads: matched boxes), sqnr (output SQNR); auto picks from the outputs.",
+                "position), boxes (YOLO heads: matched boxes), mask (probability maps such as DB text "
+                "detectors: IoU of the map > 0.3), sqnr (output SQNR); auto picks from the outputs.",
             ),
             click.option(
                 "--min-agreement",
                 type=click.FloatRange(0.0, 1.0),
                 default=None,
-                help="Share of rows (top1) or F-score of boxes that must agree with FP32 (default 0.99).",
+                help="Share of rows (top1), F-score of boxes (boxes) or mean IoU (mask) that must agree with FP32 (default 0.99).",
             ),
         )
     ):

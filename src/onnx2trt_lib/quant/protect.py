@@ -23,7 +23,8 @@ inference, not a model export and a session. With a user `metric(model) -> score
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
-top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads, SQNR otherwise
+top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads, the IoU of
+the binarised map for probability maps (DB text detectors), SQNR otherwise
 (default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
 (Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
 FP32 output is refused. The data should be held out from the batches that made the ranges,
@@ -102,7 +103,7 @@ class ProtectionReport:
     int8_mac_share_before: float = 1.0
     int8_mac_share_after: float = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
-    kind: str = "sqnr"  # sqnr | top1 | boxes | metric
+    kind: str = "sqnr"  # sqnr | top1 | boxes | mask | metric
     searched: bool = True  # False: measured only (--no-protect)
     samples: int = 0
     held_out: int = 0  # rows of `samples` that no search decision saw (`after` is on them)

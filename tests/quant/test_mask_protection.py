@@ -1,0 +1,78 @@
+"""Protection reads a probability map where a DB text detector cuts it (agreement `mask`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnx2trt_lib.cli.main import cli
+
+
+def faint_text_model() -> onnx.ModelProto:
+    """x (N, 1, H, W) -> c1 (x next to a constant 1000 channel) -> c2 (3.1 x - 6) -> Sigmoid.
+
+    c2's input has range 1000, so its INT8 step (about 7.9) rounds the faint blobs (x = 2,
+    probability 0.55) to 0 and keeps the strong ones (x = 10, probability 1): full INT8 loses
+    the faint text while the map's SQNR stays above 20 dB (it is a few pixels).
+    """
+    w1 = np.array([[[[1.0]]], [[[0.0]]]], np.float32)  # (2, 1, 1, 1)
+    b1 = np.array([0.0, 1000.0], np.float32)
+    w2 = np.array([[[[3.1]], [[0.0]]]], np.float32)  # (1, 2, 1, 1)
+    b2 = np.array([-6.0], np.float32)
+    nodes = [
+        h.make_node("Conv", ["x", "w1", "b1"], ["f"], name="c1"),
+        h.make_node("Conv", ["f", "w2", "b2"], ["z"], name="c2"),
+        h.make_node("Sigmoid", ["z"], ["prob"], name="sig"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "faint",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, 48, 48])],
+        [h.make_tensor_value_info("prob", T.FLOAT, ["N", 1, 48, 48])],
+        [nh.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def scenes(n: int, seed: int = 0) -> np.ndarray:
+    """Two strong 16x16 blocks and one faint 3x3 block per scene, at random places."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, 48, 48), np.float32)
+    for i in range(n):
+        for value, side, y0, y1 in ((10, 16, 0, 5), (10, 16, 21, 25), (2, 3, 42, 45)):
+            y = int(rng.integers(y0, y1))  # in its own band of rows: no overlaps
+            xx = int(rng.integers(0, 48 - side))
+            x[i, 0, y : y + side, xx : xx + side] = value
+    return x
+
+
+def protection(tmp_path, *extra):
+    model = tmp_path / "m.onnx"
+    onnx.save(faint_text_model(), model)
+    data = tmp_path / "x.npy"
+    np.save(data, scenes(48))
+    out = tmp_path / f"q{len(extra)}.onnx"
+    args = ["calibrate", str(model), "--data", str(data), "-o", str(tmp_path / "c.cache")]
+    res = CliRunner().invoke(cli, [*args, "--qdq", str(out), "--force", "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)["qdq"]["protection"]
+
+
+def test_a_map_whose_faint_text_int8_loses_is_protected_by_default(tmp_path):
+    sqnr = protection(tmp_path, "--agreement", "sqnr")
+    assert sqnr["met"] and sqnr["excluded"] == [] and sqnr["before"] > 20  # SQNR sees nothing
+
+    auto = protection(tmp_path)
+    assert auto["kind"] == "mask"
+    # full INT8 loses the 9 faint pixels of each scene's 512 + 9 above 0.3 (IoU 512 / 521)
+    assert auto["before"] == pytest.approx(512 / 521)
+    assert auto["met"] and auto["after"] == 1.0
+    assert [e["node"] for e in auto["excluded"]] == ["c2"]
+    assert auto["int8_mac_share_after"] == 0.5
