@@ -205,8 +205,9 @@ def _mobile_block_onnx(path):
     onnx.save(model, path)
 
 
-def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn):
+def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn, monkeypatch):
     from onnx2trt_lib import _optional
+    from onnx2trt_lib.ncnn import api as ncnn_api
     from onnx2trt_lib.ncnn import ncnn_int8
     from onnx2trt_lib.ncnn.table import read_table
 
@@ -217,6 +218,7 @@ def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn):
     _mobile_block_onnx(tmp_path / "block.onnx")
     x = np.random.default_rng(4).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "calib.npy", x.reshape(16, 3, 16, 16))
+    monkeypatch.setattr(ncnn_api, "host_is_x86", lambda: False)  # the default on ARM
     full = ncnn_int8(
         tmp_path / "block.onnx", str(tmp_path / "calib.npy"), tmp_path / "a", protect=False
     )
@@ -239,3 +241,9 @@ def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn):
     assert dw[0].name not in read_table(nodw.table).inputs
     assert len(nodw.quantized) == 2 and nodw.requantized == []  # nothing INT8 meets directly
     assert len(nodw.layers) == 3  # still mapped, only not quantized
+    # on x86 the default keeps depthwise FP32 (ncnn's x86 INT8 depthwise is the slower one)
+    monkeypatch.setattr(ncnn_api, "host_is_x86", lambda: True)
+    default = ncnn_int8(
+        tmp_path / "block.onnx", str(tmp_path / "calib.npy"), tmp_path / "c", protect=False
+    )
+    assert default.quantized == nodw.quantized

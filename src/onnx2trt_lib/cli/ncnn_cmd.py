@@ -69,9 +69,10 @@ from ._common import (
     help="Protection bound: share of arg-max labels (last axis) equal to the FP32 ncnn model's.",
 )
 @click.option(
-    "--no-int8-depthwise",
-    is_flag=True,
-    help="Keep ConvolutionDepthWise in FP32: ncnn's x86 INT8 depthwise kernel is slower than its FP32 one.",
+    "--int8-depthwise/--no-int8-depthwise",
+    default=None,
+    help="ConvolutionDepthWise in INT8 or FP32; default: FP32 on x86 (ncnn's x86 INT8 depthwise kernel "
+    "is slower than its FP32 one), INT8 elsewhere. Pass --int8-depthwise on x86 for an ARM target.",
 )
 @click.option(
     "--no-requantize",
@@ -101,7 +102,7 @@ def command(
     no_protect,
     min_sqnr,
     min_agreement,
-    no_int8_depthwise,
+    int8_depthwise,
     no_requantize,
     int8_gemm,
     as_json,
@@ -132,7 +133,7 @@ def command(
         min_sqnr=min_sqnr,
         min_agreement=min_agreement,
         name=name,
-        depthwise=not no_int8_depthwise,
+        depthwise=int8_depthwise,
         requantize=not no_requantize,
         gemm=int8_gemm,
     )

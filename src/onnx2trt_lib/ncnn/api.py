@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ class NcnnResult:
         }
 
 
+def host_is_x86() -> bool:
+    """Where ncnn's INT8 depthwise kernel is slower than its FP32 one (measured: docs/ncnn.md)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 def output_paths(output_dir: Path, stem: str) -> dict[str, Path]:
     return {
         "param": output_dir / f"{stem}.param",
@@ -109,7 +115,7 @@ def ncnn_int8(
     min_sqnr: float = 20.0,  # the Q/DQ protection's default (quant.agreement)
     min_agreement: float = 0.99,
     name: str | None = None,
-    depthwise: bool = True,
+    depthwise: bool | None = None,
     requantize: bool = True,
     gemm: bool = False,
 ) -> NcnnResult:
@@ -125,6 +131,9 @@ def ncnn_int8(
 
     `depthwise=False` keeps every ConvolutionDepthWise in FP32 (no table lines): ncnn's x86 INT8
     depthwise kernel is SSE-only and slower than its FP32 one (docs/ncnn.md has the numbers).
+    `None` (default) decides by this machine, where the protection measures the model: FP32 on
+    x86, INT8 elsewhere (ARM has NEON INT8 depthwise kernels); pass True when converting on x86
+    for an ARM target.
     `requantize=False` writes no requantize fusion (every INT8 layer dequantizes its output).
     `gemm=True` also writes Gemm layers with constant weights in ncnn's table-free INT8 (int8
     weights, activations quantized per row at run time); the protection leaves them INT8.
@@ -170,6 +179,8 @@ def ncnn_int8(
         segments = walk_bin(param, bin_bytes)
         layers = map_layers(proto, param, fp32.param, fp32.bin, feeds[0])
         # what gets a table entry (all mapped layers, less depthwise ones when not wanted)
+        if depthwise is None:
+            depthwise = not host_is_x86()
         chosen = [m for m in layers if depthwise or m.layer_type != "ConvolutionDepthWise"]
         tensors = sorted({m.tensor for m in chosen})
         if not layers:
