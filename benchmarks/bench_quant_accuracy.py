@@ -664,11 +664,12 @@ TECHNIQUES = (
     ("none", {}),
     ("equalize", {"equalize": True}),
     ("smooth-quant 0.5", {"smooth_quant": 0.5}),
-    ("bias-correction", {"bias_correction": True}),
+    ("bias-correction (weights, before calibration)", {"bias_correction": True}),
+    ("bias-correction (Q/DQ output shift)", {"qdq_bias": True}),
 )
 
 
-def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
+def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None) -> list[dict]:
     """Each technique of quant.prepare_int8 alone vs none: full INT8 (mse ranges, --no-protect)
     and the default flow (mse ranges, protected label-free), scored against the original model."""
     from onnx2trt_lib.quant import prepare_int8
@@ -677,7 +678,14 @@ def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
     fp32 = task.score(first_output(task.model, task.test).astype(np.float32), None)
     fp32_pass = fp32_pass_seconds(task.model, task.calib)
     print(f"  FP32 {fp32:.4f}; one FP32 pass {fp32_pass:.2f} s", flush=True)
-    for label, options in TECHNIQUES:
+    picked = [
+        (label, options)
+        for label, options in TECHNIQUES
+        if only is None or label == "none" or any(w and w in label for w in only.split(","))
+    ]
+    for label, options in picked:
+        options = dict(options)
+        qdq_bias = options.pop("qdq_bias", False)
         t = time.perf_counter()
         prepared = prepare_int8(task.model, task.calib, **options)
         t_prep = time.perf_counter() - t
@@ -699,7 +707,13 @@ def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
         model = prepared.model
         macs = weighted_macs(model, {k: v[:1] for k, v in task.test[0].items()})
         cal = calibrate(model, task.calib, method="entropy")
-        full = quantize(model, cal.state.compute_amax("mse"), protect=False).model
+        full = quantize(
+            model,
+            cal.state.compute_amax("mse"),
+            protect=False,
+            data=task.calib if qdq_bias else None,
+            bias_correction=qdq_bias,
+        ).model
         acc_full = task.score(first_output(full, task.test).astype(np.float32), None)
         if not flow_rows:
             rows.append(
@@ -716,7 +730,9 @@ def bench_techniques(task: Task, flow_rows: bool = True) -> list[dict]:
             print(f"  {label:<18} full INT8 {acc_full:.4f}  {changed}", flush=True)
             continue
         t = time.perf_counter()
-        flow = quantize_calibrated(model, cal, task.calib, reference=task.model)
+        flow = quantize_calibrated(
+            model, cal, task.calib, reference=task.model, bias_correction=qdq_bias
+        )
         took = t_prep + cal.seconds + time.perf_counter() - t
         acc_flow = task.score(first_output(flow.model, task.test).astype(np.float32), None)
         rep = flow.protection
@@ -780,6 +796,13 @@ def main() -> None:
     parser.add_argument(
         "--no-flow", action="store_true", help="--techniques: full INT8 rows only (no protection)"
     )
+    parser.add_argument(
+        "--only-techniques",
+        default=None,
+        metavar="WORDS",
+        help="--techniques: only the techniques whose label contains one of these comma words "
+        "(and none), e.g. 'Q/DQ'",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
     tasks = {
@@ -794,7 +817,11 @@ def main() -> None:
         task = tasks[key]()
         print(task.name, flush=True)
         if args.techniques:
-            sections.append(technique_table(task.name, bench_techniques(task, not args.no_flow)))
+            sections.append(
+                technique_table(
+                    task.name, bench_techniques(task, not args.no_flow, args.only_techniques)
+                )
+            )
             continue
         rows = bench(task, args.method, args.only_ours)
         lines = [

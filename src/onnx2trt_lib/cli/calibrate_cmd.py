@@ -136,10 +136,11 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     "LayerNorm or a residual Add, before calibrating (same FP32 outputs).",
 )
 @click.option(
-    "--bias-correction",
-    is_flag=True,
-    help="--qdq: subtract each layer's mean INT8 weight-rounding error (measured on the data) from "
-    "its bias before calibrating.",
+    "--bias-correction/--no-bias-correction",
+    default=None,
+    help="--qdq: subtract each INT8 layer's own mean output shift (activation and weight "
+    "quantization, measured on the data) from its bias; layers kept in "
+    "float keep theirs. Default: off.",
 )
 @click.option(
     "--workers",
@@ -193,7 +194,7 @@ def command(
     min_agreement: float | None,
     equalize: bool,
     smooth_alpha: float | None,
-    bias_correction: bool,
+    bias_correction: bool | None,
     workers: int | None,
     ray_address: str | None,
     max_samples: int | None,
@@ -235,10 +236,12 @@ def command(
                 f"--qdq {qdq_path} is also another output of this command; give it its own file"
             )
     prepared = None
-    if equalize or smooth_alpha is not None or bias_correction:
+    if bias_correction and qdq_path is None:
+        raise UsageError("--bias-correction corrects the Q/DQ model: add --qdq OUT to write it")
+    if equalize or smooth_alpha is not None:
         if qdq_path is None:
             raise UsageError(
-                "--equalize/--smooth-quant/--bias-correction change the model that is calibrated: "
+                "--equalize/--smooth-quant change the model that is calibrated: "
                 "add --qdq OUT to write it (a TensorRT cache alone would not match MODEL)"
             )
         from ..quant.prepare import prepare_int8
@@ -248,7 +251,6 @@ def command(
             data,
             equalize=equalize,
             smooth_quant=smooth_alpha if smooth_alpha is not None else False,
-            bias_correction=bias_correction,
             preprocess=preprocess,
             shapes=list(shapes) or None,
             batch_size=batch_size,
@@ -290,7 +292,7 @@ def command(
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
-        from ..quant.api import quantize_calibrated
+        from ..quant.api import DEFAULT_BIAS_CORRECTION, quantize_calibrated
 
         qdq = quantize_calibrated(
             calibrated,
@@ -304,6 +306,7 @@ def command(
             agreement=agreement,
             min_agreement=min_agreement,
             reference=model if prepared is not None else None,
+            bias_correction=DEFAULT_BIAS_CORRECTION if bias_correction is None else bias_correction,
             output=qdq_path,
         )
     if as_json:

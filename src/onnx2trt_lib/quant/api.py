@@ -231,6 +231,7 @@ def quantize(
     strategy: str = "bisect",
     strict: bool = False,
     reference: ModelLike | None = None,
+    bias_correction: bool = False,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
@@ -242,6 +243,9 @@ def quantize(
     most sensitive first, until the criterion or `metric` minus `allowed_drop` holds (see
     quant.protect). Without data nothing is measured and a note says so. `reference`: the FP32
     model the agreement is measured against when `model` was rewritten (quant.prepare_int8).
+    `bias_correction` (needs `data`): each INT8 layer's own mean output shift (activation and
+    weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
+    kept in float keep their original bias.
     """
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
@@ -282,6 +286,13 @@ def quantize(
                 f"unnamed layers named after their op and output: {', '.join(named[:5])}"
                 f"{' ...' if len(named) > 5 else ''}"
             )
+        fixes = None
+        if bias_correction:
+            proto, fixes = _bias_fixes(proto, options, data, excluded)
+            notes.append(
+                f"bias correction: {len(fixes)} layer(s) corrected for their own INT8 output "
+                "shift (activation and weight), float layers keep their bias"
+            )
         report = run_protect(
             proto,
             options,
@@ -293,8 +304,13 @@ def quantize(
             strategy=strategy,
             search=protect,
             reference=load_model(reference) if reference is not None else None,
+            biases=fixes,
         )
         excluded += [e.node for e in report.excluded]
+        if fixes:
+            from .qdq_bias import with_biases
+
+            proto = with_biases(proto, fixes, [k for k in fixes if k not in set(excluded)])
     elif protect:
         notes.append("protection skipped: no data given (pass data= / --data to check accuracy)")
         log.warning("quantize: %s", notes[-1])
@@ -316,6 +332,27 @@ def quantize(
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
 
 
+def _bias_fixes(proto, options, data, excluded):
+    """(model with bias slots, layer -> BiasFix) for the layers INT8 in the full Q/DQ model,
+    measured on the first rows of the protection's search half."""
+    from .accuracy import as_batches, rows_per_batch
+    from .protect import MIN_HELD_OUT, _count
+    from .qdq_bias import BIAS_SAMPLES, bias_slots, first_rows, local_biases
+    from .switch import quantized_layers
+
+    def build(m: onnx.ModelProto) -> onnx.ModelProto:
+        return insert_qdq(m, exclude_nodes=list(excluded), **options)[0]
+
+    batches = as_batches(data, proto)
+    total = sum(_count(b) for b in batches)
+    rows = min(BIAS_SAMPLES, total // 2 if total >= 2 * MIN_HELD_OUT else total)
+    slotted, slots = bias_slots(proto, quantized_layers(build(proto)))
+    fixed = rows_per_batch(proto, batch_size=0) > 0
+    feeds = first_rows(batches, rows, whole=fixed)
+    return slotted, local_biases(slotted, options["ranges"], feeds, slots)
+
+
+DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md
 QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
 
 
@@ -333,6 +370,7 @@ def quantize_calibrated(
     min_agreement: float | None = None,
     min_sqnr: float | None = None,
     reference: ModelLike | None = None,
+    bias_correction: bool = False,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
@@ -377,6 +415,7 @@ def quantize_calibrated(
         protect=protect,
         criterion=criterion,
         reference=reference,
+        bias_correction=bias_correction,
         output=output,
     )
     return replace(res, notes=(*notes, *res.notes))

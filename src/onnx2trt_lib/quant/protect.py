@@ -205,6 +205,7 @@ def protect(
     ranking_samples: int | None = None,
     search: bool = True,
     reference: onnx.ModelProto | None = None,
+    biases: Mapping | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -213,7 +214,8 @@ def protect(
     to RANKING_SAMPLES, fewer when the layers are many, so ranking costs ~RANKING_PASSES passes
     over the search rows). `search=False` only measures the full INT8 model (what --no-protect
     reports). `reference`: the FP32 model to agree with when `model` is a rewritten one (bias
-    correction changes it).
+    correction changes it). `biases` (layer -> quant.qdq_bias.BiasFix): corrected biases that a
+    layer carries only while it is INT8.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -231,7 +233,13 @@ def protect(
         )
 
     def build(float_layers: Collection[str]) -> onnx.ModelProto:
-        return insert_qdq(model, exclude_nodes=list(float_layers) + user, **options)[0]
+        floats = list(float_layers) + user
+        source = model
+        if biases:
+            from .qdq_bias import with_biases
+
+            source = with_biases(model, biases, [k for k in biases if k not in set(floats)])
+        return insert_qdq(source, exclude_nodes=floats, **options)[0]
 
     full = build([])
     layers = quantized_layers(full)
@@ -284,7 +292,9 @@ def protect(
         )
 
     # one session answers every question about label-free agreement
-    switch = SwitchSession(full, layers, options["ranges"], options.get("exclude_tensors", ()))
+    switch = SwitchSession(
+        full, layers, options["ranges"], options.get("exclude_tensors", ()), biases
+    )
     count = 0
 
     # 0. search rows and held-out rows, each with its own judge (rows joined along axis 0)

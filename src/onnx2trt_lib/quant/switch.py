@@ -48,8 +48,12 @@ def switch_model(
     layers: Sequence[str],
     ranges: Mapping[str, float],
     exclude_tensors: Collection[str] = (),
+    biases: Mapping | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """(model with a bool input per layer, layer -> its switch input name); `qmodel` is not changed."""
+    """(model with a bool input per layer, layer -> its switch input name); `qmodel` is not changed.
+
+    `biases` (layer -> quant.qdq_bias.BiasFix; `qmodel` carries the corrected ones): a layer
+    switched to float reads its original bias instead (`Where(switch, corrected, original)`)."""
     graph = qmodel.graph
     producers = {out: n for n in graph.node for out in n.output}
     flags = {layer: f"{FLAG_PREFIX}{i}" for i, layer in enumerate(layers)}
@@ -136,9 +140,25 @@ def switch_model(
         nodes.append(helper.make_node("Not", [a], [out]))
         return out
 
+    bias_at: dict[str, list] = {}
+    for fix in (biases or {}).values():
+        if fix.layer in flags:
+            bias_at.setdefault(fix.node, []).append(fix)
+
     for node in graph.node:
         new = onnx.NodeProto()
         new.CopyFrom(node)
+        for fix in bias_at.get(node.name, ()):
+            k = next(fresh)
+            orig = numpy_helper.from_array(fix.original, f"{fix.tensor}__sw_float{k}")
+            extra_inits.append(orig)
+            out = f"{fix.tensor}__sw_bias{k}"
+            nodes.append(
+                helper.make_node(
+                    "Where", [flags[fix.layer], node.input[fix.slot], orig.name], [out]
+                )
+            )
+            new.input[fix.slot] = out
         if node.name in flags:
             for slot in (0, 1):
                 src = float_source(node.input[slot])
@@ -196,8 +216,9 @@ class SwitchSession:
         layers: Sequence[str],
         ranges: Mapping[str, float],
         exclude_tensors: Collection[str] = (),
+        biases: Mapping | None = None,
     ) -> None:
-        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors)
+        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors, biases)
         self.layers = list(layers)
         self.session = session(model)
         self.outputs = [o.name for o in qmodel.graph.output]
