@@ -23,6 +23,17 @@ def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
+def _magnitudes(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The same chain on |weights| and |x|: bounds the partial sums each output is made of, which
+    is what float32 rounding scales with (|fl(Wx) - Wx| <= n eps |W||x|). Positive equalisation
+    scales commute with abs, so the bound is the equalised model's too."""
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    for init in bound.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(init)), init.name))
+    return _run(bound, {"x": np.abs(x)})[0]
+
+
 def _equalised(model: onnx.ModelProto):
     graph = gs.import_onnx(model)
     res = EqualizeCrossLayerPass().run(graph)
@@ -93,7 +104,10 @@ def test_equalised_chain_computes_the_same_function(seed, depth, width, data):
     x = (rng.standard_normal((2, channels[0], 6, 6)) * 3).astype(np.float32)
     ref = _run(model, {"x": x})[0]
     got = _run(out, {"x": x})[0]
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    # equal to 1e-5 of the largest output, or of the partial sums where they cancel (a deep
+    # Relu6 chain once gave 60.9186 vs 60.9158 out of terms far larger: float32 rounding)
+    tol = 1e-5 * np.maximum(float(np.abs(ref).max()), _magnitudes(model, x))
+    assert np.all(np.abs(got - ref) <= tol), float(np.max(np.abs(got - ref) / tol))
     assert res.modified == (res.counts["pairs"] > 0)
     # a second run finds nothing left to equalise
     graph = gs.import_onnx(out)
