@@ -36,3 +36,20 @@ def reduce_tensors(
         for name, value in zip(names, values, strict=True):
             acc[name] = reduce(name, np.asarray(value), acc[name])
     return {k: v for k, v in acc.items() if v is not None}
+
+
+def channel_means(
+    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Per tensor of `axes`: the mean over every other axis and every row (float64)."""
+    counts: dict[str, int] = {}
+
+    def add(name: str, value: np.ndarray, acc: np.ndarray | None) -> np.ndarray:
+        moved = np.moveaxis(value.astype(np.float64), axes[name], -1)
+        flat = moved.reshape(-1, moved.shape[-1])
+        counts[name] = counts.get(name, 0) + len(flat)
+        total = flat.sum(axis=0)
+        return total if acc is None else acc + total
+
+    sums = reduce_tensors(model, feeds, list(axes), add)
+    return {n: s / counts[n] for n, s in sums.items()}

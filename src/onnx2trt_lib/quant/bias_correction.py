@@ -29,7 +29,7 @@ from ..passes._infra import (
     result,
 )
 from ..passes.insert_qdq import INT8_MAX, constant_values, weight_axis, weight_scale
-from ._stats import reduce_tensors
+from ._stats import channel_means
 
 OP_TYPES = ("Conv", "Gemm", "MatMul")
 
@@ -113,17 +113,8 @@ def mean_shifts(
         side.outputs.append(out)
         names.append(out.name)
         axes[out.name] = 1 if node.op == "Conv" else -1
-    counts: dict[str, int] = {}
-
-    def add(name: str, value: np.ndarray, acc: np.ndarray | None) -> np.ndarray:
-        moved = np.moveaxis(value.astype(np.float64), axes[name], -1)
-        flat = moved.reshape(-1, moved.shape[-1])
-        counts[name] = counts.get(name, 0) + len(flat)
-        total = flat.sum(axis=0)
-        return total if acc is None else acc + total
-
-    sums = reduce_tensors(export_graph(side), feeds, names, add)
-    return [sums[n] / counts[n] if n in sums else None for n in names]
+    means = channel_means(export_graph(side), feeds, axes)
+    return [means.get(n) for n in names]
 
 
 def _subtract_from_bias(graph: gs.Graph, node: gs.Node, shift: np.ndarray) -> bool:

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._stats import reduce_tensors
+from ._stats import channel_means
 
 BIAS_SAMPLES = 64  # rows the shifts are measured on (taken from the protection's search rows)
 BIAS_PASSES = 2  # measurement passes over them (1 = one-pass, no upstream correction seen)
@@ -130,23 +130,6 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     if len(kept) != len(graph.node):
         del graph.node[:]
         graph.node.extend(kept)
-
-
-def channel_means(
-    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], axes: Mapping[str, int]
-) -> dict[str, np.ndarray]:
-    """Per tensor of `axes`: the mean over every other axis and every row (float64)."""
-    counts: dict[str, int] = {}
-
-    def add(name: str, value: np.ndarray, acc: np.ndarray | None) -> np.ndarray:
-        moved = np.moveaxis(value.astype(np.float64), axes[name], -1)
-        flat = moved.reshape(-1, moved.shape[-1])
-        counts[name] = counts.get(name, 0) + len(flat)
-        total = flat.sum(axis=0)
-        return total if acc is None else acc + total
-
-    sums = reduce_tensors(model, feeds, list(axes), add)
-    return {n: s / counts[n] for n, s in sums.items()}
 
 
 def with_biases(
