@@ -3,6 +3,8 @@ paper's formula computed in plain numpy from the activations and weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -150,3 +152,18 @@ def test_onnx_checker_accepts_smoothed_model():
     onnx.checker.check_model(model, full_check=True)
     out, _ = SmoothQuant().run(model, [{"x": rng.standard_normal(rows).astype(np.float32)}])
     onnx.checker.check_model(out, full_check=True)
+
+
+def test_smoothing_leaves_pp_ocrv4_rec_computing_the_same():
+    """A real model (paddle2onnx's PP-OCRv4 rec: LayerNorm/Add-fed MatMuls in its SVTR neck)."""
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    model = onnx.load(Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.uniform(-1, 1, (4, 3, 48, 320)).astype(np.float32)} for _ in range(2)]
+    out, res = SmoothQuant(alpha=0.5).run(model, feeds)
+    assert res.counts["smoothed"] > 0
+    x = rng.uniform(-1, 1, (4, 3, 48, 320)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    a, b = ref.run(None, {"x": x})[0], got.run(None, {"x": x})[0]
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
