@@ -162,8 +162,8 @@ def test_accuracy_judge_targets_reports_and_refuses():
     rng = np.random.default_rng(0)
     ref = {"y": softmax(rng.standard_normal((10, 20, 7)) * 3)}
     judge = Judge(ref, Criterion(agreement="accuracy"))
-    assert judge.target == 0.995 and judge.score(ref) == 1.0
-    assert Judge(ref, Criterion(agreement="accuracy", min_agreement=0.98)).target == 0.98
+    assert judge.target == 0.99 and judge.score(ref) == 1.0
+    assert Judge(ref, Criterion(agreement="accuracy", min_agreement=0.995)).target == 0.995
     assert Judge(ref, Criterion(agreement="top1")).target == 0.99  # the others keep theirs
     assert judge.score({"y": ref["y"] * np.nan}) == -math.inf
     assert "expected accuracy change vs FP32" in judge.describe()

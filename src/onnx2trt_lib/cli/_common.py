@@ -466,7 +466,8 @@ def agreement_options(func: Callable) -> Callable:
                 "accuracy change, FP32's own probabilities standing in for the truth), top1 "
                 "(classifiers, CTC: same reading as FP32), boxes (YOLO heads: matched boxes), mask "
                 "(probability maps such as DB text detectors: IoU of the map > 0.3), sqnr (output "
-                "SQNR); auto picks from the outputs.",
+                "SQNR); auto picks accuracy for outputs that are probabilities (softmax classifiers, "
+                "CTC), top1 for other class scores, boxes, mask, else sqnr.",
             ),
             click.option(
                 "--min-agreement",
@@ -474,7 +475,7 @@ def agreement_options(func: Callable) -> Callable:
                 default=None,
                 help="Share of rows (top1), F-score of boxes (boxes) or mean IoU (mask) that must "
                 "agree with FP32 (default 0.99); for accuracy 1 + the expected change (default "
-                "0.995: at most half a point lost).",
+                "0.99: at most a point lost).",
             ),
         )
     ):

@@ -129,9 +129,10 @@ def command(
 ):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
-    With --data the INT8 model is measured against FP32 (top-1 / box agreement or output SQNR,
-    see --agreement) and layers are kept in float, most sensitive first, until it agrees
-    (--no-protect: measured only); without it, everything with a range is INT8.
+    With --data the INT8 model is measured against FP32 (expected accuracy change, top-1 or box
+    agreement, or output SQNR: see --agreement) and layers are kept in float, most sensitive
+    first, until it agrees (--no-protect: measured only); without it, everything with a range
+    is INT8.
     """
     from ..quant.accuracy import DataShapeError
     from ..quant.agreement import DEFAULT_MIN_SQNR_DB, Criterion

@@ -23,8 +23,9 @@ inference, not a model export and a session. With a user `metric(model) -> score
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
-top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads, the IoU of
-the binarised map for probability maps (DB text detectors), SQNR otherwise
+the expected accuracy change (FP32's posterior as the truth) for softmax classifiers and CTC
+sequences, top-1 agreement for logits, matched boxes for YOLO heads, the IoU of the
+binarised map for probability maps (DB text detectors), SQNR otherwise
 (default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
 (Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
 FP32 output is refused. The data should be held out from the batches that made the ranges,
