@@ -35,10 +35,10 @@ So besides SQNR the agreement is measured the way the output is read:
 ``auto`` picks from the FP32 outputs: (N, C) or (N, T, C) rows that are probability
 distributions on the last axis (the model's own softmax: its posterior) -> accuracy; other
 (N, C) scores -> top1 (the softmax of arbitrary scores, a regression's say, is no posterior,
-and a flat one would let a collapse pass); (N, 4 + C, A) with A > 4 + C and not a distribution -> boxes; a
-single-channel map (N, 1, H, W), or (N, H, W) that is not box-shaped, with every value in
-[0, 1] and H, W >= 8 -> mask; anything else (embeddings, multi-channel maps, several kinds at
-once) -> sqnr.
+and a flat one would let a collapse pass); (N, 4 + C, A) with A > 4 + C and not a
+distribution -> boxes; a single-channel map (N, 1, H, W), or (N, H, W) that is not
+box-shaped, with every value in [0, 1] and H, W >= 8 -> mask; anything else (embeddings,
+multi-channel maps, several kinds at once) -> sqnr.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ class Posterior:
     def gains(self, test: np.ndarray, start: int = 0) -> np.ndarray:
         """Per row of `test` (rows start.. of the reference): P_fp32(test's reading) -
         P_fp32(FP32's reading); 0 where they read the same, NaN for a row that is not finite."""
-        test = np.asarray(test)
+        test = np.asarray(test)[: max(0, len(self.readings) - start)]  # no rows past the end
         finite = np.isfinite(test.reshape(len(test), -1)).all(axis=1)
         out = np.where(finite, 0.0, np.nan)
         for k, reading in enumerate(readings(test)):
