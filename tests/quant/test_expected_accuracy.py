@@ -256,3 +256,45 @@ def test_early_exit_decides_as_the_full_evaluation_with_fewer_rows(monkeypatch):
     assert [e.node for e in fast.excluded] == [e.node for e in full.excluded]
     assert fast.after == full.after
     assert 0 < fast_rows < fast.evaluations * 64  # some evaluations stopped early
+
+
+def test_ctc_probabilities_of_pp_ocrv4_rec_readings_equal_torch():
+    """A real CTC model: PP-OCRv4 rec (rapidocr) on words drawn with matplotlib's DejaVu font;
+    P(reading) and P(another label) against torch's ctc_loss on the model's own output."""
+    torch = pytest.importorskip("torch")
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    matplotlib = pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    import onnx
+    from PIL import Image, ImageDraw, ImageFont
+
+    from onnx2trt_lib.quant.accuracy import run
+
+    model = onnx.load(Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx")
+    font = ImageFont.truetype(
+        str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), 30
+    )
+    rows = []
+    for word in ("water", "Sound42", "look all"):
+        img = Image.new("RGB", (320, 48), (255, 255, 255))
+        ImageDraw.Draw(img).text((6, 4), word, fill=(20, 20, 20), font=font)
+        rows.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - 0.5) / 0.5)
+    probs = run(model, [{"x": np.stack(rows)}])[model.graph.output[0].name][0]
+    post = Posterior(probs)
+    assert post.is_distribution and post.ctc
+    log_probs = torch.log(torch.tensor(probs, dtype=torch.float64).clamp_min(1e-300))
+    for i, reading in enumerate(post.readings):
+        assert len(reading) >= 4  # the model reads something word-like
+        for label in (reading, reading[:-1], reading + reading[-1:]):
+            theirs = torch.nn.functional.ctc_loss(
+                log_probs[i][:, None],
+                torch.tensor(label, dtype=torch.long),
+                torch.tensor([probs.shape[1]]),
+                torch.tensor([len(label)]),
+                reduction="none",
+            ).item()
+            assert post.probability(i, label) == pytest.approx(
+                math.exp(-theirs), rel=1e-6, abs=1e-12
+            )
+        assert 0.0 < post.p_ref[i] <= 1.0
