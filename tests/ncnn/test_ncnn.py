@@ -38,6 +38,19 @@ def test_digits_int8_within_half_a_point(digits_ncnn):
     assert len(int8) > len(layers) / 2 and sorted(int8) == sorted(result.quantized)
 
 
+def test_digits_residual_folded_and_requantized(digits_ncnn):
+    """x + conv(x) is one convolution in both models, so every INT8 convolution writes INT8 for
+    the next layer (the last one for the InnerProduct, through the Flatten)."""
+    result, _ = digits_ncnn
+    for path in (result.param, result.int8_param):
+        assert [lay.type for lay in read_param(path).layers] == [
+            "Input", "Convolution", "Convolution", "Convolution", "Flatten", "InnerProduct"
+        ]  # fmt: skip
+    int8 = read_param(result.int8_param)
+    assert [int(lay.get(8)) for lay in int8.layers] == [0, 102, 102, 102, 0, 2]
+    assert result.requantized == ["convrelu_0", "convrelu_1", "conv_5"]
+
+
 def test_fp32_ncnn_matches_onnxruntime(digits_files, digits_ncnn):
     import onnxruntime as ort
 

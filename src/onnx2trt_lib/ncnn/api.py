@@ -26,7 +26,7 @@ import numpy as np
 from .._io import OutputError, load_model, write_bytes_atomic, write_files_atomic, write_text_atomic
 from ..errors import UsageError
 from .convert import NcnnFiles, pnnx_convert
-from .fuse import fuse_activations, requantize_targets
+from .fuse import fold_residuals, fuse_activations, requantize_targets
 from .int8 import gemm_int8_layers, weight_scales, write_int8
 from .mapping import LayerInput, map_layers, ncnn_inputs
 from .param import read_floats, read_param, walk_bin
@@ -170,17 +170,23 @@ def ncnn_int8(
     input_shapes = {k: v.shape for k, v in feeds[0].items()}
     with tempfile.TemporaryDirectory(prefix="onnx2trt-ncnn-") as scratch:
         converted = pnnx_convert(model_path, input_shapes, scratch)
-        param, fused = fuse_activations(read_param(converted.param))
+        param = read_param(converted.param)
+        bin_bytes = converted.bin.read_bytes()
+        param, bin_bytes, folded = fold_residuals(param, bin_bytes, walk_bin(param, bin_bytes))
+        if folded:
+            log.info("folded %d residual adds into their convolutions", len(folded))
+        param, fused = fuse_activations(param)
         if fused:
             log.info("fused %d activations into the layers before them", len(fused))
-        fp32 = NcnnFiles(Path(scratch) / "fused.param", converted.bin)
+        fp32 = NcnnFiles(Path(scratch) / "fused.param", Path(scratch) / "fused.bin")
         write_text_atomic(fp32.param, param.text())
-        bin_bytes = fp32.bin.read_bytes()
+        fp32.bin.write_bytes(bin_bytes)
         segments = walk_bin(param, bin_bytes)
         layers = map_layers(proto, param, fp32.param, fp32.bin, feeds[0])
         # what gets a table entry (all mapped layers, less depthwise ones when not wanted)
+        x86 = host_is_x86()
         if depthwise is None:
-            depthwise = not host_is_x86()
+            depthwise = not x86
         chosen = [m for m in layers if depthwise or m.layer_type != "ConvolutionDepthWise"]
         tensors = sorted({m.tensor for m in chosen})
         if not layers:
@@ -221,7 +227,13 @@ def ncnn_int8(
 
         def int8_model(keep: Sequence[str]) -> tuple[str, bytes, list[str]]:
             return write_int8(
-                param, bin_bytes, segments, _without(table, keep), requantize=requantize, gemm=gemm
+                param,
+                bin_bytes,
+                segments,
+                _without(table, keep),
+                requantize=requantize,
+                gemm=gemm,
+                narrow_winograd_off=x86,
             )
 
         int8_text, int8_bin, quantized = int8_model(kept)
