@@ -120,7 +120,9 @@ def ncnn_int8(
     gemm: bool = False,
 ) -> NcnnResult:
     """Write `<name>.param/.bin` (FP32 ncnn), `<name>.table` (ncnn2table format) and
-    `<name>-int8.param/.bin` into `output_dir`.
+    `<name>-int8.param/.bin` into `output_dir`. Both models are pnnx's with `x + conv(x)`
+    residuals folded into the convolution and activations fused (fuse.py); on x86 the INT8
+    model runs narrow 3x3 convolutions without Winograd (int8.narrow_winograd).
 
     `cache`: a TensorRT cache path; a matching one (same model, data, settings, as `onnx2trt
     calibrate` writes it) is reused, otherwise it is written. Without it only the tensors the
