@@ -8,12 +8,13 @@ Models (same table: the `onnx2trt ncnn` run's input scales; weight scales recomp
   INT8 before        pnnx FP32 in INT8, requantize where ncnn2int8 would (1 of 3 convolutions)
   INT8 + fold        folded, requantize into every next INT8 layer (3 of 3, the last one into
                      the InnerProduct through the Flatten)
-  INT8 written       + no INT8 Winograd on the narrow 3x3 convolution (`31=64`), as written now
-  INT8, conv0 FP32   the written model with its first convolution (1 input channel) FP32: a
-                     probe, not something the library writes
+  INT8 + mask        + no INT8 Winograd on the narrow 3x3 convolution (`31=64`): what is written
+                     with `--int8-image-conv`
+  INT8 written       + the first convolution (1 input channel, the image) FP32: what is written
+                     on x86 by default
 
 All timed in alternation in one process, one extractor per sample (light mode), 1 thread,
-ncnn's default CPU options (fp16/bf16 storage off), then the two written models with
+ncnn's default CPU options (fp16/bf16 storage off), then the FP32 and INT8 models with
 Winograd or packing off, the cost of an extract that computes nothing (the input blob), and
 the time to each layer's output (prefix times; an int8 blob is cast to float when
 extracted, which the prefix times of INT8 blobs include).
@@ -97,9 +98,13 @@ def _models(folder: Path, data) -> dict[str, tuple[Path, Path, bool]]:
     onnx_path.write_bytes(blob)
     np.save(folder / "calib.npy", data["x_calib"])
     r = ncnn_int8(onnx_path, str(folder / "calib.npy"), folder / "out", name="m")
-    table = read_table(r.table)
+    full = ncnn_int8(
+        onnx_path, str(folder / "calib.npy"), folder / "full", name="m", image_conv=True
+    )
+    table = read_table(full.table)
     files = {
         "folded FP32": (r.param, r.bin, False),
+        "INT8 + mask": (full.int8_param, full.int8_bin, True),
         "INT8 written": (r.int8_param, r.int8_bin, True),
     }
 
@@ -127,11 +132,6 @@ def _models(folder: Path, data) -> dict[str, tuple[Path, Path, bool]]:
     fsegs = walk_bin(folded, fbin)
     text, data_bytes, _ = write_int8(folded, fbin, fsegs, tables(folded, fbin, fsegs, table.inputs))
     save("INT8 + fold", text, data_bytes, True)
-    rest = [n for n in table.inputs if n != folded.layers[1].name]
-    text, data_bytes, _ = write_int8(
-        folded, fbin, fsegs, tables(folded, fbin, fsegs, rest), narrow_winograd_off=True
-    )
-    save("INT8, conv0 FP32", text, data_bytes, True)
     return files
 
 
@@ -155,11 +155,11 @@ def main() -> None:
             "folded FP32",
             "INT8 before",
             "INT8 + fold",
+            "INT8 + mask",
             "INT8 written",
-            "INT8, conv0 FP32",
         ]
         nets = {k: _net(files[k][0], files[k][1], int8=files[k][2]) for k in order}
-        written = {k: files[k] for k in ("folded FP32", "INT8 written")}
+        written = {k: files[k] for k in ("folded FP32", "INT8 + mask", "INT8 written")}
         for key, (p, b, int8) in written.items():
             nets[f"{key}, Winograd off"] = _net(p, b, int8=int8, use_winograd_convolution=False)
             nets[f"{key}, packing off"] = _net(p, b, int8=int8, use_packing_layout=False)
@@ -195,7 +195,7 @@ def main() -> None:
             f"{t[key][0] / base[0]:.2f} / {t[key][1] / base[1]:.2f} |"
         )
     out += ["", "| written model, option | us min / median |", "|---|---|"]
-    for key in ("folded FP32", "INT8 written"):
+    for key in written:
         for opt in ("", ", Winograd off", ", packing off"):
             out.append(f"| {key}{opt} | {cell(key + opt)} |")
     out += [

@@ -241,12 +241,26 @@ def test_ncnn_int8_fuses_and_can_keep_depthwise_fp32(tmp_path, need_ncnn, monkey
     assert dw[0].name not in read_table(nodw.table).inputs
     assert len(nodw.quantized) == 2 and nodw.requantized == []  # nothing INT8 meets directly
     assert len(nodw.layers) == 3  # still mapped, only not quantized
-    # on x86 the default keeps depthwise FP32 (ncnn's x86 INT8 depthwise is the slower one)
+    # on x86 the default keeps depthwise FP32 (ncnn's x86 INT8 depthwise is the slower one) and
+    # the convolution on the 3-channel image (not faster in INT8 there)
     monkeypatch.setattr(ncnn_api, "host_is_x86", lambda: True)
     default = ncnn_int8(
         tmp_path / "block.onnx", str(tmp_path / "calib.npy"), tmp_path / "c", protect=False
     )
-    assert default.quantized == nodw.quantized
+    assert default.quantized == nodw.quantized[1:]
+    assert set(read_table(default.table).inputs) == set(nodw.quantized[1:])
+    image = ncnn_int8(
+        tmp_path / "block.onnx",
+        str(tmp_path / "calib.npy"),
+        tmp_path / "d",
+        protect=False,
+        image_conv=True,
+    )
+    assert image.quantized == nodw.quantized
+    # and the image convolution (3 -> 16, 3x3 stride 1) runs without INT8 Winograd there
+    first = read_param(image.int8_param).layer(image.quantized[0])
+    assert first.get(31) == 64
+    assert read_param(full.int8_param).layer(full.quantized[0]).get(31) == 0  # not on ARM
 
 
 def _write(tmp_path, lines, seed=0):

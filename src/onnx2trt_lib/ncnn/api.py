@@ -27,7 +27,7 @@ from .._io import OutputError, load_model, write_bytes_atomic, write_files_atomi
 from ..errors import UsageError
 from .convert import NcnnFiles, pnnx_convert
 from .fuse import fold_residuals, fuse_activations, requantize_targets
-from .int8 import gemm_int8_layers, weight_scales, write_int8
+from .int8 import gemm_int8_layers, reads_image, weight_scales, write_int8
 from .mapping import LayerInput, map_layers, ncnn_inputs
 from .param import read_floats, read_param, walk_bin
 from .table import NcnnTable, table_from
@@ -116,6 +116,7 @@ def ncnn_int8(
     min_agreement: float = 0.99,
     name: str | None = None,
     depthwise: bool | None = None,
+    image_conv: bool | None = None,
     requantize: bool = True,
     gemm: bool = False,
 ) -> NcnnResult:
@@ -136,6 +137,9 @@ def ncnn_int8(
     `None` (default) decides by this machine, where the protection measures the model: FP32 on
     x86, INT8 elsewhere (ARM has NEON INT8 depthwise kernels); pass True when converting on x86
     for an ARM target.
+    `image_conv=False` keeps Convolutions reading at most 3 channels (the image) in FP32: with
+    a reduction of 9-27 values their INT8 GEMM saves little and the INT8 layer adds a quantize
+    pass over the input; `None` (default): FP32 on x86, INT8 elsewhere, as for `depthwise`.
     `requantize=False` writes no requantize fusion (every INT8 layer dequantizes its output).
     `gemm=True` also writes Gemm layers with constant weights in ncnn's table-free INT8 (int8
     weights, activations quantized per row at run time); the protection leaves them INT8.
@@ -185,11 +189,19 @@ def ncnn_int8(
         fp32.bin.write_bytes(bin_bytes)
         segments = walk_bin(param, bin_bytes)
         layers = map_layers(proto, param, fp32.param, fp32.bin, feeds[0])
-        # what gets a table entry (all mapped layers, less depthwise ones when not wanted)
+        # what gets a table entry (all mapped layers, less depthwise ones and convolutions on
+        # the image when not wanted)
         x86 = host_is_x86()
         if depthwise is None:
             depthwise = not x86
-        chosen = [m for m in layers if depthwise or m.layer_type != "ConvolutionDepthWise"]
+        if image_conv is None:
+            image_conv = not x86
+        chosen = [
+            m
+            for m in layers
+            if (depthwise or m.layer_type != "ConvolutionDepthWise")
+            and (image_conv or not reads_image(param.layer(m.layer)))
+        ]
         tensors = sorted({m.tensor for m in chosen})
         if not layers:
             log.warning("the ncnn model has no Convolution/ConvolutionDepthWise/InnerProduct layer")

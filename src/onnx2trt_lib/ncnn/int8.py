@@ -102,6 +102,19 @@ def narrow_winograd(layer: Layer) -> bool:
     )
 
 
+IMAGE_CHANNELS = 3
+
+
+def reads_image(layer: Layer) -> bool:
+    """A Convolution reading at most IMAGE_CHANNELS channels (a network's first layer on an
+    image): on x86 its INT8 form is not faster (benchmarks/results/ncnn.md)."""
+    if layer.type != "Convolution" or layer.get(19, 0):
+        return False
+    out, kw = int(layer.get(0)), int(layer.get(1))
+    kh = int(layer.get(11, kw))
+    return int(layer.get(6)) // max(out * kw * kh, 1) <= IMAGE_CHANNELS
+
+
 def _pad4(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
