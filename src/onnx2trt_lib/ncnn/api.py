@@ -186,7 +186,7 @@ def ncnn_int8(
             log.info("fused %d activations into the layers before them", len(fused))
         fp32 = NcnnFiles(Path(scratch) / "fused.param", Path(scratch) / "fused.bin")
         write_text_atomic(fp32.param, param.text())
-        fp32.bin.write_bytes(bin_bytes)
+        write_bytes_atomic(fp32.bin, bin_bytes)
         segments = walk_bin(param, bin_bytes)
         layers = map_layers(proto, param, fp32.param, fp32.bin, feeds[0])
         # what gets a table entry (all mapped layers, less depthwise ones and convolutions on
