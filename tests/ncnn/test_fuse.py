@@ -9,6 +9,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from onnx2trt_lib.ncnn.fuse import fuse_activations, requantize_targets
 from onnx2trt_lib.ncnn.int8 import weight_scales, write_int8
@@ -406,3 +408,52 @@ def test_narrow_winograd_masked_on_x86(tmp_path, need_ncnn):
     for x in np.random.default_rng(7).normal(size=(4, 16, 8, 8)).astype(np.float32):
         a, b = _out(a_net, x), _out(b_net, x)
         assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    c=st.integers(1, 12),
+    kw=st.sampled_from([1, 3, 5]),
+    kh=st.sampled_from([1, 3, 5]),
+    dw=st.integers(1, 2),
+    dh=st.integers(1, 2),
+    h=st.integers(5, 9),
+    w=st.integers(5, 9),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_residual_fold_computes_the_same_in_ncnn(
+    tmp_path, need_ncnn, c, kw, kh, dw, dh, h, w, bias, seed
+):
+    """Any shape-keeping convolution (kernel, dilation, channels, bias or not): the folded model
+    gives the unfolded one's outputs to float rounding in ncnn FP32."""
+    from onnx2trt_lib.ncnn.fuse import fold_residuals
+
+    pw, ph = dw * (kw - 1) // 2, dh * (kh - 1) // 2
+    conv = (
+        f"Convolution c1 1 1 a0 b 0={c} 1={kw} 11={kh} 2={dw} 12={dh} 4={pw} 15={pw} "
+        f"14={ph} 16={ph} 5={int(bias)} 6={c * c * kw * kh}"
+    )
+    lines = [
+        f"Input in0 0 1 in0 0={w} 1={h} 2={c}",
+        "Split sp 1 2 in0 a0 a1",
+        conv,
+        "BinaryOp add 2 1 b a1 out0 0=0",  # conv output first: the other operand order
+    ]
+    text = f"7767517\n{len(lines)} 5\n" + "\n".join(lines) + "\n"
+    (tmp_path / "r.param").write_text(text)
+    param = read_param(tmp_path / "r.param")
+    rng = np.random.default_rng(seed)
+    n = c * c * kw * kh
+    blob = struct.pack("<I", 0) + rng.normal(0, 1 / np.sqrt(n / c), n).astype("<f4").tobytes()
+    if bias:
+        blob += rng.normal(0, 0.1, c).astype("<f4").tobytes()
+    folded, fblob, names = fold_residuals(param, blob, walk_bin(param, blob))
+    assert names == ["c1"] and [x.type for x in folded.layers] == ["Input", "Convolution"]
+    assert folded.layer("c1").bottoms == ["in0"] and folded.blob_count == 2
+    x = rng.normal(size=(c, h, w)).astype(np.float32)
+    ref = _out(_net(tmp_path, "ref", param.text(), blob, int8=False), x)
+    got = _out(_net(tmp_path, "got", folded.text(), fblob, int8=False), x)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
