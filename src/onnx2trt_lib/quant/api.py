@@ -403,6 +403,13 @@ def quantize_calibrated(
         max_batches=max(1, -(-QDQ_SAMPLES // step)),
     )
     feeds = _rebatch(feeds, model)
+    # max_batches counts batches: data already in batches of many rows (the Python API) would
+    # otherwise bring all its rows, and protection's time grows with them
+    from .accuracy import rows_per_batch
+    from .qdq_bias import first_rows
+
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
+    feeds = first_rows(feeds, QDQ_SAMPLES, whole=rows_per_batch(proto, batch_size=0) > 0)
     criterion = Criterion(
         min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
         agreement=agreement,
