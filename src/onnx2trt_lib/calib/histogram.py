@@ -294,6 +294,18 @@ def hist_pass(
             return top, nonfinite, over, max_over, amax, vmin
 
         kernel32 = blocked
+        if a.flags.c_contiguous and a.size <= _CHUNK and _threads_for(a.size, threads) == 1:
+            # one piece on this thread (most tensors of a batch): no piece lists, no reductions
+            top, nonfinite, over, max_over, amax, vmin = blocked(a.reshape(-1), counts, inv_w, hi)
+            return (
+                a.size - int(nonfinite) - int(over),
+                int(top),
+                int(nonfinite),
+                int(over),
+                float(max_over),
+                float(amax),
+                float(vmin),
+            )
     results = _run_pieces(a, counts, kernel32, K.hist_f16_kernel, (inv_w, hi), threads)
     nonfinite = sum(int(r[1]) for r in results)
     over = sum(int(r[2]) for r in results)
