@@ -108,6 +108,7 @@ def bench_task(name, model_path, x_cal, x_test, score, args) -> list[dict]:
                 name="m",
                 min_sqnr=args.min_sqnr,
                 depthwise=depthwise,
+                image_conv={"default": None, "on": True, "off": False}[args.image_conv],
                 gemm=args.int8_gemm,
             )
             seconds = time.perf_counter() - t
@@ -178,6 +179,12 @@ def main() -> None:
     parser.add_argument("--method", default="mse")
     parser.add_argument("--depthwise", choices=["both", "on", "off"], default="both")
     parser.add_argument(
+        "--image-conv",
+        choices=["default", "on", "off"],
+        default="default",
+        help="convolutions reading <= 3 channels INT8 (on), FP32 (off) or the host's default",
+    )
+    parser.add_argument(
         "--int8-gemm", action="store_true", help="also table-free INT8 Gemm (ncnn_int8 gemm=True)"
     )
     parser.add_argument("--threads", type=int, default=1)
@@ -245,7 +252,7 @@ def main() -> None:
         f"Machine: {_cpu()}, {os.cpu_count()} cores (shared; load average "
         f"{load_before:.1f} before, {load_after:.1f} after), ncnn Python wheel, {args.threads} thread(s). "
         f"Method {args.method}, protection on (every output SQNR >= {args.min_sqnr:g} dB and arg-max agreement >= 0.99 against FP32 ncnn on the first 64 calibration samples). "
-        f"Command: `python benchmarks/bench_ncnn.py --models {args.models} --test {args.test} --method {args.method} --min-sqnr {args.min_sqnr:g} --depthwise {args.depthwise}{' --int8-gemm' if args.int8_gemm else ''} --rounds {args.rounds} --latency-samples {args.latency_samples}`.",
+        f"Command: `python benchmarks/bench_ncnn.py --models {args.models} --test {args.test} --method {args.method} --min-sqnr {args.min_sqnr:g} --depthwise {args.depthwise} --image-conv {args.image_conv}{' --int8-gemm' if args.int8_gemm else ''} --rounds {args.rounds} --latency-samples {args.latency_samples}`.",
         "",
         "| model | depthwise | FP32 ncnn | INT8 ncnn | INT8 layers (written .param) | requantize | kept FP32 | ms/sample FP32 min / median | ms/sample INT8 min / median | INT8/FP32 time min / median | convert+calibrate s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

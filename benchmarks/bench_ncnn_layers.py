@@ -7,6 +7,7 @@ weights (speed does not depend on the values), ncnn's default CPU options otherw
 sgemm, Winograd, light mode), `--threads` threads, every variant timed in alternation.
 
     python benchmarks/bench_ncnn_layers.py [--rounds 30] [--threads 1]
+    python benchmarks/bench_ncnn_layers.py --narrow   # 3x3 convolutions: INT8 Winograd or not
 """
 
 from __future__ import annotations
@@ -125,14 +126,87 @@ def timed(nets: dict, shape, rounds: int) -> dict[str, tuple[float, float]]:
     return {k: (1000 * min(v), 1000 * float(np.median(v))) for k, v in times.items()}
 
 
+# (input channels, output channels, height = width, stride): narrow 3x3 convolutions, where
+# ncnn's INT8 path picks Winograd whatever the size, and convolutions on 1-3 channel images
+NARROW = [
+    (16, 16, 4, 1),
+    (16, 16, 8, 1),
+    (16, 16, 16, 1),
+    (1, 16, 28, 1),
+    (3, 16, 48, 1),
+    (32, 32, 8, 1),
+    (32, 32, 16, 1),
+    (64, 64, 8, 1),
+    (64, 64, 14, 1),
+    (128, 128, 14, 1),
+    (1, 8, 8, 1),
+    (3, 16, 224, 2),
+    (3, 32, 224, 2),
+]
+
+
+def narrow_table(folder: Path, rng, threads: int, rounds: int) -> list[str]:
+    """3x3 convolutions FP32, INT8 as ncnn picks the kernel, and INT8 with `31=64` (no
+    Winograd, the layer feature mask onnx2trt writes for narrow ones on x86)."""
+    rows = [
+        "| Convolution 3x3 | FP32 us min | INT8 us min (ncnn's kernel) | INT8 `31=64` us min | "
+        "INT8 / FP32 | INT8 `31=64` / FP32 | `31=64` / Winograd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cin, cout, hw, stride in NARROW:
+        body = [
+            f"Input in0 0 1 in0 0={hw} 1={hw} 2={cin}",
+            _conv("l", "in0", "out0", cin, cout, 3, stride),
+        ]
+        write_model(folder, "f", body, int8=set(), rng=rng)
+        write_model(folder, "q", body, int8={"l"}, rng=rng)
+        text = (folder / "q.param").read_text().replace(" 8=2", " 8=2 31=64")
+        (folder / "m.param").write_text(text)
+        (folder / "m.bin").write_bytes((folder / "q.bin").read_bytes())
+        t = timed(
+            {
+                "fp32": net(folder, "f", threads, use_int8_inference=False),
+                "int8": net(folder, "q", threads),
+                "mask": net(folder, "m", threads),
+            },
+            (cin, hw, hw),
+            rounds,
+        )
+        f, q, m = (1000 * t[k][0] for k in ("fp32", "int8", "mask"))
+        rows.append(
+            f"| {cin}->{cout}, {hw}x{hw}, stride {stride} | {f:.1f} | {q:.1f} | {m:.1f} | "
+            f"{q / f:.2f} | {m / f:.2f} | {m / q:.2f} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="also write the tables to this file")
+    parser.add_argument(
+        "--narrow", action="store_true", help="only the narrow / image convolution table"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     load = [os.getloadavg()[0]]
+    if args.narrow:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = narrow_table(Path(tmp), rng, args.threads, args.rounds)
+        load.append(os.getloadavg()[0])
+        rows += [
+            "",
+            f"{args.threads} thread(s), {args.rounds} rounds, load average {load[0]:.1f} "
+            f"before, {load[1]:.1f} after.",
+        ]
+        text = "\n".join(rows) + "\n"
+        print(text)
+        if args.out:
+            from onnx2trt_lib._io import write_text_atomic
+
+            write_text_atomic(args.out, text)
+        return
     lines_out = ["### single layers, FP32 vs INT8 (input FP32: the INT8 layer quantizes it)", ""]
     lines_out += [
         "| layer | FP32 ms min / median | INT8 ms min / median | INT8/FP32 min / median |"

@@ -539,7 +539,9 @@ def fp32_pass_seconds(model: onnx.ModelProto, batches: list[dict]) -> float:
     return best
 
 
-def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[dict]:
+def bench(
+    task: Task, method: str = "entropy", only_ours: bool = False, agreements: str | None = None
+) -> list[dict]:
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
     reference: list[np.ndarray] = []  # FP32's first output on the test set
@@ -595,13 +597,28 @@ def bench(task: Task, method: str = "entropy", only_ours: bool = False) -> list[
     mse = cal.state.compute_amax("mse")
     full_mse = quantize(task.model, mse, protect=False)
     add("ours INT8 (mse), full (--no-protect)", full_mse.model, t_cal + time.perf_counter() - t)
-    for label, use in (("mse", None), (method, method)):
+    flows = (
+        [("mse", None, kind) for kind in agreements.split(",")]
+        if agreements
+        else [("mse", None, "auto"), (method, method, "auto")]
+    )
+    for label, use, asked in flows:
+        kind, _, bound = asked.partition(":")
         t = time.perf_counter()
-        flow = quantize_calibrated(task.model, cal, task.calib, method=use)
+        flow = quantize_calibrated(
+            task.model,
+            cal,
+            task.calib,
+            method=use,
+            agreement=kind,
+            min_agreement=float(bound) if bound else None,
+        )
         took = t_cal + time.perf_counter() - t
         rep = flow.protection
+        asked = "" if kind == "auto" and not bound else f" --agreement {kind}"
+        asked += f" --min-agreement {bound}" if bound else ""
         add(
-            f"ours default flow: calibrate --qdq ({label} ranges, protected, label-free {rep.kind})",
+            f"ours default flow{asked}: calibrate --qdq ({label} ranges, protected, label-free {rep.kind})",
             flow.model,
             took,
             f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals, calib-data agreement "
@@ -803,6 +820,13 @@ def main() -> None:
         help="--techniques: only the techniques whose label contains one of these comma words "
         "(and none), e.g. 'Q/DQ'",
     )
+    parser.add_argument(
+        "--agreement",
+        default=None,
+        metavar="KINDS",
+        help="comma list of --agreement kinds, each optionally KIND:MIN-AGREEMENT: one "
+        "default-flow row (mse ranges) each, instead of the mse and --method flow rows",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
     tasks = {
@@ -823,7 +847,7 @@ def main() -> None:
                 )
             )
             continue
-        rows = bench(task, args.method, args.only_ours)
+        rows = bench(task, args.method, args.only_ours, args.agreement)
         lines = [
             f"### {task.name} (our ranges: {args.method})",
             "",

@@ -38,6 +38,23 @@ def test_digits_int8_within_half_a_point(digits_ncnn):
     assert len(int8) > len(layers) / 2 and sorted(int8) == sorted(result.quantized)
 
 
+def test_digits_residual_folded_and_requantized(digits_ncnn):
+    """x + conv(x) is one convolution in both models, so every INT8 convolution writes INT8 for
+    the next layer (the last one for the InnerProduct, through the Flatten). On x86 the first
+    convolution (1 input channel) stays FP32 by default."""
+    from onnx2trt_lib.ncnn.api import host_is_x86
+
+    result, _ = digits_ncnn
+    for path in (result.param, result.int8_param):
+        assert [lay.type for lay in read_param(path).layers] == [
+            "Input", "Convolution", "Convolution", "Convolution", "Flatten", "InnerProduct"
+        ]  # fmt: skip
+    int8 = read_param(result.int8_param)
+    first = 0 if host_is_x86() else 102
+    assert [int(lay.get(8)) for lay in int8.layers] == [0, first, 102, 102, 0, 2]
+    assert result.requantized == ["convrelu_0"] * bool(first) + ["convrelu_1", "conv_5"]
+
+
 def test_fp32_ncnn_matches_onnxruntime(digits_files, digits_ncnn):
     import onnxruntime as ort
 
@@ -152,7 +169,9 @@ def test_ncnn_kl_table_uses_ncnn_thresholds(digits_files, tmp_path):
     from onnx2trt_lib.ncnn import ncnn_int8
 
     model, calib, data = digits_files
-    r = ncnn_int8(model, str(calib), tmp_path / "o", method="ncnn-kl", protect=False)
+    r = ncnn_int8(
+        model, str(calib), tmp_path / "o", method="ncnn-kl", protect=False, image_conv=True
+    )
     x = np.load(calib)
     table = read_table(r.table)
     first = r.layers[0]

@@ -35,8 +35,11 @@ def test_orientation_int8_within_one_point(
     x_cal, _ = bench.render_pages(64, seed=11)
     x_test, y_test = bench.render_pages(128, seed=13)
     np.save(tmp_path / "calib.npy", x_cal)
-    # depthwise too (the ARM default; x86 keeps them FP32 by default): the most layers INT8
-    result = ncnn_int8(model, str(tmp_path / "calib.npy"), tmp_path / "out", depthwise=True)
+    # depthwise and image convolutions too (the ARM defaults; x86 keeps them FP32 by default):
+    # the most layers INT8
+    result = ncnn_int8(
+        model, str(tmp_path / "calib.npy"), tmp_path / "out", depthwise=True, image_conv=True
+    )
 
     def accuracy(param, bin_path, int8):
         net = load_net(param, bin_path, int8=int8)

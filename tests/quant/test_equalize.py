@@ -26,11 +26,17 @@ def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
 def _magnitudes(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The same chain on |weights| and |x|: bounds the partial sums each output is made of, which
     is what float32 rounding scales with (|fl(Wx) - Wx| <= n eps |W||x|). Positive equalisation
-    scales commute with abs, so the bound is the equalised model's too."""
+    scales commute with abs, so the bound is the equalised model's too. Relu6's cap is lifted:
+    the sums before it are what rounds, and capping them at 6 under-bounded a deep chain's error
+    (4 of 3,000 random chains, all with Relu6, exceeded the capped bound by 1.05-3.7x; unclipped,
+    the worst used 4.7% of it)."""
     bound = onnx.ModelProto()
     bound.CopyFrom(model)
     for init in bound.graph.initializer:
-        init.CopyFrom(numpy_helper.from_array(np.abs(numpy_helper.to_array(init)), init.name))
+        value = np.abs(numpy_helper.to_array(init))
+        if init.name.startswith("hi"):  # Clip's upper bound in _chain
+            value = np.full_like(value, np.finfo(np.float32).max)
+        init.CopyFrom(numpy_helper.from_array(value, init.name))
     return _run(bound, {"x": np.abs(x)})[0]
 
 

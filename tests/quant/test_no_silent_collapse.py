@@ -79,6 +79,30 @@ def test_calibrate_qdq_protects_a_collapsing_model_and_says_so(tmp_path):
     assert payload["int8_mac_share_after"] == 0.5
 
 
+def test_default_flow_protects_a_collapsing_softmax_model_by_expected_accuracy(tmp_path):
+    """A model that writes probabilities gets the accuracy agreement by default: full INT8 (one
+    class for every row) is reported as points lost, and mm2 is kept in float."""
+    from test_expected_accuracy import softmax_collapsing_model
+
+    model = tmp_path / "m.onnx"
+    onnx.save(softmax_collapsing_model(), model)
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32))
+    base = ["calibrate", str(model), "--data", str(data), "-o", str(tmp_path / "c.cache")]
+
+    plain = CliRunner().invoke(cli, [*base, "--qdq", str(tmp_path / "full.onnx"), "--no-protect"])
+    assert plain.exit_code == 0, plain.output
+    assert "expected accuracy change vs FP32" in plain.output and "does NOT meet" in plain.output
+    lost = float(plain.output.split("samples): ")[1].split(" points")[0])
+    assert lost < -20  # points: FP32 was sure of most rows that now read class 0
+
+    res = CliRunner().invoke(cli, [*base, "--qdq", str(tmp_path / "q.onnx"), "--force", "--json"])
+    payload = json.loads(res.output)["qdq"]["protection"]
+    assert payload["kind"] == "accuracy" and payload["met"] and payload["before"] < 0.8
+    assert [e["node"] for e in payload["excluded"]] == ["mm2"]
+    assert int8_layers(tmp_path / "q.onnx") == {"mm1"}
+
+
 def test_quantize_labels_protected_layers(tmp_path):
     model = tmp_path / "m.onnx"
     onnx.save(collapsing_model(), model)

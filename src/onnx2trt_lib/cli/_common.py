@@ -459,18 +459,23 @@ def agreement_options(func: Callable) -> Callable:
         (
             click.option(
                 "--agreement",
-                type=click.Choice(["auto", "top1", "boxes", "mask", "sqnr"]),
+                type=click.Choice(["auto", "accuracy", "top1", "boxes", "mask", "sqnr"]),
                 default="auto",
                 show_default=True,
-                help="How the INT8 model is compared with FP32: top1 (classifiers, CTC: arg-max per "
-                "position), boxes (YOLO heads: matched boxes), mask (probability maps such as DB text "
-                "detectors: IoU of the map > 0.3), sqnr (output SQNR); auto picks from the outputs.",
+                help="How the INT8 model is compared with FP32: accuracy (classifiers, CTC: expected "
+                "accuracy change, FP32's own probabilities standing in for the truth), top1 "
+                "(classifiers, CTC: same reading as FP32), boxes (YOLO heads: matched boxes), mask "
+                "(probability maps such as DB text detectors: IoU of the map > 0.3), sqnr (output "
+                "SQNR); auto picks accuracy for outputs that are probabilities (softmax classifiers, "
+                "CTC), top1 for other class scores, boxes, mask, else sqnr.",
             ),
             click.option(
                 "--min-agreement",
                 type=click.FloatRange(0.0, 1.0),
                 default=None,
-                help="Share of rows (top1), F-score of boxes (boxes) or mean IoU (mask) that must agree with FP32 (default 0.99).",
+                help="Share of rows (top1), F-score of boxes (boxes) or mean IoU (mask) that must "
+                "agree with FP32 (default 0.99); for accuracy 1 + the expected change (default "
+                "0.99: at most a point lost).",
             ),
         )
     ):

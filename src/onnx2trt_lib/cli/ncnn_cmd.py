@@ -75,6 +75,12 @@ from ._common import (
     "is slower than its FP32 one), INT8 elsewhere. Pass --int8-depthwise on x86 for an ARM target.",
 )
 @click.option(
+    "--int8-image-conv/--no-int8-image-conv",
+    default=None,
+    help="Convolutions reading at most 3 channels (the image) in INT8 or FP32; default: FP32 on x86 "
+    "(not faster in INT8 there), INT8 elsewhere.",
+)
+@click.option(
     "--no-requantize",
     is_flag=True,
     help="No requantize fusion (INT8 convolution output straight into the next INT8 convolution).",
@@ -103,6 +109,7 @@ def command(
     min_sqnr,
     min_agreement,
     int8_depthwise,
+    int8_image_conv,
     no_requantize,
     int8_gemm,
     as_json,
@@ -134,6 +141,7 @@ def command(
         min_agreement=min_agreement,
         name=name,
         depthwise=int8_depthwise,
+        image_conv=int8_image_conv,
         requantize=not no_requantize,
         gemm=int8_gemm,
     )

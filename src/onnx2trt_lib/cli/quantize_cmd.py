@@ -129,12 +129,13 @@ def command(
 ):
     """Insert symmetric INT8 Q/DQ pairs (TensorRT explicit quantization) from a calibration cache.
 
-    With --data the INT8 model is measured against FP32 (top-1 / box agreement or output SQNR,
-    see --agreement) and layers are kept in float, most sensitive first, until it agrees
-    (--no-protect: measured only); without it, everything with a range is INT8.
+    With --data the INT8 model is measured against FP32 (expected accuracy change, top-1 or box
+    agreement, or output SQNR: see --agreement) and layers are kept in float, most sensitive
+    first, until it agrees (--no-protect: measured only); without it, everything with a range
+    is INT8.
     """
     from ..quant.accuracy import DataShapeError
-    from ..quant.agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB, Criterion
+    from ..quant.agreement import DEFAULT_MIN_SQNR_DB, Criterion
     from ..quant.api import quantize
 
     def names(values: tuple[str, ...]) -> list[str]:
@@ -153,7 +154,7 @@ def command(
             criterion=Criterion(
                 min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
                 agreement="sqnr" if min_sqnr is not None and agreement == "auto" else agreement,
-                min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+                min_agreement=min_agreement,
             ),
             strict=strict,
             output=output,

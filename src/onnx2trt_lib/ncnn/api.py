@@ -26,8 +26,8 @@ import numpy as np
 from .._io import OutputError, load_model, write_bytes_atomic, write_files_atomic, write_text_atomic
 from ..errors import UsageError
 from .convert import NcnnFiles, pnnx_convert
-from .fuse import fuse_activations, requantize_targets
-from .int8 import gemm_int8_layers, weight_scales, write_int8
+from .fuse import fold_residuals, fuse_activations, requantize_targets
+from .int8 import gemm_int8_layers, reads_image, weight_scales, write_int8
 from .mapping import LayerInput, map_layers, ncnn_inputs
 from .param import read_floats, read_param, walk_bin
 from .table import NcnnTable, table_from
@@ -116,11 +116,14 @@ def ncnn_int8(
     min_agreement: float = 0.99,
     name: str | None = None,
     depthwise: bool | None = None,
+    image_conv: bool | None = None,
     requantize: bool = True,
     gemm: bool = False,
 ) -> NcnnResult:
     """Write `<name>.param/.bin` (FP32 ncnn), `<name>.table` (ncnn2table format) and
-    `<name>-int8.param/.bin` into `output_dir`.
+    `<name>-int8.param/.bin` into `output_dir`. Both models are pnnx's with `x + conv(x)`
+    residuals folded into the convolution and activations fused (fuse.py); on x86 the INT8
+    model runs narrow 3x3 convolutions without Winograd (int8.narrow_winograd).
 
     `cache`: a TensorRT cache path; a matching one (same model, data, settings, as `onnx2trt
     calibrate` writes it) is reused, otherwise it is written. Without it only the tensors the
@@ -134,6 +137,9 @@ def ncnn_int8(
     `None` (default) decides by this machine, where the protection measures the model: FP32 on
     x86, INT8 elsewhere (ARM has NEON INT8 depthwise kernels); pass True when converting on x86
     for an ARM target.
+    `image_conv=False` keeps Convolutions reading at most 3 channels (the image) in FP32: with
+    a reduction of 9-27 values their INT8 GEMM saves little and the INT8 layer adds a quantize
+    pass over the input; `None` (default): FP32 on x86, INT8 elsewhere, as for `depthwise`.
     `requantize=False` writes no requantize fusion (every INT8 layer dequantizes its output).
     `gemm=True` also writes Gemm layers with constant weights in ncnn's table-free INT8 (int8
     weights, activations quantized per row at run time); the protection leaves them INT8.
@@ -170,18 +176,32 @@ def ncnn_int8(
     input_shapes = {k: v.shape for k, v in feeds[0].items()}
     with tempfile.TemporaryDirectory(prefix="onnx2trt-ncnn-") as scratch:
         converted = pnnx_convert(model_path, input_shapes, scratch)
-        param, fused = fuse_activations(read_param(converted.param))
+        param = read_param(converted.param)
+        bin_bytes = converted.bin.read_bytes()
+        param, bin_bytes, folded = fold_residuals(param, bin_bytes, walk_bin(param, bin_bytes))
+        if folded:
+            log.info("folded %d residual adds into their convolutions", len(folded))
+        param, fused = fuse_activations(param)
         if fused:
             log.info("fused %d activations into the layers before them", len(fused))
-        fp32 = NcnnFiles(Path(scratch) / "fused.param", converted.bin)
+        fp32 = NcnnFiles(Path(scratch) / "fused.param", Path(scratch) / "fused.bin")
         write_text_atomic(fp32.param, param.text())
-        bin_bytes = fp32.bin.read_bytes()
+        write_bytes_atomic(fp32.bin, bin_bytes)
         segments = walk_bin(param, bin_bytes)
         layers = map_layers(proto, param, fp32.param, fp32.bin, feeds[0])
-        # what gets a table entry (all mapped layers, less depthwise ones when not wanted)
+        # what gets a table entry (all mapped layers, less depthwise ones and convolutions on
+        # the image when not wanted)
+        x86 = host_is_x86()
         if depthwise is None:
-            depthwise = not host_is_x86()
-        chosen = [m for m in layers if depthwise or m.layer_type != "ConvolutionDepthWise"]
+            depthwise = not x86
+        if image_conv is None:
+            image_conv = not x86
+        chosen = [
+            m
+            for m in layers
+            if (depthwise or m.layer_type != "ConvolutionDepthWise")
+            and (image_conv or not reads_image(param.layer(m.layer)))
+        ]
         tensors = sorted({m.tensor for m in chosen})
         if not layers:
             log.warning("the ncnn model has no Convolution/ConvolutionDepthWise/InnerProduct layer")
@@ -221,7 +241,13 @@ def ncnn_int8(
 
         def int8_model(keep: Sequence[str]) -> tuple[str, bytes, list[str]]:
             return write_int8(
-                param, bin_bytes, segments, _without(table, keep), requantize=requantize, gemm=gemm
+                param,
+                bin_bytes,
+                segments,
+                _without(table, keep),
+                requantize=requantize,
+                gemm=gemm,
+                narrow_winograd_off=x86,
             )
 
         int8_text, int8_bin, quantized = int8_model(kept)

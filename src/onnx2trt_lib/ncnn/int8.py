@@ -13,6 +13,13 @@ default, as ncnn2int8 does), an INT8 convolution feeding INT8 convolutions write
 ncnn2int8, the other layers keep FP32 weights (ncnn2int8 stores them as FP16). With `gemm`,
 Gemm layers with constant transposed weights get ncnn2int8's table-free INT8 (`18=2`: int8
 weights with one scale for the matrix, appended after C; ncnn quantizes A per row at run time).
+With `narrow_winograd_off` (the default on x86), INT8 3x3 stride-1 Convolutions reading at most
+16 channels, which ncnn's INT8 path would run as Winograd F(4,3) whatever the size, get the
+layer feature mask `31=64` (no Winograd; ncnn docs/developer-guide/layer-feat-mask.md) and run
+as im2col + int8 GEMM: measured on an AVX-512 VNNI x86 CPU, 0.67-0.88x the Winograd time for
+1-16 input channels at 4x4 to 48x48, while from 32 channels on Winograd is as fast or faster
+(benchmarks/results/ncnn.md). The weights keep ncnn2table's 6-bit scales, so the table stays
+valid for ncnn2int8 with Winograd.
 """
 
 from __future__ import annotations
@@ -73,6 +80,41 @@ def gemm_int8_layers(param: Param) -> set[str]:
     }
 
 
+NARROW_WINOGRAD_CHANNELS = 16
+
+
+def narrow_winograd(layer: Layer) -> bool:
+    """An INT8 Convolution ncnn would run as Winograd F(4,3) though it reads few channels:
+    3x3, stride 1, dilation 1, more than 8 inputs or outputs (ncnn's `prefer_winograd`), at most
+    NARROW_WINOGRAD_CHANNELS inputs."""
+    if layer.type != "Convolution" or layer.get(19, 0):
+        return False
+    g = layer.get
+    kw, kh = int(g(1)), int(g(11, g(1)))
+    dw, dh = int(g(2, 1)), int(g(12, g(2, 1)))
+    sw, sh = int(g(3, 1)), int(g(13, g(3, 1)))
+    out = int(g(0))
+    inputs = int(g(6)) // max(out * kw * kh, 1)
+    return (
+        (kw, kh, dw, dh, sw, sh) == (3, 3, 1, 1, 1, 1)
+        and (inputs > 8 or out > 8)
+        and inputs <= NARROW_WINOGRAD_CHANNELS
+    )
+
+
+IMAGE_CHANNELS = 3
+
+
+def reads_image(layer: Layer) -> bool:
+    """A Convolution reading at most IMAGE_CHANNELS channels (a network's first layer on an
+    image): on x86 its INT8 form is not faster (benchmarks/results/ncnn.md)."""
+    if layer.type != "Convolution" or layer.get(19, 0):
+        return False
+    out, kw = int(layer.get(0)), int(layer.get(1))
+    kh = int(layer.get(11, kw))
+    return int(layer.get(6)) // max(out * kw * kh, 1) <= IMAGE_CHANNELS
+
+
 def _pad4(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
@@ -85,6 +127,7 @@ def write_int8(
     *,
     requantize: bool = True,
     gemm: bool = False,
+    narrow_winograd_off: bool = False,
 ) -> tuple[str, bytes, list[str]]:
     """(param text, bin bytes, quantized layer names) of the INT8 model for `table`."""
     gemms = gemm_int8_layers(param) if gemm else set()
@@ -116,6 +159,8 @@ def write_int8(
                 chunks.append(np.float32(top_scales[layer.name]).astype("<f4").tobytes())
                 term += 100
             copy.set(8, term)
+            if narrow_winograd_off and narrow_winograd(layer):
+                copy.set(31, int(layer.get(31, 0)) | 64)
             quantized.append(layer.name)
         elif layer.name in gemms:
             weights = read_floats(bin_bytes, segs[0])

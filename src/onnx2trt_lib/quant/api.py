@@ -382,7 +382,7 @@ def quantize_calibrated(
     quant.prepare_int8 rewrote it), else against `model`.
     """
     from ..calib.collect import model_feeds
-    from .agreement import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_SQNR_DB, Criterion
+    from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
 
     notes = []
     if method is None and result.state is not None:
@@ -406,7 +406,7 @@ def quantize_calibrated(
     criterion = Criterion(
         min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
         agreement=agreement,
-        min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
+        min_agreement=min_agreement,
     )
     res = quantize(
         model,

@@ -23,8 +23,9 @@ inference, not a model export and a session. With a user `metric(model) -> score
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
-top-1 agreement for classifiers and CTC sequences, matched boxes for YOLO heads, the IoU of
-the binarised map for probability maps (DB text detectors), SQNR otherwise
+the expected accuracy change (FP32's posterior as the truth) for softmax classifiers and CTC
+sequences, top-1 agreement for logits, matched boxes for YOLO heads, the IoU of the
+binarised map for probability maps (DB text detectors), SQNR otherwise
 (default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
 (Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
 FP32 output is refused. The data should be held out from the batches that made the ranges,
@@ -57,7 +58,7 @@ from .accuracy import (
     sqnr_db,
     weighted_macs,
 )
-from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge
+from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
 from .switch import SwitchSession, quantized_layers
 
@@ -73,6 +74,7 @@ RANKING_SAMPLES = (
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
 MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
+EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,14 @@ class ProtectionReport:
     int8_mac_share_before: float = 1.0
     int8_mac_share_after: float = 1.0
     notes: tuple[str, ...] = field(default_factory=tuple)
-    kind: str = "sqnr"  # sqnr | top1 | boxes | mask | metric
+    kind: str = "sqnr"  # sqnr | top1 | accuracy | boxes | mask | metric
     searched: bool = True  # False: measured only (--no-protect)
     samples: int = 0
     held_out: int = 0  # rows of `samples` that no search decision saw (`after` is on them)
 
     def fmt(self, value: float) -> str:
+        if self.kind == "accuracy":  # 1 + expected accuracy change
+            return points(value)
         if self.kind == "sqnr":
             return f"{value:.2f} dB"
         if self.kind == "metric":
@@ -307,7 +311,7 @@ def protect(
         held_judge = (
             Judge({n: v[n_search:] for n, v in ref.items()}, fixed_kind) if held_b else search_judge
         )
-        cut = fixed or kind != "top1"  # short runs only help where a failing evaluation stops early
+        cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
         search_runs = _chunks(search_b, cut)
         held_runs = _chunks(held_b, cut) if held_b else search_runs
     else:  # a user metric measures its own data; outputs of varying rows: all rows for both
@@ -321,7 +325,8 @@ def protect(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
     ) -> float:
         """The criterion with these layers in float: on the search rows, or on the held-out
-        rows; top1 on the search rows stops at the run where the failures exceed the target."""
+        rows; top1 on the search rows stops at the run where the failures exceed the target,
+        accuracy where even the best the rows left can bring misses it."""
         nonlocal count
         count += 1
         if metric is not None:
@@ -329,8 +334,21 @@ def protect(
         floats = set(float_layers)
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
-        if judge_.kind != "top1" or exact or not per_row:
+        if judge_.kind not in EARLY_EXIT or exact or not per_row:
             return judge_.score(switch.run(int8, runs))
+        if judge_.kind == "accuracy":
+            gained = dict.fromkeys(judge_.ref, 0.0)
+            start = 0
+            best = judge_.best_accuracy(gained, start)
+            for feed in runs:
+                out = switch.run_batch(int8, feed)
+                for name, g in judge_.gains(out, start).items():
+                    gained[name] += g
+                start += len(next(iter(out.values())))
+                best = judge_.best_accuracy(gained, start)
+                if not ok(best):
+                    return best  # at most this: fails the target
+            return best
         rows = len(next(iter(judge_.ref.values())))
         allowed = math.floor((1.0 - target) * rows + 1e-9)
         bad = start = 0
@@ -374,7 +392,7 @@ def protect(
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
         search_b = held_b = batches
         search_judge = held_judge = judge
-        search_runs = held_runs = _chunks(batches, fixed or kind != "top1")
+        search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
         n_search = samples
 
     # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows

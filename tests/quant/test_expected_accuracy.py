@@ -1,0 +1,300 @@
+"""The `accuracy` agreement: FP32's posterior as the truth, against plain references.
+
+The CTC forward algorithm is checked against torch's ctc_loss and against a brute-force sum over
+every alignment; the per-row gains against plain softmax / enumeration; the early-exit bound
+against the final score.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnx2trt_lib.errors import UsageError
+from onnx2trt_lib.quant.agreement import (
+    Criterion,
+    Judge,
+    Posterior,
+    ctc_log_likelihood,
+    points,
+)
+
+
+def softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def collapse(path, blank=0):
+    """Greedy CTC reading of one alignment: repeats merged, blanks dropped (plain Python)."""
+    out, prev = [], None
+    for c in path:
+        if c != prev and c != blank:
+            out.append(c)
+        prev = c
+    return tuple(out)
+
+
+def brute_force(probs):
+    """label -> P(label): the sum over all C**T alignments of the product of their frames."""
+    t_len, c = probs.shape
+    total: dict[tuple, float] = {}
+    for path in itertools.product(range(c), repeat=t_len):
+        p = math.prod(probs[t, k] for t, k in enumerate(path))
+        total[collapse(path)] = total.get(collapse(path), 0.0) + p
+    return total
+
+
+@st.composite
+def ctc_case(draw, max_t=30, max_c=8):
+    t_len = draw(st.integers(1, max_t))
+    c = draw(st.integers(2, max_c))
+    length = draw(st.integers(0, t_len))
+    label = draw(st.lists(st.integers(1, c - 1), min_size=length, max_size=length))
+    if length >= 2 and draw(st.booleans()):  # a repeated class, which needs a blank between
+        i = draw(st.integers(1, length - 1))
+        label[i] = label[i - 1]
+    seed = draw(st.integers(0, 2**16))
+    sharp = draw(st.sampled_from([0.3, 1.0, 4.0]))
+    logits = np.random.default_rng(seed).standard_normal((t_len, c)) * sharp
+    return logits, label
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=ctc_case())
+def test_ctc_forward_equals_torch_ctc_loss(case):
+    torch = pytest.importorskip("torch")
+    logits, label = case
+    lp = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), dim=-1)
+    theirs = -torch.nn.functional.ctc_loss(
+        lp[:, None],
+        torch.tensor(label, dtype=torch.long),
+        torch.tensor([len(logits)]),
+        torch.tensor([len(label)]),
+        blank=0,
+        reduction="none",
+    ).item()
+    ours = ctc_log_likelihood(lp.numpy(), label)
+    if math.isinf(theirs):  # no alignment fits in T frames
+        assert ours == -math.inf
+    else:
+        assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    t_len=st.integers(1, 5),
+    c=st.integers(2, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_ctc_forward_equals_the_sum_over_every_alignment(t_len, c, seed):
+    probs = softmax(np.random.default_rng(seed).standard_normal((t_len, c)) * 2)
+    exact = brute_force(probs)
+    assert sum(exact.values()) == pytest.approx(1.0)
+    for label, p in exact.items():
+        assert math.exp(ctc_log_likelihood(np.log(probs), label)) == pytest.approx(p, rel=1e-9)
+    # a label no alignment of T frames can read: [1, 1] needs 3 frames, (1,) * T needs 2T - 1
+    assert ctc_log_likelihood(np.log(probs), (1,) * t_len) == (
+        -math.inf if t_len > 1 else math.log(probs[0, 1])
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), probs=st.booleans(), noise=st.sampled_from([0.0, 0.5, 3.0]))
+def test_classifier_gains_equal_plain_softmax(seed, probs, noise):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((12, 5)) * 2
+    ref = softmax(logits) if probs else logits  # distributions are used as they are
+    test = ref + rng.standard_normal(ref.shape) * noise * (0.2 if probs else 1.0)
+    p = softmax(logits)
+    plain = [p[i, test[i].argmax()] - p[i, ref[i].argmax()] for i in range(12)]
+    assert np.allclose(Posterior(ref).gains(test), plain, atol=1e-12)
+    judge = Judge({"y": ref}, Criterion(agreement="accuracy"))
+    assert judge.score({"y": test}) == pytest.approx(1 + np.mean(plain), abs=1e-12)
+    assert all(g <= 0 for g in plain)  # the arg-max is FP32's most probable class
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), flips=st.integers(0, 6))
+def test_ctc_gains_equal_brute_force_readings(seed, flips):
+    rng = np.random.default_rng(seed)
+    ref = softmax(rng.standard_normal((6, 5, 3)) * 2)
+    test = ref.copy()
+    for r in rng.choice(6, size=flips, replace=False):
+        test[r] = softmax(rng.standard_normal((5, 3)) * 3)  # reads something else, or the same
+    plain = []
+    for r, t in zip(ref, test, strict=True):
+        exact = brute_force(r)
+        plain.append(exact.get(collapse(t.argmax(1)), 0.0) - exact.get(collapse(r.argmax(1)), 0.0))
+    assert np.allclose(Posterior(ref).gains(test), plain, atol=1e-12)
+    judge = Judge({"y": ref}, Criterion(agreement="accuracy"))
+    assert judge.score({"y": test}) == pytest.approx(1 + np.mean(plain), abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), ctc=st.booleans(), batch=st.integers(1, 7))
+def test_early_exit_bound_never_undercuts_the_final_score(seed, ctc, batch):
+    rng = np.random.default_rng(seed)
+    shape = (20, 8, 6) if ctc else (20, 6)
+    ref = softmax(rng.standard_normal(shape) * rng.choice([0.5, 3.0]))
+    test = softmax(np.log(ref) + rng.standard_normal(shape) * 2)
+    judge = Judge({"y": ref, "z": ref[::-1].copy()}, Criterion(agreement="accuracy"))
+    out = {"y": test, "z": test[::-1].copy()}
+    final = judge.score(out)
+    gained = {"y": 0.0, "z": 0.0}
+    assert judge.best_accuracy(gained, 0) >= final - 1e-12
+    for start in range(0, 20, batch):
+        part = {k: v[start : start + batch] for k, v in out.items()}
+        for k, g in judge.gains(part, start).items():
+            gained[k] += g
+        end = min(start + batch, 20)
+        assert judge.best_accuracy(gained, end) >= final - 1e-12
+    assert judge.best_accuracy(gained, 20) == pytest.approx(final, abs=1e-12)
+
+
+def test_accuracy_judge_targets_reports_and_refuses():
+    rng = np.random.default_rng(0)
+    ref = {"y": softmax(rng.standard_normal((10, 20, 7)) * 3)}
+    judge = Judge(ref, Criterion(agreement="accuracy"))
+    assert judge.target == 0.99 and judge.score(ref) == 1.0
+    assert Judge(ref, Criterion(agreement="accuracy", min_agreement=0.995)).target == 0.995
+    assert Judge(ref, Criterion(agreement="top1")).target == 0.99  # the others keep theirs
+    assert judge.score({"y": ref["y"] * np.nan}) == -math.inf
+    assert "expected accuracy change vs FP32" in judge.describe()
+    assert judge.format(0.997) == "-0.30 points" and points(1.0) == "+0.00 points"
+    with pytest.raises(UsageError, match="--agreement accuracy needs"):
+        Judge({"y": np.zeros((4, 1, 8, 8))}, Criterion(agreement="accuracy"))
+
+
+def softmax_collapsing_model(scale: float = 30.0):
+    """test_no_silent_collapse's model with a softmax head (logits 0.1 x times `scale`): FP32
+    writes probabilities, confident ones at the default scale (3 x)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+    from test_no_silent_collapse import collapsing_model
+
+    model = collapsing_model()
+    graph = model.graph
+    graph.node[-1].output[0] = "logits"
+    graph.initializer.append(nh.from_array(np.asarray(scale, np.float32), "scale"))
+    graph.node.extend(
+        [
+            h.make_node("Mul", ["logits", "scale"], ["scaled"], name="temperature"),
+            h.make_node("Softmax", ["scaled"], ["y"], name="softmax", axis=-1),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(h.make_tensor_value_info("y", T.FLOAT, ["N", 4]))
+    return model
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_accuracy_protects_a_collapsing_softmax_model(monkeypatch, early_exit):
+    """Full INT8 reads one class for every row: the expected loss is large, mm2 is kept float;
+    the early exit (bound of the rows left) chooses what the full evaluation chooses."""
+    from digits_cnn import max_abs_ranges
+    from test_protect_search import options
+
+    protect_mod = importlib.import_module("onnx2trt_lib.quant.protect")
+
+    if not early_exit:
+        monkeypatch.setattr(protect_mod, "EARLY_EXIT", ("top1",))
+    model = softmax_collapsing_model()
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    report = protect_mod.protect(
+        model,
+        options(max_abs_ranges(model, x)),
+        [{"x": x[i : i + 16]} for i in range(0, 64, 16)],
+        criterion=Criterion(agreement="accuracy"),
+    )
+    assert report.kind == "accuracy" and report.held_out == 32
+    assert report.before < 0.9  # more than 10 points expected lost
+    assert [e.node for e in report.excluded] == ["mm2"]
+    assert report.met and report.after == 1.0
+    assert (
+        "full INT8 -" in report.summary_lines()[0]
+        and "-> written +0.00 points" in (report.summary_lines()[0])
+    )
+
+
+def test_early_exit_decides_as_the_full_evaluation_with_fewer_rows(monkeypatch):
+    """A chain of MatMuls with clipped ranges and a softmax head: failing evaluations stop at
+    the run where the bound misses the target, and the search ends with the same layers."""
+    from test_protect_search import chain, clipped_ranges, options
+
+    protect_mod = importlib.import_module("onnx2trt_lib.quant.protect")
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 16, 16, 16, 16, 6], seed=3)
+    ranges = clipped_ranges(model, x, {"t1": 0.3, "t2": 0.5, "t3": 0.25, "t4": 0.6})
+    model.graph.node[-1].output[0] = "logits"
+    from onnx import helper as h
+
+    model.graph.node.append(h.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=-1))
+    rows = []
+    real = SwitchSession.run_batch
+
+    def counting(self, int8, feed):
+        rows.append(len(next(iter(feed.values()))))
+        return real(self, int8, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counting)
+    data = [{"x": x[i : i + 32]} for i in range(0, 128, 32)]
+    crit = Criterion(agreement="accuracy", min_agreement=0.99)
+    fast = protect_mod.protect(model, options(ranges), data, criterion=crit)
+    fast_rows, rows[:] = sum(rows), []
+    monkeypatch.setattr(protect_mod, "EARLY_EXIT", ("top1",))
+    full = protect_mod.protect(model, options(ranges), data, criterion=crit)
+    assert fast.before < 0.99 and fast.met and full.met  # something had to be kept float
+    assert [e.node for e in fast.excluded] == [e.node for e in full.excluded]
+    assert fast.after == full.after
+    assert 0 < fast_rows < fast.evaluations * 64  # some evaluations stopped early
+
+
+def test_ctc_probabilities_of_pp_ocrv4_rec_readings_equal_torch():
+    """A real CTC model: PP-OCRv4 rec (rapidocr) on words drawn with matplotlib's DejaVu font;
+    P(reading) and P(another label) against torch's ctc_loss on the model's own output."""
+    torch = pytest.importorskip("torch")
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    matplotlib = pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    import onnx
+    from PIL import Image, ImageDraw, ImageFont
+
+    from onnx2trt_lib.quant.accuracy import run
+
+    model = onnx.load(Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx")
+    font = ImageFont.truetype(
+        str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), 30
+    )
+    rows = []
+    for word in ("water", "Sound42", "look all"):
+        img = Image.new("RGB", (320, 48), (255, 255, 255))
+        ImageDraw.Draw(img).text((6, 4), word, fill=(20, 20, 20), font=font)
+        rows.append((np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0 - 0.5) / 0.5)
+    probs = run(model, [{"x": np.stack(rows)}])[model.graph.output[0].name][0]
+    post = Posterior(probs)
+    assert post.is_distribution and post.ctc
+    log_probs = torch.log(torch.tensor(probs, dtype=torch.float64).clamp_min(1e-300))
+    for i, reading in enumerate(post.readings):
+        assert len(reading) >= 4  # the model reads something word-like
+        for label in (reading, reading[:-1], reading + reading[-1:]):
+            theirs = torch.nn.functional.ctc_loss(
+                log_probs[i][:, None],
+                torch.tensor(label, dtype=torch.long),
+                torch.tensor([probs.shape[1]]),
+                torch.tensor([len(label)]),
+                reduction="none",
+            ).item()
+            assert post.probability(i, label) == pytest.approx(
+                math.exp(-theirs), rel=1e-6, abs=1e-12
+            )
+        assert 0.0 < post.p_ref[i] <= 1.0
