@@ -441,3 +441,38 @@ def test_grown_range_is_the_smallest_power_of_two_that_covers(batches):
     assert k == int(k)
     assert h.range_max >= h.amax_seen
     assert k == 0 or h.range_max / 2 < h.amax_seen
+
+
+@FAST
+@given(
+    st.integers(-140, 127),
+    st.sampled_from([1, 2, 64, 2048, 2000, 1000, 3]),
+    st.integers(0, 2**32 - 1),
+)
+def test_float32_products_give_the_reference_bins(exponent, num_bins, seed):
+    """Float32 data over a power-of-two range is binned with a float32 product when inv_w is a
+    power of two that float32 holds (histogram._kernel_scale, exact mode's common case); the bins
+    must be the float64 rule's, also at bin edges, their float32 neighbours, subnormals and ranges
+    whose inv_w float32 cannot hold (the float64 product then)."""
+    rng = np.random.default_rng(seed)
+    top = 2.0**exponent
+    width = top / num_bins
+    k = rng.integers(0, num_bins + 1, 300).astype(np.float64)
+    edges = (k * width).astype(np.float32)  # bin edges (rounded to float32 where they must be)
+    edges = edges[np.isfinite(edges) & (edges <= top)]
+    up = np.nextafter(edges, np.float32(np.inf))
+    down = np.nextafter(edges, np.float32(0))
+    spread = (rng.random(2000) * top).astype(np.float32)
+    tiny = np.array([0.0, np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).tiny])
+    x = np.concatenate([edges, up[up <= top], down, spread, tiny.astype(np.float32)])
+    x = x[np.abs(x.astype(np.float64)) <= top]
+    x = np.where(rng.random(x.size) < 0.5, -x, x).astype(np.float32)
+    if seed % 2:  # a NaN and an Inf: their blocks are redone by the plain kernel, same product
+        x = np.concatenate([x, np.array([np.nan, -np.inf], dtype=np.float32)])
+    x = x[rng.permutation(x.size)]
+    h = Histogram(num_bins, range_max=top)
+    h.update(x, threads=1)
+    assert_counts_equal_reference(h, [x])
+    scale = calib_hist_mod._kernel_scale(h._inv_width(), np.dtype(np.float32))
+    pow2_f32 = math.frexp(1.0 / width)[0] == 0.5 and 2.0**-126 <= 1.0 / width <= 2.0**127
+    assert isinstance(scale, np.float32) == pow2_f32  # the float32 path runs where it may

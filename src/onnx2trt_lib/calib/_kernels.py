@@ -143,6 +143,8 @@ def hist_bits_kernel(x, bits, counts, inv_w, hi, hib, mask):
     """hist_kernel for float32/float64 `x`; `bits` = x viewed as uint32/uint64 (same strides).
 
     hib = the largest |x| bit pattern whose value is <= hi and finite; mask = ~sign bit.
+    inv_w is float64, or float32 for float32 `x` when that product is exact (a power of two:
+    histogram._kernel_scale); |x| * inv_w is computed in inv_w's type, the same bins either way.
     -> (top, nonfinite, over, max_over, amax_bits, neg_bits, amax, vmin): amax_bits / neg_bits
     are the largest |x| and the largest raw pattern (the most negative value when > sign bit)
     over the vectorised blocks; amax / vmin cover the fallback blocks.
@@ -162,6 +164,7 @@ def hist_bits_kernel(x, bits, counts, inv_w, hi, hib, mask):
     amax = 0.0
     vmin = 0.0
     pending = 0
+    fzero = inv_w - inv_w  # 0 in inv_w's type: float32 with a float32 inv_w (see the docstring)
     for start in range(0, n, _BLOCK):
         m = min(_BLOCK, n - start)
         xb = x[start : start + m]
@@ -175,7 +178,7 @@ def hist_bits_kernel(x, bits, counts, inv_w, hi, hib, mask):
             ab = raw & mask
             ok = ab <= hib
             bad += 0 if ok else 1
-            a = abs(np.float64(xb[j])) if ok else 0.0
+            a = abs(xb[j]) if ok else fzero
             k = np.uint32(np.int32(a * inv_w))
             tb += 1 if k > last else 0
             idx[j] = min(k, last)
@@ -328,15 +331,19 @@ def hist_band_f16_kernel(bits, table, counts, inv_w, lo, hi):
 
 
 @njit(**FLAGS)
-def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row):
-    """row[s] = D(s, s+length) for every start s with s+length <= N.
+def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row, limit):
+    """row[s] = D(s, s+length) for every start s < limit with s+length <= N; 0 from there on.
 
     n comes from prefix sums, and so does G when the counts are integers (then exact); float
     counts have G summed over the group, since a difference of large prefix sums loses the small
     ones (1987s next to 0.001 lost ~1e-9 of their KL). sum H ln H is always summed directly.
+    `limit`: the candidates that read a row of this length start no group at or beyond it (the
+    caller's bound); the starts past it are never read, so they are not computed (each costs a
+    log: this halves the table work of a 2048-bin search).
     """
     n = hlnh.shape[0]
-    for s in range(n - length + 1):
+    stop = min(n - length + 1, limit)
+    for s in range(stop):
         e = s + length
         g = cum[e] - cum[s]
         sl = 0.0
@@ -353,7 +360,7 @@ def _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row):
             row[s] = sl - g * math.log(g) + g * lnint[nzcum[e] - nzcum[s]]
         else:
             row[s] = 0.0
-    for s in range(n - length + 1, n):
+    for s in range(stop, n):
         row[s] = 0.0
 
 
@@ -396,11 +403,18 @@ def kl_search_kernel(h, num_quant_bins, start, kl_out):
     for i in range(start, n + 1):
         length = i // nq
         if length != cur_len:
+            # a row of length l is read by candidates i < nq * (l + 1) (as row_a) or, for length
+            # l - 1, i < nq * l (as row_b), at group starts s < i: starts from nq * (l + 1) on
+            # are never read
             if length == cur_len + 1 and cur_len > 0:
                 row_a, row_b = row_b, row_a  # old L+1 row is the new L row
             else:
-                _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length, row_a)
-            _fill_group_table(h, hlnh, cum, integral, nzcum, lnint, length + 1, row_b)
+                _fill_group_table(
+                    h, hlnh, cum, integral, nzcum, lnint, length, row_a, nq * (length + 1)
+                )
+            _fill_group_table(
+                h, hlnh, cum, integral, nzcum, lnint, length + 1, row_b, nq * (length + 2)
+            )
             cur_len = length
         c_i = cum[i]
         # exact zero when nothing lies beyond i (float counts could leave rounding dust)

@@ -134,23 +134,58 @@ def as_float_array(array: Any) -> np.ndarray:
 # that vectorise (see _kernels.hist_bits_kernel).
 _BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 _BITS_MAX_BINS = 1 << 30
+_F64_MAX = float(np.finfo(np.float64).max)
+_F32_MIN_NORMAL = 2.0**-126
+_F32_MAX_POW2 = 2.0**127
+
+
+_CONSTANTS: dict[
+    np.dtype, tuple[type, Any, Any]
+] = {}  # per call they cost more than a small tensor's binning
 
 
 def _bit_constants(dtype: np.dtype) -> tuple[type, Any, Any]:
     """(unsigned type of the same size, mask without the sign bit, bits of +inf)."""
-    u = _BITS[np.dtype(dtype)]
-    mask = u((1 << (8 * np.dtype(dtype).itemsize - 1)) - 1)
-    inf_bits = np.array(np.inf, dtype=dtype).view(u)[()]
-    return u, mask, inf_bits
+    found = _CONSTANTS.get(dtype)
+    if found is None:
+        u = _BITS[np.dtype(dtype)]
+        mask = u((1 << (8 * np.dtype(dtype).itemsize - 1)) - 1)
+        inf_bits = np.array(np.inf, dtype=dtype).view(u)[()]
+        found = _CONSTANTS[np.dtype(dtype)] = (u, mask, inf_bits)
+    return found
+
+
+_FINITE_MAX = {
+    np.dtype(np.float32): float(np.finfo(np.float32).max),
+    np.dtype(np.float64): _F64_MAX,
+}
 
 
 def _hi_bits(hi: float, dtype: np.dtype, u: type) -> Any:
     """Bits of the largest finite non-negative `dtype` value <= hi (hi >= 0, float64)."""
     f = np.dtype(dtype).type
-    h = f(min(hi, float(np.finfo(dtype).max)))
+    h = f(min(hi, _FINITE_MAX[np.dtype(dtype)]))
     if float(h) > hi:
         h = np.nextafter(h, f(0))
     return np.array(h, dtype=dtype).view(u)[()]
+
+
+def _kernel_scale(inv_w: float, dtype: np.dtype) -> float | np.float32:
+    """inv_w as the kernel should multiply by: float32 for float32 data when that is exact.
+
+    With a power-of-two inv_w (exact mode: power-of-two range over 2**k bins) that float32 holds,
+    |x| * inv_w in float32 is exact (a power-of-two scaling; a product that underflows is below
+    1, bin 0 either way, and binned values give products <= num_bins), so it equals the float64
+    product and every bin index is the same; the kernel's float32 arithmetic vectorises twice as
+    wide (binning ~10% faster on PP-OCRv4 activations). Otherwise the float64 product, as always.
+    """
+    if (
+        dtype == np.float32
+        and math.frexp(inv_w)[0] == 0.5
+        and _F32_MIN_NORMAL <= inv_w <= _F32_MAX_POW2
+    ):
+        return np.float32(inv_w)
+    return inv_w
 
 
 def _from_bits(b: Any, dtype: np.dtype, u: type) -> float:
@@ -247,10 +282,11 @@ def hist_pass(
     if a.dtype in _BITS and counts.shape[0] < _BITS_MAX_BINS and hi * inv_w < _BITS_MAX_BINS:
         u, mask, _ = _bit_constants(a.dtype)
         hib = _hi_bits(hi, a.dtype, u)
+        scale = _kernel_scale(inv_w, a.dtype)
 
         def blocked(p: np.ndarray, target: np.ndarray, inv_w: float, hi: float) -> tuple:
             top, nonfinite, over, max_over, amax_b, neg_b, amax, vmin = K.hist_bits_kernel(
-                p, p.view(u), target, inv_w, hi, hib, mask
+                p, p.view(u), target, scale, hi, hib, mask
             )
             amax = max(float(amax), _from_bits(amax_b, a.dtype, u))
             if neg_b > mask:  # sign bit set: the most negative value binned by the fast blocks
@@ -258,6 +294,18 @@ def hist_pass(
             return top, nonfinite, over, max_over, amax, vmin
 
         kernel32 = blocked
+        if a.flags.c_contiguous and a.size <= _CHUNK and _threads_for(a.size, threads) == 1:
+            # one piece on this thread (most tensors of a batch): no piece lists, no reductions
+            top, nonfinite, over, max_over, amax, vmin = blocked(a.reshape(-1), counts, inv_w, hi)
+            return (
+                a.size - int(nonfinite) - int(over),
+                int(top),
+                int(nonfinite),
+                int(over),
+                float(max_over),
+                float(amax),
+                float(vmin),
+            )
     results = _run_pieces(a, counts, kernel32, K.hist_f16_kernel, (inv_w, hi), threads)
     nonfinite = sum(int(r[1]) for r in results)
     over = sum(int(r[2]) for r in results)
