@@ -26,8 +26,8 @@ def softmax(z, axis=-1):
 def test_auto_picks_from_the_output_shape_and_values():
     rng = np.random.default_rng(0)
     assert pick_kind({"y": rng.standard_normal((8, 10))}) == "top1"
-    assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "accuracy"  # CTC
-    assert pick_kind({"y": softmax(rng.standard_normal((8, 10)))}) == "accuracy"  # probabilities
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "top1"  # CTC
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 10)))}) == "top1"  # probabilities
     assert pick_kind({"y": rng.uniform(0, 1, (8, 10))}) == "top1"  # scores, not a posterior
     assert pick_kind({"y": rng.standard_normal((2, 84, 2100))}) == "boxes"
     assert pick_kind({"y": rng.standard_normal((2, 1, 32, 32))}) == "sqnr"
@@ -165,6 +165,6 @@ def test_auto_picks_mask_for_probability_maps_only():
     assert pick_kind({"y": prob[:, :, :4, :4]}) == "sqnr"  # too small to be an image
     # the other kinds stay theirs, also when their values happen to lie in [0, 1]
     assert pick_kind({"y": rng.uniform(0, 1, (2, 84, 2100))}) == "boxes"  # normalised YOLO head
-    assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "accuracy"  # CTC
-    assert pick_kind({"y": softmax(rng.standard_normal((8, 4)))}) == "accuracy"  # classifier
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "top1"  # CTC
+    assert pick_kind({"y": softmax(rng.standard_normal((8, 4)))}) == "top1"  # classifier
     assert pick_kind({"y": rng.uniform(0, 1, (8, 40, 6))}) == "sqnr"  # sigmoid per position

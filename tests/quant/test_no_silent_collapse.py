@@ -79,9 +79,9 @@ def test_calibrate_qdq_protects_a_collapsing_model_and_says_so(tmp_path):
     assert payload["int8_mac_share_after"] == 0.5
 
 
-def test_default_flow_protects_a_collapsing_softmax_model_by_expected_accuracy(tmp_path):
-    """A model that writes probabilities gets the accuracy agreement by default: full INT8 (one
-    class for every row) is reported as points lost, and mm2 is kept in float."""
+def test_accuracy_agreement_protects_a_collapsing_softmax_model(tmp_path):
+    """With --agreement accuracy, full INT8 of a model that writes probabilities (one class for
+    every row) is reported as points lost, and mm2 is kept in float."""
     from test_expected_accuracy import softmax_collapsing_model
 
     model = tmp_path / "m.onnx"
@@ -89,6 +89,7 @@ def test_default_flow_protects_a_collapsing_softmax_model_by_expected_accuracy(t
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32))
     base = ["calibrate", str(model), "--data", str(data), "-o", str(tmp_path / "c.cache")]
+    base += ["--agreement", "accuracy"]
 
     plain = CliRunner().invoke(cli, [*base, "--qdq", str(tmp_path / "full.onnx"), "--no-protect"])
     assert plain.exit_code == 0, plain.output

@@ -466,8 +466,8 @@ def agreement_options(func: Callable) -> Callable:
                 "accuracy change, FP32's own probabilities standing in for the truth), top1 "
                 "(classifiers, CTC: same reading as FP32), boxes (YOLO heads: matched boxes), mask "
                 "(probability maps such as DB text detectors: IoU of the map > 0.3), sqnr (output "
-                "SQNR); auto picks accuracy for outputs that are probabilities (softmax classifiers, "
-                "CTC), top1 for other class scores, boxes, mask, else sqnr.",
+                "SQNR); auto picks top1 for class scores and CTC, boxes, mask, else sqnr (accuracy is "
+                "opt-in: more INT8, less margin).",
             ),
             click.option(
                 "--min-agreement",

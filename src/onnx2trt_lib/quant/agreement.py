@@ -15,7 +15,7 @@ So besides SQNR the agreement is measured the way the output is read:
   distributions, else the softmax of the logits. CTC: P(reading) is the probability of the
   label sequence summed over all its alignments (the CTC forward algorithm, blank 0). With a
   calibrated FP32 the estimate is unbiased; an over-confident FP32 makes it conservative,
-  and an FP32 with flat posteriors says any change costs little (so auto picks it only where
+  and an FP32 with flat posteriors says any change costs little (use it only where
   the model writes probabilities itself). It cannot see the rows INT8 happens to read better
   than FP32: on PP-OCRv4 rec full INT8 is estimated at -7.4 points and measures -1.0 on 200
   words (FP32's misread words that INT8 reads right get 0.1-0.4 of FP32's belief);
@@ -32,13 +32,14 @@ So besides SQNR the agreement is measured the way the output is read:
   benchmarks/results/quant.md);
 * ``sqnr``: 10 log10(signal / noise) in dB, the minimum over the float outputs.
 
-``auto`` picks from the FP32 outputs: (N, C) or (N, T, C) rows that are probability
-distributions on the last axis (the model's own softmax: its posterior) -> accuracy; other
-(N, C) scores -> top1 (the softmax of arbitrary scores, a regression's say, is no posterior,
-and a flat one would let a collapse pass); (N, 4 + C, A) with A > 4 + C and not a
-distribution -> boxes; a single-channel map (N, 1, H, W), or (N, H, W) that is not
-box-shaped, with every value in [0, 1] and H, W >= 8 -> mask; anything else (embeddings,
-multi-channel maps, several kinds at once) -> sqnr.
+``auto`` picks from the FP32 outputs: (N, C) scores and (N, T, C) rows that are probability
+distributions on the last axis -> top1 (``accuracy`` is opt-in: on PP-OCRv4 rec it kept 89% of
+MACs INT8 instead of 37% on one machine, but on another its 32-row search halves let the written
+model read 1.7-3.7 points below FP32 where top1 stayed within 1; benchmarks/results/quant.md);
+(N, 4 + C, A) with A > 4 + C and not a distribution -> boxes; a
+single-channel map (N, 1, H, W), or (N, H, W) that is not box-shaped, with every value in
+[0, 1] and H, W >= 8 -> mask; anything else (embeddings, multi-channel maps, several kinds at
+once) -> sqnr.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ def pick_kind(ref: Mapping[str, np.ndarray]) -> str:
 
 def _kind_of(a: np.ndarray) -> str:
     if a.ndim == 2 and a.shape[1] >= 2:
-        return "accuracy" if _is_distribution(a) else "top1"
+        return "top1"
     if a.ndim == 3 and a.shape[2] >= 2:
         if _is_distribution(a):
-            return "accuracy"
+            return "top1"
         if 5 <= a.shape[1] < a.shape[2]:
             return "boxes"
     if _is_map(a):
