@@ -298,3 +298,12 @@ def test_ctc_probabilities_of_pp_ocrv4_rec_readings_equal_torch():
                 math.exp(-theirs), rel=1e-6, abs=1e-12
             )
         assert 0.0 < post.p_ref[i] <= 1.0
+
+
+def test_gains_of_no_rows_are_empty():
+    """Rows past the reference's end (or an empty batch) give no gains instead of a reshape error."""
+    ref = softmax(np.random.default_rng(0).standard_normal((4, 6, 5)))
+    post = Posterior(ref)
+    assert post.gains(ref, start=len(ref)).shape == (0,)
+    assert post.gains(ref[:0]).shape == (0,)
+    assert post.gains(ref, start=2).shape == (2,)

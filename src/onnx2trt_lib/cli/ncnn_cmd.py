@@ -77,7 +77,7 @@ from ._common import (
 @click.option(
     "--int8-image-conv/--no-int8-image-conv",
     default=None,
-    help="Convolutions reading at most 3 channels (the image) in INT8 or FP32; default: FP32 on x86 "
+    help="Convolutions reading at most 3 channels (such as the image) in INT8 or FP32; default: FP32 on x86 "
     "(not faster in INT8 there), INT8 elsewhere.",
 )
 @click.option(

@@ -137,7 +137,7 @@ def ncnn_int8(
     `None` (default) decides by this machine, where the protection measures the model: FP32 on
     x86, INT8 elsewhere (ARM has NEON INT8 depthwise kernels); pass True when converting on x86
     for an ARM target.
-    `image_conv=False` keeps Convolutions reading at most 3 channels (the image) in FP32: with
+    `image_conv=False` keeps Convolutions reading at most 3 channels (such as the image) in FP32: with
     a reduction of 9-27 values their INT8 GEMM saves little and the INT8 layer adds a quantize
     pass over the input; `None` (default): FP32 on x86, INT8 elsewhere, as for `depthwise`.
     `requantize=False` writes no requantize fusion (every INT8 layer dequantizes its output).

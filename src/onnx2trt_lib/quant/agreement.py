@@ -304,6 +304,8 @@ class Posterior:
         """Per row of `test` (rows start.. of the reference): P_fp32(test's reading) -
         P_fp32(FP32's reading); 0 where they read the same, NaN for a row that is not finite."""
         test = np.asarray(test)[: max(0, len(self.readings) - start)]  # no rows past the end
+        if not len(test):
+            return np.zeros(0)
         finite = np.isfinite(test.reshape(len(test), -1)).all(axis=1)
         out = np.where(finite, 0.0, np.nan)
         for k, reading in enumerate(readings(test)):

@@ -23,8 +23,8 @@ inference, not a model export and a session. With a user `metric(model) -> score
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
-the expected accuracy change (FP32's posterior as the truth) for softmax classifiers and CTC
-sequences, top-1 agreement for logits, matched boxes for YOLO heads, the IoU of the
+top-1 agreement for classifiers and CTC sequences (or, opt-in, the expected accuracy change
+with FP32's posterior as the truth), matched boxes for YOLO heads, the IoU of the
 binarised map for probability maps (DB text detectors), SQNR otherwise
 (default 20 dB: quantization noise at most 1% of the output's power). Bool and integer outputs
 (Greater, ArgMax) are no signal and are left out, as the report's notes say; NaN or Inf in an
@@ -531,7 +531,7 @@ def _coarse_note(kind: str, target: float, rows: int) -> list[str]:
     pages; benchmarks/results/quant.md). The accuracy kind alike: one row read differently
     where FP32 was sure costs 1 / rows."""
     allowed = 1.0 - target
-    if kind not in ("top1", "accuracy") or rows <= 0 or allowed <= 0:
+    if kind not in EARLY_EXIT or rows <= 0 or allowed <= 0:
         return []
     if math.floor(allowed * rows + 1e-9) >= 1:
         return []
