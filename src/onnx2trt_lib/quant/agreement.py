@@ -323,7 +323,9 @@ def readings(out: np.ndarray) -> list[tuple[int, ...]]:
     return [_ctc(seq) for seq in top]
 
 
-def ctc_log_likelihood(log_probs: np.ndarray, label: Sequence[int], blank: int = 0) -> float:
+def ctc_log_likelihood(
+    log_probs: np.ndarray, label: Sequence[int] | np.ndarray, blank: int = 0
+) -> float:
     """log P(label) under per-frame log-probabilities (T, C): the CTC forward algorithm
     (Graves et al. 2006, eq. 6-8) in log space, summing over every alignment that reads as
     `label` (repeats merged, blanks dropped). -inf where no alignment fits in T frames."""
