@@ -68,11 +68,13 @@ def outputs(net, x: np.ndarray, out: str) -> np.ndarray:
     return np.stack([run(net, {"in0": xi}, [out])[out] for xi in x])
 
 
-def latency(nets: dict, x: np.ndarray, out: str, rounds: int) -> dict[str, tuple[float, float]]:
+def latency(
+    nets: dict, x: np.ndarray, out: str | dict[str, str], rounds: int
+) -> dict[str, tuple[float, float]]:
     """(min, median) ms per sample of each net, measured in alternation (same load for both):
     one extractor per sample in ncnn's light mode (intermediate blobs freed as soon as they are
     used), as an application runs it. On a shared machine the minimum is the better estimate of
-    the uncontended time."""
+    the uncontended time. `out`: the output blob, or one per net."""
     from onnx2trt_lib import _optional
 
     ncnn = _optional.ncnn()
@@ -85,7 +87,7 @@ def latency(nets: dict, x: np.ndarray, out: str, rounds: int) -> dict[str, tuple
                 t = time.perf_counter()
                 with net.create_extractor() as ex:
                     ex.input("in0", mat)
-                    ex.extract(out)
+                    ex.extract(out if isinstance(out, str) else out[key])
                 times[key].append(time.perf_counter() - t)
     return {k: (1000 * float(np.min(v)), 1000 * float(np.median(v))) for k, v in times.items()}
 

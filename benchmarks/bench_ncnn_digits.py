@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,22 +56,10 @@ def _net(param: Path, bin_path: Path, *, int8: bool, **options):
 
 
 def _timed(nets: dict, x: np.ndarray, blob: dict[str, str], rounds: int):
-    """(min, median) us per extract of each net, in alternation."""
-    from onnx2trt_lib import _optional
+    """(min, median) us per extract of each net, in alternation (bench_ncnn.latency)."""
+    from bench_ncnn import latency
 
-    ncnn = _optional.ncnn()
-    held = [np.ascontiguousarray(xi, dtype=np.float32) for xi in x]  # ncnn.Mat does not copy
-    mats = [ncnn.Mat(xi) for xi in held]
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    for _ in range(rounds):
-        for key, net in nets.items():
-            for mat in mats:
-                t = time.perf_counter()
-                with net.create_extractor() as ex:
-                    ex.input("in0", mat)
-                    ex.extract(blob[key])
-                times[key].append(time.perf_counter() - t)
-    return {k: (1e6 * float(np.min(v)), 1e6 * float(np.median(v))) for k, v in times.items()}
+    return {k: (1000 * a, 1000 * b) for k, (a, b) in latency(nets, x, blob, rounds).items()}
 
 
 def _accuracy(net, x, y) -> float:
