@@ -402,13 +402,13 @@ def quantize_calibrated(
         batch_size=batch_size,
         max_batches=max(1, -(-QDQ_SAMPLES // step)),
     )
-    feeds = _rebatch(feeds, model)
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
+    feeds = _rebatch(feeds, proto)
     # max_batches counts batches: data already in batches of many rows (the Python API) would
     # otherwise bring all its rows, and protection's time grows with them
     from .accuracy import rows_per_batch
     from .qdq_bias import first_rows
 
-    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
     feeds = first_rows(feeds, QDQ_SAMPLES, whole=rows_per_batch(proto, batch_size=0) > 0)
     criterion = Criterion(
         min_sqnr_db=DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr,
@@ -428,12 +428,11 @@ def quantize_calibrated(
     return replace(res, notes=(*notes, *res.notes))
 
 
-def _rebatch(feeds: list[dict], model: ModelLike, rows: int = 32) -> list[dict]:
+def _rebatch(feeds: list[dict], proto: onnx.ModelProto, rows: int = 32) -> list[dict]:
     """Batch-of-1 calibration feeds joined into feeds of `rows` (one ORT run each) where the model's
     batch is dynamic and every feed has the same shapes; otherwise as they are."""
     from .accuracy import _data_inputs, _fixed_batch
 
-    proto = load_model(model, check=False) if not isinstance(model, onnx.ModelProto) else model
     first = feeds[0]
     same = all(
         f.keys() == first.keys()
