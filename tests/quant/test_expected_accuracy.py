@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_agreement import softmax
 
 from onnx2trt_lib.errors import UsageError
 from onnx2trt_lib.quant.agreement import (
@@ -24,11 +25,6 @@ from onnx2trt_lib.quant.agreement import (
     ctc_log_likelihood,
     points,
 )
-
-
-def softmax(z, axis=-1):
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def collapse(path, blank=0):
