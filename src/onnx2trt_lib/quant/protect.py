@@ -16,6 +16,8 @@ Steps (each one visible in `protect` below):
    group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
    computes exactly what insert-qdq writes (tests/quant/test_switch.py), so it is not rebuilt.
+   For the accuracy kind a mix that fails the held-out rows was fitted to the search rows:
+   steps 3-4 run again on all rows, and the report is measured on all of them.
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
 (quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
