@@ -19,7 +19,7 @@ TensorRT-RTX, this checkout's src on PYTHONPATH):
     nice -n 10 /tmp/movenv/bin/python benchmarks/bench_modelopt.py
         [--tasks digits,orientation,ocr,det,yolo] [--test 300] [--ocr-calib 64]
         [--orientation-calib 256] [--variants entropy-fp16,entropy-fp32,max-fp32,autocast]
-        (also max-fp16, autocast-calib, autocast-keep-io)
+        (also entropy-fp32-conv, max-fp16, autocast-calib, autocast-keep-io)
         [--work /tmp/mo_work] [--rtx-python /work/main/.venv/bin/python] [--no-ours]
         [--skip-timing] [--skip-cache]
 
@@ -465,6 +465,14 @@ VARIANTS = {
         "modelopt INT8 max, high_precision_dtype=fp32",
         "modelopt-quantize",
         {"high_precision_dtype": "fp32", "calibration_method": "max"},
+    ),
+    "entropy-fp32-conv": (
+        "modelopt INT8 entropy, fp32, op_types_to_quantize=Conv/ConvTranspose/Gemm/MatMul",
+        "modelopt-quantize",
+        {
+            "high_precision_dtype": "fp32",
+            "op_types_to_quantize": ["Conv", "ConvTranspose", "Gemm", "MatMul"],
+        },
     ),
     "max-fp16": (
         "modelopt INT8 max, high_precision_dtype=fp16",
