@@ -550,9 +550,17 @@ def main() -> None:
         dev_main(json.loads(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="digits,orientation,ocr,det,yolo")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/mo_work"))
-    parser.add_argument("--rtx-python", default="/work/main/.venv/bin/python")
+    parser.add_argument(
+        "--tasks", default="digits,orientation,ocr,det,yolo", help="bench_quant_accuracy's models"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/mo_work"), help="models, logs, results.json"
+    )
+    parser.add_argument(
+        "--rtx-python",
+        default="/work/main/.venv/bin/python",
+        help="the dev venv's python (ONNX Runtime 1.32, TensorRT-RTX): our rows, scores, verdicts",
+    )
     parser.add_argument("--test", type=int, default=300, help="as bench_quant_accuracy.py --test")
     parser.add_argument("--ocr-calib", type=int, default=64, help="as bench_quant_accuracy.py")
     parser.add_argument(
@@ -608,6 +616,7 @@ def main() -> None:
         print("  prepare:", json.dumps(prep)[:3000], flush=True)
         if "error" in prep:
             results[key] = res
+            results_path.write_text(json.dumps(results, indent=1, default=str))
             continue
         model_path = folder / "fp32.onnx"
         data = folder / "calib.npy"
