@@ -409,8 +409,7 @@ def compensate(
     if not found:
         return {}, {}, skipped
     sums = {
-        layer.name: _Sums(layer, activation_scale(ranges[layer.x]), len(feeds))
-        for layer in found
+        layer.name: _Sums(layer, activation_scale(ranges[layer.x]), len(feeds)) for layer in found
     }
     by_input: dict[str, list[str]] = {}
     for layer in found:

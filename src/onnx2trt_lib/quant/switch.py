@@ -230,9 +230,7 @@ class SwitchSession:
         biases: Mapping | None = None,
         weights: Mapping | None = None,
     ) -> None:
-        model, self.flags = switch_model(
-            qmodel, layers, ranges, exclude_tensors, biases, weights
-        )
+        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors, biases, weights)
         self.layers = list(layers)
         self.session = session(model)
         self.outputs = [o.name for o in qmodel.graph.output]
