@@ -145,7 +145,7 @@ def render_words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 
 def ocr_task(test: int, calib: int = 64, seed: int = 1) -> Task:
     """`calib` words (--ocr-calib) calibrate and, half held out, check the default flow; the
-    first 64 are the same words for any count (one seeded stream). `seed` (--ocr-seed) picks
+    first 64 are the same words for any count (one seeded stream). `seed` (--ocr-calib-seed) picks
     another calibration stream (the held-out words use 2, the test words 3)."""
     import rapidocr_onnxruntime
 
@@ -867,7 +867,7 @@ def main() -> None:
         "at most 256)",
     )
     parser.add_argument(
-        "--ocr-seed",
+        "--ocr-calib-seed",
         type=int,
         default=1,
         help="seed of the PP-OCRv4 rec calibration words (1; 2 and 3 are the held-out and test "
@@ -877,7 +877,7 @@ def main() -> None:
     args = parser.parse_args()
     tasks = {
         "digits": lambda: digits_task(500),
-        "ocr": lambda: ocr_task(args.test, args.ocr_calib, args.ocr_seed),
+        "ocr": lambda: ocr_task(args.test, args.ocr_calib, args.ocr_calib_seed),
         "orientation": lambda: orientation_task(args.test, args.orientation_calib),
         "yolo": lambda: yolo_task(args.test),
         "det": lambda: det_task(min(args.test, 64)),

@@ -194,12 +194,13 @@ def test_gptq_against_the_best_floor_ceil_rounding():
 
 def background_model(rng, c=3):
     """x (N, c, 8, 8) -> depthwise 3x3 Conv (bias) -> Relu -> 1x1 Conv (no bias) -> Relu ->
-    Flatten -> Gemm(transB) -> MatMul -> Add: a chain of every kind compensate handles."""
+    GlobalAveragePool -> Flatten -> Gemm(transB) -> MatMul -> Add: every kind compensate
+    handles."""
     a = {
         "wd": rng.normal(size=(c, 1, 3, 3)).astype(np.float32),
         "bd": rng.normal(size=c).astype(np.float32),
         "wp": rng.normal(size=(4, c, 1, 1)).astype(np.float32),
-        "wg": (rng.normal(size=(5, 4 * 8 * 8)) * 0.1).astype(np.float32),
+        "wg": rng.normal(size=(5, 4)).astype(np.float32),
         "cg": rng.normal(size=5).astype(np.float32),
         "wm": rng.normal(size=(5, 3)).astype(np.float32),
         "bm": rng.normal(size=3).astype(np.float32),
@@ -211,7 +212,8 @@ def background_model(rng, c=3):
         helper.make_node("Relu", ["y1"], ["r1"]),
         helper.make_node("Conv", ["r1", "wp"], ["y2"], name="pw"),
         helper.make_node("Relu", ["y2"], ["r2"]),
-        helper.make_node("Flatten", ["r2"], ["f"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
         helper.make_node("Gemm", ["f", "wg", "cg"], ["y3"], name="gemm", transB=1),
         helper.make_node("MatMul", ["y3", "wm"], ["m"], name="matmul"),
         helper.make_node("Add", ["m", "bm"], ["y"], name="bias_add"),
@@ -253,7 +255,7 @@ def _ranges(model, feeds):
 def background():
     rng = np.random.default_rng(0)
     model, a = background_model(rng)
-    calib = [{"x": background_data(rng, 16)} for _ in range(2)]
+    calib = [{"x": background_data(rng, 32)} for _ in range(2)]
     test = [{"x": background_data(rng, 64)}]
     return model, a, calib, test, _ranges(model, calib)
 
@@ -320,11 +322,17 @@ def test_compensation_cuts_the_output_error_of_a_systematic_input_error(seed):
 
 def test_every_kind_of_layer_is_compensated(background):
     """Depthwise Conv, 1x1 Conv without bias, Gemm(transB) and MatMul + Add all get new
-    weights (the Gemm sees fewer rows than 4 per column: GPTQ rounding only)."""
+    weights; with 4 rows the Gemm and the MatMul (5 and 6 columns with their bias) are left
+    as they are, and said so."""
     model, a, calib, test, ranges = background
     comp = quantize(model, ranges, data=calib, protect=False, compensate=True)
     assert set(quantized_layers(comp.model)) == set(LAYERS)
     assert any("compensation: 4 layer(s)" in n for n in comp.notes), comp.notes
+    few = quantize(model, ranges, data=[{"x": calib[0]["x"][:4]}], protect=False, compensate=True)
+    assert any("compensation: 2 layer(s)" in n and "2 left as" in n for n in few.notes), few.notes
+    inits = {i.name: numpy_helper.to_array(i) for i in few.model.graph.initializer}
+    np.testing.assert_array_equal(inits["wg"], a["wg"])
+    np.testing.assert_array_equal(inits["wm"], a["wm"])
 
 
 def test_written_weights_round_trip_through_their_qdq_bit_exactly(background):

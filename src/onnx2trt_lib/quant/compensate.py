@@ -50,8 +50,8 @@ RIDGE = 0.01  # least-squares ridge towards the original weights, times mean(dia
 DAMP = 0.01  # GPTQ's damping of H, times mean(diag H) (the paper's 1%)
 MAX_ROWS = 16384  # patch rows per layer (a fixed-seed subsample of the calibration rows)
 MAX_VALUES = 1 << 23  # and at most this many patch values (rows x all groups' columns)
-ROWS_PER_COLUMN = 4  # fewer rows than this per weight column: no least squares (it would fit
-# the calibration rows' noise), GPTQ rounding only
+ROWS_PER_COLUMN = 4  # fewer rows per column (incl. bias) than this: the layer is left as it
+# is (least squares and GPTQ would fit the noise of the few calibration rows)
 SEED = 0
 
 
@@ -156,13 +156,12 @@ def compensate_matrix(
     weights: int,
     ridge: float = RIDGE,
     damp: float = DAMP,
-    fit: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(integers (..., m, weights), per-row float32 scale, float rest (..., m, k - weights)):
-    least squares (unless not `fit`), then GPTQ with every row's scale reaching 127 exactly."""
+    least squares, then GPTQ with every row's scale reaching 127 exactly."""
     hd = _damped(h, ridge)
     u = _inverse_factor(hd)
-    theta = _solve(theta0, h, g, hd, u) if fit else theta0.astype(np.float64)
+    theta = _solve(theta0, h, g, hd, u)
     if damp != ridge:
         u = _inverse_factor(_damped(h, damp))
     scale = fixed_point_scale(theta[..., :weights])
@@ -324,7 +323,15 @@ class _Sums:
         self.rng = np.random.default_rng([SEED, *layer.name.encode()])
         rows = min(MAX_ROWS, max(4 * k, MAX_VALUES // (groups * k)))
         self.per_batch = max(1, -(-rows // max(1, batches)))
+        self.batches = batches
         self.rows = 0
+        self.too_few = False  # fewer than ROWS_PER_COLUMN rows per column in all the feeds
+
+    def enough(self, n: int) -> bool:
+        """False (and no more sums) once a batch of n rows says the feeds hold too few."""
+        if self.rows == 0 and n * self.batches < ROWS_PER_COLUMN * self.h.shape[-1]:
+            self.too_few = True
+        return not self.too_few
 
     def add(self, x: np.ndarray) -> None:
         layer = self.layer
@@ -334,23 +341,26 @@ class _Sums:
             conv = layer.conv
             spatial = x.ndim - 2
             plain = all(k == 1 for k in conv["kernel"]) and not any(conv["pads"])
-            if plain and all(st == 1 for st in conv["strides"]):
+            st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
+            out = [
+                (x.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1) // st[i]
+                + 1
+                for i in range(spatial)
+            ]
+            if not self.enough(x.shape[0] * int(np.prod(out))):
+                return
+            if plain and all(s == 1 for s in st):
                 flat = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
                 take = self._pick(len(flat))
                 a = flat[take]
             else:
-                st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
-                out = [
-                    (x.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1)
-                    // st[i]
-                    + 1
-                    for i in range(spatial)
-                ]
                 take = self._pick(x.shape[0] * int(np.prod(out)))
                 a = patches(x, conv, take)
             a = a.reshape(len(take), groups, -1)
         else:
             flat = x.reshape(-1, x.shape[-1])
+            if not self.enough(len(flat)):
+                return
             take = self._pick(len(flat))
             a = flat[take][:, None, :]
         a = np.ascontiguousarray(np.moveaxis(a, 1, 0))  # (groups, rows, cols)
@@ -380,8 +390,7 @@ def solve(layer: Layer, sums: _Sums) -> tuple[np.ndarray, np.ndarray | None]:
         theta0 = np.concatenate([mats, bias], axis=2)
     n = max(sums.rows, 1)
     h = sums.h / n
-    fit = sums.rows >= ROWS_PER_COLUMN * h.shape[-1]
-    q, scale, rest = compensate_matrix(theta0, h, h + sums.d / n, cols, fit=fit)
+    q, scale, rest = compensate_matrix(theta0, h, h + sums.d / n, cols)
     w = layer.stored((q.astype(np.float32) * scale[..., None]).astype(np.float32))
     if layer.bias is None:
         return w, None
@@ -423,6 +432,10 @@ def compensate(
     reduce_tensors(model, feeds, list(by_input), add)
     biases, weights = {}, {}
     for layer in found:
+        k = sums[layer.name].h.shape[-1]
+        if sums[layer.name].too_few or sums[layer.name].rows < ROWS_PER_COLUMN * k:
+            skipped[layer.name] = f"{sums[layer.name].rows or 'too few'} rows for {k} columns"
+            continue
         w, b = solve(layer, sums[layer.name])
         weights[layer.name] = WeightFix(layer.name, layer.name, 1, layer.weight, layer.w, w)
         if b is not None:
