@@ -694,10 +694,15 @@ TECHNIQUES = (
     ("smooth-quant 0.5", {"smooth_quant": 0.5}),
     ("bias-correction (weights, before calibration)", {"bias_correction": True}),
     ("bias-correction (Q/DQ output shift)", {"qdq_bias": True}),
-    ("compensate (least squares + GPTQ)", {"compensate": True}),
+    ("compensate (least squares + nearest)", {"compensate": True, "rounding": "nearest"}),
+    ("compensate (least squares + GPTQ)", {"compensate": True, "rounding": "gptq"}),
+    (
+        "compensate (least squares + nearest), --agreement accuracy",
+        {"compensate": True, "rounding": "nearest", "agreement": "accuracy"},
+    ),
     (
         "compensate (least squares + GPTQ), --agreement accuracy",
-        {"compensate": True, "agreement": "accuracy"},
+        {"compensate": True, "rounding": "gptq", "agreement": "accuracy"},
     ),
 )
 
@@ -721,6 +726,10 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
         qdq_bias = options.pop("qdq_bias", False)
         comp = options.pop("compensate", False)
         agreement = options.pop("agreement", "auto")
+        if "rounding" in options:  # quant.compensate's module default, set per row
+            import onnx2trt_lib.quant.compensate as compensate_module
+
+            compensate_module.ROUNDING = options.pop("rounding")
         t = time.perf_counter()
         prepared = prepare_int8(task.model, task.calib, **options)
         t_prep = time.perf_counter() - t

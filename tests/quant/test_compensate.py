@@ -115,16 +115,17 @@ def _error(w, q, s, h):
     m=st.integers(1, 5),
     cols=st.integers(1, 8),
     bias=st.booleans(),
+    rounding=st.sampled_from(["gptq", "nearest"]),
 )
 def test_compensated_weights_are_int8_multiples_that_insert_qdq_reproduces(
-    seed, groups, m, cols, bias
+    seed, groups, m, cols, bias, rounding
 ):
     """Every weight is q * scale with integer q in [-127, 127], every row reaches |q| = 127, and
     insert-qdq's scale of the written row is that scale (so its Q/DQ gives back q * scale)."""
     rng = np.random.default_rng(seed)
     theta0, h, g, _, _ = _problem(rng, groups, m, cols, 50, bias)
     theta0 *= rng.uniform(1e-3, 1e3)
-    q, scale, rest = compensate_matrix(theta0, h, g, cols)
+    q, scale, rest = compensate_matrix(theta0, h, g, cols, rounding=rounding)
     assert np.array_equal(q, np.rint(q)) and np.abs(q).max() <= 127
     np.testing.assert_array_equal(np.abs(q).max(axis=-1), 127)
     written = (q.astype(np.float32) * scale[..., None]).astype(np.float32)
@@ -290,14 +291,19 @@ def conv_model(rng, c=3):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+@pytest.mark.parametrize("rounding", ["gptq", "nearest"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_compensation_cuts_the_output_error_of_a_systematic_input_error(seed):
+def test_compensation_cuts_the_output_error_of_a_systematic_input_error(
+    seed, rounding, monkeypatch
+):
     """Constant background + sparse strokes (3% of pixels): the Q/DQ model with compensation
     is closer to FP32 than without (ONNX Runtime, on held-out inputs and on the calibration
     rows), and the per-channel mean of the depthwise layer's error, the systematic part, all
     but goes (the rest is the strokes' random rounding, which no weight can undo)."""
+    from onnx2trt_lib.quant import compensate as module
     from onnx2trt_lib.quant._stats import channel_means, reduce_tensors
 
+    monkeypatch.setattr(module, "ROUNDING", rounding)
     rng = np.random.default_rng(seed)
     model = conv_model(rng)
     calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
@@ -525,3 +531,18 @@ def test_protection_keeps_float_layers_original(digits):
             w = producers[producers[node.input[1]].input[0]].input[0]
             changed += not np.array_equal(new[w], orig[w])
     assert floats and changed == len(int8) > 0
+
+
+@pytest.mark.parametrize("rounding", ["gptq", "nearest"])
+def test_the_float_bias_takes_the_mean_residual(rounding):
+    """After rounding, the bias leaves (almost) no mean error over the calibration rows:
+    mean(Theta0 A) = W'' mean(X~) + b'' (exactly for nearest rounding, where the bias is refit;
+    GPTQ's last column gets it through the error feedback, up to its ridge and damping)."""
+    rng = np.random.default_rng(4)
+    theta0, h, g, a, z = _problem(rng, 2, 3, 5, 400, True)
+    q, scale, rest = compensate_matrix(theta0, h, g, 5, rounding=rounding)
+    full = np.concatenate([q * scale[..., None], rest], axis=2)
+    residual = (theta0 @ a.mean(axis=1)[..., None]) - full @ z.mean(axis=1)[..., None]
+    size = np.abs(theta0 @ a.mean(axis=1)[..., None]).max()
+    tol = 1e-9 * size if rounding == "nearest" else 0.05 * size
+    assert np.abs(residual).max() <= tol, residual

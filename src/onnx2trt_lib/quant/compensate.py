@@ -53,6 +53,7 @@ MAX_VALUES = 1 << 23  # and at most this many patch values (rows x all groups' c
 ROWS_PER_COLUMN = 4  # fewer rows per column (incl. bias) than this: the layer is left as it
 # is (least squares and GPTQ would fit the noise of the few calibration rows)
 SEED = 0
+ROUNDING = "gptq"  # how the solved weights become INT8: "gptq" or "nearest"
 
 
 @dataclass(frozen=True)
@@ -156,15 +157,24 @@ def compensate_matrix(
     weights: int,
     ridge: float = RIDGE,
     damp: float = DAMP,
+    rounding: str = "gptq",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(integers (..., m, weights), per-row float32 scale, float rest (..., m, k - weights)):
-    least squares, then GPTQ with every row's scale reaching 127 exactly."""
+    least squares, then GPTQ (or, `rounding="nearest"`, round to nearest) with every row's
+    scale reaching 127 exactly."""
     hd = _damped(h, ridge)
     u = _inverse_factor(hd)
     theta = _solve(theta0, h, g, hd, u)
+    scale = fixed_point_scale(theta[..., :weights])
+    if rounding == "nearest":
+        q = rtn(theta[..., :weights], scale)
+        rest = theta[..., weights:]
+        if rest.shape[-1]:  # the bias takes the mean residual: mean(Theta0 A) - W'' mean(Z)
+            wq = q * scale[..., None].astype(np.float64)
+            rest = (theta0 @ g[..., :, -1:]) - wq @ h[..., :weights, -1:]
+        return q, scale, rest
     if damp != ridge:
         u = _inverse_factor(_damped(h, damp))
-    scale = fixed_point_scale(theta[..., :weights])
     q, rest = gptq(theta, u, scale, weights)
     short = np.max(np.abs(q), axis=-1, initial=0.0) < INT8_MAX
     short &= np.max(np.abs(theta[..., :weights]), axis=-1, initial=0.0) > 0
@@ -333,14 +343,14 @@ class _Sums:
             self.too_few = True
         return not self.too_few
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray, xq: np.ndarray | None = None) -> None:
+        """Sum one batch: x the layer's FP32 input; xq its quantized input where it comes from
+        a Q/DQ model (the sequential variant), else Q(x)."""
         layer = self.layer
-        x = np.asarray(x, np.float32)
         groups = self.h.shape[0]
         if layer.op == "Conv":
             conv = layer.conv
             spatial = x.ndim - 2
-            plain = all(k == 1 for k in conv["kernel"]) and not any(conv["pads"])
             st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
             out = [
                 (x.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1) // st[i]
@@ -349,22 +359,30 @@ class _Sums:
             ]
             if not self.enough(x.shape[0] * int(np.prod(out))):
                 return
-            if plain and all(s == 1 for s in st):
-                flat = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-                take = self._pick(len(flat))
-                a = flat[take]
-            else:
-                take = self._pick(x.shape[0] * int(np.prod(out)))
-                a = patches(x, conv, take)
-            a = a.reshape(len(take), groups, -1)
+            plain = all(k == 1 for k in conv["kernel"]) and not any(conv["pads"])
+            plain = plain and all(s == 1 for s in st)
+            take = self._pick(x.shape[0] * int(np.prod(out)))
+
+            def rows(t: np.ndarray) -> np.ndarray:
+                t = np.asarray(t, np.float32)
+                if plain:
+                    return np.moveaxis(t, 1, -1).reshape(-1, t.shape[1])[take]
+                return patches(t, conv, take)
         else:
-            flat = x.reshape(-1, x.shape[-1])
-            if not self.enough(len(flat)):
+            if not self.enough(int(np.prod(x.shape[:-1]))):
                 return
-            take = self._pick(len(flat))
-            a = flat[take][:, None, :]
-        a = np.ascontiguousarray(np.moveaxis(a, 1, 0))  # (groups, rows, cols)
-        z = fake_quant(a, self.scale)  # zero padding quantizes to zero: Q commutes with im2col
+            take = self._pick(int(np.prod(x.shape[:-1])))
+
+            def rows(t: np.ndarray) -> np.ndarray:
+                t = np.asarray(t, np.float32)
+                return t.reshape(-1, t.shape[-1])[take]
+
+        def grouped(t: np.ndarray) -> np.ndarray:  # (groups, rows, cols)
+            return np.ascontiguousarray(np.moveaxis(t.reshape(len(take), groups, -1), 1, 0))
+
+        a = grouped(rows(x))
+        # zero padding quantizes to zero: Q commutes with im2col
+        z = fake_quant(a, self.scale) if xq is None else grouped(rows(xq))
         e = a - z
         if layer.bias is not None:
             z = np.concatenate([z, np.ones((*z.shape[:2], 1), np.float32)], axis=2)
@@ -380,7 +398,9 @@ class _Sums:
         return np.sort(self.rng.choice(n, self.per_batch, replace=False))
 
 
-def solve(layer: Layer, sums: _Sums) -> tuple[np.ndarray, np.ndarray | None]:
+def solve(
+    layer: Layer, sums: _Sums, rounding: str = "gptq"
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(compensated weight as stored, compensated bias or None) of one layer from its sums."""
     mats = layer.matrices().astype(np.float64)
     groups, out, cols = mats.shape
@@ -390,7 +410,7 @@ def solve(layer: Layer, sums: _Sums) -> tuple[np.ndarray, np.ndarray | None]:
         theta0 = np.concatenate([mats, bias], axis=2)
     n = max(sums.rows, 1)
     h = sums.h / n
-    q, scale, rest = compensate_matrix(theta0, h, h + sums.d / n, cols)
+    q, scale, rest = compensate_matrix(theta0, h, h + sums.d / n, cols, rounding=rounding)
     w = layer.stored((q.astype(np.float32) * scale[..., None]).astype(np.float32))
     if layer.bias is None:
         return w, None
@@ -403,13 +423,18 @@ def compensate(
     feeds: Sequence[Mapping[str, np.ndarray]],
     layers: Collection[str],
     slots: Mapping[str, tuple],
+    quantized: onnx.ModelProto | None = None,
+    rounding: str | None = None,
 ) -> tuple[dict[str, BiasFix], dict[str, WeightFix], dict[str, str]]:
     """(layer -> BiasFix, layer -> WeightFix, layer -> why skipped) for the INT8 `layers` of
     `model` (qdq_bias.bias_slots' output, `slots` its slots), from one FP32 run on `feeds`
-    with the layers' inputs exposed."""
+    with the layers' inputs exposed. `quantized` (the sequential variant): a Q/DQ model of
+    `model` whose layers' quantized inputs are the X~ (upstream INT8 error included) instead
+    of Q(FP32 input)."""
     from ..passes.insert_qdq import activation_scale
     from ._stats import reduce_tensors
 
+    rounding = rounding or ROUNDING
     found, skipped = find_layers(model, layers, slots)
     for layer in found:
         if layer.x not in ranges:
@@ -429,14 +454,17 @@ def compensate(
             sums[layer].add(value)
         return np.zeros(0)
 
-    reduce_tensors(model, feeds, list(by_input), add)
+    if quantized is None:
+        reduce_tensors(model, feeds, list(by_input), add)
+    else:
+        _paired(model, quantized, feeds, found, sums)
     biases, weights = {}, {}
     for layer in found:
         k = sums[layer.name].h.shape[-1]
         if sums[layer.name].too_few or sums[layer.name].rows < ROWS_PER_COLUMN * k:
             skipped[layer.name] = f"{sums[layer.name].rows or 'too few'} rows for {k} columns"
             continue
-        w, b = solve(layer, sums[layer.name])
+        w, b = solve(layer, sums[layer.name], rounding)
         weights[layer.name] = WeightFix(layer.name, layer.name, 1, layer.weight, layer.w, w)
         if b is not None:
             fix = layer.bias
@@ -445,3 +473,27 @@ def compensate(
             )
     log.info("compensate: %d layer(s), %d skipped", len(weights), len(skipped))
     return biases, weights, skipped
+
+
+def _paired(model, quantized, feeds, found: Sequence[Layer], sums: Mapping[str, _Sums]) -> None:
+    """Sums from two runs per batch: the FP32 inputs of `model` and the quantized inputs (the
+    DequantizeLinear outputs the layers read) of the Q/DQ model `quantized`."""
+    from ..errors import RuntimeExecutionError
+    from .accuracy import session
+
+    qin = {n.name: n.input[0] for n in quantized.graph.node}
+    names = sorted({layer.x for layer in found})
+    qnames = sorted({qin[layer.name] for layer in found if layer.name in qin})
+    fp, qs = session(model, extra_outputs=names), session(quantized, extra_outputs=qnames)
+    inputs = {i.name for i in fp.get_inputs()}
+    for index, feed in enumerate(feeds):
+        data = {k: v for k, v in feed.items() if k in inputs}
+        try:
+            xs = dict(zip(names, fp.run(names, data), strict=True))
+            xqs = dict(zip(qnames, qs.run(qnames, data), strict=True))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
+        for layer in found:
+            xq = xqs.get(qin.get(layer.name, ""))
+            sums[layer.name].add(xs[layer.x], xq)
