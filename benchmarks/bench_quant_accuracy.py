@@ -719,7 +719,9 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
     picked = [
         (label, options)
         for label, options in TECHNIQUES
-        if only is None or label == "none" or any(w and w in label for w in only.split(","))
+        if only is None
+        or label == "none"
+        or any(w and (w[1:] == label if w[0] == "=" else w in label) for w in only.split(","))
     ]
     for label, options in picked:
         options = dict(options)
@@ -852,7 +854,7 @@ def main() -> None:
         default=None,
         metavar="WORDS",
         help="--techniques: only the techniques whose label contains one of these comma words "
-        "(and none), e.g. 'Q/DQ'",
+        "(and none), e.g. 'Q/DQ'; '=LABEL' matches that label only",
     )
     parser.add_argument(
         "--orientation-calib",
