@@ -88,7 +88,8 @@ def switch_model(
     made: dict[str, onnx.NodeProto] = {}  # Q/DQ nodes of the second residual case, by output
 
     def switched(tensor: str, src: str, cond: str, float_src: str | None = None) -> str:
-        """If(cond): the Q/DQ chain that makes `tensor` from `src`, else `src` itself. Inside the
+        """If(cond): the Q/DQ chain that makes `tensor` from `src`, else `float_src` (default `src`
+        itself; a compensated layer's float branch reads its original weight). Inside the
         branch, so a layer switched to float skips its QuantizeLinear/DequantizeLinear work (a
         Where computed both sides: the ranking runs with all but one switch off)."""
         out = f"{tensor}__switch{next(fresh)}"
