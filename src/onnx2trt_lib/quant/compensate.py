@@ -1,13 +1,11 @@
-"""Activation-aware weight compensation of the Q/DQ model: least squares, then GPTQ rounding.
+"""Activation-aware weight compensation of the Q/DQ model: least squares for the quantized input.
 
 Why: on models whose inputs are mostly a constant background (rendered text), the INT8 error
 of a layer is systematic: the background level rounds the same way at every pixel, and a
 depthwise kernel with a small sum turns a tiny weight rounding into a large DC shift. Bias
 correction (quant.qdq_bias) removes the mean of that error only. Here each INT8 layer's
 float weights and bias are re-solved so that, fed the *quantized* input, the layer reproduces
-its FP32 output, and the new weights are then rounded to INT8 with the error of each weight
-passed on to the weights not yet rounded (Frantar et al. 2022, "GPTQ: Accurate Post-Training
-Quantization for Generative Pre-trained Transformers", arXiv:2210.17323, Algorithm 1).
+its FP32 output, and the new weights are then rounded to INT8.
 
 Per layer, with X the FP32 input (im2col patches for a Conv, one group at a time), X~ = Q(X)
 exactly as insert-qdq quantizes it (per-tensor scale from the ranges), Z = [X~; 1] and the
@@ -17,18 +15,25 @@ original Theta0 = [W b]:
    min ||Theta0 [X; 1] - Theta Z||^2 + lam ||Theta - Theta0||^2
    => Theta = Theta0 (G + lam I)(H + lam I)^-1, H = Z Z^T, G = [X; 1] Z^T;
    H and G are summed batch by batch (rows subsampled with a fixed seed), so no activation is
-   kept; lam = RIDGE * mean(diag H). One Cholesky per layer and group.
-2. GPTQ: the weight columns are rounded one at a time (per output channel scale max|w|/127 of
-   the solved weights, as insert-qdq computes it) and each column's rounding error is spread
-   over the columns not yet rounded through the upper Cholesky factor of (H + damp I)^-1; the
-   bias column is last and never rounded, so it takes the final residual.
+   kept; lam = RIDGE * mean(diag H). One Cholesky per layer and group. A layer with fewer
+   than ROWS_PER_COLUMN rows per column is left as it is.
+2. rounding, per output channel at insert-qdq's scale max|w|/127 of the solved weights:
+   `nearest` (the default; the bias stays the least-squares one) or `gptq`: column by column,
+   each column's rounding error spread over the columns not yet rounded through the upper
+   Cholesky factor of (H + damp I)^-1, the bias column last and never rounded (Frantar et al.
+   2022, "GPTQ", arXiv:2210.17323, Algorithm 1). On PP-OCRv4 rec GPTQ at 1% damping lost
+   10-16 points at full INT8 where nearest gained 5-18 (two calibration sets): with rendered
+   words H is dominated by the background, and the error feedback fits the calibration rows.
 3. The written weights W'' = q * scale round-trip through insert-qdq's Q/DQ bit for bit: the
-   scale is a float32 fixed point of insert-qdq's rule and every channel holds a +-127 (a row
-   whose largest weight rounded to 126 is redone with that weight pinned at +-127).
+   scale is a float32 fixed point of insert-qdq's rule and every channel holds a +-127 (a GPTQ
+   row whose largest weight rounded to 126 is redone with that weight pinned at +-127).
 
 The compensation belongs to a layer only while it is INT8: protection's switch model reads a
 float layer's original weight and bias, and `with_biases` writes the compensated ones for the
-INT8 layers only (as for quant.qdq_bias's corrected biases).
+INT8 layers only (as for quant.qdq_bias's corrected biases). `compensate(quantized=...)` is the
+sequential variant (X~ from a Q/DQ model with the previous compensation in place); on
+PP-OCRv4 rec, with GPTQ rounding, it diverged (full INT8 0.85 -> 0.003 after one more pass)
+as the sequential bias correction did, so quantize uses the local one.
 """
 
 from __future__ import annotations
