@@ -1,5 +1,6 @@
-"""Activation-aware weight compensation (quant.compensate): least squares and GPTQ rounding
-against plain references, and the compensated Q/DQ model against ONNX Runtime.
+"""Activation-aware weight compensation (quant.compensate): least squares and both roundings
+(nearest, the default, and GPTQ) against plain references, and the compensated Q/DQ model
+against ONNX Runtime.
 
 References: the least-squares step is numpy.linalg.lstsq on the stacked problem (data rows,
 then sqrt(lam) I ridge rows); GPTQ's rounding is compared with round-to-nearest and, for a

@@ -145,9 +145,9 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
 @click.option(
     "--compensate/--no-compensate",
     default=None,
-    help="--qdq: re-solve each INT8 layer's weights and bias by least squares for its quantized "
-    "input and round them GPTQ-style (the error of each weight spread onto the next); layers "
-    "kept in float keep theirs. Replaces --bias-correction. Default: off.",
+    help="--qdq: re-solve each INT8 layer's weights and bias by least squares so that, fed its "
+    "quantized input, it gives its FP32 output (measured on the data), then round them to "
+    "INT8; layers kept in float keep theirs. Replaces --bias-correction. Default: off.",
 )
 @click.option(
     "--workers",

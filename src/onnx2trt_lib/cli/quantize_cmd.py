@@ -106,7 +106,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     "--compensate",
     is_flag=True,
     help="With --data: re-solve each INT8 layer's weights and bias by least squares for its "
-    "quantized input and round them GPTQ-style; layers kept in float keep theirs.",
+    "quantized input, then round them to INT8; layers kept in float keep theirs.",
 )
 @click.option(
     "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."

@@ -248,7 +248,7 @@ def quantize(
     weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
     kept in float keep their original bias. `compensate` (needs `data`; replaces
     `bias_correction`): each INT8 layer's weights and bias are re-solved by least squares for
-    its quantized input and rounded GPTQ-style (quant.compensate); float layers keep theirs.
+    its quantized input, then rounded to INT8 (quant.compensate); float layers keep theirs.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -307,7 +307,7 @@ def quantize(
             proto, fixes, weights, skipped = _compensation(proto, options, data, excluded)
             notes.append(
                 f"compensation: {len(weights)} layer(s) re-solved for their INT8 input "
-                "(least squares + GPTQ rounding), float layers keep their weights"
+                "(least squares), float layers keep their weights"
                 + (f"; {len(skipped)} left as they are" if skipped else "")
             )
         report = run_protect(
