@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -249,7 +250,7 @@ def find_layers(
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        conv = None
+        conv: dict[str, Any] | None = None
         groups = 1
         if w.dtype != np.float32:
             why = f"weight is {w.dtype}"
@@ -305,7 +306,7 @@ def patches(x: np.ndarray, conv: Mapping, rows: np.ndarray | None) -> np.ndarray
     ks, st, dl = conv["kernel"], conv["strides"], conv["dilations"]
     span = [(k - 1) * d + 1 for k, d in zip(ks, dl, strict=True)]
     win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + spatial)))
-    index = (slice(None), slice(None))
+    index: tuple[slice, ...] = (slice(None), slice(None))
     index += tuple(slice(None, None, s) for s in st)
     index += tuple(slice(None, None, d) for d in dl)
     win = win[index]  # (N, C, *out, *kernel)
@@ -313,7 +314,7 @@ def patches(x: np.ndarray, conv: Mapping, rows: np.ndarray | None) -> np.ndarray
     if rows is None:
         rows = np.arange(x.shape[0] * int(np.prod(out)))
     pos = np.unravel_index(rows, (x.shape[0], *out))
-    picked = win[(pos[0], slice(None), *pos[1:])]  # (rows, C, *kernel)
+    picked = win[(pos[0], slice(None)) + tuple(pos[1:])]  # (rows, C, *kernel)
     return picked
 
 
@@ -353,6 +354,7 @@ class _Sums:
         groups = self.h.shape[0]
         if layer.op == "Conv":
             conv = layer.conv
+            assert conv is not None  # find_layers gives every Conv its geometry
             spatial = x.ndim - 2
             st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
             out = [
@@ -446,7 +448,8 @@ def compensate(
     if not found:
         return {}, {}, skipped
     sums = {
-        layer.name: _Sums(layer, activation_scale(ranges[layer.x]), len(feeds)) for layer in found
+        layer.name: _Sums(layer, np.float32(activation_scale(ranges[layer.x])), len(feeds))
+        for layer in found
     }
     by_input: dict[str, list[str]] = {}
     for layer in found:
@@ -469,8 +472,8 @@ def compensate(
             continue
         w, b = solve(layer, sums[layer.name], rounding)
         weights[layer.name] = WeightFix(layer.name, layer.name, 1, layer.weight, layer.w, w)
-        if b is not None:
-            fix = layer.bias
+        fix = layer.bias
+        if b is not None and fix is not None:
             biases[layer.name] = BiasFix(
                 fix.layer, fix.node, fix.slot, fix.tensor, fix.output, fix.axis, fix.original, b
             )
