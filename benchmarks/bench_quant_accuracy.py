@@ -143,11 +143,11 @@ def render_words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     return np.stack(images), texts
 
 
-def ocr_task(test: int, calib: int = 64, calib_seed: int = 1) -> Task:
+def ocr_task(test: int, calib: int = 64, seed: int = 1) -> Task:
     """`calib` words (--ocr-calib) calibrate and, half held out, check the default flow; the
-    first 64 are the same words for any count (one seeded stream). `calib_seed`
-    (--ocr-calib-seed) draws another calibration set; the test words (seed 3) stay the same."""
-    if calib_seed in (2, 3):
+    first 64 are the same words for any count (one seeded stream). `seed` (--ocr-calib-seed) picks
+    another calibration stream (the held-out words use 2, the test words 3, refused here)."""
+    if seed in (2, 3):
         raise SystemExit("--ocr-calib-seed: seeds 2 and 3 draw the held-out and test words")
     import rapidocr_onnxruntime
 
@@ -155,7 +155,7 @@ def ocr_task(test: int, calib: int = 64, calib_seed: int = 1) -> Task:
     model = onnx.load(path)
     meta = {p.key: p.value for p in model.metadata_props}
     chars = ["blank", *meta["character"].splitlines(), " "]
-    x_cal, _ = render_words(calib, seed=calib_seed)
+    x_cal, _ = render_words(calib, seed=seed)
     x_held, t_held = render_words(128, seed=2)
     x_test, t_test = render_words(test, seed=3)
 
@@ -720,6 +720,16 @@ TECHNIQUES = (
     ("smooth-quant 0.5", {"smooth_quant": 0.5}),
     ("bias-correction (weights, before calibration)", {"bias_correction": True}),
     ("bias-correction (Q/DQ output shift)", {"qdq_bias": True}),
+    ("compensate (least squares + nearest)", {"compensate": True, "rounding": "nearest"}),
+    ("compensate (least squares + GPTQ)", {"compensate": True, "rounding": "gptq"}),
+    (
+        "compensate (least squares + nearest), --agreement accuracy",
+        {"compensate": True, "rounding": "nearest", "agreement": "accuracy"},
+    ),
+    (
+        "compensate (least squares + GPTQ), --agreement accuracy",
+        {"compensate": True, "rounding": "gptq", "agreement": "accuracy"},
+    ),
 )
 
 
@@ -735,11 +745,19 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
     picked = [
         (label, options)
         for label, options in TECHNIQUES
-        if only is None or label == "none" or any(w and w in label for w in only.split(","))
+        if only is None
+        or label == "none"
+        or any(w and (w[1:] == label if w[0] == "=" else w in label) for w in only.split(","))
     ]
     for label, options in picked:
         options = dict(options)
         qdq_bias = options.pop("qdq_bias", False)
+        comp = options.pop("compensate", False)
+        agreement = options.pop("agreement", "auto")
+        if "rounding" in options:  # quant.compensate's module default, set per row
+            import onnx2trt_lib.quant.compensate as compensate_module
+
+            compensate_module.ROUNDING = options.pop("rounding")
         t = time.perf_counter()
         prepared = prepare_int8(task.model, task.calib, **options)
         t_prep = time.perf_counter() - t
@@ -765,8 +783,9 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
             model,
             cal.state.compute_amax("mse"),
             protect=False,
-            data=task.calib if qdq_bias else None,
+            data=task.calib if qdq_bias or comp else None,
             bias_correction=qdq_bias,
+            compensate=comp,
         ).model
         acc_full = task.score(first_output(full, task.test).astype(np.float32), None)
         if not flow_rows:
@@ -785,7 +804,13 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
             continue
         t = time.perf_counter()
         flow = quantize_calibrated(
-            model, cal, task.calib, reference=task.model, bias_correction=qdq_bias
+            model,
+            cal,
+            task.calib,
+            reference=task.model,
+            bias_correction=qdq_bias,
+            compensate=comp,
+            agreement=agreement,
         )
         took = t_prep + cal.seconds + time.perf_counter() - t
         acc_flow = task.score(first_output(flow.model, task.test).astype(np.float32), None)
@@ -855,7 +880,7 @@ def main() -> None:
         default=None,
         metavar="WORDS",
         help="--techniques: only the techniques whose label contains one of these comma words "
-        "(and none), e.g. 'Q/DQ'",
+        "(and none), e.g. 'Q/DQ'; '=LABEL' matches that label only",
     )
     parser.add_argument(
         "--orientation-calib",
@@ -883,8 +908,8 @@ def main() -> None:
         "--ocr-calib-seed",
         type=int,
         default=1,
-        help="seed of the PP-OCRv4 rec calibration words (1, as before; 2 and 3 are the held-out "
-        "and test words)",
+        help="seed of the PP-OCRv4 rec calibration words (1; 2 and 3 are the held-out and test "
+        "words): another seed gives a disjoint calibration set",
     )
     parser.add_argument(
         "--no-rtx", action="store_true", help="skip the TensorRT-RTX parse + build of each row"

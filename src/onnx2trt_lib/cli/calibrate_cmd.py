@@ -143,6 +143,13 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     "float keep theirs. Default: off.",
 )
 @click.option(
+    "--compensate/--no-compensate",
+    default=None,
+    help="--qdq: re-solve each INT8 layer's weights and bias by least squares so that, fed its "
+    "quantized input, it gives its FP32 output (measured on the data), then round them to "
+    "INT8; layers kept in float keep theirs. Replaces --bias-correction. Default: off.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -195,6 +202,7 @@ def command(
     equalize: bool,
     smooth_alpha: float | None,
     bias_correction: bool | None,
+    compensate: bool | None,
     workers: int | None,
     ray_address: str | None,
     max_samples: int | None,
@@ -238,6 +246,10 @@ def command(
     prepared = None
     if bias_correction and qdq_path is None:
         raise UsageError("--bias-correction corrects the Q/DQ model: add --qdq OUT to write it")
+    if compensate and qdq_path is None:
+        raise UsageError("--compensate changes the Q/DQ model's weights: add --qdq OUT to write it")
+    if compensate and bias_correction:
+        raise UsageError("--compensate re-solves the biases too: drop --bias-correction")
     if equalize or smooth_alpha is not None:
         if qdq_path is None:
             raise UsageError(
@@ -292,7 +304,7 @@ def command(
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
-        from ..quant.api import DEFAULT_BIAS_CORRECTION, quantize_calibrated
+        from ..quant.api import DEFAULT_BIAS_CORRECTION, DEFAULT_COMPENSATE, quantize_calibrated
 
         qdq = quantize_calibrated(
             calibrated,
@@ -307,6 +319,7 @@ def command(
             min_agreement=min_agreement,
             reference=model if prepared is not None else None,
             bias_correction=DEFAULT_BIAS_CORRECTION if bias_correction is None else bias_correction,
+            compensate=DEFAULT_COMPENSATE if compensate is None else compensate,
             output=qdq_path,
         )
     if as_json:

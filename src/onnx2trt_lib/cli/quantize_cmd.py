@@ -103,6 +103,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )
 @agreement_options
 @click.option(
+    "--compensate",
+    is_flag=True,
+    help="With --data: re-solve each INT8 layer's weights and bias by least squares for its "
+    "quantized input, then round them to INT8; layers kept in float keep theirs.",
+)
+@click.option(
     "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."
 )
 @json_option
@@ -123,6 +129,7 @@ def command(
     min_sqnr,
     agreement,
     min_agreement,
+    compensate,
     strict,
     as_json,
     quiet,
@@ -141,6 +148,8 @@ def command(
     def names(values: tuple[str, ...]) -> list[str]:
         return [n for v in values for n in parse_comma_list(v) or []]
 
+    if compensate and not data_path:
+        raise UsageError("--compensate measures each layer's input: add --data")
     data = _load_data(data_path, model, preprocess, shapes, batch_size) if data_path else None
     try:
         result = quantize(
@@ -157,6 +166,7 @@ def command(
                 min_agreement=min_agreement,
             ),
             strict=strict,
+            compensate=compensate,
             output=output,
         )
     except DataShapeError as exc:

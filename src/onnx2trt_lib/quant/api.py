@@ -232,6 +232,7 @@ def quantize(
     strict: bool = False,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
+    compensate: bool = False,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
@@ -245,8 +246,16 @@ def quantize(
     model the agreement is measured against when `model` was rewritten (quant.prepare_int8).
     `bias_correction` (needs `data`): each INT8 layer's own mean output shift (activation and
     weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
-    kept in float keep their original bias.
+    kept in float keep their original bias. `compensate` (needs `data`; replaces
+    `bias_correction`): each INT8 layer's weights and bias are re-solved by least squares for
+    its quantized input, then rounded to INT8 (quant.compensate); float layers keep theirs.
     """
+    if compensate and data is None:
+        raise UsageError("compensation measures the layers' inputs: it needs data")
+    if compensate and bias_correction:
+        raise UsageError(
+            "compensation re-solves the biases too: use compensate or bias_correction, not both"
+        )
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
     out_path = check_output_path(output, inputs=read) if output else None
@@ -293,6 +302,14 @@ def quantize(
                 f"bias correction: {len(fixes)} layer(s) corrected for their own INT8 output "
                 "shift (activation and weight), float layers keep their bias"
             )
+        weights = None
+        if compensate:
+            proto, fixes, weights, skipped = _compensation(proto, options, data, excluded)
+            notes.append(
+                f"compensation: {len(weights)} layer(s) re-solved for their INT8 input "
+                "(least squares), float layers keep their weights"
+                + (f"; {len(skipped)} left as they are" if skipped else "")
+            )
         report = run_protect(
             proto,
             options,
@@ -305,12 +322,14 @@ def quantize(
             search=protect,
             reference=load_model(reference) if reference is not None else None,
             biases=fixes,
+            weights=weights,
         )
         excluded += [e.node for e in report.excluded]
-        if fixes:
-            from .qdq_bias import with_biases
+        for fixed in (fixes, weights):
+            if fixed:
+                from .qdq_bias import with_biases
 
-            proto = with_biases(proto, fixes, [k for k in fixes if k not in set(excluded)])
+                proto = with_biases(proto, fixed, [k for k in fixed if k not in set(excluded)])
     elif protect:
         notes.append("protection skipped: no data given (pass data= / --data to check accuracy)")
         log.warning("quantize: %s", notes[-1])
@@ -332,27 +351,43 @@ def quantize(
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
 
 
-def _bias_fixes(proto, options, data, excluded):
-    """(model with bias slots, layer -> BiasFix) for the layers INT8 in the full Q/DQ model,
-    measured on the first rows of the protection's search half."""
+def _search_rows(proto, options, data, excluded):
+    """(model with bias slots, its slots, INT8 layers of the full Q/DQ model, feeds): the first
+    rows of the protection's search half, which bias correction and compensation measure on."""
     from .accuracy import as_batches, rows_per_batch
     from .protect import MIN_HELD_OUT, _count
-    from .qdq_bias import BIAS_SAMPLES, bias_slots, first_rows, local_biases
+    from .qdq_bias import BIAS_SAMPLES, bias_slots, first_rows
     from .switch import quantized_layers
-
-    def build(m: onnx.ModelProto) -> onnx.ModelProto:
-        return insert_qdq(m, exclude_nodes=list(excluded), **options)[0]
 
     batches = as_batches(data, proto)
     total = sum(_count(b) for b in batches)
     rows = min(BIAS_SAMPLES, total // 2 if total >= 2 * MIN_HELD_OUT else total)
-    slotted, slots = bias_slots(proto, quantized_layers(build(proto)))
+    layers = quantized_layers(insert_qdq(proto, exclude_nodes=list(excluded), **options)[0])
+    slotted, slots = bias_slots(proto, layers)
     fixed = rows_per_batch(proto, batch_size=0) > 0
-    feeds = first_rows(batches, rows, whole=fixed)
+    return slotted, slots, layers, first_rows(batches, rows, whole=fixed)
+
+
+def _bias_fixes(proto, options, data, excluded):
+    """(model with bias slots, layer -> BiasFix) for the layers INT8 in the full Q/DQ model."""
+    from .qdq_bias import local_biases
+
+    slotted, slots, _, feeds = _search_rows(proto, options, data, excluded)
     return slotted, local_biases(slotted, options["ranges"], feeds, slots)
 
 
+def _compensation(proto, options, data, excluded):
+    """(model with bias slots, layer -> BiasFix, layer -> WeightFix, layer -> why skipped) for
+    the layers INT8 in the full Q/DQ model (quant.compensate)."""
+    from .compensate import compensate
+
+    slotted, slots, layers, feeds = _search_rows(proto, options, data, excluded)
+    biases, weights, skipped = compensate(slotted, options["ranges"], feeds, layers, slots)
+    return slotted, biases, weights, skipped
+
+
 DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md
+DEFAULT_COMPENSATE = False  # calibrate --qdq --compensate; measured there too
 QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
 
 
@@ -371,6 +406,7 @@ def quantize_calibrated(
     min_sqnr: float | None = None,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
+    compensate: bool = False,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
@@ -423,6 +459,7 @@ def quantize_calibrated(
         criterion=criterion,
         reference=reference,
         bias_correction=bias_correction,
+        compensate=compensate,
         output=output,
     )
     return replace(res, notes=(*notes, *res.notes))

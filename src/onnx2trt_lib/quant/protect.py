@@ -216,6 +216,7 @@ def protect(
     search: bool = True,
     reference: onnx.ModelProto | None = None,
     biases: Mapping | None = None,
+    weights: Mapping | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -225,7 +226,8 @@ def protect(
     over the search rows). `search=False` only measures the full INT8 model (what --no-protect
     reports). `reference`: the FP32 model to agree with when `model` is a rewritten one (bias
     correction changes it). `biases` (layer -> quant.qdq_bias.BiasFix): corrected biases that a
-    layer carries only while it is INT8.
+    layer carries only while it is INT8; `weights` (layer -> quant.compensate.WeightFix) the
+    same for compensated weights.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -245,10 +247,11 @@ def protect(
     def build(float_layers: Collection[str]) -> onnx.ModelProto:
         floats = list(float_layers) + user
         source = model
-        if biases:
-            from .qdq_bias import with_biases
+        for fixes in (biases, weights):
+            if fixes:
+                from .qdq_bias import with_biases
 
-            source = with_biases(model, biases, [k for k in biases if k not in set(floats)])
+                source = with_biases(source, fixes, [k for k in fixes if k not in set(floats)])
         return insert_qdq(source, exclude_nodes=floats, **options)[0]
 
     full = build([])
@@ -305,7 +308,7 @@ def protect(
 
     # one session answers every question about label-free agreement
     switch = SwitchSession(
-        full, layers, options["ranges"], options.get("exclude_tensors", ()), biases
+        full, layers, options["ranges"], options.get("exclude_tensors", ()), biases, weights
     )
     count = 0
 

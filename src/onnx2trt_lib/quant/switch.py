@@ -49,11 +49,14 @@ def switch_model(
     ranges: Mapping[str, float],
     exclude_tensors: Collection[str] = (),
     biases: Mapping | None = None,
+    weights: Mapping | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """(model with a bool input per layer, layer -> its switch input name); `qmodel` is not changed.
 
     `biases` (layer -> quant.qdq_bias.BiasFix; `qmodel` carries the corrected ones): a layer
-    switched to float reads its original bias instead (`Where(switch, corrected, original)`)."""
+    switched to float reads its original bias instead (`Where(switch, corrected, original)`).
+    `weights` (layer -> quant.compensate.WeightFix; `qmodel` carries the compensated ones): a
+    layer switched to float reads its original weight (the If's float branch)."""
     graph = qmodel.graph
     producers = {out: n for n in graph.node for out in n.output}
     flags = {layer: f"{FLAG_PREFIX}{i}" for i, layer in enumerate(layers)}
@@ -84,8 +87,9 @@ def switch_model(
 
     made: dict[str, onnx.NodeProto] = {}  # Q/DQ nodes of the second residual case, by output
 
-    def switched(tensor: str, src: str, cond: str) -> str:
-        """If(cond): the Q/DQ chain that makes `tensor` from `src`, else `src` itself. Inside the
+    def switched(tensor: str, src: str, cond: str, float_src: str | None = None) -> str:
+        """If(cond): the Q/DQ chain that makes `tensor` from `src`, else `float_src` (default `src`
+        itself; a compensated layer's float branch reads its original weight). Inside the
         branch, so a layer switched to float skips its QuantizeLinear/DequantizeLinear work (a
         Where computed both sides: the ranking runs with all but one switch off)."""
         out = f"{tensor}__switch{next(fresh)}"
@@ -104,7 +108,7 @@ def switch_model(
         for node, copy in zip((q, dq), then.node, strict=True):
             copy.attribute.extend(node.attribute)
         orig = helper.make_graph(
-            [helper.make_node("Identity", [src], [same], name=same)],
+            [helper.make_node("Identity", [float_src or src], [same], name=same)],
             f"{out}_float",
             [],
             [helper.make_tensor_value_info(same, scale_type, None)],
@@ -163,7 +167,15 @@ def switch_model(
             for slot in (0, 1):
                 src = float_source(node.input[slot])
                 if src is not None:
-                    new.input[slot] = switched(node.input[slot], src, flags[node.name])
+                    original = None
+                    fix = (weights or {}).get(node.name)
+                    if slot == 1 and fix is not None and fix.tensor == src:
+                        init = numpy_helper.from_array(
+                            fix.original, f"{src}__sw_float{next(fresh)}"
+                        )
+                        extra_inits.append(init)
+                        original = init.name
+                    new.input[slot] = switched(node.input[slot], src, flags[node.name], original)
         elif node.op_type == "Add" and len(node.input) == 2:
             srcs = [float_source(t) for t in node.input]
             if srcs[1] is not None and srcs[0] is None:
@@ -217,8 +229,9 @@ class SwitchSession:
         ranges: Mapping[str, float],
         exclude_tensors: Collection[str] = (),
         biases: Mapping | None = None,
+        weights: Mapping | None = None,
     ) -> None:
-        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors, biases)
+        model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors, biases, weights)
         self.layers = list(layers)
         self.session = session(model)
         self.outputs = [o.name for o in qmodel.graph.output]

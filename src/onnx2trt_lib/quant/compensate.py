@@ -1,0 +1,505 @@
+"""Activation-aware weight compensation of the Q/DQ model: least squares for the quantized input.
+
+Why: on models whose inputs are mostly a constant background (rendered text), the INT8 error
+of a layer is systematic: the background level rounds the same way at every pixel, and a
+depthwise kernel with a small sum turns a tiny weight rounding into a large DC shift. Bias
+correction (quant.qdq_bias) removes the mean of that error only. Here each INT8 layer's
+float weights and bias are re-solved so that, fed the *quantized* input, the layer reproduces
+its FP32 output, and the new weights are then rounded to INT8.
+
+Per layer, with X the FP32 input (im2col patches for a Conv, one group at a time), X~ = Q(X)
+exactly as insert-qdq quantizes it (per-tensor scale from the ranges), Z = [X~; 1] and the
+original Theta0 = [W b]:
+
+1. least squares with a ridge towards the original:
+   min ||Theta0 [X; 1] - Theta Z||^2 + lam ||Theta - Theta0||^2
+   => Theta = Theta0 (G + lam I)(H + lam I)^-1, H = Z Z^T, G = [X; 1] Z^T;
+   H and G are summed batch by batch (rows subsampled with a fixed seed), so no activation is
+   kept; lam = RIDGE * mean(diag H). One Cholesky per layer and group. A layer with fewer
+   than ROWS_PER_COLUMN rows per column is left as it is.
+2. rounding, per output channel at insert-qdq's scale max|w|/127 of the solved weights:
+   `nearest` (the default; the bias stays the least-squares one) or `gptq`: column by column,
+   each column's rounding error spread over the columns not yet rounded through the upper
+   Cholesky factor of (H + damp I)^-1, the bias column last and never rounded (Frantar et al.
+   2022, "GPTQ", arXiv:2210.17323, Algorithm 1). On PP-OCRv4 rec GPTQ at 1% damping lost
+   10-16 points at full INT8 where nearest gained 5-18 (two calibration sets): with rendered
+   words H is dominated by the background, and the error feedback fits the calibration rows.
+3. The written weights W'' = q * scale round-trip through insert-qdq's Q/DQ bit for bit: the
+   scale is a float32 fixed point of insert-qdq's rule and every channel holds a +-127 (a GPTQ
+   row whose largest weight rounded to 126 is redone with that weight pinned at +-127).
+
+The compensation belongs to a layer only while it is INT8: protection's switch model reads a
+float layer's original weight and bias, and `with_biases` writes the compensated ones for the
+INT8 layers only (as for quant.qdq_bias's corrected biases). `compensate(quantized=...)` is the
+sequential variant (X~ from a Q/DQ model with the previous compensation in place); on
+PP-OCRv4 rec, with GPTQ rounding, it diverged (full INT8 0.85 -> 0.003 after one more pass)
+as the sequential bias correction did, so quantize uses the local one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..passes.insert_qdq import INT8_MAX, weight_scale
+from .qdq_bias import BiasFix
+
+log = logging.getLogger(__name__)
+
+RIDGE = 0.01  # least-squares ridge towards the original weights, times mean(diag H)
+DAMP = 0.01  # GPTQ's damping of H, times mean(diag H) (the paper's 1%)
+MAX_ROWS = 16384  # patch rows per layer (a fixed-seed subsample of the calibration rows)
+MAX_VALUES = 1 << 23  # and at most this many patch values (rows x all groups' columns)
+ROWS_PER_COLUMN = 4  # fewer rows per column (incl. bias) than this: the layer is left as it
+# is (least squares and GPTQ would fit the noise of the few calibration rows)
+SEED = 0
+ROUNDING = "nearest"  # how the solved weights become INT8: "nearest" or "gptq" (GPTQ at 1%
+# damping lost 10-16 points on PP-OCRv4 rec where nearest gained 5-18: benchmarks/results/quant.md)
+
+
+@dataclass(frozen=True)
+class WeightFix:
+    """A layer's weight initializer: original and compensated (field names as BiasFix, so
+    qdq_bias.with_biases writes either)."""
+
+    layer: str
+    node: str
+    slot: int
+    tensor: str
+    original: np.ndarray
+    corrected: np.ndarray
+
+
+# --- the two numerical steps (plain numpy; a leading axis stacks independent groups) ------------
+
+
+def _damped(h: np.ndarray, fraction: float) -> np.ndarray:
+    """H + fraction * mean(diag H) I per group, plus a tiny jitter so a dead input still factors."""
+    k = h.shape[-1]
+    diag = np.diagonal(h, axis1=-2, axis2=-1)
+    mean = diag.mean(axis=-1) if k else np.zeros(h.shape[:-2])
+    top = np.maximum(np.max(np.abs(diag), axis=-1, initial=0.0), 1e-30)
+    lam = fraction * mean + 1e-12 * top
+    return h + lam[..., None, None] * np.eye(k)
+
+
+def _inverse_factor(hd: np.ndarray) -> np.ndarray:
+    """Upper triangular U with U^T U = hd^-1 (GPTQ's Cholesky of the inverse Hessian), from one
+    Cholesky: chol(J hd J) = L' (J reverses the order) gives U = J L'^-1 J."""
+    rev = hd[..., ::-1, ::-1]
+    lower = np.linalg.cholesky(rev)
+    return np.linalg.inv(lower)[..., ::-1, ::-1]
+
+
+def least_squares(
+    theta0: np.ndarray, h: np.ndarray, g: np.ndarray, ridge: float = RIDGE
+) -> np.ndarray:
+    """Theta minimising ||Theta0 A - Theta Z||^2 + lam ||Theta - Theta0||^2 from the sums
+    H = Z Z^T and G = A Z^T (lam = ridge * mean(diag H)): Theta0 (G + lam I)(H + lam I)^-1.
+    theta0 (..., m, k), h and g (..., k, k)."""
+    hd = _damped(h, ridge)
+    return _solve(theta0, h, g, hd, _inverse_factor(hd))
+
+
+def _solve(theta0, h, g, hd, u) -> np.ndarray:
+    rhs = theta0.astype(np.float64) @ (g + (hd - h))
+    return rhs @ np.swapaxes(u, -1, -2) @ u
+
+
+def fixed_point_scale(theta: np.ndarray) -> np.ndarray:
+    """Per-row float32 scale s = max|w|/127 (insert-qdq's rule) that is also insert-qdq's scale of
+    a row whose largest entry is float32(127 * s): then q * s round-trips for any q.
+    theta (..., m, k) -> (..., m)."""
+    flat = theta.reshape(-1, theta.shape[-1])
+    s = weight_scale(flat, 0)
+    for _ in range(8):
+        again = weight_scale((np.float32(INT8_MAX) * s).astype(np.float32)[:, None], 0)
+        if np.array_equal(again, s):
+            break
+        s = again
+    return s.reshape(theta.shape[:-1])
+
+
+def rtn(theta: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Round to nearest (integers) at per-row `scale`."""
+    return np.clip(np.rint(theta / scale[..., None].astype(np.float64)), -INT8_MAX, INT8_MAX)
+
+
+def gptq(
+    theta: np.ndarray,
+    u: np.ndarray,
+    scale: np.ndarray,
+    quantized: int,
+    pin: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(integers of the first `quantized` columns, float values of the rest) of `theta`
+    (..., m, k) rounded column by column, each column's error passed on to the later ones
+    through U (..., k, k), the upper Cholesky factor of the damped H^-1 (GPTQ Algorithm 1,
+    block size 1). `pin` (..., m): per row a column forced to +-127 (sign of its running
+    value; -1: none), so that the row's scale stays max|q| = 127."""
+    w = theta.astype(np.float64).copy()
+    s = scale.astype(np.float64)
+    q = np.zeros((*w.shape[:-1], quantized))
+    for i in range(quantized):
+        col = w[..., i]
+        qi = np.clip(np.rint(col / s), -INT8_MAX, INT8_MAX)
+        if pin is not None:
+            qi = np.where(pin == i, np.where(col < 0, -INT8_MAX, INT8_MAX), qi)
+        q[..., i] = qi
+        err = (col - qi * s) / u[..., i, i][..., None]
+        w[..., i + 1 :] -= err[..., None] * u[..., None, i, i + 1 :]
+    return q, w[..., quantized:]
+
+
+def compensate_matrix(
+    theta0: np.ndarray,
+    h: np.ndarray,
+    g: np.ndarray,
+    weights: int,
+    ridge: float = RIDGE,
+    damp: float = DAMP,
+    rounding: str = "gptq",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(integers (..., m, weights), per-row float32 scale, float rest (..., m, k - weights)):
+    least squares, then GPTQ (or, `rounding="nearest"`, round to nearest) with every row's
+    scale reaching 127 exactly."""
+    hd = _damped(h, ridge)
+    u = _inverse_factor(hd)
+    theta = _solve(theta0, h, g, hd, u)
+    scale = fixed_point_scale(theta[..., :weights])
+    if rounding == "nearest":
+        # the bias stays the least-squares one: refitting it to the mean residual after
+        # rounding (matching the calibration rows' mean exactly) cost PP-OCRv4 rec 13 points
+        return rtn(theta[..., :weights], scale), scale, theta[..., weights:]
+    if damp != ridge:
+        u = _inverse_factor(_damped(h, damp))
+    q, rest = gptq(theta, u, scale, weights)
+    short = np.max(np.abs(q), axis=-1, initial=0.0) < INT8_MAX
+    short &= np.max(np.abs(theta[..., :weights]), axis=-1, initial=0.0) > 0
+    if np.any(short):  # redo those rows with their largest weight pinned at +-127
+        pin = np.where(short, np.argmax(np.abs(theta[..., :weights]), axis=-1), -1)
+        q2, rest2 = gptq(theta, u, scale, weights, pin)
+        q = np.where(short[..., None], q2, q)
+        rest = np.where(short[..., None], rest2, rest)
+    return q, scale, rest
+
+
+# --- layers: how a Conv/Gemm/MatMul reads as (rows x cols) problems ------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weighted node seen as Y = W X (+ b) per group: W (out, cols) per group."""
+
+    name: str
+    op: str
+    x: str  # the data input
+    weight: str  # the weight initializer
+    w: np.ndarray  # original weight, as stored
+    groups: int
+    bias: BiasFix | None  # where the bias lives (qdq_bias slot), None: no bias column
+    conv: dict | None  # kernel, strides, pads, dilations for a Conv
+
+    def matrices(self) -> np.ndarray:
+        """The (groups, out/groups, cols) weight matrices."""
+        if self.op == "Conv":
+            return self.w.reshape(self.groups, self.w.shape[0] // self.groups, -1)
+        return (self.w if self.transposed else self.w.T)[None]
+
+    @property
+    def transposed(self) -> bool:  # Gemm(transB=1): B is already (out, in)
+        return self.op == "Gemm" and bool(self.conv and self.conv.get("transB"))
+
+    def stored(self, mats: np.ndarray) -> np.ndarray:
+        """The weight initializer holding the (groups, out/groups, cols) matrices `mats`."""
+        if self.op == "Conv":
+            return mats.reshape(self.w.shape).astype(np.float32)
+        m = mats[0]
+        return (m if self.transposed else m.T).astype(np.float32)
+
+
+def find_layers(
+    model: onnx.ModelProto, layers: Collection[str], slots: Mapping[str, tuple]
+) -> tuple[list[Layer], dict[str, str]]:
+    """(layers to compensate, layer -> why not) among `layers` of `model` (bias_slots' output:
+    weights are initializers)."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers[t] = consumers.get(t, 0) + 1
+    want = set(layers)
+    found, skipped = [], {}
+    for node in graph.node:
+        if node.name not in want:
+            continue
+        why = None
+        if len(node.input) < 2 or node.input[1] not in inits:
+            why = "weight is not an initializer"
+        elif consumers.get(node.input[1], 0) != 1:
+            why = "weight shared by several nodes"
+        if why:
+            skipped[node.name] = why
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        conv: dict[str, Any] | None = None
+        groups = 1
+        if w.dtype != np.float32:
+            why = f"weight is {w.dtype}"
+        elif node.op_type == "Conv":
+            groups = int(attrs.get("group", 1))
+            spatial = w.ndim - 2
+            pad = attrs.get("auto_pad", b"NOTSET")
+            pad = pad.decode() if isinstance(pad, bytes) else pad
+            if pad not in ("NOTSET", "VALID") or spatial < 1:
+                why = f"auto_pad {pad}"
+            else:
+                conv = {
+                    "kernel": tuple(w.shape[2:]),
+                    "strides": tuple(attrs.get("strides", [1] * spatial)),
+                    "dilations": tuple(attrs.get("dilations", [1] * spatial)),
+                    "pads": tuple(attrs.get("pads", [0] * 2 * spatial))
+                    if pad == "NOTSET"
+                    else (0,) * 2 * spatial,
+                }
+        elif node.op_type == "Gemm":
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+                why = "Gemm with transA or alpha != 1"
+            elif len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 1.0:
+                why = "Gemm with beta != 1"
+            else:
+                conv = {"transB": int(attrs.get("transB", 0))}
+        elif node.op_type == "MatMul":
+            if w.ndim != 2:
+                why = "MatMul weight is not 2-D"
+        else:
+            why = f"{node.op_type} is not compensated"
+        if why:
+            skipped[node.name] = why
+            continue
+        bias = None
+        if node.name in slots:
+            bnode, slot, b, y, axis = slots[node.name]
+            value = numpy_helper.to_array(inits[b]).astype(np.float32)
+            bias = BiasFix(node.name, bnode, slot, b, y, axis, value, value)
+        found.append(
+            Layer(node.name, node.op_type, node.input[0], node.input[1], w, groups, bias, conv)
+        )
+    return found, skipped
+
+
+def patches(x: np.ndarray, conv: Mapping, rows: np.ndarray | None) -> np.ndarray:
+    """im2col of x (N, C, *spatial) for `conv`: (rows, C, *kernel), rows = the output positions
+    (n, *out) in C order, or those listed in `rows` (flat indices)."""
+    spatial = x.ndim - 2
+    pads = conv["pads"]
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+    xp = np.pad(x, widths)
+    ks, st, dl = conv["kernel"], conv["strides"], conv["dilations"]
+    span = [(k - 1) * d + 1 for k, d in zip(ks, dl, strict=True)]
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + spatial)))
+    index: tuple[slice, ...] = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in st)
+    index += tuple(slice(None, None, d) for d in dl)
+    win = win[index]  # (N, C, *out, *kernel)
+    out = win.shape[2 : 2 + spatial]
+    if rows is None:
+        rows = np.arange(x.shape[0] * int(np.prod(out)))
+    pos = np.unravel_index(rows, (x.shape[0], *out))
+    picked = win[(pos[0], slice(None)) + tuple(pos[1:])]  # (rows, C, *kernel)
+    return picked
+
+
+def fake_quant(x: np.ndarray, scale: np.float32) -> np.ndarray:
+    """QuantizeLinear -> DequantizeLinear with int8 zero point 0, in float32 as ONNX Runtime does."""
+    s = np.float32(scale)
+    return (np.clip(np.rint(x.astype(np.float32) / s), -128, 127) * s).astype(np.float32)
+
+
+class _Sums:
+    """Per layer and group: H = Z Z^T and D = (A - Z) Z^T over the sampled rows (G = H + D:
+    D, the quantization error's part, is summed on its own so float32 products keep it)."""
+
+    def __init__(self, layer: Layer, scale: np.float32, batches: int) -> None:
+        self.layer, self.scale = layer, scale
+        groups, _, cols = layer.matrices().shape
+        k = cols + (layer.bias is not None)
+        self.h = np.zeros((groups, k, k))
+        self.d = np.zeros_like(self.h)
+        self.rng = np.random.default_rng([SEED, *layer.name.encode()])
+        rows = min(MAX_ROWS, max(4 * k, MAX_VALUES // (groups * k)))
+        self.per_batch = max(1, -(-rows // max(1, batches)))
+        self.batches = batches
+        self.rows = 0
+        self.too_few = False  # fewer than ROWS_PER_COLUMN rows per column in all the feeds
+
+    def enough(self, n: int) -> bool:
+        """False (and no more sums) once a batch of n rows says the feeds hold too few."""
+        if self.rows == 0 and n * self.batches < ROWS_PER_COLUMN * self.h.shape[-1]:
+            self.too_few = True
+        return not self.too_few
+
+    def add(self, x: np.ndarray, xq: np.ndarray | None = None) -> None:
+        """Sum one batch: x the layer's FP32 input; xq its quantized input where it comes from
+        a Q/DQ model (the sequential variant), else Q(x)."""
+        layer = self.layer
+        groups = self.h.shape[0]
+        if layer.op == "Conv":
+            conv = layer.conv
+            assert conv is not None  # find_layers gives every Conv its geometry
+            spatial = x.ndim - 2
+            st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
+            out = [
+                (x.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1) // st[i]
+                + 1
+                for i in range(spatial)
+            ]
+            if not self.enough(x.shape[0] * int(np.prod(out))):
+                return
+            plain = all(k == 1 for k in conv["kernel"]) and not any(conv["pads"])
+            plain = plain and all(s == 1 for s in st)
+            take = self._pick(x.shape[0] * int(np.prod(out)))
+
+            def rows(t: np.ndarray) -> np.ndarray:
+                t = np.asarray(t, np.float32)
+                if plain:
+                    return np.moveaxis(t, 1, -1).reshape(-1, t.shape[1])[take]
+                return patches(t, conv, take)
+        else:
+            if not self.enough(int(np.prod(x.shape[:-1]))):
+                return
+            take = self._pick(int(np.prod(x.shape[:-1])))
+
+            def rows(t: np.ndarray) -> np.ndarray:
+                t = np.asarray(t, np.float32)
+                return t.reshape(-1, t.shape[-1])[take]
+
+        def grouped(t: np.ndarray) -> np.ndarray:  # (groups, rows, cols)
+            return np.ascontiguousarray(np.moveaxis(t.reshape(len(take), groups, -1), 1, 0))
+
+        a = grouped(rows(x))
+        # zero padding quantizes to zero: Q commutes with im2col
+        z = fake_quant(a, self.scale) if xq is None else grouped(rows(xq))
+        e = a - z
+        if layer.bias is not None:
+            z = np.concatenate([z, np.ones((*z.shape[:2], 1), np.float32)], axis=2)
+            e = np.concatenate([e, np.zeros((*e.shape[:2], 1), np.float32)], axis=2)
+        zt = np.swapaxes(z, 1, 2)
+        self.h += zt @ z
+        self.d += np.swapaxes(e, 1, 2) @ z
+        self.rows += len(take)
+
+    def _pick(self, n: int) -> np.ndarray:
+        if n <= self.per_batch:
+            return np.arange(n)
+        return np.sort(self.rng.choice(n, self.per_batch, replace=False))
+
+
+def solve(
+    layer: Layer, sums: _Sums, rounding: str = "gptq"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(compensated weight as stored, compensated bias or None) of one layer from its sums."""
+    mats = layer.matrices().astype(np.float64)
+    groups, out, cols = mats.shape
+    theta0 = mats
+    if layer.bias is not None:
+        bias = layer.bias.original.reshape(groups, out, 1).astype(np.float64)
+        theta0 = np.concatenate([mats, bias], axis=2)
+    n = max(sums.rows, 1)
+    h = sums.h / n
+    q, scale, rest = compensate_matrix(theta0, h, h + sums.d / n, cols, rounding=rounding)
+    w = layer.stored((q.astype(np.float32) * scale[..., None]).astype(np.float32))
+    if layer.bias is None:
+        return w, None
+    return w, rest[..., 0].astype(np.float32).reshape(layer.bias.original.shape)
+
+
+def compensate(
+    model: onnx.ModelProto,
+    ranges: Mapping[str, float],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    layers: Collection[str],
+    slots: Mapping[str, tuple],
+    quantized: onnx.ModelProto | None = None,
+    rounding: str | None = None,
+) -> tuple[dict[str, BiasFix], dict[str, WeightFix], dict[str, str]]:
+    """(layer -> BiasFix, layer -> WeightFix, layer -> why skipped) for the INT8 `layers` of
+    `model` (qdq_bias.bias_slots' output, `slots` its slots), from one FP32 run on `feeds`
+    with the layers' inputs exposed. `quantized` (the sequential variant): a Q/DQ model of
+    `model` whose layers' quantized inputs are the X~ (upstream INT8 error included) instead
+    of Q(FP32 input)."""
+    from ..passes.insert_qdq import activation_scale
+    from ._stats import reduce_tensors
+
+    rounding = rounding or ROUNDING
+    found, skipped = find_layers(model, layers, slots)
+    for layer in found:
+        if layer.x not in ranges:
+            skipped[layer.name] = f"no range for {layer.x!r}"
+    found = [layer for layer in found if layer.x in ranges]
+    if not found:
+        return {}, {}, skipped
+    sums = {
+        layer.name: _Sums(layer, np.float32(activation_scale(ranges[layer.x])), len(feeds))
+        for layer in found
+    }
+    by_input: dict[str, list[str]] = {}
+    for layer in found:
+        by_input.setdefault(layer.x, []).append(layer.name)
+
+    def add(name: str, value: np.ndarray, acc):
+        for layer in by_input[name]:
+            sums[layer].add(value)
+        return np.zeros(0)
+
+    if quantized is None:
+        reduce_tensors(model, feeds, list(by_input), add)
+    else:
+        _paired(model, quantized, feeds, found, sums)
+    biases, weights = {}, {}
+    for layer in found:
+        k = sums[layer.name].h.shape[-1]
+        if sums[layer.name].too_few or sums[layer.name].rows < ROWS_PER_COLUMN * k:
+            skipped[layer.name] = f"{sums[layer.name].rows or 'too few'} rows for {k} columns"
+            continue
+        w, b = solve(layer, sums[layer.name], rounding)
+        weights[layer.name] = WeightFix(layer.name, layer.name, 1, layer.weight, layer.w, w)
+        fix = layer.bias
+        if b is not None and fix is not None:
+            biases[layer.name] = BiasFix(
+                fix.layer, fix.node, fix.slot, fix.tensor, fix.output, fix.axis, fix.original, b
+            )
+    log.info("compensate: %d layer(s), %d skipped", len(weights), len(skipped))
+    return biases, weights, skipped
+
+
+def _paired(model, quantized, feeds, found: Sequence[Layer], sums: Mapping[str, _Sums]) -> None:
+    """Sums from two runs per batch: the FP32 inputs of `model` and the quantized inputs (the
+    DequantizeLinear outputs the layers read) of the Q/DQ model `quantized`."""
+    from ..errors import RuntimeExecutionError
+    from .accuracy import session
+
+    qin = {n.name: n.input[0] for n in quantized.graph.node}
+    names = sorted({layer.x for layer in found})
+    qnames = sorted({qin[layer.name] for layer in found if layer.name in qin})
+    fp, qs = session(model, extra_outputs=names), session(quantized, extra_outputs=qnames)
+    inputs = {i.name for i in fp.get_inputs()}
+    for index, feed in enumerate(feeds):
+        data = {k: v for k, v in feed.items() if k in inputs}
+        try:
+            xs = dict(zip(names, fp.run(names, data), strict=True))
+            xqs = dict(zip(qnames, qs.run(qnames, data), strict=True))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
+        for layer in found:
+            xq = xqs.get(qin.get(layer.name, ""))
+            sums[layer.name].add(xs[layer.x], xq)

@@ -1,0 +1,552 @@
+"""Activation-aware weight compensation (quant.compensate): least squares and both roundings
+(nearest, the default, and GPTQ) against plain references, and the compensated Q/DQ model
+against ONNX Runtime.
+
+References: the least-squares step is numpy.linalg.lstsq on the stacked problem (data rows,
+then sqrt(lam) I ridge rows); GPTQ's rounding is compared with round-to-nearest and, for a
+few weights, with the best of all 2^d floor/ceil roundings (brute force).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx2trt_lib.passes.insert_qdq import weight_scale
+from onnx2trt_lib.quant.accuracy import run
+from onnx2trt_lib.quant.api import quantize
+from onnx2trt_lib.quant.compensate import (
+    DAMP,
+    RIDGE,
+    _damped,
+    _inverse_factor,
+    compensate,
+    compensate_matrix,
+    fake_quant,
+    fixed_point_scale,
+    gptq,
+    least_squares,
+    rtn,
+)
+from onnx2trt_lib.quant.qdq import insert_qdq
+from onnx2trt_lib.quant.qdq_bias import bias_slots, with_biases
+from onnx2trt_lib.quant.switch import SwitchSession, quantized_layers
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def exact_ort(monkeypatch):
+    """ONNX Runtime without graph optimisations (test_qdq_bias says why: the basic level moves
+    Conv outputs by ~1e-4, which flips a rounding of the constant background now and then)."""
+    import onnxruntime as ort
+
+    from onnx2trt_lib.quant import _stats, accuracy, switch
+    from onnx2trt_lib.quant.accuracy import _with_outputs
+
+    def session(model, *, extra_outputs=()):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        model = _with_outputs(model, extra_outputs) if extra_outputs else model
+        return ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+    for module in (_stats, accuracy, switch):
+        monkeypatch.setattr(module, "session", session)
+
+
+def _problem(rng, groups, m, cols, rows, bias):
+    """(theta0 (g, m, k), H, G, A, Z): rows of FP32 inputs A and their quantized Z (+ ones)."""
+    a = rng.normal(size=(groups, rows, cols)) * rng.uniform(0.2, 3, (groups, 1, cols))
+    a += rng.normal(size=(groups, 1, cols))  # a non-zero mean: a background level
+    step = rng.uniform(0.05, 0.5)
+    z = np.rint(a / step) * step
+    if bias:
+        one = np.ones((groups, rows, 1))
+        a, z = np.concatenate([a, one], 2), np.concatenate([z, one], 2)
+    k = a.shape[2]
+    theta0 = rng.normal(size=(groups, m, k))
+    h = np.swapaxes(z, 1, 2) @ z / rows
+    g = np.swapaxes(a, 1, 2) @ z / rows
+    return theta0, h, g, a, z
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    groups=st.integers(1, 3),
+    m=st.integers(1, 4),
+    cols=st.integers(1, 6),
+    rows=st.integers(2, 40),
+    bias=st.booleans(),
+)
+def test_least_squares_equals_lstsq_with_ridge_rows(seed, groups, m, cols, rows, bias):
+    rng = np.random.default_rng(seed)
+    theta0, h, g, a, z = _problem(rng, groups, m, cols, rows, bias)
+    # an all-zero quantized input leaves nothing to fit (lstsq's minimum norm answer is 0,
+    # ours keeps the original weights): not a least-squares question
+    assume(all(np.mean(np.diag(hg)) > 1e-6 for hg in h))
+    got = least_squares(theta0, h, g)
+    for gi in range(groups):
+        lam = RIDGE * np.mean(np.diag(h[gi]))
+        k = h.shape[-1]
+        # min ||A theta0^T - Z theta^T||^2 / rows + lam ||theta^T - theta0^T||^2
+        lhs = np.vstack([z[gi] / np.sqrt(rows), np.sqrt(lam) * np.eye(k)])
+        rhs = np.vstack([a[gi] @ theta0[gi].T / np.sqrt(rows), np.sqrt(lam) * theta0[gi].T])
+        want = np.linalg.lstsq(lhs, rhs, rcond=None)[0].T
+        np.testing.assert_allclose(got[gi], want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+
+
+def _error(w, q, s, h):
+    d = w - q * s[..., None]
+    return float(np.einsum("ri,ij,rj->", d, h, d))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    groups=st.integers(1, 3),
+    m=st.integers(1, 5),
+    cols=st.integers(1, 8),
+    bias=st.booleans(),
+    rounding=st.sampled_from(["gptq", "nearest"]),
+)
+def test_compensated_weights_are_int8_multiples_that_insert_qdq_reproduces(
+    seed, groups, m, cols, bias, rounding
+):
+    """Every weight is q * scale with integer q in [-127, 127], every row reaches |q| = 127, and
+    insert-qdq's scale of the written row is that scale (so its Q/DQ gives back q * scale)."""
+    rng = np.random.default_rng(seed)
+    theta0, h, g, _, _ = _problem(rng, groups, m, cols, 50, bias)
+    theta0 *= rng.uniform(1e-3, 1e3)
+    q, scale, rest = compensate_matrix(theta0, h, g, cols, rounding=rounding)
+    assert np.array_equal(q, np.rint(q)) and np.abs(q).max() <= 127
+    np.testing.assert_array_equal(np.abs(q).max(axis=-1), 127)
+    written = (q.astype(np.float32) * scale[..., None]).astype(np.float32)
+    np.testing.assert_array_equal(weight_scale(written.reshape(-1, cols), 0), scale.reshape(-1))
+    back = np.rint(written / scale[..., None]).astype(np.float32) * scale[..., None]
+    np.testing.assert_array_equal(back.astype(np.float32), written)
+    assert rest.shape == (groups, m, int(bias))
+
+
+def test_fixed_point_scale_round_trips_every_float_row():
+    """Over many magnitudes: the scale of a row whose max is float32(127 s) is s again."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(20000, 3)) * 10.0 ** rng.uniform(-8, 8, (20000, 1))
+    s = fixed_point_scale(rows)
+    top = (np.float32(127) * s).astype(np.float32)
+    np.testing.assert_array_equal(weight_scale(top[:, None], 0), s)
+
+
+def test_gptq_output_error_below_round_to_nearest_on_average():
+    """On correlated inputs GPTQ's output error (W - Q) H (W - Q)^T is below round-to-nearest's
+    in the mean over draws (it is a greedy method: single draws may be worse)."""
+    rng = np.random.default_rng(1)
+    g_err, r_err = [], []
+    for _ in range(100):
+        cols, rows = int(rng.integers(4, 24)), 200
+        x = rng.normal(size=(rows, cols)) @ rng.normal(size=(cols, cols)) + rng.normal(size=cols)
+        h = x.T @ x / rows
+        w = rng.normal(size=(6, cols))
+        s = fixed_point_scale(w)
+        q, _ = gptq(w, _inverse_factor(_damped(h, DAMP)), s, cols)
+        g_err.append(_error(w, q, s, h))
+        r_err.append(_error(w, rtn(w, s), s, h))
+    assert np.mean(g_err) < 0.8 * np.mean(r_err)
+    assert np.mean(np.array(g_err) <= np.array(r_err)) > 0.9
+
+
+def test_gptq_against_the_best_floor_ceil_rounding():
+    """Tiny problems (1 row, d <= 6 weights): O = the best of all 2^d floor/ceil roundings,
+    R = round to nearest (>= O), G = GPTQ. Summed over draws GPTQ's excess over O is well
+    under round-to-nearest's, it is at most R on almost every draw, and where it is worse, by
+    less than a quarter step on the largest input (s^2 max diag H / 4): no draw far off. (GPTQ
+    is greedy and may leave the floor/ceil pairs, so single draws can go either way.)"""
+    rng = np.random.default_rng(2)
+    gs_, rs_, os_ = [], [], []
+    for _ in range(300):
+        d, rows = int(rng.integers(2, 7)), 60
+        x = rng.normal(size=(rows, d)) @ rng.normal(size=(d, d)) + 2 * rng.normal(size=d)
+        h = x.T @ x / rows
+        w = rng.normal(size=(1, d))
+        s = fixed_point_scale(w)
+        q, _ = gptq(w, _inverse_factor(_damped(h, DAMP)), s, d)
+        g, r = _error(w, q, s, h), _error(w, rtn(w, s), s, h)
+        low = np.floor(w / s[:, None])
+        o = min(_error(w, low + np.array(b), s, h) for b in itertools.product((0.0, 1.0), repeat=d))
+        assert r >= o - 1e-12
+        assert g - r <= 0.25 * float(s[0]) ** 2 * np.max(np.diag(h))
+        gs_.append(g)
+        rs_.append(r)
+        os_.append(o)
+    g, r, o = (np.array(v) for v in (gs_, rs_, os_))
+    assert np.sum(g - o) < 0.5 * np.sum(r - o), (np.sum(g - o), np.sum(r - o))
+    assert np.mean(g <= r + 1e-12) > 0.9
+
+
+# --- the compensated model in ONNX Runtime ---------------------------------------------------
+
+
+def background_model(rng, c=3):
+    """x (N, c, 8, 8) -> depthwise 3x3 Conv (bias) -> Relu -> 1x1 Conv (no bias) -> Relu ->
+    GlobalAveragePool -> Flatten -> Gemm(transB) -> MatMul -> Add: every kind compensate
+    handles."""
+    a = {
+        "wd": rng.normal(size=(c, 1, 3, 3)).astype(np.float32),
+        "bd": rng.normal(size=c).astype(np.float32),
+        "wp": rng.normal(size=(4, c, 1, 1)).astype(np.float32),
+        "wg": rng.normal(size=(5, 4)).astype(np.float32),
+        "cg": rng.normal(size=5).astype(np.float32),
+        "wm": rng.normal(size=(5, 3)).astype(np.float32),
+        "bm": rng.normal(size=3).astype(np.float32),
+    }
+    # a depthwise kernel with a small sum: its weight rounding changes the DC gain
+    a["wd"] -= a["wd"].mean(axis=(2, 3), keepdims=True) * 0.9
+    nodes = [
+        helper.make_node("Conv", ["x", "wd", "bd"], ["y1"], name="dw", group=c, pads=[1] * 4),
+        helper.make_node("Relu", ["y1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "wp"], ["y2"], name="pw"),
+        helper.make_node("Relu", ["y2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "wg", "cg"], ["y3"], name="gemm", transB=1),
+        helper.make_node("MatMul", ["y3", "wm"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "bm"], ["y"], name="bias_add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(v, k) for k, v in a.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), a
+
+
+LAYERS = ("dw", "pw", "gemm", "matmul")
+
+
+def background_data(rng, n, c=3, density=0.1):
+    """Mostly a per-channel constant background (between rounding steps) plus sparse strokes."""
+    x = np.broadcast_to(np.array([2.37, -1.13, 0.61][:c])[None, :, None, None], (n, c, 8, 8))
+    x = x + (rng.random((n, c, 8, 8)) < density) * rng.normal(0, 3, (n, c, 8, 8))
+    return x.astype(np.float32)
+
+
+def _ranges(model, feeds):
+    names = ["x", "r1", "f", "y3"]
+    from onnx2trt_lib.quant._stats import reduce_tensors
+
+    amax = reduce_tensors(
+        model,
+        feeds,
+        names,
+        lambda _, v, acc: np.maximum(np.abs(v).max(), acc if acc is not None else 0.0),
+    )
+    return {k: float(v) for k, v in amax.items()}
+
+
+@pytest.fixture(scope="module")
+def background():
+    rng = np.random.default_rng(0)
+    model, a = background_model(rng)
+    calib = [{"x": background_data(rng, 32)} for _ in range(2)]
+    test = [{"x": background_data(rng, 64)}]
+    return model, a, calib, test, _ranges(model, calib)
+
+
+def _output_error(model, reference, feeds):
+    got = np.concatenate(run(model, feeds)["y"])
+    want = np.concatenate(run(reference, feeds)["y"])
+    return float(np.mean((got - want) ** 2))
+
+
+def conv_model(rng, c=3):
+    """x -> depthwise 3x3 Conv (a kernel with a small sum, bias) -> Relu -> 1x1 Conv, the
+    PP-LCNet pattern where rec's INT8 error starts."""
+    a = {
+        "wd": rng.normal(size=(c, 1, 3, 3)).astype(np.float32),
+        "bd": rng.normal(size=c).astype(np.float32),
+        "wp": rng.normal(size=(4, c, 1, 1)).astype(np.float32),
+    }
+    a["wd"] -= a["wd"].mean(axis=(2, 3), keepdims=True) * 0.9
+    nodes = [
+        helper.make_node("Conv", ["x", "wd", "bd"], ["y1"], name="dw", group=c, pads=[1] * 4),
+        helper.make_node("Relu", ["y1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "wp"], ["y"], name="pw"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [numpy_helper.from_array(v, k) for k, v in a.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("rounding", ["gptq", "nearest"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compensation_cuts_the_output_error_of_a_systematic_input_error(
+    seed, rounding, monkeypatch
+):
+    """Constant background + sparse strokes (3% of pixels): the Q/DQ model with compensation
+    is closer to FP32 than without (ONNX Runtime, on held-out inputs and on the calibration
+    rows), and the per-channel mean of the depthwise layer's error, the systematic part,
+    shrinks (all but goes with GPTQ; the rest is the strokes' random rounding)."""
+    from onnx2trt_lib.quant import compensate as module
+    from onnx2trt_lib.quant._stats import channel_means, reduce_tensors
+
+    monkeypatch.setattr(module, "ROUNDING", rounding)
+    rng = np.random.default_rng(seed)
+    model = conv_model(rng)
+    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
+    test = [{"x": background_data(rng, 64, density=0.03)}]
+    amax = reduce_tensors(
+        model, calib, ["x", "r1"], lambda _, v, acc: np.maximum(np.abs(v).max(), acc or 0.0)
+    )
+    ranges = {k: float(v) for k, v in amax.items()}
+    plain = quantize(model, ranges, data=calib, protect=False).model
+    comp = quantize(model, ranges, data=calib, protect=False, compensate=True).model
+    for feeds in (test, calib):
+        ref = np.concatenate(run(model, feeds)["y"])
+        before = np.mean((np.concatenate(run(plain, feeds)["y"]) - ref) ** 2)
+        after = np.mean((np.concatenate(run(comp, feeds)["y"]) - ref) ** 2)
+        assert after < before, (before, after)
+    fp = channel_means(model, calib, {"y1": 1})["y1"]
+    shift = {}
+    for name, q in (("plain", plain), ("comp", comp)):
+        shift[name] = np.abs(channel_means(q, calib, {"y1": 1})["y1"] - fp).max()
+    # GPTQ's bias column takes the final mean residual; nearest keeps the least-squares bias,
+    # which shrinks the mean shift without matching the rows' mean exactly
+    assert shift["comp"] < (0.1 if rounding == "gptq" else 1.0) * shift["plain"], shift
+
+
+def test_every_kind_of_layer_is_compensated(background):
+    """Depthwise Conv, 1x1 Conv without bias, Gemm(transB) and MatMul + Add all get new
+    weights; with 4 rows the Gemm and the MatMul (5 and 6 columns with their bias) are left
+    as they are, and said so."""
+    model, a, calib, test, ranges = background
+    comp = quantize(model, ranges, data=calib, protect=False, compensate=True)
+    assert set(quantized_layers(comp.model)) == set(LAYERS)
+    assert any("compensation: 4 layer(s)" in n for n in comp.notes), comp.notes
+    few = quantize(model, ranges, data=[{"x": calib[0]["x"][:4]}], protect=False, compensate=True)
+    assert any("compensation: 2 layer(s)" in n and "2 left as" in n for n in few.notes), few.notes
+    inits = {i.name: numpy_helper.to_array(i) for i in few.model.graph.initializer}
+    np.testing.assert_array_equal(inits["wg"], a["wg"])
+    np.testing.assert_array_equal(inits["wm"], a["wm"])
+
+
+def test_written_weights_round_trip_through_their_qdq_bit_exactly(background):
+    """ONNX Runtime's DequantizeLinear(QuantizeLinear(W'')) with the scale insert-qdq wrote is
+    W'' itself for every compensated weight."""
+    model, a, calib, test, ranges = background
+    q = quantize(model, ranges, data=calib, protect=False, compensate=True).model
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    producers = {o: n for n in q.graph.node for o in n.output}
+    checked = 0
+    for node in q.graph.node:
+        if node.name not in LAYERS:
+            continue
+        dq = producers[node.input[1]]
+        qn = producers[dq.input[0]]
+        w, scale, zero = (inits[t] for t in qn.input)
+        axis = next((at.i for at in qn.attribute if at.name == "axis"), 1)
+        nodes = [
+            helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=axis),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["out"], axis=axis),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "rt",
+            [helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.shape))],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(w.shape))],
+            [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zero, "z")],
+        )
+        rt = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        out = run(rt, [{"w": w}])["out"][0]
+        np.testing.assert_array_equal(out, w)
+        assert not np.array_equal(w, a[qn.input[0]])  # compensated, not the original
+        checked += 1
+    assert checked == len(LAYERS)
+
+
+def test_float_layers_keep_original_weights_and_the_switch_matches_written_models(background):
+    """with_biases with no INT8 layer gives back the original model (same ORT outputs, same
+    initializers); for every mix of float layers the switch model answers like the written
+    Q/DQ model with the compensation on its INT8 layers only, and the all-float mix is FP32."""
+    model, a, calib, test, ranges = background
+    slotted, slots = bias_slots(model, LAYERS)
+    biases, weights, skipped = compensate(slotted, ranges, calib, LAYERS, slots)
+    assert not skipped and set(weights) == set(LAYERS) and set(biases) == set(LAYERS)
+
+    def written(int8):
+        return with_biases(with_biases(slotted, biases, int8), weights, int8)
+
+    none = written([])
+    orig = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for init in none.graph.initializer:
+        if init.name in orig:
+            np.testing.assert_array_equal(numpy_helper.to_array(init), orig[init.name])
+    np.testing.assert_array_equal(
+        np.concatenate(run(none, test)["y"]), np.concatenate(run(model, test)["y"])
+    )
+    full = insert_qdq(written(LAYERS), ranges=ranges)[0]
+    switch = SwitchSession(full, quantized_layers(full), ranges, (), biases, weights)
+    for r in range(len(LAYERS) + 1):
+        for floats in itertools.combinations(LAYERS, r):
+            int8 = [k for k in LAYERS if k not in floats]
+            want_model = insert_qdq(written(int8), exclude_nodes=list(floats), ranges=ranges)[0]
+            want = np.concatenate(run(want_model, test)["y"])
+            got = switch.run(int8, test)["y"]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+            if not int8:
+                np.testing.assert_allclose(
+                    got, np.concatenate(run(model, test)["y"]), rtol=1e-5, atol=1e-5
+                )
+
+
+def test_quantize_keeps_an_excluded_layer_original(background):
+    """quantize(compensate=True, exclude=[layer]): that layer's weight and bias are the original
+    ones in the written model, the INT8 layers' weights moved."""
+    model, a, calib, test, ranges = background
+    for float_layer in LAYERS:
+        res = quantize(
+            model, ranges, data=calib, protect=False, exclude=[float_layer], compensate=True
+        )
+        inits = {i.name: numpy_helper.to_array(i) for i in res.model.graph.initializer}
+        nodes = {n.name: n for n in res.model.graph.node}
+        weight = {"dw": "wd", "pw": "wp", "gemm": "wg", "matmul": "wm"}
+        np.testing.assert_array_equal(inits[weight[float_layer]], a[weight[float_layer]])
+        if float_layer in ("dw", "gemm"):
+            np.testing.assert_array_equal(
+                inits[nodes[float_layer].input[2]], a[{"dw": "bd", "gemm": "cg"}[float_layer]]
+            )
+        assert set(quantized_layers(res.model)) == set(LAYERS) - {float_layer}
+
+
+def test_fake_quant_matches_onnx_runtime_q_dq():
+    """fake_quant (the X~ of the sums) is ORT's QuantizeLinear -> DequantizeLinear, saturation
+    to [-128, 127] included."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(4000,)) * 3).astype(np.float32)
+    x[:5] = [-1000, 1000, 0.5, -0.5, 0]
+    scale = np.float32(0.0173)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4000])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4000])],
+        [
+            numpy_helper.from_array(np.array(scale), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+        ],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    np.testing.assert_array_equal(fake_quant(x, scale), run(m, [{"x": x}])["out"][0])
+
+
+def test_compensated_qdq_model_parses_and_builds_in_tensorrt_rtx(background):
+    from test_prepare_cli import _rtx_builds
+
+    model, a, calib, test, ranges = background
+    q = quantize(model, ranges, data=calib, protect=False, compensate=True).model
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(q)
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # no profile needed
+    assert _rtx_builds(fixed)
+
+
+def test_cli_compensate_needs_qdq_and_data_and_reports(tmp_path, background):
+    """calibrate --compensate without --qdq, or with --bias-correction, and quantize
+    --compensate without --data: one-line errors, nothing written; calibrate --qdq --compensate
+    says how many layers were compensated."""
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx2trt_lib.cli.main import cli
+
+    model, a, calib, test, ranges = background
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.save(tmp_path / "x.npy", np.concatenate([f["x"] for f in calib]))
+    cache, out = tmp_path / "c.cache", tmp_path / "q.onnx"
+    base = ["calibrate", str(path), "--data", str(tmp_path / "x.npy"), "-o", str(cache)]
+    for extra in (["--compensate"], ["--qdq", str(out), "--compensate", "--bias-correction"]):
+        res = CliRunner().invoke(cli, [*base, *extra])
+        assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        assert not cache.exists() and not out.exists()
+    res = CliRunner().invoke(
+        cli, [*base, "--qdq", str(out), "--compensate", "--no-protect", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    notes = json.loads(res.output)["qdq"]["notes"]
+    assert any("compensation: 4 layer(s)" in n for n in notes), notes
+    res = CliRunner().invoke(
+        cli,
+        ["quantize", str(path), "--cache", str(cache), "-o", str(tmp_path / "q2.onnx")]
+        + ["--compensate"],
+    )
+    assert res.exit_code != 0 and "--data" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "q2.onnx").exists()
+
+
+@pytest.mark.slow
+def test_protection_keeps_float_layers_original(digits):
+    """On the digits CNN with protection (conv3's input range cut to a tenth, so protection
+    keeps layers in float): every layer kept in float has its original weight and bias in the
+    written model; the INT8 convs carry compensated weights (the fc layer, with 64 rows for its
+    columns, is left as it is)."""
+    model, data = digits
+    from digits_cnn import max_abs_ranges
+
+    ranges = max_abs_ranges(model, data["x_calib"])
+    ranges["r2"] *= 0.1
+    name = model.graph.input[0].name
+    feeds = [{name: data["x_calib"][i : i + 50]} for i in range(0, 200, 50)]
+    res = quantize(model, ranges, data=feeds, compensate=True)
+    orig = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    new = {i.name: numpy_helper.to_array(i) for i in res.model.graph.initializer}
+    floats = {e.node for e in res.protection.excluded}
+    int8 = set(quantized_layers(res.model))
+    producers = {o: n for n in res.model.graph.node for o in n.output}
+    changed = set()
+    for node in res.model.graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        if node.name in floats:
+            for t in node.input[1:]:
+                if t:
+                    np.testing.assert_array_equal(new[t], orig.get(t, np.zeros_like(new[t])))
+        elif node.name in int8:
+            w = producers[producers[node.input[1]].input[0]].input[0]
+            if not np.array_equal(new[w], orig[w]):
+                changed.add(node.name)
+    convs = {n.name for n in res.model.graph.node if n.op_type == "Conv"}
+    assert floats and changed == int8 & convs and changed
+
+
+def test_gptq_bias_takes_the_mean_residual():
+    """After GPTQ the bias leaves little mean error over the calibration rows: mean(Theta0 A)
+    ~ W'' mean(X~) + b'' (the last column gets the error feedback, up to ridge and damping)."""
+    rng = np.random.default_rng(4)
+    theta0, h, g, a, z = _problem(rng, 2, 3, 5, 400, True)
+    q, scale, rest = compensate_matrix(theta0, h, g, 5, rounding="gptq")
+    full = np.concatenate([q * scale[..., None], rest], axis=2)
+    residual = (theta0 @ a.mean(axis=1)[..., None]) - full @ z.mean(axis=1)[..., None]
+    nearest = np.concatenate([rtn(theta0[..., :5], scale) * scale[..., None], theta0[..., 5:]], 2)
+    plain = (theta0 @ a.mean(axis=1)[..., None]) - nearest @ z.mean(axis=1)[..., None]
+    assert np.abs(residual).max() < 0.2 * np.abs(plain).max(), (residual, plain)
