@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "tests" / "quant"))
 
 from onnx2trt_lib.calib.api import calibrate  # noqa: E402
 from onnx2trt_lib.quant.accuracy import int8_mac_share, run, weighted_macs  # noqa: E402
-from onnx2trt_lib.quant.agreement import Criterion  # noqa: E402
+from onnx2trt_lib.quant.agreement import Criterion, Judge, points  # noqa: E402
 from onnx2trt_lib.quant.api import quantize, quantize_calibrated, to_fp16  # noqa: E402
 
 
@@ -146,7 +146,9 @@ def render_words(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 def ocr_task(test: int, calib: int = 64, seed: int = 1) -> Task:
     """`calib` words (--ocr-calib) calibrate and, half held out, check the default flow; the
     first 64 are the same words for any count (one seeded stream). `seed` (--ocr-calib-seed) picks
-    another calibration stream (the held-out words use 2, the test words 3)."""
+    another calibration stream (the held-out words use 2, the test words 3, refused here)."""
+    if seed in (2, 3):
+        raise SystemExit("--ocr-calib-seed: seeds 2 and 3 draw the held-out and test words")
     import rapidocr_onnxruntime
 
     path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
@@ -551,8 +553,13 @@ def fp32_pass_seconds(model: onnx.ModelProto, batches: list[dict]) -> float:
 
 
 def bench(
-    task: Task, method: str = "entropy", only_ours: bool = False, agreements: str | None = None
+    task: Task,
+    method: str = "entropy",
+    only_ours: bool = False,
+    agreements: str | None = None,
+    rtx: bool = True,
 ) -> list[dict]:
+    """`agreements`: comma list of KIND[:MIN-AGREEMENT][+bc] flow rows (+bc: --bias-correction)."""
     rows = []
     macs = weighted_macs(task.model, {k: v[:1] for k, v in task.test[0].items()})
     reference: list[np.ndarray] = []  # FP32's first output on the test set
@@ -581,7 +588,9 @@ def bench(
                 "method": method,
                 "acc": acc,
                 "int8_share": share,
-                "rtx": rtx_verdict(model, {k: v.shape for k, v in task.test[0].items()}),
+                "rtx": rtx_verdict(model, {k: v.shape for k, v in task.test[0].items()})
+                if rtx
+                else "not checked",
                 "seconds": seconds,
                 "note": note,
             }
@@ -592,6 +601,17 @@ def bench(
         )
 
     add("FP32", task.model, 0.0)
+
+    def test_estimate(candidate: onnx.ModelProto) -> str:
+        """The accuracy agreement's estimate on the test rows (CTC / class outputs), to set
+        against the held-out calibration rows' estimate the flow reports."""
+        try:
+            judge = Judge({"out": reference[0]}, Criterion(agreement="accuracy"))
+        except Exception:  # not a CTC or class output
+            return ""
+        out = first_output(candidate, task.test).astype(np.float32)
+        return f"; test-rows estimate {points(judge.score({'out': out}))}"
+
     fp32_pass = fp32_pass_seconds(task.model, task.calib)
     print(
         f"  one FP32 ORT pass over the {sum(len(next(iter(b.values()))) for b in task.calib)} calibration samples: {fp32_pass:.2f} s",
@@ -614,6 +634,9 @@ def bench(
         else [("mse", None, "auto"), (method, method, "auto")]
     )
     for label, use, asked in flows:
+        asked, plus, bc = asked.partition("+")
+        if plus and bc != "bc":
+            raise SystemExit(f"--agreement: {asked}+{bc}: the only suffix is +bc")
         kind, _, bound = asked.partition(":")
         t = time.perf_counter()
         flow = quantize_calibrated(
@@ -623,17 +646,20 @@ def bench(
             method=use,
             agreement=kind,
             min_agreement=float(bound) if bound else None,
+            bias_correction=bool(plus),
         )
         took = t_cal + time.perf_counter() - t
         rep = flow.protection
         asked = "" if kind == "auto" and not bound else f" --agreement {kind}"
         asked += f" --min-agreement {bound}" if bound else ""
+        asked += " --bias-correction" if plus else ""
         add(
             f"ours default flow{asked}: calibrate --qdq ({label} ranges, protected, label-free {rep.kind})",
             flow.model,
             took,
             f"{len(rep.excluded)} layer(s) float, {rep.evaluations} evals, calib-data agreement "
-            f"{rep.fmt(rep.before)} -> {rep.fmt(rep.after)}; flow = {took / fp32_pass:.1f}x one FP32 pass",
+            f"{rep.fmt(rep.before)} -> {rep.fmt(rep.after)}; flow = {took / fp32_pass:.1f}x one FP32 pass"
+            + test_estimate(flow.model),
         )
     if only_ours:
         return rows
@@ -867,8 +893,9 @@ def main() -> None:
         "--agreement",
         default=None,
         metavar="KINDS",
-        help="comma list of --agreement kinds, each optionally KIND:MIN-AGREEMENT: one "
-        "default-flow row (mse ranges) each, instead of the mse and --method flow rows",
+        help="comma list of --agreement kinds, each optionally KIND:MIN-AGREEMENT and +bc "
+        "(with --bias-correction): one default-flow row (mse ranges) each, instead of the mse "
+        "and --method flow rows",
     )
     parser.add_argument(
         "--ocr-calib",
@@ -883,6 +910,9 @@ def main() -> None:
         default=1,
         help="seed of the PP-OCRv4 rec calibration words (1; 2 and 3 are the held-out and test "
         "words): another seed gives a disjoint calibration set",
+    )
+    parser.add_argument(
+        "--no-rtx", action="store_true", help="skip the TensorRT-RTX parse + build of each row"
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quant.md"))
     args = parser.parse_args()
@@ -904,7 +934,7 @@ def main() -> None:
                 )
             )
             continue
-        rows = bench(task, args.method, args.only_ours, args.agreement)
+        rows = bench(task, args.method, args.only_ours, args.agreement, not args.no_rtx)
         lines = [
             f"### {task.name} (our ranges: {args.method})",
             "",
