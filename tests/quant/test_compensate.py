@@ -550,3 +550,97 @@ def test_gptq_bias_takes_the_mean_residual():
     nearest = np.concatenate([rtn(theta0[..., :5], scale) * scale[..., None], theta0[..., 5:]], 2)
     plain = (theta0 @ a.mean(axis=1)[..., None]) - nearest @ z.mean(axis=1)[..., None]
     assert np.abs(residual).max() < 0.2 * np.abs(plain).max(), (residual, plain)
+
+
+def test_fit_rows_are_the_search_half_with_a_fixed_batch_and_an_odd_batch_count(background):
+    """A fixed batch of 20 and 3 batches: protection searches on batch 0 and holds out batches 1
+    and 2, so bias correction and compensation must fit on batch 0 alone (the old rule, half
+    the rows, took batch 1 too and flattered the held-out agreement)."""
+    from onnx2trt_lib.quant.api import _search_rows
+
+    model, _, _, _, ranges = background
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 20
+    rng = np.random.default_rng(1)
+    batches = [{"x": background_data(rng, 20)} for _ in range(3)]
+    options = {"ranges": ranges, "exclude_tensors": ()}
+    *_, feeds = _search_rows(fixed, options, batches, [])
+    assert len(feeds) == 1
+    np.testing.assert_array_equal(feeds[0]["x"], batches[0]["x"])
+
+
+def _ort(model, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    spatial=st.integers(1, 3),
+    groups=st.integers(1, 3),
+)
+def test_patches_times_matrices_is_onnx_runtime_conv(seed, spatial, groups):
+    """The rows compensation fits (im2col patches) times its (groups, out, cols) matrices are
+    ONNX Runtime's Conv, for 1-D/2-D/3-D kernels, strides, dilations, asymmetric pads, groups."""
+    from onnx2trt_lib.quant.compensate import find_layers, patches
+
+    rng = np.random.default_rng(seed)
+    cin, cout = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    ks = [int(rng.integers(1, 4)) for _ in range(spatial)]
+    strides = [int(rng.integers(1, 4)) for _ in range(spatial)]
+    dilations = [int(rng.integers(1, 3)) for _ in range(spatial)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * spatial)]
+    size = [int(rng.integers(5, 9)) for _ in range(spatial)]
+    x = rng.normal(size=(2, cin, *size)).astype(np.float32)
+    w = rng.normal(size=(cout, cin // groups, *ks)).astype(np.float32)
+    node = helper.make_node(
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        name="c",
+        group=groups,
+        kernel_shape=ks,
+        strides=strides,
+        dilations=dilations,
+        pads=pads,
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    (layer,), skipped = find_layers(model, ["c"], {})
+    assert not skipped
+    rows = patches(x, layer.conv, None)
+    ours = np.einsum("rgk,gok->rgo", rows.reshape(len(rows), groups, -1), layer.matrices())
+    want = np.moveaxis(_ort(model, {"x": x}), 1, -1).reshape(-1, cout)
+    np.testing.assert_allclose(ours.reshape(len(rows), cout), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("op", "trans_b"), [("Gemm", 0), ("Gemm", 1), ("MatMul", 0)])
+def test_gemm_and_matmul_matrices_are_out_by_in(op, trans_b):
+    """matrices()[0] is (out, in) whatever the layout, and stored() gives the initializer back."""
+    from onnx2trt_lib.quant.compensate import find_layers
+
+    rng = np.random.default_rng(trans_b)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    w = rng.normal(size=(5, 6) if trans_b else (6, 5)).astype(np.float32)
+    attrs = {"transB": trans_b} if op == "Gemm" else {}
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "w"], ["y"], name="l", **attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    (layer,), _ = find_layers(model, ["l"], {})
+    np.testing.assert_allclose(x @ layer.matrices()[0].T, _ort(model, {"x": x}), atol=1e-5)
+    np.testing.assert_array_equal(layer.stored(layer.matrices()), w)

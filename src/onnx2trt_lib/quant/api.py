@@ -310,6 +310,13 @@ def quantize(
                 "(least squares), float layers keep their weights"
                 + (f"; {len(skipped)} left as they are" if skipped else "")
             )
+            if not weights:
+                first = next(iter(skipped.items()), None)
+                notes.append(
+                    "compensation changed nothing: no INT8 Conv/Gemm/MatMul layer could be "
+                    "re-solved" + (f" (e.g. {first[0]}: {first[1]})" if first else "")
+                )
+                log.warning("quantize: %s", notes[-1])
         report = run_protect(
             proto,
             options,
@@ -355,17 +362,18 @@ def _search_rows(proto, options, data, excluded):
     """(model with bias slots, its slots, INT8 layers of the full Q/DQ model, feeds): the first
     rows of the protection's search half, which bias correction and compensation measure on."""
     from .accuracy import as_batches, rows_per_batch
-    from .protect import MIN_HELD_OUT, _count
+    from .protect import _count, _split
     from .qdq_bias import BIAS_SAMPLES, bias_slots, first_rows
     from .switch import quantized_layers
 
-    batches = as_batches(data, proto)
-    total = sum(_count(b) for b in batches)
-    rows = min(BIAS_SAMPLES, total // 2 if total >= 2 * MIN_HELD_OUT else total)
+    fixed = rows_per_batch(proto, batch_size=0) > 0
+    # protection's own split: a fixed batch size with an odd batch count must not lend the fit
+    # a held-out batch (the reported held-out agreement would flatter the fitted layers)
+    search, _ = _split(as_batches(data, proto), fixed)
+    rows = min(BIAS_SAMPLES, sum(_count(b) for b in search))
     layers = quantized_layers(insert_qdq(proto, exclude_nodes=list(excluded), **options)[0])
     slotted, slots = bias_slots(proto, layers)
-    fixed = rows_per_batch(proto, batch_size=0) > 0
-    return slotted, slots, layers, first_rows(batches, rows, whole=fixed)
+    return slotted, slots, layers, first_rows(search, rows, whole=fixed)
 
 
 def _bias_fixes(proto, options, data, excluded):
@@ -415,7 +423,9 @@ def quantize_calibrated(
     the least quantization error; the cache keeps TensorRT's entropy). The first QDQ_SAMPLES
     rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
     in float (quant.protect), measured against `reference` when given (the model before
-    quant.prepare_int8 rewrote it), else against `model`.
+    quant.prepare_int8 rewrote it), else against `model`. `bias_correction` / `compensate`
+    (opt-in, not both): each INT8 layer's bias, or weights and bias, re-fitted on the search
+    half of those rows (quant.qdq_bias, quant.compensate); float layers keep the originals.
     """
     from ..calib.collect import model_feeds
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion

@@ -164,11 +164,14 @@ def compensate_matrix(
     weights: int,
     ridge: float = RIDGE,
     damp: float = DAMP,
-    rounding: str = "gptq",
+    rounding: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(integers (..., m, weights), per-row float32 scale, float rest (..., m, k - weights)):
     least squares, then GPTQ (or, `rounding="nearest"`, round to nearest) with every row's
-    scale reaching 127 exactly."""
+    scale reaching 127 exactly. rounding: "nearest" or "gptq" (None: the module's ROUNDING)."""
+    rounding = rounding or ROUNDING
+    if rounding not in ("nearest", "gptq"):
+        raise ValueError(f"rounding must be 'nearest' or 'gptq', not {rounding!r}")
     hd = _damped(h, ridge)
     u = _inverse_factor(hd)
     theta = _solve(theta0, h, g, hd, u)
@@ -204,7 +207,7 @@ class Layer:
     w: np.ndarray  # original weight, as stored
     groups: int
     bias: BiasFix | None  # where the bias lives (qdq_bias slot), None: no bias column
-    conv: dict | None  # kernel, strides, pads, dilations for a Conv
+    conv: dict | None  # a Conv: kernel, strides, pads, dilations; a Gemm: transB
 
     def matrices(self) -> np.ndarray:
         """The (groups, out/groups, cols) weight matrices."""
@@ -259,7 +262,9 @@ def find_layers(
             spatial = w.ndim - 2
             pad = attrs.get("auto_pad", b"NOTSET")
             pad = pad.decode() if isinstance(pad, bytes) else pad
-            if pad not in ("NOTSET", "VALID") or spatial < 1:
+            if spatial < 1:
+                why = f"Conv weight has {w.ndim} dimension(s)"
+            elif pad not in ("NOTSET", "VALID"):
                 why = f"auto_pad {pad}"
             else:
                 conv = {
@@ -335,7 +340,9 @@ class _Sums:
         self.h = np.zeros((groups, k, k))
         self.d = np.zeros_like(self.h)
         self.rng = np.random.default_rng([SEED, *layer.name.encode()])
-        rows = min(MAX_ROWS, max(4 * k, MAX_VALUES // (groups * k)))
+        # never fewer than ROWS_PER_COLUMN per column: a layer wider than MAX_ROWS / 4 columns
+        # would otherwise be skipped whatever the data
+        rows = max(ROWS_PER_COLUMN * k, min(MAX_ROWS, MAX_VALUES // (groups * k)))
         self.per_batch = max(1, -(-rows // max(1, batches)))
         self.batches = batches
         self.rows = 0
@@ -404,7 +411,7 @@ class _Sums:
 
 
 def solve(
-    layer: Layer, sums: _Sums, rounding: str = "gptq"
+    layer: Layer, sums: _Sums, rounding: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(compensated weight as stored, compensated bias or None) of one layer from its sums."""
     mats = layer.matrices().astype(np.float64)
@@ -477,7 +484,11 @@ def compensate(
             biases[layer.name] = BiasFix(
                 fix.layer, fix.node, fix.slot, fix.tensor, fix.output, fix.axis, fix.original, b
             )
-    log.info("compensate: %d layer(s), %d skipped", len(weights), len(skipped))
+    log.info(
+        "compensate: %d layer(s); left as they are: %s",
+        len(weights),
+        "; ".join(f"{name} ({why})" for name, why in skipped.items()) or "none",
+    )
     return biases, weights, skipped
 
 
