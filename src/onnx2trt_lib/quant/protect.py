@@ -502,8 +502,11 @@ def protect(
             )
             # full INT8 on every row: the accuracy kind is a mean over rows
             before_search = (n_search * before_search + (samples - n_search) * before) / samples
+            before = before_search  # the report's before and after both cover every row now
             all_rows()
-            kept, found = choose()
+            # full INT8 can pass on all rows (failing the search half, passing the rest well):
+            # choose() assumes it fails and would keep at least one layer float
+            kept, found = ([], before_search) if ok(before_search) else choose()
 
     # 5. the chosen mix on the held-out rows (the switch model computes what insert-qdq writes)
     if metric is not None:
