@@ -570,6 +570,18 @@ def test_fit_rows_are_the_search_half_with_a_fixed_batch_and_an_odd_batch_count(
     np.testing.assert_array_equal(feeds[0]["x"], batches[0]["x"])
 
 
+def _one_node_model(node, w):
+    """x -> node(x, w) -> y, opset 13, shapes left to ONNX Runtime."""
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 def _ort(model, feeds):
     import onnxruntime as ort
 
@@ -608,14 +620,7 @@ def test_patches_times_matrices_is_onnx_runtime_conv(seed, spatial, groups):
         dilations=dilations,
         pads=pads,
     )
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = _one_node_model(node, w)
     (layer,), skipped = find_layers(model, ["c"], {})
     assert not skipped
     rows = patches(x, layer.conv, None)
@@ -633,14 +638,7 @@ def test_gemm_and_matmul_matrices_are_out_by_in(op, trans_b):
     x = rng.normal(size=(4, 6)).astype(np.float32)
     w = rng.normal(size=(5, 6) if trans_b else (6, 5)).astype(np.float32)
     attrs = {"transB": trans_b} if op == "Gemm" else {}
-    graph = helper.make_graph(
-        [helper.make_node(op, ["x", "w"], ["y"], name="l", **attrs)],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = _one_node_model(helper.make_node(op, ["x", "w"], ["y"], name="l", **attrs), w)
     (layer,), _ = find_layers(model, ["l"], {})
     np.testing.assert_allclose(x @ layer.matrices()[0].T, _ort(model, {"x": x}), atol=1e-5)
     np.testing.assert_array_equal(layer.stored(layer.matrices()), w)
