@@ -62,6 +62,15 @@ def exact_ort(monkeypatch):
         monkeypatch.setattr(module, "session", session)
 
 
+@pytest.fixture
+def no_check(monkeypatch):
+    """Compensation without its held-out check (every channel keeps its fit): for the tests of
+    what compensation writes, whatever the check would decide on their few rows."""
+    from onnx2trt_lib.quant import compensate as module
+
+    monkeypatch.setattr(module, "CHECK_EVERY", 0)
+
+
 def _problem(rng, groups, m, cols, rows, bias):
     """(theta0 (g, m, k), H, G, A, Z): rows of FP32 inputs A and their quantized Z (+ ones)."""
     a = rng.normal(size=(groups, rows, cols)) * rng.uniform(0.2, 3, (groups, 1, cols))
@@ -329,7 +338,7 @@ def test_compensation_cuts_the_output_error_of_a_systematic_input_error(
     assert shift["comp"] < (0.1 if rounding == "gptq" else 1.0) * shift["plain"], shift
 
 
-def test_every_kind_of_layer_is_compensated(background):
+def test_every_kind_of_layer_is_compensated(background, no_check):
     """Depthwise Conv, 1x1 Conv without bias, Gemm(transB) and MatMul + Add all get new
     weights; with 4 rows the Gemm and the MatMul (5 and 6 columns with their bias) are left
     as they are, and said so."""
@@ -344,7 +353,7 @@ def test_every_kind_of_layer_is_compensated(background):
     np.testing.assert_array_equal(inits["wm"], a["wm"])
 
 
-def test_written_weights_round_trip_through_their_qdq_bit_exactly(background):
+def test_written_weights_round_trip_through_their_qdq_bit_exactly(background, no_check):
     """ONNX Runtime's DequantizeLinear(QuantizeLinear(W'')) with the scale insert-qdq wrote is
     W'' itself for every compensated weight."""
     model, a, calib, test, ranges = background
@@ -378,7 +387,7 @@ def test_written_weights_round_trip_through_their_qdq_bit_exactly(background):
     assert checked == len(LAYERS)
 
 
-def test_float_layers_keep_original_weights_and_the_switch_matches_written_models(background):
+def test_float_layers_keep_original_weights_and_the_switch_matches_written_models(background, no_check):
     """with_biases with no INT8 layer gives back the original model (same ORT outputs, same
     initializers); for every mix of float layers the switch model answers like the written
     Q/DQ model with the compensation on its INT8 layers only, and the all-float mix is FP32."""
@@ -468,7 +477,7 @@ def test_compensated_qdq_model_parses_and_builds_in_tensorrt_rtx(background):
     assert _rtx_builds(fixed)
 
 
-def test_cli_compensate_needs_qdq_and_data_and_reports(tmp_path, background):
+def test_cli_compensate_needs_qdq_and_data_and_reports(tmp_path, background, no_check):
     """calibrate --compensate without --qdq, or with --bias-correction, and quantize
     --compensate without --data: one-line errors, nothing written; calibrate --qdq --compensate
     says how many layers were compensated."""
@@ -642,3 +651,111 @@ def test_gemm_and_matmul_matrices_are_out_by_in(op, trans_b):
     (layer,), _ = find_layers(model, ["l"], {})
     np.testing.assert_allclose(x @ layer.matrices()[0].T, _ort(model, {"x": x}), atol=1e-5)
     np.testing.assert_array_equal(layer.stored(layer.matrices()), w)
+
+
+# --- the held-out check: a channel keeps its compensation only where it lowers the error ------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    groups=st.integers(1, 3),
+    m=st.integers(1, 4),
+    cols=st.integers(1, 6),
+    rows=st.integers(1, 40),
+    bias=st.booleans(),
+)
+def test_held_out_errors_from_sums_equal_the_explicit_rows(seed, groups, m, cols, rows, bias):
+    """held_out_errors(Theta0, Theta, H, D, E E^T) is, per output row, sum over the data rows
+    of (Theta0 a - Theta z)^2 computed on the rows themselves."""
+    from onnx2trt_lib.quant.compensate import held_out_errors
+
+    rng = np.random.default_rng(seed)
+    theta0, _, _, a, z = _problem(rng, groups, m, cols, rows, bias)
+    theta = theta0 + rng.normal(size=theta0.shape) * rng.uniform(0, 0.3)
+    e = a - z
+    h = np.swapaxes(z, 1, 2) @ z
+    d = np.swapaxes(e, 1, 2) @ z
+    ee = np.swapaxes(e, 1, 2) @ e
+    want = ((a @ np.swapaxes(theta0, 1, 2) - z @ np.swapaxes(theta, 1, 2)) ** 2).sum(axis=1)
+    got = held_out_errors(theta0, theta, h, d, ee)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(want).max()))
+
+
+def _gemm_layer(rng, cols, out):
+    from onnx2trt_lib.quant.compensate import find_layers
+
+    w = rng.normal(size=(out, cols)).astype(np.float32)
+    model = _one_node_model(helper.make_node("Gemm", ["x", "w"], ["y"], name="l", transB=1), w)
+    (layer,), _ = find_layers(model, ["l"], {})
+    return layer
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), batches=st.integers(2, 4), per=st.integers(8, 20))
+def test_check_rows_are_every_fourth_sample_and_the_choice_is_the_explicit_one(seed, batches, per):
+    """The sums keep every CHECK_EVERY-th sample apart (counted across batches), and solve()
+    keeps a channel's compensation exactly where the fit on the other rows, rounded, has a
+    held-out error below (1 - MARGIN) x insert-qdq's rounding of the original weights (both
+    computed here on the explicit held-out rows)."""
+    from onnx2trt_lib.quant.compensate import (
+        CHECK_EVERY,
+        MARGIN,
+        _Sums,
+        insert_qdq_rounded,
+        solve,
+    )
+
+    rng = np.random.default_rng(seed)
+    cols, out = 3, 6
+    layer = _gemm_layer(rng, cols, out)
+    scale = np.float32(0.4)
+    # a background level between rounding steps plus noise: the INT8 error is partly systematic
+    xs = [
+        (1.13 + rng.normal(0, rng.uniform(0.05, 1.0), size=(per, cols))).astype(np.float32)
+        for _ in range(batches)
+    ]
+    sums = _Sums(layer, scale, batches)
+    for x in xs:
+        sums.add(x)
+    x = np.concatenate(xs)
+    check = np.arange(len(x)) % CHECK_EVERY == CHECK_EVERY - 1
+    assert sums.rows == len(x) and sums.check_rows == int(check.sum())
+    z = fake_quant(x, scale)
+    np.testing.assert_allclose(sums.hc[0], z[check].T @ z[check], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sums.ec[0], (x - z)[check].T @ (x - z)[check], atol=1e-5)
+    got = solve(layer, sums)
+    w0 = layer.matrices()[0].astype(np.float64)
+    if not check.any() or check.all():
+        assert got.kept.all()
+        return
+    xf, zf = x[~check].astype(np.float64), z[~check].astype(np.float64)
+    hf = zf.T @ zf / len(xf)
+    q, s, _ = compensate_matrix(w0[None], hf[None], (xf.T @ zf / len(xf))[None], cols)
+    fitted = (q[0].astype(np.float32) * s[0][:, None]).astype(np.float64)
+    want_y = x[check] @ w0.T
+    mine = ((want_y - z[check] @ fitted.T) ** 2).sum(axis=0)
+    theirs = ((want_y - z[check] @ insert_qdq_rounded(w0).T.astype(np.float64)) ** 2).sum(axis=0)
+    keep = mine < (1 - MARGIN) * theirs
+    # a channel within float rounding of the margin may go either way
+    near = np.abs(mine - (1 - MARGIN) * theirs) <= 1e-4 * theirs
+    assert np.array_equal(got.kept[~near], keep[~near])
+    # kept channels: the fit on all rows; the others: the original weights as they were
+    q, s, _ = compensate_matrix(w0[None], (z.T @ z)[None] / len(x), (x.T @ z)[None] / len(x), cols)
+    full = q[0].astype(np.float32) * s[0][:, None]
+    np.testing.assert_array_equal(got.weight[~got.kept], layer.w[~got.kept])
+    np.testing.assert_allclose(got.weight[got.kept], full[got.kept], rtol=1e-5)
+
+
+def test_a_layer_whose_compensation_does_not_generalise_is_left_as_it_is():
+    """Pure noise input with no systematic error and just enough rows: the least-squares fit
+    chases the noise of its rows and does not beat plain rounding on the held-out samples;
+    compensate() leaves the layer and says why."""
+    rng = np.random.default_rng(3)
+    cols, out = 16, 8
+    w = rng.normal(size=(out, cols)).astype(np.float32)
+    model = _one_node_model(helper.make_node("Gemm", ["x", "w"], ["y"], name="l", transB=1), w)
+    feeds = [{"x": rng.normal(size=(40, cols)).astype(np.float32)} for _ in range(2)]
+    biases, weights, skipped = compensate(model, {"x": 4.0}, feeds, ["l"], {})
+    assert not weights and not biases
+    assert "held-out error" in skipped["l"]
