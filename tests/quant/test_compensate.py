@@ -322,7 +322,7 @@ def test_compensation_cuts_the_output_error_of_a_systematic_input_error(
         model, calib, ["x", "r1"], lambda _, v, acc: np.maximum(np.abs(v).max(), acc or 0.0)
     )
     ranges = {k: float(v) for k, v in amax.items()}
-    plain = quantize(model, ranges, data=calib, protect=False).model
+    plain = quantize(model, ranges, data=calib, protect=False, compensate=False).model
     comp = quantize(model, ranges, data=calib, protect=False, compensate=True).model
     for feeds in (test, calib):
         ref = np.concatenate(run(model, feeds)["y"])
@@ -387,7 +387,9 @@ def test_written_weights_round_trip_through_their_qdq_bit_exactly(background, no
     assert checked == len(LAYERS)
 
 
-def test_float_layers_keep_original_weights_and_the_switch_matches_written_models(background, no_check):
+def test_float_layers_keep_original_weights_and_the_switch_matches_written_models(
+    background, no_check
+):
     """with_biases with no INT8 layer gives back the original model (same ORT outputs, same
     initializers); for every mix of float layers the switch model answers like the written
     Q/DQ model with the compensation on its INT8 layers only, and the all-float mix is FP32."""
@@ -511,6 +513,47 @@ def test_cli_compensate_needs_qdq_and_data_and_reports(tmp_path, background, no_
     )
     assert res.exit_code != 0 and "--data" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "q2.onnx").exists()
+
+
+def test_cli_compensates_by_default_and_bias_correction_or_no_compensate_turn_it_off(
+    tmp_path, background, no_check
+):
+    """calibrate --qdq and quantize --data compensate unless told --no-compensate; a plain
+    --bias-correction switches the default compensation off instead of failing; without --data
+    quantize writes the plain Q/DQ model without a word about compensation."""
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx2trt_lib.cli.main import cli
+
+    model, a, calib, test, ranges = background
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    x = tmp_path / "x.npy"
+    np.save(x, np.concatenate([f["x"] for f in calib]))
+    cache = tmp_path / "c.cache"
+    base = ["calibrate", str(path), "--data", str(x), "-o", str(cache), "--no-protect", "--json"]
+
+    def notes(extra: list[str], key: str = "qdq") -> list[str]:
+        out = tmp_path / f"q{len(list(tmp_path.iterdir()))}.onnx"
+        args = [*base, "--qdq", str(out), *extra] if key == "qdq" else extra
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        got = json.loads(res.output)
+        return list((got[key] if key else got)["notes"])
+
+    assert any("compensation: 4 layer(s)" in n for n in notes([]))
+    for extra in (["--no-compensate"], ["--bias-correction"]):
+        assert not any("compensation" in n for n in notes(extra)), extra
+    assert any("bias correction" in n for n in notes(["--bias-correction"]))
+    q = ["quantize", str(path), "--cache", str(cache), "--no-protect", "--json", "-o"]
+    assert any(
+        "compensation: 4" in n for n in notes([*q, str(tmp_path / "a.onnx"), "--data", str(x)], "")
+    )
+    plain = notes([*q, str(tmp_path / "b.onnx"), "--data", str(x), "--no-compensate"], "")
+    assert not any("compensation" in n for n in plain)
+    assert not any("compensation" in n for n in notes([*q, str(tmp_path / "c.onnx")], ""))
 
 
 @pytest.mark.slow
@@ -744,7 +787,11 @@ def test_check_rows_are_every_fourth_sample_and_the_choice_is_the_explicit_one(s
     q, s, _ = compensate_matrix(w0[None], (z.T @ z)[None] / len(x), (x.T @ z)[None] / len(x), cols)
     full = q[0].astype(np.float32) * s[0][:, None]
     np.testing.assert_array_equal(got.weight[~got.kept], layer.w[~got.kept])
-    np.testing.assert_allclose(got.weight[got.kept], full[got.kept], rtol=1e-5)
+    # float32 sums here vs float64 there: at most a rounding flip of one step, rarely
+    step = np.abs(full).max(axis=1, keepdims=True) / 127
+    diff = np.abs(got.weight - full)[got.kept]
+    assert np.all(diff <= 1.001 * step[got.kept] + 1e-4 * np.abs(full[got.kept]))
+    assert diff.size == 0 or np.mean(diff <= 1e-4 * np.abs(full[got.kept]) + 1e-7) >= 0.9
 
 
 def test_a_layer_whose_compensation_does_not_generalise_is_left_as_it_is():

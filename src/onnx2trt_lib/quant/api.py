@@ -232,7 +232,7 @@ def quantize(
     strict: bool = False,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
-    compensate: bool = False,
+    compensate: bool | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
@@ -248,7 +248,9 @@ def quantize(
     weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
     kept in float keep their original bias. `compensate` (needs `data`; replaces
     `bias_correction`): each INT8 layer's weights and bias are re-solved by least squares for
-    its quantized input, then rounded to INT8 (quant.compensate); float layers keep theirs.
+    its quantized input, then rounded to INT8, on the output channels where that lowers the
+    layer's error on held-out rows (quant.compensate); float layers keep theirs. None (the
+    default): DEFAULT_COMPENSATE where `data` is given and `bias_correction` is not asked.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -256,6 +258,9 @@ def quantize(
         raise UsageError(
             "compensation re-solves the biases too: use compensate or bias_correction, not both"
         )
+    asked = compensate is not None
+    if compensate is None:
+        compensate = DEFAULT_COMPENSATE and data is not None and not bias_correction
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
     out_path = check_output_path(output, inputs=read) if output else None
@@ -316,7 +321,8 @@ def quantize(
                     "compensation changed nothing: no INT8 Conv/Gemm/MatMul layer could be "
                     "re-solved" + (f" (e.g. {first[0]}: {first[1]})" if first else "")
                 )
-                log.warning("quantize: %s", notes[-1])
+                if asked:
+                    log.warning("quantize: %s", notes[-1])
         report = run_protect(
             proto,
             options,
@@ -395,7 +401,7 @@ def _compensation(proto, options, data, excluded):
 
 
 DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md
-DEFAULT_COMPENSATE = False  # calibrate --qdq --compensate; measured there too
+DEFAULT_COMPENSATE = True  # quantize with data, calibrate --qdq (--no-compensate); measured there
 QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
 
 
@@ -414,7 +420,7 @@ def quantize_calibrated(
     min_sqnr: float | None = None,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
-    compensate: bool = False,
+    compensate: bool | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
@@ -424,8 +430,9 @@ def quantize_calibrated(
     rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
     in float (quant.protect), measured against `reference` when given (the model before
     quant.prepare_int8 rewrote it), else against `model`. `bias_correction` / `compensate`
-    (opt-in, not both): each INT8 layer's bias, or weights and bias, re-fitted on the search
-    half of those rows (quant.qdq_bias, quant.compensate); float layers keep the originals.
+    (not both): each INT8 layer's bias, or weights and bias, re-fitted on the search half of
+    those rows (quant.qdq_bias, quant.compensate); float layers keep the originals. Compensation
+    is on by default (None: off when `bias_correction` is asked).
     """
     from ..calib.collect import model_feeds
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
