@@ -806,3 +806,58 @@ def test_a_layer_whose_compensation_does_not_generalise_is_left_as_it_is():
     biases, weights, skipped = compensate(model, {"x": 4.0}, feeds, ["l"], {})
     assert not weights and not biases
     assert "held-out error" in skipped["l"]
+
+
+def _sqnr(model, reference, feeds):
+    from onnx2trt_lib.quant.accuracy import sqnr_db
+
+    return sqnr_db(
+        np.concatenate(run(reference, feeds)["y"]), np.concatenate(run(model, feeds)["y"])
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_compensation_stays_where_it_lets_the_mix_pass_and_goes_where_plain_passes(seed):
+    """Output SQNR as the criterion, on a model whose error is a systematic background: with
+    the bound between the plain and the compensated full-INT8 SQNR, the default keeps the
+    compensation (the plain model with no float layer fails); with the bound below both, the
+    plain model passes with the same (no) float layers, so the default drops it and writes
+    the plain Q/DQ model, and says so. compensate=True keeps it whatever."""
+    from onnx2trt_lib.quant.agreement import Criterion
+
+    rng = np.random.default_rng(seed)
+    model = conv_model(rng)
+    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
+    amax = _ranges_of(model, calib, ["x", "r1"])
+    plain = quantize(model, amax, data=calib, protect=False, compensate=False).model
+    comp = quantize(model, amax, data=calib, protect=False, compensate=True).model
+    low, high = _sqnr(plain, model, calib), _sqnr(comp, model, calib)
+    assert high > low + 2, (low, high)
+
+    def flow(bound, **kw):
+        crit = Criterion(min_sqnr_db=bound, agreement="sqnr")
+        return quantize(model, amax, data=calib, criterion=crit, **kw)
+
+    kept = flow((low + high) / 2)
+    assert kept.protection.met and not kept.protection.excluded
+    assert not any("dropped" in n for n in kept.notes), kept.notes
+    np.testing.assert_allclose(_sqnr(kept.model, model, calib), high, atol=0.5)
+    dropped = flow(low - 3)
+    assert any("compensation dropped" in n for n in dropped.notes), dropped.notes
+    inits = {i.name: numpy_helper.to_array(i) for i in dropped.model.graph.initializer}
+    want = {i.name: numpy_helper.to_array(i) for i in plain.graph.initializer}
+    assert inits.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(inits[name], want[name])
+    forced = flow(low - 3, compensate=True)
+    assert not any("dropped" in n for n in forced.notes)
+    np.testing.assert_allclose(_sqnr(forced.model, model, calib), high, atol=0.5)
+
+
+def _ranges_of(model, feeds, names):
+    from onnx2trt_lib.quant._stats import reduce_tensors
+
+    amax = reduce_tensors(
+        model, feeds, names, lambda _, v, acc: np.maximum(np.abs(v).max(), acc or 0.0)
+    )
+    return {k: float(v) for k, v in amax.items()}

@@ -62,6 +62,8 @@ SEED = 0
 CHECK_EVERY = 4  # every 4th sample (image, sequence) checks the fit on the others (0: none)
 MARGIN = 0.05  # an output channel keeps its compensation only where its held-out error is below
 # (1 - MARGIN) x that of insert-qdq's rounding of the original weights
+LAYER_MARGIN = 0.0  # and a layer only where its channels so chosen lower its held-out error below
+# (1 - LAYER_MARGIN) x the original's
 ROUNDING = "nearest"  # how the solved weights become INT8: "nearest" or "gptq" (GPTQ at 1%
 # damping lost 10-16 points on PP-OCRv4 rec where nearest gained 5-18: benchmarks/results/quant.md)
 
@@ -576,7 +578,7 @@ def compensate(
             skipped[layer.name] = f"{sums[layer.name].rows or 'too few'} rows for {k} columns"
             continue
         solved = solve(layer, sums[layer.name], rounding)
-        if not np.any(solved.kept):
+        if not np.any(solved.kept) or solved.error > (1.0 - LAYER_MARGIN) * solved.original_error:
             skipped[layer.name] = (
                 f"held-out error {solved.original_error:.3g} not lowered by compensation"
             )
