@@ -308,6 +308,33 @@ def quantize(
                 "shift (activation and weight), float layers keep their bias"
             )
         weights = None
+        ref_model = load_model(reference) if reference is not None else None
+
+        def protected(source, biases, weights_, search_):
+            return run_protect(
+                source,
+                options,
+                data,
+                exclude=excluded,
+                criterion=criterion,
+                metric=metric,
+                allowed_drop=allowed_drop,
+                strategy=strategy,
+                search=search_,
+                reference=ref_model,
+                biases=biases,
+                weights=weights_,
+            )
+
+        # the default compensation competes with the plain search (asked for, it just applies)
+        choose = compensate and not asked and protect and DEFAULT_COMPENSATE_CHECK
+        plain = protected(proto, fixes, None, protect) if choose else None
+        if plain is not None and plain.int8_mac_share_after >= 1.0 - SHARE_GAIN:
+            notes.append(
+                f"compensation not tried: the plain search keeps "
+                f"{plain.int8_mac_share_after:.1%} of the MACs INT8"
+            )
+            compensate = False
         plain_proto = proto
         if compensate:
             proto, fixes, weights, skipped = _compensation(proto, options, data, excluded)
@@ -324,39 +351,18 @@ def quantize(
                 )
                 if asked:
                     log.warning("quantize: %s", notes[-1])
-        ref_model = load_model(reference) if reference is not None else None
-
-        def protected(source, biases, weights_, exclude_, search_):
-            return run_protect(
-                source,
-                options,
-                data,
-                exclude=exclude_,
-                criterion=criterion,
-                metric=metric,
-                allowed_drop=allowed_drop,
-                strategy=strategy,
-                search=search_,
-                reference=ref_model,
-                biases=biases,
-                weights=weights_,
-            )
-
-        report = protected(proto, fixes, weights, excluded, protect)
-        if weights and protect and not asked and DEFAULT_COMPENSATE_CHECK:
-            # the default compensation stays only where it is what lets the chosen mix pass:
-            # if the plain Q/DQ model with the same float layers passes too, the plain search
-            # decides (PP-OCRv4 det: same INT8 share, 1 point less box F-score compensated)
-            kept = [e.node for e in report.excluded]
-            plain = protected(plain_proto, None, None, excluded + kept, False)
-            if plain.met:
+        report = plain
+        if report is None or weights:
+            report = protected(proto, fixes, weights, protect)
+        if plain is not None and weights:
+            gain = report.int8_mac_share_after - plain.int8_mac_share_after
+            if not ((report.met and not plain.met) or gain >= SHARE_GAIN):
                 notes.append(
-                    f"compensation dropped: the plain INT8 model with the same {len(kept)} "
-                    f"float layer(s) meets the criterion too ({plain.fmt(plain.before)}); "
-                    "protected without it"
+                    f"compensation dropped: its search kept {report.int8_mac_share_after:.1%} "
+                    f"of the MACs INT8, the plain one {plain.int8_mac_share_after:.1%} "
+                    f"(less than {SHARE_GAIN:.0%} more); the plain search decides"
                 )
-                proto, fixes, weights = plain_proto, None, None
-                report = protected(proto, None, None, excluded, protect)
+                proto, fixes, weights, report = plain_proto, None, None, plain
         excluded += [e.node for e in report.excluded]
         for fixed in (fixes, weights):
             if fixed:
@@ -422,8 +428,9 @@ def _compensation(proto, options, data, excluded):
 
 DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md
 DEFAULT_COMPENSATE = True  # quantize with data, calibrate --qdq (--no-compensate); measured there
-DEFAULT_COMPENSATE_CHECK = True  # the default compensation is dropped where the plain model passes
-# with the float layers the compensated search chose (not when compensate=True is asked)
+DEFAULT_COMPENSATE_CHECK = True  # the default compensation competes with the plain search: kept
+# only where its search passes where the plain one fails or keeps SHARE_GAIN more of the MACs INT8
+SHARE_GAIN = 0.05
 QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
 
 
