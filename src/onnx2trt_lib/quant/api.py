@@ -310,7 +310,7 @@ def quantize(
         weights = None
         ref_model = load_model(reference) if reference is not None else None
 
-        def protected(source, biases, weights_, search_):
+        def searched(source, biases, weights_, search_):
             return run_protect(
                 source,
                 options,
@@ -328,7 +328,7 @@ def quantize(
 
         # the default compensation competes with the plain search (asked for, it just applies)
         choose = compensate and not asked and protect and DEFAULT_COMPENSATE_CHECK
-        plain = protected(proto, fixes, None, protect) if choose else None
+        plain = searched(proto, fixes, None, protect) if choose else None
         if plain is not None and plain.int8_mac_share_after >= 1.0 - SHARE_GAIN:
             notes.append(
                 f"compensation not tried: the plain search keeps "
@@ -353,7 +353,7 @@ def quantize(
                     log.warning("quantize: %s", notes[-1])
         report = plain
         if report is None or weights:
-            report = protected(proto, fixes, weights, protect)
+            report = searched(proto, fixes, weights, protect)
         if plain is not None and weights:
             gain = report.int8_mac_share_after - plain.int8_mac_share_after
             if not ((report.met and not plain.met) or gain >= SHARE_GAIN):
