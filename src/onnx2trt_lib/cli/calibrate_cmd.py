@@ -147,8 +147,8 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     default=None,
     help="--qdq: re-solve each INT8 layer's weights and bias by least squares so that, fed its "
     "quantized input, it gives its FP32 output (measured on the data), then round them to "
-    "INT8, on the output channels where that lowers the layer's error on held-out rows; "
-    "layers kept in float keep theirs. Default: on, off with --bias-correction.",
+    "INT8; layers kept in float keep theirs. Default: on, and written only where it beats the "
+    "plain model (more INT8 MACs after protection); off with --bias-correction.",
 )
 @click.option(
     "--workers",

@@ -106,8 +106,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     "--compensate/--no-compensate",
     default=None,
     help="With --data: re-solve each INT8 layer's weights and bias by least squares for its "
-    "quantized input, then round them to INT8, on the output channels where that lowers the "
-    "layer's error on held-out rows; layers kept in float keep theirs. Default: on with --data.",
+    "quantized input, then round them to INT8; layers kept in float keep theirs. Default: on "
+    "with --data, and written only where it beats the plain model (more INT8 MACs after "
+    "protection).",
 )
 @click.option(
     "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."
