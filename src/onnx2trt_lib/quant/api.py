@@ -252,7 +252,7 @@ def quantize(
     default): DEFAULT_COMPENSATE where `data` is given and `bias_correction` is not asked, and
     then only where it wins against the plain model: its protection search passes where the
     plain one fails or keeps SHARE_GAIN more of the MACs INT8 (without `protect`: full INT8
-    agrees better); the notes say which model was written.
+    agrees better); the result's notes say which model was written.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
