@@ -629,9 +629,9 @@ def bench(
     full_mse = quantize(task.model, mse, protect=False)
     add("ours INT8 (mse), full (--no-protect)", full_mse.model, t_cal + time.perf_counter() - t)
     flows = (
-        [("mse", None, kind) for kind in agreements.split(",")]
+        [("default: mse or percentile 99.999", None, kind) for kind in agreements.split(",")]
         if agreements
-        else [("mse", None, "auto"), (method, method, "auto")]
+        else [("default: mse or percentile 99.999", None, "auto"), (method, method, "auto")]
     )
     for label, use, asked in flows:
         asked, plus, bc = asked.partition("+")
@@ -897,7 +897,7 @@ def main() -> None:
         default=None,
         metavar="KINDS",
         help="comma list of --agreement kinds, each optionally KIND:MIN-AGREEMENT and +bc "
-        "(with --bias-correction): one default-flow row (mse ranges) each, instead of the mse "
+        "(with --bias-correction): one default-flow row (default ranges) each, instead of the mse "
         "and --method flow rows",
     )
     parser.add_argument(

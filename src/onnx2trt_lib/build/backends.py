@@ -372,7 +372,7 @@ def prepare_onnx_for_precision(
 
 
 def _protected_qdq(model: onnx.ModelProto, config: BuildConfig) -> onnx.ModelProto:
-    """--int8 --data on a strongly typed backend: calibrate, MSE ranges, and the Q/DQ model
+    """--int8 --data on a strongly typed backend: calibrate, ranges (quant.range_choice), and the Q/DQ model
     checked against FP32 on the same data and protected, as `calibrate --qdq` writes it."""
     from ..calib.api import calibrate
     from ..quant.api import quantize_calibrated

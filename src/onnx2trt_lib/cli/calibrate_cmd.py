@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     "--method",
     type=click.Choice(["entropy", "max", "percentile", "mse", "ncnn-kl"]),
     default=None,
-    help="Range method [default: entropy for the cache, mse for --qdq].",
+    help="Range method [default: entropy for the cache; for --qdq, mse or the 99.999th percentile, whichever full INT8 agrees better with FP32].",
 )
 @method_options_option
 @data_source_options
@@ -110,8 +110,8 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     "qdq_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11: MSE ranges from the same "
-    "histograms, checked against FP32 on the calibration data and protected (layers kept in float) "
+    help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11: MSE or percentile "
+    "ranges from the same histograms (whichever full INT8 agrees better), checked against FP32 on the calibration data and protected (layers kept in float) "
     "until it agrees.",
 )
 @click.option(

@@ -469,8 +469,9 @@ def quantize_calibrated(
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
 
-    Ranges: `method` when named, else MSE from the same histograms (the clipping threshold with
-    the least quantization error; the cache keeps TensorRT's entropy). The first QDQ_SAMPLES
+    Ranges: `method` when named, else MSE or the 99.999th percentile from the same histograms,
+    whichever full INT8 agrees better with FP32 on the rows below (quant.range_choice; the cache
+    keeps TensorRT's entropy). The first QDQ_SAMPLES
     rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
     in float (quant.protect), measured against `reference` when given (the model before
     quant.prepare_int8 rewrote it), else against `model`. `bias_correction` / `compensate`
@@ -482,14 +483,6 @@ def quantize_calibrated(
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
 
     notes = []
-    if method is None and result.state is not None:
-        ranges = result.state.compute_amax("mse")
-        ranges.update({k: v for k, v in result.amax.items() if k not in ranges})
-        notes.append("Q/DQ ranges: mse (least quantization error) from the calibration histograms")
-    else:
-        ranges = dict(result.amax)
-        why = "the cache was reused, no histograms" if result.state is None else "as asked"
-        notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
     step = batch_size or 1
     feeds = model_feeds(
         model,
@@ -512,6 +505,30 @@ def quantize_calibrated(
         agreement=agreement,
         min_agreement=min_agreement,
     )
+    if method is None and result.state is not None:
+        from .range_choice import candidate_ranges, choose
+
+        def measure(candidate: dict[str, float]) -> tuple[float, str]:
+            rep = quantize(
+                model,
+                candidate,
+                data=feeds,
+                protect=False,
+                criterion=criterion,
+                reference=reference,
+                bias_correction=bias_correction,
+                compensate=compensate,
+            ).protection
+            assert rep is not None  # data was given
+            return rep.before, rep.fmt(rep.before)
+
+        choice = choose(candidate_ranges(result.state, result.amax), measure)
+        ranges = choice.ranges
+        notes.append(choice.note())
+    else:
+        ranges = dict(result.amax)
+        why = "the cache was reused, no histograms" if result.state is None else "as asked"
+        notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
     res = quantize(
         model,
         ranges,
