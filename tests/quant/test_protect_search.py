@@ -187,3 +187,81 @@ def test_calibrated_flow_checks_at_most_qdq_samples_rows():
     cal = calibrate(model, data, method="entropy")
     rep = quantize_calibrated(model, cal, data).protection
     assert rep.samples == QDQ_SAMPLES == 256
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_suspect_rows_first_choose_the_same_layers_with_fewer_rows(monkeypatch, seed):
+    """top1 with the rows that failed before run first (quant.suspects) gives the report of the
+    plain order (same layers, values and evaluations) and runs fewer rows."""
+    import importlib
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
+    rows: list[int] = []
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+
+    def report():
+        rows.clear()
+        got = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+        return got, sum(rows)
+
+    fast, fast_rows = report()
+    monkeypatch.setattr(protect_module, "RowOrder", lambda *args: None)  # the plain order
+    plain, plain_rows = report()
+    assert fast.kind == "top1" and 0 < len(plain.excluded) < 5  # the search kept a few float
+    assert fast.to_dict() == plain.to_dict()
+    assert fast_rows < plain_rows
+
+
+def test_failing_rows_are_the_rows_read_differently():
+    from onnx2trt_lib.quant.agreement import Judge
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((12, 5)).astype(np.float32)
+    test = ref.copy()
+    flipped = [2, 7, 11]
+    for r in flipped:
+        test[r] = -ref[r]  # arg-max moves
+    test[4, ref[4].argmax()] += 0.5  # arg-max stays
+    judge = Judge({"y": ref}, Criterion(agreement="top1"))
+    rows = np.array([11, 4, 7, 0])
+    assert judge.failing({"y": test[rows]}, rows).tolist() == [True, False, True, False]
+    assert judge.failing_rows({"y": test[6:12]}, 6) == 2
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_bisection_from_below_finds_the_smallest_k_of_a_plain_scan(monkeypatch, seed):
+    """top1 (failing evaluations stop early) bisects from below: with refinement off, the layers
+    kept float are the ranking's first k for the smallest k whose written model reads every
+    search row as FP32 does, by a plain scan over k of insert-qdq models in ONNX Runtime."""
+    import importlib
+
+    from onnx2trt_lib.quant.agreement import top1_agreement
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    monkeypatch.setattr(protect_module, "REFINE_BUDGET", 0)
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
+    report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    ranking = [c for c, _ in report.ranking]
+    search = x[: ROWS // 2]
+    ref = run(model, [{"x": search}])["y"][0]
+
+    def passes(k: int) -> bool:
+        q = insert_qdq(model, exclude_nodes=ranking[:k], **options(ranges))[0]
+        return top1_agreement(ref, run(q, [{"x": search}])["y"][0]) >= 0.99
+
+    verdicts = [passes(k) for k in range(len(ranking) + 1)]
+    assert not verdicts[0] and verdicts == sorted(verdicts)  # monotone here: one answer
+    k = verdicts.index(True)
+    assert [e.node for e in report.excluded] == ranking[:k]

@@ -11,7 +11,9 @@ Steps (each one visible in `protect` below):
    43.1% INT8 at the same ranges, benchmarks/results/quant.md.)
 3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
-   greedy (add one layer at a time).
+   greedy (add one layer at a time). Where a failing evaluation stops early (top1, accuracy)
+   the bisection starts from below: k = 1, 2, 4, ... until one passes, then halves under it,
+   so that few of its evaluations are passing ones, which run every row.
 4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
    group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
@@ -62,6 +64,7 @@ from .accuracy import (
 )
 from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
+from .suspects import RowOrder
 from .switch import SwitchSession, quantized_layers
 
 log = logging.getLogger(__name__)
@@ -325,7 +328,14 @@ def protect(
         cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
         search_runs = _chunks(search_b, cut)
         held_runs = _chunks(held_b, cut) if held_b else search_runs
+        # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
+        row_order = (
+            RowOrder(search_b, EXIT_ROWS, search_judge.margins())
+            if kind == "top1" and not fixed
+            else None
+        )
     else:  # a user metric measures its own data; outputs of varying rows: all rows for both
+        row_order = None
         search_b = held_b = batches
         n_search = samples
         if metric is None:
@@ -350,7 +360,21 @@ def protect(
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
-            return judge_.score(switch.run(int8, runs))
+            out = switch.run(int8, runs)
+            if row_order is not None and not held:  # which rows fail full INT8, say
+                row_order.failed(np.flatnonzero(judge_.failing(out, np.arange(row_order.count))))
+            return judge_.score(out)
+        if row_order is not None and not held:
+            rows = row_order.count
+            allowed = math.floor((1.0 - target) * rows + 1e-9)
+            failed: list[int] = []
+            for run_rows in row_order.runs():
+                out = switch.run_batch(int8, row_order.feed(run_rows))
+                failed += run_rows[judge_.failing(out, run_rows)].tolist()
+                if len(failed) > allowed:
+                    break  # at most this: fails the target
+            row_order.failed(failed)
+            return (rows - len(failed)) / rows
         if judge_.kind == "accuracy":
             gained = dict.fromkeys(judge_.ref, 0.0)
             start = 0
@@ -379,7 +403,9 @@ def protect(
     if metric is not None:
         before = before_search = evaluate([])
     else:
-        before_search = evaluate([], exact=True)
+        # with held-out rows the report's "before" is theirs: top1 on the search rows need not
+        # run past the rows that already fail it
+        before_search = evaluate([], exact=held_b is search_b or kind != "top1")
         before = before_search
         if held_b is not search_b:
             before = evaluate([], held=True, exact=True)
@@ -407,10 +433,15 @@ def protect(
     def all_rows() -> None:
         """Search and report on every row from here on (no held-out rows left)."""
         nonlocal search_b, held_b, search_judge, held_judge, search_runs, held_runs, n_search
+        nonlocal row_order
         search_b = held_b = batches
         search_judge = held_judge = judge
         search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
         n_search = samples
+        if row_order is not None:  # the search rows come first in `batches`: their indices hold
+            suspects = row_order.suspects
+            row_order = RowOrder(batches, EXIT_ROWS, judge.margins())
+            row_order.suspects = suspects
 
     if ok(before_search):  # only the held-out rows fail: decide on all of them
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
@@ -457,6 +488,13 @@ def protect(
                     "criterion not met even with every layer in float (the rest of the error is elsewhere)"
                 )
             else:
+                if metric is None and search_judge.kind in EARLY_EXIT:
+                    # failing evaluations stop early, passing ones run every row: double k from
+                    # 1 until one passes, then bisect below it (fewer passes when k is small)
+                    step = 1
+                    while step < hi and not ok(value(step)):
+                        lo, step = step, 2 * step
+                    hi = min(step, hi)
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
                     if ok(value(mid)):
