@@ -265,3 +265,25 @@ def test_bisection_from_below_finds_the_smallest_k_of_a_plain_scan(monkeypatch, 
     assert not verdicts[0] and verdicts == sorted(verdicts)  # monotone here: one answer
     k = verdicts.index(True)
     assert [e.node for e in report.excluded] == ranking[:k]
+
+
+def test_calibrated_flow_ranges_only_what_qdq_can_quantize(monkeypatch):
+    """quantize_calibrated searches MSE ranges only for inputs of weighted layers and Adds (both
+    residual cases included): the same Q/DQ model and report as MSE over every tensor."""
+    from onnx2trt_lib.calib.api import calibrate
+    from onnx2trt_lib.quant import api
+
+    from .test_switch import residual_model
+
+    model = residual_model()
+    rng = np.random.default_rng(4)
+    data = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(40)]
+    cal = calibrate(model, data, method="entropy")
+    assert cal.state is not None
+    some = api._qdq_state(cal.state, model).histograms
+    assert {"r1", "c2", "a1", "c3", "c4", "f"} <= set(some) < set(cal.state.histograms)
+    fast = api.quantize_calibrated(model, cal, data)
+    monkeypatch.setattr(api, "_qdq_state", lambda state, proto: state)
+    plain = api.quantize_calibrated(model, cal, data)
+    assert fast.model.SerializeToString() == plain.model.SerializeToString()
+    assert fast.to_dict() == plain.to_dict()

@@ -431,8 +431,9 @@ def quantize_calibrated(
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
 
     notes = []
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
     if method is None and result.state is not None:
-        ranges = result.state.compute_amax("mse")
+        ranges = _qdq_state(result.state, proto).compute_amax("mse")
         ranges.update({k: v for k, v in result.amax.items() if k not in ranges})
         notes.append("Q/DQ ranges: mse (least quantization error) from the calibration histograms")
     else:
@@ -448,7 +449,6 @@ def quantize_calibrated(
         batch_size=batch_size,
         max_batches=max(1, -(-QDQ_SAMPLES // step)),
     )
-    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
     feeds = _rebatch(feeds, proto)
     # max_batches counts batches: data already in batches of many rows (the Python API) would
     # otherwise bring all its rows, and protection's time grows with them
@@ -473,6 +473,22 @@ def quantize_calibrated(
         output=output,
     )
     return replace(res, notes=(*notes, *res.notes))
+
+
+def _qdq_state(state, proto: onnx.ModelProto):
+    """The calibration state's histograms of the tensors a Q/DQ model can quantize (inputs of
+    Conv/ConvTranspose/Gemm/MatMul and of Adds, whichever layers protection keeps float): the
+    MSE search is O(bins^2) a tensor, 2.3 s for all 404 of PP-OCRv4 rec, 166 of them needed."""
+    from ..calib.state import CalibrationState
+
+    ops = {*DEFAULT_OP_TYPES, "Add"}
+    wanted = {t for node in proto.graph.node if node.op_type in ops for t in node.input}
+    return CalibrationState(
+        {n: h for n, h in state.histograms.items() if n in wanted},
+        state.mode,
+        state.num_batches,
+        state.num_samples,
+    )
 
 
 def _rebatch(feeds: list[dict], proto: onnx.ModelProto, rows: int = 32) -> list[dict]:
