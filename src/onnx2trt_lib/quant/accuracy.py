@@ -143,13 +143,18 @@ def _check_feed_shapes(batches: Sequence[Batch], inputs: Sequence[onnx.ValueInfo
                 )
 
 
-def session(model: onnx.ModelProto, *, extra_outputs: Sequence[str] = ()):
-    """An ONNX Runtime CPU session; `extra_outputs` are intermediate tensors exposed as outputs."""
+def session(
+    model: onnx.ModelProto, *, extra_outputs: Sequence[str] = (), threads: int | None = None
+):
+    """An ONNX Runtime CPU session; `extra_outputs` are intermediate tensors exposed as outputs;
+    `threads`: intra-op threads (ONNX Runtime's default: one per physical core)."""
     ort = onnxruntime()
     if extra_outputs:
         model = _with_outputs(model, extra_outputs)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
     # basic optimisations only: the extended ones fuse away the Q/DQ nodes we want to observe
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     from .._io import ort_source

@@ -368,9 +368,10 @@ def protect(
             rows = row_order.count
             allowed = math.floor((1.0 - target) * rows + 1e-9)
             failed: list[int] = []
-            for run_rows in row_order.runs():
-                out = switch.run_batch(int8, row_order.feed(run_rows))
-                failed += run_rows[judge_.failing(out, run_rows)].tolist()
+            for wave in _waves(row_order.runs(), switch.workers):
+                outs = switch.run_batches(int8, [row_order.feed(r) for r in wave])
+                for run_rows, out in zip(wave, outs, strict=True):
+                    failed += run_rows[judge_.failing(out, run_rows)].tolist()
                 if len(failed) > allowed:
                     break  # at most this: fails the target
             row_order.failed(failed)
@@ -379,24 +380,24 @@ def protect(
             gained = dict.fromkeys(judge_.ref, 0.0)
             start = 0
             best = judge_.best_accuracy(gained, start)
-            for feed in runs:
-                out = switch.run_batch(int8, feed)
-                for name, g in judge_.gains(out, start).items():
-                    gained[name] += g
-                start += len(next(iter(out.values())))
-                best = judge_.best_accuracy(gained, start)
-                if not ok(best):
-                    return best  # at most this: fails the target
+            for wave in _waves(runs, switch.workers):
+                for out in switch.run_batches(int8, wave):
+                    for name, g in judge_.gains(out, start).items():
+                        gained[name] += g
+                    start += len(next(iter(out.values())))
+                    best = judge_.best_accuracy(gained, start)
+                    if not ok(best):
+                        return best  # at most this: fails the target
             return best
         rows = len(next(iter(judge_.ref.values())))
         allowed = math.floor((1.0 - target) * rows + 1e-9)
         bad = start = 0
-        for feed in runs:
-            out = switch.run_batch(int8, feed)
-            bad += judge_.failing_rows(out, start)
-            start += len(next(iter(out.values())))
-            if bad > allowed:
-                return (rows - bad) / rows  # at most this: fails the target
+        for wave in _waves(runs, switch.workers):
+            for out in switch.run_batches(int8, wave):
+                bad += judge_.failing_rows(out, start)
+                start += len(next(iter(out.values())))
+                if bad > allowed:
+                    return (rows - bad) / rows  # at most this: fails the target
         return (rows - bad) / rows
 
     # 1. everything INT8, on both parts (the held-out value is the report's "before")
@@ -454,8 +455,9 @@ def protect(
     few_ref = switch.run([], few)
     float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
     alone = {}
-    for node in layers:
-        out = switch.run([node], few)
+    each = switch.run_each([[node] for node in layers], few)  # independent: side by side
+    for node, parts in zip(layers, each, strict=True):
+        out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
         if metric is None:
             alone[node] = judge.sensitivity_db(few_ref, out)
         else:
@@ -656,6 +658,12 @@ def _split(batches: Sequence[Batch], fixed: bool) -> tuple[list[Batch], list[Bat
             held.append({k: v[cut:] if np.ndim(v) else v for k, v in feed.items()})
         rows += n
     return search, held
+
+
+def _waves(runs: Sequence, size: int) -> list[list]:
+    """`runs` in groups of `size`: what the switch session runs side by side before an early
+    exit looks at them (a wave's later runs cost no extra time on cores that were idle)."""
+    return [list(runs[i : i + size]) for i in range(0, len(runs), size)]
 
 
 def _chunks(batches: Sequence[Batch], fixed: bool, rows: int = EXIT_ROWS) -> list[Batch]:
