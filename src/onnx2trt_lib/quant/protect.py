@@ -23,7 +23,9 @@ Steps (each one visible in `protect` below):
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
 (quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
-inference, not a model export and a session. With a user `metric(model) -> score` (higher is
+inference, not a model export and a session. Independent runs (the ranking's layers, the chunks
+of an evaluation) go two at a time on single-threaded runs; top1 evaluations run the rows that
+failed before first (quant.suspects), so a failing one stops after a few rows. With a user `metric(model) -> score` (higher is
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
