@@ -67,7 +67,7 @@ from .accuracy import (
 from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
 from .suspects import RowOrder
-from .switch import SwitchSession, quantized_layers
+from .switch import PARALLEL_RUNS, SwitchSession, quantized_layers
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,8 @@ def protect(
     share_before = int8_mac_share(full, macs)
     total_macs = sum(macs.values())
     if metric is None:
-        ref_out = run(reference if reference is not None else model, batches)
+        # the batches side by side, as the switch session runs (the same outputs)
+        ref_out = run(reference if reference is not None else model, batches, workers=PARALLEL_RUNS)
         outputs = [o.name for o in model.graph.output]
         names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
         skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]

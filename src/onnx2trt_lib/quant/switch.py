@@ -17,7 +17,6 @@ against the written models).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -27,7 +26,7 @@ from ..errors import RuntimeExecutionError
 from ..passes.insert_qdq import activation_scale
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
-from .accuracy import WEIGHTED_OPS, Batch, _cat, session
+from .accuracy import WEIGHTED_OPS, Batch, _cat, run_pool, session
 
 FLAG_PREFIX = "onnx2trt_int8_switch_"
 # Runs side by side, each on its share of the cores: protection's runs are small (2-8 rows), and
@@ -35,7 +34,6 @@ FLAG_PREFIX = "onnx2trt_int8_switch_"
 # under load, 36-60 ms a row of PP-OCRv4 rec against 78-113 ms). Outputs are the same bytes
 # whatever the threads (checked on PP-OCRv4 rec).
 PARALLEL_RUNS = 2
-_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def quantized_layers(qmodel: onnx.ModelProto) -> list[str]:
@@ -269,11 +267,7 @@ class SwitchSession:
         if self.workers == 1 or len(tasks) < 2:
             done = [self.run_batch(mix, feed) for mix, feed in tasks]
         else:
-            if self.workers not in _POOLS:
-                _POOLS[self.workers] = ThreadPoolExecutor(
-                    self.workers, thread_name_prefix="switch-runs"
-                )
-            done = list(_POOLS[self.workers].map(lambda t: self.run_batch(*t), tasks))
+            done = list(run_pool(self.workers).map(lambda t: self.run_batch(*t), tasks))
         return [done[i : i + len(feeds)] for i in range(0, len(done), len(feeds))]
 
     def run_batches(
