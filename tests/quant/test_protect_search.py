@@ -239,34 +239,6 @@ def test_failing_rows_are_the_rows_read_differently():
     assert judge.failing_rows({"y": test[6:12]}, 6) == 2
 
 
-@pytest.mark.parametrize("seed", [0, 2, 3])
-def test_bisection_from_below_finds_the_smallest_k_of_a_plain_scan(monkeypatch, seed):
-    """top1 (failing evaluations stop early) bisects from below: with refinement off, the layers
-    kept float are the ranking's first k for the smallest k whose written model reads every
-    search row as FP32 does, by a plain scan over k of insert-qdq models in ONNX Runtime."""
-    import importlib
-
-    from onnx2trt_lib.quant.agreement import top1_agreement
-
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    monkeypatch.setattr(protect_module, "REFINE_BUDGET", 0)
-    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
-    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
-    report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
-    ranking = [c for c, _ in report.ranking]
-    search = x[: ROWS // 2]
-    ref = run(model, [{"x": search}])["y"][0]
-
-    def passes(k: int) -> bool:
-        q = insert_qdq(model, exclude_nodes=ranking[:k], **options(ranges))[0]
-        return top1_agreement(ref, run(q, [{"x": search}])["y"][0]) >= 0.99
-
-    verdicts = [passes(k) for k in range(len(ranking) + 1)]
-    assert not verdicts[0] and verdicts == sorted(verdicts)  # monotone here: one answer
-    k = verdicts.index(True)
-    assert [e.node for e in report.excluded] == ranking[:k]
-
-
 def test_calibrated_flow_ranges_only_what_qdq_can_quantize(monkeypatch):
     """quantize_calibrated searches MSE ranges only for inputs of weighted layers and Adds (both
     residual cases included): the same Q/DQ model and report as MSE over every tensor."""
