@@ -259,3 +259,25 @@ def test_calibrated_flow_ranges_only_what_qdq_can_quantize(monkeypatch):
     plain = api.quantize_calibrated(model, cal, data)
     assert fast.model.SerializeToString() == plain.model.SerializeToString()
     assert fast.to_dict() == plain.to_dict()
+
+
+def test_one_feed_is_split_over_the_workers_with_the_same_outputs():
+    from onnx2trt_lib.quant.switch import SwitchSession, quantized_layers
+
+    model, x = chain([16, 48, 8, 10], seed=1)
+    ranges = clipped_ranges(model, x, {"t1": 0.5})
+    full = insert_qdq(model, **options(ranges))[0]
+    layers = quantized_layers(full)
+    switch = SwitchSession(full, layers, ranges)
+    assert switch.dynamic
+    rows: list[int] = []
+    real = switch.run_batch
+
+    def counted(int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(int8_layers, feed)
+
+    switch.run_batch = counted  # type: ignore[method-assign]
+    got = switch.run(layers[1:], [{"x": x[:37]}])["y"]
+    assert rows == ([19, 18] if switch.workers == 2 else [37])
+    np.testing.assert_array_equal(got, real(layers[1:], {"x": x[:37]})["y"])

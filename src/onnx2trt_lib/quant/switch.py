@@ -26,7 +26,7 @@ from ..errors import RuntimeExecutionError
 from ..passes.insert_qdq import activation_scale
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
-from .accuracy import WEIGHTED_OPS, Batch, _cat, run_pool, session
+from .accuracy import WEIGHTED_OPS, Batch, _cat, rows_per_batch, run_pool, session
 
 FLAG_PREFIX = "onnx2trt_int8_switch_"
 # Runs side by side, each on its share of the cores: protection's runs are small (2-8 rows), and
@@ -246,6 +246,7 @@ class SwitchSession:
         self.outputs = [o.name for o in qmodel.graph.output]
         self.types = {i.name: ORT_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.runs = 0
+        self.dynamic = rows_per_batch(qmodel, batch_size=0) == 0  # rows may be split
 
     def run_batch(self, int8_layers: Collection[str], feed: Batch) -> dict[str, np.ndarray]:
         on = set(int8_layers)
@@ -277,6 +278,24 @@ class SwitchSession:
         return self.run_each([int8_layers], feeds)[0]
 
     def run(self, int8_layers: Collection[str], batches: Sequence[Batch]) -> dict[str, np.ndarray]:
-        """Outputs by name, the batches joined along axis 0."""
+        """Outputs by name, the batches joined along axis 0 (fewer batches than workers: split
+        along their rows where the batch is dynamic, so every worker has a part)."""
+        if self.dynamic and len(batches) < self.workers:
+            batches = [part for feed in batches for part in _split_rows(feed, self.workers)]
         parts = self.run_batches(int8_layers, batches)
         return {n: _cat([p[n] for p in parts]) for n in self.outputs}
+
+
+def _split_rows(feed: Batch, parts: int) -> list[Batch]:
+    """`feed` in up to `parts` pieces along axis 0 (as it is when its arrays differ in rows)."""
+    rows = {len(v) for v in feed.values() if np.ndim(v)}
+    if len(rows) != 1:
+        return [feed]
+    n = rows.pop()
+    step = -(-n // parts)
+    if n < 2:
+        return [feed]
+    return [
+        {k: v[i : i + step] if np.ndim(v) else v for k, v in feed.items()}
+        for i in range(0, n, step)
+    ]
