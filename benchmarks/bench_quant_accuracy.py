@@ -721,6 +721,9 @@ TECHNIQUES = (
     ("bias-correction (weights, before calibration)", {"bias_correction": True}),
     ("bias-correction (Q/DQ output shift)", {"qdq_bias": True}),
     ("compensate (least squares + nearest)", {"compensate": True, "rounding": "nearest"}),
+    # the default: compensate=None (held-out check per channel, dropped where the plain model
+    # passes with the float layers the compensated search chose)
+    ("default compensation (checked)", {"compensate": None, "rounding": "nearest"}),
     ("compensate (least squares + GPTQ)", {"compensate": True, "rounding": "gptq"}),
     (
         "compensate (least squares + nearest), --agreement accuracy",
@@ -783,7 +786,7 @@ def bench_techniques(task: Task, flow_rows: bool = True, only: str | None = None
             model,
             cal.state.compute_amax("mse"),
             protect=False,
-            data=task.calib if qdq_bias or comp else None,
+            data=task.calib if qdq_bias or comp is not False else None,
             bias_correction=qdq_bias,
             compensate=comp,
         ).model

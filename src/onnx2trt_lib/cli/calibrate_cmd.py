@@ -140,14 +140,15 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     default=None,
     help="--qdq: subtract each INT8 layer's own mean output shift (activation and weight "
     "quantization, measured on the data) from its bias; layers kept in "
-    "float keep theirs. Default: off.",
+    "float keep theirs. Default: off; turns the default compensation off.",
 )
 @click.option(
     "--compensate/--no-compensate",
     default=None,
     help="--qdq: re-solve each INT8 layer's weights and bias by least squares so that, fed its "
     "quantized input, it gives its FP32 output (measured on the data), then round them to "
-    "INT8; layers kept in float keep theirs. Replaces --bias-correction. Default: off.",
+    "INT8; layers kept in float keep theirs. Default: on, and written only where it beats the "
+    "plain model (more INT8 MACs after protection); off with --bias-correction.",
 )
 @click.option(
     "--workers",
@@ -249,7 +250,9 @@ def command(
     if compensate and qdq_path is None:
         raise UsageError("--compensate changes the Q/DQ model's weights: add --qdq OUT to write it")
     if compensate and bias_correction:
-        raise UsageError("--compensate re-solves the biases too: drop --bias-correction")
+        raise UsageError(
+            "--compensate re-solves the biases too: drop --bias-correction (or --compensate)"
+        )
     if equalize or smooth_alpha is not None:
         if qdq_path is None:
             raise UsageError(
@@ -304,7 +307,7 @@ def command(
         plots = save_worst_histograms(result.state, result.amax, plots_dir, top=plots_top)
     qdq = None
     if qdq_path is not None:
-        from ..quant.api import DEFAULT_BIAS_CORRECTION, DEFAULT_COMPENSATE, quantize_calibrated
+        from ..quant.api import DEFAULT_BIAS_CORRECTION, quantize_calibrated
 
         qdq = quantize_calibrated(
             calibrated,
@@ -319,7 +322,7 @@ def command(
             min_agreement=min_agreement,
             reference=model if prepared is not None else None,
             bias_correction=DEFAULT_BIAS_CORRECTION if bias_correction is None else bias_correction,
-            compensate=DEFAULT_COMPENSATE if compensate is None else compensate,
+            compensate=compensate,  # None: quant.api's default (off with --bias-correction)
             output=qdq_path,
         )
     if as_json:

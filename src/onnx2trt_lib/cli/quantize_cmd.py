@@ -103,10 +103,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 )
 @agreement_options
 @click.option(
-    "--compensate",
-    is_flag=True,
+    "--compensate/--no-compensate",
+    default=None,
     help="With --data: re-solve each INT8 layer's weights and bias by least squares for its "
-    "quantized input, then round them to INT8; layers kept in float keep theirs.",
+    "quantized input, then round them to INT8; layers kept in float keep theirs. Default: on "
+    "with --data, and written only where it beats the plain model (more INT8 MACs after "
+    "protection).",
 )
 @click.option(
     "--strict", is_flag=True, help="Refuse a cache that misses tensors the model quantizes."

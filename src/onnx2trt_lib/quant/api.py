@@ -232,7 +232,7 @@ def quantize(
     strict: bool = False,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
-    compensate: bool = False,
+    compensate: bool | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
@@ -248,7 +248,11 @@ def quantize(
     weight quantization, FP32 input) is subtracted from its bias (quant.qdq_bias); layers
     kept in float keep their original bias. `compensate` (needs `data`; replaces
     `bias_correction`): each INT8 layer's weights and bias are re-solved by least squares for
-    its quantized input, then rounded to INT8 (quant.compensate); float layers keep theirs.
+    its quantized input, then rounded to INT8 (quant.compensate); float layers keep theirs. None (the
+    default): DEFAULT_COMPENSATE where `data` is given and `bias_correction` is not asked, and
+    then only where it wins against the plain model: its protection search passes where the
+    plain one fails or keeps SHARE_GAIN more of the MACs INT8 (without `protect`: full INT8
+    agrees better); the result's notes say which model was written.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -256,6 +260,9 @@ def quantize(
         raise UsageError(
             "compensation re-solves the biases too: use compensate or bias_correction, not both"
         )
+    asked = compensate is not None
+    if compensate is None:
+        compensate = DEFAULT_COMPENSATE and data is not None and not bias_correction
     source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
     read = tuple(p for p in (model, ranges_or_cache) if isinstance(p, (str, os.PathLike)))
     out_path = check_output_path(output, inputs=read) if output else None
@@ -303,6 +310,40 @@ def quantize(
                 "shift (activation and weight), float layers keep their bias"
             )
         weights = None
+        ref_model = load_model(reference) if reference is not None else None
+
+        def searched(source, biases, weights_, search_):
+            return run_protect(
+                source,
+                options,
+                data,
+                exclude=excluded,
+                criterion=criterion,
+                metric=metric,
+                allowed_drop=allowed_drop,
+                strategy=strategy,
+                search=search_,
+                reference=ref_model,
+                biases=biases,
+                weights=weights_,
+            )
+
+        # the default compensation competes with the plain search (asked for, it just applies)
+        # (without a search: full INT8 is compared, compensated vs plain, on all rows)
+        choose = compensate and not asked and DEFAULT_COMPENSATE_CHECK
+        plain = searched(proto, fixes, None, protect) if choose else None
+        if plain is not None and (
+            plain.int8_mac_share_after >= 1.0 - SHARE_GAIN if protect else plain.met
+        ):
+            notes.append(
+                f"compensation not tried: the plain search keeps "
+                f"{plain.int8_mac_share_after:.1%} of the MACs INT8"
+                if protect
+                else f"compensation not tried: plain full INT8 meets the criterion "
+                f"({plain.fmt(plain.after)})"
+            )
+            compensate = False
+        plain_proto = proto
         if compensate:
             proto, fixes, weights, skipped = _compensation(proto, options, data, excluded)
             notes.append(
@@ -316,21 +357,27 @@ def quantize(
                     "compensation changed nothing: no INT8 Conv/Gemm/MatMul layer could be "
                     "re-solved" + (f" (e.g. {first[0]}: {first[1]})" if first else "")
                 )
-                log.warning("quantize: %s", notes[-1])
-        report = run_protect(
-            proto,
-            options,
-            data,
-            exclude=excluded,
-            criterion=criterion,
-            metric=metric,
-            allowed_drop=allowed_drop,
-            strategy=strategy,
-            search=protect,
-            reference=load_model(reference) if reference is not None else None,
-            biases=fixes,
-            weights=weights,
-        )
+                if asked:
+                    log.warning("quantize: %s", notes[-1])
+        report = plain
+        if report is None or weights:
+            report = searched(proto, fixes, weights, protect)
+        if plain is not None and weights:
+            gain = report.int8_mac_share_after - plain.int8_mac_share_after
+            if not protect and not report.after > plain.after:
+                # PP-OCRv4 rec, one calibration set: full INT8 0.767 -> 0.390 compensated
+                notes.append(
+                    f"compensation dropped: full INT8 reads {report.fmt(report.after)} "
+                    f"compensated, {plain.fmt(plain.after)} plain"
+                )
+                proto, fixes, weights, report = plain_proto, None, None, plain
+            elif protect and not ((report.met and not plain.met) or gain >= SHARE_GAIN):
+                notes.append(
+                    f"compensation dropped: its search kept {report.int8_mac_share_after:.1%} "
+                    f"of the MACs INT8, the plain one {plain.int8_mac_share_after:.1%} "
+                    f"(less than {SHARE_GAIN:.0%} more); the plain search decides"
+                )
+                proto, fixes, weights, report = plain_proto, None, None, plain
         excluded += [e.node for e in report.excluded]
         for fixed in (fixes, weights):
             if fixed:
@@ -395,7 +442,10 @@ def _compensation(proto, options, data, excluded):
 
 
 DEFAULT_BIAS_CORRECTION = False  # calibrate --qdq; measured in benchmarks/results/quant.md
-DEFAULT_COMPENSATE = False  # calibrate --qdq --compensate; measured there too
+DEFAULT_COMPENSATE = True  # quantize with data, calibrate --qdq (--no-compensate); measured there
+DEFAULT_COMPENSATE_CHECK = True  # the default compensation competes with the plain search: kept
+# only where its search passes where the plain one fails or keeps SHARE_GAIN more of the MACs INT8
+SHARE_GAIN = 0.05
 QDQ_SAMPLES = 256  # rows of the calibration data that check (and protect) a written Q/DQ model
 
 
@@ -414,7 +464,7 @@ def quantize_calibrated(
     min_sqnr: float | None = None,
     reference: ModelLike | None = None,
     bias_correction: bool = False,
-    compensate: bool = False,
+    compensate: bool | None = None,
     output: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """The Q/DQ model of a calibration (`calib.calibrate`'s result), checked on its own data.
@@ -424,8 +474,9 @@ def quantize_calibrated(
     rows of `data` measure the model against FP32 and, with `protect`, choose the layers kept
     in float (quant.protect), measured against `reference` when given (the model before
     quant.prepare_int8 rewrote it), else against `model`. `bias_correction` / `compensate`
-    (opt-in, not both): each INT8 layer's bias, or weights and bias, re-fitted on the search
-    half of those rows (quant.qdq_bias, quant.compensate); float layers keep the originals.
+    (not both): each INT8 layer's bias, or weights and bias, re-fitted on the search half of
+    those rows (quant.qdq_bias, quant.compensate); float layers keep the originals. Compensation
+    is on by default (None: off when `bias_correction` is asked).
     """
     from ..calib.collect import model_feeds
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion

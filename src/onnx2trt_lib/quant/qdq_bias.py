@@ -70,6 +70,8 @@ def bias_slots(
         if node.name not in want or len(node.input) < 2 or node.input[1] not in inits:
             continue
         w = inits[node.input[1]]
+        if w.data_type != onnx.TensorProto.FLOAT:  # an FP16 model: a float32 slot breaks it
+            continue
         if node.op_type == "Conv":
             channels, axis = w.dims[0], 1
         elif node.op_type == "Gemm":
