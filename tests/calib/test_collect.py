@@ -235,3 +235,36 @@ def test_two_pass_runs_each_batch_once_and_bins_into_the_pow2_range_of_all_data(
         np.testing.assert_array_equal(
             hist.counts, reference.histogram(values[name], hist.bin_width, 256)
         )
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_exact_mode_runs_big_batches_in_parts_with_the_same_histograms(monkeypatch, overlap):
+    """A batch whose exposed activations pass RUN_BYTES runs in parts (FIRST_ROWS first, then
+    rows of about RUN_BYTES): the same values, so the same exact histograms and counts; single-pass
+    (its first batch sets the ranges) runs whole batches."""
+    from onnx2trt_lib.calib import collect as collect_module
+
+    rng = np.random.default_rng(5)
+    data = [{"x": rng.standard_normal((n, 2, 6, 6)).astype(np.float32)} for n in (7, 5, 1, 6)]
+    options = CollectOptions(mode="two-pass", num_bins=256, overlap=overlap)
+    whole = collect(small_model(), data, options=options)
+    runs: list[int] = []
+    real = collect_module._Collector._activations
+
+    def counted(self, feeds):
+        runs.append(len(feeds["x"]))
+        return real(self, feeds)
+
+    monkeypatch.setattr(collect_module._Collector, "_activations", counted)
+    # a row of small_model exposes conv, act and y, 4*6*6 float32 each (x is fed, not counted)
+    monkeypatch.setattr(collect_module, "RUN_BYTES", 3 * (3 * 4 * 6 * 6 * 4))
+    monkeypatch.setattr(collect_module, "FIRST_ROWS", 2)
+    parts = collect(small_model(), data, options=options)
+    assert runs == [2, 3, 2, 3, 2, 1, 3, 3]
+    assert parts.histograms == whole.histograms
+    assert (
+        (parts.num_batches, parts.num_samples) == (whole.num_batches, whole.num_samples) == (4, 19)
+    )
+    runs.clear()
+    collect(small_model(), data, options=CollectOptions(mode="single-pass", num_bins=256))
+    assert runs == [7, 5, 1, 6]

@@ -50,7 +50,7 @@ def exact_ort(monkeypatch):
     from onnx2trt_lib.quant import _stats, accuracy, switch
     from onnx2trt_lib.quant.accuracy import _with_outputs
 
-    def session(model, *, extra_outputs=()):
+    def session(model, *, extra_outputs=(), threads=None):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         model = _with_outputs(model, extra_outputs) if extra_outputs else model

@@ -187,3 +187,97 @@ def test_calibrated_flow_checks_at_most_qdq_samples_rows():
     cal = calibrate(model, data, method="entropy")
     rep = quantize_calibrated(model, cal, data).protection
     assert rep.samples == QDQ_SAMPLES == 256
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_suspect_rows_first_choose_the_same_layers_with_fewer_rows(monkeypatch, seed):
+    """top1 with the rows that failed before run first (quant.suspects) gives the report of the
+    plain order (same layers, values and evaluations) and runs fewer rows."""
+    import importlib
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
+    rows: list[int] = []
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+
+    def report():
+        rows.clear()
+        got = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+        return got, sum(rows)
+
+    fast, fast_rows = report()
+    monkeypatch.setattr(protect_module, "RowOrder", lambda *args: None)  # the plain order
+    plain, plain_rows = report()
+    assert fast.kind == "top1" and 0 < len(plain.excluded) < 5  # the search kept a few float
+    assert fast.to_dict() == plain.to_dict()
+    assert fast_rows < plain_rows
+
+
+def test_failing_rows_are_the_rows_read_differently():
+    from onnx2trt_lib.quant.agreement import Judge
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((12, 5)).astype(np.float32)
+    test = ref.copy()
+    flipped = [2, 7, 11]
+    for r in flipped:
+        test[r] = -ref[r]  # arg-max moves
+    test[4, ref[4].argmax()] += 0.5  # arg-max stays
+    judge = Judge({"y": ref}, Criterion(agreement="top1"))
+    rows = np.array([11, 4, 7, 0])
+    assert judge.failing({"y": test[rows]}, rows).tolist() == [True, False, True, False]
+    assert judge.failing_rows({"y": test[6:12]}, 6) == 2
+
+
+def test_calibrated_flow_ranges_only_what_qdq_can_quantize(monkeypatch):
+    """quantize_calibrated searches MSE ranges only for inputs of weighted layers and Adds (both
+    residual cases included): the same Q/DQ model and report as MSE over every tensor."""
+    from onnx2trt_lib.calib.api import calibrate
+    from onnx2trt_lib.quant import api
+
+    from .test_switch import residual_model
+
+    model = residual_model()
+    rng = np.random.default_rng(4)
+    data = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(40)]
+    cal = calibrate(model, data, method="entropy")
+    assert cal.state is not None
+    some = api._qdq_state(cal.state, model).histograms
+    assert {"r1", "c2", "a1", "c3", "c4", "f"} <= set(some) < set(cal.state.histograms)
+    fast = api.quantize_calibrated(model, cal, data)
+    monkeypatch.setattr(api, "_qdq_state", lambda state, proto: state)
+    plain = api.quantize_calibrated(model, cal, data)
+    assert fast.model.SerializeToString() == plain.model.SerializeToString()
+    assert fast.to_dict() == plain.to_dict()
+
+
+def test_one_feed_is_split_over_the_workers_with_the_same_outputs():
+    from onnx2trt_lib.quant.switch import SwitchSession, quantized_layers
+
+    model, x = chain([16, 48, 8, 10], seed=1)
+    ranges = clipped_ranges(model, x, {"t1": 0.5})
+    full = insert_qdq(model, **options(ranges))[0]
+    layers = quantized_layers(full)
+    switch = SwitchSession(full, layers, ranges)
+    assert switch.dynamic
+    rows: list[int] = []
+    real = switch.run_batch
+
+    def counted(int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(int8_layers, feed)
+
+    switch.run_batch = counted  # type: ignore[method-assign]
+    got = switch.run(layers[1:], [{"x": x[:37]}])["y"]
+    assert rows == ([19, 18] if switch.workers == 2 else [37])
+    np.testing.assert_array_equal(got, real(layers[1:], {"x": x[:37]})["y"])

@@ -10,6 +10,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
+from onnx2trt_lib.calib._threads import ort_threads
 from onnx2trt_lib.quant.accuracy import run
 from onnx2trt_lib.quant.qdq import insert_qdq
 from onnx2trt_lib.quant.switch import SwitchSession, quantized_layers
@@ -86,3 +87,24 @@ def test_input_model_is_not_changed():
     full_bytes = full.SerializeToString()
     SwitchSession(full, quantized_layers(full), {"x": 2.0})
     assert model.SerializeToString() == before and full.SerializeToString() == full_bytes
+
+
+def test_runs_side_by_side_give_each_mix_its_own_outputs():
+    """run_each (two runs at a time on single-threaded sessions) returns, per mix and feed, the
+    bytes of one run at a time; accuracy.run with workers too."""
+    model = residual_model()
+    x = np.random.default_rng(2).standard_normal((5, 1, 3, 8, 8)).astype(np.float32)
+    feeds = [{"x": b} for b in x]
+    ranges = {n: 2.0 for n in ["x", "r1", "c1", "c2", "c3", "c4", "a1", "f"]}
+    full = insert_qdq(model, ranges=ranges)[0]
+    layers = quantized_layers(full)
+    switch = SwitchSession(full, layers, ranges)
+    assert switch.workers == min(2, ort_threads())
+    mixes = [layers, [], layers[:2], layers[3:], [layers[1]]]
+    each = switch.run_each(mixes, feeds)
+    for mix, outs in zip(mixes, each, strict=True):
+        for feed, out in zip(feeds, outs, strict=True):
+            np.testing.assert_array_equal(out["y"], switch.run_batch(mix, feed)["y"])
+    one, two = run(model, feeds), run(model, feeds, workers=2)
+    for a, b in zip(one["y"], two["y"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -59,6 +59,14 @@ SCOPES = ("all", "qdq")
 # the batch (batch elements / workers): those are split over every thread by the histogram engine.
 _BIG_TENSOR = 1 << 20
 
+# Exact mode runs a batch in parts of about this many bytes of exposed activations (rows along
+# axis 0, where the model's batch is dynamic). PP-OCRv4 rec exposes 200 MB a row: a 32-row batch
+# was 6.4 GB of fresh arena memory, and its page faults made the first run twice as slow as a
+# warm one (benchmarks/results/quant.md, "flow speed"). The parts give the same values, so the
+# same histograms: exact mode depends on the multiset of values alone.
+RUN_BYTES = 1 << 30
+FIRST_ROWS = 4  # rows of the first run, which measures a row's bytes
+
 # progress(phase, batches_done, batches_total_or_None); phase is "range", "histogram" or "collect"
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -155,6 +163,7 @@ class _Run:
     pairs: list[tuple[str, np.ndarray]]
     owner: Any
     last: bool
+    end: bool = True  # the last part of its batch (exact mode runs big batches in parts)
 
     def release(self) -> None:
         self.pairs, self.owner = [], None
@@ -343,6 +352,7 @@ class _Collector(_Feeder):
         self.aliases = {a: root for a, root in self.aliases.items() if root in binned}
         self.binned = [n for n in candidates if n in binned]
         self.names = [n for n in candidates if n in binned or n in self.aliases]
+        self.run_rows: int | None = None  # rows per ORT run where batches run in parts
         if not self.names:
             raise CalibrationError(
                 "the model has no floating-point activations to calibrate (all tensors are integer or constant)"
@@ -380,19 +390,52 @@ class _Collector(_Feeder):
             )
         return pairs, values
 
-    def _runs(self, stop: int | None = None) -> Iterable[_Run]:
-        """One `_Run` per batch (batches from `stop` on are not read); with overlap, ONNX Runtime
-        already runs the next batch (in a helper thread; it releases the GIL) while the caller bins
-        this one. The next batch's inputs are read before ONNX Runtime runs this one, so each run
-        knows whether it is the last."""
+    def _part_rows(self, feeds: Mapping[str, np.ndarray]) -> int | None:
+        """Rows of a batch that may run in parts (every input's batch dim dynamic, every array
+        with the same count of rows), else None."""
+        if self.unranked or not all(spec.dims and spec.dims[0] is None for spec in self.inputs):
+            return None
+        counts = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
+        return counts.pop() if len(counts) == 1 and None not in counts else None
+
+    def _parts(
+        self, batches: Iterable[tuple[tuple[int, dict[str, np.ndarray]], bool]], split: bool
+    ) -> Iterator[tuple[int, dict[str, np.ndarray], bool, bool]]:
+        """(index, feeds, last, end) per ONNX Runtime run: whole batches, or with `split` parts of
+        `self.run_rows` rows (FIRST_ROWS until a run has measured a row's bytes)."""
+        for (index, feeds), last in batches:
+            rows = self._part_rows(feeds) if split else None
+            step = self.run_rows or FIRST_ROWS
+            if rows is None or rows <= step:
+                yield index, feeds, last, True
+                continue
+            start = 0
+            while start < rows:
+                stop = min(rows, start + (self.run_rows or FIRST_ROWS))
+                part = {k: v[start:stop] for k, v in feeds.items()}
+                yield index, part, last and stop == rows, stop == rows
+                start = stop
+
+    def _runs(self, stop: int | None = None, *, split: bool = False) -> Iterable[_Run]:
+        """One `_Run` per batch (batches from `stop` on are not read), or with `split` per part
+        of about RUN_BYTES of activations; with overlap, ONNX Runtime already runs the next one
+        (in a helper thread; it releases the GIL) while the caller bins this one. The next
+        batch's inputs are read before ONNX Runtime runs this one, so each run knows whether it
+        is the last."""
         batches = _with_last(itertools.islice(self._batches(), stop))  # batch indices count from 0
+        parts = self._parts(batches, split)
 
         def produce() -> _Run | None:
-            item = next(batches, None)
+            item = next(parts, None)
             if item is None:
                 return None
-            (index, feeds), last = item
-            return _Run(index, feeds, *self._activations(feeds), last)
+            index, feeds, last, end = item
+            pairs, owner = self._activations(feeds)
+            rows = self._part_rows(feeds) if split and self.run_rows is None else None
+            if rows:  # the first run measures what a row exposes
+                exposed = sum(arr.nbytes for name, arr in pairs if name not in self.fed)
+                self.run_rows = max(1, RUN_BYTES * rows // max(1, exposed))
+            return _Run(index, feeds, pairs, owner, last, end)
 
         if not self.options.overlap:
             while True:
@@ -529,17 +572,22 @@ class _Collector(_Feeder):
                 self._nonfinite(name)
 
         def runs() -> Iterable[_Run]:
+            # exact mode's histograms depend on the values alone: big batches may run in parts
             if held is None:
-                yield from self._runs()
+                yield from self._runs(split=one_read)
                 return
             yield held
-            yield from self._runs(stop=held.index)
+            yield from self._runs(stop=held.index, split=one_read)
 
         for run in runs():
             self._each_tensor(run.pairs, work)
-            batches += 1
             first = next(iter(run.feeds.values()), None)
             samples += int(first.shape[0]) if first is not None and first.ndim else 1
+            if not run.end:
+                run.release()
+                del run
+                continue
+            batches += 1
             self._tick(phase, batches, total)
             if batches == snap_at:
                 partial = CalibrationState(

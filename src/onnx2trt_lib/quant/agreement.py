@@ -233,15 +233,33 @@ class Judge:
         """top1 only: rows start.. of `out` (one batch) that read differently from FP32 in any output.
 
         Lets an evaluation stop at the batch where the failures exceed what the target allows."""
-        bad = None
+        rows = np.arange(start, start + len(next(iter(out.values()))))
+        return int(self.failing(out, rows).sum())
+
+    def failing(self, out: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """top1 only: per row of `out` (one batch of the reference's `rows`), whether it reads
+        differently from FP32 in any output."""
+        bad = np.zeros(len(rows), bool)
         for name, ref in self.ref.items():
-            test = out[name]
-            part = ref[start : start + len(test)]
-            rows = np.asarray(
-                [top1_agreement(part[i : i + 1], test[i : i + 1]) != 1.0 for i in range(len(test))]
+            test, part = out[name], ref[rows]
+            bad |= np.asarray(
+                [top1_agreement(part[i : i + 1], test[i : i + 1]) != 1.0 for i in range(len(test))],
+                bool,
             )
-            bad = rows if bad is None else bad | rows
-        return int(bad.sum()) if bad is not None else 0
+        return bad
+
+    def margins(self) -> np.ndarray:
+        """top1 only: per row, the smallest gap between FP32's two highest scores over every
+        output and position; a row with a small gap is the likely one to read differently."""
+        gaps = None
+        for ref in self.ref.values():
+            if ref.shape[-1] < 2:  # one class: it always reads the same
+                continue
+            top2 = np.partition(ref.reshape(len(ref), -1, ref.shape[-1]), -2, axis=-1)[..., -2:]
+            gap = (top2[..., 1] - top2[..., 0]).min(axis=1)
+            gaps = gap if gaps is None else np.minimum(gaps, gap)
+        rows = len(next(iter(self.ref.values())))
+        return gaps if gaps is not None else np.full(rows, np.inf)
 
     def gains(self, out: Mapping[str, np.ndarray], start: int) -> dict[str, float]:
         """accuracy only: per output, the summed gain of rows start.. of `out` (one batch)."""

@@ -483,6 +483,7 @@ def quantize_calibrated(
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
 
     notes = []
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
     step = batch_size or 1
     feeds = model_feeds(
         model,
@@ -492,7 +493,6 @@ def quantize_calibrated(
         batch_size=batch_size,
         max_batches=max(1, -(-QDQ_SAMPLES // step)),
     )
-    proto = model if isinstance(model, onnx.ModelProto) else load_model(model, check=False)
     feeds = _rebatch(feeds, proto)
     # max_batches counts batches: data already in batches of many rows (the Python API) would
     # otherwise bring all its rows, and protection's time grows with them
@@ -522,7 +522,7 @@ def quantize_calibrated(
             assert rep is not None  # data was given
             return rep.before, rep.fmt(rep.before)
 
-        choice = choose(candidate_ranges(result.state, result.amax), measure)
+        choice = choose(candidate_ranges(_qdq_state(result.state, proto), result.amax), measure)
         ranges = choice.ranges
         notes.append(choice.note())
     else:
@@ -541,6 +541,22 @@ def quantize_calibrated(
         output=output,
     )
     return replace(res, notes=(*notes, *res.notes))
+
+
+def _qdq_state(state, proto: onnx.ModelProto):
+    """The calibration state's histograms of the tensors a Q/DQ model can quantize (inputs of
+    Conv/ConvTranspose/Gemm/MatMul and of Adds, whichever layers protection keeps float): the
+    MSE search is O(bins^2) a tensor, 2.3 s for all 404 of PP-OCRv4 rec, 166 of them needed."""
+    from ..calib.state import CalibrationState
+
+    ops = {*DEFAULT_OP_TYPES, "Add"}
+    wanted = {t for node in proto.graph.node if node.op_type in ops for t in node.input}
+    return CalibrationState(
+        {n: h for n, h in state.histograms.items() if n in wanted},
+        state.mode,
+        state.num_batches,
+        state.num_samples,
+    )
 
 
 def _rebatch(feeds: list[dict], proto: onnx.ModelProto, rows: int = 32) -> list[dict]:

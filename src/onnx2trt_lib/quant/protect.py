@@ -11,7 +11,10 @@ Steps (each one visible in `protect` below):
    43.1% INT8 at the same ranges, benchmarks/results/quant.md.)
 3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
-   greedy (add one layer at a time).
+   greedy (add one layer at a time). (Bisecting from below, k = 1, 2, 4, ..., has fewer
+   passing evaluations, which run every row, but the criterion is not monotone in k: on
+   PP-OCRv4 rec without compensation it chose 28 layers where this bisection chooses 29, and
+   read one test word fewer; benchmarks/results/quant.md, "flow speed".)
 4. Refine: give kept-float layers back to INT8 in groups, least sensitive first, splitting a
    group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
@@ -21,7 +24,9 @@ Steps (each one visible in `protect` below):
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
 (quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
-inference, not a model export and a session. With a user `metric(model) -> score` (higher is
+inference, not a model export and a session. Independent runs (the ranking's layers, the chunks
+of an evaluation) go two at a time on single-threaded runs; top1 evaluations run the rows that
+failed before first (quant.suspects), so a failing one stops after a few rows. With a user `metric(model) -> score` (higher is
 better) the criterion is `score >= fp32 score - allowed_drop` and each evaluation writes a model.
 
 The label-free criterion (quant.agreement) compares with FP32 on what the output is used for:
@@ -62,7 +67,8 @@ from .accuracy import (
 )
 from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
-from .switch import SwitchSession, quantized_layers
+from .suspects import RowOrder
+from .switch import PARALLEL_RUNS, SwitchSession, quantized_layers
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +266,8 @@ def protect(
     share_before = int8_mac_share(full, macs)
     total_macs = sum(macs.values())
     if metric is None:
-        ref_out = run(reference if reference is not None else model, batches)
+        # the batches side by side, as the switch session runs (the same outputs)
+        ref_out = run(reference if reference is not None else model, batches, workers=PARALLEL_RUNS)
         outputs = [o.name for o in model.graph.output]
         names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
         skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]
@@ -325,7 +332,14 @@ def protect(
         cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
         search_runs = _chunks(search_b, cut)
         held_runs = _chunks(held_b, cut) if held_b else search_runs
+        # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
+        row_order = (
+            RowOrder(search_b, EXIT_ROWS, search_judge.margins())
+            if kind == "top1" and not fixed
+            else None
+        )
     else:  # a user metric measures its own data; outputs of varying rows: all rows for both
+        row_order = None
         search_b = held_b = batches
         n_search = samples
         if metric is None:
@@ -350,36 +364,53 @@ def protect(
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
-            return judge_.score(switch.run(int8, runs))
+            out = switch.run(int8, runs)
+            if row_order is not None and not held:  # which rows fail full INT8, say
+                row_order.failed(np.flatnonzero(judge_.failing(out, np.arange(row_order.count))))
+            return judge_.score(out)
+        if row_order is not None and not held:
+            rows = row_order.count
+            allowed = math.floor((1.0 - target) * rows + 1e-9)
+            failed: list[int] = []
+            for wave in _waves(row_order.runs(), switch.workers):
+                outs = switch.run_batches(int8, [row_order.feed(r) for r in wave])
+                for run_rows, out in zip(wave, outs, strict=True):
+                    failed += run_rows[judge_.failing(out, run_rows)].tolist()
+                if len(failed) > allowed:
+                    break  # at most this: fails the target
+            row_order.failed(failed)
+            return (rows - len(failed)) / rows
         if judge_.kind == "accuracy":
             gained = dict.fromkeys(judge_.ref, 0.0)
             start = 0
             best = judge_.best_accuracy(gained, start)
-            for feed in runs:
-                out = switch.run_batch(int8, feed)
-                for name, g in judge_.gains(out, start).items():
-                    gained[name] += g
-                start += len(next(iter(out.values())))
-                best = judge_.best_accuracy(gained, start)
-                if not ok(best):
-                    return best  # at most this: fails the target
+            for wave in _waves(runs, switch.workers):
+                for out in switch.run_batches(int8, wave):
+                    for name, g in judge_.gains(out, start).items():
+                        gained[name] += g
+                    start += len(next(iter(out.values())))
+                    best = judge_.best_accuracy(gained, start)
+                    if not ok(best):
+                        return best  # at most this: fails the target
             return best
         rows = len(next(iter(judge_.ref.values())))
         allowed = math.floor((1.0 - target) * rows + 1e-9)
         bad = start = 0
-        for feed in runs:
-            out = switch.run_batch(int8, feed)
-            bad += judge_.failing_rows(out, start)
-            start += len(next(iter(out.values())))
-            if bad > allowed:
-                return (rows - bad) / rows  # at most this: fails the target
+        for wave in _waves(runs, switch.workers):
+            for out in switch.run_batches(int8, wave):
+                bad += judge_.failing_rows(out, start)
+                start += len(next(iter(out.values())))
+                if bad > allowed:
+                    return (rows - bad) / rows  # at most this: fails the target
         return (rows - bad) / rows
 
     # 1. everything INT8, on both parts (the held-out value is the report's "before")
     if metric is not None:
         before = before_search = evaluate([])
     else:
-        before_search = evaluate([], exact=True)
+        # with held-out rows the report's "before" is theirs: top1 on the search rows need not
+        # run past the rows that already fail it
+        before_search = evaluate([], exact=held_b is search_b or kind != "top1")
         before = before_search
         if held_b is not search_b:
             before = evaluate([], held=True, exact=True)
@@ -407,10 +438,15 @@ def protect(
     def all_rows() -> None:
         """Search and report on every row from here on (no held-out rows left)."""
         nonlocal search_b, held_b, search_judge, held_judge, search_runs, held_runs, n_search
+        nonlocal row_order
         search_b = held_b = batches
         search_judge = held_judge = judge
         search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
         n_search = samples
+        if row_order is not None:  # the search rows come first in `batches`: their indices hold
+            suspects = row_order.suspects
+            row_order = RowOrder(batches, EXIT_ROWS, judge.margins())
+            row_order.suspects = suspects
 
     if ok(before_search):  # only the held-out rows fail: decide on all of them
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
@@ -423,8 +459,9 @@ def protect(
     few_ref = switch.run([], few)
     float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
     alone = {}
-    for node in layers:
-        out = switch.run([node], few)
+    each = switch.run_each([[node] for node in layers], few)  # independent: side by side
+    for node, parts in zip(layers, each, strict=True):
+        out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
         if metric is None:
             alone[node] = judge.sensitivity_db(few_ref, out)
         else:
@@ -618,6 +655,12 @@ def _split(batches: Sequence[Batch], fixed: bool) -> tuple[list[Batch], list[Bat
             held.append({k: v[cut:] if np.ndim(v) else v for k, v in feed.items()})
         rows += n
     return search, held
+
+
+def _waves(runs: Sequence, size: int) -> list[list]:
+    """`runs` in groups of `size`: what the switch session runs side by side before an early
+    exit looks at them (a wave's later runs cost no extra time on cores that were idle)."""
+    return [list(runs[i : i + size]) for i in range(0, len(runs), size)]
 
 
 def _chunks(batches: Sequence[Batch], fixed: bool, rows: int = EXIT_ROWS) -> list[Batch]:
