@@ -117,3 +117,28 @@ def test_a_named_method_is_used_as_it_is():
     res = quantize_calibrated(model, cal, [{"x": x}], method="max", protect=False)
     assert any(n.startswith("Q/DQ ranges: the cache's (max; as asked)") for n in res.notes)
     assert isinstance(RangeChoice("mse", {}, ()).note(), str)
+
+
+def test_the_calibrated_flow_runs_fp32_once_for_all_its_measurements(monkeypatch):
+    """Each range candidate and the written model's measurement compare with the same FP32
+    outputs: one FP32 run (it was one per measurement)."""
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+
+    calls = []
+    real = protect_module.fp32_outputs
+
+    def counted(model, data):
+        calls.append(len(data))
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    monkeypatch.setattr(range_choice, "CANDIDATES", (CANDIDATES[0], ("max", "max", {})))
+    model = spike_model()
+    x = spike_data()
+    data = [{"x": x[i : i + 8]} for i in range(0, len(x), 8)]
+    cal = calibrate(model, data, method="entropy")
+    res = quantize_calibrated(model, cal, data)
+    assert len(calls) == 1  # two candidates and the written model's measurement share it
+    assert res.protection is not None and res.protection.before == 1.0  # max: every image agrees

@@ -234,6 +234,7 @@ def quantize(
     bias_correction: bool = False,
     compensate: bool | None = None,
     output: str | os.PathLike | None = None,
+    reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
 
@@ -252,7 +253,8 @@ def quantize(
     default): DEFAULT_COMPENSATE where `data` is given and `bias_correction` is not asked, and
     then only where it wins against the plain model: its protection search passes where the
     plain one fails or keeps SHARE_GAIN more of the MACs INT8 (without `protect`: full INT8
-    agrees better); the result's notes say which model was written.
+    agrees better); the result's notes say which model was written. `reference_outputs`: the
+    FP32 outputs on `data` when already computed (quant.protect.fp32_outputs), else computed once.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -311,6 +313,10 @@ def quantize(
             )
         weights = None
         ref_model = load_model(reference) if reference is not None else None
+        if reference_outputs is None and metric is None:  # one FP32 run for every search below
+            from .protect import fp32_outputs
+
+            reference_outputs = fp32_outputs(ref_model if ref_model is not None else proto, data)
 
         def searched(source, biases, weights_, search_):
             return run_protect(
@@ -326,6 +332,7 @@ def quantize(
                 reference=ref_model,
                 biases=biases,
                 weights=weights_,
+                reference_outputs=reference_outputs,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -505,6 +512,12 @@ def quantize_calibrated(
         agreement=agreement,
         min_agreement=min_agreement,
     )
+    from .protect import fp32_outputs
+
+    # one FP32 run on these rows for every measurement below (range candidates and searches)
+    reference_outputs = fp32_outputs(
+        load_model(reference) if reference is not None else proto, feeds
+    )
     if method is None and result.state is not None:
         from .range_choice import candidate_ranges, choose
 
@@ -517,7 +530,8 @@ def quantize_calibrated(
                 criterion=criterion,
                 reference=reference,
                 bias_correction=bias_correction,
-                compensate=compensate,
+                compensate=False if compensate is None else compensate,
+                reference_outputs=reference_outputs,
             ).protection
             assert rep is not None  # data was given
             return rep.before, rep.fmt(rep.before)
@@ -539,6 +553,7 @@ def quantize_calibrated(
         bias_correction=bias_correction,
         compensate=compensate,
         output=output,
+        reference_outputs=reference_outputs,
     )
     return replace(res, notes=(*notes, *res.notes))
 

@@ -223,6 +223,7 @@ def protect(
     reference: onnx.ModelProto | None = None,
     biases: Mapping | None = None,
     weights: Mapping | None = None,
+    reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -233,7 +234,8 @@ def protect(
     reports). `reference`: the FP32 model to agree with when `model` is a rewritten one (bias
     correction changes it). `biases` (layer -> quant.qdq_bias.BiasFix): corrected biases that a
     layer carries only while it is INT8; `weights` (layer -> quant.compensate.WeightFix) the
-    same for compensated weights.
+    same for compensated weights. `reference_outputs`: FP32 outputs on `data` already computed
+    (`fp32_outputs`), so measurements on the same rows share one FP32 run.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -267,7 +269,11 @@ def protect(
     total_macs = sum(macs.values())
     if metric is None:
         # the batches side by side, as the switch session runs (the same outputs)
-        ref_out = run(reference if reference is not None else model, batches, workers=PARALLEL_RUNS)
+        ref_out = (
+            reference_outputs
+            if reference_outputs is not None
+            else fp32_outputs(reference if reference is not None else model, batches)
+        )
         outputs = [o.name for o in model.graph.output]
         names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
         skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]
@@ -593,6 +599,12 @@ def protect(
         samples,
         held_out=_held_rows(held_b, search_b),
     )
+
+
+def fp32_outputs(model: onnx.ModelProto, data) -> dict[str, list[np.ndarray]]:
+    """The FP32 model's outputs on `data`, one array per batch, as protect compares them (the
+    batches side by side, as the switch session runs them: the same outputs)."""
+    return run(model, as_batches(data, model), workers=PARALLEL_RUNS)
 
 
 def _coarse_note(kind: str, target: float, rows: int) -> list[str]:
