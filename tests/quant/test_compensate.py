@@ -897,3 +897,51 @@ def test_default_compensation_is_dropped_where_full_int8_reads_worse_with_it():
     got = quantize(model, amax, data=calib, protect=False, criterion=crit)
     assert any("compensation dropped: full INT8" in n for n in got.notes), got.notes
     np.testing.assert_allclose(_sqnr(got.model, model, calib), _sqnr(plain, model, calib))
+
+
+def test_a_compensated_mix_that_misses_the_criterion_never_beats_a_plain_one_that_meets_it():
+    from types import SimpleNamespace as R
+
+    from onnx2trt_lib.quant.api import SHARE_GAIN, _compensation_wins
+
+    def rep(met, share):
+        return R(met=met, int8_mac_share_after=share)
+
+    assert not _compensation_wins(rep(False, 0.9), rep(True, 0.3))  # meeting it comes first
+    assert _compensation_wins(rep(True, 0.3), rep(False, 0.9))
+    for met in (True, False):  # then the INT8 share, by at least SHARE_GAIN
+        assert _compensation_wins(rep(met, 0.6 + SHARE_GAIN + 1e-9), rep(met, 0.6))
+        assert not _compensation_wins(rep(met, 0.6 + SHARE_GAIN / 2), rep(met, 0.6))
+
+
+@pytest.mark.parametrize("plain_met", [True, False])
+def test_the_default_competition_writes_what_won(monkeypatch, plain_met):
+    """Real searches with their verdicts overridden: the compensated search misses the
+    criterion at 80% INT8 MACs, the plain one keeps 60% and meets it (or misses it too). A
+    plain model that meets it is written; where both miss it the larger INT8 share wins."""
+    import dataclasses
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+    real = protect_module.protect
+    seen = []
+
+    def verdict(source, options, data, **kw):
+        compensated = bool(kw.get("weights"))
+        seen.append(compensated)
+        rep = real(source, options, data, **kw)
+        met = False if compensated else plain_met
+        share = 0.8 if compensated else 0.6
+        return dataclasses.replace(rep, met=met, int8_mac_share_after=share)
+
+    monkeypatch.setattr(protect_module, "protect", verdict)
+    rng = np.random.default_rng(0)
+    model = conv_model(rng)
+    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
+    amax = _ranges_of(model, calib, ["x", "r1"])
+    got = quantize(model, amax, data=calib)
+    assert seen == [False, True]
+    assert got.protection.met == plain_met
+    assert got.protection.int8_mac_share_after == (0.6 if plain_met else 0.8)
+    word = "dropped" if plain_met else "kept"
+    assert any(n.startswith(f"compensation {word}") for n in got.notes), got.notes

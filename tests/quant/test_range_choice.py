@@ -116,7 +116,8 @@ def test_a_named_method_is_used_as_it_is():
     cal = calibrate(model, [{"x": x}], method="max")
     res = quantize_calibrated(model, cal, [{"x": x}], method="max", protect=False)
     assert any(n.startswith("Q/DQ ranges: the cache's (max; as asked)") for n in res.notes)
-    assert isinstance(RangeChoice("mse", {}, ()).note(), str)
+    note = RangeChoice("mse", {}, (("mse", "90.00%"), ("max", "80.00%"))).note()
+    assert note.startswith("Q/DQ ranges: mse,") and "(mse 90.00%, max 80.00%;" in note
 
 
 def test_the_calibrated_flow_runs_fp32_once_for_all_its_measurements(monkeypatch):

