@@ -96,15 +96,20 @@ def _problem(rng, groups, m, cols, rows, bias):
     return theta0, h, g, a, z
 
 
+def _problems(min_rows: int) -> dict:
+    """Hypothesis strategies for _problem's arguments."""
+    return dict(
+        seed=st.integers(0, 2**16),
+        groups=st.integers(1, 3),
+        m=st.integers(1, 4),
+        cols=st.integers(1, 6),
+        rows=st.integers(min_rows, 40),
+        bias=st.booleans(),
+    )
+
+
 @settings(max_examples=60, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    groups=st.integers(1, 3),
-    m=st.integers(1, 4),
-    cols=st.integers(1, 6),
-    rows=st.integers(2, 40),
-    bias=st.booleans(),
-)
+@given(**_problems(min_rows=2))
 def test_least_squares_equals_lstsq_with_ridge_rows(seed, groups, m, cols, rows, bias):
     rng = np.random.default_rng(seed)
     theta0, h, g, a, z = _problem(rng, groups, m, cols, rows, bias)
@@ -713,14 +718,7 @@ def test_gemm_and_matmul_matrices_are_out_by_in(op, trans_b):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    groups=st.integers(1, 3),
-    m=st.integers(1, 4),
-    cols=st.integers(1, 6),
-    rows=st.integers(1, 40),
-    bias=st.booleans(),
-)
+@given(**_problems(min_rows=1))
 def test_held_out_errors_from_sums_equal_the_explicit_rows(seed, groups, m, cols, rows, bias):
     """held_out_errors(Theta0, Theta, H, D, E E^T) is, per output row, sum over the data rows
     of (Theta0 a - Theta z)^2 computed on the rows themselves."""
