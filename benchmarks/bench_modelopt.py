@@ -122,26 +122,30 @@ def load_bqa():
     return module
 
 
-def child(spec: dict, python: str = sys.executable, timeout: int = 1800) -> dict:
+def run_json(argv: list[str], log: Path, timeout: int, env: dict | None = None) -> dict:
+    """Run a child process whose last stdout line is a JSON result; its output goes to `log`.
+    A failure or a timeout is an {"error": ...} row, not an exception."""
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [python, "-c", CHILD, json.dumps(spec)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            argv, check=False, capture_output=True, text=True, timeout=timeout, env=env
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
-    log = Path(spec["out"]).with_suffix(".log")
     log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["?"]
         return {"error": f"exit {proc.returncode}: {lines[-1][:300]}", "log": str(log)}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - started
-    result["log"] = str(log)
+    return result
+
+
+def child(spec: dict, python: str = sys.executable, timeout: int = 1800) -> dict:
+    log = Path(spec["out"]).with_suffix(".log")
+    result = run_json([python, "-c", CHILD, json.dumps(spec)], log, timeout)
+    if "error" not in result:
+        result["log"] = str(log)
     return result
 
 
@@ -377,26 +381,8 @@ def dev_call(spec: dict, python: str, timeout: int) -> dict:
     """Run this file's --dev part under the dev venv's python (ORT 1.32, TensorRT-RTX, our library)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [python, __file__, "--dev", json.dumps(spec)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
     log = Path(spec["folder"]) / f"dev_{spec['op']}.log"
-    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["?"]
-        return {"error": f"exit {proc.returncode}: {lines[-1][:300]}", "log": str(log)}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_s"] = time.perf_counter() - started
-    return out
+    return run_json([python, __file__, "--dev", json.dumps(spec)], log, timeout, env=env)
 
 
 def dev_main(spec: dict) -> None:
