@@ -322,7 +322,7 @@ def quantize(
 
             reference_outputs = fp32_outputs(ref_model if ref_model is not None else proto, data)
 
-        def searched(source, biases, weights_, search_):
+        def searched(source, biases, weights_, search_, wanted=None):
             return run_protect(
                 source,
                 options,
@@ -337,6 +337,7 @@ def quantize(
                 biases=biases,
                 weights=weights_,
                 reference_outputs=reference_outputs,
+                wanted=wanted,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -372,7 +373,14 @@ def quantize(
                     log.warning("quantize: %s", notes[-1])
         report = plain
         if report is None or weights:
-            report = searched(proto, fixes, weights, protect)
+            # competing, its report is only read where it wins (full INT8's held-out value
+            # is measured only then)
+            wins = None
+            if plain is not None and protect:
+                wins = lambda met, share: _compensation_wins(  # noqa: E731
+                    _Outcome(met, share), plain
+                )
+            report = searched(proto, fixes, weights, protect, wins)
         if plain is not None and not weights:  # nothing re-solved: write what was measured
             proto, fixes = plain_proto, None
         if plain is not None and weights:
@@ -422,6 +430,14 @@ def quantize(
             ),
         )
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the competition reads of a search: met or not, and its INT8 share of the MACs."""
+
+    met: bool
+    int8_mac_share_after: float
 
 
 def _compensation_wins(compensated, plain) -> bool:
