@@ -68,7 +68,7 @@ from .accuracy import (
 from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
 from .suspects import RowOrder
-from .switch import PARALLEL_RUNS, SwitchSession, quantized_layers
+from .switch import PARALLEL_RUNS, SwitchSession, _split_rows, quantized_layers
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,17 @@ def protect(
         ref = {n: _cat(ref_out[n]) for n in names}
         judge = Judge(ref, criterion)
         what, kind, target = judge.describe(), judge.kind, judge.target
-        measure_model = lambda q: judge.score({n: _cat(v) for n, v in run(q, batches).items()})  # noqa: E731
+        # fewer batches than runs side by side (the range choice's one batch of search rows):
+        # cut along the rows where the batch is dynamic, as the switch session does (the same
+        # outputs; one run on both cores stalls whenever another process holds one)
+        parts = (
+            [p for feed in batches for p in _split_rows(feed, PARALLEL_RUNS)]
+            if not fixed and len(batches) < PARALLEL_RUNS
+            else batches
+        )
+        measure_model = lambda q: judge.score(  # noqa: E731
+            {n: _cat(v) for n, v in run(q, parts, workers=PARALLEL_RUNS).items()}
+        )
     else:
         fp32_score = float(metric(model))
         what = f"metric >= FP32 metric {fp32_score:.6g} - {allowed_drop:g}"
