@@ -14,6 +14,7 @@ from onnx2trt_lib.quant.agreement import (
     box_agreement,
     detections,
     pick_kind,
+    ties,
     top1_agreement,
 )
 
@@ -59,6 +60,37 @@ def test_ctc_reading_ignores_a_moved_blank_but_not_a_changed_character():
     assert top1_agreement(fp32, moved) == 1.0
     assert top1_agreement(fp32, changed) == 0.0
     assert top1_agreement(fp32, fp32 * np.nan) != top1_agreement(fp32, fp32 * np.nan)  # NaN fails
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), scale=st.floats(0.5, 8.0))
+def test_ties_are_the_positions_whose_fp32_top_two_probabilities_are_close(seed, scale):
+    rng = np.random.default_rng(seed)
+    z = scale * rng.standard_normal((6, 7, 5))
+    p = softmax(z)
+    top = np.sort(p, axis=-1)  # the plain reference: sort each position's probabilities
+    np.testing.assert_array_equal(ties(p, gap=0.1), (top[..., -1] - top[..., -2]) < 0.1)
+    assert not ties(z, gap=0.1).any()  # logits: their softmax is not taken for a belief
+
+
+def test_a_flip_where_fp32_is_torn_reads_as_fp32_and_one_where_it_is_sure_does_not():
+    fp32 = np.array([[[0.9, 0.05, 0.05], [0.49, 0.02, 0.49 - 1e-3], [0.9, 0.05, 0.05]]])
+    fp32 = fp32 / fp32.sum(axis=-1, keepdims=True)  # reads "" (blank, blank, blank)
+    torn = fp32.copy()
+    torn[0, 1] = [0.2, 0.1, 0.7]  # a space at the torn frame: "2"
+    sure = fp32.copy()
+    sure[0, 2] = [0.2, 0.1, 0.7]  # the same at a frame FP32 is sure of
+    tied = ties(fp32)
+    assert tied.tolist() == [[False, True, False]]
+    assert top1_agreement(fp32, torn) == 0.0  # without the ties: a differing reading
+    assert top1_agreement(fp32, torn, tied) == 1.0
+    assert top1_agreement(fp32, sure, tied) == 0.0
+    judge = Judge({"y": fp32}, Criterion(agreement="top1"))
+    assert judge.score({"y": torn}) == 1.0 and judge.score({"y": sure}) == 0.0
+    assert judge.failing({"y": sure}, np.arange(1)).tolist() == [True]
+    assert judge.failing({"y": torn}, np.arange(1)).tolist() == [False]
+    # the row's risk is its closest untied position (0.9 - 0.05), not the tie
+    assert judge.margins()[0] == pytest.approx(0.85, abs=1e-6)
 
 
 def yolo_head(boxes, classes, scores, anchors=50, nc=3):
