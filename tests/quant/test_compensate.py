@@ -943,3 +943,51 @@ def test_the_default_competition_writes_what_won(monkeypatch, plain_met):
     assert got.protection.int8_mac_share_after == (0.6 if plain_met else 0.8)
     word = "dropped" if plain_met else "kept"
     assert any(n.startswith(f"compensation {word}") for n in got.notes), got.notes
+
+
+def test_exposed_tensors_in_parts_side_by_side_are_those_of_one_run(background):
+    """tensor_batches cuts a feed's rows into parts run side by side: the values are the bytes
+    of one run of the whole feed (and of ONNX Runtime's own run)."""
+    from onnx2trt_lib.quant._stats import tensor_batches
+
+    model, _, calib, _, _ = background
+    names = ["r1", "f", "y"]
+    whole = list(tensor_batches(model, calib, names, workers=1))
+    parts = list(tensor_batches(model, calib, names, workers=2))
+    exposed = run(model, calib, extra_outputs=names)
+    for i, (a, b) in enumerate(zip(whole, parts, strict=True)):
+        for name in names:
+            assert b[name].shape == a[name].shape
+            np.testing.assert_array_equal(b[name], a[name])
+            np.testing.assert_array_equal(a[name], exposed[name][i])
+
+
+def test_layers_are_summed_and_solved_side_by_side_on_one_blas_thread(
+    background, no_check, monkeypatch
+):
+    """compensate sums and solves its layers WORKERS at a time, numpy's BLAS held to one thread
+    (OpenBLAS's own threads stall whenever another process holds a core): the same weights and
+    biases, bit for bit, as one layer at a time."""
+    from threadpoolctl import threadpool_info
+
+    from onnx2trt_lib.quant import compensate as comp
+
+    model, _, calib, _, ranges = background
+    slotted, slots = bias_slots(model, quantized_layers(insert_qdq(model, ranges=ranges)[0]))
+    layers = quantized_layers(insert_qdq(slotted, ranges=ranges)[0])
+    threads = []
+    add = comp._Sums.add
+
+    def recording(self, *args, **kwargs):
+        threads.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(comp._Sums, "add", recording)
+    side = compensate(slotted, ranges, calib, layers, slots)
+    assert threads and set(threads) == {1}
+    monkeypatch.setattr(comp, "WORKERS", 1)
+    one = compensate(slotted, ranges, calib, layers, slots)
+    assert side[1].keys() == one[1].keys() and side[1]
+    for fixes_side, fixes_one in zip(side[:2], one[:2], strict=True):
+        for name, fix in fixes_side.items():
+            np.testing.assert_array_equal(fix.corrected, fixes_one[name].corrected)

@@ -351,3 +351,65 @@ def test_repair_floats_the_layer_that_changes_the_classes_not_the_noisiest(monke
     assert alone.ranked_by == "alone" and [c for c, _ in alone.ranking][0] == "mm1"
     assert [e.node for e in alone.excluded] == ["mm2"]  # found again by bisection and refine
     assert alone.evaluations > report.evaluations
+
+
+@pytest.mark.parametrize("kind", ["top1", "sqnr"])
+def test_a_search_whose_result_is_not_wanted_skips_full_int8_on_the_held_out_rows(
+    monkeypatch, kind
+):
+    """`wanted(met, share)` False (a competing search that lost): the report is that of the
+    search without it but for `before` (full INT8 on the held-out rows: NaN, not measured),
+    and those rows are not run; wanted True: the same report as without it."""
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=1)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
+    rows: list[int] = []
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    asked = []
+
+    def report(wanted):
+        rows.clear()
+        criterion = Criterion(agreement=kind, min_sqnr_db=40.0)
+        got = protect(model, options(ranges), x, criterion=criterion, wanted=wanted)
+        return got, sum(rows)
+
+    plain, plain_rows = report(None)
+    assert plain.excluded and plain.held_out == ROWS // 2  # the search ran, rows held out
+    lost, lost_rows = report(lambda met, share: asked.append((met, share)) or False)
+    assert asked == [(plain.met, plain.int8_mac_share_after)]
+    assert math.isnan(lost.before)
+    assert {**lost.to_dict(), "before": None} == {**plain.to_dict(), "before": None}
+    assert lost_rows == plain_rows - ROWS // 2
+    kept, kept_rows = report(lambda met, share: True)
+    assert kept.to_dict() == plain.to_dict() and kept_rows == plain_rows
+
+
+def test_a_measurement_of_one_batch_runs_its_rows_in_parts_side_by_side(monkeypatch):
+    """Without a search (the range choice's candidates, --no-protect) one batch of a dynamic
+    batch runs as parts side by side, each on one thread: the same value as one run of it."""
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=2)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8})
+    seen = []
+    real = protect_module.run
+
+    def recorded(q, batches, **kwargs):
+        seen.append(([len(b["x"]) for b in batches], kwargs.get("workers", 1)))
+        return real(q, batches, **kwargs)
+
+    monkeypatch.setattr(protect_module, "run", recorded)
+    criterion = Criterion(agreement="sqnr", min_sqnr_db=40.0)
+    got = protect(model, options(ranges), [{"x": x}], criterion=criterion, search=False)
+    assert seen[-1] == ([ROWS // 2, ROWS // 2], 2)  # (seen[0]: the FP32 reference run)
+    q = insert_qdq(model, **options(ranges))[0]
+    want = sqnr_db(run(model, [{"x": x}])["y"][0], run(q, [{"x": x}])["y"][0])
+    assert got.before == pytest.approx(want, abs=1e-9)

@@ -143,3 +143,67 @@ def test_the_calibrated_flow_runs_fp32_once_for_all_its_measurements(monkeypatch
     res = quantize_calibrated(model, cal, data)
     assert len(calls) == 1  # two candidates and the written model's measurement share it
     assert res.protection is not None and res.protection.before == 1.0  # max: every image agrees
+
+
+def small_conv() -> onnx.ModelProto:
+    """x (N, 2, 6, 6) -> Conv 3x3 -> Relu -> Conv 1x1 -> y (N, 3, 4, 4): rows do not mix."""
+    rng = np.random.default_rng(1)
+    graph = h.make_graph(
+        [
+            h.make_node("Conv", ["x", "w1"], ["c1"], name="c1"),
+            h.make_node("Relu", ["c1"], ["r"], name="r"),
+            h.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+        ],
+        "small",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, 6, 6])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 3, 4, 4])],
+        [
+            nh.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1"),
+            nh.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "w2"),
+        ],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_the_search_rows_fp32_outputs_are_cut_from_those_of_all_rows():
+    """The range choice's FP32 outputs of the search rows are cut from the run on every row:
+    the bytes a run of those rows gives; outputs without a row per input row are computed."""
+    from onnx2trt_lib.quant.api import _first_rows_of
+    from onnx2trt_lib.quant.protect import _split, fp32_outputs
+
+    model = small_conv()
+    x = np.random.default_rng(2).standard_normal((70, 2, 6, 6)).astype(np.float32)
+    batches = [{"x": x[:32]}, {"x": x[32:64]}, {"x": x[64:]}]
+    search, held = _split(batches, fixed=False)
+    assert held and [len(b["x"]) for b in search] == [32, 3]  # a batch cut in two
+    cut = _first_rows_of(fp32_outputs(model, batches), batches, search)
+    want = fp32_outputs(model, search)
+    assert cut is not None and [len(a) for a in cut["y"]] == [32, 3]
+    for a, b in zip(cut["y"], want["y"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    pooled = {"y": [np.zeros(3, np.float32) for _ in batches]}  # not a row per input row
+    assert _first_rows_of(pooled, batches, search) is None
+
+
+def test_with_held_out_rows_the_flow_still_runs_fp32_once(monkeypatch):
+    """With rows held out, the candidates' FP32 outputs (the search rows) come from the one
+    FP32 run of every row (it was a second run)."""
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    calls = []
+    real = protect_module.fp32_outputs
+
+    def counted(model, data):
+        calls.append(sum(len(b["x"]) for b in data))
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    model = small_conv()
+    x = np.random.default_rng(3).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
+    cal = calibrate(model, data, method="entropy")
+    res = quantize_calibrated(model, cal, data)
+    assert calls == [64]
+    assert res.protection is not None and res.protection.held_out == 32
+    assert any(n.startswith("Q/DQ ranges: ") and "search half" in n for n in res.notes)

@@ -169,6 +169,14 @@ def _needed_ranges(graph: gs.Graph, options: Mapping, exclude: Collection[str]) 
     return [t for t in needed if t not in options["exclude_tensors"]]
 
 
+def _check_weighted(graph: gs.Graph, ops: Collection[str], source: str) -> None:
+    weighted = [n for n in graph.nodes if n.op in ops and len(n.inputs) > 1]
+    if not any(_is_float(n.inputs[1]) for n in weighted):
+        raise UsageError(
+            f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?"
+        )
+
+
 def _is_float(tensor: gs.Tensor) -> bool:
     values = constant_values(tensor)
     dtype = values.dtype if values is not None else tensor.dtype
@@ -276,11 +284,7 @@ def quantize(
     proto = _at_least_opset_13(proto, notes)
     graph = gs.import_onnx(proto)
     ops = tuple(op_types) if op_types is not None else DEFAULT_OP_TYPES
-    weighted = [n for n in graph.nodes if n.op in ops and len(n.inputs) > 1]
-    if not any(_is_float(n.inputs[1]) for n in weighted):
-        raise UsageError(
-            f"{source}: no float {'/'.join(ops)} node to quantize; is this a float model?"
-        )
+    _check_weighted(graph, ops, source)
     _check_names(graph, exclude, exclude_tensors)
     ranges, _ = _check_ranges(graph, ranges, ranges_source)
     options = dict(
@@ -318,7 +322,7 @@ def quantize(
 
             reference_outputs = fp32_outputs(ref_model if ref_model is not None else proto, data)
 
-        def searched(source, biases, weights_, search_):
+        def searched(source, biases, weights_, search_, wanted=None):
             return run_protect(
                 source,
                 options,
@@ -333,6 +337,7 @@ def quantize(
                 biases=biases,
                 weights=weights_,
                 reference_outputs=reference_outputs,
+                wanted=wanted,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -368,7 +373,14 @@ def quantize(
                     log.warning("quantize: %s", notes[-1])
         report = plain
         if report is None or weights:
-            report = searched(proto, fixes, weights, protect)
+            # competing, its report is only read where it wins (full INT8's held-out value
+            # is measured only then)
+            wins = None
+            if plain is not None and protect:
+                wins = lambda met, share: _compensation_wins(  # noqa: E731
+                    _Outcome(met, share), plain
+                )
+            report = searched(proto, fixes, weights, protect, wins)
         if plain is not None and not weights:  # nothing re-solved: write what was measured
             proto, fixes = plain_proto, None
         if plain is not None and weights:
@@ -418,6 +430,14 @@ def quantize(
             ),
         )
     return QuantizeResult(qmodel, pass_result, missing, report, tuple(notes))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the competition reads of a search: met or not, and its INT8 share of the MACs."""
+
+    met: bool
+    int8_mac_share_after: float
 
 
 def _compensation_wins(compensated, plain) -> bool:
@@ -540,10 +560,43 @@ def quantize_calibrated(
 
         # the candidates are measured on protection's search rows only: the rows its report
         # holds out stay out of every decision
-        search, held = _split(as_batches(feeds, proto), rows_per_batch(proto, batch_size=0) > 0)
-        search_outputs = fp32_outputs(ref_model, search) if held else reference_outputs
+        batches = as_batches(feeds, proto)
+        search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
+        search_outputs = (
+            _first_rows_of(reference_outputs, batches, search) or fp32_outputs(ref_model, search)
+            if held
+            else reference_outputs
+        )
+
+        plain = not bias_correction and not compensate
+        if plain:  # what quantize would measure, prepared once for both candidates
+            from .protect import name_weighted_nodes
+
+            source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
+            _check_float_unquantized(proto, source)  # quantize's checks, before any work
+            prepared = name_weighted_nodes(_at_least_opset_13(proto, []))[0]
+            graph = gs.import_onnx(prepared)
+            _check_weighted(graph, DEFAULT_OP_TYPES, source)
 
         def measure(candidate: dict[str, float]) -> tuple[float, str]:
+            if plain:  # quantize(..., protect=False) without writing its model
+                from .protect import protect as run_protect
+
+                measured = run_protect(
+                    prepared,
+                    dict(
+                        ranges=_check_ranges(graph, candidate, "ranges")[0],
+                        op_types=DEFAULT_OP_TYPES,
+                        exclude_tensors=(),
+                        residual_add=True,
+                    ),
+                    search if held else feeds,
+                    criterion=criterion,
+                    search=False,
+                    reference=ref_model if reference is not None else None,
+                    reference_outputs=search_outputs,
+                )
+                return measured.before, measured.fmt(measured.before)
             rep = quantize(
                 model,
                 candidate,
@@ -578,6 +631,32 @@ def quantize_calibrated(
         reference_outputs=reference_outputs,
     )
     return replace(res, notes=(*notes, *res.notes))
+
+
+def _first_rows_of(
+    outputs: Mapping[str, list[np.ndarray]], batches: list[dict], first: list[dict]
+) -> dict[str, list[np.ndarray]] | None:
+    """The FP32 outputs of `first` (the first rows of `batches`, cut into their own batches)
+    from `outputs` (those of `batches`, one array per batch) where every output has a row per
+    input row; else None (then they are computed). A row's outputs do not depend on the rows
+    beside it, so this is what a run of `first` gives, without its FP32 run (PP-OCRv4 rec: half
+    an FP32 pass)."""
+    from .protect import _count
+
+    rows = [_count(b) for b in batches]
+    counts = [_count(b) for b in first]
+    for arrays in outputs.values():
+        if len(arrays) != len(rows) or any(
+            np.ndim(a) == 0 or len(a) != n for a, n in zip(arrays, rows, strict=True)
+        ):
+            return None
+    if sum(counts) > sum(rows):
+        return None
+    edges = np.cumsum([0, *counts])
+    return {
+        name: [v[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        for name, v in ((n, np.concatenate(arrays)) for n, arrays in outputs.items())
+    }
 
 
 def _qdq_state(state, proto: onnx.ModelProto):

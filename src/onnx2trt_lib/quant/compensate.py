@@ -47,7 +47,8 @@ as the sequential bias correction did, so quantize uses the local one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,7 @@ MARGIN = 0.05  # an output channel keeps its compensation only where its held-ou
 # (1 - MARGIN) x that of insert-qdq's rounding of the original weights
 LAYER_MARGIN = 0.0  # and a layer only where its channels so chosen lower its held-out error below
 # (1 - LAYER_MARGIN) x the original's (0.2 cost rec 2 points and 60 points of INT8 share)
+WORKERS = 2  # layers summed and solved side by side (each on one BLAS thread)
 ROUNDING = "nearest"  # how the solved weights become INT8: "nearest" or "gptq" (GPTQ at 1%
 # damping lost 10-16 points on PP-OCRv4 rec where nearest gained 5-18: benchmarks/results/quant.md)
 
@@ -553,7 +555,8 @@ def compensate(
     `model` whose layers' quantized inputs are the X~ (upstream INT8 error included) instead
     of Q(FP32 input)."""
     from ..passes.insert_qdq import activation_scale
-    from ._stats import reduce_tensors
+    from ._stats import tensor_batches
+    from .accuracy import run_pool
 
     rounding = rounding or ROUNDING
     found, skipped = find_layers(model, layers, slots)
@@ -571,22 +574,42 @@ def compensate(
     for layer in found:
         by_input.setdefault(layer.x, []).append(layer.name)
 
-    def add(name: str, value: np.ndarray, acc):
-        for layer in by_input[name]:
-            sums[layer].add(value)
-        return np.zeros(0)
+    with _one_blas_thread():
+        pool = run_pool(WORKERS) if WORKERS > 1 else None
 
-    if quantized is None:
-        reduce_tensors(model, feeds, list(by_input), add)
-    else:
-        _paired(model, quantized, feeds, found, sums)
+        def each(work, items) -> list:
+            return list(pool.map(work, items)) if pool is not None else [work(i) for i in items]
+
+        if quantized is None:
+            for values in tensor_batches(model, feeds, list(by_input), workers=WORKERS):
+
+                def add(name: str) -> None:
+                    for layer in by_input[name]:
+                        sums[layer].add(values[name])  # noqa: B023 (used before the next batch)
+
+                each(add, list(by_input))  # a layer's sums depend on its own rows only
+        else:
+            _paired(model, quantized, feeds, found, sums)
+        ready = [
+            layer
+            for layer in found
+            if not sums[layer.name].too_few
+            and sums[layer.name].rows >= ROWS_PER_COLUMN * sums[layer.name].h.shape[-1]
+        ]
+        solutions = dict(
+            zip(
+                [layer.name for layer in ready],
+                each(lambda layer: solve(layer, sums[layer.name], rounding), ready),
+                strict=True,
+            )
+        )
     biases, weights = {}, {}
     for layer in found:
         k = sums[layer.name].h.shape[-1]
-        if sums[layer.name].too_few or sums[layer.name].rows < ROWS_PER_COLUMN * k:
+        if layer.name not in solutions:
             skipped[layer.name] = f"{sums[layer.name].rows or 'too few'} rows for {k} columns"
             continue
-        solved = solve(layer, sums[layer.name], rounding)
+        solved = solutions[layer.name]
         if not np.any(solved.kept) or solved.error > (1.0 - LAYER_MARGIN) * solved.original_error:
             skipped[layer.name] = (
                 f"held-out error {solved.original_error:.3g} not lowered by compensation"
@@ -605,6 +628,18 @@ def compensate(
         "; ".join(f"{name} ({why})" for name, why in skipped.items()) or "none",
     )
     return biases, weights, skipped
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS/LAPACK on one thread while the layers' sums and solves run WORKERS at a
+    time: OpenBLAS's own threads wait on each other whenever another process holds a core
+    (PP-OCRv4 rec at load 2-3: 13-19 s with 2 BLAS threads, 3.5-5 s with one), and one thread
+    per call makes each layer's numbers the same whatever the machine's core count."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def _paired(model, quantized, feeds, found: Sequence[Layer], sums: Mapping[str, _Sums]) -> None:

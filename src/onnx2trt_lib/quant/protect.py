@@ -82,7 +82,7 @@ from .accuracy import (
 from .agreement import DEFAULT_MIN_SQNR_DB, Criterion, Judge, points
 from .qdq import insert_qdq
 from .suspects import RowOrder
-from .switch import PARALLEL_RUNS, SwitchSession, quantized_layers
+from .switch import PARALLEL_RUNS, SwitchSession, _split_rows, quantized_layers
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ def protect(
     biases: Mapping | None = None,
     weights: Mapping | None = None,
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
+    wanted: Callable[[bool, float], bool] | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -263,7 +264,10 @@ def protect(
     correction changes it). `biases` (layer -> quant.qdq_bias.BiasFix): corrected biases that a
     layer carries only while it is INT8; `weights` (layer -> quant.compensate.WeightFix) the
     same for compensated weights. `reference_outputs`: FP32 outputs on `data` already computed
-    (`fp32_outputs`), so measurements on the same rows share one FP32 run.
+    (`fp32_outputs`), so measurements on the same rows share one FP32 run. `wanted(met, INT8
+    MAC share)`: whether the caller can use this search's result (quant.api's competition asks
+    it of the compensated search); where it cannot, full INT8's held-out value, which only the
+    report shows, is not measured (`before` is NaN then).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -321,7 +325,17 @@ def protect(
         ref = {n: _cat(ref_out[n]) for n in names}
         judge = Judge(ref, criterion)
         what, kind, target = judge.describe(), judge.kind, judge.target
-        measure_model = lambda q: judge.score({n: _cat(v) for n, v in run(q, batches).items()})  # noqa: E731
+        # fewer batches than runs side by side (the range choice's one batch of search rows):
+        # cut along the rows where the batch is dynamic, as the switch session does (the same
+        # outputs; one run on both cores stalls whenever another process holds one)
+        parts = (
+            [p for feed in batches for p in _split_rows(feed, PARALLEL_RUNS)]
+            if not fixed and len(batches) < PARALLEL_RUNS
+            else batches
+        )
+        measure_model = lambda q: judge.score(  # noqa: E731
+            {n: _cat(v) for n, v in run(q, parts, workers=PARALLEL_RUNS).items()}
+        )
     else:
         fp32_score = float(metric(model))
         what = f"metric >= FP32 metric {fp32_score:.6g} - {allowed_drop:g}"
@@ -517,9 +531,11 @@ def protect(
         # run past the rows that already fail it
         before_search = evaluate([], exact=held_b is search_b or kind != "top1")
         before = before_search
-        if held_b is not search_b:
+        if held_b is not search_b and (ok(before_search) or kind in RETRY_ON_ALL_ROWS):
             before = evaluate([], held=True, exact=True)
             count -= 1  # one question, asked of both parts
+        elif held_b is not search_b:  # only the report needs it: measured at its end
+            before = math.nan
     if ok(before_search) and ok(before):
         log.info("protection: full INT8 meets the criterion (%.4g >= %.4g)", before, target)
         return ProtectionReport(
@@ -678,6 +694,16 @@ def protect(
                 f"chosen on {n_search} of the {samples} rows ({search_judge.format(found)} there); "
                 f"the agreement reported is on the other {samples - n_search}"
             )
+    floats = set(kept)
+    layer_macs = sum(macs.get(c, 0) for c in layers)
+    share_after = (
+        share_before * sum(macs.get(c, 0) for c in layers if c not in floats) / layer_macs
+        if layer_macs
+        else share_before
+    )
+    if math.isnan(before) and (wanted is None or wanted(ok(after), share_after)):
+        before = evaluate([], held=True, exact=True)  # the held-out rows of step 1
+        count -= 1  # step 1's question, asked of its second part
     ops = {node_key(nd): nd.op_type for nd in model.graph.node}
     excluded = tuple(
         ExcludedLayer(
@@ -688,13 +714,6 @@ def protect(
             _why(node, ranking, alone, measured, mac_share[node]),
         )
         for node in kept
-    )
-    floats = set(kept)
-    layer_macs = sum(macs.get(c, 0) for c in layers)
-    share_after = (
-        share_before * sum(macs.get(c, 0) for c in layers if c not in floats) / layer_macs
-        if layer_macs
-        else share_before
     )
     log.info("protection: kept %d layer(s) in float: %s", len(kept), kept)
     return ProtectionReport(
