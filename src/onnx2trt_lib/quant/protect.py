@@ -21,8 +21,8 @@ Steps (each one visible in `protect` below):
    (Noise power per MAC share was tried: on PP-OCRv4 rec it kept more MACs in float, 31.6% vs
    43.1% INT8 at the same ranges, benchmarks/results/quant.md. So was "leave one out": every
    layer INT8 but one, on the rows full INT8 reads differently: on rec no single float layer
-   repairs those rows on most calibration sets, and the prefix of that order needed 50-51 of
-   51 layers where this one needs 18-46; benchmarks/results/quant.md, "leave one out".)
+   repairs those rows on 5 of 6 calibration sets, and the prefix of that order needed 38-51 of
+   51 layers where this one needs 14-46; benchmarks/results/quant.md, "leave one out".)
 3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time). (Bisecting from below, k = 1, 2, 4, ..., has fewer
