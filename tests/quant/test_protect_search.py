@@ -209,6 +209,8 @@ def test_suspect_rows_first_choose_the_same_layers_with_fewer_rows(monkeypatch, 
         return real(self, int8_layers, feed)
 
     monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    # step 2a (repair) needs the row order: both reports rank layers alone (step 2)
+    monkeypatch.setattr(protect_module, "REPAIR_STEPS", 0)
 
     def report():
         rows.clear()
@@ -281,6 +283,74 @@ def test_one_feed_is_split_over_the_workers_with_the_same_outputs():
     got = switch.run(layers[1:], [{"x": x[:37]}])["y"]
     assert rows == ([19, 18] if switch.workers == 2 else [37])
     np.testing.assert_array_equal(got, real(layers[1:], {"x": x[:37]})["y"])
+
+
+def common_mode_model(rows: int = 256, seed: int = 0):
+    """x (4 classes) -> mm0 -> h1 -> mm1 -> h2 -> mm2 -> y = x + 5 (x . v) on every class.
+
+    h1's range keeps x but clips the big common feature (50 x . v): mm1 INT8 adds a large error
+    that every class shares (low output SQNR, no class changes). h2's range is far too wide:
+    mm2 INT8 rounds x's features to 0 (smaller error, most rows read differently).
+    """
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(4)
+    v /= np.linalg.norm(v)
+    w0 = np.concatenate([np.eye(4), 50 * v[:, None]], axis=1).astype(np.float32)
+    w2 = np.concatenate([np.eye(4), np.full((1, 4), 0.1)], axis=0).astype(np.float32)
+    nodes = [
+        h.make_node("MatMul", ["x", "w0"], ["h1"], name="mm0"),
+        h.make_node("MatMul", ["h1", "w1"], ["h2"], name="mm1"),
+        h.make_node("MatMul", ["h2", "w2"], ["y"], name="mm2"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "common_mode",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])],
+        [
+            nh.from_array(w0, "w0"),
+            nh.from_array(np.eye(5, dtype=np.float32), "w1"),
+            nh.from_array(w2, "w2"),
+        ],
+    )
+    x = rng.standard_normal((rows, 4)).astype(np.float32)
+    x[np.arange(rows), x.argmax(1)] += 0.5  # a clear class per row: fine steps never change it
+    amax = float(np.abs(x).max())
+    ranges = {"x": amax, "h1": amax, "h2": 2000.0}
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), x, ranges
+
+
+def test_repair_floats_the_layer_that_changes_the_classes_not_the_noisiest(monkeypatch):
+    """top1: step 2a floats mm2, whose INT8 changes the classes, first and keeps only it; the
+    alone ranking (step 2) puts mm1 first, whose larger error every class shares."""
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    model, x, ranges = common_mode_model()
+    top1 = Criterion(agreement="top1")
+    alone_ref = {
+        c: written_sqnr(model, ranges, x[:8], [o for o in ("mm0", "mm1", "mm2") if o != c])
+        for c in ("mm0", "mm1", "mm2")
+    }
+    assert alone_ref["mm1"] < alone_ref["mm2"]  # the noisier layer alone is mm1
+    fp32 = run(model, [{"x": x}])["y"][0].argmax(1)
+    for float_layers, reads_as_fp32 in ((["mm1"], False), (["mm2"], True), ([], False)):
+        q = insert_qdq(model, exclude_nodes=float_layers, **options(ranges))[0]
+        same = (run(q, [{"x": x}])["y"][0].argmax(1) == fp32).mean()
+        assert bool(same == 1.0) == reads_as_fp32, (float_layers, same)
+
+    report = protect(model, options(ranges), x, criterion=top1)
+    assert report.ranked_by == "repair" and report.met
+    assert [c for c, _ in report.ranking][0] == "mm2"
+    assert [e.node for e in report.excluded] == ["mm2"]
+    assert report.excluded[0].reason.startswith("repair step 1: ")
+    assert report.to_dict()["ranked_by"] == "repair"
+
+    monkeypatch.setattr(protect_module, "REPAIR_STEPS", 0)  # the alone ranking of step 2
+    alone = protect(model, options(ranges), x, criterion=top1)
+    assert alone.ranked_by == "alone" and [c for c, _ in alone.ranking][0] == "mm1"
+    assert [e.node for e in alone.excluded] == ["mm2"]  # found again by bisection and refine
+    assert alone.evaluations > report.evaluations
 
 
 @pytest.mark.parametrize("kind", ["top1", "sqnr"])

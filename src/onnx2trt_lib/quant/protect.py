@@ -5,10 +5,24 @@ Steps (each one visible in `protect` below):
 0. Split the rows: the search decides on the first part, the report measures the rest (held
    out from every decision; with fewer than 2 * MIN_HELD_OUT rows both use all of them).
 1. Quantize everything; if the criterion already holds, stop (nothing excluded).
+2a. Repair (top1 on rows of a dynamic batch): float one layer at a time, each time the one
+   that, with those floated before it, leaves the fewest of a few rows reading differently:
+   up to REPAIR_FAILING rows that read differently now and the REPAIR_AT_RISK passing rows of
+   smallest FP32 top-2 gap (so a pick does not repair some rows by breaking others); stop when
+   the search rows agree (then step 4), or after REPAIR_STEPS layers (then steps 2-4). Which
+   rows read differently moves with every float layer: on PP-OCRv4 rec one float layer leaves
+   as many rows differing as full INT8 (other rows) on most calibration sets, so a ranking
+   measured once misleads, and the step measures again after each pick. In the default flow
+   on rec: 2 layers float (91.3% of the MACs INT8) where steps 2-4 keep 14 (68.5%), 1 where
+   they keep 3, and on a third calibration set no repair within 4 layers (steps 2-4 as
+   before); benchmarks/results/quant.md, "leave one out".
 2. Rank the quantized weighted layers (Conv/ConvTranspose/Gemm/MatMul) by sensitivity: only
    that layer INT8, output SQNR against FP32 on a few rows; the lower, the more it hurts alone.
    (Noise power per MAC share was tried: on PP-OCRv4 rec it kept more MACs in float, 31.6% vs
-   43.1% INT8 at the same ranges, benchmarks/results/quant.md.)
+   43.1% INT8 at the same ranges, benchmarks/results/quant.md. So was "leave one out": every
+   layer INT8 but one, on the rows full INT8 reads differently: on rec no single float layer
+   repairs those rows on 5 of 6 calibration sets, and the prefix of that order needed 38-51 of
+   51 layers where this one needs 14-46; benchmarks/results/quant.md, "leave one out".)
 3. Find the smallest k such that keeping the first k layers of the ranking in float meets the
    criterion: bisection over k (log2 N evaluations; assumes more float layers never hurt) or
    greedy (add one layer at a time). (Bisecting from below, k = 1, 2, 4, ..., has fewer
@@ -80,6 +94,14 @@ RANKING_SAMPLES = (
     8  # rows for the per-layer ranking at most: SQNR over whole outputs is stable on a few
 )
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
+# step 2a (top1 on rows of a dynamic batch): at most REPAIR_STEPS layers floated one at a time,
+# each step running its candidates on REPAIR_FAILING rows that read differently and the
+# REPAIR_AT_RISK passing rows of smallest FP32 top-2 gap; after the first step, only its best
+# REPAIR_CANDIDATES layers are candidates
+REPAIR_STEPS = 4
+REPAIR_FAILING = 4
+REPAIR_AT_RISK = 4
+REPAIR_CANDIDATES = 8
 MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
@@ -94,7 +116,9 @@ class ExcludedLayer:
     node: str
     op: str
     rank: int  # 1 = most sensitive
-    sqnr_alone_db: float  # output SQNR when only this layer is INT8
+    # output SQNR when only this layer is INT8; ranked by repair: on the repair's rows, with
+    # this layer and those of the steps before float, the rest INT8
+    sqnr_alone_db: float
     reason: str
 
 
@@ -112,7 +136,9 @@ class ProtectionReport:
     target: float
     met: bool
     excluded: tuple[ExcludedLayer, ...] = ()
-    ranking: tuple[tuple[str, float], ...] = ()  # (node, SQNR alone) most sensitive first
+    # (node, SQNR alone) most sensitive first; ranked by repair: its layers in the order floated
+    # (SQNR as in ExcludedLayer), then the others by name (NaN: not measured)
+    ranking: tuple[tuple[str, float], ...] = ()
     evaluations: int = 0
     int8_mac_share_before: float = 1.0
     int8_mac_share_after: float = 1.0
@@ -121,6 +147,7 @@ class ProtectionReport:
     searched: bool = True  # False: measured only (--no-protect)
     samples: int = 0
     held_out: int = 0  # rows of `samples` that no search decision saw (`after` is on them)
+    ranked_by: str = "alone"  # alone (step 2) | repair (step 2a)
 
     def fmt(self, value: float) -> str:
         if self.kind == "accuracy":  # 1 + expected accuracy change
@@ -149,6 +176,7 @@ class ProtectionReport:
                 {**e.__dict__, "sqnr_alone_db": fin(e.sqnr_alone_db)} for e in self.excluded
             ],
             "ranking": [[n, fin(s)] for n, s in self.ranking],
+            "ranked_by": self.ranked_by,
             "evaluations": self.evaluations,
             "int8_mac_share_before": self.int8_mac_share_before,
             "int8_mac_share_after": self.int8_mac_share_after,
@@ -429,6 +457,72 @@ def protect(
                     return (rows - bad) / rows  # at most this: fails the target
         return (rows - bad) / rows
 
+    def failing_rows(want: int) -> list[int]:
+        """Up to `want` search rows that full INT8 reads differently (top1): those step 1 found,
+        then more under full INT8, most at risk first, until `want` or no rows are left."""
+        nonlocal count
+        assert row_order is not None
+        found = list(row_order.suspects)
+        if len(found) < want:
+            known = set(found)
+            rest = [r for r in row_order.runs() if not known.intersection(r.tolist())]
+            new: list[int] = []
+            for wave in _waves(rest, switch.workers):
+                outs = switch.run_batches(layers, [row_order.feed(r) for r in wave])
+                for run_rows, out in zip(wave, outs, strict=True):
+                    new += run_rows[search_judge.failing(out, run_rows)].tolist()
+                if len(found) + len(new) >= want:
+                    break
+            count += bool(rest)
+            row_order.failed(new)
+            found = new + found
+        return found[:want]
+
+    def repair() -> tuple[list[str], dict[str, tuple[int, int, float, int]], float] | None:
+        """Step 2a: (layers floated in order, what each pick measured, the criterion on the
+        search rows), or None when REPAIR_STEPS layers do not make the search rows agree.
+
+        Each step runs, per candidate, the layers floated so far plus that one on rows that
+        read differently now and the passing rows most at risk, and floats the one that leaves
+        the fewest of them reading differently (then the fewest differing positions, then the
+        highest output SQNR). The at-risk rows keep a pick from repairing the failing rows by
+        breaking others (which rows read differently moves with every float layer: on PP-OCRv4
+        rec most single float layers leave as many rows differing as full INT8, other ones)."""
+        nonlocal count
+        assert row_order is not None
+        picks: list[str] = []
+        measured: dict[str, tuple[int, int, float, int]] = {}
+        candidates = list(layers)
+        failing = failing_rows(REPAIR_FAILING)
+        for step in range(REPAIR_STEPS):
+            bad = set(failing)
+            risk = [r for r in row_order.by_risk if r not in bad][:REPAIR_AT_RISK]
+            rows = np.asarray(failing[:REPAIR_FAILING] + risk, int)
+            part = {n: v[rows] for n, v in search_judge.ref.items()}
+            pool = [c for c in candidates if c not in picks]
+            mixes = [[c for c in layers if c not in picks and c != node] for node in pool]
+            scores = {}
+            each = switch.run_each(mixes, [row_order.feed(rows)])
+            for node, (out,) in zip(pool, each, strict=True):
+                scores[node] = (
+                    int(search_judge.failing(out, rows).sum()),
+                    _differing_positions(part, out),
+                    search_judge.sensitivity_db(part, out),
+                    len(rows),
+                )
+            count += 1  # one question: which layer repairs most
+            order = sorted(pool, key=lambda c: (scores[c][0], scores[c][1], -scores[c][2], c))
+            if step == 0:
+                candidates = order[:REPAIR_CANDIDATES]
+            picks.append(order[0])
+            measured[order[0]] = scores[order[0]]
+            value = evaluate(picks)  # the rows it reads differently move to the suspects' front
+            if ok(value):
+                return picks, measured, value
+            failing = row_order.suspects[:REPAIR_FAILING]
+        log.info("protection: %d repair steps did not agree (%s)", REPAIR_STEPS, picks)
+        return None
+
     # 1. everything INT8, on both parts (the held-out value is the report's "before")
     if metric is not None:
         before = before_search = evaluate([])
@@ -479,28 +573,42 @@ def protect(
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
         all_rows()
 
-    # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
-    if ranking_samples is None:
-        ranking_samples = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers))))
-    few = _rows(search_b, ranking_samples, fixed)
-    few_ref = switch.run([], few)
-    float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
-    alone = {}
-    each = switch.run_each([[node] for node in layers], few)  # independent: side by side
-    for node, parts in zip(layers, each, strict=True):
-        out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
-        if metric is None:
-            alone[node] = judge.sensitivity_db(few_ref, out)
-        else:
-            alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
-            alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
-    count += len(layers)
+    # 2a. repair (top1 on rows of a dynamic batch): float one layer at a time, the one that
+    #     repairs most of a few rows that read differently, until the search rows agree
     mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
-    ranking = sorted(layers, key=lambda c: (alone[c], c))
-    log.info("protection: %d layers ranked; first: %s", len(ranking), ranking[:5])
+    repaired = repair() if row_order is not None and REPAIR_STEPS > 0 else None
+    measured: dict[str, tuple[int, int, float, int]] = {}
+    alone: dict[str, float] = {}
+    if repaired is not None:
+        picks, measured, repaired_value = repaired
+        ranked_by = "repair"
+        ranking = [*picks, *sorted(c for c in layers if c not in measured)]
+        alone = {c: measured[c][2] if c in measured else math.nan for c in layers}
+    else:
+        # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
+        ranked_by = "alone"
+        if ranking_samples is None:
+            ranking_samples = max(
+                2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers)))
+            )
+        few = _rows(search_b, ranking_samples, fixed)
+        few_ref = switch.run([], few)
+        float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
+        each = switch.run_each([[node] for node in layers], few)  # independent: side by side
+        for node, parts in zip(layers, each, strict=True):
+            out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
+            if metric is None:
+                alone[node] = judge.sensitivity_db(few_ref, out)
+            else:
+                alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
+                alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
+        count += len(layers)
+        ranking = sorted(layers, key=lambda c: (alone[c], c))
+    log.info("protection: %d layers ranked (%s); first: %s", len(ranking), ranked_by, ranking[:5])
 
-    def choose() -> tuple[list[str], float]:
-        """Steps 3-4 on the search rows: (layers kept in float, the criterion there)."""
+    def choose(start: tuple[list[str], float] | None = None) -> tuple[list[str], float]:
+        """Steps 3-4 on the search rows: (layers kept in float, the criterion there); `start`:
+        step 2a's float layers that agree, and their criterion (no step 3 needed)."""
         # 3. smallest k with the first k layers in float
         results: dict[int, float] = {0: before_search}
         if metric is None:  # every layer float is the FP32 model: it agrees, no need to ask
@@ -512,7 +620,10 @@ def protect(
             return results[k]
 
         n = len(ranking)
-        if strategy == "greedy":
+        if start is not None:
+            k = len(start[0])
+            results[k] = start[1]
+        elif strategy == "greedy":
             k = next((k for k in range(1, n + 1) if ok(value(k))), n)
         else:
             lo, hi = 0, n  # value(lo) fails; find the smallest passing k in (lo, hi]
@@ -556,7 +667,7 @@ def protect(
             give_back(order[len(order) // 2 :])
         return kept, found
 
-    kept, found = choose()
+    kept, found = choose((picks, repaired_value) if repaired is not None else None)
     if kind in RETRY_ON_ALL_ROWS and held_b is not search_b:
         checked = evaluate(kept, held=True, exact=True)
         if not ok(checked):  # fitted to the search rows: decide again on every row
@@ -600,8 +711,7 @@ def protect(
             ops.get(node, "?"),
             ranking.index(node) + 1,
             alone[node],
-            f"rank {ranking.index(node) + 1}/{len(ranking)}: INT8 alone gives output SQNR {alone[node]:.1f} dB "
-            f"for {mac_share[node]:.1%} of the MACs",
+            _why(node, ranking, alone, measured, mac_share[node]),
         )
         for node in kept
     )
@@ -622,7 +732,36 @@ def protect(
         True,
         samples,
         held_out=_held_rows(held_b, search_b),
+        ranked_by=ranked_by,
     )
+
+
+def _why(
+    node: str,
+    ranking: Sequence[str],
+    alone: Mapping[str, float],
+    repaired: Mapping[str, tuple[int, int, float, int]],
+    share: float,
+) -> str:
+    """The kept-float reason: what the layer's rank measured."""
+    rank = ranking.index(node) + 1
+    if node not in repaired:
+        return (
+            f"rank {rank}/{len(ranking)}: INT8 alone gives output SQNR {alone[node]:.1f} dB "
+            f"for {share:.1%} of the MACs"
+        )
+    still, positions, db, rows = repaired[node]
+    return (
+        f"repair step {rank}: float with the layers of the steps before, {still} of {rows} rows "
+        f"(reading differently before, or most at risk) still read differently ({positions} "
+        f"position(s); output SQNR {db:.1f} dB), for {share:.1%} of the MACs"
+    )
+
+
+def _differing_positions(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> int:
+    """Positions (rows, CTC frames, ...) whose arg-max over the last axis differs from FP32's,
+    summed over the outputs: how far from reading as FP32, in finer steps than whole rows."""
+    return int(sum((ref[n].argmax(-1) != out[n].argmax(-1)).sum() for n in ref))
 
 
 def fp32_outputs(model: onnx.ModelProto, data) -> dict[str, list[np.ndarray]]:
