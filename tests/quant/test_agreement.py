@@ -80,17 +80,31 @@ def test_a_flip_where_fp32_is_torn_reads_as_fp32_and_one_where_it_is_sure_does_n
     torn[0, 1] = [0.2, 0.1, 0.7]  # a space at the torn frame: "2"
     sure = fp32.copy()
     sure[0, 2] = [0.2, 0.1, 0.7]  # the same at a frame FP32 is sure of
-    tied = ties(fp32)
-    assert tied.tolist() == [[False, True, False]]
+    assert ties(fp32).tolist() == [[False, True, False]]
     assert top1_agreement(fp32, torn) == 0.0  # without the ties: a differing reading
-    assert top1_agreement(fp32, torn, tied) == 1.0
-    assert top1_agreement(fp32, sure, tied) == 0.0
+    assert top1_agreement(fp32, torn, 0.05) == 1.0
+    assert top1_agreement(fp32, sure, 0.05) == 0.0
     judge = Judge({"y": fp32}, Criterion(agreement="top1"))
     assert judge.score({"y": torn}) == 1.0 and judge.score({"y": sure}) == 0.0
     assert judge.failing({"y": sure}, np.arange(1)).tolist() == [True]
     assert judge.failing({"y": torn}, np.arange(1)).tolist() == [False]
     # the row's risk is its closest untied position (0.9 - 0.05), not the tie
     assert judge.margins()[0] == pytest.approx(0.85, abs=1e-6)
+
+
+def test_a_class_fp32_barely_considered_is_no_tie():
+    """Only FP32's near runner-up is forgiven: [0.40, 0.37, 0.03, 0.20] read as class 1 agrees,
+    as class 2 (FP32 gave it 0.03) or 3 does not."""
+    fp32 = np.array([[0.40, 0.37, 0.03, 0.20]])
+    judge = Judge({"y": fp32}, Criterion(agreement="top1"))
+    assert "within 0.05" in judge.describe()
+    for pick, agrees in ((1, True), (2, False), (3, False)):
+        out = np.eye(4)[[pick]]
+        assert judge.score({"y": out}) == float(agrees)
+        assert judge.failing({"y": out}, np.arange(1)).tolist() == [not agrees]
+    logits = Judge({"y": np.log(fp32) + 3.0}, Criterion(agreement="top1"))
+    assert "within" not in logits.describe()  # logits: no ties, and the report does not claim any
+    assert logits.score({"y": np.eye(4)[[1]]}) == 0.0
 
 
 def yolo_head(boxes, classes, scores, anchors=50, nc=3):

@@ -413,3 +413,42 @@ def test_a_measurement_of_one_batch_runs_its_rows_in_parts_side_by_side(monkeypa
     q = insert_qdq(model, **options(ranges))[0]
     want = sqnr_db(run(model, [{"x": x}])["y"][0], run(q, [{"x": x}])["y"][0])
     assert got.before == pytest.approx(want, abs=1e-9)
+
+
+def _sequence_first_model():
+    """x (N, 3, 4) -> Transpose -> t (3, N, 4) -> MatMul -> y (3, N, 5): no tensor but x has
+    the rows on axis 0 (crnn-style (T, N, C) outputs)."""
+    w = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    graph = h.make_graph(
+        [
+            h.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2], name="tr"),
+            h.make_node("MatMul", ["t", "w"], ["y"], name="mm"),
+        ],
+        "seq_first",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, [3, "N", 5])],
+        [nh.from_array(w, "w")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("rows", [5, 6, 8])
+def test_rows_are_not_cut_where_a_tensor_is_sequence_first(rows):
+    """A tensor whose axis 0 is not the rows: the exposed values and the one-batch measurement
+    equal one run of the whole batch (cutting the rows joined (3, N, C) parts wrongly)."""
+    from onnx2trt_lib.quant._stats import tensor_batches
+
+    model = _sequence_first_model()
+    x = np.random.default_rng(rows).standard_normal((rows, 3, 4)).astype(np.float32)
+    whole = run(model, [{"x": x}], extra_outputs=["t"])["t"][0]
+    (parts,) = list(tensor_batches(model, [{"x": x}], ["t"], workers=2))
+    np.testing.assert_array_equal(parts["t"], whole)
+    options = dict(
+        ranges={"t": 3.0, "x": 3.0}, op_types=("MatMul",), exclude_tensors=(), residual_add=True
+    )
+    report = protect(
+        model, options, [{"x": x}], criterion=Criterion(agreement="sqnr"), search=False
+    )
+    qmodel = insert_qdq(model, **options)[0]
+    truth = sqnr_db(run(model, [{"x": x}])["y"][0], run(qmodel, [{"x": x}])["y"][0])
+    assert report.before == pytest.approx(truth, rel=1e-6)

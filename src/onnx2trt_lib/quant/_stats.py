@@ -7,6 +7,7 @@ mean output shifts) reduce each batch as it comes, so no activation is kept for 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 import onnx
@@ -46,6 +47,8 @@ def tensor_batches(
 
         try:
             done = list(run_pool(workers).map(one, parts)) if len(parts) > 1 else [one(data)]
+            if len(done) > 1 and not _rows_first(done, parts):
+                workers, done = 1, [one(data)]  # a tensor without a row axis first: run whole
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeExecutionError(f"batch {index}: ONNX Runtime failed: {first}") from None
@@ -55,20 +58,32 @@ def tensor_batches(
             yield {n: np.concatenate([np.asarray(d[i]) for d in done]) for i, n in enumerate(names)}
 
 
+def _rows_first(done: Sequence[list], parts: Sequence[Mapping[str, np.ndarray]]) -> bool:
+    """Every tensor of every part has the part's rows on axis 0 and the same trailing dims (the
+    parts differ in rows, so a (T, N, C) tensor whose T happens to equal one part's rows fails
+    on the other)."""
+    rows = [max(len(v) for v in p.values() if np.ndim(v)) for p in parts]
+    return all(
+        np.ndim(d[i]) >= 1 and len(d[i]) == r and np.shape(d[i])[1:] == np.shape(done[0][i])[1:]
+        for d, r in zip(done, rows, strict=True)
+        for i in range(len(done[0]))
+    )
+
+
 def _parts(feed: Mapping[str, np.ndarray], workers: int) -> list[Mapping[str, np.ndarray]]:
-    """`feed` cut along its rows into up to `workers` parts (as it is where the inputs differ in
-    rows or a part would be empty)."""
+    """`feed` cut along its rows into `workers` parts of different sizes (as it is where the
+    inputs differ in rows or the rows are fewer than two a part)."""
     rows = {len(v) for v in feed.values() if np.ndim(v)}
     if workers < 2 or len(rows) != 1:
         return [feed]
     n = rows.pop()
-    step = -(-n // workers)
-    if n < 2:
+    if n < 2 * workers:
         return [feed]
-    return [
-        {k: v[i : i + step] if np.ndim(v) else v for k, v in feed.items()}
-        for i in range(0, n, step)
-    ]
+    # parts of different sizes, so a tensor whose axis 0 is not the rows shows (_rows_first)
+    cuts = [n * j // workers for j in range(workers + 1)]
+    if len({b - a for a, b in pairwise(cuts)}) == 1:
+        cuts[1] += 1
+    return [{k: v[a:b] if np.ndim(v) else v for k, v in feed.items()} for a, b in pairwise(cuts)]
 
 
 def reduce_tensors(

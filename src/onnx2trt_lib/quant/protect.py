@@ -328,9 +328,14 @@ def protect(
         # fewer batches than runs side by side (the range choice's one batch of search rows):
         # cut along the rows where the batch is dynamic, as the switch session does (the same
         # outputs; one run on both cores stalls whenever another process holds one)
+        # only where every output has a row per input row (a sequence-first (T, N, C) output
+        # cut along axis 0 would be joined wrongly)
+        row_first = all(
+            len(ref_out[n][i]) == _count(b) for n in names for i, b in enumerate(batches)
+        )
         parts = (
             [p for feed in batches for p in _split_rows(feed, PARALLEL_RUNS)]
-            if not fixed and len(batches) < PARALLEL_RUNS
+            if not fixed and len(batches) < PARALLEL_RUNS and row_first
             else batches
         )
         measure_model = lambda q: judge.score(  # noqa: E731
@@ -495,7 +500,7 @@ def protect(
         candidates = list(layers)
         failing = failing_rows(REPAIR_FAILING)
         for step in range(REPAIR_STEPS):
-            bad = set(failing)
+            bad = set(failing) | set(row_order.suspects)  # at risk: rows not known to fail
             risk = [r for r in row_order.by_risk if r not in bad][:REPAIR_AT_RISK]
             rows = np.asarray(failing[:REPAIR_FAILING] + risk, int)
             part = {n: v[rows] for n, v in search_judge.ref.items()}
