@@ -4,7 +4,9 @@ Steps (each one visible in `protect` below):
 
 0. Split the rows: the search decides on the first part, the report measures the rest (held
    out from every decision; with fewer than 2 * MIN_HELD_OUT rows both use all of them).
-1. Quantize everything; if the criterion already holds, stop (nothing excluded).
+1. Quantize everything; if the criterion already holds, stop (nothing excluded). (Where the
+   caller says it cannot use the result (`wanted`), full INT8 on the held-out rows, which only
+   the report's `before` needs, is measured at the end or not at all: `before` is NaN then.)
 2a. Repair (top1 on rows of a dynamic batch): float one layer at a time, each time the one
    that, with those floated before it, leaves the fewest of a few rows reading differently:
    up to REPAIR_FAILING rows that read differently now and the REPAIR_AT_RISK passing rows of
