@@ -195,20 +195,9 @@ def test_suspect_rows_first_choose_the_same_layers_with_fewer_rows(monkeypatch, 
     plain order (same layers, values and evaluations) and runs fewer rows."""
     import importlib
 
-    from onnx2trt_lib.quant.switch import SwitchSession
-
     protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
 
-    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
-    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
-    rows: list[int] = []
-    real = SwitchSession.run_batch
-
-    def counted(self, int8_layers, feed):
-        rows.append(len(feed["x"]))
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    model, x, ranges, rows = _counted_chain(monkeypatch, seed)
     # step 2a (repair) needs the row order: both reports rank layers alone (step 2)
     monkeypatch.setattr(protect_module, "REPAIR_STEPS", 0)
 
@@ -360,18 +349,8 @@ def test_a_search_whose_result_is_not_wanted_skips_full_int8_on_the_held_out_row
     """`wanted(met, share)` False (a competing search that lost): the report is that of the
     search without it but for `before` (full INT8 on the held-out rows: NaN, not measured),
     and those rows are not run; wanted True: the same report as without it."""
-    from onnx2trt_lib.quant.switch import SwitchSession
 
-    model, x = chain([16, 48, 8, 32, 24, 10], seed=1)
-    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
-    rows: list[int] = []
-    real = SwitchSession.run_batch
-
-    def counted(self, int8_layers, feed):
-        rows.append(len(feed["x"]))
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    model, x, ranges, rows = _counted_chain(monkeypatch, 1)
     asked = []
 
     def report(wanted):
@@ -452,3 +431,21 @@ def test_rows_are_not_cut_where_a_tensor_is_sequence_first(rows):
     qmodel = insert_qdq(model, **options)[0]
     truth = sqnr_db(run(model, [{"x": x}])["y"][0], run(qmodel, [{"x": x}])["y"][0])
     assert report.before == pytest.approx(truth, rel=1e-6)
+
+
+def _counted_chain(monkeypatch, seed):
+    """(model, data, ranges, rows): a 5-layer chain with clipped ranges, and the list each
+    switch-session run appends its row count to."""
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 48, 8, 32, 24, 10], seed=seed)
+    ranges = clipped_ranges(model, x, {"x": 0.4, "t1": 0.7, "t2": 0.8, "t3": 0.6, "t4": 0.9})
+    rows: list[int] = []
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed):
+        rows.append(len(feed["x"]))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    return model, x, ranges, rows
