@@ -282,7 +282,8 @@ class Judge:
             top2 = np.partition(ref.reshape(len(ref), -1, ref.shape[-1]), -2, axis=-1)[..., -2:]
             gap = top2[..., 1] - top2[..., 0]
             tied = self._ties.get(name)
-            if tied is not None:  # a tied position cannot fail: the next closest one is the risk
+            # a tied position fails only on a third class: the next closest one is the risk
+            if tied is not None:
                 gap = np.where(tied.reshape(gap.shape), np.inf, gap)
             gap = gap.min(axis=1)
             gaps = gap if gaps is None else np.minimum(gaps, gap)
