@@ -184,12 +184,12 @@ class Judge:
         self._ref_boxes = (
             {n: detections(v) for n, v in self.ref.items()} if self.kind == "boxes" else {}
         )
-        self._ties = {n: ties(v) for n, v in self.ref.items()} if self.kind == "top1" else {}
         # top1: outputs that are the model's own probabilities, where a near tie is forgiven
         self._tie_gap = {
             n: TIE_GAP if self.kind == "top1" and _is_distribution(v) else None
             for n, v in self.ref.items()
         }
+        self._ties = {n: _close_top2(self.ref[n], g) for n, g in self._tie_gap.items() if g}
 
     @property
     def unit(self) -> str:
@@ -428,7 +428,14 @@ def ties(ref: np.ndarray, gap: float = TIE_GAP) -> np.ndarray:
     ref = np.asarray(ref, dtype=np.float64)
     if ref.shape[-1] < 2 or not ref.size or not _is_distribution(ref):
         return np.zeros(ref.shape[:-1], bool)
-    top2 = np.partition(ref, -2, axis=-1)[..., -2:]
+    return _close_top2(ref, gap)
+
+
+def _close_top2(ref: np.ndarray, gap: float) -> np.ndarray:
+    """Positions whose two highest values on the last axis are within `gap` (one class: none)."""
+    if ref.shape[-1] < 2:
+        return np.zeros(ref.shape[:-1], bool)
+    top2 = np.partition(np.asarray(ref, dtype=np.float64), -2, axis=-1)[..., -2:]
     return (top2[..., 1] - top2[..., 0]) < gap
 
 
