@@ -264,8 +264,8 @@ def quantize(
     agrees better). The plain search runs first where plain full INT8 meets the criterion on
     the search rows, the compensated one first otherwise; where the first keeps at least
     1 - SHARE_GAIN of the MACs INT8 the other is not run. The result's notes say which model
-    was written. `reference_outputs`: the
-    FP32 outputs on `data` when already computed (quant.protect.fp32_outputs), else computed once.
+    was written. `reference_outputs`: the FP32 outputs on `data` when already computed
+    (quant.protect.fp32_outputs), else computed once.
     """
     return _quantize(
         model,

@@ -10,7 +10,8 @@ Steps (each one visible in `protect` below):
 2a. Repair (top1 on rows of a dynamic batch): float one layer at a time, each time the one
    that, with those floated before it, leaves the fewest of a few rows reading differently:
    up to REPAIR_FAILING rows that read differently now and the REPAIR_AT_RISK passing rows of
-   smallest FP32 top-2 gap (so a pick does not repair some rows by breaking others); stop when
+   smallest FP32 top-2 gap (so a pick does not repair some rows by breaking others: every
+   candidate runs the failing rows, the REPAIR_CANDIDATES best there the at-risk rows too); stop when
    the search rows agree (then step 4), or after REPAIR_STEPS layers (then steps 2-4). Which
    rows read differently moves with every float layer: on PP-OCRv4 rec one float layer leaves
    as many rows differing as full INT8 (other rows) on most calibration sets, so a ranking
@@ -97,9 +98,9 @@ RANKING_SAMPLES = (
 )
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
 # step 2a (top1 on rows of a dynamic batch): at most REPAIR_STEPS layers floated one at a time,
-# each step running its candidates on REPAIR_FAILING rows that read differently and the
-# REPAIR_AT_RISK passing rows of smallest FP32 top-2 gap; after the first step, only its best
-# REPAIR_CANDIDATES layers are candidates
+# each step running its candidates on REPAIR_FAILING rows that read differently and, for the
+# REPAIR_CANDIDATES most promising there, the REPAIR_AT_RISK passing rows of smallest FP32
+# top-2 gap; after the first step, only its best REPAIR_CANDIDATES layers are candidates
 REPAIR_STEPS = 4
 REPAIR_FAILING = 4
 REPAIR_AT_RISK = 4
