@@ -334,12 +334,14 @@ def test_repair_floats_the_layer_that_changes_the_classes_not_the_noisiest(monke
     assert [e.node for e in report.excluded] == ["mm2"]
     assert report.excluded[0].reason.startswith("repair step 1: ")
     assert report.to_dict()["ranked_by"] == "repair"
+    assert "SQNR of its step dB" in report._repr_html_()  # not the layer INT8 alone
 
     monkeypatch.setattr(protect_module, "REPAIR_STEPS", 0)  # the alone ranking of step 2
     alone = protect(model, options(ranges), x, criterion=top1)
     assert alone.ranked_by == "alone" and [c for c, _ in alone.ranking][0] == "mm1"
     assert [e.node for e in alone.excluded] == ["mm2"]  # found again by bisection and refine
     assert alone.evaluations > report.evaluations
+    assert "SQNR alone dB" in alone._repr_html_()
 
 
 @pytest.mark.parametrize("kind", ["top1", "sqnr"])

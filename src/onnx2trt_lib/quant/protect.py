@@ -210,6 +210,12 @@ class ProtectionReport:
         return lines
 
     def _repr_html_(self) -> str:
+        # a repaired layer's SQNR is the mix's of its repair step, not the layer INT8 alone
+        step, sqnr = (
+            ("repair step", "SQNR of its step dB")
+            if self.ranked_by == "repair"
+            else ("rank", "SQNR alone dB")
+        )
         rows = "".join(
             f"<tr><td>{html.escape(e.node)}</td><td>{e.op}</td><td>{e.rank}</td><td>{e.sqnr_alone_db:.2f}</td>"
             f"<td>{html.escape(e.reason)}</td></tr>"
@@ -219,7 +225,7 @@ class ProtectionReport:
             f"<p>{html.escape(self.criterion)}: {self.fmt(self.before)} &rarr; {self.fmt(self.after)} "
             f"(target {self.fmt(self.target)}, {'met' if self.met else 'not met'}); INT8 MAC share "
             f"{self.int8_mac_share_before:.1%} &rarr; {self.int8_mac_share_after:.1%}</p>"
-            "<table><tr><th>kept in float</th><th>op</th><th>rank</th><th>SQNR alone dB</th><th>why</th></tr>"
+            f"<table><tr><th>kept in float</th><th>op</th><th>{step}</th><th>{sqnr}</th><th>why</th></tr>"
             f"{rows}</table>"
         )
 
