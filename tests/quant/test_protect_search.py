@@ -536,3 +536,29 @@ def test_repair_runs_every_candidate_on_the_failing_rows_and_the_best_on_all(mon
     assert all(runs[c] in ([failing], [failing, at_risk]) for c in others), dict(runs)
     assert sum(len(runs[c]) == 2 for c in others) == 1  # 2 candidates ran the at-risk rows
     assert f"0 of {failing + at_risk} rows" in report.excluded[0].reason
+
+
+@pytest.mark.parametrize("seed", [2, 4, 6, 8])
+def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
+    """Step 1 reads some search rows under full INT8; the repair's hunt for failing rows
+    (failing_rows) runs only the others: full INT8 runs every row at most once."""
+    from collections import Counter
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    layers = {f"mm{i}" for i in range(6)}
+    full = Counter()
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        if set(int8_layers) == layers:
+            full.update(row.tobytes() for row in feed["x"])
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    assert report.ranked_by == "repair" and report.held_out == ROWS // 2
+    assert full and max(full.values()) == 1
