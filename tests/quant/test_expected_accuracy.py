@@ -161,7 +161,12 @@ def test_accuracy_judge_targets_reports_and_refuses():
     judge = Judge(ref, Criterion(agreement="accuracy"))
     assert judge.target == 0.99 and judge.score(ref) == 1.0
     assert Judge(ref, Criterion(agreement="accuracy", min_agreement=0.995)).target == 0.995
-    assert Judge(ref, Criterion(agreement="top1")).target == 0.99  # the others keep theirs
+    # the others keep theirs: top1 0.90 on sequences (whole readings), 0.99 on classes
+    assert Judge(ref, Criterion(agreement="top1")).target == 0.90
+    assert Judge({"y": ref["y"][:, 0]}, Criterion(agreement="top1")).target == 0.99
+    mixed = {"y": ref["y"], "c": ref["y"][:, 0]}  # one class output: the class target for all
+    assert Judge(mixed, Criterion(agreement="top1")).target == 0.99
+    assert Judge(ref, Criterion(agreement="top1", min_agreement=0.99)).target == 0.99
     assert judge.score({"y": ref["y"] * np.nan}) == -math.inf
     assert "expected accuracy change vs FP32" in judge.describe()
     assert judge.format(0.997) == "-0.30 points" and points(1.0) == "+0.00 points"
