@@ -334,12 +334,14 @@ def test_repair_floats_the_layer_that_changes_the_classes_not_the_noisiest(monke
     assert [e.node for e in report.excluded] == ["mm2"]
     assert report.excluded[0].reason.startswith("repair step 1: ")
     assert report.to_dict()["ranked_by"] == "repair"
+    assert "SQNR of its step dB" in report._repr_html_()  # not the layer INT8 alone
 
     monkeypatch.setattr(protect_module, "REPAIR_STEPS", 0)  # the alone ranking of step 2
     alone = protect(model, options(ranges), x, criterion=top1)
     assert alone.ranked_by == "alone" and [c for c, _ in alone.ranking][0] == "mm1"
     assert [e.node for e in alone.excluded] == ["mm2"]  # found again by bisection and refine
     assert alone.evaluations > report.evaluations
+    assert "SQNR alone dB" in alone._repr_html_()
 
 
 @pytest.mark.parametrize("kind", ["top1", "sqnr"])
@@ -449,3 +451,114 @@ def _counted_chain(monkeypatch, seed):
 
     monkeypatch.setattr(SwitchSession, "run_batch", counted)
     return model, x, ranges, rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    counts=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 6),
+            st.sampled_from([5.0, 12.5, 20.0]),
+            st.integers(0, 3),
+            st.integers(0, 6),
+            st.sampled_from([5.0, 12.5, 12.5, 20.0]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    keep=st.integers(1, 10),
+    workers=st.integers(1, 3),
+    most=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_best_first_keeps_the_best_of_measuring_every_candidate(counts, keep, workers, most):
+    """Repair's pick rule (rows, positions, -SQNR, name) on every row: `_best_first` measures
+    candidates fully, each once, most promising first on the first rows (rows, positions,
+    -SQNR there), at most `most` of them; unless it stopped at `most`, its `keep` best are those
+    of measuring all (the rest of the rows add rows and positions; SQNR is anything)."""
+    from onnx2trt_lib.quant.protect import _best_first
+
+    names = [f"c{i:02d}" for i in range(len(counts))]
+    partial = {n: (a, b, d0) for n, (a, b, d0, _, _, _) in zip(names, counts, strict=True)}
+    truth = {n: (a + c, b + d, db, 8) for n, (a, b, _, c, d, db) in zip(names, counts, strict=True)}
+    measured: list[str] = []
+
+    def full(wave):
+        assert len(wave) <= workers
+        measured.extend(wave)
+        return {n: truth[n] for n in wave}
+
+    got = _best_first(names, partial, full, keep, workers, most)
+
+    def key(scores):
+        return lambda n: (scores[n][0], scores[n][1], -scores[n][2], n)
+
+    assert len(measured) == len(set(measured)) == len(got)
+    assert all(got[n] == truth[n] for n in got)
+    assert measured == sorted(names, key=key(partial))[: len(measured)]
+    if most is not None:
+        assert len(got) <= most
+    if most is None or len(got) < most:
+        assert sorted(got, key=key(got))[:keep] == sorted(names, key=key(truth))[:keep]
+
+
+def test_repair_runs_every_candidate_on_the_failing_rows_and_the_best_on_all(monkeypatch):
+    """Repair's first step: every candidate (one layer float) runs the rows full INT8 reads
+    differently; only the REPAIR_CANDIDATES most promising there also run the at-risk rows.
+    The chain's t3 range is clipped to 30%: floating its reader mm3 repairs the rows."""
+    import importlib
+    from collections import defaultdict
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    monkeypatch.setattr(protect_module, "REPAIR_CANDIDATES", 2)
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=9)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    layers = [f"mm{i}" for i in range(6)]
+    runs = defaultdict(list)  # float layer of a one-float mix -> rows of each of its runs
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        floats = [c for c in layers if c not in set(int8_layers)]
+        if len(floats) == 1:
+            runs[floats[0]].append(len(feed["x"]))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    assert report.ranked_by == "repair" and [e.node for e in report.excluded] == ["mm3"]
+    assert sorted(runs) == layers  # every candidate ran the failing rows
+    failing, at_risk = runs["mm3"][:2]  # the pick's first two runs (later: its evaluations)
+    assert failing + at_risk <= 8
+    others = [c for c in layers if c != "mm3"]
+    assert all(runs[c] in ([failing], [failing, at_risk]) for c in others), dict(runs)
+    assert sum(len(runs[c]) == 2 for c in others) == 1  # 2 candidates ran the at-risk rows
+    assert f"0 of {failing + at_risk} rows" in report.excluded[0].reason
+
+
+@pytest.mark.parametrize("seed", [2, 4, 6, 8])
+def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
+    """Step 1 reads some search rows under full INT8; the repair's hunt for failing rows
+    (failing_rows) runs only the others: full INT8 runs every row at most once."""
+    from collections import Counter
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    layers = {f"mm{i}" for i in range(6)}
+    full = Counter()
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        if set(int8_layers) == layers:
+            full.update(row.tobytes() for row in feed["x"])
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    assert report.ranked_by == "repair" and report.held_out == ROWS // 2
+    assert full and max(full.values()) == 1

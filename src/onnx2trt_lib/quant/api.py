@@ -261,9 +261,58 @@ def quantize(
     default): DEFAULT_COMPENSATE where `data` is given and `bias_correction` is not asked, and
     then only where it wins against the plain model: its protection search passes where the
     plain one fails or keeps SHARE_GAIN more of the MACs INT8 (without `protect`: full INT8
-    agrees better); the result's notes say which model was written. `reference_outputs`: the
-    FP32 outputs on `data` when already computed (quant.protect.fp32_outputs), else computed once.
+    agrees better). The plain search runs first where plain full INT8 meets the criterion on
+    the search rows, the compensated one first otherwise; where the first keeps at least
+    1 - SHARE_GAIN of the MACs INT8 the other is not run. The result's notes say which model
+    was written. `reference_outputs`: the FP32 outputs on `data` when already computed
+    (quant.protect.fp32_outputs), else computed once.
     """
+    return _quantize(
+        model,
+        ranges_or_cache,
+        exclude=exclude,
+        exclude_tensors=exclude_tensors,
+        op_types=op_types,
+        residual_add=residual_add,
+        protect=protect,
+        data=data,
+        criterion=criterion,
+        metric=metric,
+        allowed_drop=allowed_drop,
+        strategy=strategy,
+        strict=strict,
+        reference=reference,
+        bias_correction=bias_correction,
+        compensate=compensate,
+        output=output,
+        reference_outputs=reference_outputs,
+    )
+
+
+def _quantize(
+    model: ModelLike,
+    ranges_or_cache: Mapping[str, float] | str | os.PathLike,
+    *,
+    exclude: Collection[str] = (),
+    exclude_tensors: Collection[str] = (),
+    op_types: Collection[str] | None = None,
+    residual_add: bool = True,
+    protect: bool = True,
+    data=None,
+    criterion: Criterion | None = None,
+    metric: Callable[[onnx.ModelProto], float] | None = None,
+    allowed_drop: float = 0.01,
+    strategy: str = "bisect",
+    strict: bool = False,
+    reference: ModelLike | None = None,
+    bias_correction: bool = False,
+    compensate: bool | None = None,
+    output: str | os.PathLike | None = None,
+    reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
+    full_int8_met: bool | None = None,
+) -> QuantizeResult:
+    """`quantize`; `full_int8_met`: whether plain full INT8 meets the criterion on protection's
+    search rows where that is already measured (quant.range_choice measured it), else None."""
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
     if compensate and bias_correction:
@@ -343,7 +392,25 @@ def quantize(
         # the default compensation competes with the plain search (asked for, it just applies)
         # (without a search: full INT8 is compared, compensated vs plain, on all rows)
         choose = compensate and not asked and DEFAULT_COMPENSATE_CHECK
-        plain = searched(proto, fixes, None, protect) if choose else None
+        # with a search the compensated one goes first where plain full INT8 misses the
+        # criterion on the search rows (there the plain search is long and loses on PP-OCRv4
+        # rec); the second search runs only where the first keeps < 1 - SHARE_GAIN INT8
+        comp_first = bool(choose and protect) and not (
+            full_int8_met
+            if full_int8_met is not None
+            else _full_int8_passes(
+                proto,
+                options,
+                data,
+                excluded,
+                criterion,
+                metric,
+                allowed_drop,
+                ref_model,
+                reference_outputs,
+            )
+        )
+        plain = searched(proto, fixes, None, protect) if choose and not comp_first else None
         if plain is not None and (
             plain.int8_mac_share_after >= 1.0 - SHARE_GAIN if protect else plain.met
         ):
@@ -371,6 +438,8 @@ def quantize(
                 )
                 if asked:
                     log.warning("quantize: %s", notes[-1])
+        if comp_first and not weights:  # nothing re-solved: the plain search alone
+            proto, fixes = plain_proto, None
         report = plain
         if report is None or weights:
             # competing, its report is only read where it wins (full INT8's held-out value
@@ -381,6 +450,22 @@ def quantize(
                     _Outcome(met, share), plain
                 )
             report = searched(proto, fixes, weights, protect, wins)
+        if comp_first and weights:
+            first = report
+            if first.int8_mac_share_after >= 1.0 - SHARE_GAIN:
+                notes.append(
+                    "plain search not tried: plain full INT8 misses the criterion on the search "
+                    f"rows and the compensated search keeps {first.int8_mac_share_after:.1%} of "
+                    "the MACs INT8"
+                )
+            else:  # competing, its report is only read where it wins
+                plain = searched(
+                    plain_proto,
+                    None,
+                    None,
+                    protect,
+                    lambda met, share: not _compensation_wins(first, _Outcome(met, share)),
+                )
         if plain is not None and not weights:  # nothing re-solved: write what was measured
             proto, fixes = plain_proto, None
         if plain is not None and weights:
@@ -447,6 +532,36 @@ def _compensation_wins(compensated, plain) -> bool:
     if compensated.met != plain.met:
         return compensated.met
     return compensated.int8_mac_share_after - plain.int8_mac_share_after >= SHARE_GAIN
+
+
+def _full_int8_passes(
+    proto, options, data, excluded, criterion, metric, allowed_drop, reference, reference_outputs
+) -> bool:
+    """Whether plain full INT8 meets the criterion on protection's search rows (its step 1;
+    every row where it has no held-out rows or a user metric decides), without a search."""
+    from .accuracy import as_batches, rows_per_batch
+    from .protect import _split
+    from .protect import protect as run_protect
+
+    batches = as_batches(data, proto)
+    rows, outputs = batches, reference_outputs
+    search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
+    if held and metric is None:
+        cut = _first_rows_of(reference_outputs, batches, search)
+        if cut is not None:  # else protect searches on every row too
+            rows, outputs = search, cut
+    return run_protect(
+        proto,
+        options,
+        rows,
+        exclude=excluded,
+        criterion=criterion,
+        metric=metric,
+        allowed_drop=allowed_drop,
+        search=False,
+        reference=reference,
+        reference_outputs=outputs,
+    ).met
 
 
 def _search_rows(proto, options, data, excluded):
@@ -562,11 +677,8 @@ def quantize_calibrated(
         # holds out stay out of every decision
         batches = as_batches(feeds, proto)
         search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
-        search_outputs = (
-            _first_rows_of(reference_outputs, batches, search) or fp32_outputs(ref_model, search)
-            if held
-            else reference_outputs
-        )
+        cut = _first_rows_of(reference_outputs, batches, search) if held else reference_outputs
+        search_outputs = cut if cut is not None else fp32_outputs(ref_model, search)
 
         plain = not bias_correction and not compensate
         if plain:  # what quantize would measure, prepared once for both candidates
@@ -577,6 +689,9 @@ def quantize_calibrated(
             prepared = name_weighted_nodes(_at_least_opset_13(proto, []))[0]
             graph = gs.import_onnx(prepared)
             _check_weighted(graph, DEFAULT_OP_TYPES, source)
+
+        # plain full INT8 on the search rows: protection's step 1 where outputs are per row
+        met: dict[int, bool] = {}
 
         def measure(candidate: dict[str, float]) -> tuple[float, str]:
             if plain:  # quantize(..., protect=False) without writing its model
@@ -596,6 +711,7 @@ def quantize_calibrated(
                     reference=ref_model if reference is not None else None,
                     reference_outputs=search_outputs,
                 )
+                met[id(candidate)] = measured.met
                 return measured.before, measured.fmt(measured.before)
             rep = quantize(
                 model,
@@ -613,14 +729,16 @@ def quantize_calibrated(
 
         choice = choose(candidate_ranges(_qdq_state(result.state, proto), result.amax), measure)
         ranges = choice.ranges
+        full_int8_met = met.get(id(ranges)) if cut is not None else None
         notes.append(choice.note())
     else:
-        ranges = dict(result.amax)
+        ranges, full_int8_met = dict(result.amax), None
         why = "the cache was reused, no histograms" if result.state is None else "as asked"
         notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
-    res = quantize(
+    res = _quantize(
         model,
         ranges,
+        full_int8_met=full_int8_met,
         data=feeds,
         protect=protect,
         criterion=criterion,

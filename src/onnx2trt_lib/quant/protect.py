@@ -10,7 +10,8 @@ Steps (each one visible in `protect` below):
 2a. Repair (top1 on rows of a dynamic batch): float one layer at a time, each time the one
    that, with those floated before it, leaves the fewest of a few rows reading differently:
    up to REPAIR_FAILING rows that read differently now and the REPAIR_AT_RISK passing rows of
-   smallest FP32 top-2 gap (so a pick does not repair some rows by breaking others); stop when
+   smallest FP32 top-2 gap (so a pick does not repair some rows by breaking others: every
+   candidate runs the failing rows, the REPAIR_CANDIDATES best there the at-risk rows too); stop when
    the search rows agree (then step 4), or after REPAIR_STEPS layers (then steps 2-4). Which
    rows read differently moves with every float layer: on PP-OCRv4 rec one float layer leaves
    as many rows differing as full INT8 (other rows) on most calibration sets, so a ranking
@@ -97,9 +98,9 @@ RANKING_SAMPLES = (
 )
 RANKING_PASSES = 2  # and the ranking costs at most about this many passes over the search rows
 # step 2a (top1 on rows of a dynamic batch): at most REPAIR_STEPS layers floated one at a time,
-# each step running its candidates on REPAIR_FAILING rows that read differently and the
-# REPAIR_AT_RISK passing rows of smallest FP32 top-2 gap; after the first step, only its best
-# REPAIR_CANDIDATES layers are candidates
+# each step running its candidates on REPAIR_FAILING rows that read differently and, for the
+# REPAIR_CANDIDATES most promising there, the REPAIR_AT_RISK passing rows of smallest FP32
+# top-2 gap; after the first step, only its best REPAIR_CANDIDATES layers are candidates
 REPAIR_STEPS = 4
 REPAIR_FAILING = 4
 REPAIR_AT_RISK = 4
@@ -209,6 +210,12 @@ class ProtectionReport:
         return lines
 
     def _repr_html_(self) -> str:
+        # a repaired layer's SQNR is the mix's of its repair step, not the layer INT8 alone
+        step, sqnr = (
+            ("repair step", "SQNR of its step dB")
+            if self.ranked_by == "repair"
+            else ("rank", "SQNR alone dB")
+        )
         rows = "".join(
             f"<tr><td>{html.escape(e.node)}</td><td>{e.op}</td><td>{e.rank}</td><td>{e.sqnr_alone_db:.2f}</td>"
             f"<td>{html.escape(e.reason)}</td></tr>"
@@ -218,7 +225,7 @@ class ProtectionReport:
             f"<p>{html.escape(self.criterion)}: {self.fmt(self.before)} &rarr; {self.fmt(self.after)} "
             f"(target {self.fmt(self.target)}, {'met' if self.met else 'not met'}); INT8 MAC share "
             f"{self.int8_mac_share_before:.1%} &rarr; {self.int8_mac_share_after:.1%}</p>"
-            "<table><tr><th>kept in float</th><th>op</th><th>rank</th><th>SQNR alone dB</th><th>why</th></tr>"
+            f"<table><tr><th>kept in float</th><th>op</th><th>{step}</th><th>{sqnr}</th><th>why</th></tr>"
             f"{rows}</table>"
         )
 
@@ -410,6 +417,8 @@ def protect(
             kind, target, samples - n_search if held_b is not search_b else samples
         )
 
+    full_passed: set[int] = set()  # search rows full INT8 reads as FP32 (top1, row order)
+
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
     ) -> float:
@@ -426,7 +435,11 @@ def protect(
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
             out = switch.run(int8, runs)
             if row_order is not None and not held:  # which rows fail full INT8, say
-                row_order.failed(np.flatnonzero(judge_.failing(out, np.arange(row_order.count))))
+                every = np.arange(row_order.count)
+                wrong = judge_.failing(out, every)
+                row_order.failed(np.flatnonzero(wrong))
+                if not floats:
+                    full_passed.update(every[~wrong].tolist())
             return judge_.score(out)
         if row_order is not None and not held:
             rows = row_order.count
@@ -435,7 +448,10 @@ def protect(
             for wave in _waves(row_order.runs(), switch.workers):
                 outs = switch.run_batches(int8, [row_order.feed(r) for r in wave])
                 for run_rows, out in zip(wave, outs, strict=True):
-                    failed += run_rows[judge_.failing(out, run_rows)].tolist()
+                    wrong = judge_.failing(out, run_rows)
+                    failed += run_rows[wrong].tolist()
+                    if not floats:
+                        full_passed.update(run_rows[~wrong].tolist())
                 if len(failed) > allowed:
                     break  # at most this: fails the target
             row_order.failed(failed)
@@ -475,8 +491,11 @@ def protect(
             rest = [r for r in row_order.runs() if not known.intersection(r.tolist())]
             new: list[int] = []
             for wave in _waves(rest, switch.workers):
-                outs = switch.run_batches(layers, [row_order.feed(r) for r in wave])
-                for run_rows, out in zip(wave, outs, strict=True):
+                # rows step 1 already read as FP32 pass again: only the others run
+                todo = [r[~np.isin(r, list(full_passed))] for r in wave]
+                todo = [r for r in todo if len(r)]
+                outs = switch.run_batches(layers, [row_order.feed(r) for r in todo]) if todo else []
+                for run_rows, out in zip(todo, outs, strict=True):
                     new += run_rows[search_judge.failing(out, run_rows)].tolist()
                 if len(found) + len(new) >= want:
                     break
@@ -484,6 +503,49 @@ def protect(
             row_order.failed(new)
             found = new + found
         return found[:want]
+
+    def _repair_scores(
+        pool: list[str], picks: list[str], first: np.ndarray, rest: np.ndarray, keep: int
+    ) -> dict[str, tuple[int, int, float, int]]:
+        """Repair's pick rule per candidate of `pool` (float with `picks`) on rows `first`
+        (reading differently now) + `rest` (at risk): (rows reading differently, differing
+        positions, output SQNR, rows), for at least the `keep` best of them (`_best_first`):
+        every candidate runs `first`, only those that can still be among the best run `rest`."""
+        order_ = row_order
+        assert order_ is not None
+        if not len(first):
+            first, rest = rest, first
+        rows = np.concatenate([first, rest])
+        part = {n: v[rows] for n, v in search_judge.ref.items()}
+        part_first = {n: v[: len(first)] for n, v in part.items()}
+
+        def mix(node: str) -> list[str]:
+            return [c for c in layers if c not in picks and c != node]
+
+        def score(out: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], at: np.ndarray):
+            return (
+                int(search_judge.failing(out, at).sum()),
+                _differing_positions(ref, out),
+                search_judge.sensitivity_db(ref, out),
+                len(at),
+            )
+
+        each = switch.run_each([mix(c) for c in pool], [order_.feed(first)])
+        on_first = {node: out for node, (out,) in zip(pool, each, strict=True)}
+        if not len(rest):
+            return {node: score(out, part, rows) for node, out in on_first.items()}
+
+        def on_every_row(wave: list[str]) -> dict[str, tuple[int, int, float, int]]:
+            each = switch.run_each([mix(c) for c in wave], [order_.feed(rest)])
+            joined = {
+                node: {n: np.concatenate([on_first[node][n], out[n]]) for n in out}
+                for node, (out,) in zip(wave, each, strict=True)
+            }
+            return {node: score(out, part, rows) for node, out in joined.items()}
+
+        partial = {node: score(out, part_first, first)[:3] for node, out in on_first.items()}
+        # the most promising REPAIR_CANDIDATES at most run the at-risk rows
+        return _best_first(pool, partial, on_every_row, keep, switch.workers, REPAIR_CANDIDATES)
 
     def repair() -> tuple[list[str], dict[str, tuple[int, int, float, int]], float] | None:
         """Step 2a: (layers floated in order, what each pick measured, the criterion on the
@@ -504,21 +566,13 @@ def protect(
         for step in range(REPAIR_STEPS):
             bad = set(failing) | set(row_order.suspects)  # at risk: rows not known to fail
             risk = [r for r in row_order.by_risk if r not in bad][:REPAIR_AT_RISK]
-            rows = np.asarray(failing[:REPAIR_FAILING] + risk, int)
-            part = {n: v[rows] for n, v in search_judge.ref.items()}
             pool = [c for c in candidates if c not in picks]
-            mixes = [[c for c in layers if c not in picks and c != node] for node in pool]
-            scores = {}
-            each = switch.run_each(mixes, [row_order.feed(rows)])
-            for node, (out,) in zip(pool, each, strict=True):
-                scores[node] = (
-                    int(search_judge.failing(out, rows).sum()),
-                    _differing_positions(part, out),
-                    search_judge.sensitivity_db(part, out),
-                    len(rows),
-                )
+            keep = REPAIR_CANDIDATES if step == 0 else 1  # the best this step's pick rule needs
+            scores = _repair_scores(
+                pool, picks, np.asarray(failing[:REPAIR_FAILING], int), np.asarray(risk, int), keep
+            )
             count += 1  # one question: which layer repairs most
-            order = sorted(pool, key=lambda c: (scores[c][0], scores[c][1], -scores[c][2], c))
+            order = sorted(scores, key=lambda c: (scores[c][0], scores[c][1], -scores[c][2], c))
             if step == 0:
                 candidates = order[:REPAIR_CANDIDATES]
             picks.append(order[0])
@@ -741,6 +795,32 @@ def protect(
         held_out=_held_rows(held_b, search_b),
         ranked_by=ranked_by,
     )
+
+
+def _best_first(
+    pool: Sequence[str],
+    partial: Mapping[str, tuple[int, int, float]],
+    full: Callable[[list[str]], Mapping[str, tuple[int, int, float, int]]],
+    keep: int,
+    workers: int,
+    most: int | None = None,
+) -> dict[str, tuple[int, int, float, int]]:
+    """Full scores (rows, positions, SQNR, rows run) of candidates of `pool`, measured `workers`
+    at a time by `full`, most promising first by `partial` (rows, positions, SQNR on part of
+    the rows; the same order), until the `keep` best by (rows, positions, -SQNR, name) are
+    among them, or `most` are measured. The rest of the rows only add rows and positions, so a
+    candidate whose partial counts exceed the keep-th best full counts cannot be among the
+    best; equal ones are measured (SQNR decides there)."""
+    scores: dict[str, tuple[int, int, float, int]] = {}
+    waiting = sorted(pool, key=lambda c: (partial[c][0], partial[c][1], -partial[c][2], c))
+    while waiting and (most is None or len(scores) < most):
+        best = sorted(s[:2] for s in scores.values())
+        if len(best) >= keep and partial[waiting[0]][:2] > best[keep - 1]:
+            break  # the rest count at least as many on part of the rows alone
+        wave = waiting[: workers if most is None else min(workers, most - len(scores))]
+        waiting = waiting[len(wave) :]
+        scores.update(full(wave))
+    return scores
 
 
 def _why(
