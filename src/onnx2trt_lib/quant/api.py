@@ -262,8 +262,8 @@ def quantize(
     then only where it wins against the plain model: its protection search passes where the
     plain one fails or keeps SHARE_GAIN more of the MACs INT8 (without `protect`: full INT8
     agrees better). The plain search runs first where plain full INT8 meets the criterion on
-    the search rows, the compensated one first otherwise; where the first keeps at least
-    1 - SHARE_GAIN of the MACs INT8 the other is not run. The result's notes say which model
+    the search rows, the compensated one first otherwise; where the first meets the criterion
+    with at least 1 - SHARE_GAIN of the MACs INT8 the other is not run. The result's notes say which model
     was written. `reference_outputs`: the FP32 outputs on `data` when already computed
     (quant.protect.fp32_outputs), else computed once.
     """
@@ -394,7 +394,7 @@ def _quantize(
         choose = compensate and not asked and DEFAULT_COMPENSATE_CHECK
         # with a search the compensated one goes first where plain full INT8 misses the
         # criterion on the search rows (there the plain search is long and loses on PP-OCRv4
-        # rec); the second search runs only where the first keeps < 1 - SHARE_GAIN INT8
+        # rec); the second search runs unless the first meets it with >= 1 - SHARE_GAIN INT8
         comp_first = bool(choose and protect) and not (
             full_int8_met
             if full_int8_met is not None
@@ -411,11 +411,9 @@ def _quantize(
             )
         )
         plain = searched(proto, fixes, None, protect) if choose and not comp_first else None
-        if plain is not None and (
-            plain.int8_mac_share_after >= 1.0 - SHARE_GAIN if protect else plain.met
-        ):
+        if plain is not None and (_enough(plain) if protect else plain.met):
             notes.append(
-                f"compensation not tried: the plain search keeps "
+                f"compensation not tried: the plain search meets the criterion and keeps "
                 f"{plain.int8_mac_share_after:.1%} of the MACs INT8"
                 if protect
                 else f"compensation not tried: plain full INT8 meets the criterion "
@@ -452,11 +450,11 @@ def _quantize(
             report = searched(proto, fixes, weights, protect, wins)
         if comp_first and weights:
             first = report
-            if first.int8_mac_share_after >= 1.0 - SHARE_GAIN:
+            if _enough(first):
                 notes.append(
                     "plain search not tried: plain full INT8 misses the criterion on the search "
-                    f"rows and the compensated search keeps {first.int8_mac_share_after:.1%} of "
-                    "the MACs INT8"
+                    "rows and the compensated search meets it, keeping "
+                    f"{first.int8_mac_share_after:.1%} of the MACs INT8"
                 )
             else:  # competing, its report is only read where it wins
                 plain = searched(
@@ -523,6 +521,13 @@ class _Outcome:
 
     met: bool
     int8_mac_share_after: float
+
+
+def _enough(first) -> bool:
+    """Whether the competition's first search leaves nothing for the second to win: it meets
+    the criterion (a model that meets it never loses to one that misses it) with at least
+    1 - SHARE_GAIN of the MACs INT8 (the most a second search that also meets it can add)."""
+    return bool(first.met) and first.int8_mac_share_after >= 1.0 - SHARE_GAIN
 
 
 def _compensation_wins(compensated, plain) -> bool:
