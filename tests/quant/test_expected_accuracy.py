@@ -167,6 +167,10 @@ def test_accuracy_judge_targets_reports_and_refuses():
     mixed = {"y": ref["y"], "c": ref["y"][:, 0]}  # one class output: the class target for all
     assert Judge(mixed, Criterion(agreement="top1")).target == 0.99
     assert Judge(ref, Criterion(agreement="top1", min_agreement=0.99)).target == 0.99
+    # not readings: (N, 1, C) classes, one position per row (a sequence-first output joined
+    # along its time axis), (N, T, C) logits of a per-position classifier
+    for not_reading in (ref["y"][:, :1], np.log(ref["y"])):
+        assert Judge({"y": not_reading}, Criterion(agreement="top1")).target == 0.99
     assert judge.score({"y": ref["y"] * np.nan}) == -math.inf
     assert "expected accuracy change vs FP32" in judge.describe()
     assert judge.format(0.997) == "-0.30 points" and points(1.0) == "+0.00 points"

@@ -13,7 +13,7 @@ So besides SQNR the agreement is measured the way the output is read:
   FP32 top-2 gaps were 0.016 and 0.001 read differently under every INT8 mix of up to 13 float
   layers, and INT8 read the true word on both: requiring them kept 41 of 51 layers float;
   benchmarks/results/quant.md, "leave one out and repair".) The default share is 99% of rows
-  for classes and 90% for CTC sequences, whose rows are whole readings (PP-OCRv4 rec: with 99%,
+  for classes and 90% for CTC sequences ((N, T, C) probabilities), whose rows are whole readings (PP-OCRv4 rec: with 99%,
   no word of 32 may change, and the search floated layers that fitted its 32 words: 3 of 6
   fresh calibration sets read 2-5 points below FP32 on the test words; with 90% all 12 sets
   read within 1 point at 98.6-100% INT8 MACs; benchmarks/results/quant.md, "rec-share").
@@ -85,7 +85,8 @@ class Criterion:
 
     `agreement` is one of KINDS; SQNR must reach `min_sqnr_db`, top1, boxes and mask
     `min_agreement` (a share in [0, 1]; None: DEFAULT_MIN_AGREEMENT, for top1 where every
-    output is a sequence DEFAULT_MIN_SEQUENCE_AGREEMENT), accuracy `min_agreement`
+    output is a CTC-style sequence of probabilities DEFAULT_MIN_SEQUENCE_AGREEMENT), accuracy
+    `min_agreement`
     as 1 + the expected accuracy change (None: 1 - DEFAULT_ACCURACY_BUDGET).
     """
 
@@ -131,6 +132,12 @@ def _is_distribution(a: np.ndarray) -> bool:
     return bool(
         a.size and np.all(a >= 0) and np.allclose(a.sum(axis=-1, dtype=np.float64), 1.0, atol=1e-3)
     )
+
+
+def _is_reading(a: np.ndarray) -> bool:
+    """A CTC-style sequence per row: (N, T, C) with T, C >= 2, the model's own probabilities
+    (not (N, 1, C) classes, nor a sequence-first output joined into rows of one position)."""
+    return a.ndim == 3 and min(a.shape[1:]) >= 2 and _is_distribution(a)
 
 
 def _is_map(a: np.ndarray) -> bool:
@@ -183,7 +190,7 @@ class Judge:
             self.target = criterion.min_agreement
         elif self.kind == "accuracy":
             self.target = 1.0 - DEFAULT_ACCURACY_BUDGET
-        elif self.kind == "top1" and all(v.ndim == 3 for v in self.ref.values()):
+        elif self.kind == "top1" and all(_is_reading(v) for v in self.ref.values()):
             self.target = DEFAULT_MIN_SEQUENCE_AGREEMENT
         else:
             self.target = DEFAULT_MIN_AGREEMENT

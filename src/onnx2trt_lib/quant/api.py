@@ -524,9 +524,10 @@ class _Outcome:
 
 
 def _enough(first) -> bool:
-    """Whether the competition's first search leaves nothing for the second to win: it meets
-    the criterion (a model that meets it never loses to one that misses it) with at least
-    1 - SHARE_GAIN of the MACs INT8 (the most a second search that also meets it can add)."""
+    """Whether the competition skips its second search: the first meets the criterion (a
+    model that meets it never loses to one that misses it) with at least 1 - SHARE_GAIN of
+    the MACs INT8, so the second could add at most SHARE_GAIN (a time saving; a compensated
+    first is then written even where a plain model, which ties go to, would also meet it)."""
     return bool(first.met) and first.int8_mac_share_after >= 1.0 - SHARE_GAIN
 
 
