@@ -243,6 +243,7 @@ def quantize(
     compensate: bool | None = None,
     output: str | os.PathLike | None = None,
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
+    full_int8_met: bool | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
 
@@ -265,54 +266,10 @@ def quantize(
     the search rows, the compensated one first otherwise; where the first meets the criterion
     with at least 1 - SHARE_GAIN of the MACs INT8 the other is not run. The result's notes say which model
     was written. `reference_outputs`: the FP32 outputs on `data` when already computed
-    (quant.protect.fp32_outputs), else computed once.
+    (quant.protect.fp32_outputs), else computed once. `full_int8_met`: whether plain full INT8
+    meets the criterion on protection's search rows, where the caller already measured it
+    (quantize_calibrated's range choice does), else None: measured here when needed.
     """
-    return _quantize(
-        model,
-        ranges_or_cache,
-        exclude=exclude,
-        exclude_tensors=exclude_tensors,
-        op_types=op_types,
-        residual_add=residual_add,
-        protect=protect,
-        data=data,
-        criterion=criterion,
-        metric=metric,
-        allowed_drop=allowed_drop,
-        strategy=strategy,
-        strict=strict,
-        reference=reference,
-        bias_correction=bias_correction,
-        compensate=compensate,
-        output=output,
-        reference_outputs=reference_outputs,
-    )
-
-
-def _quantize(
-    model: ModelLike,
-    ranges_or_cache: Mapping[str, float] | str | os.PathLike,
-    *,
-    exclude: Collection[str] = (),
-    exclude_tensors: Collection[str] = (),
-    op_types: Collection[str] | None = None,
-    residual_add: bool = True,
-    protect: bool = True,
-    data=None,
-    criterion: Criterion | None = None,
-    metric: Callable[[onnx.ModelProto], float] | None = None,
-    allowed_drop: float = 0.01,
-    strategy: str = "bisect",
-    strict: bool = False,
-    reference: ModelLike | None = None,
-    bias_correction: bool = False,
-    compensate: bool | None = None,
-    output: str | os.PathLike | None = None,
-    reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
-    full_int8_met: bool | None = None,
-) -> QuantizeResult:
-    """`quantize`; `full_int8_met`: whether plain full INT8 meets the criterion on protection's
-    search rows where that is already measured (quant.range_choice measured it), else None."""
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
     if compensate and bias_correction:
@@ -741,7 +698,7 @@ def quantize_calibrated(
         ranges, full_int8_met = dict(result.amax), None
         why = "the cache was reused, no histograms" if result.state is None else "as asked"
         notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
-    res = _quantize(
+    res = quantize(
         model,
         ranges,
         full_int8_met=full_int8_met,
