@@ -214,3 +214,26 @@ def test_auto_picks_mask_for_probability_maps_only():
     assert pick_kind({"y": softmax(rng.standard_normal((8, 40, 97)))}) == "top1"  # CTC
     assert pick_kind({"y": softmax(rng.standard_normal((8, 4)))}) == "top1"  # classifier
     assert pick_kind({"y": rng.uniform(0, 1, (8, 40, 6))}) == "sqnr"  # sigmoid per position
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(2, 8),
+    st.sampled_from([np.float16, np.float32, np.float64]),
+    st.integers(0, 2**32 - 1),
+)
+def test_top2_picks_what_a_partition_picks(rows, positions, classes, dtype, seed):
+    """The two largest values per position, ties and repeated maxima included, in the outputs'
+    own type: those np.partition puts last (the reference the faster pick replaced)."""
+    from onnx2trt_lib.quant.agreement import _top2
+
+    rng = np.random.default_rng(seed)
+    values = rng.choice([0.0, 0.01, 0.25, 0.3, 0.5, 0.7, 1.0, -3.0], (rows, positions, classes))
+    a = values.astype(dtype)
+    expected = np.partition(a, -2, axis=-1)[..., -2:]
+    top, second = _top2(a)
+    assert top.dtype == a.dtype and second.dtype == a.dtype
+    np.testing.assert_array_equal(top, expected[..., 1])
+    np.testing.assert_array_equal(second, expected[..., 0])
