@@ -502,17 +502,14 @@ def _full_int8_passes(
 ) -> bool:
     """Whether plain full INT8 meets the criterion on protection's search rows (its step 1;
     every row where it has no held-out rows or a user metric decides), without a search."""
-    from .accuracy import as_batches, rows_per_batch
-    from .protect import _split
+    from .accuracy import as_batches
     from .protect import protect as run_protect
 
     batches = as_batches(data, proto)
     rows, outputs = batches, reference_outputs
-    search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
-    if held and metric is None:
-        cut = _first_rows_of(reference_outputs, batches, search)
-        if cut is not None:  # else protect searches on every row too
-            rows, outputs = search, cut
+    search, held, cut = _search_half(batches, proto, reference_outputs)
+    if held and metric is None and cut is not None:  # else protect searches on every row too
+        rows, outputs = search, cut
     return run_protect(
         proto,
         options,
@@ -525,6 +522,20 @@ def _full_int8_passes(
         reference=reference,
         reference_outputs=outputs,
     ).met
+
+
+def _search_half(batches: list[dict], proto: onnx.ModelProto, reference_outputs):
+    """(protection's search rows, its held-out rows, the FP32 outputs of the search rows cut
+    from `reference_outputs`, or None where outputs are not one row per input row or none
+    are given)."""
+    from .accuracy import rows_per_batch
+    from .protect import _split
+
+    search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
+    if not held:
+        return search, held, reference_outputs
+    cut = _first_rows_of(reference_outputs, batches, search) if reference_outputs else None
+    return search, held, cut
 
 
 def _search_rows(proto, options, data, excluded):
@@ -628,7 +639,7 @@ def quantize_calibrated(
         min_agreement=min_agreement,
     )
     from .accuracy import as_batches
-    from .protect import _split, fp32_outputs
+    from .protect import fp32_outputs
 
     # one FP32 run on these rows for the written model's measurements (both searches)
     ref_model = load_model(reference) if reference is not None else proto
@@ -639,8 +650,7 @@ def quantize_calibrated(
         # the candidates are measured on protection's search rows only: the rows its report
         # holds out stay out of every decision
         batches = as_batches(feeds, proto)
-        search, held = _split(batches, rows_per_batch(proto, batch_size=0) > 0)
-        cut = _first_rows_of(reference_outputs, batches, search) if held else reference_outputs
+        search, held, cut = _search_half(batches, proto, reference_outputs)
         search_outputs = cut if cut is not None else fp32_outputs(ref_model, search)
 
         plain = not bias_correction and not compensate
