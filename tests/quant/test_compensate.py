@@ -699,6 +699,87 @@ def test_patches_times_matrices_is_onnx_runtime_conv(seed, spatial, groups):
     np.testing.assert_allclose(ours.reshape(len(rows), cout), want, rtol=1e-4, atol=1e-4)
 
 
+def _padded_patches(x: np.ndarray, conv, rows: np.ndarray) -> np.ndarray:
+    """im2col the plain way: pad all of x, take every window, keep the listed positions."""
+    spatial = x.ndim - 2
+    pads = conv["pads"]
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    ks, st, dl = conv["kernel"], conv["strides"], conv["dilations"]
+    span = [(k - 1) * d + 1 for k, d in zip(ks, dl, strict=True)]
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + spatial)))
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in st))]
+    win = win[(Ellipsis, *(slice(None, None, d) for d in dl))]  # (N, C, *out, *kernel)
+    pos = np.unravel_index(rows, (x.shape[0], *win.shape[2 : 2 + spatial]))
+    return win[(pos[0], slice(None), *pos[1:])]
+
+
+def _random_conv(rng, spatial: int) -> dict:
+    return {
+        "kernel": [int(rng.integers(1, 4)) for _ in range(spatial)],
+        "strides": [int(rng.integers(1, 4)) for _ in range(spatial)],
+        "dilations": [int(rng.integers(1, 3)) for _ in range(spatial)],
+        "pads": [int(rng.integers(0, 3)) for _ in range(2 * spatial)],
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), spatial=st.integers(1, 3), half=st.booleans())
+def test_patches_gathers_the_padded_windows_bit_for_bit(seed, spatial, half):
+    """patches gathers only the listed positions, without a padded copy of x: the same values
+    (zeros where a tap falls in the padding) as padding x and taking every window, for any
+    subset of positions, 1-D/2-D/3-D, strides, dilations, asymmetric pads, float32/16."""
+    from onnx2trt_lib.quant.compensate import patches
+
+    rng = np.random.default_rng(seed)
+    conv = _random_conv(rng, spatial)
+    size = [int(rng.integers(4, 8)) for _ in range(spatial)]
+    pads, span = (
+        conv["pads"],
+        [(k - 1) * d + 1 for k, d in zip(conv["kernel"], conv["dilations"], strict=True)],
+    )
+    assume(all(size[i] + pads[i] + pads[i + spatial] >= span[i] for i in range(spatial)))
+    x = rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(1, 4)), *size))
+    x = x.astype(np.float16 if half else np.float32)
+    every = patches(x, conv, None)
+    rows = np.sort(rng.choice(len(every), int(rng.integers(0, len(every) + 1)), replace=False))
+    want = _padded_patches(x, conv, rows)
+    got = patches(x, conv, rows)
+    assert got.dtype == x.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(every, _padded_patches(x, conv, np.arange(len(every))))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), conv=st.booleans(), cuts=st.integers(1, 4))
+def test_sums_of_a_batch_in_parts_are_those_of_the_whole_batch(seed, conv, cuts):
+    """_Sums.add of a batch given as consecutive parts of its rows (what tensor_parts yields)
+    samples the same rows and sums the same H and D, bit for bit, as of the joined batch."""
+    from onnx2trt_lib.quant import compensate as module
+    from onnx2trt_lib.quant.compensate import _Sums, find_layers
+
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(max(cuts, 2), 12)) if conv else int(rng.integers(30, 60))
+    if conv:
+        w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="l", pads=[1, 0, 1, 2])
+        x = rng.normal(size=(rows, 3, 9, 7)).astype(np.float32)
+        (layer,), _ = find_layers(_one_node_model(node, w), ["l"], {})
+    else:
+        layer = _gemm_layer(rng, 5, 4)
+        x = rng.normal(size=(rows, 5)).astype(np.float32)
+    at = np.sort(rng.choice(np.arange(1, rows), cuts - 1, replace=False)) if cuts > 1 else []
+    parts = np.split(x, at)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "MAX_ROWS", 40)  # fewer rows than the batch holds: a subsample
+        mp.setattr(module, "MAX_VALUES", 1 << 30)
+        whole, split = _Sums(layer, np.float32(0.3), 1), _Sums(layer, np.float32(0.3), 1)
+        whole.add(x)
+        split.add(parts)
+    assert 0 < split.rows == whole.rows and split.samples == whole.samples == rows
+    np.testing.assert_array_equal(split.h, whole.h)
+    np.testing.assert_array_equal(split.d, whole.d)
+
+
 @pytest.mark.parametrize(("op", "trans_b"), [("Gemm", 0), ("Gemm", 1), ("MatMul", 0)])
 def test_gemm_and_matmul_matrices_are_out_by_in(op, trans_b):
     """matrices()[0] is (out, in) whatever the layout, and stored() gives the initializer back."""

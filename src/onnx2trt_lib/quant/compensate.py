@@ -319,30 +319,46 @@ def find_layers(
 
 def patches(x: np.ndarray, conv: Mapping, rows: np.ndarray | None) -> np.ndarray:
     """im2col of x (N, C, *spatial) for `conv`: (rows, C, *kernel), rows = the output positions
-    (n, *out) in C order, or those listed in `rows` (flat indices)."""
+    (n, *out) in C order, or those listed in `rows` (flat indices). Only those positions are
+    gathered (no padded copy of x: compensation samples a few thousand of them)."""
     spatial = x.ndim - 2
-    pads = conv["pads"]
-    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
-    xp = np.pad(x, widths)
-    ks, st, dl = conv["kernel"], conv["strides"], conv["dilations"]
-    span = [(k - 1) * d + 1 for k, d in zip(ks, dl, strict=True)]
-    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + spatial)))
-    index: tuple[slice, ...] = (slice(None), slice(None))
-    index += tuple(slice(None, None, s) for s in st)
-    index += tuple(slice(None, None, d) for d in dl)
-    win = win[index]  # (N, C, *out, *kernel)
-    out = win.shape[2 : 2 + spatial]
+    pads, ks, st, dl = conv["pads"], conv["kernel"], conv["strides"], conv["dilations"]
+    size = x.shape[2:]
+    out = [
+        (size[i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1) // st[i] + 1
+        for i in range(spatial)
+    ]
     if rows is None:
         rows = np.arange(x.shape[0] * int(np.prod(out)))
-    pos = np.unravel_index(rows, (x.shape[0], *out))
-    picked = win[(pos[0], slice(None)) + tuple(pos[1:])]  # (rows, C, *kernel)
-    return picked
+    pos = np.unravel_index(np.asarray(rows, np.int64), (x.shape[0], *out))
+    n = len(pos[0])
+    valid = np.ones((n, *ks), bool)
+    at: list[np.ndarray] = []
+    for i in range(spatial):  # each tap's input coordinate on axis i: (rows, 1.., k_i, ..1)
+        shape = [n] + [1] * spatial
+        shape[1 + i] = ks[i]
+        c = (pos[1 + i][:, None] * st[i] - pads[i] + np.arange(ks[i]) * dl[i]).reshape(shape)
+        valid &= (c >= 0) & (c < size[i])
+        at.append(np.clip(c, 0, size[i] - 1))
+    first = pos[0].reshape([n] + [1] * spatial)
+    # advanced indices around a slice: the broadcast (rows, *kernel) axes come first, C last
+    index: tuple[Any, ...] = (first, slice(None), *at)
+    picked = np.moveaxis(x[index], -1, 1)  # (rows, C, *kernel)
+    return np.where(valid[:, None], picked, np.zeros((), x.dtype))
 
 
 def fake_quant(x: np.ndarray, scale: np.float32) -> np.ndarray:
     """QuantizeLinear -> DequantizeLinear with int8 zero point 0, in float32 as ONNX Runtime does."""
     s = np.float32(scale)
     return (np.clip(np.rint(x.astype(np.float32) / s), -128, 127) * s).astype(np.float32)
+
+
+def _parts_of(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A batch as its parts along the rows (a 1-D tensor has no rows: joined)."""
+    parts = [x] if isinstance(x, np.ndarray) else [np.asarray(p) for p in x]
+    if len(parts) > 1 and parts[0].ndim < 2:
+        return [np.concatenate(parts)]
+    return parts
 
 
 class _Sums:
@@ -377,49 +393,62 @@ class _Sums:
             self.too_few = True
         return not self.too_few
 
-    def add(self, x: np.ndarray, xq: np.ndarray | None = None) -> None:
-        """Sum one batch: x the layer's FP32 input; xq its quantized input where it comes from
-        a Q/DQ model (the sequential variant), else Q(x)."""
+    def add(
+        self,
+        x: np.ndarray | Sequence[np.ndarray],
+        xq: np.ndarray | Sequence[np.ndarray] | None = None,
+    ) -> None:
+        """Sum one batch: x the layer's FP32 input, whole or as consecutive parts of its rows
+        (the same sums as their concatenation, which is never made: only the sampled rows are
+        gathered); xq its quantized input where it comes from a Q/DQ model (the sequential
+        variant), else Q(x)."""
+        xs, xqs = _parts_of(x), None if xq is None else _parts_of(xq)
+        first = xs[0]
+        samples = sum(len(p) for p in xs) if first.ndim > 1 else 1
         layer = self.layer
         groups = self.h.shape[0]
         if layer.op == "Conv":
             conv = layer.conv
             assert conv is not None  # find_layers gives every Conv its geometry
-            spatial = x.ndim - 2
+            spatial = first.ndim - 2
             st, dl, ks, pads = (conv[k] for k in ("strides", "dilations", "kernel", "pads"))
             out = [
-                (x.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1) // st[i]
+                (first.shape[2 + i] + pads[i] + pads[i + spatial] - (ks[i] - 1) * dl[i] - 1)
+                // st[i]
                 + 1
                 for i in range(spatial)
             ]
-            if not self.enough(x.shape[0] * int(np.prod(out))):
+            if not self.enough(samples * int(np.prod(out))):
                 return
-            plain = all(k == 1 for k in conv["kernel"]) and not any(conv["pads"])
-            plain = plain and all(s == 1 for s in st)
             per_sample = int(np.prod(out))
-            take = self._pick(x.shape[0] * per_sample)
+            take = self._pick(samples * per_sample)
 
-            def rows(t: np.ndarray) -> np.ndarray:
-                t = np.asarray(t, np.float32)
-                if plain:
-                    return np.moveaxis(t, 1, -1).reshape(-1, t.shape[1])[take]
-                return patches(t, conv, take)
+            def pick(t: np.ndarray, at: np.ndarray) -> np.ndarray:
+                return patches(t, conv, at)
         else:
-            if not self.enough(int(np.prod(x.shape[:-1]))):
+            if not self.enough(samples * int(np.prod(first.shape[1:-1]))):
                 return
-            per_sample = int(np.prod(x.shape[1:-1]))
-            take = self._pick(int(np.prod(x.shape[:-1])))
+            per_sample = int(np.prod(first.shape[1:-1]))
+            take = self._pick(samples * per_sample)
 
-            def rows(t: np.ndarray) -> np.ndarray:
-                t = np.asarray(t, np.float32)
-                return t.reshape(-1, t.shape[-1])[take]
+            def pick(t: np.ndarray, at: np.ndarray) -> np.ndarray:
+                return t.reshape(-1, t.shape[-1])[at]
+
+        starts = np.cumsum([0] + [len(p) * per_sample for p in xs])
+
+        def rows(parts: Sequence[np.ndarray]) -> np.ndarray:  # the sampled rows, float32
+            got = [
+                pick(p, take[(take >= a) & (take < b)] - a)
+                for p, a, b in zip(parts, starts[:-1], starts[1:], strict=True)
+            ]
+            return np.asarray(got[0] if len(got) == 1 else np.concatenate(got), np.float32)
 
         def grouped(t: np.ndarray) -> np.ndarray:  # (groups, rows, cols)
             return np.ascontiguousarray(np.moveaxis(t.reshape(len(take), groups, -1), 1, 0))
 
-        a = grouped(rows(x))
+        a = grouped(rows(xs))
         # zero padding quantizes to zero: Q commutes with im2col
-        z = fake_quant(a, self.scale) if xq is None else grouped(rows(xq))
+        z = fake_quant(a, self.scale) if xqs is None else grouped(rows(xqs))
         e = a - z
         if layer.bias is not None:
             z = np.concatenate([z, np.ones((*z.shape[:2], 1), np.float32)], axis=2)
@@ -430,7 +459,7 @@ class _Sums:
         self.rows += len(take)
         every = CHECK_EVERY
         check = (self.samples + take // max(per_sample, 1)) % max(every, 1) == every - 1
-        self.samples += x.shape[0] if x.ndim > 1 else 1
+        self.samples += samples
         if every and np.any(check):
             zc, ec = z[:, check], e[:, check]
             self.hc += np.swapaxes(zc, 1, 2) @ zc
@@ -555,7 +584,7 @@ def compensate(
     `model` whose layers' quantized inputs are the X~ (upstream INT8 error included) instead
     of Q(FP32 input)."""
     from ..passes.insert_qdq import activation_scale
-    from ._stats import tensor_batches
+    from ._stats import tensor_parts
     from .accuracy import run_pool
 
     rounding = rounding or ROUNDING
@@ -581,7 +610,7 @@ def compensate(
             return list(pool.map(work, items)) if pool is not None else [work(i) for i in items]
 
         if quantized is None:
-            for values in tensor_batches(model, feeds, list(by_input), workers=WORKERS):
+            for values in tensor_parts(model, feeds, list(by_input), workers=WORKERS):
 
                 def add(name: str) -> None:
                     for layer in by_input[name]:
