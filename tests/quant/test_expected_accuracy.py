@@ -359,8 +359,8 @@ def halves_model():
 def test_a_mix_fitted_to_the_search_rows_is_searched_again_on_all_rows():
     """The search half is read by x_a, the held-out half by x_b: keeping mm_a in float satisfies
     the search rows and loses ~97 points on the held-out ones. The accuracy kind searches again
-    on all 64 rows and keeps mm_b float too (before: mm_a alone, written with "NOT met");
-    top1 keeps deciding on the search half (its retry is not measured)."""
+    on all 64 rows and keeps mm_b float too (before: mm_a alone, written with "NOT met"); so
+    does top1 (its repair goes on from mm_a, led by the held-out rows it reads differently)."""
     from test_protect_search import options
 
     from onnx2trt_lib.quant.protect import protect
@@ -374,8 +374,10 @@ def test_a_mix_fitted_to_the_search_rows_is_searched_again_on_all_rows():
     assert any("searched again on all 64 rows" in n for n in report.notes)
     assert "measured on the" not in report.summary_lines()[0]
     top1 = protect(model, options(ranges), data, criterion=Criterion(agreement="top1"))
-    assert [e.node for e in top1.excluded] == ["mm_a"] and not top1.met
-    assert top1.held_out == 32
+    assert sorted(e.node for e in top1.excluded) == ["mm_a", "mm_b"]
+    assert top1.met and top1.after == 1.0
+    assert top1.held_out == 0 and top1.samples == 64
+    assert any("searched again on all 64 rows" in n for n in top1.notes)
 
 
 def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows():

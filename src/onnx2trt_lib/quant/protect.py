@@ -36,8 +36,10 @@ Steps (each one visible in `protect` below):
    group in halves where returning it breaks the criterion (at most REFINE_BUDGET tries).
 5. Measure the chosen mix on the held-out rows (the number the report gives). The switch model
    computes exactly what insert-qdq writes (tests/quant/test_switch.py), so it is not rebuilt.
-   For the accuracy kind a mix that fails the held-out rows was fitted to the search rows:
-   steps 3-4 run again on all rows, and the report is measured on all of them.
+   A mix that fails the held-out rows (accuracy, top1) was fitted to the search rows: the
+   search runs again on all rows, and the report is measured on all of them. For accuracy,
+   steps 3-4; for top1, full INT8 or the mix itself where either passes there, else the
+   repair goes on from the mix (the rows it reads differently lead), else steps 2-4.
 
 Every evaluation of steps 1-4 runs in one ONNX Runtime session of the switch model
 (quant.switch): the full Q/DQ model with a bool switch per layer, so a question costs one
@@ -109,9 +111,9 @@ MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
 # kinds whose search starts again on every row when its mix fails the held-out rows: on
-# PP-OCRv4 rec the accuracy kind's 32 search words were fitted, not learned from (benchmarks/
-# results/quant.md, "calibration sets"); a mean over rows, so all rows' full INT8 value is known
-RETRY_ON_ALL_ROWS = ("accuracy",)
+# PP-OCRv4 rec the 32 search words were fitted, not learned from (benchmarks/results/quant.md,
+# "calibration sets" for accuracy, "held-out retry" for top1)
+RETRY_ON_ALL_ROWS = ("accuracy", "top1")
 
 
 @dataclass(frozen=True)
@@ -418,6 +420,7 @@ def protect(
         )
 
     full_passed: set[int] = set()  # search rows full INT8 reads as FP32 (top1, row order)
+    full_failed: set[int] = set()  # and those it reads differently
 
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
@@ -440,6 +443,7 @@ def protect(
                 row_order.failed(np.flatnonzero(wrong))
                 if not floats:
                     full_passed.update(every[~wrong].tolist())
+                    full_failed.update(every[wrong].tolist())
             return judge_.score(out)
         if row_order is not None and not held:
             rows = row_order.count
@@ -452,6 +456,7 @@ def protect(
                     failed += run_rows[wrong].tolist()
                     if not floats:
                         full_passed.update(run_rows[~wrong].tolist())
+                        full_failed.update(run_rows[wrong].tolist())
                 if len(failed) > allowed:
                     break  # at most this: fails the target
             row_order.failed(failed)
@@ -496,7 +501,10 @@ def protect(
                 todo = [r for r in todo if len(r)]
                 outs = switch.run_batches(layers, [row_order.feed(r) for r in todo]) if todo else []
                 for run_rows, out in zip(todo, outs, strict=True):
-                    new += run_rows[search_judge.failing(out, run_rows)].tolist()
+                    wrong = search_judge.failing(out, run_rows)
+                    new += run_rows[wrong].tolist()
+                    full_passed.update(run_rows[~wrong].tolist())
+                    full_failed.update(run_rows[wrong].tolist())
                 if len(found) + len(new) >= want:
                     break
             count += bool(rest)
@@ -547,9 +555,12 @@ def protect(
         # the most promising REPAIR_CANDIDATES at most run the at-risk rows
         return _best_first(pool, partial, on_every_row, keep, switch.workers, REPAIR_CANDIDATES)
 
-    def repair() -> tuple[list[str], dict[str, tuple[int, int, float, int]], float] | None:
+    def repair(
+        start: Sequence[str] = (),
+    ) -> tuple[list[str], dict[str, tuple[int, int, float, int]], float] | None:
         """Step 2a: (layers floated in order, what each pick measured, the criterion on the
-        search rows), or None when REPAIR_STEPS layers do not make the search rows agree.
+        search rows), or None when REPAIR_STEPS layers do not make the search rows agree;
+        `start`: layers already float (the retry on every row goes on from its mix).
 
         Each step runs, per candidate, the layers floated so far plus that one on rows that
         read differently now and the passing rows most at risk, and floats the one that leaves
@@ -559,9 +570,9 @@ def protect(
         rec most single float layers leave as many rows differing as full INT8, other ones)."""
         nonlocal count
         assert row_order is not None
-        picks: list[str] = []
+        picks: list[str] = list(start)
         measured: dict[str, tuple[int, int, float, int]] = {}
-        candidates = list(layers)
+        candidates = [c for c in layers if c not in picks]
         failing = failing_rows(REPAIR_FAILING)
         for step in range(REPAIR_STEPS):
             bad = set(failing) | set(row_order.suspects)  # at risk: rows not known to fail
@@ -592,7 +603,8 @@ def protect(
         # run past the rows that already fail it
         before_search = evaluate([], exact=held_b is search_b or kind != "top1")
         before = before_search
-        if held_b is not search_b and (ok(before_search) or kind in RETRY_ON_ALL_ROWS):
+        # accuracy: a mean over rows, whose retry needs full INT8 on every row
+        if held_b is not search_b and (ok(before_search) or kind == "accuracy"):
             before = evaluate([], held=True, exact=True)
             count -= 1  # one question, asked of both parts
         elif held_b is not search_b:  # only the report needs it: measured at its end
@@ -634,6 +646,28 @@ def protect(
         notes.append("full INT8 met the criterion on the search rows only: searched on all rows")
         all_rows()
 
+    def rank_alone() -> tuple[list[str], dict[str, float]]:
+        """Step 2: (layers most sensitive first, output SQNR of each) with only that layer
+        INT8, on a few search rows."""
+        nonlocal count
+        samples_ = ranking_samples
+        if samples_ is None:
+            samples_ = max(2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers))))
+        few = _rows(search_b, samples_, fixed)
+        few_ref = switch.run([], few)
+        float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
+        each = switch.run_each([[node] for node in layers], few)  # independent: side by side
+        alone: dict[str, float] = {}
+        for node, parts in zip(layers, each, strict=True):
+            out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
+            if metric is None:
+                alone[node] = judge.sensitivity_db(few_ref, out)
+            else:
+                alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
+                alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
+        count += len(layers)
+        return sorted(layers, key=lambda c: (alone[c], c)), alone
+
     # 2a. repair (top1 on rows of a dynamic batch): float one layer at a time, the one that
     #     repairs most of a few rows that read differently, until the search rows agree
     mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
@@ -646,25 +680,8 @@ def protect(
         ranking = [*picks, *sorted(c for c in layers if c not in measured)]
         alone = {c: measured[c][2] if c in measured else math.nan for c in layers}
     else:
-        # 2. sensitivity ranking: only one layer INT8 at a time, output SQNR on a few rows
         ranked_by = "alone"
-        if ranking_samples is None:
-            ranking_samples = max(
-                2, min(RANKING_SAMPLES, -(-RANKING_PASSES * n_search // len(layers)))
-            )
-        few = _rows(search_b, ranking_samples, fixed)
-        few_ref = switch.run([], few)
-        float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
-        each = switch.run_each([[node] for node in layers], few)  # independent: side by side
-        for node, parts in zip(layers, each, strict=True):
-            out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
-            if metric is None:
-                alone[node] = judge.sensitivity_db(few_ref, out)
-            else:
-                alone[node] = min(sqnr_db(few_ref[n], out[n]) for n in float_out)
-                alone[node] = -math.inf if math.isnan(alone[node]) else alone[node]
-        count += len(layers)
-        ranking = sorted(layers, key=lambda c: (alone[c], c))
+        ranking, alone = rank_alone()
     log.info("protection: %d layers ranked (%s); first: %s", len(ranking), ranked_by, ranking[:5])
 
     def choose(start: tuple[list[str], float] | None = None) -> tuple[list[str], float]:
@@ -728,6 +745,48 @@ def protect(
             give_back(order[len(order) // 2 :])
         return kept, found
 
+    def full_int8_everywhere() -> float:
+        """Top1 of full INT8 on every row (after all_rows), running only the rows it has not
+        read yet: each row runs under full INT8 at most once."""
+        nonlocal count
+        if row_order is None:  # a fixed batch: no row order, no rows known
+            return evaluate([], exact=True)
+        count += 1
+        todo = [r for r in range(row_order.count) if r not in full_passed | full_failed]
+        runs = [np.asarray(todo[i : i + EXIT_ROWS]) for i in range(0, len(todo), EXIT_ROWS)]
+        for wave in _waves(runs, switch.workers):
+            for run_rows, out in zip(
+                wave, switch.run_batches(layers, [row_order.feed(r) for r in wave]), strict=True
+            ):
+                wrong = search_judge.failing(out, run_rows)
+                full_passed.update(run_rows[~wrong].tolist())
+                full_failed.update(run_rows[wrong].tolist())
+        row_order.failed(sorted(full_failed))
+        return 1.0 - len(full_failed) / row_order.count
+
+    def again_on_every_row(mix: list[str]) -> tuple[list[str], float]:
+        """Top1's retry on every row: (layers kept in float, the criterion there). Full INT8
+        where it passes there, else `mix` where it does, else the repair goes on from `mix`
+        (the rows it reads differently lead), else steps 2-4 from the alone ranking."""
+        nonlocal before, before_search, ranking, alone, measured, ranked_by
+        before = before_search = full_int8_everywhere()  # the report's before: every row now
+        if ok(before_search):
+            return [], before_search
+        now = evaluate(mix)
+        if ok(now):
+            return mix, now
+        again = repair(mix) if row_order is not None and REPAIR_STEPS > 0 else None
+        if again is not None:
+            picks_, more, value_ = again
+            measured = {c: m for c, m in {**measured, **more}.items() if c in picks_}
+            ranked_by = "repair"
+            ranking = [*picks_, *sorted(c for c in layers if c not in picks_)]
+            alone = {c: measured[c][2] if c in measured else alone.get(c, math.nan) for c in layers}
+            return choose((picks_, value_))
+        ranked_by, measured = "alone", {}
+        ranking, alone = rank_alone()
+        return choose()
+
     kept, found = choose((picks, repaired_value) if repaired is not None else None)
     if kind in RETRY_ON_ALL_ROWS and held_b is not search_b:
         checked = evaluate(kept, held=True, exact=True)
@@ -736,13 +795,16 @@ def protect(
                 f"the mix chosen on the {n_search} search rows read {search_judge.format(checked)} "
                 f"on the other {samples - n_search}: searched again on all {samples} rows"
             )
-            # full INT8 on every row: the accuracy kind is a mean over rows
-            before_search = (n_search * before_search + (samples - n_search) * before) / samples
-            before = before_search  # the report's before and after both cover every row now
-            all_rows()
-            # full INT8 can pass on all rows (failing the search half, passing the rest well):
-            # choose() assumes it fails and would keep at least one layer float
-            kept, found = ([], before_search) if ok(before_search) else choose()
+            if kind == "accuracy":  # full INT8 on every row: a mean over rows
+                before_search = (n_search * before_search + (samples - n_search) * before) / samples
+                before = before_search  # the report's before and after both cover every row now
+                all_rows()
+                # full INT8 can pass on all rows (failing the search half, passing the rest
+                # well): choose() assumes it fails and would keep at least one layer float
+                kept, found = ([], before_search) if ok(before_search) else choose()
+            else:
+                all_rows()
+                kept, found = again_on_every_row(kept)
 
     # 5. the chosen mix on the held-out rows (the switch model computes what insert-qdq writes)
     if metric is not None:
