@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -380,18 +381,30 @@ def test_a_mix_fitted_to_the_search_rows_is_searched_again_on_all_rows():
     assert any("searched again on all 64 rows" in n for n in top1.notes)
 
 
-def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows():
+@pytest.mark.parametrize("kind", ["accuracy", "top1"])
+def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows(monkeypatch, kind):
     """Row 0 (search half) is read by x_a alone: clipping it flips that row, so full INT8 fails
     the search half (-3 points of 32 rows) and the search keeps mm_a float. On the held-out
     rows x_a and x_b cancel: full INT8 clips both and agrees, mm_a float alone clips x_b and
     flips them all, so the retry runs. On all 64 rows full INT8 loses 1.5 points, inside a
     2-point budget: the retry keeps everything INT8 (before and after over the same rows)
-    instead of a search that assumes full INT8 fails and keeps layers float it does not need."""
+    instead of a search that assumes full INT8 fails and keeps layers float it does not need.
+    top1 (98% of rows) decides the same, and runs no row twice under full INT8."""
     from test_protect_search import options
 
     from onnx2trt_lib.quant.protect import protect
+    from onnx2trt_lib.quant.switch import SwitchSession
 
     model, _, _ = halves_model()
+    full = Counter()
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        if set(int8_layers) == {"mm_a", "mm_b", "mm_c"}:
+            full.update(r.tobytes() for r in np.concatenate([feed["x_a"], feed["x_b"]], 1))
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
     rng = np.random.default_rng(1)
 
     def small(n: int) -> np.ndarray:
@@ -405,10 +418,14 @@ def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows():
     }
     ranges = {"x_a": 2.0, "x_b": 2.0, "x_c": 0.1, "w_a": 1.0, "w_b": 1.0, "w_c": 1.0}
     data = [{k: v[i : i + 16] for k, v in x.items()} for i in range(0, 64, 16)]
-    criterion = Criterion(agreement="accuracy", min_agreement=0.98)
+    criterion = Criterion(agreement=kind, min_agreement=0.98)
     report = protect(model, options(ranges), data, criterion=criterion)
     assert any("searched again on all 64 rows" in n for n in report.notes)  # the retry ran
     assert report.excluded == () and report.met
     assert report.samples == 64 and report.held_out == 0
     assert report.after == report.before  # full INT8 both, over the same 64 rows
-    assert 1 - 2 / 64 < report.before < 1 - 1 / 64 + 0.001  # one row of 64 flips
+    if kind == "accuracy":
+        assert 1 - 2 / 64 < report.before < 1 - 1 / 64 + 0.001  # one row of 64 flips
+    else:
+        assert report.before == 1 - 1 / 64  # one row of 64 reads differently
+        assert len(full) == 64 and max(full.values()) == 1

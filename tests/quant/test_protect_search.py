@@ -149,14 +149,18 @@ def _binomial_unseen(rows: int) -> float:
 @pytest.mark.parametrize("kind", ["top1", "accuracy"])
 @pytest.mark.parametrize("search", [True, False])
 def test_rows_too_few_for_the_target_are_said(search, kind):
-    # 64 rows: the report's agreement is on 32 (or all 64 with protection off), where one row
+    # 64 rows: the report's agreement is on 32 (or all 64 with protection off or after a
+    # retry on every row; the note follows the rows), where one row
     # is 3.1% (1.6%) against the 1% (1 point) the target allows: "100%" there proves little,
     # and the report says so; 256 rows (128 held out) resolve 1% and get no such note
     model, x = chain([16, 16, 4], seed=7)
     ranges = clipped_ranges(model, x, {})
     crit = Criterion(agreement=kind, min_agreement=0.99)
     few = protect(model, options(ranges), x[:64], criterion=crit, search=search)
-    rows = 32 if search else 64
+    # the rows the report is on: 32 held out, or all 64 (protection off, or a search that
+    # went on to every row)
+    rows = few.held_out or few.samples
+    assert rows in (32, 64) and (search or rows == 64)
     coarse = [n for n in few.notes if "give at least" in n]
     assert len(coarse) == 1, few.notes
     start = (
@@ -574,3 +578,41 @@ def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
     retried = any("searched again on all" in n for n in report.notes)
     assert report.ranked_by == "repair" and report.held_out == (0 if retried else ROWS // 2)
     assert full and max(full.values()) == 1
+
+
+@pytest.mark.parametrize(("kind", "rows"), [("top1", 24), ("sqnr", 24), ("top1", ROWS)])
+def test_a_report_on_the_search_rows_is_the_written_models_value_without_a_rerun(
+    monkeypatch, kind, rows
+):
+    """Where no rows are held out (fewer than 32, or top1's retry on every row), the report's
+    `after` is the written model's value on those rows (ONNX Runtime on insert-qdq's model),
+    taken from the search's passing evaluation (the kept mix does not run every row again),
+    and no note claims rows the search left out."""
+    from onnx2trt_lib.quant.agreement import Judge
+    from onnx2trt_lib.quant.protect import REPAIR_AT_RISK, REPAIR_FAILING
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=1)
+    x = x[:rows]
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    runs: dict[tuple, list[bytes]] = {}
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        runs.setdefault(tuple(sorted(int8_layers)), []).extend(r.tobytes() for r in feed["x"])
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    criterion = Criterion(agreement=kind, min_sqnr_db=30.0)
+    report = protect(model, options(ranges), x, criterion=criterion)
+    assert report.held_out == 0 and report.met and report.excluded
+    assert not any("reported is on the other" in n for n in report.notes), report.notes
+    floats = [e.node for e in report.excluded]
+    written = insert_qdq(model, exclude_nodes=floats, **options(ranges))[0]
+    judge = Judge({"y": run(model, [{"x": x}])["y"][0]}, criterion)
+    assert report.after == judge.score({"y": run(written, [{"x": x}])["y"][0]})
+    mix = tuple(sorted(f"mm{i}" for i in range(6) if f"mm{i}" not in floats))
+    # every row, and no second time but for the repair's few rows (a rerun: `rows` more)
+    assert len(set(runs[mix])) == rows
+    assert len(runs[mix]) <= rows + REPAIR_FAILING + REPAIR_AT_RISK

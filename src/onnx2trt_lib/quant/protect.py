@@ -112,7 +112,7 @@ EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluat
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
 # kinds whose search starts again on every row when its mix fails the held-out rows: on
 # PP-OCRv4 rec the 32 search words were fitted, not learned from (benchmarks/results/quant.md,
-# "calibration sets" for accuracy, "held-out retry" for top1)
+# "calibration sets" for accuracy, "Held-out retry for top1" for top1)
 RETRY_ON_ALL_ROWS = ("accuracy", "top1")
 
 
@@ -392,15 +392,18 @@ def protect(
     per_row = metric is None and all(len(v) == samples for v in ref.values())
     if per_row:
         search_b, held_b = _split(batches, fixed)
+        held_b = held_b or search_b  # too few rows to hold any out: both are every row
         fixed_kind = Criterion(criterion.min_sqnr_db, kind, criterion.min_agreement)
         n_search = sum(_count(b) for b in search_b)
         search_judge = Judge({n: v[:n_search] for n, v in ref.items()}, fixed_kind)
         held_judge = (
-            Judge({n: v[n_search:] for n, v in ref.items()}, fixed_kind) if held_b else search_judge
+            Judge({n: v[n_search:] for n, v in ref.items()}, fixed_kind)
+            if held_b is not search_b
+            else search_judge
         )
         cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
         search_runs = _chunks(search_b, cut)
-        held_runs = _chunks(held_b, cut) if held_b else search_runs
+        held_runs = _chunks(held_b, cut) if held_b is not search_b else search_runs
         # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
         row_order = (
             RowOrder(search_b, EXIT_ROWS, search_judge.margins())
@@ -414,10 +417,12 @@ def protect(
         if metric is None:
             search_judge = held_judge = judge
             search_runs = held_runs = list(batches)
-    if metric is None:
-        notes += _coarse_note(
-            kind, target, samples - n_search if held_b is not search_b else samples
-        )
+    coarse = (
+        _coarse_note(kind, target, samples - n_search if held_b is not search_b else samples)
+        if metric is None
+        else []
+    )
+    notes += coarse
 
     full_passed: set[int] = set()  # search rows full INT8 reads as FP32 (top1, row order)
     full_failed: set[int] = set()  # and those it reads differently
@@ -578,6 +583,8 @@ def protect(
             bad = set(failing) | set(row_order.suspects)  # at risk: rows not known to fail
             risk = [r for r in row_order.by_risk if r not in bad][:REPAIR_AT_RISK]
             pool = [c for c in candidates if c not in picks]
+            if not pool:  # every layer float already
+                break
             keep = REPAIR_CANDIDATES if step == 0 else 1  # the best this step's pick rule needs
             scores = _repair_scores(
                 pool, picks, np.asarray(failing[:REPAIR_FAILING], int), np.asarray(risk, int), keep
@@ -637,6 +644,10 @@ def protect(
         search_judge = held_judge = judge
         search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
         n_search = samples
+        for note in coarse:  # the report's rows are every row now
+            notes.remove(note)
+        coarse[:] = _coarse_note(kind, target, samples)
+        notes.extend(coarse)
         if row_order is not None:  # the search rows come first in `batches`: their indices hold
             suspects = row_order.suspects
             row_order = RowOrder(batches, EXIT_ROWS, judge.margins())
@@ -730,8 +741,11 @@ def protect(
             if not group or tries >= REFINE_BUDGET:
                 return
             trial = [c for c in kept if c not in group]
-            tries += 1
-            got = evaluate(trial)
+            if not trial and not ok(before_search):
+                got = before_search  # full INT8, known to fail: only its halves are tried
+            else:
+                tries += 1
+                got = evaluate(trial)
             if ok(got):
                 kept, found = trial, got
             elif len(group) > 1:
@@ -752,7 +766,8 @@ def protect(
         if row_order is None:  # a fixed batch: no row order, no rows known
             return evaluate([], exact=True)
         count += 1
-        todo = [r for r in range(row_order.count) if r not in full_passed | full_failed]
+        known = full_passed | full_failed
+        todo = [r for r in range(row_order.count) if r not in known]
         runs = [np.asarray(todo[i : i + EXIT_ROWS]) for i in range(0, len(todo), EXIT_ROWS)]
         for wave in _waves(runs, switch.workers):
             for run_rows, out in zip(
@@ -811,7 +826,13 @@ def protect(
         after = measure_model(build(kept))
         count += 1
     else:
-        after = evaluate(kept, held=True, exact=True)
+        # the search's own rows: a passing value is already exact there (top1 with one output
+        # counts rows alike both ways; other early-exit kinds bound a value differently)
+        same = held_b is search_b and ok(found)
+        if same and (kind not in EARLY_EXIT or (kind == "top1" and len(search_judge.ref) == 1)):
+            after = found
+        else:
+            after = evaluate(kept, held=True, exact=True)
         if held_b is not search_b:
             notes.append(
                 f"chosen on {n_search} of the {samples} rows ({search_judge.format(found)} there); "
