@@ -112,3 +112,27 @@ def test_fp16_command(cli, model_file, tmp_path):
     assert (
         res.exit_code == 0
     )  # still has float32 parts (kept Gemm, I/O): converts the rest, no error
+
+
+def test_calibrate_qdq_rerun_writes_the_same_model(model_file, digits, tmp_path):
+    """A re-run of `calibrate --qdq` finds its cache up to date, but the Q/DQ ranges come from
+    the histograms, which a cache hit lacks: they are computed again, so the same model is
+    written (before: the cache's entropy ranges, another model) and the cache is unchanged.
+    With --method the cache's ranges are what was asked: the hit is reused."""
+    from onnx2trt_lib.cli.main import cli as main
+
+    data = tmp_path / "calib.npy"
+    np.save(data, digits[1]["x_calib"][:64])
+    cache, out = tmp_path / "d.cache", tmp_path / "q.onnx"
+    args = ["calibrate", str(model_file), "--data", str(data), "-o", str(cache)]
+    runs = []
+    for _ in range(2):
+        res = CliRunner().invoke(main, [*args, "--qdq", str(out), "--json"])
+        assert res.exit_code == 0, res.output
+        runs.append((json.loads(res.output), out.read_bytes(), cache.read_bytes()))
+    (first, model1, cache1), (second, model2, cache2) = runs
+    assert model2 == model1 and cache2 == cache1
+    assert not second["cache_hit"] and any("Q/DQ ranges: " in n for n in second["qdq"]["notes"])
+    assert not any("the cache was reused" in n for n in second["qdq"]["notes"])
+    res = CliRunner().invoke(main, [*args, "--method", "entropy", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["cache_hit"], res.output

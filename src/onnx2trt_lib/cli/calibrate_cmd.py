@@ -112,7 +112,8 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     default=None,
     help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11: MSE or percentile "
     "ranges from the same histograms (whichever full INT8 agrees better), checked against FP32 on the calibration data and protected (layers kept in float) "
-    "until it agrees.",
+    "until it agrees. Without --method the histograms are computed even where the cache is up "
+    "to date, so a re-run writes the same model.",
 )
 @click.option(
     "--no-protect", is_flag=True, help="--qdq: plain full INT8, measured but not protected."
@@ -216,7 +217,8 @@ def command(
     """Calibrate MODEL for INT8 on real data and write a TensorRT calibration cache.
 
     A sidecar CACHE.calib.json records the model hash, data fingerprint and settings: a re-run
-    with the same inputs reuses the cache instantly (--force recomputes).
+    with the same inputs reuses the cache instantly (--force recomputes; --qdq without --method
+    needs the histograms, so it recomputes them).
     """
     from ..calib.api import calibrate
 
@@ -285,7 +287,9 @@ def command(
             preprocess=preprocess,
             output=output,
             ranges_path=ranges_path,
-            force=force,
+            # the Q/DQ ranges are chosen from the histograms: a cache hit has none, and its
+            # entropy ranges would give another model than the first run wrote
+            force=force or (qdq_path is not None and method is None),
             mode=mode,
             ignore_nonfinite=ignore_nonfinite,
             scope=scope,
