@@ -996,18 +996,24 @@ def test_a_compensated_mix_that_misses_the_criterion_never_beats_a_plain_one_tha
         assert not _compensation_wins(rep(met, 0.6 + SHARE_GAIN / 2), rep(met, 0.6))
 
 
+@pytest.mark.parametrize("plain_first", [True, False])
 @pytest.mark.parametrize("comp_share", [0.8, 0.96])
 @pytest.mark.parametrize(("full_met", "plain_met"), [(True, True), (False, False), (False, True)])
-def test_the_default_competition_writes_what_won(monkeypatch, full_met, plain_met, comp_share):
+def test_the_default_competition_writes_what_won(
+    monkeypatch, full_met, plain_met, comp_share, plain_first
+):
     """Real searches with their verdicts overridden: the compensated search misses the
     criterion at 80% (or 96%) INT8 MACs, the plain one keeps 60% and meets it (or misses it
     too). A plain model that meets it is written; where both miss it the larger INT8 share
     wins. Where plain full INT8 misses the criterion on the search rows, the compensated
-    search runs first, and the plain one after it, since the compensated one misses the
-    criterion (even at 96% INT8, over 1 - SHARE_GAIN)."""
+    search runs first (unless DEFAULT_PLAIN_FIRST), and the plain one after it, since the
+    compensated one misses the criterion (even at 96% INT8, over 1 - SHARE_GAIN)."""
     import dataclasses
     import importlib
 
+    from onnx2trt_lib.quant import api
+
+    monkeypatch.setattr(api, "DEFAULT_PLAIN_FIRST", plain_first)
     protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
     real = protect_module.protect
     seen = []
@@ -1027,7 +1033,7 @@ def test_the_default_competition_writes_what_won(monkeypatch, full_met, plain_me
     calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
     amax = _ranges_of(model, calib, ["x", "r1"])
     got = quantize(model, amax, data=calib)
-    assert seen == ([False, True] if full_met else [True, False])
+    assert seen == ([False, True] if full_met or plain_first else [True, False])
     assert got.protection.met == plain_met
     assert got.protection.int8_mac_share_after == (0.6 if plain_met else comp_share)
     word = "dropped" if plain_met else "kept"
