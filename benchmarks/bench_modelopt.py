@@ -28,7 +28,8 @@ mean the same): same models, calibration samples, test sets and scorers. Per tas
 
 1. dev venv (`--dev prepare`): builds the task, saves the FP32 model and the calibration samples
    (one .npy: these exact samples calibrate ModelOpt), times one warm FP32 ORT pass over them
-   (bench_quant_accuracy.fp32_pass_seconds: the time unit of every row) and, unless --no-ours,
+   (bench_quant_accuracy.fp32_pass_seconds: the time unit of every row; since 2026-12-06 the
+   fastest of our session and ONNX Runtime's default one, so earlier ratios read about 1.9x lower) and, unless --no-ours,
    runs our rows in the same run (bench_quant_accuracy.bench(only_ours=True): FP32, full INT8
    entropy / mse, the default flow with mse and entropy ranges).
 2. ModelOpt venv: each variant in a fresh subprocess (seconds of the call alone, peak RSS =

@@ -555,14 +555,21 @@ def fp32_pass_seconds(model: onnx.ModelProto, batches: list[dict], default: bool
 
     from onnx2trt_lib.quant.accuracy import rows_per_batch, session
 
-    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    count = len(next(iter(rows.values())))
-
-    def cut(size: int) -> list[dict]:
-        return [{k: v[i : i + size] for k, v in rows.items()} for i in range(0, count, size)]
-
     runs = [(session(model), batches)]
+    leading = {np.shape(v)[0] if np.ndim(v) else None for b in batches for v in b.values()}
+    # every input a row axis first, the same rows in each batch: else only our run
+    default = (
+        default
+        and None not in leading
+        and all(len({len(v) for v in b.values()}) == 1 for b in batches)
+    )
     if default:
+        rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        count = len(next(iter(rows.values())))
+
+        def cut(size: int) -> list[dict]:
+            return [{k: v[i : i + size] for k, v in rows.items()} for i in range(0, count, size)]
+
         plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         fixed = rows_per_batch(model, batch_size=0)  # a fixed batch size takes only its own
         runs += [(plain, cut(n)) for n in ([fixed] if fixed else [8, 1])]

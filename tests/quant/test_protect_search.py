@@ -616,3 +616,72 @@ def test_a_report_on_the_search_rows_is_the_written_models_value_without_a_rerun
     # every row, and no second time but for the repair's few rows (a rerun: `rows` more)
     assert len(set(runs[mix])) == rows
     assert len(runs[mix]) <= rows + REPAIR_FAILING + REPAIR_AT_RISK
+
+
+def test_every_layer_float_is_measured_where_qdq_on_other_ops_stays():
+    """Step 3 takes every layer float as FP32 without running it, which holds only while
+    every Q/DQ hangs on a layer switch. A Mul quantized too (`op_types`) keeps its Q/DQ with
+    both layers float: the report measures that mix (before: "met, inf dB" on the search's own
+    rows, where the written model reads about 4.5 dB)."""
+    from onnx2trt_lib.quant.agreement import Judge
+
+    rng = np.random.default_rng(0)
+    w0 = (rng.standard_normal((16, 16)) / 4).astype(np.float32)
+    w1 = (rng.standard_normal((16, 8)) / 4).astype(np.float32)
+    nodes = [
+        h.make_node("MatMul", ["x", "w0"], ["t1"], name="mm0"),
+        h.make_node("Mul", ["t1", "t1"], ["t2"], name="mul"),
+        h.make_node("MatMul", ["t2", "w1"], ["y"], name="mm1"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 16])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 8])],
+        [nh.from_array(w0, "w0"), nh.from_array(w1, "w1")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    x = rng.standard_normal((24, 16)).astype(np.float32)  # too few to hold rows out
+    values = run(model, [{"x": x}], extra_outputs=["t1", "t2"])
+    ranges = {
+        "x": float(np.abs(x).max()),
+        "t1": float(np.abs(values["t1"][0]).max()) * 0.5,
+        "t2": float(np.abs(values["t2"][0]).max()),
+    }
+    opts = {**options(ranges), "op_types": (*DEFAULT_OP_TYPES, "Mul")}
+    criterion = Criterion(agreement="sqnr", min_sqnr_db=60.0)
+    report = protect(model, opts, [{"x": x}], criterion=criterion)
+    written = insert_qdq(model, exclude_nodes=[e.node for e in report.excluded], **opts)[0]
+    judge = Judge({"y": run(model, [{"x": x}])["y"][0]}, criterion)
+    value = judge.score({"y": run(written, [{"x": x}])["y"][0]})
+    assert report.held_out == 0 and value < 60.0
+    assert not report.met and report.after == pytest.approx(value, abs=1e-6)
+
+
+def test_a_mix_with_a_non_finite_row_fails_top1(monkeypatch):
+    """A non-finite output is the worst value for Judge.score: top1's early-exit count must not
+    pass a mix that reads one row as NaN as one differing row within the budget (before: such
+    a mix was kept, and the report took its passing value). Every mix with an INT8 layer reads
+    row 0 as NaN here, so only every layer float passes."""
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 10], seed=1)
+    x = x[:24]
+    real = SwitchSession.run_batch
+    nan_row = x[0].tobytes()
+
+    def poisoned(self, int8_layers, feed):
+        out = real(self, int8_layers, feed)
+        hit = [i for i, r in enumerate(feed["x"]) if r.tobytes() == nan_row]
+        if int8_layers and hit:
+            out = {n: v.copy() for n, v in out.items()}
+            out["y"][hit] = np.nan
+        return out
+
+    monkeypatch.setattr(SwitchSession, "run_batch", poisoned)
+    ranges = clipped_ranges(model, x, {})
+    report = protect(
+        model, options(ranges), x, criterion=Criterion(agreement="top1", min_agreement=0.9)
+    )
+    assert sorted(e.node for e in report.excluded) == ["mm0", "mm1", "mm2"]
+    assert report.met and report.after == 1.0

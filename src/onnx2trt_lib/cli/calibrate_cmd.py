@@ -113,7 +113,7 @@ if TYPE_CHECKING:  # rich is imported when a bar is shown, not at CLI start
     help="Also write the explicitly quantized (Q/DQ) model, for TensorRT 11: MSE or percentile "
     "ranges from the same histograms (whichever full INT8 agrees better), checked against FP32 on the calibration data and protected (layers kept in float) "
     "until it agrees. Without --method the histograms are computed even where the cache is up "
-    "to date, so a re-run writes the same model.",
+    "to date, so a re-run writes the same model (and rewrites the cache, the same bytes).",
 )
 @click.option(
     "--no-protect", is_flag=True, help="--qdq: plain full INT8, measured but not protected."

@@ -64,7 +64,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -454,18 +454,21 @@ def protect(
             rows = row_order.count
             allowed = math.floor((1.0 - target) * rows + 1e-9)
             failed: list[int] = []
+            finite = True
             for wave in _waves(row_order.runs(), switch.workers):
                 outs = switch.run_batches(int8, [row_order.feed(r) for r in wave])
                 for run_rows, out in zip(wave, outs, strict=True):
                     wrong = judge_.failing(out, run_rows)
                     failed += run_rows[wrong].tolist()
+                    finite = finite and _finite(out, judge_.ref)
                     if not floats:
                         full_passed.update(run_rows[~wrong].tolist())
                         full_failed.update(run_rows[wrong].tolist())
-                if len(failed) > allowed:
+                if len(failed) > allowed or not finite:
                     break  # at most this: fails the target
             row_order.failed(failed)
-            return (rows - len(failed)) / rows
+            # a non-finite output is the worst value, as Judge.score counts it
+            return (rows - len(failed)) / rows if finite else -math.inf
         if judge_.kind == "accuracy":
             gained = dict.fromkeys(judge_.ref, 0.0)
             start = 0
@@ -486,6 +489,8 @@ def protect(
             for out in switch.run_batches(int8, wave):
                 bad += judge_.failing_rows(out, start)
                 start += len(next(iter(out.values())))
+                if not _finite(out, judge_.ref):
+                    return -math.inf  # the worst value, as Judge.score counts it
                 if bad > allowed:
                     return (rows - bad) / rows  # at most this: fails the target
         return (rows - bad) / rows
@@ -827,8 +832,10 @@ def protect(
         count += 1
     else:
         # the search's own rows: a passing value is already exact there (top1 with one output
-        # counts rows alike both ways; other early-exit kinds bound a value differently)
-        same = held_b is search_b and ok(found)
+        # counts rows alike both ways; other early-exit kinds bound a value differently), but
+        # for every layer float, which step 3 assumes is FP32 without running it (Q/DQ on other
+        # ops, `op_types` beyond the weighted layers, stays)
+        same = held_b is search_b and ok(found) and len(kept) < len(layers)
         if same and (kind not in EARLY_EXIT or (kind == "top1" and len(search_judge.ref) == 1)):
             after = found
         else:
@@ -926,6 +933,10 @@ def _why(
         f"(reading differently before, or most at risk) still read differently ({positions} "
         f"position(s); output SQNR {db:.1f} dB), for {share:.1%} of the MACs"
     )
+
+
+def _finite(out: Mapping[str, np.ndarray], names: Iterable[str]) -> bool:
+    return all(bool(np.isfinite(out[n]).all()) for n in names)
 
 
 def _differing_positions(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> int:
