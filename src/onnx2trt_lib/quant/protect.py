@@ -427,6 +427,11 @@ def protect(
     full_passed: set[int] = set()  # search rows full INT8 reads as FP32 (top1, row order)
     full_failed: set[int] = set()  # and those it reads differently
 
+    def ran_full(rows_: np.ndarray, wrong: np.ndarray) -> None:
+        """Rows full INT8 ran: those it reads as FP32 and those it reads differently."""
+        full_passed.update(rows_[~wrong].tolist())
+        full_failed.update(rows_[wrong].tolist())
+
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
     ) -> float:
@@ -447,8 +452,7 @@ def protect(
                 wrong = judge_.failing(out, every)
                 row_order.failed(np.flatnonzero(wrong))
                 if not floats:
-                    full_passed.update(every[~wrong].tolist())
-                    full_failed.update(every[wrong].tolist())
+                    ran_full(every, wrong)
             return judge_.score(out)
         if row_order is not None and not held:
             rows = row_order.count
@@ -462,8 +466,7 @@ def protect(
                     failed += run_rows[wrong].tolist()
                     finite = finite and _finite(out, judge_.ref)
                     if not floats:
-                        full_passed.update(run_rows[~wrong].tolist())
-                        full_failed.update(run_rows[wrong].tolist())
+                        ran_full(run_rows, wrong)
                 if len(failed) > allowed or not finite:
                     break  # at most this: fails the target
             row_order.failed(failed)
@@ -513,8 +516,7 @@ def protect(
                 for run_rows, out in zip(todo, outs, strict=True):
                     wrong = search_judge.failing(out, run_rows)
                     new += run_rows[wrong].tolist()
-                    full_passed.update(run_rows[~wrong].tolist())
-                    full_failed.update(run_rows[wrong].tolist())
+                    ran_full(run_rows, wrong)
                 if len(found) + len(new) >= want:
                     break
             count += bool(rest)
@@ -778,9 +780,7 @@ def protect(
             for run_rows, out in zip(
                 wave, switch.run_batches(layers, [row_order.feed(r) for r in wave]), strict=True
             ):
-                wrong = search_judge.failing(out, run_rows)
-                full_passed.update(run_rows[~wrong].tolist())
-                full_failed.update(run_rows[wrong].tolist())
+                ran_full(run_rows, search_judge.failing(out, run_rows))
         row_order.failed(sorted(full_failed))
         return 1.0 - len(full_failed) / row_order.count
 
