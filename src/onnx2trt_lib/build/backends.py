@@ -264,7 +264,13 @@ def calibration_amax(model: onnx.ModelProto, config: BuildConfig) -> dict[str, f
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    result = calibrate(
+        model,
+        config.calibration_data,
+        shapes=shapes,
+        preprocess=config.preprocess,
+        keep_outputs=False,
+    )
     return dict(result.amax)
 
 

@@ -45,6 +45,7 @@ from .cache import (
 from .collect import CollectOptions, ProgressCallback, collect, resolve_mode
 from .dataset import open_source, parse_shapes
 from .methods import ZERO_AMAX
+from .output_rows import OutputRows
 from .preprocess import Preprocess, load_preprocess
 from .ranges import ranges_document, write_ranges
 from .sidecar import cached_bytes, make_key, sidecar_path, write_sidecar
@@ -74,6 +75,8 @@ class CalibrationResult:
     header: str = ""
     convergence: dict[str, Any] | None = None
     state: CalibrationState | None = field(default=None, repr=False, compare=False)
+    # the model's outputs on the first rows (calibrate's keep_outputs; calib.output_rows)
+    output_rows: OutputRows | None = field(default=None, repr=False, compare=False)
 
     @property
     def scales(self) -> dict[str, float]:
@@ -152,6 +155,7 @@ def calibrate(
     max_samples: int | None = None,
     sample_seed: int = 0,
     convergence: bool = False,
+    keep_outputs: bool = True,
 ) -> CalibrationResult:
     """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
 
@@ -163,6 +167,8 @@ def calibrate(
     the cluster at `ray_address`); the result is the same bytes as one process (calib.distributed).
     `max_samples`: a seeded (`sample_seed`) subset of that many samples. `convergence`: also report
     how far each threshold moved over the last fifth of the data (`CalibrationResult.convergence`).
+    `keep_outputs`: keep the model's outputs on the first rows (calib.output_rows, at most 256
+    rows and 512 MiB), so `quant.quantize_calibrated` on the same data needs no FP32 run.
     """
     started = time.perf_counter()
     if method not in METHODS:
@@ -271,6 +277,7 @@ def calibrate(
         overlap=overlap,
         count_zeros=method == "ncnn-kl",
         snapshot=0.8 if convergence else None,
+        keep_outputs=keep_outputs,
     )
     previous = [CalibrationState.load(p) for p in add_states]
     # exact states merge with a two-pass run as they are; others: start at their ranges (exact merge)
@@ -306,7 +313,9 @@ def calibrate(
             progress=progress,
             initial_ranges=initial,
         )
-    partial = state.partial
+    partial, output_rows = state.partial, state.outputs
+    if output_rows is not None:
+        output_rows.model_sha256 = model_hash
     for state_file, saved in zip(add_states, previous, strict=True):
         if set(saved.histograms) != set(state.histograms):
             differ = sorted(set(saved.histograms) ^ set(state.histograms))
@@ -371,6 +380,7 @@ def calibrate(
         header=cache.header,
         state=state,
         convergence=report,
+        output_rows=output_rows,
     )
 
 

@@ -42,6 +42,7 @@ from .dataset import (
     format_shape,
     resolve_calibration_shapes,
 )
+from .output_rows import OutputRows
 from .state import CalibrationState
 from .tensors import model_inputs, qdq_tensors, quantizable_tensors, value_aliases
 
@@ -151,6 +152,9 @@ class CollectOptions:
     # keep a copy of the histograms once this fraction of the batches is binned (the convergence
     # report compares the thresholds of that copy with the final ones); None: no copy
     snapshot: float | None = None
+    # keep the graph outputs of the first rows (calib.output_rows): a Q/DQ check on the same rows
+    # then needs no FP32 run of its own
+    keep_outputs: bool = False
 
 
 @dataclass
@@ -353,6 +357,13 @@ class _Collector(_Feeder):
         self.binned = [n for n in candidates if n in binned]
         self.names = [n for n in candidates if n in binned or n in self.aliases]
         self.run_rows: int | None = None  # rows per ORT run where batches run in parts
+        # the graph's outputs, kept for the first rows where calibration fetches them all
+        graph_outputs = [o.name for o in model.graph.output]
+        self.output_rows = (
+            OutputRows(graph_outputs)
+            if options.keep_outputs and graph_outputs and set(graph_outputs) <= set(self.fetch)
+            else None
+        )
         if not self.names:
             raise CalibrationError(
                 "the model has no floating-point activations to calibrate (all tensors are integer or constant)"
@@ -581,6 +592,8 @@ class _Collector(_Feeder):
 
         for run in runs():
             self._each_tensor(run.pairs, work)
+            if self.output_rows is not None:
+                self.output_rows.add(run.feeds, dict(run.pairs))
             first = next(iter(run.feeds.values()), None)
             samples += int(first.shape[0]) if first is not None and first.ndim else 1
             if not run.end:
@@ -613,6 +626,7 @@ class _Collector(_Feeder):
                 early.grow_to(state.histograms[name].range_max)
                 early.fixed = state.histograms[name].fixed
         state.partial = partial
+        state.outputs = self.output_rows
         return state
 
     def _ordered(self, histograms: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class CalibrationState:
     sources: list[str] = field(default_factory=list)
     # the histograms after part of the data (CollectOptions.snapshot), for the convergence report
     partial: CalibrationState | None = field(default=None, repr=False, compare=False)
+    # the FP32 outputs of the first rows (CollectOptions.keep_outputs; not saved, not merged)
+    outputs: Any = field(default=None, repr=False, compare=False)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         names = list(self.histograms) + [n for n in other.histograms if n not in self.histograms]

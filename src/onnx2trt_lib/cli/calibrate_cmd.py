@@ -301,6 +301,7 @@ def command(
             ray_address=ray_address,
             max_samples=max_samples,
             convergence=convergence,
+            keep_outputs=qdq_path is not None,  # the Q/DQ check's FP32 outputs
         )
     plots: list[Path] = []
     if plots_dir is not None:

@@ -654,9 +654,12 @@ def quantize_calibrated(
     from .accuracy import as_batches
     from .protect import fp32_outputs
 
-    # one FP32 run on these rows for the written model's measurements (both searches)
+    # one FP32 run on these rows for the written model's measurements (both searches), or
+    # none where calibration kept this model's outputs on them (calib.output_rows)
     ref_model = load_model(reference) if reference is not None else proto
-    reference_outputs = fp32_outputs(ref_model, feeds)
+    reference_outputs = (
+        _kept_outputs(model, proto, result, as_batches(feeds, proto)) if reference is None else {}
+    ) or fp32_outputs(ref_model, feeds)
     if method is None and result.state is not None:
         from .range_choice import candidate_ranges, choose
 
@@ -735,6 +738,22 @@ def quantize_calibrated(
         reference_outputs=reference_outputs,
     )
     return replace(res, notes=(*notes, *res.notes))
+
+
+def _kept_outputs(
+    model: ModelLike, proto: onnx.ModelProto, result, batches: list[dict]
+) -> dict[str, list[np.ndarray]]:
+    """The FP32 outputs of `batches` that calibration kept (`result.output_rows`) where it
+    calibrated this very model; empty otherwise."""
+    kept = getattr(result, "output_rows", None)
+    if kept is None or not kept.usable:
+        return {}
+    from .._io import sha256_model, sha256_model_file
+
+    # as calibrate keys its cache: a file's bytes, a proto's serialisation
+    path = isinstance(model, (str, os.PathLike))
+    digest = sha256_model_file(model) if path else sha256_model(proto)
+    return kept.lookup(batches) if digest == kept.model_sha256 else {}
 
 
 def _first_rows_of(

@@ -1,0 +1,96 @@
+"""The FP32 outputs of the first calibration rows, kept from calibration's own ONNX Runtime run.
+
+A Q/DQ check on the same rows (quant.api.quantize_calibrated, `calibrate --qdq`) compares the
+INT8 model with these outputs instead of running the FP32 model once more: on PP-OCRv4 rec,
+64 words, that run was 1.3 s of a 20 s flow. Rows are matched by the bytes of their inputs, so
+other data, or rows calibration did not keep, are simply not found (the check runs FP32 then).
+Calibration's session exposes every tensor, which blocks most of ONNX Runtime's fusions: its
+outputs equal a plain session's to float rounding (tests/calib/test_output_rows.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+KEEP_ROWS = 256  # quant.api.QDQ_SAMPLES: the rows a Q/DQ check reads
+KEEP_BYTES = 512 << 20  # past this the outputs are not kept (the check runs FP32 itself)
+
+
+def row_keys(feeds: Mapping[str, np.ndarray]) -> list[bytes] | None:
+    """A digest of each row's inputs (every input's row, by name), or None where the inputs do
+    not share one leading row axis."""
+    counts = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in feeds.values()}
+    if len(counts) != 1 or -1 in counts:
+        return None
+    rows = counts.pop()
+    arrays = [np.ascontiguousarray(feeds[name]) for name in sorted(feeds)]
+    keys = []
+    for row in range(rows):
+        digest = hashlib.blake2b(digest_size=16)
+        for name, arr in zip(sorted(feeds), arrays, strict=True):
+            digest.update(f"{name}:{arr.dtype.str}:{arr.shape[1:]}".encode())
+            digest.update(arr[row].tobytes())
+        keys.append(digest.digest())
+    return keys
+
+
+class OutputRows:
+    """FP32 outputs of up to `rows` rows by their inputs' digest; `add` per run, `lookup` later."""
+
+    def __init__(
+        self,
+        outputs: Sequence[str],
+        model_sha256: str = "",
+        rows: int = KEEP_ROWS,
+        max_bytes: int = KEEP_BYTES,
+    ) -> None:
+        self.names = list(outputs)
+        self.model_sha256 = model_sha256
+        self.rows, self.max_bytes = rows, max_bytes
+        self.index: dict[bytes, tuple[int, int]] = {}  # key -> (part, row in part)
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.bytes = 0
+        self.usable = True  # False once a run did not fit (then nothing is kept)
+
+    def add(self, feeds: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
+        """Keep copies of this run's output rows until `rows` are kept."""
+        if not self.usable or len(self.index) >= self.rows:
+            return
+        keys = row_keys(feeds)
+        if keys is None or any(
+            n not in values or np.ndim(values[n]) == 0 or len(values[n]) != len(keys)
+            for n in self.names
+        ):
+            self.drop()  # no row axis to match by: the check runs FP32 itself
+            return
+        take = min(len(keys), self.rows - len(self.index))
+        part = {n: np.array(values[n][:take]) for n in self.names}  # ORT's arena is reused
+        self.bytes += sum(v.nbytes for v in part.values())
+        if self.bytes > self.max_bytes:
+            self.drop()
+            return
+        for row, key in enumerate(keys[:take]):
+            self.index.setdefault(key, (len(self.parts), row))
+        self.parts.append(part)
+
+    def drop(self) -> None:
+        self.usable = False
+        self.index, self.parts, self.bytes = {}, [], 0
+
+    def lookup(self, batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+        """The kept outputs of `batches`, one array per batch as an FP32 run gives them; empty
+        where any row is not kept."""
+        if not self.usable or not self.parts:
+            return {}
+        found: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
+        for feed in batches:
+            keys = row_keys(feed)
+            if keys is None or any(k not in self.index for k in keys):
+                return {}
+            where = [self.index[k] for k in keys]
+            for name in self.names:
+                found[name].append(np.stack([self.parts[p][name][r] for p, r in where]))
+        return found

@@ -1,0 +1,125 @@
+"""calib.output_rows: calibration keeps the model's outputs on its first rows, and a Q/DQ check on
+the same rows uses them instead of an FP32 run of its own."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnx2trt_lib.calib.api import calibrate
+from onnx2trt_lib.calib.output_rows import OutputRows, row_keys
+from onnx2trt_lib.quant.api import quantize_calibrated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
+from test_range_choice import small_conv  # noqa: E402
+
+
+def outputs_of(x: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in model: two outputs that are each a function of their row alone."""
+    return {"sum": x.reshape(len(x), -1).sum(1), "neg": -x}
+
+
+def cut(x: np.ndarray, sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    edges = np.cumsum([0, *sizes])
+    return [{"x": x[a:b]} for a, b in zip(edges[:-1], edges[1:], strict=True) if a < len(x)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    keep=st.integers(1, 48),
+    kept_in=st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    asked_in=st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_lookup_gives_each_kept_row_in_any_batching(rows, keep, kept_in, asked_in, seed):
+    """Rows kept from one batching come back in another, one array per batch, equal to the
+    model's outputs; a row past `keep` or never seen makes the lookup empty."""
+    x = np.random.default_rng(seed).standard_normal((rows, 3, 2)).astype(np.float32)
+    kept = OutputRows(["sum", "neg"], rows=keep)
+    for feed in cut(x, kept_in * (rows // sum(kept_in) + 1)):
+        kept.add(feed, outputs_of(feed["x"]))
+    asked = cut(x, asked_in * (rows // sum(asked_in) + 1))
+    found = kept.lookup(asked)
+    # the first `keep` rows are kept: found exactly when every asked row is among them
+    if rows <= keep:
+        assert [len(a) for a in found["sum"]] == [len(b["x"]) for b in asked]
+        for feed, total, neg in zip(asked, found["sum"], found["neg"], strict=True):
+            want = outputs_of(feed["x"])
+            np.testing.assert_array_equal(total, want["sum"])
+            np.testing.assert_array_equal(neg, want["neg"])
+    else:
+        assert found == {}
+    other = x + 1.0  # rows never seen
+    assert kept.lookup([{"x": other}]) == {}
+
+
+def test_nothing_is_kept_past_the_byte_cap_or_without_a_row_axis():
+    x = np.ones((8, 4), np.float32)
+    capped = OutputRows(["y"], max_bytes=8 * 4 * 4 - 1)
+    capped.add({"x": x}, {"y": x})
+    assert not capped.usable and capped.lookup([{"x": x}]) == {}
+    pooled = OutputRows(["y"])
+    pooled.add({"x": x}, {"y": np.float32(3.0)})  # not one output row per input row
+    assert not pooled.usable and pooled.lookup([{"x": x}]) == {}
+    assert row_keys({"a": np.ones((2, 3)), "b": np.ones((3, 3))}) is None  # rows differ
+
+
+def test_the_same_rows_with_other_values_are_other_keys():
+    a = {"x": np.zeros((2, 3), np.float32)}
+    b = {"x": np.zeros((2, 3), np.float32)}
+    b["x"][1, 2] = 1e-30
+    ka, kb = row_keys(a), row_keys(b)
+    assert ka is not None and kb is not None
+    assert ka[0] == kb[0] and ka[1] != kb[1]
+    assert row_keys({"x": a["x"].astype(np.float64)})[0] != ka[0]  # dtype is part of the key
+
+
+def test_calibration_keeps_the_outputs_a_plain_session_gives():
+    """The kept outputs are the model's own, to float rounding, against a plain ORT session."""
+    model = small_conv()
+    x = np.random.default_rng(4).standard_normal((20, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 8]} for i in range(0, 20, 8)]
+    cal = calibrate(model, data, method="entropy")
+    assert cal.output_rows is not None and cal.output_rows.usable
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    found = cal.output_rows.lookup([{"x": x[3:17]}])
+    np.testing.assert_allclose(
+        found["y"][0], sess.run(None, {"x": x[3:17]})[0], rtol=1e-5, atol=1e-5
+    )
+    assert calibrate(model, data, method="entropy", keep_outputs=False).output_rows is None
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_qdq_check_uses_the_kept_outputs_of_the_same_model_only(monkeypatch, keep):
+    """With kept outputs of the same model and rows, no FP32 run; the written model is the one
+    an FP32 run gives. Another model (or keep_outputs=False) runs FP32 itself."""
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    calls = []
+    real = protect_module.fp32_outputs
+
+    def counted(model, data):
+        calls.append(1)
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    model = small_conv()
+    x = np.random.default_rng(5).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
+    cal = calibrate(model, data, method="entropy", keep_outputs=keep)
+    res = quantize_calibrated(model, cal, data)
+    assert len(calls) == (0 if keep else 1)
+    plain = quantize_calibrated(model, calibrate(model, data, keep_outputs=False), data)
+    assert res.model.SerializeToString() == plain.model.SerializeToString()
+    other = small_conv()
+    other.graph.initializer[0].raw_data = bytes(len(other.graph.initializer[0].raw_data))
+    calls.clear()
+    quantize_calibrated(other, cal, data)  # calibrated on `model`: its outputs do not apply
+    assert len(calls) == 1
