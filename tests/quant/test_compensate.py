@@ -1086,3 +1086,56 @@ def test_layers_are_summed_and_solved_side_by_side_on_one_blas_thread(
     for fixes_side, fixes_one in zip(side[:2], one[:2], strict=True):
         for name, fix in fixes_side.items():
             np.testing.assert_array_equal(fix.corrected, fixes_one[name].corrected)
+
+
+@pytest.mark.parametrize(("plain_met", "plain_share"), [(True, 0.99), (True, 0.6), (False, 0.6)])
+def test_the_compensated_search_gives_way_to_an_enough_plain_one(
+    monkeypatch, plain_met, plain_share
+):
+    """Compensated first (plain full INT8 misses the search rows), with its verdicts overridden:
+    where its first repair does not settle it (asked through give_way) the plain search runs
+    then. Plain meeting the criterion at >= 1 - SHARE_GAIN INT8 is written and the compensated
+    search stops there; otherwise the compensated one goes on and the competition decides as
+    before, without running the plain search a second time."""
+    import dataclasses
+    import importlib
+
+    from onnx2trt_lib.quant import api
+
+    monkeypatch.setattr(api, "DEFAULT_PLAIN_FIRST", False)
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+    real = protect_module.protect
+    seen, asked = [], []
+
+    def verdict(source, options, data, **kw):
+        compensated = bool(kw.get("weights"))
+        searching = kw.get("search", True)
+        if searching:
+            seen.append(compensated)
+        way = kw.pop("give_way", None)
+        if compensated and way is not None:
+            asked.append(way())
+            if asked[-1]:  # stopped: nothing kept, not met
+                rep = real(source, options, data, **{**kw, "search": False})
+                return dataclasses.replace(rep, met=False, excluded=())
+        rep = real(source, options, data, **kw)
+        met = False if compensated else plain_met if searching else False
+        share = 0.8 if compensated else plain_share
+        return dataclasses.replace(rep, met=met, int8_mac_share_after=share)
+
+    monkeypatch.setattr(protect_module, "protect", verdict)
+    rng = np.random.default_rng(0)
+    model = conv_model(rng)
+    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
+    amax = _ranges_of(model, calib, ["x", "r1"])
+    got = quantize(model, amax, data=calib)
+    enough = plain_met and plain_share >= 1 - api.SHARE_GAIN
+    assert seen == [True, False] and asked == [enough]  # the plain search runs once
+    assert got.protection.met == plain_met
+    wins_plain = plain_met  # else both miss it: 80% compensated beats 60% plain
+    assert got.protection.int8_mac_share_after == (plain_share if wins_plain else 0.8)
+    if enough:
+        assert any(n.startswith("compensation dropped: its first repair") for n in got.notes)
+    else:
+        word = "dropped" if wins_plain else "kept"
+        assert any(n.startswith(f"compensation {word}: its search") for n in got.notes)

@@ -429,3 +429,45 @@ def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows(monkeypatch, kind)
     else:
         assert report.before == 1 - 1 / 64  # one row of 64 reads differently
         assert len(full) == 64 and max(full.values()) == 1
+
+
+@pytest.mark.parametrize("where", ["held-out rows", "repair"])
+def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_search(
+    monkeypatch, where
+):
+    """top1 on halves_model: the repair floats mm_a, which fails the held-out half; or, with
+    every row searched (no held-out rows) and one repair step, the repair itself fails (each
+    half needs its own layer). give_way() True stops the search there (not met, nothing kept);
+    False goes on to the very report of a search without it. The SQNR kind, with no repair,
+    never asks."""
+    import importlib
+
+    from test_protect_search import options
+
+    from onnx2trt_lib.quant.protect import protect
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    if where == "repair":
+        monkeypatch.setattr(protect_module, "REPAIR_STEPS", 1)
+        monkeypatch.setattr(protect_module, "MIN_HELD_OUT", 64)
+    model, ranges, data = halves_model()
+    top1 = Criterion(agreement="top1")
+    asked = []
+
+    def answer(value):
+        return lambda: asked.append(value) or value
+
+    stopped = protect(model, options(ranges), data, criterion=top1, give_way=answer(True))
+    assert asked == [True]
+    assert not stopped.met and stopped.excluded == () and math.isnan(stopped.after)
+    why = "did not agree" if where == "repair" else "on the held-out rows"
+    assert "search stopped" in stopped.notes[-1] and why in stopped.notes[-1]
+    went_on = protect(model, options(ranges), data, criterion=top1, give_way=answer(False))
+    assert asked == [True, False]
+    plain = protect(model, options(ranges), data, criterion=top1)
+    assert went_on.to_dict() == plain.to_dict()
+    assert plain.met and sorted(e.node for e in plain.excluded) == ["mm_a", "mm_b"]
+    protect(
+        model, options(ranges), data, criterion=Criterion(agreement="sqnr"), give_way=answer(True)
+    )
+    assert asked == [True, False]

@@ -264,6 +264,7 @@ def protect(
     weights: Mapping | None = None,
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
     wanted: Callable[[bool, float], bool] | None = None,
+    give_way: Callable[[], bool] | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -278,7 +279,10 @@ def protect(
     (`fp32_outputs`), so measurements on the same rows share one FP32 run. `wanted(met, INT8
     MAC share)`: whether the caller can use this search's result (quant.api's competition asks
     it of the compensated search); where it cannot, full INT8's held-out value, which only the
-    report shows, is not measured (`before` is NaN then).
+    report shows, is not measured (`before` is NaN then). `give_way()`: asked once, where the
+    first repair (step 2a) does not settle the search (it fails, or its mix fails the held-out
+    rows), whether to stop here because the caller has a better search (quant.api's
+    competition runs the plain one then); a stopped search reports `met` False, nothing kept.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -686,10 +690,36 @@ def protect(
         count += len(layers)
         return sorted(layers, key=lambda c: (alone[c], c)), alone
 
+    def stopped(why: str) -> ProtectionReport:
+        """The report of a search stopped by `give_way` (nothing kept, not met)."""
+        log.info("protection: stopped, %s: the caller's other search decides", why)
+        return ProtectionReport(
+            what,
+            before,
+            math.nan,
+            target,
+            False,
+            (),
+            (),
+            count,
+            share_before,
+            share_before,
+            (*notes, f"search stopped ({why}): another search decides"),
+            kind,
+            True,
+            samples,
+            held_out=_held_rows(held_b, search_b),
+        )
+
     # 2a. repair (top1 on rows of a dynamic batch): float one layer at a time, the one that
     #     repairs most of a few rows that read differently, until the search rows agree
     mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
-    repaired = repair() if row_order is not None and REPAIR_STEPS > 0 else None
+    repairs = row_order is not None and REPAIR_STEPS > 0
+    repaired = repair() if repairs else None
+    # give_way is asked at most once: here where the repair fails, else where its mix fails
+    # the held-out rows
+    if repairs and repaired is None and give_way is not None and give_way():
+        return stopped(f"{REPAIR_STEPS} repair steps did not agree")
     measured: dict[str, tuple[int, int, float, int]] = {}
     alone: dict[str, float] = {}
     if repaired is not None:
@@ -810,6 +840,10 @@ def protect(
     kept, found = choose((picks, repaired_value) if repaired is not None else None)
     if kind in RETRY_ON_ALL_ROWS and held_b is not search_b:
         checked = evaluate(kept, held=True, exact=True)
+        if not ok(checked) and repaired is not None and give_way is not None and give_way():
+            return stopped(
+                f"the repaired mix read {held_judge.format(checked)} on the held-out rows"
+            )
         if not ok(checked):  # fitted to the search rows: decide again on every row
             notes.append(
                 f"the mix chosen on the {n_search} search rows read {search_judge.format(checked)} "
