@@ -685,3 +685,53 @@ def test_a_mix_with_a_non_finite_row_fails_top1(monkeypatch):
     )
     assert sorted(e.node for e in report.excluded) == ["mm0", "mm1", "mm2"]
     assert report.met and report.after == 1.0
+
+
+@pytest.mark.parametrize("kind", ["top1", "sqnr"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_known_full_int8_outputs_are_not_run_again(monkeypatch, kind, seed):
+    """Full INT8's outputs on the search rows given (`known_full`, as the range choice
+    measured them on the written Q/DQ model): the same report as without them, and full INT8
+    runs none of those rows."""
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    layers = {f"mm{i}" for i in range(6)}
+    criterion = Criterion(agreement=kind, min_sqnr_db=30.0)
+    without = protect(model, options(ranges), x, criterion=criterion)
+    full = insert_qdq(model, **options(ranges))[0]
+    search = x[: ROWS // 2]
+    known = {"y": run(full, [{"x": search}])["y"][0]}
+    ran: list[bytes] = []
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        if set(int8_layers) == layers:
+            ran.extend(row.tobytes() for row in feed["x"])
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    given = protect(model, options(ranges), x, criterion=criterion, known_full=known)
+    assert given.to_dict() == without.to_dict()
+    assert without.excluded  # a search ran
+    assert not {r.tobytes() for r in search} & set(ran)
+
+
+def test_a_measurement_hands_back_full_int8_outputs():
+    """`full_outputs` with search=False: full INT8's outputs on the data, joined along the rows,
+    as ONNX Runtime gives them for the written Q/DQ model."""
+    model, x = chain([16, 24, 10], seed=0)
+    ranges = clipped_ranges(model, x, {"x": 0.5})
+    got: dict = {}
+    protect(
+        model,
+        options(ranges),
+        x,
+        criterion=Criterion(agreement="top1"),
+        search=False,
+        full_outputs=got,
+    )
+    full = insert_qdq(model, **options(ranges))[0]
+    np.testing.assert_array_equal(got["y"], run(full, [{"x": x}])["y"][0])

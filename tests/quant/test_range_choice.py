@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import onnx
 import pytest
@@ -207,3 +209,29 @@ def test_with_held_out_rows_the_flow_still_runs_fp32_once(monkeypatch):
     assert calls == [64]
     assert res.protection is not None and res.protection.held_out == 32
     assert any(n.startswith("Q/DQ ranges: ") and "search half" in n for n in res.notes)
+
+
+def test_the_plain_search_reads_full_int8_of_the_search_rows_from_the_range_choice(monkeypatch):
+    """The chosen candidate's full INT8 outputs on the search rows, measured by the range
+    choice, reach the plain search (`known_full`): what ONNX Runtime gives for the Q/DQ model
+    written without protection on those rows."""
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    real = protect_module.protect
+    given = []
+
+    def recorded(*args, **kw):
+        if kw.get("search", True):
+            given.append(kw.get("known_full"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(protect_module, "protect", recorded)
+    model = small_conv()
+    x = np.random.default_rng(3).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
+    cal = calibrate(model, data, method="entropy")
+    quantize_calibrated(model, cal, data, compensate=False)
+    assert len(given) == 1 and given[0] is not None
+    full = quantize_calibrated(model, cal, data, compensate=False, protect=False).model
+    from onnx2trt_lib.quant.accuracy import run
+
+    np.testing.assert_array_equal(given[0]["y"], run(full, [{"x": x[:32]}])["y"][0])

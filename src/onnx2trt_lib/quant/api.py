@@ -244,6 +244,7 @@ def quantize(
     output: str | os.PathLike | None = None,
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
     full_int8_met: bool | None = None,
+    full_int8_outputs: Mapping[str, np.ndarray] | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
 
@@ -270,7 +271,9 @@ def quantize(
     (quant.protect.fp32_outputs), else computed once. `full_int8_met`: whether plain full INT8
     meets the criterion on protection's search rows, where the caller already measured it
     (quantize_calibrated's range choice does), else None: measured here when the order needs
-    it (DEFAULT_PLAIN_FIRST off).
+    it (DEFAULT_PLAIN_FIRST off). `full_int8_outputs`: plain full INT8's outputs on those
+    rows, joined along them, where the caller has them (the range choice's run): the plain
+    search does not run full INT8 on them again.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -331,6 +334,7 @@ def quantize(
             reference_outputs = fp32_outputs(ref_model if ref_model is not None else proto, data)
 
         def searched(source, biases, weights_, search_, wanted=None, give_way=None):
+            plain_model = biases is None and weights_ is None  # full INT8 as the caller ran it
             return run_protect(
                 source,
                 options,
@@ -347,6 +351,7 @@ def quantize(
                 reference_outputs=reference_outputs,
                 wanted=wanted,
                 give_way=give_way,
+                known_full=full_int8_outputs if plain_model else None,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -702,6 +707,7 @@ def quantize_calibrated(
 
         # plain full INT8 on the search rows: protection's step 1 where outputs are per row
         met: dict[int, bool] = {}
+        full_out: dict[int, dict[str, np.ndarray]] = {}
 
         def measure(candidate: dict[str, float]) -> tuple[float, str]:
             if plain:  # quantize(..., protect=False) without writing its model
@@ -720,6 +726,7 @@ def quantize_calibrated(
                     search=False,
                     reference=ref_model if reference is not None else None,
                     reference_outputs=search_outputs,
+                    full_outputs=full_out.setdefault(id(candidate), {}),
                 )
                 met[id(candidate)] = measured.met
                 return measured.before, measured.fmt(measured.before)
@@ -740,15 +747,17 @@ def quantize_calibrated(
         choice = choose(candidate_ranges(_qdq_state(result.state, proto), result.amax), measure)
         ranges = choice.ranges
         full_int8_met = met.get(id(ranges)) if cut is not None else None
+        known_full = full_out.get(id(ranges)) if cut is not None else None
         notes.append(choice.note())
     else:
-        ranges, full_int8_met = dict(result.amax), None
+        ranges, full_int8_met, known_full = dict(result.amax), None, None
         why = "the cache was reused, no histograms" if result.state is None else "as asked"
         notes.append(f"Q/DQ ranges: the cache's ({result.method}; {why})")
     res = quantize(
         model,
         ranges,
         full_int8_met=full_int8_met,
+        full_int8_outputs=known_full or None,
         data=feeds,
         protect=protect,
         criterion=criterion,

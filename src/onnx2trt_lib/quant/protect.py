@@ -265,6 +265,8 @@ def protect(
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
     wanted: Callable[[bool, float], bool] | None = None,
     give_way: Callable[[], bool] | None = None,
+    full_outputs: dict[str, np.ndarray] | None = None,
+    known_full: Mapping[str, np.ndarray] | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -283,6 +285,9 @@ def protect(
     first repair (step 2a) does not settle the search (it fails, or its mix fails the held-out
     rows), whether to stop here because the caller has a better search (quant.api's
     competition runs the plain one then); a stopped search reports `met` False, nothing kept.
+    `full_outputs` (with `search=False`): receives full INT8's outputs on `data`, joined along
+    the rows; `known_full`: those outputs on the first rows of `data` (the search rows of a
+    split), which full INT8 then does not run again (quant.api's range choice measured them).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -353,9 +358,14 @@ def protect(
             if not fixed and len(batches) < PARALLEL_RUNS and row_first
             else batches
         )
-        measure_model = lambda q: judge.score(  # noqa: E731
-            {n: _cat(v) for n, v in run(q, parts, workers=PARALLEL_RUNS).items()}
-        )
+
+        def measured_outputs(q: onnx.ModelProto) -> dict[str, np.ndarray]:
+            out = {n: _cat(v) for n, v in run(q, parts, workers=PARALLEL_RUNS).items()}
+            if full_outputs is not None and q is full:
+                full_outputs.update(out)
+            return out
+
+        measure_model = lambda q: judge.score(measured_outputs(q))  # noqa: E731
     else:
         fp32_score = float(metric(model))
         what = f"metric >= FP32 metric {fp32_score:.6g} - {allowed_drop:g}"
@@ -436,6 +446,32 @@ def protect(
         full_passed.update(rows_[~wrong].tolist())
         full_failed.update(rows_[wrong].tolist())
 
+    known_rows = len(next(iter(known_full.values()))) if known_full else 0
+
+    def full_int8_runs(row_sets: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Full INT8's outputs on these sets of rows (row order's indices, the data's rows):
+        the rows `known_full` holds from it, the others run."""
+        order_ = row_order
+        assert order_ is not None
+        if not known_full:
+            return switch.run_batches(layers, [order_.feed(r) for r in row_sets])
+        known = [r < known_rows for r in row_sets]
+        todo = [r[~k] for r, k in zip(row_sets, known, strict=True)]
+        feeds = [order_.feed(t) for t in todo if len(t)]
+        ran = iter(switch.run_batches(layers, feeds) if feeds else [])
+        outs = []
+        for r, k, t in zip(row_sets, known, todo, strict=True):
+            got = next(ran) if len(t) else {}
+            out = {}
+            for n in switch.outputs:
+                held = np.asarray(known_full[n])
+                out[n] = np.empty((len(r), *held.shape[1:]), held.dtype)
+                out[n][k] = held[r[k]]
+                if len(t):
+                    out[n][~k] = got[n]
+            outs.append(out)
+        return outs
+
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
     ) -> float:
@@ -450,7 +486,11 @@ def protect(
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
-            out = switch.run(int8, runs)
+            rows_ = len(next(iter(judge_.ref.values())))
+            if not floats and not held and per_row and known_full and known_rows >= rows_:
+                out = {n: np.asarray(known_full[n])[:rows_] for n in switch.outputs}
+            else:
+                out = switch.run(int8, runs)
             if row_order is not None and not held:  # which rows fail full INT8, say
                 every = np.arange(row_order.count)
                 wrong = judge_.failing(out, every)
@@ -464,7 +504,11 @@ def protect(
             failed: list[int] = []
             finite = True
             for wave in _waves(row_order.runs(), switch.workers):
-                outs = switch.run_batches(int8, [row_order.feed(r) for r in wave])
+                outs = (
+                    full_int8_runs(wave)
+                    if not floats
+                    else switch.run_batches(int8, [row_order.feed(r) for r in wave])
+                )
                 for run_rows, out in zip(wave, outs, strict=True):
                     wrong = judge_.failing(out, run_rows)
                     failed += run_rows[wrong].tolist()
@@ -516,7 +560,7 @@ def protect(
                 # rows step 1 already read as FP32 pass again: only the others run
                 todo = [r[~np.isin(r, list(full_passed))] for r in wave]
                 todo = [r for r in todo if len(r)]
-                outs = switch.run_batches(layers, [row_order.feed(r) for r in todo]) if todo else []
+                outs = full_int8_runs(todo) if todo else []
                 for run_rows, out in zip(todo, outs, strict=True):
                     wrong = search_judge.failing(out, run_rows)
                     new += run_rows[wrong].tolist()
@@ -807,9 +851,7 @@ def protect(
         todo = [r for r in range(row_order.count) if r not in known]
         runs = [np.asarray(todo[i : i + EXIT_ROWS]) for i in range(0, len(todo), EXIT_ROWS)]
         for wave in _waves(runs, switch.workers):
-            for run_rows, out in zip(
-                wave, switch.run_batches(layers, [row_order.feed(r) for r in wave]), strict=True
-            ):
+            for run_rows, out in zip(wave, full_int8_runs(wave), strict=True):
                 ran_full(run_rows, search_judge.failing(out, run_rows))
         row_order.failed(sorted(full_failed))
         return 1.0 - len(full_failed) / row_order.count
