@@ -431,13 +431,14 @@ def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows(monkeypatch, kind)
         assert len(full) == 64 and max(full.values()) == 1
 
 
-@pytest.mark.parametrize("where", ["held-out rows", "repair"])
+@pytest.mark.parametrize("where", ["held-out rows", "repair", "repair step"])
 def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_search(
     monkeypatch, where
 ):
     """top1 on halves_model: the repair floats mm_a, which fails the held-out half; or, with
     every row searched (no held-out rows) and one repair step, the repair itself fails (each
-    half needs its own layer). give_way() True stops the search there (not met, nothing kept);
+    half needs its own layer); or with GIVE_WAY_STEPS 1 of 4 steps, asked after the first
+    (the second agrees). give_way() True stops the search there (not met, nothing kept);
     False goes on to the very report of a search without it. The SQNR kind, with no repair,
     never asks."""
     import importlib
@@ -447,9 +448,11 @@ def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_searc
     from onnx2trt_lib.quant.protect import protect
 
     protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    if where == "repair":
-        monkeypatch.setattr(protect_module, "REPAIR_STEPS", 1)
+    if where != "held-out rows":
         monkeypatch.setattr(protect_module, "MIN_HELD_OUT", 64)
+        steps = 1 if where == "repair" else 4
+        monkeypatch.setattr(protect_module, "REPAIR_STEPS", steps)
+        monkeypatch.setattr(protect_module, "GIVE_WAY_STEPS", 1)
     model, ranges, data = halves_model()
     top1 = Criterion(agreement="top1")
     asked = []
@@ -460,7 +463,7 @@ def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_searc
     stopped = protect(model, options(ranges), data, criterion=top1, give_way=answer(True))
     assert asked == [True]
     assert not stopped.met and stopped.excluded == () and math.isnan(stopped.after)
-    why = "did not agree" if where == "repair" else "on the held-out rows"
+    why = "1 repair step(s) did not agree" if "repair" in where else "on the held-out rows"
     assert "search stopped" in stopped.notes[-1] and why in stopped.notes[-1]
     went_on = protect(model, options(ranges), data, criterion=top1, give_way=answer(False))
     assert asked == [True, False]

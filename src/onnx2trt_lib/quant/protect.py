@@ -107,6 +107,10 @@ REPAIR_STEPS = 4
 REPAIR_FAILING = 4
 REPAIR_AT_RISK = 4
 REPAIR_CANDIDATES = 8
+# a search with a competitor (give_way) asks it after this many repair steps without agreeing:
+# on PP-OCRv4 rec a compensated repair that agreed did so in 1-2 steps (5 calibration sets) and
+# one that did not spent 8 s on 4 steps before the plain search repaired with one layer
+GIVE_WAY_STEPS = 2
 MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
@@ -282,8 +286,8 @@ def protect(
     MAC share)`: whether the caller can use this search's result (quant.api's competition asks
     it of the compensated search); where it cannot, full INT8's held-out value, which only the
     report shows, is not measured (`before` is NaN then). `give_way()`: asked once, where the
-    first repair (step 2a) does not settle the search (it fails, or its mix fails the held-out
-    rows), whether to stop here because the caller has a better search (quant.api's
+    first repair (step 2a) does not settle the search (no agreement after GIVE_WAY_STEPS
+    steps, or its mix fails the held-out rows), whether to stop here because the caller has a better search (quant.api's
     competition runs the plain one then); a stopped search reports `met` False, nothing kept.
     `full_outputs` (with `search=False`): receives full INT8's outputs on `data`, joined along
     the rows; `known_full`: those outputs on the first rows of `data` (the search rows of a
@@ -615,12 +619,23 @@ def protect(
         # the most promising REPAIR_CANDIDATES at most run the at-risk rows
         return _best_first(pool, partial, on_every_row, keep, switch.workers, REPAIR_CANDIDATES)
 
+    way_asked = give_way is None  # give_way is asked at most once
+
+    def gives_way() -> bool:
+        """give_way's answer, asked at most once (False once asked)."""
+        nonlocal way_asked
+        if way_asked or give_way is None:
+            return False
+        way_asked = True
+        return give_way()
+
     def repair(
-        start: Sequence[str] = (),
+        start: Sequence[str] = (), ask: bool = False
     ) -> tuple[list[str], dict[str, tuple[int, int, float, int]], float] | None:
         """Step 2a: (layers floated in order, what each pick measured, the criterion on the
         search rows), or None when REPAIR_STEPS layers do not make the search rows agree;
-        `start`: layers already float (the retry on every row goes on from its mix).
+        `start`: layers already float (the retry on every row goes on from its mix). `ask`:
+        after GIVE_WAY_STEPS steps without agreeing, give_way is asked (_GaveWay if True).
 
         Each step runs, per candidate, the layers floated so far plus that one on rows that
         read differently now and the passing rows most at risk, and floats the one that leaves
@@ -654,6 +669,8 @@ def protect(
             if ok(value):
                 return picks, measured, value
             failing = row_order.suspects[:REPAIR_FAILING]
+            if ask and step + 1 == min(GIVE_WAY_STEPS, REPAIR_STEPS) and gives_way():
+                raise _GaveWay(f"{step + 1} repair step(s) did not agree")
         log.info("protection: %d repair steps did not agree (%s)", REPAIR_STEPS, picks)
         return None
 
@@ -759,11 +776,10 @@ def protect(
     #     repairs most of a few rows that read differently, until the search rows agree
     mac_share = {c: macs.get(c, 0) / total_macs if total_macs else 0.0 for c in layers}
     repairs = row_order is not None and REPAIR_STEPS > 0
-    repaired = repair() if repairs else None
-    # give_way is asked at most once: here where the repair fails, else where its mix fails
-    # the held-out rows
-    if repairs and repaired is None and give_way is not None and give_way():
-        return stopped(f"{REPAIR_STEPS} repair steps did not agree")
+    try:  # give_way: asked after GIVE_WAY_STEPS steps, or where the mix fails the held-out rows
+        repaired = repair(ask=True) if repairs else None
+    except _GaveWay as why:
+        return stopped(str(why))
     measured: dict[str, tuple[int, int, float, int]] = {}
     alone: dict[str, float] = {}
     if repaired is not None:
@@ -882,7 +898,7 @@ def protect(
     kept, found = choose((picks, repaired_value) if repaired is not None else None)
     if kind in RETRY_ON_ALL_ROWS and held_b is not search_b:
         checked = evaluate(kept, held=True, exact=True)
-        if not ok(checked) and repaired is not None and give_way is not None and give_way():
+        if not ok(checked) and repaired is not None and gives_way():
             return stopped(
                 f"the repaired mix read {held_judge.format(checked)} on the held-out rows"
             )
@@ -961,6 +977,10 @@ def protect(
         held_out=_held_rows(held_b, search_b),
         ranked_by=ranked_by,
     )
+
+
+class _GaveWay(Exception):
+    """The first repair stopped because give_way said so (its message: why)."""
 
 
 def _best_first(
