@@ -650,7 +650,7 @@ def bench(
         flush=True,
     )
     t = time.perf_counter()
-    cal = calibrate(task.model, task.calib, method=method)
+    cal = calibrate(task.model, task.calib, method=method, keep_outputs=True)  # as --qdq does
     ranges = cal.amax
     t_cal = time.perf_counter() - t
     t = time.perf_counter()

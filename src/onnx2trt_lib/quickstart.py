@@ -123,7 +123,6 @@ def run_quickstart(
         preprocess=sample / "preprocess.json",
         output=cache,
         ranges_path=out / "digits.ranges.json",
-        keep_outputs=False,  # quantize below checks on held-out images
     )
     summary.calibrated_tensors = len(calibration.amax)
     done(name)

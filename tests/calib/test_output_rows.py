@@ -41,15 +41,17 @@ def cut(x: np.ndarray, sizes: list[int]) -> list[dict[str, np.ndarray]]:
 )
 def test_lookup_gives_each_kept_row_in_any_batching(rows, keep, kept_in, asked_in, seed):
     """Rows kept from one batching come back in another, one array per batch, equal to the
-    model's outputs; a row past `keep` or never seen makes the lookup empty."""
+    model's outputs; a row of a run past `keep` rows, or never seen, makes the lookup empty."""
     x = np.random.default_rng(seed).standard_normal((rows, 3, 2)).astype(np.float32)
     kept = OutputRows(["sum", "neg"], rows=keep)
+    held = 0  # rows of the runs that start before `keep` rows were seen: those are kept
     for feed in cut(x, kept_in * (rows // sum(kept_in) + 1)):
+        held += len(feed["x"]) if held < keep else 0
         kept.add(feed, outputs_of(feed["x"]))
     asked = cut(x, asked_in * (rows // sum(asked_in) + 1))
     found = kept.lookup(asked)
-    # the first `keep` rows are kept: found exactly when every asked row is among them
-    if rows <= keep:
+    # found exactly when every asked row (all of them) is among the kept ones
+    if held >= rows:
         assert [len(a) for a in found["sum"]] == [len(b["x"]) for b in asked]
         for feed, total, neg in zip(asked, found["sum"], found["neg"], strict=True):
             want = outputs_of(feed["x"])
@@ -87,14 +89,14 @@ def test_calibration_keeps_the_outputs_a_plain_session_gives():
     model = small_conv()
     x = np.random.default_rng(4).standard_normal((20, 2, 6, 6)).astype(np.float32)
     data = [{"x": x[i : i + 8]} for i in range(0, 20, 8)]
-    cal = calibrate(model, data, method="entropy")
+    cal = calibrate(model, data, method="entropy", keep_outputs=True)
     assert cal.output_rows is not None and cal.output_rows.usable
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     found = cal.output_rows.lookup([{"x": x[3:17]}])
     np.testing.assert_allclose(
         found["y"][0], sess.run(None, {"x": x[3:17]})[0], rtol=1e-5, atol=1e-5
     )
-    assert calibrate(model, data, method="entropy", keep_outputs=False).output_rows is None
+    assert calibrate(model, data, method="entropy").output_rows is None  # not by default
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -123,3 +125,73 @@ def test_the_qdq_check_uses_the_kept_outputs_of_the_same_model_only(monkeypatch,
     calls.clear()
     quantize_calibrated(other, cal, data)  # calibrated on `model`: its outputs do not apply
     assert len(calls) == 1
+
+
+def test_repeated_rows_are_kept_once_and_count_as_rows():
+    """Data of few distinct rows (a repeated image): each distinct row is kept once, and rows
+    seen count towards the limit, so calibration stops copying after `rows` rows."""
+    x = np.repeat(np.arange(4, dtype=np.float32)[:, None], 2, axis=1)  # 4 distinct rows
+    kept = OutputRows(["y"], rows=16)
+    for _ in range(10):
+        kept.add({"x": x}, {"y": 2 * x})
+    assert kept.usable and kept.kept == 16 and len(kept.parts) == 1
+    assert kept.bytes == x.nbytes  # one copy of each distinct row
+    found = kept.lookup([{"x": x[[3, 0, 0]]}])
+    np.testing.assert_array_equal(found["y"][0], 2 * x[[3, 0, 0]])
+
+
+def test_a_run_crossing_the_limit_is_kept_whole():
+    """A fixed batch of 48 rows: the check reads whole batches (288 rows for 256), so the batch
+    that crosses the limit is kept whole and the check finds all of its rows."""
+    x = np.random.default_rng(0).standard_normal((96, 3)).astype(np.float32)
+    kept = OutputRows(["y"], rows=60)
+    for feed in ({"x": x[:48]}, {"x": x[48:]}, {"x": x[:48] + 1}):
+        kept.add(feed, {"y": feed["x"] * 3})
+    assert kept.kept == 96
+    np.testing.assert_array_equal(kept.lookup([{"x": x[40:96]}])["y"][0], x[40:96] * 3)
+    assert kept.lookup([{"x": x[:48] + 1}]) == {}  # past the limit: not kept
+
+
+def test_kept_outputs_are_not_the_reference_of_another_model(monkeypatch):
+    """With `reference=` (the model before quant.prepare_int8 rewrote it) the agreement is with
+    that model's outputs: the calibrated model's kept ones are not used."""
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    calls = []
+    real = protect_module.fp32_outputs
+
+    def counted(model, data):
+        calls.append(1)
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    model = small_conv()
+    x = np.random.default_rng(6).standard_normal((32, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 16]} for i in range(0, 32, 16)]
+    cal = calibrate(model, data, method="entropy", keep_outputs=True)
+    quantize_calibrated(model, cal, data, reference=small_conv())
+    assert len(calls) == 1
+
+
+def test_calibrate_qdq_on_the_command_line_runs_no_fp32_pass(monkeypatch, tmp_path):
+    """`calibrate --qdq` keeps calibration's outputs and its check compares with them."""
+    import onnx
+    from click.testing import CliRunner
+
+    from onnx2trt_lib.cli.main import cli
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
+    calls = []
+    real = protect_module.fp32_outputs
+
+    def counted(model, data):
+        calls.append(1)
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    path, data = tmp_path / "m.onnx", tmp_path / "x.npy"
+    onnx.save(small_conv(), path)
+    np.save(data, np.random.default_rng(7).standard_normal((40, 2, 6, 6)).astype(np.float32))
+    args = ["calibrate", str(path), "--data", str(data), "-o", str(tmp_path / "c.cache")]
+    res = CliRunner().invoke(cli, [*args, "--qdq", str(tmp_path / "q.onnx")], obj={})
+    assert res.exit_code == 0, res.output
+    assert calls == []

@@ -474,3 +474,22 @@ def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_searc
         model, options(ranges), data, criterion=Criterion(agreement="sqnr"), give_way=answer(True)
     )
     assert asked == [True, False]
+
+
+def test_give_way_is_not_asked_where_the_first_repair_settles_the_search():
+    """top1 on common_mode_model: the repair floats mm2 in its first step and the held-out
+    rows agree: give_way is never asked."""
+    from test_protect_search import common_mode_model, options
+
+    from onnx2trt_lib.quant.protect import protect
+
+    model, x, ranges = common_mode_model()
+    asked = []
+    report = protect(
+        model,
+        options(ranges),
+        x,
+        criterion=Criterion(agreement="top1"),
+        give_way=lambda: asked.append(1) or True,
+    )
+    assert asked == [] and report.met and [e.node for e in report.excluded] == ["mm2"]

@@ -264,13 +264,7 @@ def calibration_amax(model: onnx.ModelProto, config: BuildConfig) -> dict[str, f
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    result = calibrate(
-        model,
-        config.calibration_data,
-        shapes=shapes,
-        preprocess=config.preprocess,
-        keep_outputs=False,
-    )
+    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
     return dict(result.amax)
 
 
@@ -385,7 +379,13 @@ def _protected_qdq(model: onnx.ModelProto, config: BuildConfig) -> onnx.ModelPro
 
     shapes = {r.name: r.opt for r in config.profiles[0].inputs} if config.profiles else None
     log.info("calibrating on %s (no --cache given)", config.calibration_data)
-    result = calibrate(model, config.calibration_data, shapes=shapes, preprocess=config.preprocess)
+    result = calibrate(
+        model,
+        config.calibration_data,
+        shapes=shapes,
+        preprocess=config.preprocess,
+        keep_outputs=True,  # the check below compares with them (no FP32 run of its own)
+    )
     quantized = quantize_calibrated(
         model, result, config.calibration_data, shapes=shapes, preprocess=config.preprocess
     )

@@ -155,7 +155,7 @@ def calibrate(
     max_samples: int | None = None,
     sample_seed: int = 0,
     convergence: bool = False,
-    keep_outputs: bool = True,
+    keep_outputs: bool = False,
 ) -> CalibrationResult:
     """Calibrate `model` on `data` and write a TensorRT cache to `output` (when given).
 
@@ -168,7 +168,8 @@ def calibrate(
     `max_samples`: a seeded (`sample_seed`) subset of that many samples. `convergence`: also report
     how far each threshold moved over the last fifth of the data (`CalibrationResult.convergence`).
     `keep_outputs`: keep the model's outputs on the first rows (calib.output_rows, at most 256
-    rows and 512 MiB), so `quant.quantize_calibrated` on the same data needs no FP32 run.
+    rows and 512 MiB, held by the result), so `quant.quantize_calibrated` on the same data needs
+    no FP32 run of its own (`calibrate --qdq` does this).
     """
     started = time.perf_counter()
     if method not in METHODS:

@@ -224,7 +224,8 @@ def collect_on_ray(
     # (whole shards, at least one, never all), merged as they arrive; the workers keep no copies
     cut = _snapshot_shards(shards, options.snapshot)
     early: CalibrationState | None = None
-    options = dataclasses.replace(options, snapshot=None)
+    # a shard keeps no outputs: the driver's merge would drop them after Ray shipped them
+    options = dataclasses.replace(options, snapshot=None, keep_outputs=False)
 
     def add(state: CalibrationState, shard: _Shard) -> None:
         nonlocal merged, done, early

@@ -3,7 +3,9 @@
 A Q/DQ check on the same rows (quant.api.quantize_calibrated, `calibrate --qdq`) compares the
 INT8 model with these outputs instead of running the FP32 model once more: on PP-OCRv4 rec,
 64 words, that run was 1.3 s of a 20 s flow. Rows are matched by the bytes of their inputs, so
-other data, or rows calibration did not keep, are simply not found (the check runs FP32 then).
+other data, or rows calibration did not keep, are simply not found (the check runs FP32 then,
+as it does where calibration kept nothing: a cache hit, Ray workers, a graph output calibration
+does not fetch).
 Calibration's session exposes every tensor, which blocks most of ONNX Runtime's fusions: its
 outputs equal a plain session's to float rounding (tests/calib/test_output_rows.py).
 """
@@ -15,17 +17,24 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-KEEP_ROWS = 256  # quant.api.QDQ_SAMPLES: the rows a Q/DQ check reads
+KEEP_ROWS = 256  # the rows a Q/DQ check reads (quant.api.QDQ_SAMPLES is this)
 KEEP_BYTES = 512 << 20  # past this the outputs are not kept (the check runs FP32 itself)
+
+
+def row_count(feeds: Mapping[str, np.ndarray]) -> int | None:
+    """Rows of a feed: every input's leading axis, or None where they do not share one."""
+    counts = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in feeds.values()}
+    if len(counts) != 1 or -1 in counts:
+        return None
+    return counts.pop()
 
 
 def row_keys(feeds: Mapping[str, np.ndarray]) -> list[bytes] | None:
     """A digest of each row's inputs (every input's row, by name), or None where the inputs do
     not share one leading row axis."""
-    counts = {int(np.shape(v)[0]) if np.ndim(v) else -1 for v in feeds.values()}
-    if len(counts) != 1 or -1 in counts:
+    rows = row_count(feeds)
+    if rows is None:
         return None
-    rows = counts.pop()
     arrays = [np.ascontiguousarray(feeds[name]) for name in sorted(feeds)]
     keys = []
     for row in range(rows):
@@ -52,28 +61,35 @@ class OutputRows:
         self.rows, self.max_bytes = rows, max_bytes
         self.index: dict[bytes, tuple[int, int]] = {}  # key -> (part, row in part)
         self.parts: list[dict[str, np.ndarray]] = []
+        self.kept = 0  # rows seen (repeated rows count: the check reads them as rows too)
         self.bytes = 0
         self.usable = True  # False once a run did not fit (then nothing is kept)
 
     def add(self, feeds: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
-        """Keep copies of this run's output rows until `rows` are kept."""
-        if not self.usable or len(self.index) >= self.rows:
+        """Keep copies of this run's output rows until `rows` rows are seen; a run that crosses
+        `rows` is kept whole (a fixed batch size checks whole batches)."""
+        if not self.usable or self.kept >= self.rows:
             return
-        keys = row_keys(feeds)
-        if keys is None or any(
-            n not in values or np.ndim(values[n]) == 0 or len(values[n]) != len(keys)
+        count = row_count(feeds)
+        if count is None or any(
+            n not in values or np.ndim(values[n]) == 0 or len(values[n]) != count
             for n in self.names
         ):
             self.drop()  # no row axis to match by: the check runs FP32 itself
             return
-        take = min(len(keys), self.rows - len(self.index))
-        part = {n: np.array(values[n][:take]) for n in self.names}  # ORT's arena is reused
+        self.kept += count
+        keys = row_keys(feeds)
+        assert keys is not None
+        new = [row for row, key in enumerate(keys) if key not in self.index]  # repeats once
+        if not new:
+            return
+        part = {n: np.array(values[n][new]) for n in self.names}  # ORT's arena is reused
         self.bytes += sum(v.nbytes for v in part.values())
         if self.bytes > self.max_bytes:
             self.drop()
             return
-        for row, key in enumerate(keys[:take]):
-            self.index.setdefault(key, (len(self.parts), row))
+        for at, row in enumerate(new):
+            self.index[keys[row]] = (len(self.parts), at)
         self.parts.append(part)
 
     def drop(self) -> None:

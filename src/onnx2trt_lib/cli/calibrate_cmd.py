@@ -301,7 +301,8 @@ def command(
             ray_address=ray_address,
             max_samples=max_samples,
             convergence=convergence,
-            keep_outputs=qdq_path is not None,  # the Q/DQ check's FP32 outputs
+            # the Q/DQ check's FP32 outputs, where it reads the rows calibration ran
+            keep_outputs=qdq_path is not None and prepared is None and max_samples is None,
         )
     plots: list[Path] = []
     if plots_dir is not None:

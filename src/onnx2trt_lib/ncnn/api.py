@@ -217,7 +217,6 @@ def ncnn_int8(
             force=force,
             tensors=None if cache is not None else tensors,
             add_states=add_states,
-            keep_outputs=False,
         )
         missing = [t for t in tensors if t not in calibration.amax]
         if missing:

@@ -287,11 +287,13 @@ def protect(
     it of the compensated search); where it cannot, full INT8's held-out value, which only the
     report shows, is not measured (`before` is NaN then). `give_way()`: asked once, where the
     first repair (step 2a) does not settle the search (no agreement after GIVE_WAY_STEPS
-    steps, or its mix fails the held-out rows), whether to stop here because the caller has a better search (quant.api's
-    competition runs the plain one then); a stopped search reports `met` False, nothing kept.
+    steps, or its mix fails the held-out rows), whether to stop here because the caller has
+    a better search (quant.api's competition runs the plain one then); a stopped search
+    reports `met` False, nothing kept and a NaN share after.
     `full_outputs` (with `search=False`): receives full INT8's outputs on `data`, joined along
     the rows; `known_full`: those outputs on the first rows of `data` (the search rows of a
-    split), which full INT8 then does not run again (quant.api's range choice measured them).
+    split), which full INT8 then does not run again (quant.api's range choice measured them;
+    ignored with `biases`, `weights` or `exclude`, whose full INT8 is another model).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -450,6 +452,17 @@ def protect(
         full_passed.update(rows_[~wrong].tolist())
         full_failed.update(rows_[wrong].tolist())
 
+    if biases or weights or user or not per_row:
+        known_full = None  # not the plain full INT8 the caller ran, or no rows to match
+    if known_full:
+        for name in switch.outputs:
+            got = np.shape(known_full[name]) if name in known_full else None
+            want = np.shape(ref_out[name][0])[1:]
+            if got is None or got[1:] != want or got[0] > n_search:
+                raise UsageError(
+                    f"known full INT8 outputs: {name!r} is {got or 'missing'}, not at most "
+                    f"{n_search} rows of {want} (the search rows' outputs)"
+                )
     known_rows = len(next(iter(known_full.values()))) if known_full else 0
 
     def full_int8_runs(row_sets: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -764,7 +777,7 @@ def protect(
             (),
             count,
             share_before,
-            share_before,
+            math.nan,  # nothing was chosen
             (*notes, f"search stopped ({why}): another search decides"),
             kind,
             True,
