@@ -75,3 +75,20 @@ def dotted_name(func) -> str:
     if isinstance(func, ast.Name):
         parts.append(func.id)
     return ".".join(reversed(parts))
+
+
+def count_fp32_runs(monkeypatch) -> list[int]:
+    """Record the rows of every FP32 reference run (quant.protect.fp32_outputs) into the list
+    returned, which fills as the code under test runs."""
+    import importlib
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+    real = protect_module.fp32_outputs
+    calls: list[int] = []
+
+    def counted(model, data):
+        calls.append(sum(len(next(iter(b.values()))) for b in data))
+        return real(model, data)
+
+    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    return calls

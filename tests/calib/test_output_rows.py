@@ -3,7 +3,6 @@ the same rows uses them instead of an FP32 run of its own."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from onnx2trt_lib.calib.output_rows import OutputRows, row_keys
 from onnx2trt_lib.quant.api import quantize_calibrated
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quant"))
+from helpers import count_fp32_runs  # noqa: E402
 from test_range_choice import small_conv  # noqa: E402
 
 
@@ -103,15 +103,7 @@ def test_calibration_keeps_the_outputs_a_plain_session_gives():
 def test_the_qdq_check_uses_the_kept_outputs_of_the_same_model_only(monkeypatch, keep):
     """With kept outputs of the same model and rows, no FP32 run; the written model is the one
     an FP32 run gives. Another model (or keep_outputs=False) runs FP32 itself."""
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    calls = []
-    real = protect_module.fp32_outputs
-
-    def counted(model, data):
-        calls.append(1)
-        return real(model, data)
-
-    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    calls = count_fp32_runs(monkeypatch)
     model = small_conv()
     x = np.random.default_rng(5).standard_normal((64, 2, 6, 6)).astype(np.float32)
     data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
@@ -155,15 +147,7 @@ def test_a_run_crossing_the_limit_is_kept_whole():
 def test_kept_outputs_are_not_the_reference_of_another_model(monkeypatch):
     """With `reference=` (the model before quant.prepare_int8 rewrote it) the agreement is with
     that model's outputs: the calibrated model's kept ones are not used."""
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    calls = []
-    real = protect_module.fp32_outputs
-
-    def counted(model, data):
-        calls.append(1)
-        return real(model, data)
-
-    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    calls = count_fp32_runs(monkeypatch)
     model = small_conv()
     x = np.random.default_rng(6).standard_normal((32, 2, 6, 6)).astype(np.float32)
     data = [{"x": x[i : i + 16]} for i in range(0, 32, 16)]
@@ -179,15 +163,7 @@ def test_calibrate_qdq_on_the_command_line_runs_no_fp32_pass(monkeypatch, tmp_pa
 
     from onnx2trt_lib.cli.main import cli
 
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    calls = []
-    real = protect_module.fp32_outputs
-
-    def counted(model, data):
-        calls.append(1)
-        return real(model, data)
-
-    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    calls = count_fp32_runs(monkeypatch)
     path, data = tmp_path / "m.onnx", tmp_path / "x.npy"
     onnx.save(small_conv(), path)
     np.save(data, np.random.default_rng(7).standard_normal((40, 2, 6, 6)).astype(np.float32))

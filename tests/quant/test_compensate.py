@@ -981,6 +981,15 @@ def test_default_compensation_is_dropped_where_full_int8_reads_worse_with_it():
     np.testing.assert_allclose(_sqnr(got.model, model, calib), _sqnr(plain, model, calib))
 
 
+def _background_case():
+    """(model, ranges, data) of the competition tests: a systematic background error that
+    compensation removes (seed 0)."""
+    rng = np.random.default_rng(0)
+    model = conv_model(rng)
+    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
+    return model, _ranges_of(model, calib, ["x", "r1"]), calib
+
+
 def test_a_compensated_mix_that_misses_the_criterion_never_beats_a_plain_one_that_meets_it():
     from types import SimpleNamespace as R
 
@@ -1028,10 +1037,7 @@ def test_the_default_competition_writes_what_won(
         return dataclasses.replace(rep, met=met, int8_mac_share_after=share)
 
     monkeypatch.setattr(protect_module, "protect", verdict)
-    rng = np.random.default_rng(0)
-    model = conv_model(rng)
-    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
-    amax = _ranges_of(model, calib, ["x", "r1"])
+    model, amax, calib = _background_case()
     got = quantize(model, amax, data=calib)
     assert seen == ([False, True] if full_met or plain_first else [True, False])
     assert got.protection.met == plain_met
@@ -1124,10 +1130,7 @@ def test_the_compensated_search_gives_way_to_an_enough_plain_one(
         return dataclasses.replace(rep, met=met, int8_mac_share_after=share)
 
     monkeypatch.setattr(protect_module, "protect", verdict)
-    rng = np.random.default_rng(0)
-    model = conv_model(rng)
-    calib = [{"x": background_data(rng, 16, density=0.03)} for _ in range(2)]
-    amax = _ranges_of(model, calib, ["x", "r1"])
+    model, amax, calib = _background_case()
     got = quantize(model, amax, data=calib)
     enough = plain_met and plain_share >= 1 - api.SHARE_GAIN
     assert seen == [True, False] and asked == [enough]  # the plain search runs once

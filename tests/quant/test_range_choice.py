@@ -7,6 +7,7 @@ import importlib
 import numpy as np
 import onnx
 import pytest
+from helpers import count_fp32_runs
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -125,18 +126,7 @@ def test_a_named_method_is_used_as_it_is():
 def test_the_calibrated_flow_runs_fp32_once_for_all_its_measurements(monkeypatch):
     """Each range candidate and the written model's measurement compare with the same FP32
     outputs: one FP32 run (it was one per measurement)."""
-    import importlib
-
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
-
-    calls = []
-    real = protect_module.fp32_outputs
-
-    def counted(model, data):
-        calls.append(len(data))
-        return real(model, data)
-
-    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    calls = count_fp32_runs(monkeypatch)
     monkeypatch.setattr(range_choice, "CANDIDATES", (CANDIDATES[0], ("max", "max", {})))
     model = spike_model()
     x = spike_data()
@@ -190,17 +180,7 @@ def test_the_search_rows_fp32_outputs_are_cut_from_those_of_all_rows():
 def test_with_held_out_rows_the_flow_still_runs_fp32_once(monkeypatch):
     """With rows held out, the candidates' FP32 outputs (the search rows) come from the one
     FP32 run of every row (it was a second run)."""
-    import importlib
-
-    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")
-    calls = []
-    real = protect_module.fp32_outputs
-
-    def counted(model, data):
-        calls.append(sum(len(b["x"]) for b in data))
-        return real(model, data)
-
-    monkeypatch.setattr(protect_module, "fp32_outputs", counted)
+    calls = count_fp32_runs(monkeypatch)
     model = small_conv()
     x = np.random.default_rng(3).standard_normal((64, 2, 6, 6)).astype(np.float32)
     data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
