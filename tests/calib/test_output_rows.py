@@ -38,15 +38,18 @@ def cut(x: np.ndarray, sizes: list[int]) -> list[dict[str, np.ndarray]]:
     kept_in=st.lists(st.integers(1, 9), min_size=1, max_size=12),
     asked_in=st.lists(st.integers(1, 9), min_size=1, max_size=12),
     seed=st.integers(0, 2**16),
+    whole=st.booleans(),
 )
-def test_lookup_gives_each_kept_row_in_any_batching(rows, keep, kept_in, asked_in, seed):
+def test_lookup_gives_each_kept_row_in_any_batching(rows, keep, kept_in, asked_in, seed, whole):
     """Rows kept from one batching come back in another, one array per batch, equal to the
-    model's outputs; a row of a run past `keep` rows, or never seen, makes the lookup empty."""
+    model's outputs; a row past the first `keep` (with `whole`: of a run that starts past
+    them), or never seen, makes the lookup empty."""
     x = np.random.default_rng(seed).standard_normal((rows, 3, 2)).astype(np.float32)
-    kept = OutputRows(["sum", "neg"], rows=keep)
-    held = 0  # rows of the runs that start before `keep` rows were seen: those are kept
+    kept = OutputRows(["sum", "neg"], rows=keep, whole=whole)
+    held = 0  # rows kept
     for feed in cut(x, kept_in * (rows // sum(kept_in) + 1)):
-        held += len(feed["x"]) if held < keep else 0
+        if held < keep:
+            held += len(feed["x"]) if whole else min(len(feed["x"]), keep - held)
         kept.add(feed, outputs_of(feed["x"]))
     asked = cut(x, asked_in * (rows // sum(asked_in) + 1))
     found = kept.lookup(asked)
@@ -64,7 +67,7 @@ def test_lookup_gives_each_kept_row_in_any_batching(rows, keep, kept_in, asked_i
 
 
 def test_nothing_is_kept_past_the_byte_cap_or_without_a_row_axis():
-    x = np.ones((8, 4), np.float32)
+    x = np.arange(32, dtype=np.float32).reshape(8, 4)  # 8 distinct rows
     capped = OutputRows(["y"], max_bytes=8 * 4 * 4 - 1)
     capped.add({"x": x}, {"y": x})
     assert not capped.usable and capped.lookup([{"x": x}]) == {}
@@ -130,18 +133,25 @@ def test_repeated_rows_are_kept_once_and_count_as_rows():
     assert kept.bytes == x.nbytes  # one copy of each distinct row
     found = kept.lookup([{"x": x[[3, 0, 0]]}])
     np.testing.assert_array_equal(found["y"][0], 2 * x[[3, 0, 0]])
+    inside = OutputRows(["y"])  # repeats within one run
+    inside.add({"x": x[[1, 1, 2, 1]]}, {"y": 2 * x[[1, 1, 2, 1]]})
+    assert inside.bytes == 2 * x[0].nbytes and inside.kept == 4
+    np.testing.assert_array_equal(inside.lookup([{"x": x[[2, 1]]}])["y"][0], 2 * x[[2, 1]])
 
 
-def test_a_run_crossing_the_limit_is_kept_whole():
+def test_a_run_crossing_the_limit_is_kept_whole_for_a_fixed_batch_only():
     """A fixed batch of 48 rows: the check reads whole batches (288 rows for 256), so the batch
-    that crosses the limit is kept whole and the check finds all of its rows."""
+    that crosses the limit is kept whole and the check finds all of its rows. With a dynamic
+    batch the check cuts at the limit: only the first rows are kept (no memory for others)."""
     x = np.random.default_rng(0).standard_normal((96, 3)).astype(np.float32)
-    kept = OutputRows(["y"], rows=60)
-    for feed in ({"x": x[:48]}, {"x": x[48:]}, {"x": x[:48] + 1}):
-        kept.add(feed, {"y": feed["x"] * 3})
-    assert kept.kept == 96
-    np.testing.assert_array_equal(kept.lookup([{"x": x[40:96]}])["y"][0], x[40:96] * 3)
-    assert kept.lookup([{"x": x[:48] + 1}]) == {}  # past the limit: not kept
+    for whole in (True, False):
+        kept = OutputRows(["y"], rows=60, whole=whole)
+        for feed in ({"x": x[:48]}, {"x": x[48:]}, {"x": x[:48] + 1}):
+            kept.add(feed, {"y": feed["x"] * 3})
+        assert kept.kept == (96 if whole else 60) and kept.bytes == kept.kept * 3 * 4
+        np.testing.assert_array_equal(kept.lookup([{"x": x[40:60]}])["y"][0], x[40:60] * 3)
+        assert bool(kept.lookup([{"x": x[40:96]}])) == whole
+        assert kept.lookup([{"x": x[:48] + 1}]) == {}  # past the limit: not kept
 
 
 def test_kept_outputs_are_not_the_reference_of_another_model(monkeypatch):
@@ -171,3 +181,46 @@ def test_calibrate_qdq_on_the_command_line_runs_no_fp32_pass(monkeypatch, tmp_pa
     res = CliRunner().invoke(cli, [*args, "--qdq", str(tmp_path / "q.onnx")], obj={})
     assert res.exit_code == 0, res.output
     assert calls == []
+
+
+@pytest.mark.parametrize(("extra", "rows", "batch"), [("nonzero", 20, "N"), ("nonzero", 16, 16)])
+def test_an_output_that_is_not_one_row_per_input_row_is_not_compared_and_does_not_break(
+    extra, rows, batch
+):
+    """An integer output of varying length (NonZero's indices) beside the judged float one,
+    with too few rows to hold any out: the check runs (it used to refuse the range choice's
+    full INT8 outputs) and writes the model it writes without kept outputs."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(1)
+    nodes = [
+        h.make_node("Conv", ["x", "w1"], ["c1"], name="c1"),
+        h.make_node("Relu", ["c1"], ["r"], name="r"),
+        h.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+        h.make_node("Greater", ["y", "zero"], ["g"], name="gt"),
+        h.make_node("NonZero", ["g"], ["nz0"], name="nz"),
+        h.make_node("Transpose", ["nz0"], ["nz"], perm=[1, 0], name="tr"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "m",
+        [h.make_tensor_value_info("x", T.FLOAT, [batch, 2, 6, 6])],
+        [
+            h.make_tensor_value_info("y", T.FLOAT, [batch, 3, 4, 4]),
+            h.make_tensor_value_info("nz", T.INT64, ["K", 4]),
+        ],
+        [
+            nh.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1"),
+            nh.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "w2"),
+            nh.from_array(np.zeros((), np.float32), "zero"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    x = np.random.default_rng(5).standard_normal((rows, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x}]
+    kept = quantize_calibrated(model, calibrate(model, data, keep_outputs=True), data)
+    plain = quantize_calibrated(model, calibrate(model, data), data)
+    assert kept.model.SerializeToString() == plain.model.SerializeToString()
+    assert any("not compared" in n for n in kept.protection.notes)

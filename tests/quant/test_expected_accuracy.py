@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import math
 from collections import Counter
 
@@ -463,6 +464,8 @@ def test_give_way_is_asked_once_where_the_first_repair_does_not_settle_the_searc
     stopped = protect(model, options(ranges), data, criterion=top1, give_way=answer(True))
     assert asked == [True]
     assert not stopped.met and stopped.excluded == () and math.isnan(stopped.after)
+    assert math.isnan(stopped.int8_mac_share_after)  # nothing was chosen
+    json.dumps(stopped.to_dict(), allow_nan=False)  # strict JSON: NaN as a string
     why = "1 repair step(s) did not agree" if "repair" in where else "on the held-out rows"
     assert "search stopped" in stopped.notes[-1] and why in stopped.notes[-1]
     went_on = protect(model, options(ranges), data, criterion=top1, give_way=answer(False))

@@ -215,3 +215,47 @@ def test_the_plain_search_reads_full_int8_of_the_search_rows_from_the_range_choi
     from onnx2trt_lib.quant.accuracy import run
 
     np.testing.assert_array_equal(given[0]["y"], run(full, [{"x": x[:32]}])["y"][0])
+
+
+def test_an_output_whose_row_length_varies_per_batch_is_not_cut_by_rows():
+    """An integer output (N, K) whose K is each batch's own (padded to its largest count): the
+    search rows' FP32 outputs are computed, not cut from the joined batches (np.concatenate
+    refused them and the flow failed)."""
+    from onnx2trt_lib.quant.api import _first_rows_of
+
+    rng = np.random.default_rng(1)
+    nodes = [
+        h.make_node("Conv", ["x", "w1"], ["y"], name="c1"),
+        h.make_node("Greater", ["x", "thr"], ["g"], name="gt"),
+        h.make_node("Cast", ["g"], ["gi"], to=T.INT64, name="cast"),
+        h.make_node("ReduceSum", ["gi", "axes"], ["per"], keepdims=0, name="rsum"),
+        h.make_node("ReduceMax", ["per"], ["k"], keepdims=1, name="rmax"),
+        h.make_node("Shape", ["x"], ["xs"], start=0, end=1, name="shape"),
+        h.make_node("Concat", ["xs", "k"], ["shp"], axis=0, name="cat"),
+        h.make_node(
+            "ConstantOfShape", ["shp"], ["pad"], value=nh.from_array(np.array([0], np.int64))
+        ),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "padded",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, 6, 6])],
+        [
+            h.make_tensor_value_info("y", T.FLOAT, ["N", 4, 4, 4]),
+            h.make_tensor_value_info("pad", T.INT64, ["N", "K"]),
+        ],
+        [
+            nh.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1"),
+            nh.from_array(np.array(2.0, np.float32), "thr"),
+            nh.from_array(np.array([1, 2, 3], np.int64), "axes"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    x = np.random.default_rng(5).standard_normal((64, 2, 6, 6)).astype(np.float32)
+    data = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
+    res = quantize_calibrated(model, calibrate(model, data), data)
+    assert res.protection is not None and res.protection.held_out == 32
+    kept = quantize_calibrated(model, calibrate(model, data, keep_outputs=True), data)
+    assert kept.model.SerializeToString() == res.model.SerializeToString()
+    varying = {"pad": [np.zeros((16, k), np.int64) for k in (7, 4, 5, 6)]}
+    assert _first_rows_of(varying, data, data[:2]) is None

@@ -167,8 +167,8 @@ def calibrate(
     the cluster at `ray_address`); the result is the same bytes as one process (calib.distributed).
     `max_samples`: a seeded (`sample_seed`) subset of that many samples. `convergence`: also report
     how far each threshold moved over the last fifth of the data (`CalibrationResult.convergence`).
-    `keep_outputs`: keep the model's outputs on the first rows (calib.output_rows, at most 256
-    rows and 512 MiB, held by the result), so `quant.quantize_calibrated` on the same data needs
+    `keep_outputs`: keep the model's outputs on the first rows (calib.output_rows: 256 rows, whole
+    batches for a fixed batch size, at most 512 MiB, held by the result), so `quant.quantize_calibrated` on the same data needs
     no FP32 run of its own (`calibrate --qdq` does this).
     """
     started = time.perf_counter()

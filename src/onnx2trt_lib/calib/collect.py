@@ -359,8 +359,9 @@ class _Collector(_Feeder):
         self.run_rows: int | None = None  # rows per ORT run where batches run in parts
         # the graph's outputs, kept for the first rows where calibration fetches them all
         graph_outputs = [o.name for o in model.graph.output]
+        dynamic = all(spec.dims and spec.dims[0] is None for spec in self.inputs)
         self.output_rows = (
-            OutputRows(graph_outputs)
+            OutputRows(graph_outputs, whole=not dynamic)
             if options.keep_outputs and graph_outputs and set(graph_outputs) <= set(self.fetch)
             else None
         )

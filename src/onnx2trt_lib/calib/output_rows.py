@@ -47,7 +47,8 @@ def row_keys(feeds: Mapping[str, np.ndarray]) -> list[bytes] | None:
 
 
 class OutputRows:
-    """FP32 outputs of up to `rows` rows by their inputs' digest; `add` per run, `lookup` later."""
+    """FP32 outputs of the first `rows` rows by their inputs' digest (with `whole`, the run
+    that crosses `rows` whole); `add` per run, `lookup` later."""
 
     def __init__(
         self,
@@ -55,8 +56,10 @@ class OutputRows:
         model_sha256: str = "",
         rows: int = KEEP_ROWS,
         max_bytes: int = KEEP_BYTES,
+        whole: bool = False,
     ) -> None:
         self.names = list(outputs)
+        self.whole = whole  # a fixed batch size: the check reads whole batches
         self.model_sha256 = model_sha256
         self.rows, self.max_bytes = rows, max_bytes
         self.index: dict[bytes, tuple[int, int]] = {}  # key -> (part, row in part)
@@ -66,30 +69,38 @@ class OutputRows:
         self.usable = True  # False once a run did not fit (then nothing is kept)
 
     def add(self, feeds: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
-        """Keep copies of this run's output rows until `rows` rows are seen; a run that crosses
-        `rows` is kept whole (a fixed batch size checks whole batches)."""
+        """Keep copies of this run's output rows until `rows` rows are seen."""
         if not self.usable or self.kept >= self.rows:
             return
         count = row_count(feeds)
+        first = self.parts[0] if self.parts else None
         if count is None or any(
-            n not in values or np.ndim(values[n]) == 0 or len(values[n]) != count
+            n not in values
+            or np.ndim(values[n]) == 0
+            or len(values[n]) != count
+            or (first is not None and np.shape(values[n])[1:] != first[n].shape[1:])
             for n in self.names
         ):
-            self.drop()  # no row axis to match by: the check runs FP32 itself
+            self.drop()  # no row axis to match by (or rows of another length per run)
             return
-        self.kept += count
-        keys = row_keys(feeds)
+        take = count if self.whole else min(count, self.rows - self.kept)
+        self.kept += take
+        keys = row_keys({k: v[:take] for k, v in feeds.items()})
         assert keys is not None
-        new = [row for row, key in enumerate(keys) if key not in self.index]  # repeats once
+        new: dict[bytes, int] = {}  # a repeated row is kept once
+        for row, key in enumerate(keys):
+            if key not in self.index:
+                new.setdefault(key, row)
         if not new:
             return
-        part = {n: np.array(values[n][new]) for n in self.names}  # ORT's arena is reused
-        self.bytes += sum(v.nbytes for v in part.values())
-        if self.bytes > self.max_bytes:
+        size = sum(len(new) * values[n][0].nbytes for n in self.names)
+        if self.bytes + size > self.max_bytes:
             self.drop()
             return
-        for at, row in enumerate(new):
-            self.index[keys[row]] = (len(self.parts), at)
+        part = {n: np.array(values[n][list(new.values())]) for n in self.names}  # arena reused
+        self.bytes += size
+        for at, key in enumerate(new):
+            self.index[key] = (len(self.parts), at)
         self.parts.append(part)
 
     def drop(self) -> None:

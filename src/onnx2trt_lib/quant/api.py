@@ -415,7 +415,7 @@ def quantize(
         report = plain
         # compensated first: where its first repair does not settle the search rows, the plain
         # search runs before its slower steps, and is written where it is enough (PP-OCRv4 rec,
-        # two of twelve calibration sets: 38 and 31 s -> 24 s, the same models; results/quant.md,
+        # two of twelve calibration sets: 40 and 35 s -> 24 s, the same models; results/quant.md,
         # "giving way")
         gave_way: list[ProtectionReport] = []
 
@@ -657,7 +657,9 @@ def quantize_calibrated(
     quant.prepare_int8 rewrote it), else against `model`. `bias_correction` / `compensate`
     (not both): each INT8 layer's bias, or weights and bias, re-fitted on the search half of
     those rows (quant.qdq_bias, quant.compensate); float layers keep the originals. Compensation
-    is on by default (None: off when `bias_correction` is asked).
+    is on by default (None: off when `bias_correction` is asked). The FP32 outputs come from
+    `result.output_rows` where calibration kept them for these rows (`calibrate(...,
+    keep_outputs=True)`, as `calibrate --qdq` runs it), else from one FP32 run.
     """
     from ..calib.collect import model_feeds
     from .agreement import DEFAULT_MIN_SQNR_DB, Criterion
@@ -811,6 +813,8 @@ def _first_rows_of(
         if len(arrays) != len(rows) or any(
             np.ndim(a) == 0 or len(a) != n for a, n in zip(arrays, rows, strict=True)
         ):
+            return None
+        if len({np.shape(a)[1:] for a in arrays}) > 1:  # rows of another length per batch
             return None
     if sum(counts) > sum(rows):
         return None

@@ -187,8 +187,8 @@ class ProtectionReport:
             "ranking": [[n, fin(s)] for n, s in self.ranking],
             "ranked_by": self.ranked_by,
             "evaluations": self.evaluations,
-            "int8_mac_share_before": self.int8_mac_share_before,
-            "int8_mac_share_after": self.int8_mac_share_after,
+            "int8_mac_share_before": fin(self.int8_mac_share_before),
+            "int8_mac_share_after": fin(self.int8_mac_share_after),  # NaN: a stopped search
             "notes": list(self.notes),
         }
 
@@ -293,7 +293,8 @@ def protect(
     `full_outputs` (with `search=False`): receives full INT8's outputs on `data`, joined along
     the rows; `known_full`: those outputs on the first rows of `data` (the search rows of a
     split), which full INT8 then does not run again (quant.api's range choice measured them;
-    ignored with `biases`, `weights` or `exclude`, whose full INT8 is another model).
+    only the judged outputs are read; ignored with `biases`, `weights` or `exclude`, whose
+    full INT8 is another model, and where they are not rows of the search rows' outputs).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -452,18 +453,20 @@ def protect(
         full_passed.update(rows_[~wrong].tolist())
         full_failed.update(rows_[wrong].tolist())
 
-    if biases or weights or user or not per_row:
-        known_full = None  # not the plain full INT8 the caller ran, or no rows to match
-    if known_full:
-        for name in switch.outputs:
-            got = np.shape(known_full[name]) if name in known_full else None
-            want = np.shape(ref_out[name][0])[1:]
-            if got is None or got[1:] != want or got[0] > n_search:
-                raise UsageError(
-                    f"known full INT8 outputs: {name!r} is {got or 'missing'}, not at most "
-                    f"{n_search} rows of {want} (the search rows' outputs)"
-                )
-    known_rows = len(next(iter(known_full.values()))) if known_full else 0
+    # the judged outputs only (integer ones, not one row per input row, are not compared);
+    # ignored where they are not the plain full INT8 the caller ran or not rows of the search
+    judged = list(search_judge.ref) if per_row else []
+    given = known_full or {}
+    fits = bool(given) and all(
+        n in given
+        and np.ndim(given[n]) >= 1
+        and np.shape(given[n])[1:] == np.shape(search_judge.ref[n])[1:]
+        and len(given[n]) == len(given[judged[0]]) <= n_search
+        for n in judged
+    )
+    if biases or weights or user or not judged or not fits:
+        known_full = None
+    known_rows = len(known_full[judged[0]]) if known_full else 0
 
     def full_int8_runs(row_sets: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Full INT8's outputs on these sets of rows (row order's indices, the data's rows):
@@ -480,7 +483,7 @@ def protect(
         for r, k, t in zip(row_sets, known, todo, strict=True):
             got = next(ran) if len(t) else {}
             out = {}
-            for n in switch.outputs:
+            for n in judged:
                 held = np.asarray(known_full[n])
                 out[n] = np.empty((len(r), *held.shape[1:]), held.dtype)
                 out[n][k] = held[r[k]]
@@ -504,8 +507,8 @@ def protect(
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
             rows_ = len(next(iter(judge_.ref.values())))
-            if not floats and not held and per_row and known_full and known_rows >= rows_:
-                out = {n: np.asarray(known_full[n])[:rows_] for n in switch.outputs}
+            if not floats and not held and known_full and known_rows >= rows_:
+                out = {n: np.asarray(known_full[n])[:rows_] for n in judged}
             else:
                 out = switch.run(int8, runs)
             if row_order is not None and not held:  # which rows fail full INT8, say
