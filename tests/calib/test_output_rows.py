@@ -224,3 +224,34 @@ def test_an_output_that_is_not_one_row_per_input_row_is_not_compared_and_does_no
     plain = quantize_calibrated(model, calibrate(model, data), data)
     assert kept.model.SerializeToString() == plain.model.SerializeToString()
     assert any("not compared" in n for n in kept.protection.notes)
+
+
+def test_an_output_of_a_fixed_first_dim_is_not_kept_with_a_dynamic_batch():
+    """A (1, 3) output beside the rows (the batch mean): with batch-1 calibration its one row
+    per run looks like a row per input row, but joined into batches of 32 for the check it
+    would not be FP32's; calibration keeps nothing then (it would without the declared 1)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    graph = h.make_graph(
+        [
+            h.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+            h.make_node("ReduceMean", ["y"], ["const"], axes=[0], keepdims=1, name="mean"),
+        ],
+        "m",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+        [
+            h.make_tensor_value_info("y", T.FLOAT, ["N", 3]),
+            h.make_tensor_value_info("const", T.FLOAT, [1, 3]),
+        ],
+        [
+            nh.from_array(np.eye(4, 3, dtype=np.float32), "w"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    feeds = [{"x": x[i : i + 1]} for i in range(8)]
+    assert calibrate(model, feeds, keep_outputs=True).output_rows is None
+    model.graph.output[1].type.tensor_type.shape.dim[0].dim_param = "M"  # not declared fixed
+    assert calibrate(model, feeds, keep_outputs=True).output_rows is not None

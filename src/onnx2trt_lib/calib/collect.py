@@ -173,6 +173,18 @@ class _Run:
         self.pairs, self.owner = [], None
 
 
+def _fixed_first_dim(outputs: Iterable[onnx.ValueInfoProto]) -> bool:
+    """Whether an output declares a fixed first dimension (or is a scalar): with a dynamic
+    batch it is then not one row per input row, though a batch of 1 cannot tell."""
+    for info in outputs:
+        if not info.type.tensor_type.HasField("shape"):
+            continue
+        dims = info.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value"):
+            return True
+    return False
+
+
 def _dims(shape: Sequence[int | None]) -> str:
     """(5, None, 3) -> `5x?x3`; () -> `a scalar`: shapes as calibration messages show them."""
     return "x".join("?" if d is None or d < 0 else str(d) for d in shape) or "a scalar"
@@ -362,7 +374,10 @@ class _Collector(_Feeder):
         dynamic = all(spec.dims and spec.dims[0] is None for spec in self.inputs)
         self.output_rows = (
             OutputRows(graph_outputs, whole=not dynamic)
-            if options.keep_outputs and graph_outputs and set(graph_outputs) <= set(self.fetch)
+            if options.keep_outputs
+            and graph_outputs
+            and set(graph_outputs) <= set(self.fetch)
+            and not (dynamic and _fixed_first_dim(model.graph.output))
             else None
         )
         if not self.names:
