@@ -35,12 +35,16 @@ def row_keys(feeds: Mapping[str, np.ndarray]) -> list[bytes] | None:
     rows = row_count(feeds)
     if rows is None:
         return None
-    arrays = [np.ascontiguousarray(feeds[name]) for name in sorted(feeds)]
+    names = sorted(feeds)
+    arrays = [np.ascontiguousarray(feeds[name]) for name in names]
+    heads = [
+        f"{n}:{a.dtype.str}:{a.shape[1:]}".encode() for n, a in zip(names, arrays, strict=True)
+    ]
     keys = []
     for row in range(rows):
         digest = hashlib.blake2b(digest_size=16)
-        for name, arr in zip(sorted(feeds), arrays, strict=True):
-            digest.update(f"{name}:{arr.dtype.str}:{arr.shape[1:]}".encode())
+        for head, arr in zip(heads, arrays, strict=True):
+            digest.update(head)
             digest.update(arr[row].tobytes())
         keys.append(digest.digest())
     return keys

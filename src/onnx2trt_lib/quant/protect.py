@@ -635,7 +635,7 @@ def protect(
         # the most promising REPAIR_CANDIDATES at most run the at-risk rows
         return _best_first(pool, partial, on_every_row, keep, switch.workers, REPAIR_CANDIDATES)
 
-    way_asked = give_way is None  # give_way is asked at most once
+    way_asked = False  # give_way is asked at most once
 
     def gives_way() -> bool:
         """give_way's answer, asked at most once (False once asked)."""
