@@ -753,3 +753,36 @@ def test_known_full_outputs_that_do_not_fit_are_ignored():
     for bad in ({"y": wrong}, {"z": zeros["y"]}, {"y": np.zeros((ROWS, 10), np.float32)}):
         got = protect(model, options(ranges), x, criterion=top1, known_full=bad)
         assert got.to_dict() == want.to_dict()
+
+
+def test_a_question_asked_again_runs_nothing(monkeypatch):
+    """The held-out check of the chosen mix is also the report's `after`: its held-out rows run
+    once (they ran twice), and the value is the written model's on those rows."""
+    from collections import Counter
+
+    from onnx2trt_lib.quant.agreement import Judge
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=3)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    runs: dict[tuple, Counter] = {}
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        runs.setdefault(tuple(sorted(int8_layers)), Counter()).update(
+            r.tobytes() for r in feed["x"]
+        )
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    criterion = Criterion(agreement="top1")
+    report = protect(model, options(ranges), x, criterion=criterion)
+    assert report.held_out == ROWS // 2 and report.met and report.excluded  # no retry
+    floats = [e.node for e in report.excluded]
+    mix = tuple(sorted(f"mm{i}" for i in range(6) if f"mm{i}" not in floats))
+    held = x[ROWS // 2 :]
+    assert all(runs[mix][r.tobytes()] == 1 for r in held)
+    written = insert_qdq(model, exclude_nodes=floats, **options(ranges))[0]
+    judge = Judge({"y": run(model, [{"x": held}])["y"][0]}, criterion)
+    assert report.after == judge.score({"y": run(written, [{"x": held}])["y"][0]})

@@ -246,6 +246,7 @@ def quantize(
     reference_outputs: Mapping[str, list[np.ndarray]] | None = None,
     full_int8_met: bool | None = None,
     full_int8_outputs: Mapping[str, np.ndarray] | None = None,
+    layer_macs: Mapping[str, int] | None = None,
 ) -> QuantizeResult:
     """INT8 Q/DQ model from a float model and per-tensor ranges (mapping name -> amax, or a cache file).
 
@@ -278,7 +279,8 @@ def quantize(
     (quantize_calibrated's range choice does), else None: measured here when the order needs
     it (DEFAULT_PLAIN_FIRST off). `full_int8_outputs`: plain full INT8's outputs on those
     rows, joined along them, where the caller has them (the range choice's run): the plain
-    search does not run full INT8 on them again.
+    search does not run full INT8 on them again. `layer_macs`: the model's MACs per layer
+    (quant.protect.layer_macs) where the caller has them, else measured once for every search.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -319,6 +321,10 @@ def quantize(
         from .protect import protect as run_protect
 
         proto, named = name_weighted_nodes(proto)  # so protection can keep unnamed layers in float
+        if layer_macs is None:  # one run for every search below (the same layers and shapes)
+            from .protect import layer_macs as measure_macs
+
+            layer_macs = measure_macs(proto, data)
         if named:
             notes.append(
                 f"unnamed layers named after their op and output: {', '.join(named[:5])}"
@@ -357,6 +363,7 @@ def quantize(
                 wanted=wanted,
                 give_way=give_way,
                 known_full=full_int8_outputs if plain_model else None,
+                layer_macs=layer_macs,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -381,6 +388,7 @@ def quantize(
                     allowed_drop,
                     ref_model,
                     reference_outputs,
+                    layer_macs,
                 )
             )
         )
@@ -536,7 +544,16 @@ def _compensation_wins(compensated, plain) -> bool:
 
 
 def _full_int8_passes(
-    proto, options, data, excluded, criterion, metric, allowed_drop, reference, reference_outputs
+    proto,
+    options,
+    data,
+    excluded,
+    criterion,
+    metric,
+    allowed_drop,
+    reference,
+    reference_outputs,
+    layer_macs,
 ) -> bool:
     """Whether plain full INT8 meets the criterion on protection's search rows (its step 1;
     every row where it has no held-out rows or a user metric decides), without a search."""
@@ -559,6 +576,7 @@ def _full_int8_passes(
         search=False,
         reference=reference,
         reference_outputs=outputs,
+        layer_macs=layer_macs,
     ).met
 
 
@@ -696,6 +714,7 @@ def quantize_calibrated(
     reference_outputs = (
         _kept_outputs(model, proto, result, as_batches(feeds, proto)) if reference is None else {}
     ) or fp32_outputs(ref_model, feeds)
+    macs: dict[str, int] | None = None  # the layers' MACs, where the range choice measured them
     if method is None and result.state is not None:
         from .range_choice import candidate_ranges, choose
 
@@ -707,13 +726,14 @@ def quantize_calibrated(
 
         plain = not bias_correction and not compensate
         if plain:  # what quantize would measure, prepared once for both candidates
-            from .protect import name_weighted_nodes
+            from .protect import layer_macs, name_weighted_nodes
 
             source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
             _check_float_unquantized(proto, source)  # quantize's checks, before any work
             prepared = name_weighted_nodes(_at_least_opset_13(proto, []))[0]
             graph = gs.import_onnx(prepared)
             _check_weighted(graph, DEFAULT_OP_TYPES, source)
+            macs = layer_macs(prepared, feeds)  # shared by both candidates and the searches
 
         # plain full INT8 on the search rows: protection's step 1 where outputs are per row
         met: dict[int, bool] = {}
@@ -737,6 +757,7 @@ def quantize_calibrated(
                     reference=ref_model if reference is not None else None,
                     reference_outputs=search_outputs,
                     full_outputs=full_out.setdefault(id(candidate), {}),
+                    layer_macs=macs,
                 )
                 met[id(candidate)] = measured.met
                 return measured.before, measured.fmt(measured.before)
@@ -769,6 +790,7 @@ def quantize_calibrated(
         ranges,
         full_int8_met=full_int8_met,
         full_int8_outputs=known_full or None,
+        layer_macs=macs,
         data=feeds,
         protect=protect,
         criterion=criterion,

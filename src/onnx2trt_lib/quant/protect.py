@@ -271,6 +271,7 @@ def protect(
     give_way: Callable[[], bool] | None = None,
     full_outputs: dict[str, np.ndarray] | None = None,
     known_full: Mapping[str, np.ndarray] | None = None,
+    layer_macs: Mapping[str, int] | None = None,
 ) -> ProtectionReport:
     """Find the fewest float layers so the criterion holds (see module doc).
 
@@ -295,6 +296,8 @@ def protect(
     split), which full INT8 then does not run again (quant.api's range choice measured them;
     only the judged outputs are read; ignored with `biases`, `weights` or `exclude`, whose
     full INT8 is another model, and where they are not rows of the search rows' outputs).
+    `layer_macs`: `model`'s MACs per weighted layer (`layer_macs(model, data)`) where the
+    caller has them: one ONNX Runtime run that every search of the same model shares.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -323,7 +326,7 @@ def protect(
 
     full = build([])
     layers = quantized_layers(full)
-    macs = weighted_macs(model, _one_sample(model, batches[0]))
+    macs = dict(layer_macs) if layer_macs is not None else _layer_macs(model, batches)
     share_before = int8_mac_share(full, macs)
     total_macs = sum(macs.values())
     if metric is None:
@@ -492,6 +495,11 @@ def protect(
             outs.append(out)
         return outs
 
+    # label-free answers by (float layers, held, exact): a question asked again (the held-out
+    # check of a mix, then its report; a refine try a repair step measured) runs nothing;
+    # cleared where the rows change (all_rows)
+    answers: dict[tuple[frozenset[str], bool, bool], float] = {}
+
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
     ) -> float:
@@ -502,7 +510,13 @@ def protect(
         count += 1
         if metric is not None:
             return float(metric(build(float_layers)))
-        floats = set(float_layers)
+        key = (frozenset(float_layers), held, exact)
+        if key not in answers:
+            answers[key] = _measure(key[0], held, exact)
+        return answers[key]
+
+    def _measure(floats: frozenset[str], held: bool, exact: bool) -> float:
+        """evaluate's label-free measurement (the switch model runs)."""
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
@@ -730,6 +744,7 @@ def protect(
         nonlocal row_order
         search_b = held_b = batches
         search_judge = held_judge = judge
+        answers.clear()  # every answer so far was on other rows
         search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
         n_search = samples
         for note in coarse:  # the report's rows are every row now
@@ -954,10 +969,10 @@ def protect(
                 f"the agreement reported is on the other {samples - n_search}"
             )
     floats = set(kept)
-    layer_macs = sum(macs.get(c, 0) for c in layers)
+    switched_macs = sum(macs.get(c, 0) for c in layers)
     share_after = (
-        share_before * sum(macs.get(c, 0) for c in layers if c not in floats) / layer_macs
-        if layer_macs
+        share_before * sum(macs.get(c, 0) for c in layers if c not in floats) / switched_macs
+        if switched_macs
         else share_before
     )
     if math.isnan(before) and (wanted is None or wanted(ok(after), share_after)):
@@ -1165,6 +1180,17 @@ def name_weighted_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[s
             taken.add(name)
             named.append(name)
     return copy, named
+
+
+def layer_macs(model: onnx.ModelProto, data) -> dict[str, int]:
+    """MACs per weighted layer of `model` on one row of `data`, keyed as protect keys layers
+    (unnamed ones named by name_weighted_nodes): what `protect(..., layer_macs=)` takes."""
+    named, _ = name_weighted_nodes(model)
+    return _layer_macs(named, as_batches(data, named))
+
+
+def _layer_macs(model: onnx.ModelProto, batches: Sequence[Batch]) -> dict[str, int]:
+    return weighted_macs(model, _one_sample(model, batches[0]))
 
 
 def _one_sample(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
