@@ -279,8 +279,9 @@ def quantize(
     (quantize_calibrated's range choice does), else None: measured here when the order needs
     it (DEFAULT_PLAIN_FIRST off). `full_int8_outputs`: plain full INT8's outputs on those
     rows, joined along them, where the caller has them (the range choice's run): the plain
-    search does not run full INT8 on them again. `layer_macs`: the model's MACs per layer
-    (quant.protect.layer_macs) where the caller has them, else measured once for every search.
+    search does not run full INT8 on them again. `layer_macs`: the model's MACs per layer on
+    `data` (quant.protect.mac_counts) where the caller has them, else measured once here for
+    every search.
     """
     if compensate and data is None:
         raise UsageError("compensation measures the layers' inputs: it needs data")
@@ -317,14 +318,14 @@ def quantize(
     report = None
     excluded = list(exclude)
     if data is not None:
-        from .protect import name_weighted_nodes
+        from .accuracy import as_batches
+        from .protect import mac_counts, name_weighted_nodes
         from .protect import protect as run_protect
 
         proto, named = name_weighted_nodes(proto)  # so protection can keep unnamed layers in float
+        data = as_batches(data, proto)  # read once: every step below reads it (a generator too)
         if layer_macs is None:  # one run for every search below (the same layers and shapes)
-            from .protect import layer_macs as measure_macs
-
-            layer_macs = measure_macs(proto, data)
+            layer_macs = mac_counts(proto, data)
         if named:
             notes.append(
                 f"unnamed layers named after their op and output: {', '.join(named[:5])}"
@@ -724,16 +725,16 @@ def quantize_calibrated(
         search, held, cut = _search_half(batches, proto, reference_outputs)
         search_outputs = cut if cut is not None else fp32_outputs(ref_model, search)
 
-        plain = not bias_correction and not compensate
-        if plain:  # what quantize would measure, prepared once for both candidates
-            from .protect import layer_macs, name_weighted_nodes
+        from .protect import mac_counts, name_weighted_nodes
 
-            source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
-            _check_float_unquantized(proto, source)  # quantize's checks, before any work
-            prepared = name_weighted_nodes(_at_least_opset_13(proto, []))[0]
+        plain = not bias_correction and not compensate
+        source = str(model) if not isinstance(model, onnx.ModelProto) else "model"
+        _check_float_unquantized(proto, source)  # quantize's checks, before any work
+        prepared = name_weighted_nodes(_at_least_opset_13(proto, []))[0]
+        if plain:  # what quantize would measure, prepared once for both candidates
             graph = gs.import_onnx(prepared)
             _check_weighted(graph, DEFAULT_OP_TYPES, source)
-            macs = layer_macs(prepared, feeds)  # shared by both candidates and the searches
+        macs = mac_counts(prepared, feeds)  # shared by both candidates and the searches
 
         # plain full INT8 on the search rows: protection's step 1 where outputs are per row
         met: dict[int, bool] = {}
@@ -771,6 +772,7 @@ def quantize_calibrated(
                 bias_correction=bias_correction,
                 compensate=False if compensate is None else compensate,
                 reference_outputs=search_outputs,
+                layer_macs=macs,
             ).protection
             assert rep is not None  # data was given
             return rep.before, rep.fmt(rep.before)

@@ -91,7 +91,7 @@ from .switch import PARALLEL_RUNS, SwitchSession, _split_rows, quantized_layers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "protect"]
+__all__ = ["DEFAULT_MIN_SQNR_DB", "Criterion", "ProtectionReport", "mac_counts", "protect"]
 
 STRATEGIES = ("bisect", "greedy")
 REFINE_BUDGET = 16  # tries to give kept layers back to INT8: each is one evaluation
@@ -296,8 +296,8 @@ def protect(
     split), which full INT8 then does not run again (quant.api's range choice measured them;
     only the judged outputs are read; ignored with `biases`, `weights` or `exclude`, whose
     full INT8 is another model, and where they are not rows of the search rows' outputs).
-    `layer_macs`: `model`'s MACs per weighted layer (`layer_macs(model, data)`) where the
-    caller has them: one ONNX Runtime run that every search of the same model shares.
+    `layer_macs`: `mac_counts(model, data)` where the caller has it (one ONNX Runtime run
+    that every search of the same model and data shares); a layer it lacks counts 0 MACs.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"protection strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
@@ -326,7 +326,7 @@ def protect(
 
     full = build([])
     layers = quantized_layers(full)
-    macs = dict(layer_macs) if layer_macs is not None else _layer_macs(model, batches)
+    macs = dict(layer_macs) if layer_macs is not None else _mac_counts(model, batches)
     share_before = int8_mac_share(full, macs)
     total_macs = sum(macs.values())
     if metric is None:
@@ -496,9 +496,10 @@ def protect(
         return outs
 
     # label-free answers by (float layers, held, exact): a question asked again (the held-out
-    # check of a mix, then its report; a refine try a repair step measured) runs nothing;
-    # cleared where the rows change (all_rows)
-    answers: dict[tuple[frozenset[str], bool, bool], float] = {}
+    # check of a mix, then its report; a refine try a repair step or bisection measured) runs
+    # nothing, and the rows it read differently move to the suspects' front again, as a run
+    # would move them; cleared where the rows change (all_rows)
+    answers: dict[tuple[frozenset[str], bool, bool], tuple[float, list[int] | None]] = {}
 
     def evaluate(
         float_layers: Collection[str], *, held: bool = False, exact: bool = False
@@ -511,12 +512,17 @@ def protect(
         if metric is not None:
             return float(metric(build(float_layers)))
         key = (frozenset(float_layers), held, exact)
-        if key not in answers:
-            answers[key] = _measure(key[0], held, exact)
-        return answers[key]
+        if key in answers:
+            value, moved = answers[key]
+            if moved is not None and row_order is not None:
+                row_order.failed(moved)
+            return value
+        answers[key] = _measure(key[0], held, exact)
+        return answers[key][0]
 
-    def _measure(floats: frozenset[str], held: bool, exact: bool) -> float:
-        """evaluate's label-free measurement (the switch model runs)."""
+    def _measure(floats: frozenset[str], held: bool, exact: bool) -> tuple[float, list[int] | None]:
+        """evaluate's label-free measurement (the switch model runs): (value, the rows that
+        moved to the suspects' front, None where none did)."""
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
@@ -528,10 +534,12 @@ def protect(
             if row_order is not None and not held:  # which rows fail full INT8, say
                 every = np.arange(row_order.count)
                 wrong = judge_.failing(out, every)
-                row_order.failed(np.flatnonzero(wrong))
+                moved = np.flatnonzero(wrong).tolist()
+                row_order.failed(moved)
                 if not floats:
                     ran_full(every, wrong)
-            return judge_.score(out)
+                return judge_.score(out), moved
+            return judge_.score(out), None
         if row_order is not None and not held:
             rows = row_order.count
             allowed = math.floor((1.0 - target) * rows + 1e-9)
@@ -553,7 +561,7 @@ def protect(
                     break  # at most this: fails the target
             row_order.failed(failed)
             # a non-finite output is the worst value, as Judge.score counts it
-            return (rows - len(failed)) / rows if finite else -math.inf
+            return ((rows - len(failed)) / rows if finite else -math.inf), failed
         if judge_.kind == "accuracy":
             gained = dict.fromkeys(judge_.ref, 0.0)
             start = 0
@@ -565,8 +573,8 @@ def protect(
                     start += len(next(iter(out.values())))
                     best = judge_.best_accuracy(gained, start)
                     if not ok(best):
-                        return best  # at most this: fails the target
-            return best
+                        return best, None  # at most this: fails the target
+            return best, None
         rows = len(next(iter(judge_.ref.values())))
         allowed = math.floor((1.0 - target) * rows + 1e-9)
         bad = start = 0
@@ -575,10 +583,10 @@ def protect(
                 bad += judge_.failing_rows(out, start)
                 start += len(next(iter(out.values())))
                 if not _finite(out, judge_.ref):
-                    return -math.inf  # the worst value, as Judge.score counts it
+                    return -math.inf, None  # the worst value, as Judge.score counts it
                 if bad > allowed:
-                    return (rows - bad) / rows  # at most this: fails the target
-        return (rows - bad) / rows
+                    return (rows - bad) / rows, None  # at most this: fails the target
+        return (rows - bad) / rows, None
 
     def failing_rows(want: int) -> list[int]:
         """Up to `want` search rows that full INT8 reads differently (top1): those step 1 found,
@@ -695,7 +703,9 @@ def protect(
                 candidates = order[:REPAIR_CANDIDATES]
             picks.append(order[0])
             measured[order[0]] = scores[order[0]]
-            value = evaluate(picks)  # the rows it reads differently move to the suspects' front
+            # the rows it reads differently move to the suspects' front (a new mix each step;
+            # an answer asked before moves its rows again)
+            value = evaluate(picks)
             if ok(value):
                 return picks, measured, value
             failing = row_order.suspects[:REPAIR_FAILING]
@@ -1182,14 +1192,15 @@ def name_weighted_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[s
     return copy, named
 
 
-def layer_macs(model: onnx.ModelProto, data) -> dict[str, int]:
-    """MACs per weighted layer of `model` on one row of `data`, keyed as protect keys layers
-    (unnamed ones named by name_weighted_nodes): what `protect(..., layer_macs=)` takes."""
+def mac_counts(model: onnx.ModelProto, data) -> dict[str, int]:
+    """MACs per weighted layer of `model` for one row of `data`'s first batch, keyed as protect
+    keys layers (unnamed ones named by name_weighted_nodes): what `protect(..., layer_macs=)`
+    takes for the same model and data."""
     named, _ = name_weighted_nodes(model)
-    return _layer_macs(named, as_batches(data, named))
+    return _mac_counts(named, as_batches(data, named))
 
 
-def _layer_macs(model: onnx.ModelProto, batches: Sequence[Batch]) -> dict[str, int]:
+def _mac_counts(model: onnx.ModelProto, batches: Sequence[Batch]) -> dict[str, int]:
     return weighted_macs(model, _one_sample(model, batches[0]))
 
 
