@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import onnx
@@ -345,26 +346,31 @@ def quantize(
 
             reference_outputs = fp32_outputs(ref_model if ref_model is not None else proto, data)
 
+        # what every protect call below shares
+        shared: dict[str, Any] = {
+            "exclude": excluded,
+            "criterion": criterion,
+            "metric": metric,
+            "allowed_drop": allowed_drop,
+            "reference": ref_model,
+            "layer_macs": layer_macs,
+        }
+
         def searched(source, biases, weights_, search_, wanted=None, give_way=None):
             plain_model = biases is None and weights_ is None  # full INT8 as the caller ran it
             return run_protect(
                 source,
                 options,
                 data,
-                exclude=excluded,
-                criterion=criterion,
-                metric=metric,
-                allowed_drop=allowed_drop,
                 strategy=strategy,
                 search=search_,
-                reference=ref_model,
                 biases=biases,
                 weights=weights_,
                 reference_outputs=reference_outputs,
                 wanted=wanted,
                 give_way=give_way,
                 known_full=full_int8_outputs if plain_model else None,
-                layer_macs=layer_macs,
+                **shared,
             )
 
         # the default compensation competes with the plain search (asked for, it just applies)
@@ -379,18 +385,7 @@ def quantize(
             and not (
                 full_int8_met
                 if full_int8_met is not None
-                else _full_int8_passes(
-                    proto,
-                    options,
-                    data,
-                    excluded,
-                    criterion,
-                    metric,
-                    allowed_drop,
-                    ref_model,
-                    reference_outputs,
-                    layer_macs,
-                )
+                else _full_int8_passes(proto, options, data, reference_outputs, shared)
             )
         )
         plain = searched(proto, fixes, None, protect) if choose and not comp_first else None
@@ -544,41 +539,19 @@ def _compensation_wins(compensated, plain) -> bool:
     return compensated.int8_mac_share_after - plain.int8_mac_share_after >= SHARE_GAIN
 
 
-def _full_int8_passes(
-    proto,
-    options,
-    data,
-    excluded,
-    criterion,
-    metric,
-    allowed_drop,
-    reference,
-    reference_outputs,
-    layer_macs,
-) -> bool:
+def _full_int8_passes(proto, options, data, reference_outputs, shared: Mapping) -> bool:
     """Whether plain full INT8 meets the criterion on protection's search rows (its step 1;
-    every row where it has no held-out rows or a user metric decides), without a search."""
+    every row where it has no held-out rows or a user metric decides), without a search;
+    `shared`: the other protect arguments of quantize's searches."""
     from .accuracy import as_batches
     from .protect import protect as run_protect
 
     batches = as_batches(data, proto)
     rows, outputs = batches, reference_outputs
     search, held, cut = _search_half(batches, proto, reference_outputs)
-    if held and metric is None and cut is not None:  # else protect searches on every row too
+    if held and shared["metric"] is None and cut is not None:  # else every row, as protect
         rows, outputs = search, cut
-    return run_protect(
-        proto,
-        options,
-        rows,
-        exclude=excluded,
-        criterion=criterion,
-        metric=metric,
-        allowed_drop=allowed_drop,
-        search=False,
-        reference=reference,
-        reference_outputs=outputs,
-        layer_macs=layer_macs,
-    ).met
+    return run_protect(proto, options, rows, search=False, reference_outputs=outputs, **shared).met
 
 
 def _search_half(batches: list[dict], proto: onnx.ModelProto, reference_outputs):
