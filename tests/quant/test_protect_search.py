@@ -467,6 +467,22 @@ def _counted_chain(monkeypatch, seed):
     return model, x, ranges, rows
 
 
+def _recorded_rows(monkeypatch) -> dict[tuple[str, ...], list[bytes]]:
+    """Every switch-session run's input rows (bytes of each row of x), by the run's INT8
+    layers (sorted); fills as the code under test runs."""
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    runs: dict[tuple[str, ...], list[bytes]] = {}
+    real = SwitchSession.run_batch
+
+    def recorded(self, int8_layers, feed):
+        runs.setdefault(tuple(sorted(int8_layers)), []).extend(r.tobytes() for r in feed["x"])
+        return real(self, int8_layers, feed)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    return runs
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     counts=st.lists(
@@ -559,24 +575,14 @@ def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
     the others: full INT8 runs every row at most once."""
     from collections import Counter
 
-    from onnx2trt_lib.quant.switch import SwitchSession
-
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
     ranges = clipped_ranges(model, x, factors)
-    layers = {f"mm{i}" for i in range(6)}
-    full = Counter()
-    real = SwitchSession.run_batch
-
-    def recorded(self, int8_layers, feed):
-        if set(int8_layers) == layers:
-            full.update(row.tobytes() for row in feed["x"])
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    runs = _recorded_rows(monkeypatch)
     report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
     retried = any("searched again on all" in n for n in report.notes)
     assert report.ranked_by == "repair" and report.held_out == (0 if retried else ROWS // 2)
+    full = Counter(runs.get(tuple(f"mm{i}" for i in range(6)), []))
     assert full and max(full.values()) == 1
 
 
@@ -590,20 +596,12 @@ def test_a_report_on_the_search_rows_is_the_written_models_value_without_a_rerun
     and no note claims rows the search left out."""
     from onnx2trt_lib.quant.agreement import Judge
     from onnx2trt_lib.quant.protect import REPAIR_AT_RISK, REPAIR_FAILING
-    from onnx2trt_lib.quant.switch import SwitchSession
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=1)
     x = x[:rows]
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
     ranges = clipped_ranges(model, x, factors)
-    runs: dict[tuple, list[bytes]] = {}
-    real = SwitchSession.run_batch
-
-    def recorded(self, int8_layers, feed):
-        runs.setdefault(tuple(sorted(int8_layers)), []).extend(r.tobytes() for r in feed["x"])
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    runs = _recorded_rows(monkeypatch)
     criterion = Criterion(agreement=kind, min_sqnr_db=30.0)
     report = protect(model, options(ranges), x, criterion=criterion)
     assert report.held_out == 0 and report.met and report.excluded
@@ -693,7 +691,6 @@ def test_known_full_int8_outputs_are_not_run_again(monkeypatch, kind, seed):
     """Full INT8's outputs on the search rows given (`known_full`, as the range choice
     measured them on the written Q/DQ model): the same report as without them, and full INT8
     runs none of those rows."""
-    from onnx2trt_lib.quant.switch import SwitchSession
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
@@ -704,19 +701,11 @@ def test_known_full_int8_outputs_are_not_run_again(monkeypatch, kind, seed):
     full = insert_qdq(model, **options(ranges))[0]
     search = x[: ROWS // 2]
     known = {"y": run(full, [{"x": search}])["y"][0]}
-    ran: list[bytes] = []
-    real = SwitchSession.run_batch
-
-    def recorded(self, int8_layers, feed):
-        if set(int8_layers) == layers:
-            ran.extend(row.tobytes() for row in feed["x"])
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    runs = _recorded_rows(monkeypatch)
     given = protect(model, options(ranges), x, criterion=criterion, known_full=known)
     assert given.to_dict() == without.to_dict()
     assert without.excluded  # a search ran
-    assert not {r.tobytes() for r in search} & set(ran)
+    assert not {r.tobytes() for r in search} & set(runs.get(tuple(sorted(layers)), []))
 
 
 def test_a_measurement_hands_back_full_int8_outputs():
@@ -761,28 +750,19 @@ def test_a_question_asked_again_runs_nothing(monkeypatch):
     from collections import Counter
 
     from onnx2trt_lib.quant.agreement import Judge
-    from onnx2trt_lib.quant.switch import SwitchSession
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=3)
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
     ranges = clipped_ranges(model, x, factors)
-    runs: dict[tuple, Counter] = {}
-    real = SwitchSession.run_batch
-
-    def recorded(self, int8_layers, feed):
-        runs.setdefault(tuple(sorted(int8_layers)), Counter()).update(
-            r.tobytes() for r in feed["x"]
-        )
-        return real(self, int8_layers, feed)
-
-    monkeypatch.setattr(SwitchSession, "run_batch", recorded)
+    runs = _recorded_rows(monkeypatch)
     criterion = Criterion(agreement="top1")
     report = protect(model, options(ranges), x, criterion=criterion)
     assert report.held_out == ROWS // 2 and report.met and report.excluded  # no retry
     floats = [e.node for e in report.excluded]
     mix = tuple(sorted(f"mm{i}" for i in range(6) if f"mm{i}" not in floats))
     held = x[ROWS // 2 :]
-    assert all(runs[mix][r.tobytes()] == 1 for r in held)
+    counts = Counter(runs[mix])
+    assert all(counts[r.tobytes()] == 1 for r in held)
     written = insert_qdq(model, exclude_nodes=floats, **options(ranges))[0]
     judge = Judge({"y": run(model, [{"x": held}])["y"][0]}, criterion)
     assert report.after == judge.score({"y": run(written, [{"x": held}])["y"][0]})
