@@ -436,6 +436,13 @@ def test_float_layers_keep_original_weights_and_the_switch_matches_written_model
                 np.testing.assert_allclose(
                     got, np.concatenate(run(model, test)["y"]), rtol=1e-5, atol=1e-5
                 )
+    layers = quantized_layers(full)
+    for base in (layers, []):  # runs from the cuts (the weights' and biases' switches after them)
+        flipped = switch.run_flips(switch.start(base, test[0]), layers)
+        for layer, out in zip(layers, flipped, strict=True):
+            whole = switch.run_batch(set(base) ^ {layer}, test[0])
+            np.testing.assert_array_equal(out["y"], whole["y"])
+    assert switch._suffixes  # they did run from cuts
 
 
 def test_quantize_keeps_an_excluded_layer_original(background):

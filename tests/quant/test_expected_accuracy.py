@@ -249,9 +249,9 @@ def test_early_exit_decides_as_the_full_evaluation_with_fewer_rows(monkeypatch):
     rows = []
     real = SwitchSession.run_batch
 
-    def counting(self, int8, feed):
+    def counting(self, int8, feed, start=None):
         rows.append(len(next(iter(feed.values()))))
-        return real(self, int8, feed)
+        return real(self, int8, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", counting)
     data = [{"x": x[i : i + 32]} for i in range(0, 128, 32)]
@@ -400,10 +400,10 @@ def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows(monkeypatch, kind)
     full = Counter()
     real = SwitchSession.run_batch
 
-    def recorded(self, int8_layers, feed):
+    def recorded(self, int8_layers, feed, start=None):
         if set(int8_layers) == {"mm_a", "mm_b", "mm_c"}:
             full.update(r.tobytes() for r in np.concatenate([feed["x_a"], feed["x_b"]], 1))
-        return real(self, int8_layers, feed)
+        return real(self, int8_layers, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", recorded)
     rng = np.random.default_rng(1)

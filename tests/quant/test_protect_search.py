@@ -16,7 +16,14 @@ from onnx import numpy_helper as nh
 from onnx2trt_lib.passes.insert_qdq import DEFAULT_OP_TYPES
 from onnx2trt_lib.quant.accuracy import run, sqnr_db
 from onnx2trt_lib.quant.agreement import Criterion
-from onnx2trt_lib.quant.protect import MIN_HELD_OUT, _chunks, _split, protect
+from onnx2trt_lib.quant.protect import (
+    MIN_HELD_OUT,
+    REPAIR_AT_RISK,
+    REPAIR_FAILING,
+    _chunks,
+    _split,
+    protect,
+)
 from onnx2trt_lib.quant.qdq import insert_qdq
 
 ROWS = 256
@@ -459,9 +466,9 @@ def _counted_chain(monkeypatch, seed):
     rows: list[int] = []
     real = SwitchSession.run_batch
 
-    def counted(self, int8_layers, feed):
+    def counted(self, int8_layers, feed, start=None):
         rows.append(len(feed["x"]))
-        return real(self, int8_layers, feed)
+        return real(self, int8_layers, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", counted)
     return model, x, ranges, rows
@@ -469,15 +476,19 @@ def _counted_chain(monkeypatch, seed):
 
 def _recorded_rows(monkeypatch) -> dict[tuple[str, ...], list[bytes]]:
     """Every switch-session run's input rows (bytes of each row of x), by the run's INT8
-    layers (sorted); fills as the code under test runs."""
+    layers (sorted); a base run that run_flips' cuts start from under ("base", *layers).
+    Fills as the code under test runs."""
     from onnx2trt_lib.quant.switch import SwitchSession
 
     runs: dict[tuple[str, ...], list[bytes]] = {}
     real = SwitchSession.run_batch
 
-    def recorded(self, int8_layers, feed):
-        runs.setdefault(tuple(sorted(int8_layers)), []).extend(r.tobytes() for r in feed["x"])
-        return real(self, int8_layers, feed)
+    def recorded(self, int8_layers, feed, start=None):
+        key = tuple(sorted(int8_layers))
+        if start is not None and frozenset(int8_layers) == start.base:
+            key = ("base", *key)
+        runs.setdefault(key, []).extend(r.tobytes() for r in feed["x"])
+        return real(self, int8_layers, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", recorded)
     return runs
@@ -550,11 +561,11 @@ def test_repair_runs_every_candidate_on_the_failing_rows_and_the_best_on_all(mon
     runs = defaultdict(list)  # float layer of a one-float mix -> rows of each of its runs
     real = SwitchSession.run_batch
 
-    def recorded(self, int8_layers, feed):
+    def recorded(self, int8_layers, feed, start=None):
         floats = [c for c in layers if c not in set(int8_layers)]
         if len(floats) == 1:
             runs[floats[0]].append(len(feed["x"]))
-        return real(self, int8_layers, feed)
+        return real(self, int8_layers, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", recorded)
     report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
@@ -572,7 +583,8 @@ def test_repair_runs_every_candidate_on_the_failing_rows_and_the_best_on_all(mon
 def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
     """Step 1 reads some search rows under full INT8; the repair's hunt for failing rows
     (failing_rows) and the retry on every row (where the mix fails the held-out rows) run only
-    the others: full INT8 runs every row at most once."""
+    the others: full INT8 runs every row at most once, besides one base run of the repair's
+    rows that its candidates start from (quant.switch_cuts)."""
     from collections import Counter
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
@@ -582,8 +594,11 @@ def test_full_int8_runs_no_search_row_twice(monkeypatch, seed):
     report = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
     retried = any("searched again on all" in n for n in report.notes)
     assert report.ranked_by == "repair" and report.held_out == (0 if retried else ROWS // 2)
-    full = Counter(runs.get(tuple(f"mm{i}" for i in range(6)), []))
+    every = tuple(f"mm{i}" for i in range(6))
+    full = Counter(runs.get(every, []))
     assert full and max(full.values()) == 1
+    base = runs.get(("base", *every), [])
+    assert len(base) <= REPAIR_FAILING + REPAIR_AT_RISK
 
 
 @pytest.mark.parametrize(("kind", "rows"), [("top1", 24), ("sqnr", 24), ("top1", ROWS)])
@@ -595,7 +610,6 @@ def test_a_report_on_the_search_rows_is_the_written_models_value_without_a_rerun
     taken from the search's passing evaluation (the kept mix does not run every row again),
     and no note claims rows the search left out."""
     from onnx2trt_lib.quant.agreement import Judge
-    from onnx2trt_lib.quant.protect import REPAIR_AT_RISK, REPAIR_FAILING
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=1)
     x = x[:rows]
@@ -668,8 +682,8 @@ def test_a_mix_with_a_non_finite_row_fails_top1(monkeypatch):
     real = SwitchSession.run_batch
     nan_row = x[0].tobytes()
 
-    def poisoned(self, int8_layers, feed):
-        out = real(self, int8_layers, feed)
+    def poisoned(self, int8_layers, feed, start=None):
+        out = real(self, int8_layers, feed, start)
         hit = [i for i, r in enumerate(feed["x"]) if r.tobytes() == nan_row]
         if int8_layers and hit:
             out = {n: v.copy() for n, v in out.items()}
@@ -690,7 +704,7 @@ def test_a_mix_with_a_non_finite_row_fails_top1(monkeypatch):
 def test_known_full_int8_outputs_are_not_run_again(monkeypatch, kind, seed):
     """Full INT8's outputs on the search rows given (`known_full`, as the range choice
     measured them on the written Q/DQ model): the same report as without them, and full INT8
-    runs none of those rows."""
+    runs none of those rows for their outputs (a base run for the repair's cuts aside)."""
 
     model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=seed)
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}

@@ -408,7 +408,7 @@ def protect(
 
     # one session answers every question about label-free agreement
     switch = SwitchSession(
-        full, layers, options["ranges"], options.get("exclude_tensors", ()), biases, weights
+        full, layers, options["ranges"], options.get("exclude_tensors", ()), biases, weights, macs
     )
     count = 0
 
@@ -629,8 +629,7 @@ def protect(
         part = {n: v[rows] for n, v in search_judge.ref.items()}
         part_first = {n: v[: len(first)] for n, v in part.items()}
 
-        def mix(node: str) -> list[str]:
-            return [c for c in layers if c not in picks and c != node]
+        base = [c for c in layers if c not in picks]  # each candidate floats one more
 
         def score(out: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], at: np.ndarray):
             return (
@@ -640,16 +639,20 @@ def protect(
                 len(at),
             )
 
-        each = switch.run_each([mix(c) for c in pool], [order_.feed(first)])
-        on_first = {node: out for node, (out,) in zip(pool, each, strict=True)}
+        each = switch.run_flips(switch.start(base, order_.feed(first)), pool)
+        on_first = dict(zip(pool, each, strict=True))
         if not len(rest):
             return {node: score(out, part, rows) for node, out in on_first.items()}
 
+        at_risk: list = []  # the base's run on the at-risk rows, once
+
         def on_every_row(wave: list[str]) -> dict[str, tuple[int, int, float, int]]:
-            each = switch.run_each([mix(c) for c in wave], [order_.feed(rest)])
+            if not at_risk:
+                at_risk.append(switch.start(base, order_.feed(rest)))
+            each = switch.run_flips(at_risk[0], wave)
             joined = {
                 node: {n: np.concatenate([on_first[node][n], out[n]]) for n in out}
-                for node, (out,) in zip(wave, each, strict=True)
+                for node, out in zip(wave, each, strict=True)
             }
             return {node: score(out, part, rows) for node, out in joined.items()}
 
@@ -780,9 +783,10 @@ def protect(
         few = _rows(search_b, samples_, fixed)
         few_ref = switch.run([], few)
         float_out = [n for n in few_ref if few_ref[n].dtype.kind == "f"]
-        each = switch.run_each([[node] for node in layers], few)  # independent: side by side
+        # per batch, each layer made INT8 alone (from the all-float run's cuts), side by side
+        per_batch = [switch.run_flips(switch.start([], feed), layers) for feed in few]
         alone: dict[str, float] = {}
-        for node, parts in zip(layers, each, strict=True):
+        for node, parts in zip(layers, zip(*per_batch, strict=True), strict=True):
             out = {n: _cat([p[n] for p in parts]) for n in switch.outputs}
             if metric is None:
                 alone[node] = judge.sensitivity_db(few_ref, out)

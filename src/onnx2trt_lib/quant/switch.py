@@ -17,6 +17,7 @@ against the written models).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -27,6 +28,7 @@ from ..passes.insert_qdq import activation_scale
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
 from .accuracy import WEIGHTED_OPS, Batch, _cat, rows_per_batch, run_pool, session
+from .switch_cuts import Cuts
 
 FLAG_PREFIX = "onnx2trt_int8_switch_"
 # Runs side by side, each on its share of the cores: protection's runs are small (2-8 rows), and
@@ -34,6 +36,9 @@ FLAG_PREFIX = "onnx2trt_int8_switch_"
 # under load, 36-60 ms a row of PP-OCRv4 rec against 78-113 ms). Outputs are the same bytes
 # whatever the threads (checked on PP-OCRv4 rec).
 PARALLEL_RUNS = 2
+# run_flips runs each question from the last cut before its layer (quant.switch_cuts); off:
+# whole runs (the same bytes, slower)
+RUN_FROM_CUTS = True
 
 
 def quantized_layers(qmodel: onnx.ModelProto) -> list[str]:
@@ -235,29 +240,59 @@ class SwitchSession:
         exclude_tensors: Collection[str] = (),
         biases: Mapping | None = None,
         weights: Mapping | None = None,
+        costs: Mapping[str, float] | None = None,
     ) -> None:
+        """`costs` (layer -> MACs): where run_flips places its cuts (else one per layer)."""
         from ..calib._threads import ort_threads
 
         model, self.flags = switch_model(qmodel, layers, ranges, exclude_tensors, biases, weights)
         self.layers = list(layers)
         cores = ort_threads()
         self.workers = max(1, min(PARALLEL_RUNS, cores))  # runs at a time
-        self.session = session(model, threads=max(1, cores // self.workers))
+        self.threads = max(1, cores // self.workers)
+        self.cuts = Cuts(model, self.flags, costs) if RUN_FROM_CUTS else None
+        self.kept = self.cuts.all_tensors() if self.cuts is not None else []
+        exposed = onnx.ModelProto()
+        exposed.CopyFrom(model)  # the cut tensors as outputs too (ONNX Runtime infers their types)
+        exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in self.kept)
+        self.session = session(exposed, threads=self.threads)
         self.outputs = [o.name for o in qmodel.graph.output]
         self.types = {i.name: ORT_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.runs = 0
         self.dynamic = rows_per_batch(qmodel, batch_size=0) == 0  # rows may be split
+        self._suffixes: dict[int, tuple] = {}  # cut position -> (session, its input names)
 
-    def run_batch(self, int8_layers: Collection[str], feed: Batch) -> dict[str, np.ndarray]:
+    def run_batch(
+        self, int8_layers: Collection[str], feed: Batch, start: Start | None = None
+    ) -> dict[str, np.ndarray]:
+        """The outputs of the mix of INT8 layers on `feed`. `start` (run_flips; on this feed):
+        the mix is start's base, whose run keeps the cut tensors in it, or differs from the
+        base in one layer, which runs from that layer's cut on them."""
+        on = frozenset(int8_layers)
+        if start is None or self.cuts is None:
+            return self._run(on, feed, self.outputs)
+        if on == start.base:
+            data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
+            start.values.update(data)
+            start.values.update(self._run(on, feed, [*self.outputs, *self.kept]))
+            return {n: start.values[n] for n in self.outputs}
+        (layer,) = on ^ start.base
+        cut = self.cuts.cut_for(layer)
+        if cut is None:
+            return self._run(on, feed, self.outputs)
+        made, inputs = self._suffixes[cut.position]
+        given = {**start.values, **{f: np.array(name in on) for name, f in self.flags.items()}}
+        names = [n for n in self.outputs if n not in cut.outputs_before]
+        out = dict(zip(names, _ort_run(made, names, {k: given[k] for k in inputs}), strict=True))
+        return {n: out[n] if n in out else start.values[n] for n in self.outputs}
+
+    def _run(
+        self, int8_layers: Collection[str], feed: Batch, names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
         on = set(int8_layers)
         flags = {f: np.array(layer in on) for layer, f in self.flags.items()}
         data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
-        try:
-            values = self.session.run(self.outputs, {**data, **flags})
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeExecutionError(f"ONNX Runtime failed: {first}") from None
-        return dict(zip(self.outputs, values, strict=True))
+        return dict(zip(names, _ort_run(self.session, names, {**data, **flags}), strict=True))
 
     def run_each(
         self, mixes: Sequence[Collection[str]], feeds: Sequence[Batch]
@@ -284,6 +319,54 @@ class SwitchSession:
             batches = [part for feed in batches for part in _split_rows(feed, self.workers)]
         parts = self.run_batches(int8_layers, batches)
         return {n: _cat([p[n] for p in parts]) for n in self.outputs}
+
+    def start(self, base: Collection[str], feed: Batch) -> Start:
+        """Questions about mixes that differ from the `base` mix of INT8 layers in one layer,
+        on `feed` (run_flips). The base runs once, on the first question that saves by it."""
+        return Start(frozenset(base), feed)
+
+    def run_flips(self, start: Start, flips: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Per layer of `flips`, the outputs of start's mix with that layer switched the other
+        way (INT8 <-> float) on start's feed, `workers` runs at a time: each runs from the last
+        cut before the layer, fed the base run's tensors there (the same bytes as a whole run).
+        Whole runs where that saves less than the base run costs (a few layers near the start)."""
+        mixes = [start.base ^ {layer} for layer in flips]
+        cuts = self.cuts
+        if cuts is None or (
+            not start.values and sum(1.0 - cuts.share(layer) for layer in flips) <= 1.0
+        ):
+            return [out for (out,) in self.run_each(mixes, [start.feed])]
+        if not start.values:
+            self.runs += 1
+            self.run_batch(start.base, start.feed, start)
+        for layer in flips:  # each cut's session, made before the runs side by side
+            cut = cuts.cut_for(layer)
+            if cut is not None and cut.position not in self._suffixes:
+                made = session(cuts.suffix_model(cut, start.values), threads=self.threads)
+                self._suffixes[cut.position] = (made, [i.name for i in made.get_inputs()])
+        self.runs += len(flips)
+        if self.workers == 1 or len(mixes) < 2:
+            return [self.run_batch(mix, start.feed, start) for mix in mixes]
+        return list(
+            run_pool(self.workers).map(lambda m: self.run_batch(m, start.feed, start), mixes)
+        )
+
+
+@dataclass
+class Start:
+    """A base mix on one feed, and once run its data, outputs and cut tensors by name."""
+
+    base: frozenset[str]
+    feed: Batch
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _ort_run(session_, names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list:
+    try:
+        return session_.run(list(names), feeds)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeExecutionError(f"ONNX Runtime failed: {first}") from None
 
 
 def _split_rows(feed: Batch, parts: int) -> list[Batch]:
