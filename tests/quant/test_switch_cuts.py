@@ -66,13 +66,33 @@ def _switch(model, ranges, most=6):
 
 
 def _same_as_whole_runs(switch, layers, base, flips, feed):
-    got = switch.run_flips(switch.start(base, feed), flips)
+    """run_flips from a base run made first (so every flip with a cut runs from it) against
+    whole runs of each mix: the same bytes, and the cut path did run where it could."""
+    start = switch.start(base, feed)
+    switch.run_batch(base, feed, start)
+    got = switch.run_flips(start, flips)
     for layer, out in zip(flips, got, strict=True):
         mix = set(base) ^ {layer}
         whole = switch.run_batch(mix, feed)
         assert set(out) == set(whole)
         for name in whole:
             np.testing.assert_array_equal(out[name], whole[name], err_msg=f"{layer} {name}")
+    cuts = {switch.cuts.cut_for(layer) for layer in flips} - {None}
+    assert {cut.position for cut in cuts} <= set(switch._suffixes)
+    return bool(cuts)
+
+
+def _plain_switch_outputs(full, layers, ranges, mix, feed):
+    """The switch model's outputs in its own session, no tensor exposed (as before the cuts)."""
+    from onnx2trt_lib.quant.accuracy import session
+    from onnx2trt_lib.quant.switch import switch_model
+
+    model, flags = switch_model(full, layers, ranges)
+    names = [o.name for o in full.graph.output]
+    values = session(model).run(
+        names, {**feed, **{f: np.array(k in mix) for k, f in flags.items()}}
+    )
+    return dict(zip(names, values, strict=True))
 
 
 @settings(max_examples=40, deadline=None)
@@ -95,6 +115,23 @@ def test_flips_from_cuts_equal_whole_runs(data):
     base = data.draw(st.lists(st.sampled_from(layers), unique=True))
     flips = data.draw(st.lists(st.sampled_from(layers), min_size=1, unique=True))
     _same_as_whole_runs(switch, layers, base, flips, feed)
+    full = insert_qdq(model, ranges=ranges)[0]
+    plain = _plain_switch_outputs(full, layers, ranges, base, feed)
+    for name, value in switch.run_batch(base, feed).items():
+        np.testing.assert_allclose(value, plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_every_layer_of_both_models_runs_from_a_cut_somewhere():
+    """The property test above reaches the cut path: on each model, from full INT8 and from
+    all float, every layer after the first cut runs from it."""
+    for model, names, x in (
+        (residual_model(), ["x", "r1", "c1", "c2", "c3", "c4", "a1", "f"], (1, 3, 8, 8)),
+        (two_output_model(), ["x", "r0", "early", "r2", "s3"], (3, 8)),
+    ):
+        switch, layers = _switch(model, dict.fromkeys(names, 2.0))
+        feed = {"x": np.random.default_rng(6).standard_normal(x).astype(np.float32)}
+        for base in (layers, []):
+            assert _same_as_whole_runs(switch, layers, base, layers, feed)
 
 
 def test_an_output_made_before_the_cut_comes_from_the_base_run():
@@ -197,3 +234,112 @@ def test_cuts_without_costs_count_each_layer_once():
         (cuts.share(layer) for layer in quantized_layers(full)), reverse=True
     )
     assert cuts.share(quantized_layers(full)[0]) == 1.0
+
+
+def test_ir3_lists_its_initializers_as_inputs_and_protect_still_searches():
+    """Below IR 4 the initializers are graph inputs too: they are weights, not data a cut
+    carries (review: a KeyError in protect's repair)."""
+    from onnx2trt_lib.quant.agreement import Criterion
+    from onnx2trt_lib.quant.protect import protect
+
+    from .test_protect_search import chain, clipped_ranges, options
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 10], seed=1)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.9, "t3": 0.3, "t4": 0.9, "t5": 0.9}
+    ranges = clipped_ranges(model, x, factors)
+    new = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    model.ir_version = 3
+    old = protect(model, options(ranges), x, criterion=Criterion(agreement="top1"))
+    assert new.excluded and old.to_dict() == new.to_dict()
+    full = insert_qdq(model, **options(ranges))[0]
+    assert full.ir_version == 3
+    switch = SwitchSession(full, quantized_layers(full), ranges)
+    assert {i.name for i in full.graph.initializer} <= {i.name for i in full.graph.input}
+    layers = quantized_layers(full)
+    assert _same_as_whole_runs(switch, layers, layers, layers, {"x": x[:4]})
+
+
+def test_a_fusion_across_a_kept_tensor_is_the_same_in_both_sessions():
+    """A float Conv + BatchNormalization whose Conv output is a later cut's tensor: the whole
+    run exposes it, so ONNX Runtime does not fuse them; a run from an earlier cut must not
+    either (review: 3.6e-6 apart before)."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.4).astype(np.float32)
+
+    c = 8
+    inits = [nh.from_array(w(c, c, 1, 1), n) for n in ("w0", "w1", "w2")]
+    inits += [
+        nh.from_array(w(c, c, 3, 3), "wf"),
+        nh.from_array(w(c), "b"),
+        nh.from_array(w(c), "m"),
+    ]
+    inits += [nh.from_array(rng.uniform(0.5, 2, c).astype(np.float32), n) for n in ("s", "v")]
+    nodes = [
+        h.make_node("Conv", ["x", "w0"], ["c0"], name="conv0"),
+        h.make_node("Relu", ["c0"], ["r0"]),
+        h.make_node("Conv", ["r0", "w1"], ["c1"], name="conv1"),
+        h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("Neg", ["r1"], ["n1"]),
+        h.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        h.make_node("Conv", ["n1", "wf"], ["cf"], name="convf", pads=[1, 1, 1, 1]),
+        h.make_node("BatchNormalization", ["cf", "s", "b", "m", "v"], ["bf"], name="bn"),
+        h.make_node("Mul", ["c2", "bf"], ["y"], name="mul"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "fuse",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, c, 9, 9])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    ranges = dict.fromkeys(["x", "r0", "r1", "c0", "c1", "cf", "c2", "bf"], 2.0)
+    full = insert_qdq(model, ranges=ranges, exclude_nodes=["convf"])[0]
+    layers = quantized_layers(full)
+    switch = SwitchSession(full, layers, ranges, costs={"conv0": 100.0, "conv1": 1.0, "conv2": 1.0})
+    feed = {"x": rng.standard_normal((1, c, 9, 9)).astype(np.float32)}
+    for base in ([], layers):
+        assert _same_as_whole_runs(switch, layers, base, layers, feed)
+
+
+def test_an_output_no_node_makes_comes_from_the_base_run():
+    """A model output that is its input: no suffix makes it (review: ONNX Runtime refused the
+    suffix model)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array((rng.standard_normal((8, 8)) * 0.4).astype(np.float32), f"w{i}")
+        for i in range(5)
+    ]
+    nodes, prev = [], "x"
+    for i in range(5):
+        nodes += [
+            h.make_node("MatMul", [prev, f"w{i}"], [f"t{i}"], name=f"mm{i}"),
+            h.make_node("Relu", [f"t{i}"], [f"r{i}"]),
+        ]
+        prev = f"r{i}"
+    graph = h.make_graph(
+        nodes,
+        "echo",
+        [h.make_tensor_value_info("x", T.FLOAT, ["n", 8])],
+        [
+            h.make_tensor_value_info(prev, T.FLOAT, ["n", 8]),
+            h.make_tensor_value_info("x", T.FLOAT, ["n", 8]),
+        ],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    switch, layers = _switch(model, dict.fromkeys(["x", *[f"r{i}" for i in range(5)]], 2.0))
+    feed = {"x": rng.standard_normal((2, 8)).astype(np.float32)}
+    assert _same_as_whole_runs(switch, layers, layers, layers, feed)
+
+
+def test_a_mix_two_layers_from_the_base_is_refused():
+    model = two_output_model()
+    switch, layers = _switch(model, dict.fromkeys(["x", "r0", "early", "r2", "s3"], 2.0))
+    feed = {"x": np.zeros((1, 8), np.float32)}
+    start = switch.start(layers, feed)
+    switch.run_batch(layers, feed, start)
+    with pytest.raises(ValueError, match="differs from the base in 2 layers"):
+        switch.run_batch(layers[2:], feed, start)

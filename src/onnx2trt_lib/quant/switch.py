@@ -273,10 +273,16 @@ class SwitchSession:
             return self._run(on, feed, self.outputs)
         if on == start.base:
             data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
-            start.values.update(data)
-            start.values.update(self._run(on, feed, [*self.outputs, *self.kept]))
-            return {n: start.values[n] for n in self.outputs}
-        (layer,) = on ^ start.base
+            values = {**data, **self._run(on, feed, [*self.outputs, *self.kept])}
+            start.values.update(values)  # only once the run went through
+            return {n: values[n] for n in self.outputs}
+        differ = on ^ start.base
+        if len(differ) != 1:
+            raise ValueError(
+                f"run_batch(start=...): the mix differs from the base in {len(differ)} layers "
+                f"({', '.join(sorted(differ)[:5])}), not one"
+            )
+        (layer,) = differ
         cut = self.cuts.cut_for(layer)
         if cut is None:
             return self._run(on, feed, self.outputs)
@@ -352,7 +358,7 @@ class SwitchSession:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class Start:
     """A base mix on one feed, and once run its data, outputs and cut tensors by name."""
 

@@ -49,13 +49,19 @@ class Cuts:
         most: int | None = None,
     ) -> None:
         graph = model.graph
-        self.model = model
+        # the graph without its weights: each suffix takes the ones it reads
+        self.template = onnx.ModelProto()
+        self.template.CopyFrom(model)
+        del self.template.graph.initializer[:]
+        self.initializers = list(graph.initializer)
         self.nodes = list(graph.node)
         self.flag_inputs = set(flags.values())
         self.reads = [_reads(n) for n in self.nodes]
+        # the data (below IR 4 the initializers are listed as graph inputs too)
         inputs = {i.name for i in graph.input}
+        self.data = inputs - {t.name for t in graph.initializer} - self.flag_inputs
         # tensors that change with the data: the rest (constants) is copied into each suffix
-        self.dynamic = inputs - self.flag_inputs
+        self.dynamic = set(self.data)
         for node, read in zip(self.nodes, self.reads, strict=True):
             if read & self.dynamic:
                 self.dynamic.update(node.output)
@@ -67,21 +73,18 @@ class Cuts:
             layer: first[flag] for layer, flag in flags.items() if flag in first
         }  # layer -> its first switched node
         self.outputs = [o.name for o in graph.output]
-        positions = sorted(set(self.start.values()))
+        cost = {layer: float((costs or {}).get(layer, 1.0)) for layer in self.start}
         self.positions = _placed(
-            positions,
-            [self.start[layer] for layer in self.start],
-            [float((costs or {}).get(layer, 1.0)) for layer in self.start],
+            sorted(set(self.start.values())),
+            list(self.start.values()),
+            list(cost.values()),
             MAX_CUTS if most is None else most,
         )
         self._cuts: dict[int, Cut] = {}
         # a run from each position, as a share of a whole run (by the same costs)
-        total = sum(float((costs or {}).get(layer, 1.0)) for layer in self.start) or 1.0
+        total = sum(cost.values()) or 1.0
         self._share = {
-            p: sum(
-                float((costs or {}).get(layer, 1.0)) for layer, s in self.start.items() if s >= p
-            )
-            / total
+            p: sum(c for layer, c in cost.items() if self.start[layer] >= p) / total
             for p in self.positions
         }
 
@@ -97,34 +100,35 @@ class Cuts:
         if at is None:
             return None
         position = max((p for p in self.positions if p <= at), default=None)
-        if position is None or position == min(self.start.values()):
+        if position is None or position == self.positions[0]:
             return None  # nothing before it to skip
         return self.cut(position)
 
     def cut(self, position: int) -> Cut:
+        """The cut before node `position` (kept once made)."""
         if position not in self._cuts:
-            made = {o for node in self.nodes[:position] for o in node.output}
+            made_after = {o for node in self.nodes[position:] for o in node.output}
             read_after = set().union(*self.reads[position:])
-            inputs = {i.name for i in self.model.graph.input}
             # the base run's values the rest reads: made before the cut, or the data itself
-            tensors = sorted(t for t in self.dynamic & read_after if t in made or t in inputs)
-            before = tuple(o for o in self.outputs if o in made)
+            tensors = sorted(t for t in self.dynamic & read_after if t not in made_after)
+            # outputs the rest does not make (made before it, the data, a constant): the base's
+            before = tuple(o for o in self.outputs if o not in made_after)
             self._cuts[position] = Cut(position, tuple(tensors), before)
         return self._cuts[position]
 
     def all_tensors(self) -> list[str]:
         """Every cut's tensors made by a node (the base run exposes them)."""
-        graph_inputs = {i.name for i in self.model.graph.input}
         names: set[str] = set()
-        for position in self.positions:
+        for position in self.positions[1:]:
             cut = self.cut(position)
-            names.update(t for t in cut.tensors if t not in graph_inputs)
-            names.update(cut.outputs_before)
+            names.update(t for t in cut.tensors if t not in self.data)
         return sorted(names - set(self.outputs))
 
     def suffix_model(self, cut: Cut, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
         """The nodes from `cut` on (and the constant nodes they read), with the cut's tensors
-        as inputs typed from `values` (the base run's arrays) and the outputs made after it."""
+        as inputs typed from `values` (the base run's arrays) and the outputs made after it.
+        The tensors the base run exposes are outputs here too, where made here: ONNX Runtime
+        does not fuse across a graph output, so both sessions fuse the same nodes."""
         position = cut.position
         used = set().union(*self.reads[position:])
         constants = []  # the nodes before the cut that make constants the rest reads
@@ -136,7 +140,7 @@ class Cuts:
                 constants.append(node)
                 used |= read
         nodes = [*constants[::-1], *self.nodes[position:]]
-        graph = self.model.graph
+        graph = self.template.graph
         inputs = [
             helper.make_tensor_value_info(
                 name,
@@ -145,20 +149,22 @@ class Cuts:
             )
             for name in cut.tensors
         ]
-        inputs += [i for i in graph.input if i.name in self.flag_inputs and i.name in used]
-        suffix = onnx.ModelProto()
-        suffix.CopyFrom(self.model)
-        del suffix.graph.node[:]
-        suffix.graph.node.extend(nodes)
-        del suffix.graph.input[:]
-        suffix.graph.input.extend(inputs)
-        kept = [i for i in graph.initializer if i.name in used]
-        del suffix.graph.initializer[:]
-        suffix.graph.initializer.extend(kept)
+        data = set(cut.tensors) | self.data
+        # the flags it reads, and below IR 4 the initializers it reads (listed as inputs there)
+        inputs += [i for i in graph.input if i.name in used and i.name not in data]
+        made = {o for node in nodes for o in node.output}
         outputs = [o for o in graph.output if o.name not in cut.outputs_before]
-        del suffix.graph.output[:]
+        outputs += [onnx.ValueInfoProto(name=n) for n in self.all_tensors() if n in made]
+        suffix = onnx.ModelProto()
+        suffix.CopyFrom(self.template)
+        suffix.graph.ClearField("node")
+        suffix.graph.node.extend(nodes)
+        suffix.graph.ClearField("input")
+        suffix.graph.input.extend(inputs)
+        suffix.graph.initializer.extend(i for i in self.initializers if i.name in used)
+        suffix.graph.ClearField("output")
         suffix.graph.output.extend(outputs)
-        del suffix.graph.value_info[:]
+        suffix.graph.ClearField("value_info")
         return suffix
 
 
