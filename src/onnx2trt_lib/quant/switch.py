@@ -28,7 +28,7 @@ from ..passes.insert_qdq import activation_scale
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
 from .accuracy import WEIGHTED_OPS, Batch, _cat, rows_per_batch, run_pool, session
-from .switch_cuts import Cuts
+from .switch_cuts import Cut, Cuts
 
 FLAG_PREFIX = "onnx2trt_int8_switch_"
 # Runs side by side, each on its share of the cores: protection's runs are small (2-8 rows), and
@@ -345,11 +345,20 @@ class SwitchSession:
         if not start.values:
             self.runs += 1
             self.run_batch(start.base, start.feed, start)
-        for layer in flips:  # each cut's session, made before the runs side by side
-            cut = cuts.cut_for(layer)
-            if cut is not None and cut.position not in self._suffixes:
-                made = session(cuts.suffix_model(cut, start.values), threads=self.threads)
-                self._suffixes[cut.position] = (made, [i.name for i in made.get_inputs()])
+        # each cut's session, made before the runs side by side, `workers` at a time (ONNX
+        # Runtime builds a session without the GIL: five on PP-OCRv4 rec 0.34-0.40 -> 0.19-0.23 s)
+        missing = {c.position: c for c in map(cuts.cut_for, flips) if c is not None}
+        missing = {p: c for p, c in missing.items() if p not in self._suffixes}
+
+        def made(cut: Cut) -> tuple:
+            built = session(cuts.suffix_model(cut, start.values), threads=self.threads)
+            return built, [i.name for i in built.get_inputs()]
+
+        pool = run_pool(self.workers) if self.workers > 1 and len(missing) > 1 else None
+        sessions = (
+            list(pool.map(made, missing.values())) if pool else list(map(made, missing.values()))
+        )
+        self._suffixes.update(zip(missing, sessions, strict=True))
         self.runs += len(flips)
         if self.workers == 1 or len(mixes) < 2:
             return [self.run_batch(mix, start.feed, start) for mix in mixes]
