@@ -16,7 +16,7 @@ against the written models).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,8 +272,7 @@ class SwitchSession:
         if start is None or self.cuts is None:
             return self._run(on, feed, self.outputs)
         if on == start.base:
-            data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
-            values = {**data, **self._run(on, feed, [*self.outputs, *self.kept])}
+            values = {**self._data(feed), **self._run(on, feed, [*self.outputs, *self.kept])}
             start.values.update(values)  # only once the run went through
             return {n: values[n] for n in self.outputs}
         differ = on ^ start.base
@@ -297,8 +296,12 @@ class SwitchSession:
     ) -> dict[str, np.ndarray]:
         on = set(int8_layers)
         flags = {f: np.array(layer in on) for layer, f in self.flags.items()}
-        data = {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
-        return dict(zip(names, _ort_run(self.session, names, {**data, **flags}), strict=True))
+        feeds = {**self._data(feed), **flags}
+        return dict(zip(names, _ort_run(self.session, names, feeds), strict=True))
+
+    def _data(self, feed: Batch) -> dict[str, np.ndarray]:
+        """The feed's arrays the session takes, in the float type it declares."""
+        return {k: in_float_type(v, self.types[k]) for k, v in feed.items() if k in self.types}
 
     def run_each(
         self, mixes: Sequence[Collection[str]], feeds: Sequence[Batch]
@@ -306,10 +309,7 @@ class SwitchSession:
         """Per mix of INT8 layers, its outputs on each feed: `workers` runs at a time."""
         tasks = [(mix, feed) for mix in mixes for feed in feeds]
         self.runs += len(tasks)
-        if self.workers == 1 or len(tasks) < 2:
-            done = [self.run_batch(mix, feed) for mix, feed in tasks]
-        else:
-            done = list(run_pool(self.workers).map(lambda t: self.run_batch(*t), tasks))
+        done = self._side_by_side(lambda t: self.run_batch(*t), tasks)
         return [done[i : i + len(feeds)] for i in range(0, len(done), len(feeds))]
 
     def run_batches(
@@ -354,17 +354,16 @@ class SwitchSession:
             built = session(cuts.suffix_model(cut, start.values), threads=self.threads)
             return built, [i.name for i in built.get_inputs()]
 
-        pool = run_pool(self.workers) if self.workers > 1 and len(missing) > 1 else None
-        sessions = (
-            list(pool.map(made, missing.values())) if pool else list(map(made, missing.values()))
-        )
+        sessions = self._side_by_side(made, list(missing.values()))
         self._suffixes.update(zip(missing, sessions, strict=True))
         self.runs += len(flips)
-        if self.workers == 1 or len(mixes) < 2:
-            return [self.run_batch(mix, start.feed, start) for mix in mixes]
-        return list(
-            run_pool(self.workers).map(lambda m: self.run_batch(m, start.feed, start), mixes)
-        )
+        return self._side_by_side(lambda m: self.run_batch(m, start.feed, start), mixes)
+
+    def _side_by_side(self, work: Callable, items: Sequence) -> list:
+        """[work(item) for item in items], `workers` at a time."""
+        if self.workers == 1 or len(items) < 2:
+            return [work(item) for item in items]
+        return list(run_pool(self.workers).map(work, items))
 
 
 @dataclass(eq=False)
