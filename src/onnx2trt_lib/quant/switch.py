@@ -28,7 +28,7 @@ from ..passes.insert_qdq import activation_scale
 from ..runtime.base import in_float_type
 from ..runtime.ort_runner import ORT_TYPES
 from .accuracy import WEIGHTED_OPS, Batch, _cat, rows_per_batch, run_pool, session
-from .switch_cuts import Cut, Cuts
+from .switch_cuts import Cut, Cuts, reads
 
 FLAG_PREFIX = "onnx2trt_int8_switch_"
 # Runs side by side, each on its share of the cores: protection's runs are small (2-8 rows), and
@@ -222,10 +222,7 @@ def _live(nodes: Sequence[onnx.NodeProto], outputs: Sequence[str]) -> list[onnx.
         if not any(o in needed for o in node.output):
             continue
         kept.append(node)
-        needed.update(node.input)
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                needed.update(i for n in attr.g.node for i in n.input)
+        needed.update(reads(node))  # its branches' outer-scope reads too
     return kept[::-1]
 
 

@@ -56,7 +56,7 @@ class Cuts:
         self.initializers = list(graph.initializer)
         self.nodes = list(graph.node)
         self.flag_inputs = set(flags.values())
-        self.reads = [_reads(n) for n in self.nodes]
+        self.reads = [reads(n) for n in self.nodes]
         # the data (below IR 4 the initializers are listed as graph inputs too)
         inputs = {i.name for i in graph.input}
         self.data = inputs - {t.name for t in graph.initializer} - self.flag_inputs
@@ -83,10 +83,8 @@ class Cuts:
         self._cuts: dict[int, Cut] = {}
         # a run from each position, as a share of a whole run (by the same costs)
         total = sum(cost.values()) or 1.0
-        self._share = {
-            p: sum(c for layer, c in cost.items() if self.start[layer] >= p) / total
-            for p in self.positions
-        }
+        starts, costs_ = np.asarray(list(self.start.values())), np.asarray(list(cost.values()))
+        self._share = {p: _run_cost(starts, costs_, p) / total for p in self.positions}
 
     def share(self, layer: str) -> float:
         """What a run from `layer`'s cut costs, as a share of a whole run (1.0 from the start)."""
@@ -168,15 +166,20 @@ class Cuts:
         return suffix
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
+def reads(node: onnx.NodeProto) -> set[str]:
     """The tensors a node reads, those its subgraphs read from the outer scope included."""
     names = {n for n in node.input if n}
     for attr in node.attribute:
         graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for g in graphs:
             for inner in g.node:
-                names |= _reads(inner)
+                names |= reads(inner)
     return names
+
+
+def _run_cost(starts: np.ndarray, costs: np.ndarray, position: int) -> float:
+    """What a run from `position` costs: the costs of the layers starting at or after it."""
+    return float(costs[starts >= position].sum())
 
 
 def _placed(
@@ -190,7 +193,7 @@ def _placed(
     at = np.asarray(positions)
     start = np.asarray(starts)
     cost = np.asarray(costs, float)
-    after = np.array([cost[start >= p].sum() for p in at])  # the cost of a run from p
+    after = np.array([_run_cost(start, cost, p) for p in at])
     # runs_from[i, j]: what layer j costs if it runs from candidate cut i (inf if i is after it)
     runs_from = np.where(at[:, None] <= start[None, :], after[:, None], np.inf)
     chosen = [0]
