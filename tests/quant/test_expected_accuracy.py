@@ -382,6 +382,52 @@ def test_a_mix_fitted_to_the_search_rows_is_searched_again_on_all_rows():
     assert any("searched again on all 64 rows" in n for n in top1.notes)
 
 
+def test_the_retry_counts_a_mix_that_passes_on_every_row_from_its_two_halves(monkeypatch):
+    """top1 at 90% on halves_model's branches: x_a's size reads rows 0-7 (full INT8 fails the
+    search half; floating mm_a repairs it), x_b's reads rows 32-35, which the mix still flips:
+    it fails the held-out half (4 of 32 rows, 3 allowed) and passes on all 64 (4, 6 allowed).
+    The retry counts those failures from the mix's answers on the two halves instead of running
+    its 64 rows again, and reports what the run reports (protect.RETRY_FROM_PARTS off)."""
+    import importlib
+    from collections import defaultdict
+
+    from test_protect_search import options
+
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+
+    model, ranges, _ = halves_model()
+    rng = np.random.default_rng(3)
+    big = (np.array([5.0, 4.0]) + rng.uniform(0, 0.3, (64, 2))).astype(np.float32)
+    small = rng.uniform(-0.1, 0.1, (3, 64, 2)).astype(np.float32)
+    x = {"x_a": small[0].copy(), "x_b": small[1].copy(), "x_c": small[2]}
+    x["x_a"][:8] = big[:8]
+    x["x_b"][32:36] = big[32:36]
+    data = [{k: v[i : i + 16] for k, v in x.items()} for i in range(0, 64, 16)]
+    rows = defaultdict(int)  # INT8 layers of a run -> rows it ran
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed, start=None):
+        rows[tuple(sorted(int8_layers))] += len(feed["x_a"])
+        return real(self, int8_layers, feed, start)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    criterion = Criterion(agreement="top1", min_agreement=0.9)
+    reports, mix_rows = [], []
+    for from_parts in (True, False):
+        monkeypatch.setattr(protect_module, "RETRY_FROM_PARTS", from_parts)
+        rows.clear()
+        reports.append(protect_module.protect(model, options(ranges), data, criterion=criterion))
+        mix_rows.append(rows[("mm_b", "mm_c")])
+    counted_, ran = reports
+    assert any("searched again on all 64 rows" in n for n in counted_.notes)  # the retry ran
+    assert [e.node for e in counted_.excluded] == ["mm_a"] and counted_.met
+    assert counted_.after == 1 - 4 / 64 and counted_.before == 1 - 12 / 64
+    assert counted_.to_dict() == ran.to_dict()
+    assert mix_rows[1] - mix_rows[0] == 64  # the retry's run of every row, saved
+
+
 @pytest.mark.parametrize("kind", ["accuracy", "top1"])
 def test_the_retry_keeps_full_int8_when_it_passes_on_all_rows(monkeypatch, kind):
     """Row 0 (search half) is read by x_a alone: clipping it flips that row, so full INT8 fails

@@ -207,6 +207,12 @@ class Judge:
         self._ties = {n: _close_top2(self.ref[n], g) for n, g in self._tie_gap.items() if g}
 
     @property
+    def tie_gaps(self) -> dict[str, float | None]:
+        """top1: per output, the FP32 probability gap within which a pick reads as FP32's
+        (None: not probabilities)."""
+        return dict(self._tie_gap)
+
+    @property
     def unit(self) -> str:
         return "dB" if self.kind == "sqnr" else ""
 
