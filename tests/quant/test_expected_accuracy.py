@@ -382,12 +382,17 @@ def test_a_mix_fitted_to_the_search_rows_is_searched_again_on_all_rows():
     assert any("searched again on all 64 rows" in n for n in top1.notes)
 
 
-def test_the_retry_counts_a_mix_that_passes_on_every_row_from_its_two_halves(monkeypatch):
+@pytest.mark.parametrize(("first", "kept", "mix_failures"), [(32, 1, 4), (30, 1, 6), (29, 2, 7)])
+def test_the_retry_counts_a_mix_on_every_row_from_its_two_halves(
+    monkeypatch, first, kept, mix_failures
+):
     """top1 at 90% on halves_model's branches: x_a's size reads rows 0-7 (full INT8 fails the
-    search half; floating mm_a repairs it), x_b's reads rows 32-35, which the mix still flips:
-    it fails the held-out half (4 of 32 rows, 3 allowed) and passes on all 64 (4, 6 allowed).
-    The retry counts those failures from the mix's answers on the two halves instead of running
-    its 64 rows again, and reports what the run reports (protect.RETRY_FROM_PARTS off)."""
+    search half; floating mm_a repairs it), x_b's reads rows first-35, which the mix still
+    flips: 4 held-out rows fail it (3 of 32 allowed), so the search runs again on all 64 rows
+    (6 allowed). There the mix's failures are those of its two halves: where they pass
+    (4 or 6) the retry keeps the mix without running its 64 rows again; 7 fail, and the run
+    goes on as before (its early exit decides which rows lead the next repair step). The
+    report is the same either way (protect.RETRY_FROM_PARTS off)."""
     import importlib
     from collections import defaultdict
 
@@ -396,14 +401,13 @@ def test_the_retry_counts_a_mix_that_passes_on_every_row_from_its_two_halves(mon
     from onnx2trt_lib.quant.switch import SwitchSession
 
     protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
-
     model, ranges, _ = halves_model()
     rng = np.random.default_rng(3)
     big = (np.array([5.0, 4.0]) + rng.uniform(0, 0.3, (64, 2))).astype(np.float32)
     small = rng.uniform(-0.1, 0.1, (3, 64, 2)).astype(np.float32)
     x = {"x_a": small[0].copy(), "x_b": small[1].copy(), "x_c": small[2]}
     x["x_a"][:8] = big[:8]
-    x["x_b"][32:36] = big[32:36]
+    x["x_b"][first:36] = big[first:36]
     data = [{k: v[i : i + 16] for k, v in x.items()} for i in range(0, 64, 16)]
     rows = defaultdict(int)  # INT8 layers of a run -> rows it ran
     real = SwitchSession.run_batch
@@ -415,17 +419,23 @@ def test_the_retry_counts_a_mix_that_passes_on_every_row_from_its_two_halves(mon
     monkeypatch.setattr(SwitchSession, "run_batch", counted)
     criterion = Criterion(agreement="top1", min_agreement=0.9)
     reports, mix_rows = [], []
-    for from_parts in (True, False):
-        monkeypatch.setattr(protect_module, "RETRY_FROM_PARTS", from_parts)
+    for from_halves in (True, False):
+        monkeypatch.setattr(protect_module, "RETRY_FROM_PARTS", from_halves)
         rows.clear()
         reports.append(protect_module.protect(model, options(ranges), data, criterion=criterion))
         mix_rows.append(rows[("mm_b", "mm_c")])
     counted_, ran = reports
     assert any("searched again on all 64 rows" in n for n in counted_.notes)  # the retry ran
-    assert [e.node for e in counted_.excluded] == ["mm_a"] and counted_.met
-    assert counted_.after == 1 - 4 / 64 and counted_.before == 1 - 12 / 64
     assert counted_.to_dict() == ran.to_dict()
-    assert mix_rows[1] - mix_rows[0] == 64  # the retry's run of every row, saved
+    assert len(counted_.excluded) == kept and counted_.excluded[0].node == "mm_a"
+    assert counted_.met and counted_.before == 1 - (8 + 36 - first) / 64
+    if mix_failures <= 6:
+        assert counted_.after == 1 - mix_failures / 64
+        # its repair step's 4 failing and 4 at-risk rows, its two halves, then (without the
+        # count) every row again
+        assert mix_rows == [8 + 64, 8 + 64 + 64]
+    else:
+        assert mix_rows[0] == mix_rows[1] > 64  # the run on every row, as before
 
 
 @pytest.mark.parametrize("kind", ["accuracy", "top1"])

@@ -545,7 +545,7 @@ def protect(
             return judge_.score(out), None
         if row_order is not None and not held:
             rows = row_order.count
-            allowed = math.floor((1.0 - target) * rows + 1e-9)
+            allowed = _allowed(target, rows)
             failed: list[int] = []
             finite = True
             for wave in _waves(row_order.runs(), switch.workers):
@@ -579,7 +579,7 @@ def protect(
                         return best, None  # at most this: fails the target
             return best, None
         rows = len(next(iter(judge_.ref.values())))
-        allowed = math.floor((1.0 - target) * rows + 1e-9)
+        allowed = _allowed(target, rows)
         bad = start = 0
         for wave in _waves(runs, switch.workers):
             for out in switch.run_batches(int8, wave):
@@ -920,41 +920,40 @@ def protect(
         row_order.failed(sorted(full_failed))
         return 1.0 - len(full_failed) / row_order.count
 
-    def failures_on_both_parts(mix: list[str]) -> int | None:
-        """The rows `mix` reads differently on every row, from its answers on the search rows
-        (passing, so every row ran) and on the held-out rows, or None where they are not both
-        known or would not count as a run on every row does (top1 on a dynamic batch with one
-        judged output, which counts rows alike on each part; the same near-tie rule)."""
-        if not RETRY_FROM_PARTS or row_order is None or held_b is search_b:
-            return None
-        if len(search_judge.ref) != 1:
+    def failures_from_halves(mix: list[str]) -> int | None:
+        """How many rows `mix` reads differently on every row, from its answers on the search
+        rows (a passing early-exit run reads every row) and the held-out rows; None where one
+        is missing or would not count rows as a run on every row does (top1 on a dynamic batch
+        with one judged output: a row count on each half, the same near-tie rule)."""
+        if not RETRY_FROM_PARTS or row_order is None or len(search_judge.ref) != 1:
             return None
         on_search = answers.get((frozenset(mix), False, False))
         on_held = answers.get((frozenset(mix), True, True))
-        if on_search is None or on_held is None or not ok(on_search[0]):
+        if on_search is None or on_held is None or on_search[1] is None:
             return None
-        if not all(math.isfinite(v[0]) for v in (on_search, on_held)):
+        if not ok(on_search[0]) or not math.isfinite(on_held[0]):
             return None
-        if not (search_judge.tie_gaps == held_judge.tie_gaps == judge.tie_gaps):
+        if search_judge.tie_gaps != held_judge.tie_gaps:  # the whole is probabilities iff both are
             return None
-        held_rows = samples - n_search
-        return round((1.0 - on_search[0]) * n_search) + round((1.0 - on_held[0]) * held_rows)
+        held_rows = len(next(iter(held_judge.ref.values())))
+        return len(on_search[1]) + round((1.0 - on_held[0]) * held_rows)
 
     def again_on_every_row(mix: list[str], known: int | None = None) -> tuple[list[str], float]:
         """Top1's retry on every row: (layers kept in float, the criterion there). Full INT8
         where it passes there, else `mix` where it does, else the repair goes on from `mix`
         (the rows it reads differently lead), else steps 2-4 from the alone ranking. `known`:
-        the rows `mix` reads differently on every row (failures_on_both_parts), where its two
-        parts already ran it: a passing `mix` then runs nothing again."""
+        how many rows `mix` reads differently on every row (failures_from_halves), where its
+        two halves already ran it: a passing `mix` then runs nothing again."""
         nonlocal before, before_search, ranking, alone, measured, ranked_by, count
         before = before_search = full_int8_everywhere()  # the report's before: every row now
         if ok(before_search):
             return [], before_search
-        assert row_order is not None or known is None
-        if known is not None and known <= math.floor((1.0 - target) * samples + 1e-9):
-            # what evaluate(mix) returns there: every run passes, so every row runs
-            now = (samples - known) / samples
-            if ok(now):
+        if known is not None and row_order is not None:
+            rows = row_order.count
+            # evaluate(mix)'s value there: the failures never exceed the allowance, so its
+            # early exit runs every row
+            now = (rows - known) / rows
+            if known <= _allowed(target, rows) and ok(now):
                 count += 1  # the question, answered without a run
                 return mix, now
         now = evaluate(mix)
@@ -992,7 +991,7 @@ def protect(
                 # well): choose() assumes it fails and would keep at least one layer float
                 kept, found = ([], before_search) if ok(before_search) else choose()
             else:
-                known = failures_on_both_parts(kept)  # before all_rows forgets the answers
+                known = failures_from_halves(kept)  # before all_rows forgets the answers
                 all_rows()
                 kept, found = again_on_every_row(kept, known)
 
@@ -1107,6 +1106,11 @@ def _why(
         f"(reading differently before, or most at risk) still read differently ({positions} "
         f"position(s); output SQNR {db:.1f} dB), for {share:.1%} of the MACs"
     )
+
+
+def _allowed(target: float, rows: int) -> int:
+    """Rows that may read differently among `rows` while the row share `target` still holds."""
+    return math.floor((1.0 - target) * rows + 1e-9)
 
 
 def _finite(out: Mapping[str, np.ndarray], names: Iterable[str]) -> bool:
