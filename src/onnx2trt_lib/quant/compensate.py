@@ -370,12 +370,14 @@ class _Sums:
         groups, _, cols = layer.matrices().shape
         k = cols + (layer.bias is not None)
         self.h = np.zeros((groups, k, k))
-        self.d = np.zeros_like(self.h)
+        # np.zeros, not zeros_like: untouched pages stay unallocated (zeros_like writes them:
+        # 66 MB for each 2882-column layer that then has too few rows to be summed)
+        self.d = np.zeros(self.h.shape)
         # the held-out rows (every CHECK_EVERY-th sample) on their own: H, D and E E^T, in
         # float32 (a quarter of the rows; they only decide, and it halves their memory)
         self.hc = np.zeros(self.h.shape if CHECK_EVERY else (0, 0, 0), np.float32)
-        self.dc = np.zeros_like(self.hc)
-        self.ec = np.zeros_like(self.hc)
+        self.dc = np.zeros(self.hc.shape, np.float32)
+        self.ec = np.zeros(self.hc.shape, np.float32)
         self.samples = 0  # samples (leading axis) seen so far
         self.check_rows = 0
         self.rng = np.random.default_rng([SEED, *layer.name.encode()])
