@@ -237,3 +237,60 @@ def test_top2_picks_what_a_partition_picks(rows, positions, classes, dtype, seed
     assert top.dtype == a.dtype and second.dtype == a.dtype
     np.testing.assert_array_equal(top, expected[..., 1])
     np.testing.assert_array_equal(second, expected[..., 0])
+
+
+# --- Tally: boxes and mask scores summed batch by batch, with a bound before the last --------
+
+
+def random_heads(rng, rows: int, anchors: int = 12, nc: int = 3) -> np.ndarray:
+    """(rows, 4 + nc, anchors) YOLO-like heads: boxes around a few centres, scores in 0-1."""
+    out = np.zeros((rows, 4 + nc, anchors), np.float32)
+    out[:, 0:2] = rng.choice([40.0, 80.0, 120.0], (rows, 2, anchors)) + rng.normal(
+        0, 3, (rows, 2, anchors)
+    )
+    out[:, 2:4] = rng.uniform(15, 30, (rows, 2, anchors))
+    out[:, 4:] = rng.uniform(0, 1, (rows, nc, anchors)) ** 3
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    kind=st.sampled_from(["boxes", "mask"]),
+    noise=st.sampled_from([0.0, 0.05, 0.3]),
+    cuts=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    nonfinite=st.booleans(),
+)
+def test_a_tally_sums_to_the_judges_score_and_bounds_it_before(seed, kind, noise, cuts, nonfinite):
+    """Whatever the batches, the tally of every row is Judge.score of them joined (to the bit),
+    and its bound after each batch is at least the score every row ends with, for the test rows
+    that came and for rows to come that read exactly as FP32 (the best case it assumes)."""
+    rng = np.random.default_rng(seed)
+    rows = sum(cuts)
+    if kind == "boxes":
+        ref = random_heads(rng, rows)
+        test = ref.copy()
+        test[:, :4] += rng.normal(0, 40 * noise, test[:, :4].shape).astype(np.float32)
+        test[:, 4:] = np.clip(test[:, 4:] + rng.normal(0, noise, test[:, 4:].shape), 0, 1)
+    else:
+        ref = (1 / (1 + np.exp(-(rng.standard_normal((rows, 1, 6, 8)) * 3 - 1)))).astype(np.float32)
+        test = np.clip(ref + rng.normal(0, noise, ref.shape), 0, 1).astype(np.float32)
+    if nonfinite and kind == "mask":
+        test[rng.integers(rows)] = np.nan
+    judge = Judge({"y": ref}, Criterion(agreement=kind))
+    score = judge.score({"y": test})
+    tally = judge.tally()
+    start = 0
+    for n in cuts:
+        tally.add({"y": test[start : start + n]})
+        start += n
+        best_case = judge.score({"y": np.concatenate([test[:start], ref[start:]])})
+        assert tally.best() >= best_case >= score
+    assert tally.rows == rows
+    assert tally.value() == score  # the same bits: the same counts, the mean of the same array
+
+
+def test_a_tally_refuses_kinds_it_cannot_bound():
+    judge = Judge({"y": np.eye(4)[[0, 1]]}, Criterion(agreement="top1"))
+    with pytest.raises(ValueError, match="boxes or mask"):
+        judge.tally()

@@ -76,3 +76,58 @@ def test_a_map_whose_faint_text_int8_loses_is_protected_by_default(tmp_path):
     assert auto["met"] and auto["after"] == 1.0
     assert [e["node"] for e in auto["excluded"]] == ["c2"]
     assert auto["int8_mac_share_after"] == 0.5
+
+
+def _chain_to_map(seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
+    """test_protect_search's MatMul chain read as an 8x8 probability map per row."""
+    from test_protect_search import chain
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 64], seed=seed)
+    graph = model.graph
+    graph.node[-1].output[0] = "logits"
+    graph.initializer.append(nh.from_array(np.array([-1, 1, 8, 8], np.int64), "map_shape"))
+    graph.node.extend(
+        [
+            h.make_node("Reshape", ["logits", "map_shape"], ["map"], name="to_map"),
+            h.make_node("Sigmoid", ["map"], ["y"], name="sig"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(h.make_tensor_value_info("y", T.FLOAT, ["N", 1, 8, 8]))
+    return model, x[:64]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_failing_mask_evaluation_stops_where_even_perfect_rows_left_would_miss(monkeypatch, seed):
+    """The mask kind's evaluations on the search rows run two rows a run and stop at the wave
+    where the mean IoU cannot reach the target any more (agreement.Tally): the same report
+    as running every row of each (protect.BOUNDED empty), in fewer rows."""
+    import importlib
+
+    from test_protect_search import clipped_ranges, options
+
+    from onnx2trt_lib.quant.agreement import Criterion
+    from onnx2trt_lib.quant.switch import SwitchSession
+
+    protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
+    model, x = _chain_to_map(seed)
+    factors = {"x": 0.9, "t1": 0.9, "t2": 0.3, "t3": 0.9, "t4": 0.3, "t5": 0.9}  # two to keep
+    ranges = clipped_ranges(model, x, factors)
+    ran = [0]
+    real = SwitchSession.run_batch
+
+    def counted(self, int8_layers, feed, start=None):
+        ran[0] += len(feed["x"])
+        return real(self, int8_layers, feed, start)
+
+    monkeypatch.setattr(SwitchSession, "run_batch", counted)
+    criterion = Criterion(agreement="mask", min_agreement=0.99)
+    reports, rows = [], []
+    for bounded in (protect_module.BOUNDED, ()):
+        monkeypatch.setattr(protect_module, "BOUNDED", bounded)
+        ran[0] = 0
+        reports.append(protect_module.protect(model, options(ranges), x, criterion=criterion))
+        rows.append(ran[0])
+    assert reports[0].kind == "mask" and len(reports[0].excluded) == 2  # a search ran
+    assert reports[0].to_dict() == reports[1].to_dict()
+    assert rows[0] < rows[1]

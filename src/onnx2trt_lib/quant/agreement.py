@@ -311,6 +311,10 @@ class Judge:
         rows = len(next(iter(self.ref.values())))
         return gaps if gaps is not None else np.full(rows, np.inf)
 
+    def tally(self) -> Tally:
+        """boxes and mask: the score summed batch by batch, with a bound before the last."""
+        return Tally(self)
+
     def gains(self, out: Mapping[str, np.ndarray], start: int) -> dict[str, float]:
         """accuracy only: per output, the summed gain of rows start.. of `out` (one batch)."""
         sums = {n: float(p.gains(out[n], start).sum()) for n, p in self._posterior.items()}
@@ -324,6 +328,74 @@ class Judge:
             1.0 + (gained[n] + p.headroom[end:].sum()) / max(len(p.p_ref), 1)
             for n, p in self._posterior.items()
         )
+
+
+# a Tally's bound is raised by this much, so that float rounding never reads it below a value
+# that meets the target (the counts are exact; the mask's sum runs in another order than its mean)
+BOUND_SLACK = 1e-9
+
+
+class Tally:
+    """A boxes or mask score summed batch by batch in row order: once every row is in,
+    `value()` is Judge.score of them all (the same counts, the mean of the same array);
+    before that, `best()` is the highest value the rows left could still bring (each of
+    FP32's boxes matched once, with no extra box; an IoU of 1), so an evaluation can stop
+    at the batch where even that misses the target."""
+
+    def __init__(self, judge: Judge) -> None:
+        if judge.kind not in ("boxes", "mask"):
+            raise ValueError(f"a tally sums boxes or mask scores, not {judge.kind}")
+        self.judge = judge
+        self.boxes = judge.kind == "boxes"
+        self.total = len(next(iter(judge.ref.values())))
+        self.rows = 0
+        self.counts = {n: (0, 0, 0) for n in judge.ref}  # boxes: matched, FP32's, the test's
+        self.ious: dict[str, list[np.ndarray]] = {n: [] for n in judge.ref}  # mask, per batch
+        self.nonfinite: set[str] = set()
+        # boxes: FP32's boxes in rows r.. (index r)
+        self.boxes_from = {
+            n: np.concatenate([np.cumsum([len(b) for b, _ in rows[::-1]])[::-1], [0]])
+            for n, rows in judge._ref_boxes.items()
+        }
+
+    def add(self, out: Mapping[str, np.ndarray]) -> None:
+        """The next batch of rows (outputs by name)."""
+        n = len(next(iter(out.values())))
+        at = slice(self.rows, self.rows + n)
+        for name, ref in self.judge.ref.items():
+            test = out[name]
+            if self.boxes:
+                got = box_counts(self.judge._ref_boxes[name][at], detections(test))
+                matched, n_ref, n_test = self.counts[name]
+                self.counts[name] = (matched + got[0], n_ref + got[1], n_test + got[2])
+            elif not np.isfinite(test).all():
+                self.nonfinite.add(name)
+            else:
+                self.ious[name].append(mask_ious(ref[at], test))
+        self.rows += n
+
+    def value(self) -> float:
+        """Judge.score over every row (all added)."""
+        return min(self._value(name, exact=True) for name in self.judge.ref)
+
+    def best(self) -> float:
+        """At least the score every row will read, whatever the rows left read."""
+        return min(self._value(name, exact=False) for name in self.judge.ref) + BOUND_SLACK
+
+    def _value(self, name: str, exact: bool) -> float:
+        left = 0 if exact else self.total - self.rows
+        if self.boxes:
+            matched, n_ref, n_test = self.counts[name]
+            rest = 0 if exact else int(self.boxes_from[name][self.rows])
+            return _f_score(matched + rest, n_ref + rest, n_test + rest)
+        if name in self.nonfinite:
+            return -math.inf
+        if not self.total:
+            return 1.0
+        ious = np.concatenate(self.ious[name]) if self.ious[name] else np.zeros(0)
+        if exact:
+            return float(np.mean(ious))
+        return (float(ious.sum()) + left) / self.total
 
 
 def points(score: float) -> str:
@@ -519,6 +591,12 @@ def _nms(boxes: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> np.ndarray:
 
 def box_agreement(ref: Sequence, test: Sequence) -> float:
     """F-score of test boxes matched one-to-one to ref boxes (same class, IoU >= MATCH_IOU), all rows."""
+    return _f_score(*box_counts(ref, test))
+
+
+def box_counts(ref: Sequence, test: Sequence) -> tuple[int, int, int]:
+    """(matched, ref boxes, test boxes) over the rows: box_agreement's counts, which add up
+    over parts of the rows."""
     matched = n_ref = n_test = 0
     for (rb, rc), (tb, tc) in zip(ref, test, strict=True):
         n_ref, n_test = n_ref + len(rb), n_test + len(tb)
@@ -532,6 +610,10 @@ def box_agreement(ref: Sequence, test: Sequence) -> float:
             if cand[j] >= MATCH_IOU:
                 used[j] = True
                 matched += 1
+    return matched, n_ref, n_test
+
+
+def _f_score(matched: int, n_ref: int, n_test: int) -> float:
     if n_ref + n_test == 0:
         return 1.0
     return 2.0 * matched / (n_ref + n_test)
@@ -552,8 +634,13 @@ def mask_agreement(ref: np.ndarray, test: np.ndarray, threshold: float = MASK_TH
         return math.nan
     if not len(ref):
         return 1.0
+    return float(np.mean(mask_ious(ref, test, threshold)))
+
+
+def mask_ious(ref: np.ndarray, test: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """Per row, the IoU mask_agreement averages (finite `test`)."""
     r = np.asarray(ref).reshape(len(ref), -1) > threshold
     t = np.asarray(test).reshape(len(test), -1) > threshold
     inter = np.count_nonzero(r & t, axis=1)
     union = np.count_nonzero(r | t, axis=1)
-    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

@@ -114,6 +114,10 @@ GIVE_WAY_STEPS = 2
 MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the same rows
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
+# kinds summed run by run whose evaluation on the search rows stops at the wave where even the
+# best the rows left can bring misses the target (agreement.Tally); their runs stay as they are
+BOUNDED = ("boxes", "mask")
+BOUND_ROWS = 2  # rows per run where the batch is dynamic, for those kinds
 # kinds whose search starts again on every row when its mix fails the held-out rows: on
 # PP-OCRv4 rec the 32 search words were fitted, not learned from (benchmarks/results/quant.md,
 # "calibration sets" for accuracy, "Held-out retry for top1" for top1)
@@ -428,9 +432,10 @@ def protect(
             if held_b is not search_b
             else search_judge
         )
-        cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
-        search_runs = _chunks(search_b, cut)
-        held_runs = _chunks(held_b, cut) if held_b is not search_b else search_runs
+        # short runs help where a failing one stops early
+        cut, size = fixed or kind not in (*EARLY_EXIT, *BOUNDED), _run_rows(kind)
+        search_runs = _chunks(search_b, cut, size)
+        held_runs = _chunks(held_b, cut, size) if held_b is not search_b else search_runs
         # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
         row_order = (
             RowOrder(search_b, EXIT_ROWS, search_judge.margins())
@@ -528,9 +533,19 @@ def protect(
         moved to the suspects' front, None where none did)."""
         int8 = [c for c in layers if c not in floats]
         judge_, runs = (held_judge, held_runs) if held else (search_judge, search_runs)
+        rows_ = len(next(iter(judge_.ref.values())))
+        known = not floats and not held and bool(known_full) and known_rows >= rows_
+        if judge_.kind in BOUNDED and per_row and not exact and not known:
+            tally = judge_.tally()
+            for wave in _waves(switch.parts_of(runs), switch.workers):  # as switch.run runs
+                for out in switch.run_batches(int8, wave):
+                    tally.add(out)
+                best = tally.best() if tally.rows < rows_ else math.inf
+                if not ok(best):
+                    return best, None  # at most this: fails the target
+            return tally.value(), None
         if judge_.kind not in EARLY_EXIT or exact or not per_row:
-            rows_ = len(next(iter(judge_.ref.values())))
-            if not floats and not held and known_full and known_rows >= rows_:
+            if known and known_full:
                 out = {n: np.asarray(known_full[n])[:rows_] for n in judged}
             else:
                 out = switch.run(int8, runs)
@@ -761,7 +776,9 @@ def protect(
         search_b = held_b = batches
         search_judge = held_judge = judge
         answers.clear()  # every answer so far was on other rows
-        search_runs = held_runs = _chunks(batches, fixed or kind not in EARLY_EXIT)
+        search_runs = held_runs = _chunks(
+            batches, fixed or kind not in (*EARLY_EXIT, *BOUNDED), _run_rows(kind)
+        )
         n_search = samples
         for note in coarse:  # the report's rows are every row now
             notes.remove(note)
@@ -1189,6 +1206,13 @@ def _split(batches: Sequence[Batch], fixed: bool) -> tuple[list[Batch], list[Bat
             held.append({k: v[cut:] if np.ndim(v) else v for k, v in feed.items()})
         rows += n
     return search, held
+
+
+def _run_rows(kind: str) -> int:
+    """Rows per run on a dynamic batch for an evaluation that can stop early: a bounded one
+    (boxes, mask) stops only between waves, and waves of EXIT_ROWS would take PP-OCRv4 det's
+    and YOLOv8n's search rows in one."""
+    return BOUND_ROWS if kind in BOUNDED else EXIT_ROWS
 
 
 def _waves(runs: Sequence, size: int) -> list[list]:

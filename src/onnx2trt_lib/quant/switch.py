@@ -318,10 +318,15 @@ class SwitchSession:
     def run(self, int8_layers: Collection[str], batches: Sequence[Batch]) -> dict[str, np.ndarray]:
         """Outputs by name, the batches joined along axis 0 (fewer batches than workers: split
         along their rows where the batch is dynamic, so every worker has a part)."""
-        if self.dynamic and len(batches) < self.workers:
-            batches = [part for feed in batches for part in _split_rows(feed, self.workers)]
-        parts = self.run_batches(int8_layers, batches)
+        parts = self.run_batches(int8_layers, self.parts_of(batches))
         return {n: _cat([p[n] for p in parts]) for n in self.outputs}
+
+    def parts_of(self, batches: Sequence[Batch]) -> list[Batch]:
+        """The runs `run` makes of `batches`: fewer batches than workers are split along their
+        rows where the batch is dynamic (a caller that runs them itself gets the same bytes)."""
+        if self.dynamic and len(batches) < self.workers:
+            return [part for feed in batches for part in _split_rows(feed, self.workers)]
+        return list(batches)
 
     def start(self, base: Collection[str], feed: Batch) -> Start:
         """Questions about mixes that differ from the `base` mix of INT8 layers in one layer,
