@@ -262,35 +262,51 @@ def random_heads(rng, rows: int, anchors: int = 12, nc: int = 3) -> np.ndarray:
     nonfinite=st.booleans(),
 )
 def test_a_tally_sums_to_the_judges_score_and_bounds_it_before(seed, kind, noise, cuts, nonfinite):
-    """Whatever the batches, the tally of every row is Judge.score of them joined (to the bit),
-    and its bound after each batch is at least the score every row ends with, for the test rows
-    that came and for rows to come that read exactly as FP32 (the best case it assumes)."""
+    """Whatever the batches, the tally of every row is Judge.score of them joined (to the bit;
+    two outputs, the worse counts; an integer output not judged), and its bound after each
+    batch is at least the score every row ends with, for the test rows that came and rows to
+    come that read exactly as FP32 (the best case it assumes)."""
     rng = np.random.default_rng(seed)
     rows = sum(cuts)
-    if kind == "boxes":
-        ref = random_heads(rng, rows)
-        test = ref.copy()
-        test[:, :4] += rng.normal(0, 40 * noise, test[:, :4].shape).astype(np.float32)
-        test[:, 4:] = np.clip(test[:, 4:] + rng.normal(0, noise, test[:, 4:].shape), 0, 1)
-    else:
-        ref = (1 / (1 + np.exp(-(rng.standard_normal((rows, 1, 6, 8)) * 3 - 1)))).astype(np.float32)
-        test = np.clip(ref + rng.normal(0, noise, ref.shape), 0, 1).astype(np.float32)
-    if nonfinite and kind == "mask":
-        test[rng.integers(rows)] = np.nan
-    judge = Judge({"y": ref}, Criterion(agreement=kind))
-    score = judge.score({"y": test})
+
+    def pair(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        if kind == "boxes":
+            ref = random_heads(rng, rows)
+            test = ref.copy()
+            test[:, :4] += rng.normal(0, 40 * scale, test[:, :4].shape).astype(np.float32)
+            test[:, 4:] = np.clip(test[:, 4:] + rng.normal(0, scale, test[:, 4:].shape), 0, 1)
+        else:
+            logits = rng.standard_normal((rows, 1, 6, 8)) * 3 - 1
+            ref = (1 / (1 + np.exp(-logits))).astype(np.float32)
+            test = np.clip(ref + rng.normal(0, scale, ref.shape), 0, 1).astype(np.float32)
+        if nonfinite:
+            test[rng.integers(rows)] = np.nan
+        return ref, test
+
+    (ref_y, test_y), (ref_z, test_z) = pair(noise), pair(noise / 2)
+    judge = Judge({"y": ref_y, "z": ref_z}, Criterion(agreement=kind))
+    test = {"y": test_y, "z": test_z}
+    score = judge.score(test)
     tally = judge.tally()
     start = 0
     for n in cuts:
-        tally.add({"y": test[start : start + n]})
+        count = np.array([n], np.int64)  # an output that is not one row per row, not judged
+        tally.add({"count": count, **{k: v[start : start + n] for k, v in test.items()}})
         start += n
-        best_case = judge.score({"y": np.concatenate([test[:start], ref[start:]])})
+        best_case = judge.score(
+            {k: np.concatenate([test[k][:start], r[start:]]) for k, r in judge.ref.items()}
+        )
         assert tally.best() >= best_case >= score
     assert tally.rows == rows
     assert tally.value() == score  # the same bits: the same counts, the mean of the same array
 
 
-def test_a_tally_refuses_kinds_it_cannot_bound():
+def test_a_tally_refuses_kinds_it_cannot_bound_and_a_value_before_its_last_row():
     judge = Judge({"y": np.eye(4)[[0, 1]]}, Criterion(agreement="top1"))
     with pytest.raises(ValueError, match="boxes or mask"):
         judge.tally()
+    ref = np.full((2, 1, 4, 4), 0.9, np.float32)
+    tally = Judge({"y": ref}, Criterion(agreement="mask")).tally()
+    tally.add({"y": ref[:1]})
+    with pytest.raises(ValueError, match="1 rows of 2"):
+        tally.value()

@@ -97,11 +97,51 @@ def _chain_to_map(seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
     return model, x[:64]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_a_failing_mask_evaluation_stops_where_even_perfect_rows_left_would_miss(monkeypatch, seed):
-    """The mask kind's evaluations on the search rows run two rows a run and stop at the wave
-    where the mean IoU cannot reach the target any more (agreement.Tally): the same report
-    as running every row of each (protect.BOUNDED empty), in fewer rows."""
+def _chain_to_heads(seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
+    """test_protect_search's MatMul chain read as a YOLO-like head per row (8, 8 anchors):
+    boxes centred at 40 + 10 x (20 x 20), and 4 class scores Sigmoid(x)."""
+    from test_protect_search import chain
+
+    model, x = chain([16, 24, 24, 24, 24, 24, 64], seed=seed)
+    graph = model.graph
+    graph.node[-1].output[0] = "logits"
+    consts = {
+        "head_shape": np.array([-1, 8, 8], np.int64),
+        "box_scale": np.array([10.0, 10.0, 0.0, 0.0], np.float32).reshape(4, 1),
+        "box_shift": np.array([40.0, 40.0, 20.0, 20.0], np.float32).reshape(4, 1),
+        "at_0": np.array([0], np.int64),
+        "at_4": np.array([4], np.int64),
+        "at_8": np.array([8], np.int64),
+        "axis_1": np.array([1], np.int64),
+    }
+    graph.initializer.extend(nh.from_array(v, k) for k, v in consts.items())
+    graph.node.extend(
+        [
+            h.make_node("Reshape", ["logits", "head_shape"], ["head"], name="to_head"),
+            h.make_node("Slice", ["head", "at_0", "at_4", "axis_1"], ["raw_box"], name="s1"),
+            h.make_node("Mul", ["raw_box", "box_scale"], ["scaled_box"], name="scale"),
+            h.make_node("Add", ["scaled_box", "box_shift"], ["box"], name="shift"),
+            h.make_node("Slice", ["head", "at_4", "at_8", "axis_1"], ["raw_cls"], name="s2"),
+            h.make_node("Sigmoid", ["raw_cls"], ["cls"], name="sig"),
+            h.make_node("Concat", ["box", "cls"], ["y"], axis=1, name="cat"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(h.make_tensor_value_info("y", T.FLOAT, ["N", 8, 8]))
+    return model, x[:64]
+
+
+@pytest.mark.parametrize(
+    ("kind", "seed", "rows"),
+    [("mask", 0, 64), ("mask", 1, 64), ("mask", 2, 24), ("boxes", 0, 64), ("boxes", 1, 24)],
+)
+def test_a_failing_evaluation_stops_where_even_perfect_rows_left_would_miss(
+    monkeypatch, kind, seed, rows
+):
+    """boxes and mask evaluations on the search rows run two rows a run and stop at the wave
+    where the score cannot reach the target any more (agreement.Tally): the same report as
+    running every row of each (protect.BOUNDED empty), in fewer rows; with 24 rows nothing is
+    held out and the report's value is the search's own (a tally that ran every row)."""
     import importlib
 
     from test_protect_search import clipped_ranges, options
@@ -110,7 +150,8 @@ def test_a_failing_mask_evaluation_stops_where_even_perfect_rows_left_would_miss
     from onnx2trt_lib.quant.switch import SwitchSession
 
     protect_module = importlib.import_module("onnx2trt_lib.quant.protect")  # not the function
-    model, x = _chain_to_map(seed)
+    model, x = (_chain_to_heads if kind == "boxes" else _chain_to_map)(seed)
+    x = x[:rows]
     factors = {"x": 0.9, "t1": 0.9, "t2": 0.3, "t3": 0.9, "t4": 0.3, "t5": 0.9}  # two to keep
     ranges = clipped_ranges(model, x, factors)
     ran = [0]
@@ -121,13 +162,14 @@ def test_a_failing_mask_evaluation_stops_where_even_perfect_rows_left_would_miss
         return real(self, int8_layers, feed, start)
 
     monkeypatch.setattr(SwitchSession, "run_batch", counted)
-    criterion = Criterion(agreement="mask", min_agreement=0.99)
-    reports, rows = [], []
+    criterion = Criterion(agreement=kind, min_agreement=0.99)
+    reports, counts = [], []
     for bounded in (protect_module.BOUNDED, ()):
         monkeypatch.setattr(protect_module, "BOUNDED", bounded)
         ran[0] = 0
         reports.append(protect_module.protect(model, options(ranges), x, criterion=criterion))
-        rows.append(ran[0])
-    assert reports[0].kind == "mask" and len(reports[0].excluded) == 2  # a search ran
+        counts.append(ran[0])
+    assert reports[0].kind == kind and reports[0].excluded  # a search ran
+    assert reports[0].held_out == (0 if rows < 32 else rows // 2)
     assert reports[0].to_dict() == reports[1].to_dict()
-    assert rows[0] < rows[1]
+    assert counts[0] < counts[1]

@@ -252,7 +252,7 @@ class Judge:
             elif self.kind == "mask":
                 v = mask_agreement(ref, test)
             else:
-                v = box_agreement(self._ref_boxes[name], detections(test))
+                v = box_agreement(self.ref_boxes[name], detections(test))
             values.append(-math.inf if math.isnan(v) else v)
         return min(values)
 
@@ -275,7 +275,7 @@ class Judge:
         """top1 only: rows start.. of `out` (one batch) that read differently from FP32 in any output.
 
         Lets an evaluation stop at the batch where the failures exceed what the target allows."""
-        rows = np.arange(start, start + len(next(iter(out.values()))))
+        rows = np.arange(start, start + len(out[next(iter(self.ref))]))
         return int(self.failing(out, rows).sum())
 
     def failing(self, out: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -310,6 +310,11 @@ class Judge:
             gaps = gap if gaps is None else np.minimum(gaps, gap)
         rows = len(next(iter(self.ref.values())))
         return gaps if gaps is not None else np.full(rows, np.inf)
+
+    @property
+    def ref_boxes(self) -> dict[str, Boxes]:
+        """boxes: FP32's detections per output, per row."""
+        return self._ref_boxes
 
     def tally(self) -> Tally:
         """boxes and mask: the score summed batch by batch, with a bound before the last."""
@@ -346,7 +351,7 @@ class Tally:
         if judge.kind not in ("boxes", "mask"):
             raise ValueError(f"a tally sums boxes or mask scores, not {judge.kind}")
         self.judge = judge
-        self.boxes = judge.kind == "boxes"
+        self.is_boxes = judge.kind == "boxes"
         self.total = len(next(iter(judge.ref.values())))
         self.rows = 0
         self.counts = {n: (0, 0, 0) for n in judge.ref}  # boxes: matched, FP32's, the test's
@@ -355,17 +360,17 @@ class Tally:
         # boxes: FP32's boxes in rows r.. (index r)
         self.boxes_from = {
             n: np.concatenate([np.cumsum([len(b) for b, _ in rows[::-1]])[::-1], [0]])
-            for n, rows in judge._ref_boxes.items()
+            for n, rows in judge.ref_boxes.items()
         }
 
     def add(self, out: Mapping[str, np.ndarray]) -> None:
-        """The next batch of rows (outputs by name)."""
-        n = len(next(iter(out.values())))
+        """The next batch of rows (outputs by name; those not judged are not read)."""
+        n = len(out[next(iter(self.judge.ref))])
         at = slice(self.rows, self.rows + n)
         for name, ref in self.judge.ref.items():
             test = out[name]
-            if self.boxes:
-                got = box_counts(self.judge._ref_boxes[name][at], detections(test))
+            if self.is_boxes:
+                got = box_counts(self.judge.ref_boxes[name][at], detections(test))
                 matched, n_ref, n_test = self.counts[name]
                 self.counts[name] = (matched + got[0], n_ref + got[1], n_test + got[2])
             elif not np.isfinite(test).all():
@@ -376,26 +381,27 @@ class Tally:
 
     def value(self) -> float:
         """Judge.score over every row (all added)."""
-        return min(self._value(name, exact=True) for name in self.judge.ref)
+        if self.rows != self.total:
+            raise ValueError(f"a tally of {self.rows} rows of {self.total} has no value yet")
+        return min(self._value(name, bound=False) for name in self.judge.ref)
 
     def best(self) -> float:
         """At least the score every row will read, whatever the rows left read."""
-        return min(self._value(name, exact=False) for name in self.judge.ref) + BOUND_SLACK
+        return min(self._value(name, bound=True) for name in self.judge.ref) + BOUND_SLACK
 
-    def _value(self, name: str, exact: bool) -> float:
-        left = 0 if exact else self.total - self.rows
-        if self.boxes:
+    def _value(self, name: str, bound: bool) -> float:
+        if self.is_boxes:
             matched, n_ref, n_test = self.counts[name]
-            rest = 0 if exact else int(self.boxes_from[name][self.rows])
+            rest = int(self.boxes_from[name][self.rows]) if bound else 0
             return _f_score(matched + rest, n_ref + rest, n_test + rest)
         if name in self.nonfinite:
             return -math.inf
         if not self.total:
             return 1.0
         ious = np.concatenate(self.ious[name]) if self.ious[name] else np.zeros(0)
-        if exact:
+        if not bound:
             return float(np.mean(ious))
-        return (float(ious.sum()) + left) / self.total
+        return (float(ious.sum()) + self.total - self.rows) / self.total
 
 
 def points(score: float) -> str:

@@ -115,9 +115,10 @@ MIN_HELD_OUT = 16  # rows: with fewer than twice this, search and report use the
 EXIT_ROWS = 8  # rows per run where the batch is dynamic: a failing top1 evaluation stops sooner
 EARLY_EXIT = ("top1", "accuracy")  # kinds whose evaluation on the search rows can stop early
 # kinds summed run by run whose evaluation on the search rows stops at the wave where even the
-# best the rows left can bring misses the target (agreement.Tally); their runs stay as they are
+# best the rows left can bring misses the target (agreement.Tally; rows in data order, no
+# RowOrder); exact and held-out evaluations run whole batches as before
 BOUNDED = ("boxes", "mask")
-BOUND_ROWS = 2  # rows per run where the batch is dynamic, for those kinds
+BOUND_ROWS = 2  # rows per search run where the batch is dynamic, for those kinds
 # kinds whose search starts again on every row when its mix fails the held-out rows: on
 # PP-OCRv4 rec the 32 search words were fitted, not learned from (benchmarks/results/quant.md,
 # "calibration sets" for accuracy, "Held-out retry for top1" for top1)
@@ -432,10 +433,9 @@ def protect(
             if held_b is not search_b
             else search_judge
         )
-        # short runs help where a failing one stops early
-        cut, size = fixed or kind not in (*EARLY_EXIT, *BOUNDED), _run_rows(kind)
-        search_runs = _chunks(search_b, cut, size)
-        held_runs = _chunks(held_b, cut, size) if held_b is not search_b else search_runs
+        cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
+        search_runs = _chunks(search_b, cut and kind not in BOUNDED, _run_rows(kind))
+        held_runs = _chunks(held_b, cut)
         # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
         row_order = (
             RowOrder(search_b, EXIT_ROWS, search_judge.margins())
@@ -588,7 +588,7 @@ def protect(
                 for out in switch.run_batches(int8, wave):
                     for name, g in judge_.gains(out, start).items():
                         gained[name] += g
-                    start += len(next(iter(out.values())))
+                    start += len(out[next(iter(judge_.ref))])  # a judged output: one row per row
                     best = judge_.best_accuracy(gained, start)
                     if not ok(best):
                         return best, None  # at most this: fails the target
@@ -599,7 +599,7 @@ def protect(
         for wave in _waves(runs, switch.workers):
             for out in switch.run_batches(int8, wave):
                 bad += judge_.failing_rows(out, start)
-                start += len(next(iter(out.values())))
+                start += len(out[next(iter(judge_.ref))])
                 if not _finite(out, judge_.ref):
                     return -math.inf, None  # the worst value, as Judge.score counts it
                 if bad > allowed:
@@ -776,9 +776,9 @@ def protect(
         search_b = held_b = batches
         search_judge = held_judge = judge
         answers.clear()  # every answer so far was on other rows
-        search_runs = held_runs = _chunks(
-            batches, fixed or kind not in (*EARLY_EXIT, *BOUNDED), _run_rows(kind)
-        )
+        cut = fixed or kind not in EARLY_EXIT
+        search_runs = _chunks(batches, cut and kind not in BOUNDED, _run_rows(kind))
+        held_runs = _chunks(batches, cut)
         n_search = samples
         for note in coarse:  # the report's rows are every row now
             notes.remove(note)
@@ -1222,11 +1222,15 @@ def _waves(runs: Sequence, size: int) -> list[list]:
 
 
 def _chunks(batches: Sequence[Batch], fixed: bool, rows: int = EXIT_ROWS) -> list[Batch]:
-    """Batches cut into runs of at most `rows` where the batch is dynamic (as they are if fixed)."""
+    """Batches cut into runs of at most `rows` where the batch is dynamic (as they are if fixed,
+    or where their arrays differ in rows: one is not a batch)."""
     if fixed:
         return list(batches)
     out = []
     for feed in batches:
+        if len({len(v) for v in feed.values() if np.ndim(v)}) > 1:
+            out.append(feed)
+            continue
         n = _count(feed)
         for i in range(0, n, rows):
             out.append({k: v[i : i + rows] if np.ndim(v) else v for k, v in feed.items()})
