@@ -433,9 +433,10 @@ def protect(
             if held_b is not search_b
             else search_judge
         )
-        cut = fixed or kind not in EARLY_EXIT  # short runs help where a failing one stops early
-        search_runs = _chunks(search_b, cut and kind not in BOUNDED, _run_rows(kind))
-        held_runs = _chunks(held_b, cut)
+        search_runs, held_runs = (
+            _search_runs(search_b, fixed, kind),
+            _held_runs(held_b, fixed, kind),
+        )
         # top1 on rows of a dynamic batch: the rows that failed before run first (quant.suspects)
         row_order = (
             RowOrder(search_b, EXIT_ROWS, search_judge.margins())
@@ -776,9 +777,10 @@ def protect(
         search_b = held_b = batches
         search_judge = held_judge = judge
         answers.clear()  # every answer so far was on other rows
-        cut = fixed or kind not in EARLY_EXIT
-        search_runs = _chunks(batches, cut and kind not in BOUNDED, _run_rows(kind))
-        held_runs = _chunks(batches, cut)
+        search_runs, held_runs = (
+            _search_runs(batches, fixed, kind),
+            _held_runs(batches, fixed, kind),
+        )
         n_search = samples
         for note in coarse:  # the report's rows are every row now
             notes.remove(note)
@@ -1208,11 +1210,19 @@ def _split(batches: Sequence[Batch], fixed: bool) -> tuple[list[Batch], list[Bat
     return search, held
 
 
-def _run_rows(kind: str) -> int:
-    """Rows per run on a dynamic batch for an evaluation that can stop early: a bounded one
-    (boxes, mask) stops only between waves, and waves of EXIT_ROWS would take PP-OCRv4 det's
-    and YOLOv8n's search rows in one."""
-    return BOUND_ROWS if kind in BOUNDED else EXIT_ROWS
+def _search_runs(batches: Sequence[Batch], fixed: bool, kind: str) -> list[Batch]:
+    """The runs of an evaluation on the search rows: short where a failing one can stop early
+    on a dynamic batch (top1, accuracy: EXIT_ROWS; boxes, mask, which stop only between
+    waves: BOUND_ROWS, as waves of EXIT_ROWS would take PP-OCRv4 det's and YOLOv8n's search
+    rows in one), whole batches otherwise."""
+    short = kind in EARLY_EXIT or kind in BOUNDED
+    return _chunks(batches, fixed or not short, BOUND_ROWS if kind in BOUNDED else EXIT_ROWS)
+
+
+def _held_runs(batches: Sequence[Batch], fixed: bool, kind: str) -> list[Batch]:
+    """The runs of a held-out evaluation (always exact): EXIT_ROWS for top1 and accuracy, as
+    their search runs, whole batches otherwise."""
+    return _chunks(batches, fixed or kind not in EARLY_EXIT)
 
 
 def _waves(runs: Sequence, size: int) -> list[list]:
